@@ -1,0 +1,1 @@
+"""Engine APIs: FastAPI app, the daemon supervisor and the API client CLI."""

@@ -1,0 +1,3 @@
+"""XCAST6 routing engine: wire codec, forwarding table, branching and the packet worker."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""Route model shared by the forwarding table (engine/), sync/ and the APIs.
+
+A next hop is what the *router* would use: its real next-hop address and its egress
+interface.  The engine needs both: the address to group destinations (RFC 5058 branching
+is per next hop) and the interface to pick the engine link (VLAN) that stands for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class NextHop:
+    """One forwarding next hop of the router.
+
+    ``gateway`` is the router's next-hop address as 16 raw bytes, or ``None`` for a
+    connected (on-link) route, where the destination itself is the next hop.
+    ``ifname`` is the router's egress interface name (e.g. ``ge-0/0/1.0``).
+    """
+
+    ifname: str
+    gateway: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.gateway is not None and len(self.gateway) != 16:
+            raise ValueError(f"next-hop gateway must be 16 bytes, got {len(self.gateway)}")
+
+    @property
+    def connected(self) -> bool:
+        return self.gateway is None
+
+    def gateway_text(self) -> str | None:
+        return None if self.gateway is None else str(ipaddress.IPv6Address(self.gateway))
+
+    def __str__(self) -> str:
+        return f"{self.gateway_text() or 'connected'} dev {self.ifname}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A route as the router has it: prefix, next hops (several = ECMP), protocol, metric."""
+
+    prefix: ipaddress.IPv6Network
+    nexthops: tuple[NextHop, ...]
+    protocol: str = "unknown"
+    metric: int = 0
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not self.nexthops:
+            raise ValueError(f"route {self.prefix} has no next hop")
+
+    @property
+    def key(self) -> ipaddress.IPv6Network:
+        return self.prefix
+
+
+def ip6(text: str) -> bytes:
+    """Parse an IPv6 address to 16 packed bytes (raises ValueError naming the input)."""
+    try:
+        return ipaddress.IPv6Address(text).packed
+    except ipaddress.AddressValueError as exc:
+        raise ValueError(f"not an IPv6 address: {text!r}") from exc

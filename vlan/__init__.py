@@ -1,0 +1,1 @@
+"""Engine links: 802.1Q subinterfaces (or direct links) mirroring the router interfaces."""
