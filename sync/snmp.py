@@ -118,22 +118,32 @@ class SnmpSource:
         return cidr_rows(ifindex_col, type_col, proto_col, metric_col)
 
     async def change_marker(self) -> str | None:
-        """Route counts + interface state, one GET and one short walk (see module README).
+        """A value that changes when the router's IPv6 table changes (see ``marker=`` in the URL).
 
-        inetCidrRouteNumber (all families) and ipv6RouteNumber change when routes are added or
-        removed; ifTableLastChange and the ifOperStatus column change on link events, the
-        usual cause of route changes at the edge.  A route replaced in place (same count) is
-        only seen by the periodic full fetch.
+        ``marker=counts`` (default, one GET + a walk of ifOperStatus): inetCidrRouteNumber and
+        ipv6RouteNumber change when routes are added or removed, the ifOperStatus column on
+        link events (the usual cause of route changes at the edge); both exist on Junos,
+        IOS/IOS-XE/XR and net-snmp.  A route replaced in place (same count, new next hop) is
+        only caught by ``marker=column`` or by the periodic full fetch.
+        ``marker=column``: a digest of the IPv6 inetCidrRouteIfIndex column; its index holds
+        every prefix and next hop, so any change shows, at the cost of one column walk.
         """
         walker = self._walker_factory(self.config)
         try:
             scalars: list[tuple[Oid, Value]] = await walker.get(
-                [mib.INET_CIDR_ROUTE_NUMBER, mib.IPV6_ROUTE_NUMBER, mib.IF_TABLE_LAST_CHANGE]
+                [mib.INET_CIDR_ROUTE_NUMBER, mib.IPV6_ROUTE_NUMBER]
             )
             oper = await walker.walk(mib.IF_OPER_STATUS)
+            column = (
+                await walker.walk((*mib.INET_CIDR_ROUTE_IFINDEX, *_V6))
+                if self.config.marker == "column"
+                else []
+            )
         finally:
             await walker.close()
         parts = [f"{'.'.join(map(str, oid[-3:]))}={'-' if value in EXCEPTIONS else value!r}"
                  for oid, value in scalars]
-        digest = hashlib.sha256(repr(oper).encode()).hexdigest()[:16]
-        return ";".join([*parts, f"ifOper={digest}"])
+        parts.append("ifOper=" + hashlib.sha256(repr(oper).encode()).hexdigest()[:16])
+        if self.config.marker == "column":
+            parts.append("routes=" + hashlib.sha256(repr(column).encode()).hexdigest()[:16])
+        return ";".join(parts)

@@ -24,10 +24,11 @@ TABLES = ("auto", "inetcidr", "ipv6")
 UNKNOWN_IFINDEX = ("error", "placeholder")
 COLUMNS = ("full", "minimal")
 ENGINES = ("native", "pysnmp")
+MARKERS = ("counts", "column")
 
 _QUERY_KEYS = {
     "timeout", "retries", "max_repetitions", "auth_proto", "priv_proto", "auth_key", "priv_key",
-    "table", "unknown_ifindex", "columns", "engine", "context",
+    "table", "unknown_ifindex", "columns", "engine", "context", "marker",
 }
 
 
@@ -60,6 +61,7 @@ class SnmpConfig:
     unknown_ifindex: str = "error"
     columns: str = "full"
     engine: str = "native"
+    marker: str = "counts"
 
     def display_url(self) -> str:
         """The source as a URL without any secret (for logs, snapshots, errors)."""
@@ -170,6 +172,7 @@ def parse_snmp_url(url: str, env: Mapping[str, str] | None = None) -> SnmpConfig
     unknown_ifindex = choice("unknown_ifindex", UNKNOWN_IFINDEX)
     columns = choice("columns", COLUMNS)
     engine = choice("engine", ENGINES)
+    marker = choice("marker", MARKERS)
     if problems:
         raise SnmpUrlError(problems)
     return SnmpConfig(
@@ -190,4 +193,5 @@ def parse_snmp_url(url: str, env: Mapping[str, str] | None = None) -> SnmpConfig
         unknown_ifindex=unknown_ifindex,
         columns=columns,
         engine=engine,
+        marker=marker,
     )
