@@ -9,7 +9,6 @@ import pytest
 
 from engine.model import NextHop
 from sync.snmp import SnmpSource
-from sync.source import SourceError
 from tests.sync.conftest_snmp import SnmpdLab, route_batch, snmpd_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
@@ -37,7 +36,8 @@ def assert_matches_kernel(lab: SnmpdLab, snapshot) -> None:
 def small_table(lab: SnmpdLab) -> None:
     lab.ip_batch([
         "route add 2001:db8:100::/48 via 2001:db8:0::2 dev xsnmp-r0",
-        "route add 2001:db8:200::/48 nexthop via 2001:db8:0::3 dev xsnmp-r0 nexthop via 2001:db8:1::4 dev xsnmp-r1",
+        "route add 2001:db8:200::/48 nexthop via 2001:db8:0::3 dev xsnmp-r0"
+        " nexthop via 2001:db8:1::4 dev xsnmp-r1",
         "route add 2001:db8:300::/48 dev xsnmp-r2 metric 77",
         "route add 2001:db8:400::/48 via fe80::1 dev xsnmp-r1",
         "route add ::/0 via 2001:db8:2::fe dev xsnmp-r2",
@@ -85,7 +85,8 @@ def test_v2c_large_tables_match_kernel(snmpd_lab: SnmpdLab, count: int) -> None:
     snmpd_lab.ip_batch(route_batch(count, 3))
     snmpd_lab.start()
     seen: list[tuple[int, str]] = []
-    snapshot = asyncio.run(SnmpSource.from_url(snmpd_lab.url()).fetch(lambda n, phase: seen.append((n, phase))))
+    source = SnmpSource.from_url(snmpd_lab.url())
+    snapshot = asyncio.run(source.fetch(lambda n, phase: seen.append((n, phase))))
     assert_matches_kernel(snmpd_lab, snapshot)
     assert len(snapshot.routes) == count + 4
     multipath = [r for r in snapshot.routes if len(r.nexthops) == 2]
