@@ -190,8 +190,17 @@ def ipv6_route_rows(
             if stats is not None:
                 stats.drop("no_nexthop")
             continue
-        rows.append(RouteRow(dest, idx[16], gateway, ifindex, route_type, protos.get(idx, 1),
-                             max(metrics.get(idx, 0), 0), oid))
+        proto = protos.get(idx, 1)
+        if idx[16] == 128 and route_type == mib.ROUTE_TYPE_LOCAL and proto == 2:
+            # Junos lists its interface addresses here as local /128s of protocol local and has
+            # no ipAddressTable to recognise them by (inetCidrRouteTable marks them reject).
+            if stats is not None:
+                stats.drop("own_address")
+            continue
+        metric = metrics.get(idx, 0)
+        # ipv6RouteMetric is Unsigned32; Junos sends 4294967295 for "no metric".
+        rows.append(RouteRow(dest, idx[16], gateway, ifindex, route_type, proto,
+                             0 if metric >= 0xFFFFFFFF else max(metric, 0), oid))
     return rows
 
 

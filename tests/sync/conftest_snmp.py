@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -217,3 +218,73 @@ def snmpd_lab() -> Iterator[SnmpdLab]:
         yield lab
     finally:
         lab.teardown()
+
+
+_SNMPSIM_MAIN = (
+    "import sys, dbm, dbm.dumb, json, bz2, gzip, random, encodings.latin_1, encodings.ascii, encodings.hex_codec;"
+    "from snmpsim.commands.responder import main; sys.argv[0] = 'snmpsim-command-responder'; sys.exit(main())"
+)
+RECORDINGS = Path("/work/venv/lib/python3.11/site-packages/snmpsim_data/data/network/router")
+
+
+@dataclass
+class SnmpsimAgent:
+    """snmpsim serving ``.snmprec`` files on loopback; the community is the file's stem."""
+
+    tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="xsnmp-sim-")))
+    port: int = field(default_factory=free_udp_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def add_recording(self, community: str, text: str) -> None:
+        data = self.tmp / "data"
+        data.mkdir(exist_ok=True)
+        (data / f"{community}.snmprec").write_text(text)
+
+    def add_real_recording(self, community: str, name: str) -> None:
+        """Decompress one of snmpsim-data's router recordings under ``community``."""
+        import bz2
+
+        self.add_recording(community, bz2.decompress((RECORDINGS / f"{name}.snmprec.bz2").read_bytes()).decode())
+
+    def start(self) -> None:
+        for sub in ("data", "cache"):
+            (self.tmp / sub).mkdir(exist_ok=True)
+        os.chmod(self.tmp, 0o755)
+        for path in self.tmp.rglob("*"):
+            os.chmod(path, 0o777 if path.is_dir() else 0o644)
+        log = (self.tmp / "snmpsim.log").open("wb")
+        self.proc = subprocess.Popen(
+            # snmpsim insists on dropping root; the interpreter lives under /root (mode 700), so
+            # modules it imports lazily after the drop (dbm.dumb for its index) are preloaded.
+            [sys.executable, "-c", _SNMPSIM_MAIN, f"--data-dir={self.tmp / 'data'}",
+             f"--cache-dir={self.tmp / 'cache'}", f"--agent-udpv6-endpoint=[::1]:{self.port}",
+             "--process-user=nobody", "--process-group=nogroup", "--log-level=error"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        community = next((self.tmp / "data").glob("*.snmprec")).stem
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            proc = subprocess.run(
+                ["snmpget", "-v2c", "-c", community, "-t", "0.5", "-r", "0", "-On",
+                 f"udp6:[::1]:{self.port}", "1.3.6.1.2.1.1.3.0"],
+                capture_output=True, text=True, check=False,
+            )
+            if proc.returncode == 0 or "No Such" in proc.stdout:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"snmpsim did not come up: {(self.tmp / 'snmpsim.log').read_text()[-2000:]}")
+
+    def url(self, community: str, query: str = "") -> str:
+        return f"snmp://{community}@[::1]:{self.port}" + (f"?{query}" if query else "")
+
+    def teardown(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
