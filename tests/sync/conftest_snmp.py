@@ -221,7 +221,8 @@ def snmpd_lab() -> Iterator[SnmpdLab]:
 
 
 _SNMPSIM_MAIN = (
-    "import sys, dbm, dbm.dumb, json, bz2, gzip, random, encodings.latin_1, encodings.ascii, encodings.hex_codec;"
+    "import sys, dbm, dbm.dumb, json, bz2, gzip, random;"
+    "import encodings.latin_1, encodings.ascii, encodings.hex_codec;"
     "from snmpsim.commands.responder import main; sys.argv[0] = 'snmpsim-command-responder'; sys.exit(main())"
 )
 RECORDINGS = Path("/work/venv/lib/python3.11/site-packages/snmpsim_data/data/network/router")
@@ -244,7 +245,8 @@ class SnmpsimAgent:
         """Decompress one of snmpsim-data's router recordings under ``community``."""
         import bz2
 
-        self.add_recording(community, bz2.decompress((RECORDINGS / f"{name}.snmprec.bz2").read_bytes()).decode())
+        raw = bz2.decompress((RECORDINGS / f"{name}.snmprec.bz2").read_bytes())
+        self.add_recording(community, raw.decode())
 
     def start(self) -> None:
         for sub in ("data", "cache"):
