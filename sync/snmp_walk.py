@@ -266,7 +266,8 @@ class PysnmpWalker:
                 tries = self.config.retries + 1
                 text = (
                     f"no reply after {tries} tries x {self.config.timeout:g}s "
-                    "(agent down, unreachable, or wrong credentials)"
+                    "(agent down, unreachable, or wrong credentials: agents drop requests they "
+                    "cannot decrypt without a word)"
                 )
             raise SourceError(f"{self.target}: {what} {oid_text(oid)}: {text}")
         if status:

@@ -9,6 +9,7 @@ Everything is removed by PID / name on teardown.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -290,3 +291,52 @@ class SnmpsimAgent:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class UdpFaultProxy:
+    """A UDP relay on [::1] in front of an agent that misbehaves on purpose.
+
+    ``drop_after=N``: relay N replies, then swallow every later reply (timeout mid-walk).
+    ``truncate_at=N``: cut the N-th reply (1-based) to half its length (reply cut short).
+    Runs in the test's own event loop, next to the client.
+    """
+
+    def __init__(self, upstream: tuple[str, int], *, drop_after: int | None = None,
+                 truncate_at: int | None = None) -> None:
+        self.upstream = upstream
+        self.drop_after = drop_after
+        self.truncate_at = truncate_at
+        self.replies = 0
+        self.port = 0
+        self._front: asyncio.DatagramTransport | None = None
+        self._back: asyncio.DatagramTransport | None = None
+        self._client: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        proxy = self
+
+        class Front(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                proxy._client = addr
+                if proxy._back is not None:
+                    proxy._back.sendto(data)
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                proxy.replies += 1
+                if proxy.drop_after is not None and proxy.replies > proxy.drop_after:
+                    return
+                if proxy.truncate_at == proxy.replies:
+                    data = data[: len(data) // 2]
+                if proxy._front is not None and proxy._client is not None:
+                    proxy._front.sendto(data, proxy._client)
+
+        self._front, _ = await loop.create_datagram_endpoint(Front, local_addr=("::1", 0))
+        self._back, _ = await loop.create_datagram_endpoint(Back, remote_addr=self.upstream)
+        self.port = self._front.get_extra_info("sockname")[1]
+
+    def close(self) -> None:
+        for transport in (self._front, self._back):
+            if transport is not None:
+                transport.close()
