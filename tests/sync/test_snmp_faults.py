@@ -26,7 +26,8 @@ def test_wrong_community_times_out_with_a_specific_message(snmpd_lab: SnmpdLab) 
     assert time.monotonic() - started < 3
     message = str(info.value)
     assert "no reply to GETBULK 1.3.6.1.2.1.31.1.1.1.1 after 2 tries x 0.3s" in message
-    assert "wrong community" in message and "wrong" not in message.split("(")[0].replace("wrong community", "")
+    assert "wrong community" in message
+    assert "wrong" not in message.split("(")[0]  # the community itself is never echoed
 
 
 def test_agent_unreachable(snmpd_lab: SnmpdLab) -> None:
@@ -77,7 +78,8 @@ def test_timeout_mid_walk(snmpd_lab: SnmpdLab) -> None:
         finally:
             proxy.close()
 
-    with pytest.raises(SourceError, match=r"no reply to GETBULK 1\.3\.6\.1\.2\.1\.4\.24\.7\.1\.\d+\.2\.16\.32\.1"):
+    mid_table = r"no reply to GETBULK 1\.3\.6\.1\.2\.1\.4\.24\.7\.1\.\d+\.2\.16\.32\.1"
+    with pytest.raises(SourceError, match=mid_table):
         asyncio.run(run())
 
 
