@@ -5,9 +5,12 @@
 the query or XCAST6_SNMP_AUTH_KEY / XCAST6_SNMP_PRIV_KEY).
 
 A fetch walks the IPv6 part (``.2.16``) of inetCidrRouteTable: every destination, prefix
-length and next hop is in the row index, so the ifIndex column alone gives the table; the
-type, proto and metric1 columns are walked alongside (``columns=full``, the default) or only
-type (``columns=minimal``).  If the agent has no IPv6 rows there, ipv6RouteTable is walked.
+length and next hop is in the row index, so the ifIndex column alone gives the table
+(``columns=index``, the default: each extra column costs the agent a whole extra pass, see
+bench/bench_snmp.py).  ``columns=type`` adds inetCidrRouteType (reject/blackhole rows that
+carry an ifIndex), ``columns=full`` adds proto and metric1 too; only with metric can rows of
+one prefix with different metrics (standby routes, which net-snmp lists) be told from ECMP.
+If the agent has no IPv6 rows there, ipv6RouteTable is walked.
 Interfaces come from IF-MIB; the router's own addresses from IP-MIB ipAddressTable (to drop
 its /128 host routes).  Any failure raises :class:`SourceError`; nothing partial is returned.
 """
@@ -107,12 +110,15 @@ class SnmpSource:
 
     async def _walk_cidr(self, walker: Walker, on_rows: Callable[[int], None] | None) -> list[RouteRow]:
         ifindex_oid = (*mib.INET_CIDR_ROUTE_IFINDEX, *_V6)
-        walks = [walker.walk(ifindex_oid, on_rows), walker.walk((*mib.INET_CIDR_ROUTE_TYPE, *_V6))]
+        walks = [walker.walk(ifindex_oid, on_rows)]
+        if self.config.columns in ("type", "full"):
+            walks.append(walker.walk((*mib.INET_CIDR_ROUTE_TYPE, *_V6)))
         if self.config.columns == "full":
             walks += [walker.walk((*mib.INET_CIDR_ROUTE_PROTO, *_V6)),
                       walker.walk((*mib.INET_CIDR_ROUTE_METRIC1, *_V6))]
         results = await asyncio.gather(*walks)
-        ifindex_col, type_col = results[0], results[1]
+        ifindex_col = results[0]
+        type_col = results[1] if len(results) > 1 else None
         proto_col = results[2] if len(results) > 2 else None
         metric_col = results[3] if len(results) > 3 else None
         return cidr_rows(ifindex_col, type_col, proto_col, metric_col)

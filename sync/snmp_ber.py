@@ -135,9 +135,23 @@ def decode_oid(content: bytes) -> Oid:
     if not content:
         raise BerError("empty OID")
     first = content[0]
-    if content.isascii():  # fast path: every arc < 128 (true for most route-table OIDs)
+    if first < 0x80 and content[-1] < 0x80:
         head = (first // 40, first % 40) if first < 80 else (2, first - 80)
-        return head + tuple(content[1:])
+        if content.isascii():  # every arc < 128
+            return head + tuple(content[1:])
+        if content.translate(None, b"\x81").isascii():
+            # Route-table OIDs carry address octets and prefix lengths: arcs up to 255, whose
+            # BER form is 0x81 + (arc - 128).  Split on 0x81 so the work per arc stays in C.
+            parts = content[1:].split(b"\x81")
+            arcs = list(parts[0])
+            try:
+                for part in parts[1:]:
+                    arcs.append(part[0] + 128)
+                    arcs += part[1:]
+            except IndexError:
+                pass  # 0x81 0x81: an arc >= 16384, use the generic loop
+            else:
+                return head + tuple(arcs)
     arcs: list[int] = []
     value = 0
     for byte in content:
@@ -191,6 +205,24 @@ def decode_response(buf: bytes) -> tuple[bytes, Response]:
     varbinds: list[tuple[Oid, Value]] = []
     append = varbinds.append
     while pos < list_end:
+        # Fast path for the common shape (short lengths, OID then INTEGER); anything else goes
+        # through the checked generic path below.
+        if (
+            pos + 4 <= list_end
+            and buf[pos] == TAG_SEQUENCE
+            and buf[pos + 1] < 0x80
+            and buf[pos + 2] == TAG_OID
+            and buf[pos + 3] < 0x80
+        ):
+            vb_end = pos + 2 + buf[pos + 1]
+            oid_end = pos + 4 + buf[pos + 3]
+            if vb_end <= list_end and oid_end + 2 <= vb_end and buf[oid_end] == TAG_INTEGER:
+                int_end = oid_end + 2 + buf[oid_end + 1]
+                if int_end == vb_end and int_end > oid_end + 2:
+                    append((decode_oid(buf[pos + 4 : oid_end]),
+                            int.from_bytes(buf[oid_end + 2 : int_end], "big", signed=True)))
+                    pos = vb_end
+                    continue
         tag, vb_pos, vb_end = _header(buf, pos, list_end)
         if tag != TAG_SEQUENCE:
             raise BerError(f"varbind at byte {pos} is not a SEQUENCE")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine.model import NextHop, Route
 from sync import mib
@@ -52,9 +53,8 @@ class TableStats:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
-@dataclass(frozen=True, slots=True)
-class RouteRow:
-    """One decoded route row, independent of which MIB table it came from."""
+class RouteRow(NamedTuple):
+    """One decoded route row, independent of which MIB table it came from (cheap to create)."""
 
     dest: bytes
     prefixlen: int
@@ -141,7 +141,7 @@ def cidr_rows(
         default_type = mib.ROUTE_TYPE_LOCAL if gateway is None else mib.ROUTE_TYPE_REMOTE
         metric = metrics.get(idx, 0)
         rows.append(
-            RouteRow(dest, prefixlen, gateway, ifindex, types.get(idx, default_type), protos.get(idx, 1),
+            RouteRow(dest, prefixlen, gateway, ifindex, types.get(idx, default_type), protos.get(idx, 0),
                      max(metric, 0), oid)
         )
     return rows
@@ -249,6 +249,7 @@ def build_routes(
     stats.rows += len(rows)
     names = {i.index: i.name for i in interfaces if i.index is not None}
     best: dict[tuple[bytes, int], tuple[int, int, list[NextHop]]] = {}  # key -> metric, proto, nhs
+    hop_cache: dict[tuple[str, bytes | None], NextHop] = {}  # many routes share a next hop
     missing: dict[int, Oid] = {}
     for row in rows:
         if row.route_type in (mib.ROUTE_TYPE_REJECT, mib.ROUTE_TYPE_BLACKHOLE):
@@ -275,7 +276,9 @@ def build_routes(
             name = f"ifindex-{row.ifindex}"
         gateway = None if row.route_type == mib.ROUTE_TYPE_LOCAL else row.gateway
         key = (row.dest, row.prefixlen)
-        hop = NextHop(ifname=name, gateway=gateway)
+        hop = hop_cache.get((name, gateway))
+        if hop is None:
+            hop = hop_cache[(name, gateway)] = NextHop(ifname=name, gateway=gateway)
         current = best.get(key)
         if current is None or row.metric < current[0]:
             best[key] = (row.metric, row.proto, [hop])
@@ -290,15 +293,16 @@ def build_routes(
         )
     stats.placeholder_ifindexes = sorted(missing)
     routes: list[Route] = []
-    for (dest, prefixlen), (metric, proto, hops) in best.items():
+    protocol_names = {0: "unknown", **mib.ROUTE_PROTOCOLS}  # 0: proto column not walked
+    for (dest, prefixlen), (metric, proto, hops) in sorted(best.items()):
         try:
             prefix = ipaddress.IPv6Network((dest, prefixlen))
         except ValueError:
             # Host bits set: agents do this (e.g. a /64 shown with its full address); mask them.
             prefix = ipaddress.IPv6Network((dest, prefixlen), strict=False)
-        routes.append(Route(prefix=prefix, nexthops=tuple(sorted(hops)),
-                            protocol=mib.ROUTE_PROTOCOLS.get(proto, f"proto-{proto}"), metric=metric))
+        protocol = protocol_names.get(proto) or protocol_names.setdefault(proto, f"proto-{proto}")
+        routes.append(Route(prefix=prefix, nexthops=tuple(sorted(hops)) if len(hops) > 1 else (hops[0],),
+                            protocol=protocol, metric=metric))
         stats.nexthops += len(hops)
-    routes.sort(key=lambda r: (r.prefix.network_address.packed, r.prefix.prefixlen))
     stats.routes = len(routes)
     return routes
