@@ -143,15 +143,15 @@ def decode_oid(content: bytes) -> Oid:
             # Route-table OIDs carry address octets and prefix lengths: arcs up to 255, whose
             # BER form is 0x81 + (arc - 128).  Split on 0x81 so the work per arc stays in C.
             parts = content[1:].split(b"\x81")
-            arcs = list(parts[0])
+            fast = list(parts[0])
             try:
                 for part in parts[1:]:
-                    arcs.append(part[0] + 128)
-                    arcs += part[1:]
+                    fast.append(part[0] + 128)
+                    fast += part[1:]
             except IndexError:
                 pass  # 0x81 0x81: an arc >= 16384, use the generic loop
             else:
-                return head + tuple(arcs)
+                return head + tuple(fast)
     arcs: list[int] = []
     value = 0
     for byte in content:
