@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.codec import (
     FLAG_ANONYMOUS,
@@ -51,6 +51,16 @@ _INVALID = 2
 _LOCAL = 3
 
 LOCAL_NEXTHOP_IFNAME = "local"
+_MAX_DESTS_CACHED = 65536
+_MAX_PLANS = 8192
+
+
+class _Plan(NamedTuple):
+    invalid: str | None      # detail when a live destination is invalid (whole packet dropped)
+    no_route: int
+    # (hop id, next hop, bits, first index, first dest, its word sum, indexes, route) per copy
+    groups: tuple[tuple[int, NextHop, int, int, bytes, int, tuple[int, ...], Route | None], ...]
+    local: tuple[tuple[int, bytes, int, NextHop], ...]   # (index, dest, word sum, local next hop)
 
 
 @dataclass(slots=True)
@@ -132,6 +142,7 @@ class Brancher:
         self._gen: object = None
         self._hop_ids: dict[NextHop, int] = {}
         self._hops: list[NextHop] = []
+        self._plans: dict[bytes, _Plan] = {}
 
     # ------------------------------------------------------------------ per-destination cache
     def _resolve(self, d: bytes) -> tuple[int, int, NextHop | None, Route | None, int]:
@@ -152,8 +163,9 @@ class Brancher:
                     hid = self._hop_ids[nh] = len(self._hops)
                     self._hops.append(nh)
                 ent = (_ROUTED, hid, nh, route, addr_sum(d))
-        if len(self._cache) >= 65536:
+        if len(self._cache) >= _MAX_DESTS_CACHED:
             self._cache.clear()
+            self._plans.clear()
         self._cache[d] = ent
         return ent
 
@@ -163,7 +175,57 @@ class Brancher:
             self._cache = {}
             self._hop_ids = {}
             self._hops = []
+            self._plans = {}
             self._gen = gen
+
+    # ------------------------------------------------------------------ plans
+    def _plan(self, pkt: XcastPacket, key: bytes) -> _Plan:
+        """Rule 3-4 for one (bitmap, destination list): grouping, no-route count, local bits.
+
+        Sessions repeat the same destination list and bitmap packet after packet, so the plan
+        is cached under those bytes (a flow cache), invalidated with the per-destination cache.
+        """
+        cache = self._cache
+        resolve = self._resolve
+        data = pkt.data
+        doff = pkt.dest_off
+        groups: dict[int, int] = {}
+        local: list[tuple[int, bytes, int, NextHop]] = []
+        no_route = 0
+        rest = pkt.bitmap
+        while rest:
+            low = rest & -rest
+            rest ^= low
+            i = low.bit_length() - 1
+            o = doff + 16 * i
+            d = data[o : o + 16]
+            ent = cache.get(d) or resolve(d)
+            kind = ent[0]
+            if kind == _ROUTED:
+                groups[ent[1]] = groups.get(ent[1], 0) | low
+            elif kind == _NO_ROUTE:
+                no_route += 1
+            elif kind == _INVALID:
+                detail = f"destination {i} ({_txt(d)}) is not a global unicast address"
+                plan = _Plan(detail, 0, (), ())
+                break
+            else:
+                nh_local = ent[2]
+                assert nh_local is not None
+                local.append((i, d, ent[4], nh_local))
+        else:
+            out = []
+            for hid, bits in groups.items():
+                first = (bits & -bits).bit_length() - 1
+                o = doff + 16 * first
+                dst = data[o : o + 16]
+                ent = cache.get(dst) or resolve(dst)
+                out.append((hid, self._hops[hid], bits, first, dst, ent[4], _indexes(bits), ent[3]))
+            plan = _Plan(None, no_route, tuple(out), tuple(local))
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
 
     # ------------------------------------------------------------------ branching
     def branch(
@@ -175,51 +237,33 @@ class Brancher:
             if isinstance(p, Reject):
                 return BranchResult(drops={p.reason: 1}, reject=p, detail=p.detail)
             pkt = p
-        self._check_generation()
+        if self.fib.generation != self._gen:
+            self._check_generation()
         res = BranchResult(packet=pkt)
-        live = pkt.bitmap
-        if not live:
-            res.drops[DropReason.NO_LIVE_DESTINATION] = 1
+        drops = res.drops
+        if not pkt.bitmap:
+            drops[DropReason.NO_LIVE_DESTINATION] = 1
             res.detail = "bitmap has no live destination"
             return self._explain(res, pkt, {}) if explain else res
         if self.drop_icmp_echo and pkt.transport == NH_ICMPV6 and pkt.data[pkt.transport_off] == 128:
-            res.drops[DropReason.ICMP_ECHO_BLOCKED] = 1
+            drops[DropReason.ICMP_ECHO_BLOCKED] = 1
             res.detail = "ICMPv6 echo request to an XCAST group (RFC 5058 §14)"
             return self._explain(res, pkt, {}) if explain else res
 
-        cache = self._cache
-        resolve = self._resolve
         data = pkt.data
-        doff = pkt.dest_off
-        groups: dict[int, int] = {}
-        local_bits = 0
-        no_route = 0
-        rest = live
-        while rest:
-            low = rest & -rest
-            rest ^= low
-            o = doff + 16 * (low.bit_length() - 1)
-            d = data[o : o + 16]
-            ent = cache.get(d) or resolve(d)
-            kind = ent[0]
-            if kind == _ROUTED:
-                hid = ent[1]
-                groups[hid] = groups.get(hid, 0) | low
-            elif kind == _NO_ROUTE:
-                no_route += 1
-            elif kind == _INVALID:
-                i = low.bit_length() - 1
-                res.drops[DropReason.INVALID_DESTINATION] = 1
-                res.detail = f"destination {i} ({_txt(d)}) is not a global unicast address"
-                return self._explain(res, pkt, {}) if explain else res
-            else:
-                local_bits |= low
-        if no_route:
-            res.drops[DropReason.NO_ROUTE] = no_route
-
+        bo = pkt.bitmap_off
+        key = data[bo : pkt.dest_off + 16 * pkt.n]
+        plan = self._plans.get(key) or self._plan(pkt, key)
+        if plan.invalid is not None:
+            drops[DropReason.INVALID_DESTINATION] = 1
+            res.detail = plan.invalid
+            return self._explain(res, pkt, {}) if explain else res
+        if plan.no_route:
+            drops[DropReason.NO_ROUTE] = plan.no_route
+        groups = plan.groups
         hl = pkt.hop_limit
-        if hl <= 1 and (groups or local_bits):
-            res.drops[DropReason.HOP_LIMIT_EXCEEDED] = 1
+        if hl <= 1 and (groups or plan.local):
+            drops[DropReason.HOP_LIMIT_EXCEEDED] = 1
             res.detail = f"outer hop limit {hl}"
             return self._explain(res, pkt, {}) if explain else res
         new_hl = hl - 1
@@ -227,35 +271,28 @@ class Brancher:
         flags = pkt.flags
         can_x2u = not flags & FLAG_DONT_X2U and pkt.transport == NH_UDP
         is_xou = pkt.encoding is Encoding.XOU
-        xou_sum = xou_header_sum(pkt) if is_xou and can_x2u else 0
-        hops = self._hops
+        xou_sum = -1
         copy_of: dict[int, int] = {}   # hop id -> copy index (for explain)
-
         if groups:
-            bo = pkt.bitmap_off
             head = data[:7] + bytes((new_hl,))
             mid = data[40:bo]
             tail = data[bo + 16 :]
             anonymous = flags & FLAG_ANONYMOUS
             source_for = self.source_for
             copies = res.copies
-            for hid, bits in groups.items():
-                nh = hops[hid]
-                first = (bits & -bits).bit_length() - 1
-                o = doff + 16 * first
-                dst = data[o : o + 16]
-                if can_x2u and bits == (bits & -bits):
-                    dsum = (cache.get(dst) or resolve(dst))[4]
+            for hid, nh, bits, first, dst, dsum, idx, route in groups:
+                if can_x2u and len(idx) == 1:
                     if is_xou:
+                        if xou_sum < 0:
+                            xou_sum = xou_header_sum(pkt)
                         out = x2u_xou(pkt, dst, new_hl, dsum, xou_sum)
                     else:
                         out = x2u_xcast(pkt, first, dst, new_hl, dsum)
                     copy_of[hid] = len(copies)
-                    copies.append(Copy(nh, out, True, (first,)))
+                    copies.append(Copy(nh, out, True, idx, route))
                     continue
                 src = source_for(nh.ifname)
                 if src is None:
-                    drops = res.drops
                     drops[_NO_SRC] = drops.get(_NO_SRC, 0) + 1
                     copy_of[hid] = -1
                     continue
@@ -264,27 +301,18 @@ class Brancher:
                 else:
                     out = b"".join((head, src, dst, mid, bits.to_bytes(16, "little"), tail))
                 copy_of[hid] = len(copies)
-                copies.append(Copy(nh, out, False, _indexes(bits)))
+                copies.append(Copy(nh, out, False, idx, route))
 
-        if local_bits:
-            rest = local_bits
-            xs = xou_header_sum(pkt) if is_xou and not xou_sum else xou_sum
-            while rest:
-                low = rest & -rest
-                rest ^= low
-                i = low.bit_length() - 1
-                o = doff + 16 * i
-                d = data[o : o + 16]
-                ent = cache.get(d) or resolve(d)
-                if pkt.transport != NH_UDP:
-                    out = data   # no unicast form to hand up; the host agent gets the packet
-                elif is_xou:
-                    out = x2u_xou(pkt, d, new_hl, ent[4], xs)
-                else:
-                    out = x2u_xcast(pkt, i, d, new_hl, ent[4])
-                nh_local = ent[2]
-                assert nh_local is not None
-                res.local.append(Copy(nh_local, out, True, (i,)))
+        for i, d, dsum, nh_local in plan.local:
+            if pkt.transport != NH_UDP:
+                out = data   # no unicast form to hand up; the host agent gets the packet
+            elif is_xou:
+                if xou_sum < 0:
+                    xou_sum = xou_header_sum(pkt)
+                out = x2u_xou(pkt, d, new_hl, dsum, xou_sum)
+            else:
+                out = x2u_xcast(pkt, i, d, new_hl, dsum)
+            res.local.append(Copy(nh_local, out, True, (i,)))
         return self._explain(res, pkt, copy_of) if explain else res
 
     def _anonymous_copy(self, pkt: XcastPacket, head: bytes, src: bytes, dst: bytes, bits: int) -> bytes:
@@ -339,10 +367,6 @@ class Brancher:
                 else:
                     status = "x2u" if res.copies[ci].x2u else "forwarded"
                     outcomes.append(DestOutcome(i, d, status, route, nh, ci))
-        for c in res.copies:
-            if c.route is None:
-                hit = self._cache.get(pkt.dest(c.dest_indexes[0]))
-                c.route = hit[3] if hit else None
         res.outcomes = outcomes
         return res
 
