@@ -116,7 +116,8 @@ def describe(p: XcastPacket) -> list[str]:
 
 
 InputArg = Annotated[str, typer.Argument(help="hex string, raw packet file, '-' for stdin, or pcap/pcapng")]
-L2Opt = Annotated[bool | None, typer.Option("--l2/--no-l2", help="input starts with Ethernet (default: guess)")]
+L2Opt = Annotated[
+    bool | None, typer.Option("--l2/--no-l2", help="input has an Ethernet header (default: guess)")]
 
 
 def _decode_cmd(
