@@ -63,7 +63,7 @@ def load_inputs(source: str, l2: bool | None) -> list[Input]:
     if source == "-":
         blob = sys.stdin.buffer.read()
         origin = "stdin"
-    elif Path(source).is_file():
+    elif _is_file(source):
         blob = Path(source).read_bytes()
         origin = source
     else:
@@ -81,6 +81,13 @@ def load_inputs(source: str, l2: bool | None) -> list[Input]:
     if _looks_hex(blob):
         blob = _from_hex(blob.decode("ascii"))
     return [Input(origin, blob, _auto_l2(blob) if l2 is None else l2)]
+
+
+def _is_file(source: str) -> bool:
+    try:
+        return Path(source).is_file()
+    except OSError:      # e.g. a long hex string is "File name too long"
+        return False
 
 
 def _auto_l2(data: bytes) -> bool:
