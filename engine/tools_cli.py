@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 import string
 import sys
 from dataclasses import dataclass
@@ -298,7 +299,9 @@ def _send_cmd(
     ports: Annotated[
         str | None, typer.Option("--ports", help="per-destination ports, comma separated (port list)")
     ] = None,
-    sport: Annotated[int, typer.Option("--sport", min=0, max=65535, help="UDP source port")] = 0,
+    sport: Annotated[
+        int, typer.Option("--sport", min=0, max=65535, help="UDP source port (0: a random ephemeral port)")
+    ] = 0,
     hop_limit: Annotated[int, typer.Option("--hop-limit", min=1, max=255)] = 64,
     payload: Annotated[str | None, typer.Option("--payload", help="payload text")] = None,
     payload_file: Annotated[str | None, typer.Option("--payload-file", help="file, '-' = stdin")] = None,
@@ -343,6 +346,8 @@ def _send_cmd(
                 src = ipaddress.IPv6Address(source).packed
             except ValueError:
                 raise SendError(f"--source {source!r} is not an IPv6 address") from None
+        if sport == 0:
+            sport = random.randint(49152, 65535)
         req = SendRequest(dests=dests, payload=body, sport=sport, dport=port, ports=port_list,
                           hop_limit=hop_limit, anonymous=anonymous, dont_x2u=dont_x2u, xou=xou, source=src,
                           count=count, rate=rate, interface=interface)

@@ -3,7 +3,8 @@
 The report's detailed figure (7.2) is missing, so the exact layout below is **our reading** of
 its prose (§7.2, §7.3), fixed here so sender, engine and tests agree::
 
-    0    outer IPv6   flow label 0x78580, next header 41, src = last XOU branch node's
+    0    outer IPv6   TC 010111xx (so routers divert it like XCAST6; not in the report),
+                      flow label 0x78580, next header 41, src = last XOU branch node's
                       egress address, dst = lowest-index live destination
     40   mark IPv6    src = X6Bone_DUMMY_SOURCE, dst = ALL_XCAST_SSM_ID ff35::ffff:ffff,
                       next header 17; TC/flow label are the application's
@@ -31,9 +32,9 @@ import struct
 
 from engine import checksum
 from engine.codec import (
-    FLAG_ANONYMOUS,
     MAX_DESTS,
     NH_UDP,
+    XCAST_TC,
     XOU_FLOW,
     XOU_MARK_DST,
     Encoding,
@@ -118,7 +119,7 @@ def build_xou(
     icmpoff: int = 0,
     bitmap: int | None = None,
     outer_src: bytes | None = None,
-    tc: int = 0,
+    tc: int = XCAST_TC,
     inner_tc: int = 0,
     inner_flow: int = 0,
     mark_src: bytes = X6BONE_DUMMY_SOURCE,
@@ -156,4 +157,4 @@ def xou_checksum_ok(pkt: XcastPacket) -> bool:
     return checksum.fold(total) == 0xFFFF
 
 
-__all__ = ["FLAG_ANONYMOUS", "X6BONE_DUMMY_SOURCE", "build_xou", "parse_xou_body", "xou_checksum_ok"]
+__all__ = ["X6BONE_DUMMY_SOURCE", "build_xou", "parse_xou_body", "xou_checksum_ok"]
