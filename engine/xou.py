@@ -77,21 +77,10 @@ def parse_xou_body(data: bytes, vlan: int | None) -> XcastPacket | Reject:
     bitmap = int.from_bytes(data[XOU_BITMAP_OFF:XOU_DEST_OFF], "little")
     if bitmap >> n:
         return Reject(DropReason.BITMAP_BEYOND_N, f"bitmap bit {bitmap.bit_length() - 1} set but N = {n}")
-    vtf = int.from_bytes(data[0:4], "big")
-    ivtf = int.from_bytes(data[40:44], "big")
     return XcastPacket(
         data=data,
         encoding=Encoding.XOU,
-        tc=vtf >> 20 & 0xFF,
-        flow=vtf & 0xFFFFF,
         hop_limit=data[7],
-        src=data[8:24],
-        dst=data[24:40],
-        inner_tc=ivtf >> 20 & 0xFF,
-        inner_flow=ivtf & 0xFFFFF,
-        orig_src=data[XOU_OFF : XOU_OFF + 16],
-        inner_src=data[48:64],
-        inner_dst=data[64:80],
         n=n,
         flags=data[XOU_OFF + 17],
         icmpoff=data[XOU_OFF + 18],
@@ -102,6 +91,7 @@ def parse_xou_body(data: bytes, vlan: int | None) -> XcastPacket | Reject:
         transport=NH_UDP,
         transport_off=UDP_OFF,
         payload_off=poff,
+        orig_off=XOU_OFF,
         ports=None,
         vlan=vlan,
     )

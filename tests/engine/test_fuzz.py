@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.branch import Brancher
-from engine.codec import Reject, XcastPacket, build_l2, build_xcast, parse
+from engine.codec import Reject, XcastPacket, build_l2, build_xcast, parse, parse_checked
 from engine.reasons import DropReason
 from engine.xou import build_xou
 from tests.engine.helpers import ENGINE_ADDR, SENDER, a, example_fib
@@ -23,6 +23,8 @@ SEEDS = [
 
 
 def check(buf: bytes, b: Brancher) -> None:
+    # the fast path and the full checker agree on every input
+    assert parse(buf) == parse_checked(buf)
     for l2 in (False, True):
         p = parse(buf, l2=l2)
         assert isinstance(p, XcastPacket | Reject)
@@ -68,6 +70,7 @@ def test_mutation_campaign_is_fast_and_total() -> None:
             p = parse(buf, l2=True)
         else:
             p = parse(buf)
+            assert p == parse_checked(buf)
         if isinstance(p, Reject):
             seen.add(p.reason.value)
         else:
