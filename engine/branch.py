@@ -23,7 +23,7 @@ hop id and address word sum, invalidated when ``Fib.generation`` changes).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from engine.codec import (
@@ -58,8 +58,8 @@ _MAX_PLANS = 8192
 class _Plan(NamedTuple):
     invalid: str | None      # detail when a live destination is invalid (whole packet dropped)
     no_route: int
-    # (hop id, next hop, bits, first index, first dest, its word sum, indexes, route) per copy
-    groups: tuple[tuple[int, NextHop, int, int, bytes, int, tuple[int, ...], Route | None], ...]
+    # per copy: (next hop, bits, first index, first dest, its word sum, indexes, route, bitmap field)
+    groups: tuple[tuple[NextHop, int, int, bytes, int, tuple[int, ...], Route | None, bytes], ...]
     local: tuple[tuple[int, bytes, int, NextHop], ...]   # (index, dest, word sum, local next hop)
 
 
@@ -92,17 +92,37 @@ class DestOutcome:
     copy: int | None = None   # index into BranchResult.copies
 
 
-@dataclass(slots=True)
 class BranchResult:
-    """Copies to send, local deliveries, and drops (reason -> count) for one input packet."""
+    """Copies to send, local deliveries, and drops (reason -> count) for one input packet.
 
-    copies: list[Copy] = field(default_factory=list)
-    drops: dict[DropReason, int] = field(default_factory=dict)
-    local: list[Copy] = field(default_factory=list)
-    packet: XcastPacket | None = None
-    reject: Reject | None = None
-    detail: str | None = None                 # human detail of a whole-packet drop
-    outcomes: list[DestOutcome] | None = None  # only with explain=True
+    ``detail`` is the human detail of a whole-packet drop; ``outcomes`` (one per destination)
+    only with ``branch(..., explain=True)``.  A plain slotted class: built once per packet.
+    """
+
+    __slots__ = ("copies", "detail", "drops", "local", "outcomes", "packet", "reject")
+
+    def __init__(
+        self,
+        copies: list[Copy] | None = None,
+        drops: dict[DropReason, int] | None = None,
+        local: list[Copy] | None = None,
+        packet: XcastPacket | None = None,
+        reject: Reject | None = None,
+        detail: str | None = None,
+        outcomes: list[DestOutcome] | None = None,
+    ) -> None:
+        self.copies: list[Copy] = [] if copies is None else copies
+        self.drops: dict[DropReason, int] = {} if drops is None else drops
+        self.local: list[Copy] = [] if local is None else local
+        self.packet = packet
+        self.reject = reject
+        self.detail = detail
+        self.outcomes = outcomes
+
+    def __repr__(self) -> str:
+        drops = {k.value: v for k, v in self.drops.items()}
+        return (f"BranchResult(copies={len(self.copies)}, local={len(self.local)}, "
+                f"drops={drops}, detail={self.detail!r})")
 
 
 def is_valid_unicast(d: bytes) -> bool:
@@ -220,7 +240,8 @@ class Brancher:
                 o = doff + 16 * first
                 dst = data[o : o + 16]
                 ent = cache.get(dst) or resolve(dst)
-                out.append((hid, self._hops[hid], bits, first, dst, ent[4], _indexes(bits), ent[3]))
+                out.append((self._hops[hid], bits, first, dst, ent[4], _indexes(bits), ent[3],
+                            bits.to_bytes(16, "little")))
             plan = _Plan(None, no_route, tuple(out), tuple(local))
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
@@ -244,11 +265,11 @@ class Brancher:
         if not pkt.bitmap:
             drops[DropReason.NO_LIVE_DESTINATION] = 1
             res.detail = "bitmap has no live destination"
-            return self._explain(res, pkt, {}) if explain else res
+            return self._explain(res, pkt) if explain else res
         if self.drop_icmp_echo and pkt.transport == NH_ICMPV6 and pkt.data[pkt.transport_off] == 128:
             drops[DropReason.ICMP_ECHO_BLOCKED] = 1
             res.detail = "ICMPv6 echo request to an XCAST group (RFC 5058 §14)"
-            return self._explain(res, pkt, {}) if explain else res
+            return self._explain(res, pkt) if explain else res
 
         data = pkt.data
         bo = pkt.bitmap_off
@@ -257,7 +278,7 @@ class Brancher:
         if plan.invalid is not None:
             drops[DropReason.INVALID_DESTINATION] = 1
             res.detail = plan.invalid
-            return self._explain(res, pkt, {}) if explain else res
+            return self._explain(res, pkt) if explain else res
         if plan.no_route:
             drops[DropReason.NO_ROUTE] = plan.no_route
         groups = plan.groups
@@ -265,14 +286,13 @@ class Brancher:
         if hl <= 1 and (groups or plan.local):
             drops[DropReason.HOP_LIMIT_EXCEEDED] = 1
             res.detail = f"outer hop limit {hl}"
-            return self._explain(res, pkt, {}) if explain else res
+            return self._explain(res, pkt) if explain else res
         new_hl = hl - 1
 
         flags = pkt.flags
         can_x2u = not flags & FLAG_DONT_X2U and pkt.transport == NH_UDP
         is_xou = pkt.encoding is Encoding.XOU
         xou_sum = -1
-        copy_of: dict[int, int] = {}   # hop id -> copy index (for explain)
         if groups:
             head = data[:7] + bytes((new_hl,))
             mid = data[40:bo]
@@ -280,7 +300,7 @@ class Brancher:
             anonymous = flags & FLAG_ANONYMOUS
             source_for = self.source_for
             copies = res.copies
-            for hid, nh, bits, first, dst, dsum, idx, route in groups:
+            for nh, bits, first, dst, dsum, idx, route, bm in groups:
                 if can_x2u and len(idx) == 1:
                     if is_xou:
                         if xou_sum < 0:
@@ -288,19 +308,16 @@ class Brancher:
                         out = x2u_xou(pkt, dst, new_hl, dsum, xou_sum)
                     else:
                         out = x2u_xcast(pkt, first, dst, new_hl, dsum)
-                    copy_of[hid] = len(copies)
                     copies.append(Copy(nh, out, True, idx, route))
                     continue
                 src = source_for(nh.ifname)
                 if src is None:
                     drops[_NO_SRC] = drops.get(_NO_SRC, 0) + 1
-                    copy_of[hid] = -1
                     continue
                 if anonymous:
                     out = self._anonymous_copy(pkt, head, src, dst, bits)
                 else:
-                    out = b"".join((head, src, dst, mid, bits.to_bytes(16, "little"), tail))
-                copy_of[hid] = len(copies)
+                    out = b"".join((head, src, dst, mid, bm, tail))
                 copies.append(Copy(nh, out, False, idx, route))
 
         for i, d, dsum, nh_local in plan.local:
@@ -313,7 +330,7 @@ class Brancher:
             else:
                 out = x2u_xcast(pkt, i, d, new_hl, dsum)
             res.local.append(Copy(nh_local, out, True, (i,)))
-        return self._explain(res, pkt, copy_of) if explain else res
+        return self._explain(res, pkt) if explain else res
 
     def _anonymous_copy(self, pkt: XcastPacket, head: bytes, src: bytes, dst: bytes, bits: int) -> bytes:
         """Copy with the addresses of destinations not live in it zeroed (XOU: checksum fixed)."""
@@ -341,17 +358,18 @@ class Brancher:
         return bytes(buf)
 
     # ------------------------------------------------------------------ explain
-    def _explain(self, res: BranchResult, pkt: XcastPacket, copy_of: dict[int, int]) -> BranchResult:
+    def _explain(self, res: BranchResult, pkt: XcastPacket) -> BranchResult:
         whole_drop = bool(res.drops) and not set(res.drops) <= _PARTIAL
         outcomes: list[DestOutcome] = []
         local_idx = {c.dest_indexes[0] for c in res.local}
+        copy_of = {c.nexthop: k for k, c in enumerate(res.copies)}
         for i in range(pkt.n):
             d = pkt.dest(i)
             if not pkt.is_live(i):
                 outcomes.append(DestOutcome(i, d, "not_live"))
                 continue
             ent = self._cache.get(d) or self._resolve(d)
-            kind, hid, nh, route, _ = ent
+            kind, _, nh, route, _ = ent
             if kind == _INVALID:
                 outcomes.append(DestOutcome(i, d, "invalid"))
             elif kind == _NO_ROUTE:
@@ -361,8 +379,8 @@ class Brancher:
             elif kind == _LOCAL:
                 outcomes.append(DestOutcome(i, d, "local" if i in local_idx else "dropped", None, nh))
             else:
-                ci = copy_of.get(hid)
-                if ci is None or ci < 0:
+                ci = copy_of.get(nh) if nh is not None else None
+                if ci is None:
                     outcomes.append(DestOutcome(i, d, "no_source_address", route, nh))
                 else:
                     status = "x2u" if res.copies[ci].x2u else "forwarded"
