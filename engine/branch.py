@@ -160,6 +160,7 @@ class Brancher:
         self.drop_icmp_echo = drop_icmp_echo
         self._cache: dict[bytes, tuple[int, int, NextHop | None, Route | None, int]] = {}
         self._gen: object = None
+        self._lookup: Callable[[bytes], Any] = fib.lookup
         self._hop_ids: dict[NextHop, int] = {}
         self._hops: list[NextHop] = []
         self._plans: dict[bytes, _Plan] = {}
@@ -171,7 +172,7 @@ class Brancher:
         elif d in self.local_addresses:
             ent = (_LOCAL, -1, NextHop(LOCAL_NEXTHOP_IFNAME), None, addr_sum(d))
         else:
-            hit = self.fib.lookup(d)
+            hit = self._lookup(d)
             if hit is None:
                 ent = (_NO_ROUTE, -1, None, None, 0)
             else:
@@ -190,12 +191,17 @@ class Brancher:
         return ent
 
     def _check_generation(self) -> None:
-        gen = self.fib.generation
+        # Resolve against one immutable generation (Fib.snapshot) so a packet never mixes two
+        # tables; any Fib-like object with lookup/generation works too.
+        snapshot = getattr(self.fib, "snapshot", None)
+        table = snapshot() if snapshot is not None else self.fib
+        gen = table.generation
         if gen != self._gen:
             self._cache = {}
             self._hop_ids = {}
             self._hops = []
             self._plans = {}
+            self._lookup = table.lookup
             self._gen = gen
 
     # ------------------------------------------------------------------ plans
