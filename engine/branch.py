@@ -38,7 +38,7 @@ from engine.codec import (
 )
 from engine.model import NextHop, Route
 from engine.reasons import DropReason
-from engine.x2u import addr_sum, x2u_xcast, x2u_xou, xou_header_sum
+from engine.x2u import X2uMaker, addr_sum
 
 _ZERO16 = bytes(16)
 _NO_SRC = DropReason.NO_SOURCE_ADDRESS
@@ -297,8 +297,7 @@ class Brancher:
 
         flags = pkt.flags
         can_x2u = not flags & FLAG_DONT_X2U and pkt.transport == NH_UDP
-        is_xou = pkt.encoding is Encoding.XOU
-        xou_sum = -1
+        maker: X2uMaker | None = None
         if groups:
             head = data[:7] + bytes((new_hl,))
             mid = data[40:bo]
@@ -308,13 +307,9 @@ class Brancher:
             copies = res.copies
             for nh, bits, first, dst, dsum, idx, route, bm in groups:
                 if can_x2u and len(idx) == 1:
-                    if is_xou:
-                        if xou_sum < 0:
-                            xou_sum = xou_header_sum(pkt)
-                        out = x2u_xou(pkt, dst, new_hl, dsum, xou_sum)
-                    else:
-                        out = x2u_xcast(pkt, first, dst, new_hl, dsum)
-                    copies.append(Copy(nh, out, True, idx, route))
+                    if maker is None:
+                        maker = X2uMaker(pkt, new_hl)
+                    copies.append(Copy(nh, maker.make(first, dst, dsum), True, idx, route))
                     continue
                 src = source_for(nh.ifname)
                 if src is None:
@@ -329,12 +324,10 @@ class Brancher:
         for i, d, dsum, nh_local in plan.local:
             if pkt.transport != NH_UDP:
                 out = data   # no unicast form to hand up; the host agent gets the packet
-            elif is_xou:
-                if xou_sum < 0:
-                    xou_sum = xou_header_sum(pkt)
-                out = x2u_xou(pkt, d, new_hl, dsum, xou_sum)
             else:
-                out = x2u_xcast(pkt, i, d, new_hl, dsum)
+                if maker is None:
+                    maker = X2uMaker(pkt, new_hl)
+                out = maker.make(i, d, dsum)
             res.local.append(Copy(nh_local, out, True, (i,)))
         return self._explain(res, pkt) if explain else res
 

@@ -216,3 +216,20 @@ def test_xou_anonymous_keeps_checksum_valid() -> None:
         p = parse(c.data)
         assert isinstance(p, XcastPacket) and xou_checksum_ok(p)
         assert sum(p.dest(i) == bytes(16) for i in range(4)) == 2
+
+
+def test_x2u_with_sender_checksum_zero_is_computed_fully() -> None:
+    pkt = bytearray(build_xcast(SENDER, [a(G1 + "1"), a(G2 + "1")], b"nocsum", sport=1, dport=2))
+    t = 104 + 32
+    pkt[t + 6 : t + 8] = b"\x00\x00"
+    r = run(bytes(pkt))
+    assert all(c.x2u for c in r.copies) and all(scapy_udp_checksum_ok(c.data) for c in r.copies)
+
+
+def test_xou_local_delivery_strips_xou_header() -> None:
+    me = a(G2 + "abc")
+    b = brancher(local_addresses=frozenset({me}))
+    r = b.branch(build_xou(SENDER, [a(G1 + "1"), me], b"xou-local", sport=5, dport=6))
+    ip = IPv6(r.local[0].data)
+    assert ip.src == "2001:db8:ff::1" and bytes(ip[UDP].payload) == b"xou-local"
+    assert scapy_udp_checksum_ok(r.local[0].data)
