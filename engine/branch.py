@@ -22,11 +22,14 @@ hop id and address word sum, invalidated when ``Fib.generation`` changes).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from engine.checksum import fold, ones_sum
 from engine.codec import (
+    ALL_XCAST_NODES,
     FLAG_ANONYMOUS,
     FLAG_DONT_X2U,
     NH_ICMPV6,
@@ -41,6 +44,10 @@ from engine.reasons import DropReason
 from engine.x2u import X2uMaker, addr_sum
 
 _ZERO16 = bytes(16)
+_XCAST6 = Encoding.XCAST6
+_x2u_hdr = struct.Struct("!HBB")
+# one's complement of the folded word sum of ff0e::114 (the pseudo-header destination X2U replaces)
+_NOT_ALL_XCAST = 0xFFFF - fold(ones_sum(ALL_XCAST_NODES))
 _NO_SRC = DropReason.NO_SOURCE_ADDRESS
 _PARTIAL = frozenset({DropReason.NO_ROUTE, DropReason.NO_SOURCE_ADDRESS})
 
@@ -298,6 +305,7 @@ class Brancher:
         flags = pkt.flags
         can_x2u = not flags & FLAG_DONT_X2U and pkt.transport == NH_UDP
         maker: X2uMaker | None = None
+        pre = b""          # inline X2U for the common XCAST6 case (no port list, checksum present)
         if groups:
             head = data[:7] + bytes((new_hl,))
             mid = data[40:bo]
@@ -307,9 +315,27 @@ class Brancher:
             copies = res.copies
             for nh, bits, first, dst, dsum, idx, route, bm in groups:
                 if can_x2u and len(idx) == 1:
+                    if not pre:
+                        t = pkt.transport_off
+                        ck0 = data[t + 6] << 8 | data[t + 7]
+                        if pkt.encoding is _XCAST6 and pkt.ports is None and ck0:
+                            # RFC 1624: HC' = ~(~HC + ~m + m'); m = ff0e::114 words, m' = dest words
+                            pre = data[40:44] + _x2u_hdr.pack(len(data) - t, 17, new_hl) + data[48:64]
+                            u6 = data[t : t + 6]
+                            body = data[t + 8 :]
+                            base = ((~ck0) & 0xFFFF) + _NOT_ALL_XCAST
+                        else:
+                            pre = b"-"
+                            if maker is None:
+                                maker = X2uMaker(pkt, new_hl)
                     if maker is None:
-                        maker = X2uMaker(pkt, new_hl)
-                    copies.append(Copy(nh, maker.make(first, dst, dsum), True, idx, route))
+                        x = base + dsum
+                        x = (x & 0xFFFF) + (x >> 16)
+                        x = (~((x & 0xFFFF) + (x >> 16))) & 0xFFFF or 0xFFFF
+                        out = b"".join((pre, dst, u6, x.to_bytes(2, "big"), body))
+                    else:
+                        out = maker.make(first, dst, dsum)
+                    copies.append(Copy(nh, out, True, idx, route))
                     continue
                 src = source_for(nh.ifname)
                 if src is None:
