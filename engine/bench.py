@@ -18,6 +18,7 @@ one least disturbed) and the median is kept too.  Results go to a printed table,
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import os
 import platform
@@ -35,7 +36,7 @@ from typing import Any
 import typer
 
 from engine.fib import Fib
-from engine.fib_synth import address_in, internet_table, router_nexthops
+from engine.fib_synth import address_in, internet_table
 from engine.model import NextHop, Route
 
 DEST_COUNTS = (2, 8, 32, 126)
@@ -214,11 +215,11 @@ def pick_destinations(
 # ----------------------------------------------------------------------------- codec + branch
 def _core() -> Any:
     """engine.codec / engine.branch, or None when the engine core is not in this tree yet."""
+    # Imported by name so this module (and its FIB part) also works before the core lands.
     try:
-        from engine import branch, codec
+        return importlib.import_module("engine.branch"), importlib.import_module("engine.codec")
     except ImportError:
         return None
-    return branch, codec
 
 
 def bench_codec(packets: dict[int, list[bytes]], rounds: int) -> dict[str, Any]:
@@ -229,7 +230,7 @@ def bench_codec(packets: dict[int, list[bytes]], rounds: int) -> dict[str, Any]:
     _, codec = core
     out: dict[str, Any] = {"parse": {}, "build": {}}
     for n, pkts in packets.items():
-        dests = [codec.parse(p).destinations for p in pkts]  # type: ignore[union-attr]
+        dests = [codec.parse(p).destinations for p in pkts]
 
         def parse_all(pkts: list[bytes] = pkts) -> None:
             parse = codec.parse
@@ -309,7 +310,8 @@ def bench_branch(
                 "ns_per_packet": round(raw.best_ns, 1),
             }
             results.append(row)
-            _say(f"  branch N={n:<3} over {k} next hops: {row['pps']:>9,} pkt/s  {row['copies_per_s']:>10,} copies/s")
+            _say(f"  branch N={n:<3} over {k} next hops: {row['pps']:>9,} pkt/s "
+                 f"{row['copies_per_s']:>10,} copies/s")
     return results, by_n
 
 
@@ -333,10 +335,12 @@ def render_table(res: dict[str, Any]) -> str:
         f"  build {f['build_s']:.2f} s (median {f['build_s_median']:.2f} s); "
         f"memory: index {m['index_mb']} MB ({m['index_bytes_per_route']} B/route), "
         f"route objects {m['routes_mb']} MB ({m['routes_bytes_per_route']} B/route)",
-        f"  lookup cached {f['lookup_cached']['best_ns']:.0f} ns, uncached {f['lookup_uncached']['best_ns']:.0f} ns "
+        f"  lookup cached {f['lookup_cached']['best_ns']:.0f} ns, "
+        f"uncached {f['lookup_uncached']['best_ns']:.0f} ns "
         f"(LPM only {f['lookup_route_uncached']['best_ns']:.0f} ns)",
         f"  {inc['changes']} changes one by one: add {inc['adds_one_by_one_s'] * 1e3:.1f} ms, "
-        f"remove {inc['removes_one_by_one_s'] * 1e3:.1f} ms; as one batch: add {inc['batch_add_s'] * 1e3:.1f} ms, "
+        f"remove {inc['removes_one_by_one_s'] * 1e3:.1f} ms; "
+        f"as one batch: add {inc['batch_add_s'] * 1e3:.1f} ms, "
         f"remove {inc['batch_remove_s'] * 1e3:.1f} ms; full replace {inc['replace_s']:.2f} s",
     ]
     codec = res.get("codec", {})
@@ -344,7 +348,8 @@ def render_table(res: dict[str, Any]) -> str:
         lines.append("Codec (ns per packet, best round):")
         lines.append("  N      parse    build")
         for n in codec["parse"]:
-            lines.append(f"  {n:>3} {codec['parse'][n]['best_ns']:>9.0f} {codec['build'][n]['best_ns']:>8.0f}")
+            p, b = codec["parse"][n]["best_ns"], codec["build"][n]["best_ns"]
+            lines.append(f"  {n:>3} {p:>9.0f} {b:>8.0f}")
     if res.get("branch"):
         lines.append("Branching (single core, no I/O; raw bytes in = parse + branch):")
         lines.append("    N  next hops  copies/pkt     pkt/s   (median)     copies/s  pkt/s pre-parsed")
@@ -355,7 +360,9 @@ def render_table(res: dict[str, Any]) -> str:
             )
         t = res["target"]
         verdict = "MET" if t["met"] else "NOT MET"
-        lines.append(f"Target N=8 over 3 next hops >= {t['pps_required']:,} pkt/s: {t['pps_measured']:,} -> {verdict}")
+        lines.append(
+            f"Target N=8 over 3 next hops >= {t['pps_required']:,} pkt/s: {t['pps_measured']:,} -> {verdict}"
+        )
     else:
         lines.append("Branching: skipped (engine.branch not in this tree)")
     return "\n".join(lines)
@@ -427,7 +434,9 @@ def run(routes_n: int, rounds: int, seed: int, packets_per_case: int) -> dict[st
 
 def register(app: typer.Typer) -> None:
     """Add ``bench engine`` to the root app."""
-    bench_app = typer.Typer(help="Benchmarks (print a table, write JSON and a PNG plot).", no_args_is_help=True)
+    bench_app = typer.Typer(
+        help="Benchmarks (print a table, write JSON and a PNG plot).", no_args_is_help=True
+    )
 
     @bench_app.command("engine")
     def engine_cmd(
@@ -435,11 +444,14 @@ def register(app: typer.Typer) -> None:
         rounds: int = typer.Option(7, min=1, help="Timed rounds per case (best and median reported)."),
         packets: int = typer.Option(64, min=1, help="Distinct packets per branching case."),
         seed: int = typer.Option(1, help="Seed for the synthetic table and destinations."),
-        out: Path = typer.Option(Path("bench-results"), help="Directory for engine.json and engine.png."),
+        out_dir: str = typer.Option(
+            "bench-results", "--out", help="Directory for engine.json and engine.png."
+        ),
         no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG."),
     ) -> None:
         """Forwarding table, codec and branching numbers (single core, no I/O)."""
         res = run(routes, rounds, seed, packets)
+        out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "engine.json").write_text(json.dumps(res, indent=2) + "\n")
         typer.echo(render_table(res))
