@@ -23,6 +23,7 @@ Decisions:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -80,7 +81,8 @@ def _identity_is(value: str, name: str) -> bool:
 def _rib_selected(rib: etree._Element, want: str | None) -> bool:
     if want is not None:
         return text_of(child(rib, "name")) == want
-    if not _identity_is(text_of(child(rib, "address-family")), "ipv6"):
+    family = text_of(child(rib, "address-family"))
+    if not (_identity_is(family, "ipv6") or _identity_is(family, "ipv6-unicast")):
         return False
     return text_of(child(rib, "default-rib")) in ("", "true")
 
@@ -203,3 +205,30 @@ def parse_reply(
             out.notes["no-interface"] += 1
         out.routes.append(cand.route)
     return out, interfaces
+
+
+def marker_filter(tree: str = "routing-state", rib: str | None = None) -> etree._Element:
+    """Slim subtree filter for the change marker: per route only destination, next hop, last-updated."""
+    flt = get_filter(tree, rib)
+    flt.remove(flt[1])  # no interfaces
+    routes = flt.find(f".//{{{RT_NS}}}routes")
+    assert routes is not None
+    route = etree.SubElement(routes, f"{{{RT_NS}}}route")
+    etree.SubElement(route, f"{{{V6UR_NS}}}destination-prefix")
+    etree.SubElement(route, f"{{{RT_NS}}}next-hop")
+    etree.SubElement(route, f"{{{RT_NS}}}active")
+    etree.SubElement(route, f"{{{RT_NS}}}last-updated")
+    return flt
+
+
+def marker_digest(raw: str | bytes | Iterable[bytes]) -> str:
+    """Digest of every route's leaves in reply order (changes when any route changes)."""
+    h = hashlib.sha256()
+
+    def handle(route: etree._Element, ancestors: list[etree._Element]) -> None:
+        for elem in route.iter():
+            h.update(f"{localname(elem.tag)}={(elem.text or '').strip()};".encode())
+        h.update(b"\n")
+
+    count = stream_records(raw, "route", handle, context="get ietf-routing (marker)")
+    return f"{count}:{h.hexdigest()[:32]}"
