@@ -121,12 +121,12 @@ def parse_url(url: str) -> NetconfParams:
     verify_text = opts.get("hostkey_verify", "true").lower()
     if verify_text not in _TRUE | _FALSE:
         raise _bad(url, f"hostkey_verify must be true or false, got {opts['hostkey_verify']!r}")
-    known_hosts = opts.get("known_hosts") or None
+    known_hosts: str | None = opts.get("known_hosts") or None
     if known_hosts is not None and not Path(known_hosts).is_file():
         raise _bad(url, f"known_hosts file {known_hosts!r} does not exist")
-    key = opts.get("key") or None
-    if key is not None and not Path(key).is_file():
-        raise _bad(url, f"key file {key!r} does not exist")
+    key_file: str | None = opts.get("key") or None
+    if key_file is not None and not Path(key_file).is_file():
+        raise _bad(url, f"key file {key_file!r} does not exist")
     tree = opts.get("tree", "routing-state")
     if tree not in netconf_ietf.TREES:
         raise _bad(url, f"tree must be one of {', '.join(netconf_ietf.TREES)}, got {tree!r}")
@@ -139,7 +139,7 @@ def parse_url(url: str) -> NetconfParams:
         raise _bad(url, "table must not be empty")
     return NetconfParams(
         host=parts.hostname, user=parts.username, flavor=flavor, port=port, timeout=timeout,
-        hostkey_verify=verify_text in _TRUE, known_hosts=known_hosts, key=key, table=table,
+        hostkey_verify=verify_text in _TRUE, known_hosts=known_hosts, key=key_file, table=table,
         rib=opts.get("rib") or None, tree=tree,
     )
 
@@ -154,12 +154,12 @@ class _RawReplies:
         if cls.cls is None:
             from ncclient.operations.rpc import RPC, RPCReply
 
-            class RawReply(RPCReply):  # type: ignore[misc]
+            class RawReply(RPCReply):
                 def parse(self) -> None:
                     # Parsed by our incremental parser instead of ncclient's full DOM.
                     self._parsed = True
 
-            class RawRPC(RPC):  # type: ignore[misc]
+            class RawRPC(RPC):
                 REPLY_CLS = RawReply
 
                 def request(self, op: etree._Element) -> Any:
@@ -204,7 +204,7 @@ class _Session:
             raise SourceError(f"netconf {p.where}: no credentials: set ${PASSWORD_ENV} or key=/path")
         known_hosts = p.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
 
-        class _Ssh(SSHSession):  # type: ignore[misc]
+        class _Ssh(SSHSession):
             def load_known_hosts(self, filename: str | None = None) -> None:
                 # Only the configured file (OpenSSH semantics for UserKnownHostsFile).
                 super().load_known_hosts(filename or known_hosts)
