@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import copy
 import os
 import sys
 import threading
@@ -117,7 +118,21 @@ class RouteMethods:
         data = ietf.data(routes, links)
         if filter_or_none is not None and filter_or_none.find(f".//{{{ietf.RT_NS}}}routes") is not None:
             self._maybe_fault(session, rpc, etree.tounicode(data)[:8192])
-        return netconf.util.filter_results(rpc, data, filter_or_none)
+        if filter_or_none is None:
+            return data
+        # The package's subtree filter only honours the filter's first top-level node; RFC 6241
+        # allows several (we ask for routing-state AND interfaces-state): filter each, merge.
+        merged = etree.Element(data.tag, nsmap=data.nsmap)
+        for top in list(filter_or_none):
+            if len(top) == 0:
+                # A bare top-level selection node selects the whole subtree (the package's
+                # xpath conversion yields an empty expression for it).
+                merged.extend(copy.deepcopy(e) for e in data if e.tag == top.tag)
+                continue
+            one = etree.Element(filter_or_none.tag, attrib=dict(filter_or_none.attrib))
+            one.append(top)
+            merged.extend(list(netconf.util.filter_results(rpc, data, one)))
+        return merged
 
     def _junos(self, text: str) -> etree._Element:
         return etree.fromstring(text, etree.XMLParser(huge_tree=True))
