@@ -33,7 +33,16 @@ from lxml import etree
 from engine.model import NextHop, Route
 from sync.model import Interface
 from sync.netconf_junos import PROGRESS_EVERY, RouteParse
-from sync.netconf_xml import child, children, localname, stream_records, text_of
+from sync.netconf_xml import (
+    child_text,
+    children,
+    fields,
+    leaf,
+    localname,
+    parse_address,
+    parse_prefix,
+    stream_records,
+)
 from sync.source import Progress
 
 RT_NS = "urn:ietf:params:xml:ns:yang:ietf-routing"
@@ -80,30 +89,32 @@ def _identity_is(value: str, name: str) -> bool:
 
 def _rib_selected(rib: etree._Element, want: str | None) -> bool:
     if want is not None:
-        return text_of(child(rib, "name")) == want
-    family = text_of(child(rib, "address-family"))
+        return child_text(rib, "name") == want
+    family = child_text(rib, "address-family")
     if not (_identity_is(family, "ipv6") or _identity_is(family, "ipv6-unicast")):
         return False
-    return text_of(child(rib, "default-rib")) in ("", "true")
+    return child_text(rib, "default-rib") in ("", "true")
 
 
 def _address(text: str, what: str) -> bytes:
     try:
-        return ipaddress.IPv6Address(text).packed
+        return parse_address(text)
     except ValueError as exc:
         raise IetfParseError(f"{what}: bad next-hop-address {text!r}: {exc}") from exc
 
 
-def _hops(nh: etree._Element, where: str) -> tuple[list[NextHop], str]:
-    special = text_of(child(nh, "special-next-hop"))
+def _hops(nh_elem: etree._Element, where: str) -> tuple[list[NextHop], str]:
+    nh = fields(nh_elem)
+    special = leaf(nh, "special-next-hop")
     if special:
         return [], _SPECIAL.get(special, f"special-{special}")
-    nh_list = child(nh, "next-hop-list")
-    entries = list(children(nh_list, "next-hop")) if nh_list is not None else [nh]
+    nh_list = nh.get("next-hop-list")
+    entries = [fields(e) for e in children(nh_list, "next-hop")] if nh_list is not None else [nh]
     hops: list[NextHop] = []
     for entry in entries:
-        ifname = text_of(child(entry, "outgoing-interface"))
-        addr = text_of(child(entry, "next-hop-address")) or text_of(child(entry, "address"))
+        ifname = leaf(entry, "outgoing-interface")
+        # RFC 8349 names the list entry's address next-hop-address; the 2016 draft "address".
+        addr = leaf(entry, "next-hop-address") or leaf(entry, "address")
         if not ifname and not addr:
             continue
         hop = NextHop(ifname=ifname, gateway=_address(addr, where) if addr else None)
@@ -124,37 +135,37 @@ def parse_reply(
     rows = 0
     ribs_seen: list[str] = []
 
-    def handle_route(route: etree._Element, ancestors: list[etree._Element]) -> None:
+    def handle_route(route_elem: etree._Element, rib_elem: etree._Element) -> None:
         nonlocal rows
-        rib_elem = ancestors[-2]
         if id(rib_elem) not in _rib_ok:
             _rib_ok[id(rib_elem)] = _rib_selected(rib_elem, rib)
-            ribs_seen.append(text_of(child(rib_elem, "name")))
+            ribs_seen.append(child_text(rib_elem, "name"))
         if not _rib_ok[id(rib_elem)]:
             return
         rows += 1
         where = f"route #{rows}"
-        dest_text = text_of(child(route, "destination-prefix"))
+        leaves = fields(route_elem)
+        dest_text = leaf(leaves, "destination-prefix")
         if not dest_text:
             raise IetfParseError(f"{where}: missing destination-prefix")
         try:
-            dest = ipaddress.IPv6Network(dest_text, strict=False)
+            dest = parse_prefix(dest_text)
         except ValueError as exc:
             raise IetfParseError(f"{where}: bad destination-prefix {dest_text!r}: {exc}") from exc
         where = f"{where} ({dest})"
-        pref_text = text_of(child(route, "route-preference"))
+        pref_text = leaf(leaves, "route-preference")
         try:
             pref = int(pref_text) if pref_text else 0
         except ValueError as exc:
             raise IetfParseError(f"{where}: bad route-preference {pref_text!r}") from exc
-        active = child(route, "active") is not None
-        nh = child(route, "next-hop")
+        active = "active" in leaves
+        nh = leaves.get("next-hop")
         hops, skip = _hops(nh, where) if nh is not None else ([], "no-nexthop")
         if not skip and (dest.is_link_local or dest.is_multicast):
             skip = "link-local" if dest.is_link_local else "multicast"
         built = None
         if not skip:
-            protocol = text_of(child(route, "source-protocol")).rpartition(":")[2] or "unknown"
+            protocol = leaf(leaves, "source-protocol").rpartition(":")[2] or "unknown"
             built = Route(prefix=dest, nexthops=tuple(sorted(hops)), protocol=protocol,
                           extra={"preference": str(pref)} if pref_text else {})
         cand = _Candidate(built, skip, active, pref)
@@ -168,31 +179,34 @@ def parse_reply(
         if progress is not None and rows % PROGRESS_EVERY == 0:
             progress(rows, "routes")
 
-    def handle_interface(intf: etree._Element, ancestors: list[etree._Element]) -> None:
-        parent = ancestors[-1] if ancestors else None
+    def handle_interface(intf: etree._Element) -> None:
+        parent = intf.getparent()
         if parent is None or etree.QName(parent).namespace != IF_NS:
             return  # e.g. the leaf-list routing-state/interfaces/interface
-        name = text_of(child(intf, "name"))
+        name = child_text(intf, "name")
         if not name:
             raise IetfParseError("interface entry without <name>")
-        index_text = text_of(child(intf, "if-index"))
+        index_text = child_text(intf, "if-index")
         try:
             index = int(index_text) if index_text else None
         except ValueError as exc:
             raise IetfParseError(f"interface {name}: bad if-index {index_text!r}") from exc
         interfaces.append(
-            Interface(name=name, index=index, oper_up=text_of(child(intf, "oper-status")) == "up",
-                      descr=text_of(child(intf, "description")))
+            Interface(name=name, index=index, oper_up=child_text(intf, "oper-status") == "up",
+                      descr=child_text(intf, "description"))
         )
 
     _rib_ok: dict[int, bool] = {}
 
-    def handle(elem: etree._Element, ancestors: list[etree._Element]) -> None:
+    def handle(elem: etree._Element) -> None:
         name = localname(elem.tag)
-        if name == "route" and len(ancestors) >= 2 and localname(ancestors[-1].tag) == "routes":
-            handle_route(elem, ancestors)
+        routes = elem.getparent()
+        if name == "route" and routes is not None and localname(routes.tag) == "routes":
+            rib_elem = routes.getparent()
+            if rib_elem is not None:
+                handle_route(elem, rib_elem)
         elif name == "interface":
-            handle_interface(elem, ancestors)
+            handle_interface(elem)
 
     stream_records(raw, frozenset(("route", "interface")), handle, context="get ietf-routing")
     for cand in best.values():
@@ -225,7 +239,7 @@ def marker_digest(raw: str | bytes | Iterable[bytes]) -> str:
     """Digest of every route's leaves in reply order (changes when any route changes)."""
     h = hashlib.sha256()
 
-    def handle(route: etree._Element, ancestors: list[etree._Element]) -> None:
+    def handle(route: etree._Element) -> None:
         for elem in route.iter():
             h.update(f"{localname(elem.tag)}={(elem.text or '').strip()};".encode())
         h.update(b"\n")

@@ -34,7 +34,16 @@ from lxml import etree
 
 from engine.model import NextHop, Route
 from sync.model import Interface
-from sync.netconf_xml import child, children, localname, stream_records, text_of
+from sync.netconf_xml import (
+    child_text,
+    children,
+    fields,
+    leaf,
+    localname,
+    parse_address,
+    parse_prefix,
+    stream_records,
+)
 from sync.source import Progress
 
 DEFAULT_TABLE = "inet6.0"
@@ -75,42 +84,41 @@ def summary_rpc() -> etree._Element:
     return etree.Element("get-route-summary-information")
 
 
-def _prefix(rt: etree._Element, row: int) -> ipaddress.IPv6Network:
-    dest = text_of(child(rt, "rt-destination"))
+def _prefix(rt: dict[str, etree._Element], row: int) -> ipaddress.IPv6Network:
+    dest = leaf(rt, "rt-destination")
     if not dest:
         raise JunosParseError(f"rt #{row}: missing <rt-destination>")
     if "/" not in dest:
         # junos:style="detail"/"extensive" splits the length into <rt-prefix-length>.
-        plen = text_of(child(rt, "rt-prefix-length"))
+        plen = leaf(rt, "rt-prefix-length")
         if not plen:
             raise JunosParseError(f"rt #{row}: <rt-destination>{dest}</rt-destination> has no prefix length")
         dest = f"{dest}/{plen}"
     try:
-        return ipaddress.IPv6Network(dest, strict=False)
+        return parse_prefix(dest)
     except ValueError as exc:
         raise JunosParseError(f"rt #{row}: bad <rt-destination> {dest!r}: {exc}") from exc
 
 
-def _is_active(entry: etree._Element) -> bool:
-    tag = text_of(child(entry, "active-tag"))
-    return tag in ("*", "+") or child(entry, "current-active") is not None
+def _is_active(entry: dict[str, etree._Element]) -> bool:
+    return leaf(entry, "active-tag") in ("*", "+") or "current-active" in entry
 
 
-def _nexthop(nh: etree._Element, row: int, dest: ipaddress.IPv6Network) -> NextHop | None:
-    ifname = text_of(child(nh, "via")) or text_of(child(nh, "nh-local-interface"))
+def _nexthop(nh: dict[str, etree._Element], row: int, dest: ipaddress.IPv6Network) -> NextHop | None:
+    ifname = leaf(nh, "via") or leaf(nh, "nh-local-interface")
     if not ifname:
         return None
-    to = text_of(child(nh, "to"))
+    to = leaf(nh, "to")
     if not to:
         return NextHop(ifname=ifname)
     try:
-        return NextHop(ifname=ifname, gateway=ipaddress.IPv6Address(to).packed)
+        return NextHop(ifname=ifname, gateway=parse_address(to))
     except ValueError as exc:
         raise JunosParseError(f"rt #{row} ({dest}): bad next-hop <to> {to!r}: {exc}") from exc
 
 
-def _int(entry: etree._Element, name: str, row: int) -> int | None:
-    value = text_of(child(entry, name))
+def _int(entry: dict[str, etree._Element], name: str, row: int) -> int | None:
+    value = leaf(entry, name)
     if not value:
         return None
     try:
@@ -126,31 +134,39 @@ def parse_routes(
     out = RouteParse()
     seen: set[ipaddress.IPv6Network] = set()
     rows = 0
+    table_of: dict[int, str] = {}
 
-    def handle(rt: etree._Element, ancestors: list[etree._Element]) -> None:
+    def handle(rt_elem: etree._Element) -> None:
         nonlocal rows
-        if not ancestors or localname(ancestors[-1].tag) != "route-table":
+        rt_table = rt_elem.getparent()
+        if rt_table is None or localname(rt_table.tag) != "route-table":
             return
         rows += 1
-        table_name = text_of(child(ancestors[-1], "table-name"))
-        if table_name != table:
+        key = id(rt_table)
+        if key not in table_of:
+            table_of.clear()
+            table_of[key] = child_text(rt_table, "table-name")
+        if table_of[key] != table:
             out.skipped["other-table"] += 1
             return
+        rt = fields(rt_elem)
         dest = _prefix(rt, rows)
-        entry = next((e for e in children(rt, "rt-entry") if _is_active(e)), None)
-        if entry is None:
+        active = next(((e, f) for e in rt_elem if localname(e.tag) == "rt-entry"
+                       for f in (fields(e),) if _is_active(f)), None)
+        if active is None:
             out.skipped["inactive"] += 1
             return
+        entry_elem, entry = active
         if dest.is_link_local or dest.is_multicast:
             out.skipped["link-local" if dest.is_link_local else "multicast"] += 1
             return
-        nh_type = text_of(child(entry, "nh-type")).lower()
+        nh_type = leaf(entry, "nh-type").lower()
         if nh_type in _SKIP_NH_TYPES:
             out.skipped[_SKIP_NH_TYPES[nh_type]] += 1
             return
-        nhs = list(children(entry, "nh"))
-        selected = [nh for nh in nhs if child(nh, "selected-next-hop") is not None] or nhs
-        hops = []
+        nhs = [fields(nh) for nh in entry_elem if localname(nh.tag) == "nh"]
+        selected = [nh for nh in nhs if "selected-next-hop" in nh] or nhs
+        hops: list[NextHop] = []
         for nh in selected:
             hop = _nexthop(nh, rows, dest)
             if hop is not None and hop not in hops:
@@ -162,17 +178,14 @@ def parse_routes(
             out.skipped["duplicate"] += 1
             return
         seen.add(dest)
-        extra = {}
         pref = _int(entry, "preference", rows)
-        if pref is not None:
-            extra["preference"] = str(pref)
         out.routes.append(
             Route(
                 prefix=dest,
                 nexthops=tuple(sorted(hops)),
-                protocol=text_of(child(entry, "protocol-name")).lower() or "unknown",
+                protocol=leaf(entry, "protocol-name").lower() or "unknown",
                 metric=_int(entry, "metric", rows) or 0,
-                extra=extra,
+                extra={"preference": str(pref)} if pref is not None else {},
             )
         )
         if progress is not None and len(out.routes) % PROGRESS_EVERY == 0:
@@ -183,7 +196,7 @@ def parse_routes(
 
 
 def _up(elem: etree._Element) -> bool:
-    return text_of(child(elem, "oper-status")).lower() == "up"
+    return child_text(elem, "oper-status").lower() == "up"
 
 
 def parse_interfaces(raw: str | bytes | Iterable[bytes]) -> list[Interface]:
@@ -194,23 +207,23 @@ def parse_interfaces(raw: str | bytes | Iterable[bytes]) -> list[Interface]:
     """
     found: list[Interface] = []
 
-    def handle(phys: etree._Element, _ancestors: list[etree._Element]) -> None:
-        name = text_of(child(phys, "name"))
+    def handle(phys: etree._Element) -> None:
+        name = child_text(phys, "name")
         if not name:
             raise JunosParseError("physical-interface without <name>")
         phys_up = _up(phys)
         units = list(children(phys, "logical-interface"))
         if not units:
-            found.append(Interface(name=name, oper_up=phys_up, descr=text_of(child(phys, "description"))))
+            found.append(Interface(name=name, oper_up=phys_up, descr=child_text(phys, "description")))
         for unit in units:
-            unit_name = text_of(child(unit, "name"))
+            unit_name = child_text(unit, "name")
             if not unit_name:
                 raise JunosParseError(f"logical-interface of {name} without <name>")
             found.append(
                 Interface(
                     name=unit_name,
                     oper_up=phys_up and _up(unit),
-                    descr=text_of(child(unit, "description")),
+                    descr=child_text(unit, "description"),
                 )
             )
 
@@ -222,15 +235,15 @@ def parse_summary(raw: str | bytes, table: str = DEFAULT_TABLE) -> str:
     """Counts line of ``table`` from ``<get-route-summary-information>`` (the change marker)."""
     parts: list[str] = []
 
-    def handle(rt_table: etree._Element, _ancestors: list[etree._Element]) -> None:
-        if text_of(child(rt_table, "table-name")) != table:
+    def handle(rt_table: etree._Element) -> None:
+        if child_text(rt_table, "table-name") != table:
             return
         fields = ("destination-count", "total-route-count", "active-route-count",
                   "holddown-route-count", "hidden-route-count")
-        parts.extend(f"{f}={text_of(child(rt_table, f))}" for f in fields)
+        parts.extend(f"{f}={child_text(rt_table, f)}" for f in fields)
         for proto in children(rt_table, "protocols"):
-            counts = [text_of(child(proto, f)) for f in ("protocol-route-count", "active-route-count")]
-            parts.append(f"{text_of(child(proto, 'protocol-name'))}:{'/'.join(counts)}")
+            counts = [child_text(proto, f) for f in ("protocol-route-count", "active-route-count")]
+            parts.append(f"{child_text(proto, 'protocol-name')}:{'/'.join(counts)}")
 
     stream_records(raw, "route-table", handle, context="get-route-summary-information")
     if not parts:
