@@ -72,8 +72,20 @@ class NetconfParams:
         return f"{host}:{self.port}"
 
 
+def _redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe for errors and logs)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    except ValueError:
+        return "<unparsable URL>"
+
+
 def _bad(url: str, what: str) -> SourceError:
-    return SourceError(f"bad NETCONF source {url!r}: {what}")
+    return SourceError(f"bad NETCONF source {_redact(url)!r}: {what}")
 
 
 def parse_url(url: str) -> NetconfParams:

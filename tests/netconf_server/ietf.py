@@ -93,6 +93,8 @@ def interfaces_state(links: list[KernelLink]) -> etree._Element:
         _leaf(intf, IF_NS, "admin-status", "up" if link.admin_up else "down")
         _leaf(intf, IF_NS, "oper-status", "up" if link.oper_up else "down")
         _leaf(intf, IF_NS, "if-index", str(link.index))
+        # statistics is a non-presence container with a mandatory leaf: required (yanglint says so).
+        _leaf(_leaf(intf, IF_NS, "statistics"), IF_NS, "discontinuity-time", LAST_UPDATED)
     return root
 
 
