@@ -98,7 +98,9 @@ class RouteMethods:
             raise _Cut()
         if self.fault == "garbage-xml":
             channel = session.pkt_stream.stream
-            body = "<rpc-reply><route-information><rt>not xml &&& </route-information>"
+            msg_id = rpc.get("message-id", "0")
+            body = (f'<rpc-reply xmlns="{ietf.NC_NS}" message-id="{msg_id}"><route-information><rt>'
+                    "not xml &&& </route-information>")
             if session.new_framing:
                 channel.sendall(f"\n#{len(body)}\n{body}\n##\n".encode())
             else:
