@@ -44,6 +44,7 @@ from sync.source import Progress, SourceError
 PASSWORD_ENV = "XCAST6_NETCONF_PASSWORD"
 FLAVORS = ("junos", "ietf")
 DEFAULT_PORT = 830
+RECV_SIZE = 1 << 16
 _OPTIONS = ("flavor", "timeout", "hostkey_verify", "known_hosts", "key", "table", "rib", "tree")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
@@ -206,10 +207,15 @@ class _Session:
         return self.params.password or os.environ.get(PASSWORD_ENV) or None
 
     def _open(self) -> Any:
+        import ncclient.transport.ssh as ncssh
         from ncclient import manager as ncmanager
         from ncclient.transport import SSHSession
         from ncclient.transport import errors as terr
 
+        # ncclient re-scans its whole receive buffer after every recv(); with its default
+        # 4 KiB reads a multi-MB reply sent as one 1.1 chunk costs seconds of CPU (measured:
+        # 6.7 s CPU for an 11 MB Junos reply vs 0.18 s with 64 KiB reads).
+        ncssh.BUF_SIZE = max(ncssh.BUF_SIZE, RECV_SIZE)
         p = self.params
         password = self._password()
         if password is None and p.key is None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import copy
 import os
 import sys
 import threading
@@ -34,7 +33,7 @@ import paramiko
 from lxml import etree
 from netconf import server as ncserver
 
-from tests.netconf_server import ietf, junos, kernel
+from tests.netconf_server import ietf, junos, kernel, subtree
 
 FAULTS = ("none", "rpc-error", "cut", "garbage-xml", "garbage-row", "slow")
 
@@ -122,19 +121,9 @@ class RouteMethods:
             self._maybe_fault(session, rpc, etree.tounicode(data)[:8192])
         if filter_or_none is None:
             return data
-        # The package's subtree filter only honours the filter's first top-level node; RFC 6241
-        # allows several (we ask for routing-state AND interfaces-state): filter each, merge.
-        merged = etree.Element(data.tag, nsmap=data.nsmap)
-        for top in list(filter_or_none):
-            if len(top) == 0:
-                # A bare top-level selection node selects the whole subtree (the package's
-                # xpath conversion yields an empty expression for it).
-                merged.extend(copy.deepcopy(e) for e in data if e.tag == top.tag)
-                continue
-            one = etree.Element(filter_or_none.tag, attrib=dict(filter_or_none.attrib))
-            one.append(top)
-            merged.extend(list(netconf.util.filter_results(rpc, data, one)))
-        return merged
+        if filter_or_none.get("type", "subtree") != "subtree":
+            raise ncerror.OperationNotSupportedProtoError(rpc)
+        return subtree.subtree_filter(data, filter_or_none)
 
     def _junos(self, text: str) -> etree._Element:
         return etree.fromstring(text, etree.XMLParser(huge_tree=True))
