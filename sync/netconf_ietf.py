@@ -235,14 +235,17 @@ def marker_filter(tree: str = "routing-state", rib: str | None = None) -> etree.
     return flt
 
 
-def marker_digest(raw: str | bytes | Iterable[bytes]) -> str:
-    """Digest of every route's leaves in reply order (changes when any route changes)."""
-    h = hashlib.sha256()
+def marker_digest(raw: str) -> str:
+    """Digest of the slim reply's content (changes when any route's leaves change).
 
-    def handle(route: etree._Element) -> None:
-        for elem in route.iter():
-            h.update(f"{localname(elem.tag)}={(elem.text or '').strip()};".encode())
-        h.update(b"\n")
-
-    count = stream_records(raw, "route", handle, context="get ietf-routing (marker)")
-    return f"{count}:{h.hexdigest()[:32]}"
+    The reply text is hashed as received -- no XML parse -- from just after the
+    ``<rpc-reply ...>`` start tag (whose message-id changes on every call).  A reply that
+    carries ``<rpc-error>`` or does not end in ``</rpc-reply>`` is parsed properly so the
+    caller gets the specific error.
+    """
+    text = raw.strip()
+    if "rpc-error" in text or not text.endswith("rpc-reply>"):
+        stream_records(text, "route", lambda _elem: None, context="get ietf-routing (marker)")
+    start = text.find("rpc-reply")
+    body = text[text.find(">", start) + 1:] if start >= 0 else text
+    return hashlib.sha256(body.encode()).hexdigest()[:32]

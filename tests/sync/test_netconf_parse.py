@@ -260,3 +260,22 @@ def test_progress_reported_every_thousand_routes() -> None:
     got = netconf_junos.parse_routes(reply(table(*rts)), progress=lambda n, phase: seen.append((n, phase)))
     assert len(got.routes) == 2500
     assert seen == [(1000, "routes"), (2000, "routes")]
+
+
+def test_reproduced_junos_summary_counts_match_the_route_reply() -> None:
+    from tests.netconf_server import junos, kernel
+
+    links = [kernel.KernelLink("xnc-ge0", 2, True, True, ("2001:db8::1/64", "fe80::1/64"))]
+    routes = [
+        kernel.KernelRoute("2001:db8::/64", "unicast", "kernel", 256, (kernel.KernelHop("xnc-ge0"),)),
+        kernel.KernelRoute("fe80::/64", "unicast", "kernel", 256, (kernel.KernelHop("xnc-ge0"),)),
+        kernel.KernelRoute("2001:db8:1::/48", "unicast", "boot", 1024,
+                           (kernel.KernelHop("xnc-ge0", "2001:db8::2"),)),
+        kernel.KernelRoute("2001:db8:2::/48", "blackhole", "boot", 1024, ()),
+    ]
+    text = junos.route_information(routes, links)
+    summary = junos.route_summary(routes, links)
+    for field, value in (("destination-count", text.count("<rt ")),
+                         ("total-route-count", text.count("<rt-entry>")),
+                         ("active-route-count", text.count("<active-tag>*</active-tag>"))):
+        assert f"<{field}>{value}</{field}>" in summary
