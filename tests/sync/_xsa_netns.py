@@ -50,7 +50,8 @@ def add_veth(ns: str, a: str, b: str) -> None:
 
 
 def ip_batch(ns: str, lines: list[str]) -> None:
-    subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
+    subprocess.run(["ip", "-6", "-n", ns, "-batch", "-"], input="\n".join(lines) + "\n", text=True,
+                   check=True)
 
 
 def kernel_routes(ns: str, table: int) -> list[dict[str, object]]:
@@ -78,7 +79,8 @@ def kernel_view(ns: str, table: int, proto: str | None = None) -> set[tuple[str,
 def expected_view(routes: list[Route], ifmap: dict[str, str]) -> set[tuple[str, frozenset[tuple[str, str]]]]:
     out = set()
     for r in routes:
-        hops = frozenset((nh.gateway_text() or "", ifmap[nh.ifname]) for nh in r.nexthops if nh.ifname in ifmap)
+        hops = frozenset((nh.gateway_text() or "", ifmap[nh.ifname])
+                         for nh in r.nexthops if nh.ifname in ifmap)
         if hops:
             out.add((str(r.prefix), hops))
     return out
@@ -111,10 +113,12 @@ class KernelTableSource:
                 hops = []
                 for nh in m.get("multipath") or [m]:
                     gw = nh.get("gateway")
-                    hops.append(NextHop(names[int(nh.get("oif"))], ipaddress.IPv6Address(gw).packed if gw else None))
+                    gw16 = ipaddress.IPv6Address(gw).packed if gw else None
+                    hops.append(NextHop(names[int(nh.get("oif"))], gw16))
                 proto = {2: "kernel", 3: "boot", 4: "static"}.get(m["proto"], str(m["proto"]))
                 routes.append(Route(net, tuple(hops), proto, int(m.get("priority") or 0)))
-            ifaces = [Interface(names[i], i, str(x.get("operstate")) in ("UP", "UNKNOWN")) for i, x in links.items()]
+            ifaces = [Interface(names[i], i, str(x.get("operstate")) in ("UP", "UNKNOWN"))
+                      for i, x in links.items()]
         return routes, ifaces
 
     async def fetch(self, progress: Progress | None = None) -> Snapshot:

@@ -69,7 +69,7 @@ def test_foreign_routes_untouched() -> None:
     with netns() as ns:
         add_veth(ns, "xsa-a", "xsa-b")
         sh(f"ip -n {ns} -6 route add 2001:db8:f::/48 dev xsa-a table 6464 proto static")       # other proto
-        sh(f"ip -n {ns} -6 route add 2001:db8:e::/48 dev xsa-a table 6464 proto 245 metric 7")  # other metric?
+        sh(f"ip -n {ns} -6 route add 2001:db8:e::/48 dev xsa-a table 6464 proto 245 metric 7")  # ours, stale
         sh(f"ip -n {ns} -6 route add 2001:db8:d::/48 dev xsa-a table 100 proto 245")          # other table
         sh(f"ip -n {ns} -6 route add 2001:db8:c::/48 dev xsa-b proto 245")                    # main table
         before_main = sh(f"ip -n {ns} -6 route show table main")
@@ -92,7 +92,7 @@ def test_foreign_routes_untouched() -> None:
 def test_unmapped_interfaces_are_skipped_and_counted() -> None:
     with netns() as ns:
         add_veth(ns, "xsa-a", "xsa-b")
-        routes = table_routes(20) + [Route(ipaddress.IPv6Network("2001:dbc::/48"),
+        routes = [*table_routes(20), Route(ipaddress.IPv6Network("2001:dbc::/48"),
                                            (NextHop("ae0.0", ip6("fe80::7")),))]
         ifmap = {**IFMAP, "xe-9/9/9.0": "xsa-gone"}
         routes.append(Route(ipaddress.IPv6Network("2001:dbd::/48"), (NextHop("xe-9/9/9.0", ip6("fe80::8")),)))
@@ -114,7 +114,8 @@ def test_injected_netlink_failure_rolls_back_and_fib_keeps_serving() -> None:
             before = kernel_view(ns, 6464, "245")
             # the new table moves everything to ge-0/0/2.0 and half way uses an interface whose
             # kernel index is stale (device deleted after lookup): the kernel answers ENODEV
-            new_routes = [Route(r.prefix, (NextHop("ge-0/0/2.0", ip6("fe80::3")),), "bgp") for r in old.routes]
+            moved = (NextHop("ge-0/0/2.0", ip6("fe80::3")),)
+            new_routes = [Route(r.prefix, moved, "bgp") for r in old.routes]
             new_routes[2000] = Route(new_routes[2000].prefix, (NextHop("ge-0/0/9.0", ip6("fe80::3")),))
             real_links = km.link_index
 
@@ -124,7 +125,8 @@ def test_injected_netlink_failure_rolls_back_and_fib_keeps_serving() -> None:
             km.link_index = stale_links  # type: ignore[method-assign]
             applier.ifname_map = {**IFMAP, "ge-0/0/9.0": "xsa-stale"}.get
             new = Snapshot(new_routes, [])
-            with pytest.raises(ApplyError, match=r"2001:db8:0:7d0::/64.*No such device.*previous table restored"):
+            with pytest.raises(ApplyError,
+                               match=r"2001:db8:0:7d0::/64.*No such device.*previous table restored"):
                 applier.apply(new, diff(old, new))
             assert kernel_view(ns, 6464, "245") == before
             assert fib.generation == gen and len(fib) == len(old.routes)
@@ -146,12 +148,12 @@ def test_applier_incremental_and_replace_modes() -> None:
             s1 = Snapshot(table_routes(500), [])
             r1 = applier.apply(s1, diff(None, s1))
             assert r1.fib_mode == "replace" and r1.fib_routes == 504
-            s2 = Snapshot(s1.routes[5:] + [Route(ipaddress.IPv6Network("2001:dbe::/48"), (NextHop("ge-0/0/1.0"),))],
-                          [])
+            extra = Route(ipaddress.IPv6Network("2001:dbe::/48"), (NextHop("ge-0/0/1.0"),))
+            s2 = Snapshot([*s1.routes[5:], extra], [])
             r2 = applier.apply(s2, diff(s1, s2))
             assert r2.fib_mode == "incremental" and r2.kernel is not None
             assert (r2.kernel.replaced, r2.kernel.deleted) == (1, 5)
-            assert sorted(map(str, (r.prefix for r in fib.routes()))) == sorted(str(r.prefix) for r in s2.routes)
+            assert sorted(str(r.prefix) for r in fib.routes()) == sorted(str(r.prefix) for r in s2.routes)
             assert kernel_view(ns, 6464, "245") == expected_view(s2.routes, IFMAP)
             assert km.dump()[0] == km.installed()
             s3 = Snapshot(s2.routes[100:], [])

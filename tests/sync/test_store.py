@@ -15,7 +15,8 @@ from sync.store import HistoryEntry, StoreError, SyncStore, pack_routes, unpack_
 
 def sample_routes(n: int) -> list[Route]:
     hops = (NextHop("ge-0/0/1.0", ip6("fe80::1")),)
-    out = [Route(ipaddress.IPv6Network((0x20010DB8 << 96 | i << 64, 64)), hops, "bgp", i % 7) for i in range(n)]
+    out = [Route(ipaddress.IPv6Network((0x20010DB8 << 96 | i << 64, 64)), hops, "bgp", i % 7)
+           for i in range(n)]
     out.append(Route(ipaddress.IPv6Network("::/0"), (NextHop("ge-0/0/2.0", ip6("2001:db8::1")),
                                                       NextHop("xe-1/0/0.100", ip6("fe80::2"))), "static", 5))
     out.append(Route(ipaddress.IPv6Network("2001:db8:ffff::/64"), (NextHop("ge-0/0/2.0"),), "direct", 0))
@@ -72,7 +73,8 @@ def test_history_newest_first(tmp_path: Path) -> None:
     store = SyncStore(tmp_path)
     store.add_history(HistoryEntry(1.0, 2.0, "snmp://r1", "poll", "applied", None, 1.0, 10, 0, 0, 10, 2,
                                    {"fib_mode": "replace"}))
-    store.add_history(HistoryEntry(3.0, 3.5, "snmp://r1", "manual", "failed", "timeout from 2001:db8::1", 0.5))
+    store.add_history(HistoryEntry(3.0, 3.5, "snmp://r1", "manual", "failed", "timeout from 2001:db8::1",
+                                   0.5))
     hist = store.history()
     assert [h.outcome for h in hist] == ["failed", "applied"]
     assert hist[0].error == "timeout from 2001:db8::1"
