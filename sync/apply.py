@@ -4,7 +4,7 @@ Order and atomicity: the kernel mirror is written first; if the kernel refuses a
 :class:`sync.kernel.KernelMirror` undoes what it already changed and we raise before the
 engine :class:`engine.fib.Fib` is touched, so the previous generation keeps serving in both
 places.  Only when the kernel succeeded is the Fib updated — a whole-generation swap
-(``Fib.replace``, one reference assignment) or, for a handful of changes, ``add``/``remove``.
+(``Fib.replace``) or, for a small diff, one ``Fib.update`` — either way one new generation.
 The Fib gets *every* route of the router (branching needs the router's view even for
 interfaces the engine has no link for: the worker counts those copies as drops); the kernel
 mirror gets only routes whose interface has an engine link (the rest are counted).
@@ -23,8 +23,9 @@ from sync.model import Snapshot
 
 IfnameMap = Callable[[str], str | None]
 
-# Fib.add/remove rebuild the table per call, so they only win for a few changes.
-DEFAULT_INCREMENTAL_MAX = 16
+# Fib.update derives a new generation copy-on-write (cost ~ changes); past this many changes,
+# or a quarter of the table, building a fresh generation is as cheap and simpler.
+DEFAULT_INCREMENTAL_MAX = 20_000
 
 
 class ApplyError(Exception):
@@ -114,14 +115,10 @@ class Applier:
         fib = self.fib
         if incremental and d is not None and d.route_changes == 0:
             mode = "none"
-        elif incremental and d is not None and d.route_changes <= self.incremental_max:
+        elif (incremental and d is not None and d.route_changes <= self.incremental_max
+              and d.route_changes <= max(16, d.new_count // 4)):
             mode = "incremental"
-            for r in d.removed:
-                fib.remove(r.prefix)
-            for r in d.added:
-                fib.add(r)
-            for c in d.changed:
-                fib.add(c.new)
+            fib.update(add=[*d.added, *(c.new for c in d.changed)], remove=[r.prefix for r in d.removed])
         else:
             mode = "replace"
             fib.replace(new.routes)

@@ -144,7 +144,7 @@ def test_applier_incremental_and_replace_modes() -> None:
         add_veth(ns, "xsa-a", "xsa-b")
         fib = Fib()
         with KernelMirror(netns=ns) as km:
-            applier = Applier(fib, km, IFMAP.get, incremental_max=16)
+            applier = Applier(fib, km, IFMAP.get)
             s1 = Snapshot(table_routes(500), [])
             r1 = applier.apply(s1, diff(None, s1))
             assert r1.fib_mode == "replace" and r1.fib_routes == 504
@@ -156,8 +156,8 @@ def test_applier_incremental_and_replace_modes() -> None:
             assert sorted(str(r.prefix) for r in fib.routes()) == sorted(str(r.prefix) for r in s2.routes)
             assert kernel_view(ns, 6464, "245") == expected_view(s2.routes, IFMAP)
             assert km.dump()[0] == km.installed()
-            s3 = Snapshot(s2.routes[100:], [])
+            s3 = Snapshot(s2.routes[300:], [])
             r3 = applier.apply(s3, diff(s2, s3))
-            assert r3.fib_mode == "replace" and r3.kernel is not None and r3.kernel.deleted == 100
+            assert r3.fib_mode == "replace" and r3.kernel is not None and r3.kernel.deleted == 300
             assert kernel_view(ns, 6464, "245") == expected_view(s3.routes, IFMAP)
             assert applier.apply(s3, diff(s3, s3)).fib_mode == "none"
