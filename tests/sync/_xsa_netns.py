@@ -96,6 +96,14 @@ class KernelTableSource:
         self.fetches = 0
         self.fail_next: str | None = None
 
+    @classmethod
+    def from_url(cls, url: str) -> KernelTableSource:
+        """``kernel://<netns>[?table=N]`` (registered as a scheme by tests only)."""
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(url)
+        return cls(parts.netloc, int(parse_qs(parts.query).get("table", ["254"])[0]))
+
     def _read(self) -> tuple[list[Route], list[Interface]]:
         from pyroute2 import IPRoute
 
