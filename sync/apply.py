@@ -58,14 +58,7 @@ class ApplyResult:
             "duration_s": round(self.duration_s, 4),
         }
         if self.kernel is not None:
-            out["kernel"] = {
-                "replaced": self.kernel.replaced,
-                "deleted": self.kernel.deleted,
-                "unchanged": self.kernel.unchanged,
-                "installed": self.kernel.installed,
-                "skipped": self.kernel.skipped,
-                "skipped_examples": self.kernel.skipped_examples,
-            }
+            out["kernel"] = self.kernel.to_dict()
         return out
 
 

@@ -87,6 +87,11 @@ class MirrorResult:
     duration_s: float
     skipped_examples: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, object]:
+        return {"replaced": self.replaced, "deleted": self.deleted, "unchanged": self.unchanged,
+                "installed": self.installed, "skipped": dict(self.skipped),
+                "skipped_examples": list(self.skipped_examples), "duration_s": round(self.duration_s, 4)}
+
 
 def _prefix_text(dst: bytes, dst_len: int) -> str:
     return f"{ipaddress.IPv6Address(dst)}/{dst_len}"

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.model import Route
-from sync.apply import Applier, ApplyError, ApplyResult
+from sync.apply import Applier, ApplyError, ApplyResult, IfnameMap
 from sync.diff import InterfaceDiff, SnapshotDiff, diff
+from sync.kernel import MirrorResult
 from sync.model import Interface, Snapshot
 from sync.source import RouteSource, SourceError
 from sync.sources import strip_secrets
@@ -140,6 +141,7 @@ class SyncService:
         self._queued: SyncJob | None = None
         self._running: SyncJob | None = None
         self._wakeup = asyncio.Event()
+        self._apply_lock = asyncio.Lock()   # one writer of Fib + kernel mirror at a time
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -219,6 +221,25 @@ class SyncService:
         await self._apply_job(job, held.snapshot, time.time())
         return job
 
+    async def set_ifname_map(self, ifname_map: IfnameMap) -> MirrorResult | None:
+        """The engine links changed (vlan reconcile): re-plan the kernel mirror for them.
+
+        The Fib is untouched (it holds the router's view); raises ApplyError with the
+        previous mirror restored when the kernel refuses the new plan.
+        """
+        async with self._apply_lock:
+            if self.serving is None:
+                self.applier.ifname_map = ifname_map
+                return None
+            try:
+                res = await asyncio.to_thread(self.applier.remap, self.serving, ifname_map)
+            except ApplyError as exc:
+                self.last_error = str(exc)
+                raise
+            if res is not None:
+                self.last_apply = {**(self.last_apply or {}), "kernel": res.to_dict()}
+            return res
+
     # -- loops --------------------------------------------------------------------------
     async def _worker(self) -> None:
         while True:
@@ -285,6 +306,10 @@ class SyncService:
         await self._apply_job(job, snap, started)
 
     async def _apply_job(self, job: SyncJob, snap: Snapshot, started: float) -> None:
+        async with self._apply_lock:
+            await self._apply_job_locked(job, snap, started)
+
+    async def _apply_job_locked(self, job: SyncJob, snap: Snapshot, started: float) -> None:
         job.status = "running"
         job.started_at = job.started_at or started
         job.progress = {"phase": "diff", "rows": len(snap.routes)}

@@ -170,3 +170,42 @@ def test_config_values_are_validated() -> None:
         SyncConfig(max_removal_share=1.5)
     with pytest.raises(ValueError, match="interval_s"):
         SyncConfig(interval_s=0)
+
+
+def test_link_map_change_and_interface_hook(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            router_routes(ns, 20)
+            ip_batch(ns, [f"route add 2001:dc8:{i:x}::/64 via fe80::2 dev xsa-b" for i in range(5)])
+            source = KernelTableSource(ns)
+            fib = Fib()
+            km = KernelMirror(netns=ns)
+            only_a = {"xsa-a": "xsa-a"}
+            svc = SyncService(source, Applier(fib, km, only_a.get), SyncStore(tmp_path),
+                              SyncConfig(interval_s=3600, change_poll_s=0))
+            iface_events: list[list[tuple[str, bool]]] = []
+            svc.on_interfaces.append(
+                lambda ifaces, d: iface_events.append([(n.name, n.oper_up) for _, n in d.oper_changed]))
+            await svc.start()
+            job = await svc.jobs()[0].wait(30)
+            assert job.status == "applied"
+            assert job.result is not None
+            skipped = job.result["apply"]["kernel"]["skipped"]
+            assert skipped["no_engine_link"] >= 5          # the xsa-b routes (+ its connected fe80::/64)
+            assert not any(dev == "xsa-b" for _, hops in kernel_view(ns, 6464, "245") for _, dev in hops)
+            assert fib.lookup(ip6("2001:dc8:1::1")) is not None     # the Fib keeps the router's full view
+            res = await svc.set_ifname_map(identity)
+            assert res is not None and res.skipped["no_engine_link"] == 0
+            assert expected_view(svc.serving.routes, {"xsa-a": "xsa-a", "xsa-b": "xsa-b"}) == \
+                kernel_view(ns, 6464, "245")  # type: ignore[union-attr]
+            # an interface going down on the router reaches the interface hook
+            sh(f"ip -n {ns} link set xsa-b down")
+            job = await svc.request_resync().wait(30)
+            assert job.status == "applied", job.error
+            assert ("xsa-b", False) in iface_events[-1]
+            assert fib.lookup(ip6("2001:dc8:1::1")) is None          # the router dropped those routes
+            await svc.stop()
+            km.close()
+
+    asyncio.run(scenario())

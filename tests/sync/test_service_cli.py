@@ -67,7 +67,8 @@ def test_fetch_diff_and_history(tmp_path: Path) -> None:
         assert "- 2001:dbf::/48" in out
         assert "+ 2001:db8:a::/64" in out
         assert "~ 2001:db8:3::/64" in out and "-> fe80::1 dev xsa-a" in out
-        code, out, _ = invoke("routes", "diff", f"kernel://{ns}", "--state-dir", str(tmp_path), "--json", "-q")
+        code, out, _ = invoke("routes", "diff", f"kernel://{ns}", "--state-dir", str(tmp_path), "--json",
+                              "-q")
         doc = json.loads(out)
         assert doc["counts"]["removed"] == 1 and doc["counts"]["changed"] == 1
         assert doc["safety_valve"] == {"would_hold": False, "reason": None}
