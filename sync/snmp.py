@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from sync import mib
 from sync.mib import Oid
@@ -40,6 +41,22 @@ from sync.snmp_walk import Walker, make_walker
 from sync.source import Progress, SourceError
 
 _V6 = (2, 16)
+
+
+async def _no_rows() -> list[RouteRow]:
+    return []
+
+
+async def _gather(*coros: Coroutine[Any, Any, Any]) -> list[Any]:
+    """asyncio.gather that cancels (and waits for) the other walks when one fails."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class SnmpSource:
@@ -82,23 +99,24 @@ class SnmpSource:
                 return None
             return lambda n: progress(n, phase)
 
-        names, descrs, oper = await asyncio.gather(
-            walker.walk(mib.IF_NAME), walker.walk(mib.IF_DESCR), walker.walk(mib.IF_OPER_STATUS)
+        # Interfaces, own addresses and the route column in parallel: one agent, but the round
+        # trips overlap.
+        want_cidr = self.config.table in ("auto", "inetcidr")
+        names, descrs, oper, own_col, rows = await _gather(
+            walker.walk(mib.IF_NAME), walker.walk(mib.IF_DESCR), walker.walk(mib.IF_OPER_STATUS),
+            walker.walk(mib.IP_ADDRESS_IFINDEX_V6),
+            self._walk_cidr(walker, report("routes")) if want_cidr else _no_rows(),
         )
         interfaces = interfaces_from(names, descrs, oper)
         if progress is not None:
             progress(len(interfaces), "interfaces")
-        own = own_addresses(await walker.walk(mib.IP_ADDRESS_IFINDEX_V6))
-        stats = TableStats()
-        rows: list[RouteRow] = []
-        if self.config.table in ("auto", "inetcidr"):
-            stats.table = "inetCidrRouteTable"
-            rows = await self._walk_cidr(walker, report("routes"))
+        own = own_addresses(own_col)
+        stats = TableStats(table="inetCidrRouteTable" if want_cidr else "")
         if not rows and self.config.table in ("auto", "ipv6"):
             ifindex_col = await walker.walk(mib.IPV6_ROUTE_IFINDEX, report("routes"))
             if ifindex_col or self.config.table == "ipv6":
                 stats.table = "ipv6RouteTable"
-                nexthop, types, protos, metrics = await asyncio.gather(
+                nexthop, types, protos, metrics = await _gather(
                     walker.walk(mib.IPV6_ROUTE_NEXTHOP), walker.walk(mib.IPV6_ROUTE_TYPE),
                     walker.walk(mib.IPV6_ROUTE_PROTOCOL), walker.walk(mib.IPV6_ROUTE_METRIC),
                 )
@@ -116,7 +134,7 @@ class SnmpSource:
         if self.config.columns == "full":
             walks += [walker.walk((*mib.INET_CIDR_ROUTE_PROTO, *_V6)),
                       walker.walk((*mib.INET_CIDR_ROUTE_METRIC1, *_V6))]
-        results = await asyncio.gather(*walks)
+        results = await _gather(*walks)
         ifindex_col = results[0]
         type_col = results[1] if len(results) > 1 else None
         proto_col = results[2] if len(results) > 2 else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -25,7 +26,7 @@ def test_wrong_community_times_out_with_a_specific_message(snmpd_lab: SnmpdLab) 
         asyncio.run(source.fetch())
     assert time.monotonic() - started < 3
     message = str(info.value)
-    assert "no reply to GETBULK 1.3.6.1.2.1.31.1.1.1.1 after 2 tries x 0.3s" in message
+    assert re.search(r"no reply to GETBULK 1\.3\.6\.1\.[\d.]+ after 2 tries x 0\.3s", message)
     assert "wrong community" in message
     assert "wrong" not in message.split("(")[0]  # the community itself is never echoed
 
