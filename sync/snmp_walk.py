@@ -63,6 +63,10 @@ def _check_walk_step(
     return last
 
 
+class _TooBig(Exception):
+    """The agent could not fit the reply in a message (RFC 3416 tooBig): ask for fewer rows."""
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, walker: NativeV2cWalker) -> None:
         self.walker = walker
@@ -86,6 +90,7 @@ class NativeV2cWalker:
         self._transport: asyncio.DatagramTransport | None = None
         self._pending: dict[int, asyncio.Future[snmp_ber.Response]] = {}
         self._next_id = random.randint(1, 1 << 30)
+        self.max_repetitions = config.max_repetitions  # halved when the agent says tooBig
         self.requests_sent = 0
         self.retransmits = 0
 
@@ -129,7 +134,7 @@ class NativeV2cWalker:
         self._next_id = (self._next_id % 0x7FFFFFFF) + 1
         request_id = self._next_id
         message = snmp_ber.encode_request(
-            self._community, request_id, oids, bulk=bulk, max_repetitions=self.config.max_repetitions
+            self._community, request_id, oids, bulk=bulk, max_repetitions=self.max_repetitions
         )
         future: asyncio.Future[snmp_ber.Response] = loop.create_future()
         self._pending[request_id] = future
@@ -143,6 +148,8 @@ class NativeV2cWalker:
                     response = await asyncio.wait_for(asyncio.shield(future), self.config.timeout)
                 except TimeoutError:
                     continue
+                if response.error_status == 1 and bulk:
+                    raise _TooBig
                 if response.error_status:
                     status = snmp_ber.ERROR_STATUS.get(response.error_status, str(response.error_status))
                     position = response.error_index
@@ -167,7 +174,14 @@ class NativeV2cWalker:
         rows: list[tuple[Oid, Value]] = []
         last: Oid | None = column
         while last is not None:
-            response = await self._request([last], bulk=True)
+            try:
+                response = await self._request([last], bulk=True)
+            except _TooBig:
+                if self.max_repetitions == 1:
+                    raise SourceError(f"{self.target}: agent says tooBig even for one row at "
+                                      f"{oid_text(last)}") from None
+                self.max_repetitions = max(1, self.max_repetitions // 2)
+                continue
             last = _check_walk_step(self.target, column, last, response.varbinds, rows)
             if on_rows is not None:
                 on_rows(len(rows))

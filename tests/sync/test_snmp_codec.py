@@ -158,3 +158,19 @@ def test_garbage_value_in_a_row() -> None:
     expected = r"garbage value in row .*inetCidrRouteIfIndex should be an integer"
     with pytest.raises(SourceError, match=expected):
         cidr_rows([(row("2001:db8:1::", 48, None, 1), b"eth0")])
+
+
+def test_walk_step_stops_at_column_end_and_refuses_non_increasing_oids() -> None:
+    from sync.snmp_walk import _check_walk_step
+
+    column = (1, 3, 6, 1, 2, 1, 4, 24, 7, 1, 7)
+    rows: list = []
+    nxt = _check_walk_step("r1", column, column, [((*column, 1), 5), ((*column, 2), 6)], rows)
+    assert nxt == (*column, 2) and rows == [((1,), 5), ((2,), 6)]
+    next_column = (1, 3, 6, 1, 2, 1, 4, 24, 7, 1, 8, 1)
+    assert _check_walk_step("r1", column, (*column, 2), [(next_column, 1)], rows) is None
+    assert _check_walk_step("r1", column, (*column, 2), [((*column, 3), END_OF_MIB)], rows) is None
+    with pytest.raises(SourceError, match=r"r1: agent returned non-increasing OID .*\.7\.1 after .*\.7\.2"):
+        _check_walk_step("r1", column, (*column, 2), [((*column, 1), 5)], rows)
+    with pytest.raises(SourceError, match="empty GETBULK reply"):
+        _check_walk_step("r1", column, (*column, 2), [], rows)

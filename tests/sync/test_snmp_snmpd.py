@@ -97,7 +97,7 @@ def test_v2c_large_tables_match_kernel(snmpd_lab: SnmpdLab, count: int, columns:
     assert route_progress == sorted(route_progress) and route_progress[-1] >= count
 
 
-@pytest.mark.parametrize("user", ["xs256", "xs512"])
+@pytest.mark.parametrize("user", ["xs256", "xs384", "xs512"])
 def test_v3_authpriv_sha2_aes(snmpd_lab: SnmpdLab, user: str) -> None:
     snmpd_lab.ip_batch(route_batch(1000, 3))
     small_table(snmpd_lab)
