@@ -7,6 +7,7 @@ tests/sync/conftest_snmp.py), then times, each ``--repeat`` times (median report
 * SnmpSource.fetch() variants: native v2c codec walking 1 column (default), 2 and 4 columns;
   pysnmp v2c; pysnmp SNMPv3 authPriv SHA-256/AES-128
 * one native walk of the ifIndex column alone
+* change_marker() with marker=counts (default) and marker=column
 
 Usage: python bench/bench_snmp.py [--routes 10000] [--repeat 3] [--out bench/results/bench_snmp.json]
 Needs root (namespaces).  Prints a table and writes JSON.
@@ -107,6 +108,11 @@ def main() -> None:
 
         median, samples, count = timed(native_column, args.repeat)
         rows["native_walk_one_column"] = {"median_s": median, "samples_s": samples, "rows": count}
+
+        for marker in ("counts", "column"):
+            source = SnmpSource.from_url(lab.url(f"{mr}&marker={marker}"))
+            median, samples, _ = timed(lambda source=source: asyncio.run(source.change_marker()), args.repeat)
+            rows[f"change_marker_{marker}"] = {"median_s": median, "samples_s": samples, "rows": "-"}
         base = rows["snmpbulkwalk_one_column"]["median_s"]
         for row in rows.values():
             row["x_snmpbulkwalk"] = round(float(row["median_s"]) / float(base), 2)  # type: ignore[arg-type]
