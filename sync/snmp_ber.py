@@ -30,6 +30,7 @@ TAG_SEQUENCE = 0x30
 PDU_GET = 0xA0
 PDU_RESPONSE = 0xA2
 PDU_GETBULK = 0xA5
+PDU_REPORT = 0xA8
 _UNSIGNED = {0x41, 0x42, 0x43, 0x46}  # Counter32, Gauge32, TimeTicks, Counter64
 _BYTES = {TAG_OCTETS, 0x40, 0x44}  # OCTET STRING, IpAddress, Opaque
 _EXCEPTION_TAGS = {0x80: NO_SUCH_OBJECT, 0x81: NO_SUCH_INSTANCE, 0x82: END_OF_MIB}
@@ -54,6 +55,7 @@ class Response:
     error_status: int
     error_index: int
     varbinds: list[tuple[Oid, Value]]
+    pdu_tag: int = PDU_RESPONSE  # PDU_REPORT for SNMPv3 USM reports
 
 
 # ---------------------------------------------------------------- encoding
@@ -94,10 +96,8 @@ def encode_oid(oid: Oid) -> bytes:
     return _tlv(TAG_OID, bytes(out))
 
 
-def encode_request(
-    community: bytes, request_id: int, oids: list[Oid], *, bulk: bool = False, max_repetitions: int = 0
-) -> bytes:
-    """An SNMPv2c GetRequest (or GetBulkRequest with non-repeaters 0) for ``oids``."""
+def encode_pdu(request_id: int, oids: list[Oid], *, bulk: bool = False, max_repetitions: int = 0) -> bytes:
+    """A GetRequest (or GetBulkRequest with non-repeaters 0) PDU for ``oids``."""
     varbinds = b"".join(_tlv(TAG_SEQUENCE, encode_oid(oid) + b"\x05\x00") for oid in oids)
     pdu = (
         encode_integer(request_id)
@@ -105,8 +105,15 @@ def encode_request(
         + encode_integer(max_repetitions if bulk else 0)
         + _tlv(TAG_SEQUENCE, varbinds)
     )
-    message = encode_integer(1) + _tlv(TAG_OCTETS, community) + _tlv(PDU_GETBULK if bulk else PDU_GET, pdu)
-    return _tlv(TAG_SEQUENCE, message)
+    return _tlv(PDU_GETBULK if bulk else PDU_GET, pdu)
+
+
+def encode_request(
+    community: bytes, request_id: int, oids: list[Oid], *, bulk: bool = False, max_repetitions: int = 0
+) -> bytes:
+    """An SNMPv2c GetRequest (or GetBulkRequest with non-repeaters 0) for ``oids``."""
+    pdu = encode_pdu(request_id, oids, bulk=bulk, max_repetitions=max_repetitions)
+    return _tlv(TAG_SEQUENCE, encode_integer(1) + _tlv(TAG_OCTETS, community) + pdu)
 
 
 # ---------------------------------------------------------------- decoding
@@ -190,8 +197,14 @@ def decode_response(buf: bytes) -> tuple[bytes, Response]:
     if tag != TAG_OCTETS:
         raise BerError("missing community")
     community = buf[start:stop]
-    tag, pos, pdu_end = _header(buf, stop, msg_end)
-    if tag != PDU_RESPONSE:
+    return community, decode_pdu(buf, stop, msg_end)
+
+
+def decode_pdu(buf: bytes, pos: int, end: int, allowed: tuple[int, ...] = (PDU_RESPONSE,)) -> Response:
+    """Decode the PDU TLV at ``pos`` (a Response, or whatever ``allowed`` tags say)."""
+    tag, pos, pdu_end = _header(buf, pos, end)
+    pdu_tag = tag
+    if tag not in allowed:
         raise BerError(f"not a Response-PDU (tag 0x{tag:02x})")
     fields = []
     for _ in range(3):
@@ -248,4 +261,4 @@ def decode_response(buf: bytes) -> tuple[bytes, Response]:
             raise BerError(f"unsupported value tag 0x{tag:02x} for OID {'.'.join(map(str, oid))}")
         append((oid, value))
         pos = vb_end
-    return community, Response(fields[0], fields[1], fields[2], varbinds)
+    return Response(fields[0], fields[1], fields[2], varbinds, pdu_tag)

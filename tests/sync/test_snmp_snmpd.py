@@ -97,14 +97,16 @@ def test_v2c_large_tables_match_kernel(snmpd_lab: SnmpdLab, count: int, columns:
     assert route_progress == sorted(route_progress) and route_progress[-1] >= count
 
 
+@pytest.mark.parametrize("engine", ["native", "pysnmp"])
 @pytest.mark.parametrize("user", ["xs256", "xs384", "xs512"])
-def test_v3_authpriv_sha2_aes(snmpd_lab: SnmpdLab, user: str) -> None:
+def test_v3_authpriv_sha2_aes(snmpd_lab: SnmpdLab, user: str, engine: str) -> None:
     snmpd_lab.ip_batch(route_batch(1000, 3))
     small_table(snmpd_lab)
     snmpd_lab.start()
-    source = SnmpSource.from_url(snmpd_lab.v3_url(user, "columns=full"))
+    source = SnmpSource.from_url(snmpd_lab.v3_url(user, f"columns=full&engine={engine}"))
     snapshot = asyncio.run(source.fetch())
     assert_matches_kernel(snmpd_lab, snapshot, metric=True)
+    assert asyncio.run(source.change_marker()) is not None
     assert "authpass" not in repr(source) and "privpass" not in repr(source.config)
     assert "authpass" not in snapshot.source
 
