@@ -5,7 +5,7 @@ tests/sync/conftest_snmp.py), then times, each ``--repeat`` times (median report
 
 * ``snmpbulkwalk -v2c -Cr50 ... 1.3.6.1.2.1.4.24.7.1.7``  (net-snmp, C, one column)
 * SnmpSource.fetch() variants: native v2c codec walking 1 column (default), 2 and 4 columns;
-  pysnmp v2c; pysnmp SNMPv3 authPriv SHA-256/AES-128
+  native SNMPv3 authPriv (SHA-256/AES-128, SHA-512/AES-256); the same through pysnmp
 * one native walk of the ifIndex column alone
 * change_marker() with marker=counts (default) and marker=column
 
@@ -90,8 +90,10 @@ def main() -> None:
             "fetch_native_v2c_index (default)": lab.url(mr),
             "fetch_native_v2c_type": lab.url(f"{mr}&columns=type"),
             "fetch_native_v2c_full": lab.url(f"{mr}&columns=full"),
+            "fetch_native_v3_sha256_aes128_index": lab.v3_url("xs256", mr),
+            "fetch_native_v3_sha512_aes256_index": lab.v3_url("xs512", mr),
             "fetch_pysnmp_v2c_index": lab.url(f"{mr}&engine=pysnmp"),
-            "fetch_pysnmp_v3_sha256_aes128_index": lab.v3_url("xs256", mr),
+            "fetch_pysnmp_v3_sha256_aes128_index": lab.v3_url("xs256", f"{mr}&engine=pysnmp"),
         }
         for name, url in variants.items():
             median, samples, count = timed(fetch(url), args.repeat)

@@ -1,4 +1,8 @@
-"""SNMP transports for the route walk: a native SNMPv2c walker and a pysnmp (v3/USM) walker.
+"""SNMP transports for the route walk: native SNMPv2c / SNMPv3-USM walkers and a pysnmp walker.
+
+The native walkers use the flat codec of :mod:`sync.snmp_ber` (and :mod:`sync.snmp_usm` for
+v3 authPriv with AES); pysnmp is kept for DES privacy and as ``engine=pysnmp`` (a second,
+independent implementation the tests compare against).
 
 Both return plain Python values (see :mod:`sync.snmp_ber`) and raise :class:`SourceError`
 with the host, the OID and what went wrong; a walk either completes or raises, it never
