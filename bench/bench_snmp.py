@@ -3,7 +3,8 @@
 Builds a namespace whose kernel holds N routes, runs a real snmpd in it (see
 tests/sync/conftest_snmp.py), then times, each ``--repeat`` times (median reported):
 
-* ``snmpbulkwalk -v2c -Cr50 ... 1.3.6.1.2.1.4.24.7.1.7``  (net-snmp, C, one column)
+* ``snmpbulkwalk -v2c -Cr50 ... 1.3.6.1.2.1.4.24.7.1.7``  (net-snmp, C, one column), and the
+  same with ``-v3 -l authPriv -a SHA-256 -x AES``
 * SnmpSource.fetch() variants: native v2c codec walking 1 column (default), 2 and 4 columns;
   native SNMPv3 authPriv (SHA-256/AES-128, SHA-512/AES-256); the same through pysnmp
 * one native walk of the ifIndex column alone
@@ -75,9 +76,20 @@ def main() -> None:
             out = subprocess.run(bulkwalk, capture_output=True, check=True, text=True).stdout
             return out.count("\n")
 
+        bulkwalk_v3 = ["snmpbulkwalk", "-v3", "-l", "authPriv", "-u", "xs256", "-a", "SHA-256", "-A",
+                       "authpass256", "-x", "AES", "-X", "privpass128", f"-Cr{args.max_repetitions}", "-On",
+                       "-t", "5", target, "1.3.6.1.2.1.4.24.7.1.7"]
+
+        def run_bulkwalk_v3() -> int:
+            out = subprocess.run(bulkwalk_v3, capture_output=True, check=True, text=True).stdout
+            return out.count("\n")
+
         rows: dict[str, dict[str, object]] = {}
         median, samples, count = timed(run_bulkwalk, args.repeat)
         rows["snmpbulkwalk_one_column"] = {"median_s": median, "samples_s": samples, "rows": count}
+        median, samples, count = timed(run_bulkwalk_v3, args.repeat)
+        rows["snmpbulkwalk_v3_sha256_aes128_one_column"] = {"median_s": median, "samples_s": samples,
+                                                            "rows": count}
 
         def fetch(url: str):
             def go() -> int:

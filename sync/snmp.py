@@ -128,6 +128,11 @@ class SnmpSource:
 
     async def _walk_cidr(self, walker: Walker, on_rows: Callable[[int], None] | None) -> list[RouteRow]:
         ifindex_oid = (*mib.INET_CIDR_ROUTE_IFINDEX, *_V6)
+        if self.config.columns == "index":
+            # Decode rows batch by batch while the agent works on the next reply.
+            decoded: list[RouteRow] = []
+            await walker.walk(ifindex_oid, on_rows, lambda batch: decoded.extend(cidr_rows(batch)))
+            return decoded
         walks = [walker.walk(ifindex_oid, on_rows)]
         if self.config.columns in ("type", "full"):
             walks.append(walker.walk((*mib.INET_CIDR_ROUTE_TYPE, *_V6)))

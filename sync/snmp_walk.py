@@ -26,6 +26,9 @@ from sync.snmp_url import SnmpConfig
 from sync.source import SourceError
 
 RowCallback = Callable[[int], None]
+# Called with each reply's new (index, value) rows; the native walker calls it after the next
+# request is on the wire, so the caller's per-row work overlaps the agent's.
+BatchCallback = Callable[[list[tuple[Oid, Value]]], None]
 
 
 class Walker(Protocol):
@@ -35,7 +38,9 @@ class Walker(Protocol):
         """GET the given instances (exception markers are returned as values)."""
         ...
 
-    async def walk(self, column: Oid, on_rows: RowCallback | None = None) -> list[tuple[Oid, Value]]:
+    async def walk(
+        self, column: Oid, on_rows: RowCallback | None = None, on_batch: BatchCallback | None = None
+    ) -> list[tuple[Oid, Value]]:
         """All ``(index, value)`` under ``column`` (index = OID suffix), by GETBULK."""
         ...
 
@@ -182,21 +187,42 @@ class NativeV2cWalker:
         response = await self._request(oids, bulk=False)
         return response.varbinds
 
-    async def walk(self, column: Oid, on_rows: RowCallback | None = None) -> list[tuple[Oid, Value]]:
+    async def walk(
+        self, column: Oid, on_rows: RowCallback | None = None, on_batch: BatchCallback | None = None
+    ) -> list[tuple[Oid, Value]]:
         rows: list[tuple[Oid, Value]] = []
         last: Oid | None = column
-        while last is not None:
-            try:
-                response = await self._request([last], bulk=True)
-            except _TooBig:
-                if self.max_repetitions == 1:
-                    raise SourceError(f"{self.target}: agent says tooBig even for one row at "
-                                      f"{oid_text(last)}") from None
-                self.max_repetitions = max(1, self.max_repetitions // 2)
-                continue
-            last = _check_walk_step(self.target, column, last, response.varbinds, rows)
-            if on_rows is not None:
-                on_rows(len(rows))
+        pending: asyncio.Future[snmp_ber.Response] | None = None
+        try:
+            while last is not None:
+                if pending is None:
+                    pending = asyncio.ensure_future(self._request([last], bulk=True))
+                try:
+                    response = await pending
+                except _TooBig:
+                    pending = None
+                    if self.max_repetitions == 1:
+                        raise SourceError(f"{self.target}: agent says tooBig even for one row at "
+                                          f"{oid_text(last)}") from None
+                    self.max_repetitions = max(1, self.max_repetitions // 2)
+                    continue
+                pending = None
+                done = len(rows)
+                last = _check_walk_step(self.target, column, last, response.varbinds, rows)
+                if last is not None:
+                    # Next request out first (yield once so the task sends it), then the
+                    # caller's work on this batch while the agent prepares the reply.
+                    pending = asyncio.ensure_future(self._request([last], bulk=True))
+                    await asyncio.sleep(0)
+                if on_batch is not None:
+                    on_batch(rows[done:])
+                if on_rows is not None:
+                    on_rows(len(rows))
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
         return rows
 
     async def close(self) -> None:
@@ -400,7 +426,9 @@ class PysnmpWalker:
         self._raise("GET", oids[0], indication, status, index, oids)
         return [(tuple(vb[0].asTuple()), _plain(vb[1])) for vb in varbinds]
 
-    async def walk(self, column: Oid, on_rows: RowCallback | None = None) -> list[tuple[Oid, Value]]:
+    async def walk(
+        self, column: Oid, on_rows: RowCallback | None = None, on_batch: BatchCallback | None = None
+    ) -> list[tuple[Oid, Value]]:
         from pysnmp.hlapi.v3arch import asyncio as hl
 
         await self._setup()
@@ -414,7 +442,10 @@ class PysnmpWalker:
             )
             self._raise("GETBULK", last, indication, status, index, [last])
             plain = [(tuple(vb[0].asTuple()), _plain(vb[1])) for vb in varbinds]
+            done = len(rows)
             last = _check_walk_step(self.target, column, last, plain, rows)
+            if on_batch is not None:
+                on_batch(rows[done:])
             if on_rows is not None:
                 on_rows(len(rows))
         return rows
