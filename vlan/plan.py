@@ -316,9 +316,7 @@ def build_plan(
     plan = Plan(links=[])
     wanted: list[tuple[Interface, MapEntry | None, str]] = []
     seen: set[str] = set()
-    for iface in sorted(
-        interfaces, key=lambda i: (i.index if i.index is not None else 1 << 31, i.name)
-    ):
+    for iface in sorted(interfaces, key=lambda i: (i.index if i.index is not None else 1 << 31, i.name)):
         if iface.name in seen:
             raise PlanError("router interfaces", f"{iface.name!r} reported twice")
         seen.add(iface.name)
