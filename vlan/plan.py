@@ -309,9 +309,15 @@ def build_plan(
     config: InterfacesConfig,
     router_interfaces: Iterable[Interface],
     previous: Mapping[str, Allocation] | None = None,
+    reserved_vlans: Iterable[int] = (),
 ) -> Plan:
-    """Compute the desired links.  Raises :class:`PlanError` naming the field when impossible."""
+    """Compute the desired links.  Raises :class:`PlanError` naming the field when impossible.
+
+    ``reserved_vlans`` (VLANs other, foreign subinterfaces already use on the trunk) are never
+    picked by automatic allocation.
+    """
     previous = previous or {}
+    reserved = set(reserved_vlans)
     interfaces = list(router_interfaces)
     plan = Plan(links=[])
     wanted: list[tuple[Interface, MapEntry | None, str]] = []
@@ -399,7 +405,7 @@ def build_plan(
                     f"{where}.vlan", f"no VLAN for {iface.name}: give vlan or interfaces.vlan_range"
                 )
             lo, hi = config.vlan_range
-            free = next((v for v in range(lo, hi + 1) if v not in used_vlans), None)
+            free = next((v for v in range(lo, hi + 1) if v not in used_vlans and v not in reserved), None)
             if free is None:
                 raise PlanError(
                     "interfaces.vlan_range", f"exhausted: no free VLAN in {lo}..{hi} for {iface.name}"

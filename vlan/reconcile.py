@@ -65,6 +65,21 @@ def _managed_subnets(config: InterfacesConfig) -> list[IPv6Network]:
     return nets
 
 
+def foreign_trunk_vlans(config: InterfacesConfig, view: KernelView) -> set[int]:
+    """VLAN ids on the trunk held by subinterfaces the engine does not own (never auto-picked)."""
+    trunk = view.links.get(config.trunk or "")
+    if config.mode != "vlan" or trunk is None:
+        return set()
+    return {
+        lk.vlan_id
+        for lk in view.links.values()
+        if lk.kind == "vlan"
+        and lk.parent_index == trunk.index
+        and lk.vlan_id is not None
+        and not is_owned(lk, config)
+    }
+
+
 def previous_allocations(config: InterfacesConfig, view: KernelView) -> dict[str, Allocation]:
     """What each router interface already has in the kernel, so a re-plan keeps it stable."""
     prev: dict[str, Allocation] = {}
@@ -329,7 +344,9 @@ def reconcile(
     """
     with open_ipr(netns) as ipr:
         view = read_kernel(ipr)
-        plan = build_plan(config, router_interfaces, previous_allocations(config, view))
+        plan = build_plan(
+            config, router_interfaces, previous_allocations(config, view), foreign_trunk_vlans(config, view)
+        )
         actions = diff(config, plan, view)
         if dry_run:
             return ReconcileResult(plan, actions, build_linkmap(plan, view), applied=False)
