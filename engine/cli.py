@@ -33,6 +33,7 @@ def _register() -> None:
     from engine import tools_cli
 
     tools_cli.register(app)
+    from vlan import cli as vlan_cli; vlan_cli.register(app)  # noqa: E702, I001
 
 
 def main() -> None:

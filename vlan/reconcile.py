@@ -219,17 +219,23 @@ def _addr_actions(
 
 def apply_actions(ipr: Any, actions: list[Action], netns: str | None = None) -> None:
     """Carry out ``actions`` in order through an open pyroute2 IPRoute (in namespace ``netns``)."""
+    kept: set[str] = set()
     for act in actions:
         try:
-            if act.op == "addr-add":
-                # Linux flushes IPv6 addresses when a link goes admin-down; the plan reads its
-                # allocations back from them, so keep them while the router interface is down.
+            # Linux flushes IPv6 addresses when a link goes admin-down; the plan reads its
+            # allocations back from them, so keep them while the router interface is down.
+            # Set before the first change to an existing link, right after creating a new one.
+            if act.op not in ("create", "delete") and act.ifname not in kept:
                 set_ipv6_sysctl(netns, act.ifname, "keep_addr_on_down", "1")
+                kept.add(act.ifname)
             _apply_one(ipr, act)
+            if act.op == "create":
+                set_ipv6_sysctl(netns, act.ifname, "keep_addr_on_down", "1")
+                kept.add(act.ifname)
         except ReconcileError:
             raise
         except Exception as exc:  # netlink errors: say which change failed
-            raise ReconcileError(f"{act.describe().strip()}: {exc}") from exc
+            raise ReconcileError(f"{act.op} {act.ifname} ({act.detail}): {exc}") from exc
 
 
 def _index(ipr: Any, name: str) -> int:
