@@ -122,13 +122,17 @@ def _diff_vlan(config: InterfacesConfig, plan: Plan, view: KernelView) -> list[A
     }
     # Deletions first: a VLAN id freed by one router interface may be reused by another.
     recreate: set[str] = set()
+    planned_router_ifs = {link.router_ifname for link in plan.links}
     for name, link in sorted(owned.items()):
         want = desired.get(name)
-        if want is None:
-            gone = owner_router_if(link.alias)
-            actions.append(
-                Action("delete", name, f"vlan {link.vlan_id} (router interface {gone} not wanted)")
-            )
+        gone = owner_router_if(link.alias)
+        if want is None or want.alias != link.alias:
+            # A link stands for one router interface: a VLAN handed to another interface gets a
+            # fresh link (no stale neighbor entries or counters carried over).
+            why = "not wanted" if gone not in planned_router_ifs else "moved to another VLAN"
+            actions.append(Action("delete", name, f"vlan {link.vlan_id} (router interface {gone} {why})"))
+            if want is not None:
+                recreate.add(name)
         elif link.vlan_id != want.vlan_id or link.parent_index != trunk.index:
             actions.append(Action("delete", name, f"vlan {link.vlan_id} on wrong trunk/id: recreating"))
             recreate.add(name)
@@ -161,10 +165,6 @@ def _diff_vlan(config: InterfacesConfig, plan: Plan, view: KernelView) -> list[A
             )
             actions.append(Action("addr-add", name, f"address {want.engine_addr}", addr=want.engine_addr))
             continue
-        if existing.alias != want.alias:
-            actions.append(
-                Action("set", name, f"alias {existing.alias!r} -> {want.alias!r}", alias=want.alias)
-            )
         if existing.mtu != trunk.mtu:
             actions.append(
                 Action(

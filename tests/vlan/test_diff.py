@@ -136,3 +136,14 @@ def test_auto_allocation_skips_vlans_of_foreign_subinterfaces() -> None:
     )
     assert plan.links[0].vlan_id == 101
     assert [a.op for a in diff(CFG, plan, kernel)] == ["create", "addr-add"]
+
+
+def test_vlan_handed_to_another_router_interface_gets_a_fresh_link() -> None:
+    kernel = view(vlan_link(10, "xc-v100", 100, "xcast6-engine:a", ("2001:db8:ff::1/64",)))
+    plan = build_plan(CFG, [Interface("d", 4)], previous_allocations(CFG, kernel))
+    lines = [a.describe() for a in diff(CFG, plan, kernel)]
+    assert lines == [
+        "- xc-v100         vlan 100 (router interface a not wanted)",
+        "+ xc-v100         vlan 100 on eth1 for d mtu 9000 up",
+        "+ xc-v100         address 2001:db8:ff::1/64",
+    ]

@@ -76,8 +76,14 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         if outcome == "failed" and isinstance(run, VmRun):
             sections.append(("VM console (tail)", _console_tail(run)))
         report = TestReport(
-            item.nodeid, item.location, keywords, outcome, longrepr, str(rec["when"]),  # type: ignore[arg-type]
-            sections=sections, duration=float(rec["duration"]),  # type: ignore[arg-type]
+            item.nodeid,
+            item.location,
+            keywords,
+            outcome,
+            longrepr,
+            str(rec["when"]),  # type: ignore[arg-type]
+            sections=sections,
+            duration=float(rec["duration"]),  # type: ignore[arg-type]
         )
         item.ihook.pytest_runtest_logreport(report=report)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

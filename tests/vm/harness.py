@@ -53,10 +53,10 @@ class GuestKernel:
 class VmRun:
     """What came back from one guest run."""
 
-    exit_status: int | None          # pytest's exit status inside the guest; None if it never finished
+    exit_status: int | None  # pytest's exit status inside the guest; None if it never finished
     reports: list[dict[str, object]]  # one per test phase, written by tests.vm.guest_reporter
-    console: str                     # the serial console log (kernel + pytest output)
-    boot_s: float                    # host wall time from qemu start to guest user space
+    console: str  # the serial console log (kernel + pytest output)
+    boot_s: float  # host wall time from qemu start to guest user space
     total_s: float
     results_dir: Path = field(default_factory=Path)
 
@@ -105,7 +105,9 @@ def module_load_order(kernel: GuestKernel, names: tuple[str, ...] = BOOT_MODULES
     for name in names:
         out = subprocess.run(
             ["modprobe", "-S", kernel.version, "--show-depends", name],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         for line in out.splitlines():
             parts = line.split()
@@ -151,12 +153,9 @@ def _cpio_entry(
 ) -> bytes:
     """One ``newc`` cpio record (what the kernel's initramfs unpacker reads)."""
     name_b = name.encode() + b"\0"
-    header = (
-        b"070701"
-        + b"".join(
-            f"{v:08X}".encode()
-            for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name_b), 0)
-        )
+    header = b"070701" + b"".join(
+        f"{v:08X}".encode()
+        for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name_b), 0)
     )
     out = header + name_b
     out += b"\0" * (-len(out) % 4)
@@ -269,13 +268,32 @@ def run_pytest_in_vm(
     console_log = results / "console.log"
     cmd = [
         "qemu-system-x86_64",
-        "-machine", "q35,accel=tcg", "-cpu", "max", "-m", str(memory_mb), "-smp", "1",
-        "-nographic", "-no-reboot", "-monitor", "none", "-serial", f"file:{console_log}",
-        "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
-        "-append", "console=ttyS0 quiet panic=-1 loglevel=3",
-        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-        "-virtfs", f"local,path={results},mount_tag={RESULTS_TAG},security_model=none,multidevs=remap",
-        "-nic", "none",
+        "-machine",
+        "q35,accel=tcg",
+        "-cpu",
+        "max",
+        "-m",
+        str(memory_mb),
+        "-smp",
+        "1",
+        "-nographic",
+        "-no-reboot",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{console_log}",
+        "-kernel",
+        str(kernel.vmlinuz),
+        "-initrd",
+        str(initrd),
+        "-append",
+        "console=ttyS0 quiet panic=-1 loglevel=3",
+        "-virtfs",
+        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-virtfs",
+        f"local,path={results},mount_tag={RESULTS_TAG},security_model=none,multidevs=remap",
+        "-nic",
+        "none",
     ]
     started = time.monotonic()
     boot_s = 0.0
@@ -287,8 +305,7 @@ def run_pytest_in_vm(
                 proc.kill()
                 proc.wait()
                 raise VmError(
-                    f"guest did not finish within {timeout_s:.0f}s; console tail:\n"
-                    + _tail(console_log)
+                    f"guest did not finish within {timeout_s:.0f}s; console tail:\n" + _tail(console_log)
                 )
             text = console_log.read_text(errors="replace") if console_log.exists() else ""
             if not boot_s and "xcvm: user space up" in text:
@@ -326,8 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m tests.vm.harness [pytest args]``: run a selection in the guest, stream its console."""
     args = list(sys.argv[1:] if argv is None else argv) or ["-m", "vm", "tests/vm", "-q"]
     run = run_pytest_in_vm(args, echo_console=True)
-    print(f"\nxcvm: boot {run.boot_s:.1f}s, total {run.total_s:.1f}s, guest exit status {run.exit_status}",
-          file=sys.stderr)
+    print(
+        f"\nxcvm: boot {run.boot_s:.1f}s, total {run.total_s:.1f}s, guest exit status {run.exit_status}",
+        file=sys.stderr,
+    )
     shutil.rmtree(run.results_dir, ignore_errors=True)
     return 1 if run.exit_status is None else run.exit_status
 

@@ -31,12 +31,12 @@ def test_vlan_subinterface_on_a_veth() -> None:
     try:
         sh = ["ip", "-n", ns]
         subprocess.run([*sh, "link", "add", "t0", "type", "veth", "peer", "name", "t1"], check=True)
-        subprocess.run([*sh, "link", "add", "link", "t0", "name", "t0.101", "type", "vlan", "id", "101"],
-                       check=True)
+        subprocess.run(
+            [*sh, "link", "add", "link", "t0", "name", "t0.101", "type", "vlan", "id", "101"], check=True
+        )
         out = subprocess.run(
             [*sh, "-d", "link", "show", "t0.101"], check=True, capture_output=True, text=True
         )
         assert "vlan protocol 802.1Q id 101" in out.stdout
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
-
