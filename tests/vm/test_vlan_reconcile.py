@@ -8,13 +8,13 @@ with vlan-id); the engine side is programmed only by vlan.reconcile.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from engine import cli
 from sync.model import Interface
 from tests.vlan.nettraffic import capture, socket_in_netns
 from tests.vlan.nsutil import addrs, link_json, links, namespaces, sh
@@ -191,10 +191,10 @@ def test_cli_dry_run_then_apply(lab: tuple[str, str], tmp_path: Path) -> None:
     )
     ifs = tmp_path / "ifs.txt"
     ifs.write_text("ge-1/0/0.0 up\n")
+    # In-process (CliRunner): a python start per command costs ~10 s under TCG.
+    cli._register()
+    runner = CliRunner()
     base = [
-        sys.executable,
-        "-m",
-        "engine.cli",
         "interfaces",
         "apply",
         "-c",
@@ -206,9 +206,14 @@ def test_cli_dry_run_then_apply(lab: tuple[str, str], tmp_path: Path) -> None:
         "--wait-neighbors",
         "0",
     ]
-    dry = subprocess.run([*base, "--dry-run"], capture_output=True, text=True, check=True)
+    dry = runner.invoke(cli.app, [*base, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
     assert "+ xc-v42          vlan 42 on xtrunk for ge-1/0/0.0 mtu 4000 up" in dry.stdout
     assert "xc-v42" not in links(eng)
-    subprocess.run(base, capture_output=True, text=True, check=True)
+    done = runner.invoke(cli.app, base)
+    assert done.exit_code == 0, done.output
     assert owned(eng) == {"xc-v42": (42, "xcast6-engine:ge-1/0/0.0", 4000, "UP")}
     assert addrs(eng, "xc-v42") == {"2001:db8:42::1/64"}
+    shown = runner.invoke(cli.app, ["interfaces", "show", "-c", str(cfg), "--netns", eng])
+    assert shown.exit_code == 0
+    assert "xc-v42" in shown.stdout and "ge-1/0/0.0" in shown.stdout and "2001:db8:42::1/64" in shown.stdout
