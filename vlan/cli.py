@@ -96,15 +96,13 @@ def router_interfaces(router: str | None, router_file: Path | None) -> list[Inte
             raise PlanError(
                 "--router-interfaces", f"cannot read {router_file}: {exc.strerror or exc}"
             ) from None
-    try:
-        from sync.sources import open_source  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise PlanError("--router", "router sources (sync.sources) are not installed in this build") from None
+    assert router is not None
     from sync.source import SourceError
+    from sync.sources import open_source
 
     try:
         snapshot = asyncio.run(open_source(router).fetch())
-    except SourceError as exc:
+    except (SourceError, ValueError) as exc:
         raise PlanError("--router", str(exc)) from None
     return list(snapshot.interfaces)
 
