@@ -18,7 +18,6 @@ from tests.vm.harness import VmError, VmRun, run_pytest_in_vm
 
 IN_VM = os.environ.get("XCAST6_IN_VM") == "1"
 _RUN_KEY = pytest.StashKey["VmRun | VmError"]()
-_ITEMS_KEY = pytest.StashKey[list[str]]()
 
 
 def in_vm() -> bool:
@@ -26,13 +25,11 @@ def in_vm() -> bool:
     return IN_VM
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    config.stash[_ITEMS_KEY] = [item.nodeid for item in items if item.get_closest_marker("vm")]
-
-
-def _guest_run(config: pytest.Config) -> VmRun | VmError:
+def _guest_run(session: pytest.Session) -> VmRun | VmError:
+    config = session.config
     if _RUN_KEY not in config.stash:
-        nodeids = config.stash.get(_ITEMS_KEY, [])
+        # session.items is the final selection (after -k/-m/deselect): boot once for all of it.
+        nodeids = [item.nodeid for item in session.items if item.get_closest_marker("vm")]
         timeout = float(os.environ.get("XCAST6_VM_TIMEOUT", "420"))
         try:
             result: VmRun | VmError = run_pytest_in_vm(
@@ -52,7 +49,7 @@ def _console_tail(run: VmRun, lines: int = 60) -> str:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     if IN_VM or item.get_closest_marker("vm") is None:
         return None
-    run = _guest_run(item.config)
+    run = _guest_run(item.session)
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     keywords = {name: 1 for name in item.keywords}
     records = [] if isinstance(run, VmError) else [r for r in run.reports if r["nodeid"] == item.nodeid]
