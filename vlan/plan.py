@@ -354,15 +354,15 @@ def build_plan(
 
     # Pass 1: reserve explicit values and what each interface already had.
     used_vlans: dict[int, str] = {}
-    used_subnets: dict[IPv6Network, str] = {}
+    used_subnets = _SubnetSet(config.subnet_prefixlen)
     vlan_of: dict[str, int | None] = {}
     subnet_of: dict[str, IPv6Network | None] = {}
 
     def reserve_subnet(net: IPv6Network, owner: str, where: str) -> None:
-        for other, who in used_subnets.items():
-            if who != owner and net.overlaps(other):
-                raise PlanError(where, f"subnet {net} for {owner} overlaps {other} of {who}")
-        used_subnets[net] = owner
+        clash = used_subnets.overlapping(net)
+        if clash is not None and clash[1] != owner:
+            raise PlanError(where, f"subnet {net} for {owner} overlaps {clash[0]} of {clash[1]}")
+        used_subnets.add(net, owner)
 
     for iface, entry, where in wanted:
         prev = previous.get(iface.name)
@@ -392,11 +392,13 @@ def build_plan(
         if (
             old.subnet_of(config.pool)
             and old.prefixlen == config.subnet_prefixlen
-            and not any(old.overlaps(n) for n in used_subnets)
+            and used_subnets.overlapping(old) is None
         ):
-            used_subnets[old] = iface.name
+            used_subnets.add(old, iface.name)
             subnet_of[iface.name] = old
 
+    vlan_cursor = 0
+    subnet_cursor = 0
     # Pass 2: allocate the rest, lowest free first, in router ifIndex order.
     for iface, _, where in wanted:
         if config.mode == "vlan" and vlan_of[iface.name] is None:
@@ -405,7 +407,11 @@ def build_plan(
                     f"{where}.vlan", f"no VLAN for {iface.name}: give vlan or interfaces.vlan_range"
                 )
             lo, hi = config.vlan_range
-            free = next((v for v in range(lo, hi + 1) if v not in used_vlans and v not in reserved), None)
+            # Allocation only ever adds, so the lowest free VLAN never moves down: resume there.
+            vlan_cursor = max(vlan_cursor, lo)
+            while vlan_cursor <= hi and (vlan_cursor in used_vlans or vlan_cursor in reserved):
+                vlan_cursor += 1
+            free = vlan_cursor if vlan_cursor <= hi else None
             if free is None:
                 raise PlanError(
                     "interfaces.vlan_range", f"exhausted: no free VLAN in {lo}..{hi} for {iface.name}"
@@ -417,7 +423,7 @@ def build_plan(
                 raise PlanError(
                     f"{where}.subnet", f"no subnet for {iface.name}: give subnet or interfaces.pool"
                 )
-            index = 0
+            index = subnet_cursor
             while True:
                 candidate = _subnet_at(config.pool, config.subnet_prefixlen, index)
                 if candidate is None:
@@ -425,10 +431,11 @@ def build_plan(
                         "interfaces.pool",
                         f"exhausted: no free /{config.subnet_prefixlen} in {config.pool} for {iface.name}",
                     )
-                if not any(candidate.overlaps(n) for n in used_subnets):
+                if used_subnets.overlapping(candidate) is None:
                     break
                 index += 1
-            used_subnets[candidate] = iface.name
+            subnet_cursor = index + 1
+            used_subnets.add(candidate, iface.name)
             subnet_of[iface.name] = candidate
 
     for iface, entry, where in wanted:
@@ -462,6 +469,37 @@ def build_plan(
             )
         )
     return plan
+
+
+class _SubnetSet:
+    """Used subnets with owners; overlap checks in O(1) for the common same-size case.
+
+    Almost every subnet has the plan's prefix length (pool allocations), so those live in a
+    dict keyed by network; the few of other sizes (explicit subnets) are checked linearly.
+    """
+
+    def __init__(self, plen: int) -> None:
+        self._plen = plen
+        self._same: dict[IPv6Network, str] = {}
+        self._other: dict[IPv6Network, str] = {}
+
+    def add(self, net: IPv6Network, owner: str) -> None:
+        (self._same if net.prefixlen == self._plen else self._other)[net] = owner
+
+    def overlapping(self, net: IPv6Network) -> tuple[IPv6Network, str] | None:
+        """A used subnet overlapping ``net`` and its owner, or None."""
+        if net.prefixlen >= self._plen:
+            container = net.supernet(new_prefix=self._plen) if net.prefixlen > self._plen else net
+            if container in self._same:
+                return container, self._same[container]
+        else:
+            for used, owner in self._same.items():
+                if used.subnet_of(net):
+                    return used, owner
+        for used, owner in self._other.items():
+            if used.overlaps(net):
+                return used, owner
+        return None
 
 
 def _auto_vlan_ok(config: InterfacesConfig, vid: int) -> bool:

@@ -239,10 +239,11 @@ def apply_actions(ipr: Any, actions: list[Action], netns: str | None = None) -> 
 
 
 def _index(ipr: Any, name: str) -> int:
-    found = ipr.link_lookup(ifname=name)
-    if not found:
-        raise ReconcileError(f"{name} vanished during reconcile")
-    return int(found[0])
+    # RTM_GETLINK by name: one kernel lookup (link_lookup would dump every link per action).
+    try:
+        return int(ipr.link("get", ifname=name)[0]["index"])
+    except Exception as exc:
+        raise ReconcileError(f"{name} vanished during reconcile ({exc})") from exc
 
 
 def _apply_one(ipr: Any, act: Action) -> None:

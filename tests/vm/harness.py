@@ -210,7 +210,7 @@ def build_initramfs(kernel: GuestKernel, cache_dir: Path = DEFAULT_CACHE) -> Pat
     return target
 
 
-def _job_script(python: str, cwd: Path, pytest_args: list[str], env: dict[str, str]) -> str:
+def _job_script(command: list[str], cwd: Path, env: dict[str, str]) -> str:
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items()))
     return f"""#!/bin/sh
 # Runs in the guest, chrooted into the overlaid host root.
@@ -219,7 +219,7 @@ echo "xcvm: job start $(cut -d' ' -f1 /proc/uptime)"
 modprobe 8021q && modprobe veth || echo "xcvm: modprobe failed"
 ip link set lo up
 cd {shlex.quote(str(cwd))} || exit 1
-{shlex.quote(python)} -m pytest {" ".join(shlex.quote(a) for a in pytest_args)}
+{" ".join(shlex.quote(a) for a in command)}
 echo $? > {GUEST_RESULTS}/exit_status.tmp
 mv {GUEST_RESULTS}/exit_status.tmp {GUEST_RESULTS}/exit_status
 sync
@@ -244,6 +244,33 @@ def run_pytest_in_vm(
     The guest gets ``XCAST6_IN_VM=1`` so the host-side plugin knows not to recurse, and writes one
     JSON line per test phase (tests.vm.guest_reporter) into the read-write export.
     """
+    plugins = ["-p", "pytest_timeout", "-p", "tests.vm.guest_reporter", "-p", "no:cacheprovider"]
+    return run_in_vm(
+        [python, "-m", "pytest", *plugins, "--color=no", *pytest_args],
+        cwd=cwd,
+        cache_dir=cache_dir,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        extra_env=extra_env,
+        echo_console=echo_console,
+    )
+
+
+def run_in_vm(
+    command: list[str],
+    *,
+    cwd: Path = REPO_ROOT,
+    cache_dir: Path = DEFAULT_CACHE,
+    timeout_s: float = 420.0,
+    memory_mb: int = 1024,
+    extra_env: dict[str, str] | None = None,
+    echo_console: bool = False,
+) -> VmRun:
+    """Boot one guest and run ``command`` in ``cwd`` there (chrooted into the overlaid host root).
+
+    The guest's ``/xc-results`` is ``VmRun.results_dir`` on the host: a command may leave files
+    there for the caller.  ``exit_status`` is the command's.
+    """
     ensure_packages()
     kernel = find_kernel()
     initrd = build_initramfs(kernel, cache_dir)
@@ -262,9 +289,7 @@ def run_pytest_in_vm(
         "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
     }
     env.update(extra_env or {})
-    plugins = ["-p", "pytest_timeout", "-p", "tests.vm.guest_reporter", "-p", "no:cacheprovider"]
-    args = [*plugins, "--color=no", *pytest_args]
-    (results / "job.sh").write_text(_job_script(python, cwd, args, env))
+    (results / "job.sh").write_text(_job_script(command, cwd, env))
     console_log = results / "console.log"
     cmd = [
         "qemu-system-x86_64",
@@ -340,14 +365,31 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tests.vm.harness [pytest args]``: run a selection in the guest, stream its console."""
+    """Run pytest args (default: the vm tests) or ``--cmd COMMAND...`` in one guest.
+
+    ``python -m tests.vm.harness tests/vm -q`` or
+    ``python -m tests.vm.harness --cmd python -m engine.cli interfaces bench --mode vlan
+    --kernel 100,500 --out /xc-results/bench`` (files the command writes under /xc-results are
+    kept on the host; the path is printed).
+    """
     args = list(sys.argv[1:] if argv is None else argv) or ["-m", "vm", "tests/vm", "-q"]
-    run = run_pytest_in_vm(args, echo_console=True)
+    keep = False
+    if args[0] == "--cmd":
+        command = args[1:]
+        if command and command[0] == "python":
+            command[0] = sys.executable  # the host's interpreter (and venv), seen through 9p
+        run = run_in_vm(command, echo_console=True)
+        keep = True
+    else:
+        run = run_pytest_in_vm(args, echo_console=True)
     print(
         f"\nxcvm: boot {run.boot_s:.1f}s, total {run.total_s:.1f}s, guest exit status {run.exit_status}",
         file=sys.stderr,
     )
-    shutil.rmtree(run.results_dir, ignore_errors=True)
+    if keep:
+        print(f"xcvm: guest /xc-results is {run.results_dir}", file=sys.stderr)
+    else:
+        shutil.rmtree(run.results_dir, ignore_errors=True)
     return 1 if run.exit_status is None else run.exit_status
 
 
