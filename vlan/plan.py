@@ -132,7 +132,14 @@ class InterfacesConfig:
         entries = tuple(_entry(e, f"{where}.map[{i}]", mode) for i, e in enumerate(raw_map))
         seen_vlan: dict[int, int] = {}
         seen_link: dict[str, int] = {}
+        seen_name: dict[str, int] = {}
         for i, e in enumerate(entries):
+            if e.router_if in seen_name:
+                raise PlanError(
+                    f"{where}.map[{i}].router_if",
+                    f"{e.router_if!r} already mapped by {where}.map[{seen_name[e.router_if]}]",
+                )
+            seen_name[e.router_if] = i
             if e.vlan_id is not None:
                 if e.vlan_id in seen_vlan:
                     raise PlanError(

@@ -230,3 +230,11 @@ def test_duplicate_router_interface_is_refused() -> None:
     cfg = InterfacesConfig.from_dict(AUTO)
     with pytest.raises(PlanError, match="reported twice"):
         build_plan(cfg, [Interface("a", 1), Interface("a", 2)])
+
+
+def test_the_same_router_interface_mapped_twice_is_refused() -> None:
+    with pytest.raises(PlanError) as err:
+        InterfacesConfig.from_dict(
+            {"trunk": "eth1", "map": [{"router_if": "a", "vlan": 1}, {"router_if": "a", "vlan": 2}]}
+        )
+    assert err.value.field == "interfaces.map[1].router_if"
