@@ -138,7 +138,8 @@ done
 /bin/busybox mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results /mnt/root/xc-results \
   || { echo "xcvm: mount results failed"; echo o > /proc/sysrq-trigger; }
 for d in proc sys dev; do /bin/busybox mount --move /$d /mnt/root/$d; done
-/bin/busybox mount -t tmpfs tmpfs /mnt/root/tmp
+# /run gets a fresh tmpfs (the host's netns bind-mount files must not show up); /tmp stays
+# the overlay, so a checkout under the host's /tmp (CI) is still visible in the guest.
 /bin/busybox mount -t tmpfs tmpfs /mnt/root/run
 echo "xcvm: user space up"
 /bin/busybox chroot /mnt/root /bin/sh /xc-results/job.sh
