@@ -37,6 +37,7 @@ from engine.codec import (
     Encoding,
     Reject,
     XcastPacket,
+    _parse_ipv6,
     parse,
 )
 from engine.model import NextHop, Route
@@ -267,7 +268,7 @@ class Brancher:
     ) -> BranchResult:
         """Branch one packet (parsed, or raw IPv6 bytes without L2)."""
         if not isinstance(pkt, XcastPacket):
-            p = parse(pkt)
+            p = _parse_ipv6(pkt, None) if type(pkt) is bytes else parse(pkt)
             if isinstance(p, Reject):
                 return BranchResult(drops={p.reason: 1}, reject=p, detail=p.detail)
             pkt = p

@@ -31,6 +31,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 from engine import checksum
 from engine.reasons import DropReason
@@ -94,20 +95,22 @@ class XcastPacket:
     UDP header sits at ``transport_off`` and the real payload at ``payload_off``.
     """
 
+    # per-encoding constants (class attributes; XouPacket overrides them)
+    encoding: ClassVar[Encoding] = Encoding.XCAST6
+    bitmap_off: ClassVar[int] = 88
+    dest_off: ClassVar[int] = 104
+    orig_off: ClassVar[int] = 48   # where the original sender's address is
+
     data: bytes
-    encoding: Encoding
     hop_limit: int
     n: int
     flags: int
     icmpoff: int
     bitmap: int                # LSB-first: bit i of this int <=> destination i live
-    bitmap_off: int
-    dest_off: int
     rh_next_header: int        # next header after the routing header (XOU: 17)
     transport: int             # protocol of the header at transport_off
     transport_off: int
     payload_off: int           # application payload (after UDP header / XOU header)
-    orig_off: int              # where the original sender's address is (48, or in the XOU header)
     ports: tuple[int, ...] | None = None
     vlan: int | None = None
 
@@ -237,6 +240,16 @@ class XcastPacket:
         }
 
 
+class XouPacket(XcastPacket):
+    """An XCAST6-over-UDP packet: same fields, XOU offsets (see :mod:`engine.xou`)."""
+
+    __slots__ = ()
+    encoding: ClassVar[Encoding] = Encoding.XOU
+    bitmap_off: ClassVar[int] = 108
+    dest_off: ClassVar[int] = 124
+    orig_off: ClassVar[int] = 88
+
+
 def _txt(a: bytes) -> str:
     return str(ipaddress.IPv6Address(a))
 
@@ -314,8 +327,7 @@ def _parse_ipv6(data: bytes, vlan: int | None) -> XcastPacket | Reject:
                 and not bitmap >> n
                 and data[toff + 4] << 8 | data[toff + 5] == blen - toff
             ):
-                return XcastPacket(data, _XCAST6, hl, n, flags, icmpoff, bitmap, 88, 104, 17, 17, toff,
-                                   toff + 8, 48, None, vlan)
+                return XcastPacket(data, hl, n, flags, icmpoff, bitmap, 17, 17, toff, toff + 8, None, vlan)
     return parse_checked(data, vlan)
 
 
@@ -396,19 +408,15 @@ def parse_checked(data: bytes, vlan: int | None = None) -> XcastPacket | Reject:
         payload_off = toff + 8
     return XcastPacket(
         data=data,
-        encoding=Encoding.XCAST6,
         hop_limit=hl,
         n=n,
         flags=flags,
         icmpoff=icmpoff,
         bitmap=bitmap,
-        bitmap_off=_BITMAP_OFF,
-        dest_off=_DEST_OFF,
         rh_next_header=rh_nh,
         transport=transport,
         transport_off=toff,
         payload_off=payload_off,
-        orig_off=48,
         ports=ports,
         vlan=vlan,
     )
