@@ -193,6 +193,25 @@ class XcastPacket:
         sport, dport = struct.unpack_from("!HH", self.data, o)
         return sport, dport
 
+    def udp_checksum_ok(self) -> bool | None:
+        """Is the UDP checksum right for XCAST6 (pseudo-header: original sender, ff0e::114)?
+
+        XOU: computed over the mark header's pseudo-header with the bitmap zeroed.  ``None``
+        when the transport is not UDP.
+        """
+        if self.transport != NH_UDP:
+            return None
+        d = self.data
+        t = self.transport_off
+        if self.encoding is Encoding.XOU:
+            udp = d[t : self.bitmap_off] + bytes(16) + d[self.dest_off :]
+            src, dst = self.inner_src, self.inner_dst
+        else:
+            udp = d[t:]
+            src, dst = self.orig_src, ALL_XCAST_NODES
+        total = checksum.pseudo_header_sum(src, dst, len(udp)) + checksum.ones_sum(udp)
+        return checksum.fold(total) == 0xFFFF
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready description (addresses as text) for ``decode --json`` and the API."""
         ports = self.udp_ports
@@ -234,7 +253,8 @@ class XcastPacket:
             "transport": {
                 "protocol": self.transport,
                 "name": {NH_UDP: "udp", NH_ICMPV6: "icmpv6"}.get(self.transport, str(self.transport)),
-                **({"sport": ports[0], "dport": ports[1]} if ports else {}),
+                **({"sport": ports[0], "dport": ports[1], "checksum_ok": self.udp_checksum_ok()}
+                   if ports else {}),
             },
             "payload_length": len(self.data) - self.payload_off,
         }

@@ -117,7 +117,8 @@ def describe(p: XcastPacket) -> list[str]:
     ports = p.udp_ports
     if ports:
         plen = len(p.data) - p.payload_off
-        lines.append(f"  transport  udp {ports[0]} -> {ports[1]}  payload {plen} bytes")
+        ck = "ok" if p.udp_checksum_ok() else "BAD"
+        lines.append(f"  transport  udp {ports[0]} -> {ports[1]}  checksum {ck}  payload {plen} bytes")
     else:
         lines.append(f"  transport  protocol {p.transport}  {len(p.data) - p.transport_off} bytes")
     return lines

@@ -137,10 +137,7 @@ def build_xou(
 
 def xou_checksum_ok(pkt: XcastPacket) -> bool:
     """Verify an XOU datagram's UDP checksum (bitmap zeroed) — for tools and tests."""
-    d = pkt.data
-    zeroed = d[UDP_OFF:XOU_BITMAP_OFF] + bytes(16) + d[XOU_DEST_OFF:]
-    total = checksum.pseudo_header_sum(pkt.inner_src, pkt.inner_dst, len(zeroed)) + checksum.ones_sum(zeroed)
-    return checksum.fold(total) == 0xFFFF
+    return bool(pkt.udp_checksum_ok())
 
 
 __all__ = ["X6BONE_DUMMY_SOURCE", "build_xou", "parse_xou_body", "xou_checksum_ok"]
