@@ -85,6 +85,12 @@ def test_decode_pcap_every_packet(tmp_path: Path) -> None:
     assert code == 0
     assert "cap.pcap#1: not an XCAST6 packet: not_ipv6_ethertype" in out
     assert "3 packets: 2 XCAST6, 1 rejected" in out
+    code, out = invoke("decode", "--json", str(f))
+    assert [d["valid"] for d in json.loads(out)] == [True, False, True]
+    one = tmp_path / "one.pcap"
+    one.write_bytes(_pcap([eth]))
+    code, out = invoke("decode", "--json", str(one))
+    assert isinstance(json.loads(out), list)          # a capture is always a list
 
 
 def test_explain_text_and_json(tmp_path: Path) -> None:
