@@ -274,7 +274,7 @@ class Brancher:
             pkt = p
         if self.fib.generation != self._gen:
             self._check_generation()
-        res = BranchResult(packet=pkt)
+        res = BranchResult(None, None, None, pkt)   # positional: measurably cheaper per packet
         drops = res.drops
         if not pkt.bitmap:
             drops[DropReason.NO_LIVE_DESTINATION] = 1
