@@ -205,7 +205,7 @@ def build_initramfs(kernel: GuestKernel, cache_dir: Path = DEFAULT_CACHE) -> Pat
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1) as gz:
         gz.write(b"".join(entries))
-    tmp = target.with_suffix(".tmp")
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(target)  # atomic: parallel sessions never see a half-written image
     return target
