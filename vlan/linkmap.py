@@ -15,14 +15,14 @@ from dataclasses import dataclass
 class EngineLink:
     """One engine link standing for one router interface."""
 
-    router_ifname: str  # the router's interface name as sync reports it (e.g. ge-0/0/1.0)
-    engine_ifname: str  # the engine's kernel interface (e.g. xc-trunk.101, or a veth)
+    router_ifname: str          # the router's interface name as sync reports it (e.g. ge-0/0/1.0)
+    engine_ifname: str          # the engine's kernel interface (e.g. xc-trunk.101, or a veth)
     engine_ifindex: int
-    vlan_id: int | None  # None in direct mode
-    engine_addr: bytes  # 16 bytes: outer source of copies sent on this link
-    router_addr: bytes | None  # 16 bytes: the router's address on this VLAN
-    engine_mac: bytes  # 6 bytes: frame source
-    router_mac: bytes | None  # 6 bytes: frame destination (None until learned)
+    vlan_id: int | None         # None in direct mode
+    engine_addr: bytes          # 16 bytes: outer source of copies sent on this link
+    router_addr: bytes | None   # 16 bytes: the router's address on this VLAN
+    engine_mac: bytes           # 6 bytes: frame source
+    router_mac: bytes | None    # 6 bytes: frame destination (None until learned)
     mtu: int = 1500
     oper_up: bool = True
 
