@@ -217,3 +217,35 @@ def test_cli_dry_run_then_apply(lab: tuple[str, str], tmp_path: Path) -> None:
     shown = runner.invoke(cli.app, ["interfaces", "show", "-c", str(cfg), "--netns", eng])
     assert shown.exit_code == 0
     assert "xc-v42" in shown.stdout and "ge-1/0/0.0" in shown.stdout and "2001:db8:42::1/64" in shown.stdout
+
+
+def test_link_service_over_vlans(lab: tuple[str, str]) -> None:
+    """The daemon path: LinkService reconciles on router lists, learns MACs, keeps the last good map."""
+    from vlan.linkmap import LinkMap
+    from vlan.service import LinkService
+
+    eng, rtr = lab
+    router_vlan(rtr, 100, "2001:db8:ff::2/64")
+    router_vlan(rtr, 101, "2001:db8:ff:1::2/64")
+    cfg = InterfacesConfig.from_dict({**CONFIG, "map": [{"router_if": "ge-*"}]})
+    service = LinkService(cfg, netns=eng, neighbor_wait_s=10.0)
+    maps: list[LinkMap] = []
+    service.listeners.append(maps.append)
+    service.on_router_interfaces(
+        [Interface("ge-0/0/0.0", 1), Interface("ge-0/0/1.0", 2), Interface("lo0.0", 3)]
+    )
+    assert service.engine_ifname("ge-0/0/0.0") == "xc-v100"
+    assert service.engine_ifname("ge-0/0/1.0") == "xc-v101"
+    assert service.engine_ifname("lo0.0") is None
+    router_mac = bytes.fromhex(str(link_json(rtr, "rtrunk")["address"]).replace(":", ""))
+    assert all(lk.router_mac == router_mac for lk in service.linkmap.links())
+    assert service.state()["links_unresolved_mac"] == 0
+    good = service.linkmap
+
+    # Someone creates a foreign link on the name the next VLAN would take: refused, map kept.
+    sh("link", "add", "link", "xtrunk", "name", "xc-v102", "type", "vlan", "id", "999", ns=eng)
+    ifs = [Interface("ge-0/0/0.0", 1), Interface("ge-0/0/1.0", 2), Interface("ge-0/0/2.0", 4)]
+    assert service.update(ifs) is None
+    assert service.linkmap is good and len(maps) == 1
+    assert "xc-v102 exists but is not owned" in str(service.state()["last_error"])
+    assert set(owned(eng)) == {"xc-v100", "xc-v101"}
