@@ -27,7 +27,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = REPO_ROOT / "vm-cache"
-TMP_PREFIX = "xvl-vm-"
+# Prefix of the per-run results dir under $TMPDIR (shared machines: each user sets their own).
+TMP_PREFIX = os.environ.get("XCAST6_VM_TMP_PREFIX", "xvl-vm-")
 APT_PACKAGES = ("qemu-system-x86", "linux-image-amd64", "busybox-static")
 # Modules the initramfs needs before it can reach the host root; the guest loads 8021q/veth
 # itself from the host's /lib/modules once it has chrooted.
@@ -59,6 +60,10 @@ class VmRun:
     boot_s: float  # host wall time from qemu start to guest user space
     total_s: float
     results_dir: Path = field(default_factory=Path)
+
+    def cleanup(self) -> None:
+        """Remove the results dir (console log, reports) once the caller is done with it."""
+        shutil.rmtree(self.results_dir, ignore_errors=True)
 
 
 def find_kernel() -> GuestKernel:
