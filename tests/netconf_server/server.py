@@ -72,9 +72,10 @@ class _Cut(Exception):
 class RouteMethods:
     """rpc_* handlers (duck-typed ``netconf.server.NetconfMethods``)."""
 
-    def __init__(self, netns: str, fault: str) -> None:
+    def __init__(self, netns: str, fault: str, nmda: bool = False) -> None:
         self.netns = netns
         self.fault = fault
+        self.nmda = nmda
 
     def _state(self) -> tuple[list[kernel.KernelRoute], list[kernel.KernelLink]]:
         return kernel.routes(self.netns), kernel.links(self.netns)
@@ -116,7 +117,7 @@ class RouteMethods:
     def rpc_get(self, session: Any, rpc: etree._Element, filter_or_none: etree._Element | None
                 ) -> etree._Element:
         routes, links = self._state()
-        data = ietf.data(routes, links)
+        data = ietf.data(routes, links, nmda=self.nmda)
         if filter_or_none is not None and filter_or_none.find(f".//{{{ietf.RT_NS}}}routes") is not None:
             self._maybe_fault(session, rpc, etree.tounicode(data)[:8192])
         if filter_or_none is None:
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--authorized-key", help="public key file (OpenSSH format) allowed for --user")
     ap.add_argument("--fault", choices=FAULTS, default="none")
     ap.add_argument("--chunk", type=int, default=0, help="1.1 framing chunk size (0: one chunk per reply)")
+    ap.add_argument("--nmda", action="store_true", help="also serve /routing and /interfaces (RFC 8349 NMDA)")
     ap.add_argument("--xml-header", action="store_true", help="keep the package's <?xml?> declaration")
     args = ap.parse_args(argv)
 
@@ -186,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             kind, b64 = fh.read().split()[:2]
         pubkey = paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
     auth = _Auth(args.user, os.environ.get("XNC_SERVER_PASSWORD"), pubkey)
-    srv = ncserver.NetconfSSHServer(server_ctl=auth, server_methods=RouteMethods(args.netns, args.fault),
-                                    port=args.port, host_key=args.host_key, debug=False)
+    methods = RouteMethods(args.netns, args.fault, args.nmda)
+    srv = ncserver.NetconfSSHServer(server_ctl=auth, server_methods=methods, port=args.port,
+                                    host_key=args.host_key, debug=False)
     print(f"READY port={srv.port}", flush=True)
     stop = threading.Event()
     with contextlib.suppress(KeyboardInterrupt):

@@ -161,6 +161,27 @@ def test_server_with_xml_declaration_and_single_chunk_framing(lab: NetconfLab) -
             src.close()
 
 
+def test_ietf_nmda_tree_and_named_rib(lab: NetconfLab, server: ServerProc) -> None:
+    plain = server
+    srv = lab.start_server(nmda=True)
+    want = lab.expected_routes("ietf")
+    for opts in ({"tree": "routing"}, {"tree": "routing", "rib": "ipv6-master"}, {"rib": "ipv6-master"}):
+        src = NetconfSource.from_url(lab.url(srv, "ietf", **opts))
+        try:
+            snap = src.fetch_sync()
+        finally:
+            src.close()
+        assert {r.prefix: r for r in snap.routes} == want, opts
+        assert {i.name for i in snap.interfaces} >= {"xnc-ge0", "xnc-ge1", "xnc-ge2"}
+    with pytest.raises(SourceError, match="reply has no IPv6 RIB and no interfaces under /routing"):
+        fetch(lab.url(plain, "ietf", tree="routing"))  # a server without the NMDA tree
+    src = NetconfSource.from_url(lab.url(srv, "ietf", rib="vrf-blue"))
+    try:
+        assert src.fetch_sync().routes == []  # named RIB absent: empty table, interfaces still read
+    finally:
+        src.close()
+
+
 def test_key_auth(lab: NetconfLab, monkeypatch: pytest.MonkeyPatch) -> None:
     srv = lab.start_server(authorized_key=True)
     monkeypatch.delenv(PASSWORD_ENV)
