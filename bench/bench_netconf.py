@@ -10,6 +10,8 @@ ietf), on one kept-open session:
 * split: route RPC round trip (server renders + SSH transfer) vs client parse of that reply;
 * reference: lxml building the whole DOM of the same reply and walking it (no route
   objects built -- a lower bound for any DOM-based parser, which also holds the whole tree);
+* change detection: a route added in the namespace -> change_marker() differs (polled back
+  to back) -> full fetch containing it;
 * change_marker(): wall time; server CPU per fetch/marker (from /proc); reply size;
   client peak RSS; the host load average (this machine is shared: wall times move with
   the load, CPU times much less).
@@ -20,6 +22,7 @@ Prints a table and writes JSON (default bench/results/netconf.json).  Needs root
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import platform
@@ -71,7 +74,22 @@ def _naive(flavor: str, raw: str) -> int:
     return sum(1 for rec in root.iter(tag) for _ in rec.iter())
 
 
-def bench_flavor(url: str, server_pid: int, flavor: str, runs: int) -> dict[str, Any]:
+def change_latency(lab: NetconfLab, src: NetconfSource, n: int) -> tuple[float, float]:
+    """Route added on the router at t0 -> marker changed (back-to-back polls) -> fetched with it."""
+    before = src.change_marker_sync()
+    net = f"2001:db8:eeee:{n:x}::/64"
+    t0 = time.perf_counter()
+    lab.batch([f"route add {net} via {lab.gateway(0)} dev xnc-ge0"])
+    while src.change_marker_sync() == before:
+        if time.perf_counter() - t0 > 60:
+            raise RuntimeError("marker did not change within 60 s")
+    detected = time.perf_counter() - t0
+    snap = src.fetch_sync()
+    assert ipaddress.IPv6Network(net) in {r.prefix for r in snap.routes}
+    return detected, time.perf_counter() - t0
+
+
+def bench_flavor(lab: NetconfLab, url: str, server_pid: int, flavor: str, runs: int) -> dict[str, Any]:
     src = NetconfSource.from_url(url)
     try:
         src.change_marker_sync()  # open the session outside the timings
@@ -109,6 +127,7 @@ def bench_flavor(url: str, server_pid: int, flavor: str, runs: int) -> dict[str,
             marker_wall.append(time.perf_counter() - t)
             server_marker_cpu.append(_proc_cpu(server_pid) - s)
         med = statistics.median
+        latencies = [change_latency(lab, src, i + (0 if flavor == "junos" else 100)) for i in range(runs)]
         return {
             "flavor": flavor, "routes": routes, "reply_bytes": size, "runs": runs,
             "fetch_wall_s": round(med(fetch_wall), 3), "fetch_wall_min_s": round(min(fetch_wall), 3),
@@ -120,6 +139,8 @@ def bench_flavor(url: str, server_pid: int, flavor: str, runs: int) -> dict[str,
             "change_marker_wall_s": round(med(marker_wall), 3),
             "server_cpu_per_marker_s": round(med(server_marker_cpu), 3),
             "routes_per_s_fetch": round(routes / med(fetch_wall)),
+            "change_detect_wall_s": round(med(d for d, _ in latencies), 3),
+            "change_detect_and_fetch_wall_s": round(med(f for _, f in latencies), 3),
         }
     finally:
         src.close()
@@ -141,7 +162,7 @@ def main() -> int:
         fill_s = time.perf_counter() - t
         srv = lab.start_server()
         for flavor in ("junos", "ietf"):
-            results.append(bench_flavor(lab.url(srv, flavor), srv.proc.pid, flavor, args.runs))
+            results.append(bench_flavor(lab, lab.url(srv, flavor), srv.proc.pid, flavor, args.runs))
     finally:
         lab.down()
     report = {

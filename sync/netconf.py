@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,7 @@ from sync.netconf_junos import RouteParse
 from sync.netconf_xml import NetconfReplyError
 from sync.source import Progress, SourceError
 
+log = logging.getLogger(__name__)
 PASSWORD_ENV = "XCAST6_NETCONF_PASSWORD"
 FLAVORS = ("junos", "ietf")
 DEFAULT_PORT = 830
@@ -380,6 +382,9 @@ class NetconfSource:
             progress(len(interfaces), "interfaces")
         self.last_skipped = parsed.skipped
         self.last_notes = parsed.notes
+        log.info("netconf %s: %d routes, %d interfaces in %.2f s; skipped %s; notes %s",
+                 self.params.where, len(parsed.routes), len(interfaces), time.perf_counter() - t0,
+                 dict(parsed.skipped) or "none", dict(parsed.notes) or "none")
         return Snapshot(routes=parsed.routes, interfaces=interfaces, source=self.url,
                         fetched_at=started, duration_s=time.perf_counter() - t0)
 
