@@ -119,13 +119,15 @@ class NetconfLab:
 
     # -- server --
     def start_server(self, *, fault: str = "none", chunk: int = 16384, authorized_key: bool = False,
-                     xml_header: bool = False, nmda: bool = False) -> ServerProc:
+                     xml_header: bool = False, nmda: bool = False, base10: bool = False) -> ServerProc:
         cmd = [sys.executable, "-m", "tests.netconf_server", "--netns", self.netns, "--host-key",
                str(self.host_key), "--user", USER, "--fault", fault, "--chunk", str(chunk)]
         if xml_header:
             cmd.append("--xml-header")
         if nmda:
             cmd.append("--nmda")
+        if base10:
+            cmd.append("--base10")
         if authorized_key:
             if not self.client_key.exists():
                 key = paramiko.ECDSAKey.generate()

@@ -163,6 +163,19 @@ def _patch_framing(chunk: int) -> None:
     netconf.base.NetconfFramingTransport.send_pdu = send_pdu  # type: ignore[method-assign]
 
 
+def _only_base10() -> None:
+    """Advertise only urn:ietf:params:netconf:base:1.0, like older Junos: ]]>]]> framing."""
+    original = netconf.base.NetconfSession.send_hello
+
+    def send_hello(self: Any, caplist: Any, session_id: Any = None) -> Any:
+        return original(self, [c for c in caplist if c.endswith("base:1.0")], session_id)
+
+    netconf.base.NetconfSession.send_hello = send_hello  # type: ignore[method-assign]
+    # The package switches to 1.1 framing when the *client* offers 1.1, even if the server did
+    # not (RFC 6242 requires both): make it never recognise 1.1.
+    netconf.base.NC_BASE_11 = "urn:xnc:disabled:base:1.1"  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.netconf_server")
     ap.add_argument("--netns", required=True)
@@ -172,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--authorized-key", help="public key file (OpenSSH format) allowed for --user")
     ap.add_argument("--fault", choices=FAULTS, default="none")
     ap.add_argument("--chunk", type=int, default=0, help="1.1 framing chunk size (0: one chunk per reply)")
+    ap.add_argument("--base10", action="store_true", help="advertise only base:1.0 (end-of-message framing)")
     ap.add_argument("--nmda", action="store_true", help="also serve /routing and /interfaces (RFC 8349 NMDA)")
     ap.add_argument("--xml-header", action="store_true", help="keep the package's <?xml?> declaration")
     args = ap.parse_args(argv)
@@ -180,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         netconf.base.XML_HEADER = ""  # type: ignore[attr-defined]
     if args.chunk:
         _patch_framing(args.chunk)
+    if args.base10:
+        _only_base10()
     netconf.nsmap_update({"rt": ietf.RT_NS, "v6ur": ietf.V6UR_NS, "if": ietf.IF_NS,
                           "ianaift": ietf.IANAIFT_NS, "junos": junos.JUNOS_NS})
     pubkey = None

@@ -182,6 +182,19 @@ def test_ietf_nmda_tree_and_named_rib(lab: NetconfLab, server: ServerProc) -> No
         src.close()
 
 
+def test_netconf_1_0_framing(lab: NetconfLab) -> None:
+    srv = lab.start_server(base10=True)
+    for flavor in FLAVORS:
+        src = NetconfSource.from_url(lab.url(srv, flavor))
+        try:
+            assert {r.prefix: r for r in src.fetch_sync().routes} == lab.expected_routes(flavor)
+            from ncclient.transport.session import NetconfBase
+
+            assert src._session.manager._session._base == NetconfBase.BASE_10
+        finally:
+            src.close()
+
+
 def test_key_auth(lab: NetconfLab, monkeypatch: pytest.MonkeyPatch) -> None:
     srv = lab.start_server(authorized_key=True)
     monkeypatch.delenv(PASSWORD_ENV)
