@@ -276,3 +276,22 @@ def test_rpc_timeout(lab: NetconfLab) -> None:
     finally:
         src.close()
         srv.stop()
+
+
+@pytest.mark.slow
+def test_ten_thousand_routes_equal_kernel_table() -> None:
+    big = NetconfLab("t").up()
+    try:
+        big.fill_many(10000)
+        srv = big.start_server()
+        for flavor in FLAVORS:
+            src = NetconfSource.from_url(big.url(srv, flavor, timeout="120"))
+            try:
+                snap = src.fetch_sync()
+            finally:
+                src.close()
+            want = big.expected_routes(flavor)
+            assert len(want) == 10003  # 10k + three connected
+            assert {r.prefix: r for r in snap.routes} == want
+    finally:
+        big.down()
