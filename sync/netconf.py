@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -43,6 +44,10 @@ from sync.netconf_xml import NetconfReplyError
 from sync.source import Progress, SourceError
 
 log = logging.getLogger(__name__)
+# paramiko's transport thread logs (through ncclient's logger) a traceback for every failed
+# handshake; we report those failures as SourceError, so keep them off stderr unless the
+# application configures logging.
+logging.getLogger("ncclient").addHandler(logging.NullHandler())
 PASSWORD_ENV = "XCAST6_NETCONF_PASSWORD"
 FLAVORS = ("junos", "ietf")
 DEFAULT_PORT = 830
@@ -232,14 +237,30 @@ class _Session:
         handler = ncmanager.make_device_handler({"name": "default"})
         session = _Ssh(handler)
         try:
+            sock = socket.create_connection((p.host, p.port), timeout=p.timeout)
+        except OSError as exc:
+            raise SourceError(f"netconf {p.where}: cannot connect: {exc.strerror or exc}") from None
+        # paramiko waits 15 s for an SSH banner whatever the socket timeout: bound the whole
+        # handshake (banner, keys, auth, <hello>) by our timeout by shutting the socket down.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(p.timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
             session.connect(
-                host=p.host, port=p.port, timeout=p.timeout, username=p.user, password=password,
+                host=p.host, port=p.port, sock=sock, username=p.user, password=password,
                 key_filename=p.key, allow_agent=False, look_for_keys=False,
                 hostkey_verify=p.hostkey_verify, unknown_host_cb=lambda host, fp: False,
             )
         except terr.SSHUnknownHostError as exc:
-            state = _known_host_state(p, known_hosts)
-            if state == "mismatch":
+            sock.close()
+            if _known_host_state(p, known_hosts) == "mismatch":
                 raise SourceError(
                     f"netconf {p.where}: host key MISMATCH (fingerprint {exc.fingerprint}) "
                     f"against {known_hosts}: possible man-in-the-middle; refusing to log in"
@@ -249,16 +270,26 @@ class _Session:
                 "(add it, or set hostkey_verify=false)"
             ) from None
         except terr.AuthenticationError:
+            sock.close()
             how = "key " + p.key if p.key else "password"
             raise SourceError(
                 f"netconf {p.where}: authentication failed for user {p.user!r} ({how})"
             ) from None
         except FileNotFoundError as exc:
+            sock.close()
             raise SourceError(f"netconf {p.where}: known_hosts {known_hosts!r} unreadable: {exc}") from None
-        except (terr.SSHError, terr.TransportError, OSError) as exc:
-            raise SourceError(f"netconf {p.where}: cannot connect: {_clean(exc, password)}") from None
-        except Exception as exc:  # paramiko raises plain SSHException / ValueError subclasses
-            raise SourceError(f"netconf {p.where}: SSH failed: {_clean(exc, password)}") from None
+        except Exception as exc:  # ncclient SSHError/TransportError, paramiko SSHException, OSError
+            sock.close()
+            if expired.is_set():
+                raise SourceError(
+                    f"netconf {p.where}: no SSH/NETCONF handshake within {p.timeout:g} s "
+                    "(host hangs, or is not a NETCONF server)"
+                ) from None
+            raise SourceError(
+                f"netconf {p.where}: SSH/NETCONF handshake failed: {_clean(exc, password)}"
+            ) from None
+        finally:
+            timer.cancel()
         return ncmanager.Manager(session, handler, timeout=p.timeout)
 
     def rpc(self, op: etree._Element, what: str) -> str:

@@ -7,6 +7,7 @@ data is real YANG data; the Junos replies are a reproduction of the documented f
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import paramiko
@@ -215,6 +216,18 @@ def test_unreachable_port(lab: NetconfLab) -> None:
     url = f"netconf://{USER}@127.0.0.1:{port}?flavor=junos&timeout=3&known_hosts={lab.known_hosts}"
     with pytest.raises(SourceError, match=f"netconf 127.0.0.1:{port}: cannot connect"):
         fetch(url)
+
+
+def test_host_that_accepts_but_never_speaks(lab: NetconfLab) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        url = f"netconf://{USER}@127.0.0.1:{port}?flavor=ietf&timeout=2&known_hosts={lab.known_hosts}"
+        started = time.monotonic()
+        with pytest.raises(SourceError, match=r"no SSH/NETCONF handshake within 2 s"):
+            fetch(url)
+        assert time.monotonic() - started < 6  # our timeout, not paramiko's 15 s banner wait
 
 
 def test_wrong_password_never_echoed(lab: NetconfLab, server: ServerProc,
