@@ -91,7 +91,10 @@ def _error_info(elem: etree._Element) -> RpcErrorInfo:
 
 def _slices(raw: str | bytes | Iterable[bytes]) -> Iterator[bytes]:
     if isinstance(raw, str):
-        raw = raw.encode("utf-8")
+        # Encode slice by slice: a full-table reply is hundreds of MB; no second full copy.
+        for start in range(0, len(raw), FEED_SLICE):
+            yield raw[start : start + FEED_SLICE].encode("utf-8")
+        return
     if isinstance(raw, bytes):
         view = memoryview(raw)
         for start in range(0, len(view), FEED_SLICE):

@@ -279,3 +279,16 @@ def test_reproduced_junos_summary_counts_match_the_route_reply() -> None:
                          ("total-route-count", text.count("<rt-entry>")),
                          ("active-route-count", text.count("<active-tag>*</active-tag>"))):
         assert f"<{field}>{value}</{field}>" in summary
+
+
+def test_non_ascii_across_feed_slices() -> None:
+    from sync import netconf_xml
+
+    descr = "Uplink → Zürich 東京"
+    pad = "x" * (netconf_xml.FEED_SLICE - 7)  # push the multibyte text across a slice boundary
+    body = (f'<interface-information xmlns="urn:j"><physical-interface><name>ge-0/0/0</name>'
+            f"<oper-status>up</oper-status><description>{pad}</description><logical-interface>"
+            f"<name>ge-0/0/0.0</name><oper-status>up</oper-status><description>{descr}</description>"
+            "</logical-interface></physical-interface></interface-information>")
+    got = netconf_junos.parse_interfaces(reply(body))
+    assert got[0].descr == descr
