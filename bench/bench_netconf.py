@@ -85,8 +85,10 @@ def change_latency(lab: NetconfLab, src: NetconfSource, n: int) -> tuple[float, 
             raise RuntimeError("marker did not change within 60 s")
     detected = time.perf_counter() - t0
     snap = src.fetch_sync()
+    total = time.perf_counter() - t0
     assert ipaddress.IPv6Network(net) in {r.prefix for r in snap.routes}
-    return detected, time.perf_counter() - t0
+    lab.batch([f"route del {net}"])
+    return detected, total
 
 
 def bench_flavor(lab: NetconfLab, url: str, server_pid: int, flavor: str, runs: int) -> dict[str, Any]:
