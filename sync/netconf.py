@@ -402,13 +402,9 @@ class NetconfSource:
             op.append(netconf_ietf.get_filter(self.params.tree, self.params.rib))
             raw = self._session.rpc(op, "get ietf-routing")
             parsed, interfaces = self._parse(
-                "get ietf-routing", lambda: netconf_ietf.parse_reply(raw, self.params.rib, progress))
+                "get ietf-routing",
+                lambda: netconf_ietf.parse_reply(raw, self.params.rib, progress, self.params.tree))
             del raw
-            if not parsed.routes and not interfaces:
-                raise SourceError(
-                    f"netconf {self.params.where}: get ietf-routing: reply has no IPv6 RIB and no "
-                    f"interfaces under /{self.params.tree} (server without ietf-routing? try tree=routing)"
-                )
         if progress is not None:
             progress(len(interfaces), "interfaces")
         self.last_skipped = parsed.skipped

@@ -191,7 +191,19 @@ def parse_routes(
         if progress is not None and len(out.routes) % PROGRESS_EVERY == 0:
             progress(len(out.routes), "routes")
 
-    stream_records(raw, "rt", handle, context="get-route-information")
+    tables_seen: list[str] = []
+
+    def handle_any(elem: etree._Element) -> None:
+        if localname(elem.tag) == "route-table":
+            # Closing </route-table>: its <rt>s are done; note the table even if it was empty.
+            tables_seen.append(child_text(elem, "table-name"))
+        else:
+            handle(elem)
+
+    stream_records(raw, frozenset(("rt", "route-table")), handle_any, context="get-route-information")
+    if table not in tables_seen:
+        names = ", ".join(tables_seen) or "none"
+        raise JunosParseError(f"get-route-information: no route-table {table!r} in reply (tables: {names})")
     return out
 
 

@@ -174,13 +174,13 @@ def test_ietf_nmda_tree_and_named_rib(lab: NetconfLab, server: ServerProc) -> No
             src.close()
         assert {r.prefix: r for r in snap.routes} == want, opts
         assert {i.name for i in snap.interfaces} >= {"xnc-ge0", "xnc-ge1", "xnc-ge2"}
-    with pytest.raises(SourceError, match="reply has no IPv6 RIB and no interfaces under /routing"):
+    with pytest.raises(SourceError, match=r"no default IPv6 RIB under /routing in reply \(RIBs seen: none\); "
+                       r"is ietf-routing served under /routing\?"):
         fetch(lab.url(plain, "ietf", tree="routing"))  # a server without the NMDA tree
-    src = NetconfSource.from_url(lab.url(srv, "ietf", rib="vrf-blue"))
-    try:
-        assert src.fetch_sync().routes == []  # named RIB absent: empty table, interfaces still read
-    finally:
-        src.close()
+    # A RIB name that does not exist is an error, not an empty table.
+    with pytest.raises(SourceError,
+                       match=r"no RIB 'vrf-blue' under /routing-state in reply \(RIBs seen: none\)"):
+        fetch(lab.url(srv, "ietf", rib="vrf-blue"))
 
 
 def test_netconf_1_0_framing(lab: NetconfLab) -> None:
