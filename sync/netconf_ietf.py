@@ -37,6 +37,7 @@ from sync.netconf_xml import (
     child_text,
     children,
     fields,
+    hop_order,
     leaf,
     localname,
     parse_address,
@@ -170,7 +171,7 @@ def parse_reply(
         built = None
         if not skip:
             protocol = leaf(leaves, "source-protocol").rpartition(":")[2] or "unknown"
-            built = Route(prefix=dest, nexthops=tuple(sorted(hops)), protocol=protocol,
+            built = Route(prefix=dest, nexthops=tuple(sorted(hops, key=hop_order)), protocol=protocol,
                           extra={"preference": str(pref)} if pref_text else {})
         cand = _Candidate(built, skip, active, pref)
         prev = best.get(dest)

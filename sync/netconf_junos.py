@@ -38,6 +38,7 @@ from sync.netconf_xml import (
     child_text,
     children,
     fields,
+    hop_order,
     leaf,
     localname,
     parse_address,
@@ -182,7 +183,7 @@ def parse_routes(
         out.routes.append(
             Route(
                 prefix=dest,
-                nexthops=tuple(sorted(hops)),
+                nexthops=tuple(sorted(hops, key=hop_order)),
                 protocol=leaf(entry, "protocol-name").lower() or "unknown",
                 metric=_int(entry, "metric", rows) or 0,
                 extra={"preference": str(pref)} if pref is not None else {},

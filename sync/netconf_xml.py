@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from engine.model import NextHop
+
 NC_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
 _RPC_REPLY = f"{{{NC_NS}}}rpc-reply"
 _RPC_ERROR = f"{{{NC_NS}}}rpc-error"
@@ -195,6 +197,12 @@ def parse_prefix(text: str) -> ipaddress.IPv6Network:
     except OSError:
         raise ValueError("not an IPv6 address") from None
     return ipaddress.IPv6Network((int.from_bytes(packed, "big"), int(plen)), strict=False)
+
+
+def hop_order(hop: NextHop) -> tuple[str, bytes]:
+    """Sort key for next hops: NextHop's own ordering cannot compare a connected hop
+    (gateway None) with a gateway hop on the same interface."""
+    return hop.ifname, hop.gateway or b""
 
 
 def parse_address(text: str) -> bytes:
