@@ -101,6 +101,11 @@ def _prefix(rt: dict[str, etree._Element], row: int) -> ipaddress.IPv6Network:
         raise JunosParseError(f"rt #{row}: bad <rt-destination> {dest!r}: {exc}") from exc
 
 
+def _named(tag: str, name: str) -> bool:
+    # Hot path (every child of every <rt>): a suffix test instead of splitting the tag.
+    return tag == name or tag.endswith("}" + name)
+
+
 def _is_active(entry: dict[str, etree._Element]) -> bool:
     return leaf(entry, "active-tag") in ("*", "+") or "current-active" in entry
 
@@ -152,7 +157,7 @@ def parse_routes(
             return
         rt = fields(rt_elem)
         dest = _prefix(rt, rows)
-        active = next(((e, f) for e in rt_elem if localname(e.tag) == "rt-entry"
+        active = next(((e, f) for e in rt_elem if _named(e.tag, "rt-entry")
                        for f in (fields(e),) if _is_active(f)), None)
         if active is None:
             out.skipped["inactive"] += 1
@@ -165,7 +170,7 @@ def parse_routes(
         if nh_type in _SKIP_NH_TYPES:
             out.skipped[_SKIP_NH_TYPES[nh_type]] += 1
             return
-        nhs = [fields(nh) for nh in entry_elem if localname(nh.tag) == "nh"]
+        nhs = [fields(nh) for nh in entry_elem if _named(nh.tag, "nh")]
         selected = [nh for nh in nhs if "selected-next-hop" in nh] or nhs
         hops: list[NextHop] = []
         for nh in selected:
