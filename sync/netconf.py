@@ -10,6 +10,8 @@
 * ``flavor=ietf``: one ``<get>`` with a subtree filter on the ietf-routing RIB and
   ietf-interfaces (see sync/netconf_ietf.py); options ``tree=routing-state|routing``,
   ``rib=NAME``.
+* ``marker=on|off`` (default on): whether :meth:`NetconfSource.change_marker` polls the
+  router (off: periodic full fetches only).
 
 Replies are parsed once, incrementally, straight from the raw reply text (ncclient's own DOM
 parse is bypassed).  One SSH session is kept open between calls (re-opened after any failure)
@@ -52,7 +54,7 @@ PASSWORD_ENV = "XCAST6_NETCONF_PASSWORD"
 FLAVORS = ("junos", "ietf")
 DEFAULT_PORT = 830
 RECV_SIZE = 1 << 16
-_OPTIONS = ("flavor", "timeout", "hostkey_verify", "known_hosts", "key", "table", "rib", "tree")
+_OPTIONS = ("flavor", "timeout", "hostkey_verify", "known_hosts", "key", "table", "rib", "tree", "marker")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
@@ -72,6 +74,7 @@ class NetconfParams:
     table: str = netconf_junos.DEFAULT_TABLE
     rib: str | None = None
     tree: str = "routing-state"
+    marker: bool = True
     password: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -154,13 +157,16 @@ def parse_url(url: str) -> NetconfParams:
         raise _bad(url, "rib/tree are ietf options; junos uses table=")
     if flavor == "ietf" and "table" in opts:
         raise _bad(url, "table is a junos option; ietf uses rib= and tree=")
+    marker_text = opts.get("marker", "on").lower()
+    if marker_text not in ("on", "off"):
+        raise _bad(url, f"marker must be on or off, got {opts['marker']!r}")
     table = opts.get("table", netconf_junos.DEFAULT_TABLE)
     if not table:
         raise _bad(url, "table must not be empty")
     return NetconfParams(
         host=parts.hostname, user=parts.username, flavor=flavor, port=port, timeout=timeout,
         hostkey_verify=verify_text in _TRUE, known_hosts=known_hosts, key=key_file, table=table,
-        rib=opts.get("rib") or None, tree=tree,
+        rib=opts.get("rib") or None, tree=tree, marker=marker_text == "on",
     )
 
 
@@ -422,8 +428,11 @@ class NetconfSource:
         counts per protocol) -- one small RPC; it misses a next-hop change that keeps all
         counts, which the periodic full fetch catches.  ietf: a digest of a slim ``<get>`` that
         asks only for each route's destination, next hop and ``last-updated`` (ietf-routing has
-        no table version number; still O(table) but a fraction of a full fetch).
+        no table version number; still O(table) but a fraction of a full fetch).  ``marker=off``
+        in the URL returns None: the service then relies on periodic full fetches only.
         """
+        if not self.params.marker:
+            return None
         if self.params.flavor == "junos":
             raw = self._session.rpc(netconf_junos.summary_rpc(), "get-route-summary-information")
             summary = self._parse("get-route-summary-information",

@@ -127,6 +127,30 @@ def test_change_marker_follows_route_changes_on_one_session(lab: NetconfLab, ser
         src.close()
 
 
+def test_cli_routes_fetch_json(lab: NetconfLab, server: ServerProc) -> None:
+    """`xcast6-engine routes fetch netconf://...` (sync/cli.py) end to end against the server."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.netconf_server.lab import WORKTREE
+
+    env = dict(os.environ, **{PASSWORD_ENV: PASSWORD})
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "routes", "fetch", "--json", "-q",
+                           lab.url(server, "junos")], cwd=WORKTREE, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["route_count"] == len(lab.expected_routes("junos"))
+    assert {i["name"] for i in out["interfaces"]} >= {"ge-0/0/0.0", "ge-0/0/1.0", "ge-0/0/2.0"}
+    env[PASSWORD_ENV] = "nope"
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "routes", "fetch", lab.url(server, "ietf")],
+                          cwd=WORKTREE, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "authentication failed for user 'xcast'" in done.stderr
+    assert "nope" not in done.stderr + done.stdout
+
+
 def test_ietf_marker_sees_next_hop_change_with_same_counts(lab: NetconfLab, server: ServerProc) -> None:
     src = NetconfSource.from_url(lab.url(server, "ietf"))
     try:
