@@ -12,6 +12,7 @@ ietf), on one kept-open session:
   objects built -- a lower bound for any DOM-based parser, which also holds the whole tree);
 * change detection: a route added in the namespace -> change_marker() differs (polled back
   to back) -> full fetch containing it;
+* SyncService (change_poll_s=0.2) + Applier(Fib): route added -> found by the engine FIB;
 * change_marker(): wall time; server CPU per fetch/marker (from /proc); reply size;
   client peak RSS; the host load average (this machine is shared: wall times move with
   the load, CPU times much less).
@@ -91,6 +92,46 @@ def change_latency(lab: NetconfLab, src: NetconfSource, n: int) -> tuple[float, 
     return detected, total
 
 
+def service_latency(lab: NetconfLab, url: str, runs: int) -> list[float]:
+    """SyncService + Applier(Fib): route added on the router -> LPM in the engine FIB finds it."""
+    import asyncio
+
+    from engine.fib import Fib
+    from sync.apply import Applier
+    from sync.service import SyncConfig, SyncService
+
+    async def scenario() -> list[float]:
+        fib = Fib()
+        src = NetconfSource.from_url(url)
+        svc = SyncService(src, Applier(fib), config=SyncConfig(interval_s=3600, change_poll_s=0.2))
+        await svc.start()
+        out = []
+        try:
+            while len(fib) < 10000:
+                await asyncio.sleep(0.05)
+            for n in range(runs):
+                await asyncio.sleep(1.0)  # marker baseline
+                net = ipaddress.IPv6Network(f"2001:db8:dddd:{n:x}::/64")
+                probe = net.network_address.packed
+                t0 = time.perf_counter()
+                lab.batch([f"route add {net} via {lab.gateway(1)} dev xnc-ge1"])
+                while True:
+                    r = fib.lookup_route(probe)
+                    if r is not None and r.prefix == net:
+                        break
+                    if time.perf_counter() - t0 > 120:
+                        raise RuntimeError("change never reached the FIB")
+                    await asyncio.sleep(0.01)
+                out.append(time.perf_counter() - t0)
+                lab.batch([f"route del {net}"])
+        finally:
+            await svc.stop()
+            await src.aclose()
+        return out
+
+    return asyncio.run(scenario())
+
+
 def bench_flavor(lab: NetconfLab, url: str, server_pid: int, flavor: str, runs: int) -> dict[str, Any]:
     src = NetconfSource.from_url(url)
     try:
@@ -130,6 +171,7 @@ def bench_flavor(lab: NetconfLab, url: str, server_pid: int, flavor: str, runs: 
             server_marker_cpu.append(_proc_cpu(server_pid) - s)
         med = statistics.median
         latencies = [change_latency(lab, src, i + (0 if flavor == "junos" else 100)) for i in range(runs)]
+        to_fib = service_latency(lab, url, runs)
         return {
             "flavor": flavor, "routes": routes, "reply_bytes": size, "runs": runs,
             "fetch_wall_s": round(med(fetch_wall), 3), "fetch_wall_min_s": round(min(fetch_wall), 3),
@@ -143,6 +185,8 @@ def bench_flavor(lab: NetconfLab, url: str, server_pid: int, flavor: str, runs: 
             "routes_per_s_fetch": round(routes / med(fetch_wall)),
             "change_detect_wall_s": round(med(d for d, _ in latencies), 3),
             "change_detect_and_fetch_wall_s": round(med(f for _, f in latencies), 3),
+            "service_change_to_fib_wall_s": round(med(to_fib), 3),
+            "service_change_to_fib_max_s": round(max(to_fib), 3),
         }
     finally:
         src.close()

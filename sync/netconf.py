@@ -14,10 +14,10 @@
   router (off: periodic full fetches only).
 
 Replies are parsed once, incrementally, straight from the raw reply text (ncclient's own DOM
-parse is bypassed).  One SSH session is kept open between calls (re-opened after any failure)
-so that the cheap :meth:`NetconfSource.change_marker` poll costs one small RPC.  Every failure
-is a :class:`sync.source.SourceError` naming host, RPC and field; a fetch either returns a
-whole snapshot or raises.
+parse is bypassed).  SSH sessions are kept open between calls (re-opened after any failure),
+one for fetches and one for change-marker polls, so a poll costs one small RPC and never
+delays a fetch.  Every failure is a :class:`sync.source.SourceError` naming host, RPC and
+field; a fetch either returns a whole snapshot or raises.
 """
 
 from __future__ import annotations
@@ -348,6 +348,10 @@ class NetconfSource:
         self.params = params
         self.url = url or self._url_of(params)
         self._session = _Session(params)
+        # Markers get their own SSH session: a change poll must never make a fetch wait for
+        # its RPC (nor the reverse) -- measured: a fetch queued behind marker RPCs on one
+        # session added up to a marker's duration to every change-triggered sync.
+        self._marker_session = _Session(params)
         # Why routes were left out / notes on the last fetch, e.g. {"discard": 3, "local": 12}.
         self.last_skipped: Counter[str] = Counter()
         self.last_notes: Counter[str] = Counter()
@@ -374,10 +378,12 @@ class NetconfSource:
 
     async def aclose(self) -> None:
         """Close the kept-open SSH session."""
-        await asyncio.to_thread(self._session.close)
+        await asyncio.to_thread(self.close)
 
     def close(self) -> None:
+        """Close both SSH sessions (they re-open on the next call)."""
         self._session.close()
+        self._marker_session.close()
 
     # -- blocking implementation (runs in a worker thread) --
 
@@ -434,13 +440,13 @@ class NetconfSource:
         if not self.params.marker:
             return None
         if self.params.flavor == "junos":
-            raw = self._session.rpc(netconf_junos.summary_rpc(), "get-route-summary-information")
+            raw = self._marker_session.rpc(netconf_junos.summary_rpc(), "get-route-summary-information")
             summary = self._parse("get-route-summary-information",
                                   lambda: netconf_junos.parse_summary(raw, self.params.table))
             return "junos-summary:" + hashlib.sha256(summary.encode()).hexdigest()[:32]
         op = etree.Element("get")
         op.append(netconf_ietf.marker_filter(self.params.tree, self.params.rib))
-        raw = self._session.rpc(op, "get ietf-routing (marker)")
+        raw = self._marker_session.rpc(op, "get ietf-routing (marker)")
         digest = self._parse("get ietf-routing (marker)", lambda: netconf_ietf.marker_digest(raw))
         return "ietf-routes:" + digest
 

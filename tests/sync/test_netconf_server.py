@@ -113,7 +113,7 @@ def test_change_marker_follows_route_changes_on_one_session(lab: NetconfLab, ser
     try:
         first = src.change_marker_sync()
         assert first is not None and src.change_marker_sync() == first
-        session = src._session.manager
+        session = src._marker_session.manager
         lab.batch([f"route add 2001:db8:7777::/48 via {lab.gateway(1)} dev xnc-ge1"])
         try:
             second = src.change_marker_sync()
@@ -122,7 +122,7 @@ def test_change_marker_follows_route_changes_on_one_session(lab: NetconfLab, ser
         finally:
             lab.batch(["route del 2001:db8:7777::/48"])
         assert src.change_marker_sync() == first
-        assert src._session.manager is session  # one SSH session for all of it
+        assert src._marker_session.manager is session  # one kept-open session for all polls
     finally:
         src.close()
 
