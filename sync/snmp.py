@@ -163,11 +163,12 @@ class SnmpSource:
                 [mib.INET_CIDR_ROUTE_NUMBER, mib.IPV6_ROUTE_NUMBER]
             )
             oper = await walker.walk(mib.IF_OPER_STATUS)
-            column = (
-                await walker.walk((*mib.INET_CIDR_ROUTE_IFINDEX, *_V6))
-                if self.config.marker == "column"
-                else []
-            )
+            column: list[tuple[Oid, Value]] = []
+            if self.config.marker == "column":
+                if self.config.table != "ipv6":
+                    column = await walker.walk((*mib.INET_CIDR_ROUTE_IFINDEX, *_V6))
+                if not column and self.config.table != "inetcidr":
+                    column = await walker.walk(mib.IPV6_ROUTE_IFINDEX)  # IPV6-MIB-only agents
         finally:
             await walker.close()
         parts = [f"{'.'.join(map(str, oid[-3:]))}={'-' if value in EXCEPTIONS else value!r}"
