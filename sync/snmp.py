@@ -169,6 +169,8 @@ class SnmpSource:
                     column = await walker.walk((*mib.INET_CIDR_ROUTE_IFINDEX, *_V6))
                 if not column and self.config.table != "inetcidr":
                     column = await walker.walk(mib.IPV6_ROUTE_IFINDEX)  # IPV6-MIB-only agents
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{self.url}: {type(exc).__name__}: {exc}") from None
         finally:
             await walker.close()
         parts = [f"{'.'.join(map(str, oid[-3:]))}={'-' if value in EXCEPTIONS else value!r}"
