@@ -1,0 +1,236 @@
+"""``xcast6-engine run``: sync, workers and the API under one asyncio supervisor.
+
+Start-up order: last good snapshot from the state directory (the table serves at once) ->
+engine links -> packet workers -> API -> sync loop.  SIGTERM/SIGINT stop gracefully (API
+first, then sync, then workers); SIGHUP re-reads the file and applies new route-source
+settings without dropping the table; a crashed worker is restarted by the supervisor while
+the table, the sync and the API keep running in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from engine import __version__
+from engine.fib import Fib
+from sync.source import RouteSource, SourceError
+
+from api.config import Config, ConfigError, load_config, redact_url
+from api.links import LinkHolder, direct_links_from_config
+from api.state import EngineView
+from api.syncport import EngineSync, open_route_source
+from api.workers import ArgvFor, WorkerSupervisor
+
+log = logging.getLogger("xcast6.daemon")
+TOKEN_FILE = "api-token"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    """Text without timestamps for journald (it adds its own), or one JSON object per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def api_token(cfg: Config) -> str:
+    """The configured token, or one generated once and kept in the state directory (mode 0600)."""
+    if cfg.api.token is not None:
+        return cfg.api.token.reveal()
+    path = cfg.engine.state_dir / TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    log.info("no api.token configured: generated one in %s", path)
+    return token
+
+
+def default_worker_argv(cfg: Config) -> ArgvFor | None:
+    """The packet worker command, when this build has engine.worker."""
+    if importlib.util.find_spec("engine.worker") is None:
+        return None
+
+    def argv(index: int) -> Sequence[str]:
+        return [sys.executable, "-m", "engine.worker", "--config", str(cfg.path), "--index", str(index)]
+    return argv
+
+
+def _export_source_secrets(cfg: Config) -> None:
+    """Sources read their secrets from the environment; the file's values go there (never logged)."""
+    pairs = {"XCAST6_SNMP_COMMUNITY": cfg.sync.snmp_community, "XCAST6_SNMP_AUTH_KEY": cfg.sync.snmp_auth_key,
+             "XCAST6_SNMP_PRIV_KEY": cfg.sync.snmp_priv_key, "XCAST6_NETCONF_PASSWORD": cfg.sync.netconf_password}
+    for var, secret in pairs.items():
+        if secret is not None:
+            os.environ[var] = secret.reveal()
+    if cfg.sync.netconf_key_file:
+        os.environ["XCAST6_NETCONF_KEY_FILE"] = cfg.sync.netconf_key_file
+
+
+class Daemon:
+    """One engine: build with a validated config, then ``await run()``."""
+
+    def __init__(self, cfg: Config, *, argv_for: ArgvFor | None = None,
+                 source_factory: Callable[[str], RouteSource] = open_route_source) -> None:
+        self.cfg = cfg
+        self._argv_for = argv_for
+        self._source_factory = source_factory
+        self._stop = asyncio.Event()
+        self.view: EngineView | None = None
+        self.sync: EngineSync | None = None
+        self.workers: WorkerSupervisor | None = None
+        self.started = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        import uvicorn
+
+        from api.app import create_app
+
+        cfg = self.cfg
+        cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
+        _export_source_secrets(cfg)
+        source = self._source_factory(cfg.sync.source)
+        fib = Fib()
+        # 1. last good table: forwarding can start before the router answers
+        self.sync = sync = EngineSync(source, fib, state_dir=cfg.engine.state_dir,
+                                      safety_valve=cfg.sync.safety_valve, interval=cfg.sync.interval,
+                                      change_detect=cfg.sync.change_detect, timeout=cfg.sync.timeout,
+                                      kernel_table=cfg.sync.kernel_table, kernel_proto=cfg.sync.kernel_proto)
+        sync.load_stored()
+        # 2. links
+        links = LinkHolder(cfg.links.mode)
+        if cfg.links.mode == "direct" and cfg.links.map:
+            links.set(direct_links_from_config(cfg.links))
+        # 3. workers
+        argv_for = self._argv_for or default_worker_argv(cfg)
+        if cfg.workers.count and argv_for is None:
+            raise ConfigError([f"workers.count: {cfg.workers.count} is not allowed: this build has no packet "
+                               "worker (engine.worker); use 0 for API and sync only"], cfg.path)
+        self.workers = workers = WorkerSupervisor(cfg.workers.count, argv_for or (lambda i: []),
+                                                  backoff=cfg.workers.restart_backoff)
+        await workers.start()
+        # 4. API
+        self.view = view = EngineView(fib=fib, sync=sync, workers=workers, links=links, version=__version__)
+        server = None
+        tasks: list[asyncio.Task[object]] = []
+        loop = asyncio.get_running_loop()
+        if cfg.api.enabled:
+            app = create_app(view, api_token(cfg))
+            server = uvicorn.Server(uvicorn.Config(app, host=cfg.api.listen, port=cfg.api.port, log_config=None,
+                                                   lifespan="off", access_log=False))
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            tasks.append(loop.create_task(server.serve()))
+        # 5. sync loop
+        tasks.append(loop.create_task(sync.run()))
+        tasks.append(loop.create_task(self._sample_rates(view)))
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        log.info("xcast6-engine %s running: source %s, %d routes, %d workers, API %s", __version__,
+                 redact_url(cfg.sync.source), len(fib), cfg.workers.count,
+                 cfg.api_url() if cfg.api.enabled else "disabled")
+        if server is not None:
+            while not server.started and not tasks[0].done():
+                await asyncio.sleep(0.02)
+            if tasks[0].done():
+                await workers.stop()
+                exc = tasks[0].exception()
+                raise SystemExit(f"API could not start on {cfg.api.listen}:{cfg.api.port}: {exc or 'bind failed'}")
+        self.started.set()
+        await self._stop.wait()
+        log.info("stopping: API, sync, workers")
+        if server is not None:
+            server.should_exit = True
+        for t in tasks[1:]:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await view.jobs.close()
+        await workers.stop()
+        log.info("stopped")
+        return 0
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the file; apply route-source settings; keep everything else running."""
+        if self.cfg.path is None or self.sync is None:
+            return
+        try:
+            new = load_config(self.cfg.path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        try:
+            source = self._source_factory(new.sync.source)
+        except SourceError as exc:
+            log.error("reload refused, keeping the running configuration: sync.source: %s", exc)
+            return
+        _export_source_secrets(new)
+        self.sync.reconfigure(source, interval=new.sync.interval, change_detect=new.sync.change_detect,
+                              safety_valve=new.sync.safety_valve, timeout=new.sync.timeout)
+        others = [s for s in ("engine", "links", "workers", "api")
+                  if getattr(new, s) != getattr(self.cfg, s)]
+        self.cfg = new
+        log.info("reloaded route-source settings: source %s, interval %g s", redact_url(new.sync.source),
+                 new.sync.interval)
+        if others:
+            log.warning("changes in [%s] take effect at the next restart", ", ".join(others))
+
+    async def _sample_rates(self, view: EngineView, every: float = 5.0) -> None:
+        while True:
+            view.sample_rates()
+            await asyncio.sleep(every)
+
+
+def run(config_path: str | Path) -> int:
+    """Entry point of ``xcast6-engine run``: returns the process exit status."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(f"xcast6-engine: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.engine.log_format, cfg.engine.log_level)
+    log.info("configuration %s: %s", config_path, json.dumps(cfg.summary()))
+    try:
+        return asyncio.run(Daemon(cfg).run())
+    except (ConfigError, SourceError) as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("start-up failed: %s", exc)
+        return 1
+    finally:
+        logging.shutdown()
+        time.sleep(0)
