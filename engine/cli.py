@@ -33,6 +33,7 @@ def _register() -> None:
     from engine import tools_cli
 
     tools_cli.register(app)
+    from api import cli as api_cli; api_cli.register(app)  # noqa: E702
 
 
 def main() -> None:

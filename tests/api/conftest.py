@@ -1,0 +1,189 @@
+"""Fixtures: a real "router" (a network namespace whose kernel table holds the routes) and a
+real daemon process syncing from it, with its API on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "xapi-test-token-0123456789"
+
+
+def sh(*cmd: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), check=check, text=True, capture_output=True, input=input)
+
+
+@dataclass
+class Router:
+    """A namespace standing for the router: routes via two interfaces, a connected /64, ECMP."""
+
+    ns: str
+
+    def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "-n", self.ns, *args, check=check)
+
+    def batch(self, lines: list[str]) -> None:
+        sh("ip", "-n", self.ns, "-batch", "-", input="\n".join(lines) + "\n")
+
+    def add_routes(self, start: int, count: int, via: str = "2001:db8:a::2", dev: str = "xapi-e0") -> None:
+        self.batch([f"route add 2001:db8:{0x1000 + i:x}::/48 via {via} dev {dev}"
+                    for i in range(start, start + count)])
+
+    def del_routes(self, start: int, count: int) -> None:
+        self.batch([f"route del 2001:db8:{0x1000 + i:x}::/48" for i in range(start, start + count)])
+
+
+def _mk_router(ns: str, routes: int) -> Router:
+    sh("ip", "netns", "add", ns)
+    r = Router(ns)
+    r.ip("link", "set", "lo", "up")
+    for a, b, net in (("xapi-e0", "xapi-p0", "2001:db8:a::1/64"), ("xapi-e1", "xapi-p1", "2001:db8:b::1/64")):
+        r.ip("link", "add", a, "type", "veth", "peer", "name", b)
+        r.ip("link", "set", a, "up")
+        r.ip("link", "set", b, "up")
+        r.ip("-6", "addr", "add", net, "dev", a, "nodad")
+    r.add_routes(0, routes)
+    r.ip("-6", "route", "add", "2001:db8:ecb::/48", "nexthop", "via", "2001:db8:a::3", "dev", "xapi-e0",
+         "nexthop", "via", "2001:db8:b::3", "dev", "xapi-e1")
+    return r
+
+
+@pytest.fixture
+def xtmp() -> Iterator[Path]:
+    """A temp dir with this suite's prefix (pytest's shared tmp_path root is pruned by other runs)."""
+    d = Path(tempfile.mkdtemp(prefix="xapi-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def router() -> Iterator[Router]:
+    ns = f"xapi-r{os.getpid() % 100000}"
+    sh("ip", "netns", "del", ns, check=False)
+    r = _mk_router(ns, 20)
+    try:
+        yield r
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, state: Path, source: str, port: int, *, token: str | None = TOKEN,
+                 change_detect: float = 0.5, safety_valve: float = 0.5, extra: str = "") -> None:
+    tok = f'token = "{token}"\n' if token else ""
+    path.write_text(f"""
+[engine]
+state_dir = "{state}"
+log_format = "json"
+log_level = "debug"
+
+[sync]
+source = "{source}"
+interval = 120
+change_detect = {change_detect}
+safety_valve = {safety_valve}
+timeout = 10
+
+[links]
+mode = "direct"
+
+[workers]
+count = 0
+
+[api]
+listen = "127.0.0.1"
+port = {port}
+{tok}{extra}""")
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[str]
+    url: str
+    config: Path
+    log: Path
+    env: dict[str, str]
+
+    def client(self, token: str | None = TOKEN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, trust_env=False)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return -9
+        return self.proc.returncode
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+
+def start_daemon(config: Path, log: Path, url: str, ready: bool = True, env: dict[str, str] | None = None
+                 ) -> Daemon:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("XCAST6_API_TOKEN", None) if env is None or "XCAST6_API_TOKEN" not in env else None
+    fh = log.open("w")
+    proc = subprocess.Popen([PY, "-m", "engine.cli", "run", "--config", str(config)], cwd=ROOT, env=full_env,
+                            stdout=fh, stderr=subprocess.STDOUT, text=True)
+    d = Daemon(proc, url, config, log, full_env)
+    deadline = time.monotonic() + 30
+    path = "/readyz" if ready else "/healthz"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url + path, timeout=1, trust_env=False).status_code == 200:
+                return d
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    d.stop()
+    raise AssertionError(f"daemon not {path} within 30 s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def daemon(router: Router, xtmp: Path) -> Iterator[Daemon]:
+    port = free_port()
+    cfg = xtmp / "engine.toml"
+    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port)
+    d = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
+    try:
+        yield d
+    finally:
+        rc = d.stop()
+        assert rc == 0, f"daemon exit status {rc} on SIGTERM:\n{d.logs()}"
+
+
+def wait_for(cond, timeout: float = 10.0, every: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
