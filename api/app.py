@@ -7,7 +7,6 @@ parameters and body fields are refused (422) rather than silently ignored.
 """
 
 
-import asyncio
 import hmac
 import ipaddress
 from collections.abc import Callable
@@ -157,7 +156,8 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
                                last_attempt=st.last_attempt, last_duration_s=st.last_duration_s,
                                last_error=st.last_error, generation=st.generation, route_count=st.route_count,
                                interval_s=st.interval_s, loaded_from_store=st.loaded_from_store,
-                               held_back=None if st.held_back is None else DiffCounts(**st.held_back.counts())),
+                               held_back=None if st.held_back is None else DiffCounts(**st.held_back),
+                               held_reason=st.held_reason, change_detection=st.change_detection),
             workers=WorkersSummary(configured=view.workers.configured(),
                                    running=sum(1 for w in ws if w.state == "running"),
                                    restarts=sum(w.restarts for w in ws)),
@@ -228,26 +228,24 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
     # -- resync ----------------------------------------------------------------------------------
     def _job_out(job: ResyncJob) -> JobOut:
         o = job.outcome
-        return JobOut(id=job.id, state=job.state, force=job.force, created_at=job.created_at,
+        return JobOut(id=job.id, state=job.state, trigger=job.trigger, force=job.force, created_at=job.created_at,
                       started_at=job.started_at, finished_at=job.finished_at, rows=job.rows, phase=job.phase,
                       error=job.error, href=f"/resync/{job.id}",
                       result=None if o is None else JobResult(
                           applied=o.applied, held_back=o.held_back, generation=o.generation,
-                          route_count=o.route_count, counts=DiffCounts(**o.diff.counts()), message=o.message))
+                          route_count=o.route_count, counts=DiffCounts(**o.counts), message=o.message))
 
     @app.post("/resync", response_model=JobOut, status_code=202,
               dependencies=[*protected, Depends(only_query())], responses=auth_errors)
     async def resync(body: ResyncRequest | None = None) -> JobOut:
         """Start a resync from the router now (``force`` past the safety valve); returns the job."""
-        job = view.jobs.start(force=bool(body and body.force))
-        await asyncio.sleep(0)          # let the job take the queue slot before answering
-        return _job_out(job)
+        return _job_out(view.sync.start_resync(force=bool(body and body.force)))
 
     @app.get("/resync/{job_id}", response_model=JobOut, dependencies=[*protected, Depends(only_query())],
              responses=_problem_responses(401, 404))
     def resync_job(job_id: str) -> JobOut:
         """Progress and result of a resync job."""
-        job = view.jobs.get(job_id)
+        job = view.sync.get_job(job_id)
         if job is None:
             raise ApiProblem(404, "No such job", f"no resync job {job_id!r} (jobs are kept in memory, "
                              "the last 100)", field="path.job_id")

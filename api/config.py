@@ -29,7 +29,6 @@ ENV_SECRETS: dict[str, tuple[str, str]] = {
     "XCAST6_SNMP_AUTH_KEY": ("sync", "snmp_auth_key"),
     "XCAST6_SNMP_PRIV_KEY": ("sync", "snmp_priv_key"),
     "XCAST6_NETCONF_PASSWORD": ("sync", "netconf_password"),
-    "XCAST6_NETCONF_KEY_FILE": ("sync", "netconf_key_file"),
 }
 _SECRET_QUERY = re.compile(r"(key|pass|secret|token|community)", re.IGNORECASE)
 
@@ -108,13 +107,12 @@ class SyncSection:
     change_detect: float = 1.0
     safety_valve: float = 0.5
     kernel_table: int = 0
-    kernel_proto: int = 186
+    kernel_proto: int = 245
     timeout: float = 30.0
     snmp_community: Secret | None = None
     snmp_auth_key: Secret | None = None
     snmp_priv_key: Secret | None = None
     netconf_password: Secret | None = None
-    netconf_key_file: str | None = None
 
     def source_redacted(self) -> str:
         return redact_url(self.source)
@@ -187,8 +185,7 @@ class Config:
                      "snmp_community": sec(self.sync.snmp_community),
                      "snmp_auth_key": sec(self.sync.snmp_auth_key),
                      "snmp_priv_key": sec(self.sync.snmp_priv_key),
-                     "netconf_password": sec(self.sync.netconf_password),
-                     "netconf_key_file": self.sync.netconf_key_file},
+                     "netconf_password": sec(self.sync.netconf_password)},
             "links": {"mode": self.links.mode, "trunk": self.links.trunk,
                       "vlan_range": list(self.links.vlan_range), "pool": self.links.pool,
                       "mtu": self.links.mtu,
@@ -242,6 +239,13 @@ def _integer(lo: int, hi: int, what: str = "integer") -> Callable[[object], int]
             raise _Bad(f"must be an {what} from {lo} to {hi}")
         return v
     return check
+
+
+def _kernel_table(v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32 or v in (253, 254, 255):
+        raise _Bad("must be a dedicated table id from 1 to 4294967295 other than 253/254/255 "
+                   "(local/main/default), or 0 for no kernel mirror")
+    return v
 
 
 def _share(v: object) -> float:
@@ -388,14 +392,13 @@ _SECTIONS: dict[str, _Spec] = {
         "interval": (_number(positive=True), "interval"),
         "change_detect": (_number(minimum=0, what="number of seconds (0 disables)"), "change_detect"),
         "safety_valve": (_share, "safety_valve"),
-        "kernel_table": (_integer(0, 2**32 - 1, "integer table id (0 = no kernel mirror)"), "kernel_table"),
-        "kernel_proto": (_integer(1, 255, "integer protocol number"), "kernel_proto"),
+        "kernel_table": (_kernel_table, "kernel_table"),
+        "kernel_proto": (_integer(5, 255, "integer protocol number (1-4 are the kernel's own)"), "kernel_proto"),
         "timeout": (_number(positive=True), "timeout"),
         "snmp_community": (_secret, "snmp_community"),
         "snmp_auth_key": (_secret, "snmp_auth_key"),
         "snmp_priv_key": (_secret, "snmp_priv_key"),
         "netconf_password": (_secret, "netconf_password"),
-        "netconf_key_file": (_path, "netconf_key_file"),
     },
     "links": {
         "mode": (_choice("vlan", "direct"), "mode"),
@@ -480,10 +483,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
 
     for var, (section, key) in ENV_SECRETS.items():
         if env.get(var):
-            if key == "netconf_key_file":
-                values.setdefault(section, {})[key] = env[var]
-            else:
-                values.setdefault(section, {})[key] = Secret(env[var])
+            values.setdefault(section, {})[key] = Secret(env[var])
 
     sync = values.get("sync", {})
     if not sync.get("source"):

@@ -1,7 +1,7 @@
 """``xcast6-engine run``: sync, workers and the API under one asyncio supervisor.
 
-Start-up order: last good snapshot from the state directory (the table serves at once) ->
-engine links -> packet workers -> API -> sync loop.  SIGTERM/SIGINT stop gracefully (API
+Start-up order: last good snapshot from the state directory (the table serves at once; the
+sync loops start with it and queue the first fetch) -> engine links -> packet workers -> API.  SIGTERM/SIGINT stop gracefully (API
 first, then sync, then workers); SIGHUP re-reads the file and applies new route-source
 settings without dropping the table; a crashed worker is restarted by the supervisor while
 the table, the sync and the API keep running in this process.
@@ -29,7 +29,7 @@ from sync.source import RouteSource, SourceError
 from api.config import Config, ConfigError, load_config, redact_url
 from api.links import LinkHolder, direct_links_from_config
 from api.state import EngineView
-from api.syncport import EngineSync, open_route_source
+from api.syncport import ServiceSync, open_route_source, sync_config
 from api.workers import ArgvFor, WorkerSupervisor
 
 log = logging.getLogger("xcast6.daemon")
@@ -93,8 +93,6 @@ def _export_source_secrets(cfg: Config) -> None:
     for var, secret in pairs.items():
         if secret is not None:
             os.environ[var] = secret.reveal()
-    if cfg.sync.netconf_key_file:
-        os.environ["XCAST6_NETCONF_KEY_FILE"] = cfg.sync.netconf_key_file
 
 
 class Daemon:
@@ -107,7 +105,7 @@ class Daemon:
         self._source_factory = source_factory
         self._stop = asyncio.Event()
         self.view: EngineView | None = None
-        self.sync: EngineSync | None = None
+        self.sync: ServiceSync | None = None
         self.workers: WorkerSupervisor | None = None
         self.started = asyncio.Event()
 
@@ -124,12 +122,10 @@ class Daemon:
         _export_source_secrets(cfg)
         source = self._source_factory(cfg.sync.source)
         fib = Fib()
-        # 1. last good table: forwarding can start before the router answers
-        self.sync = sync = EngineSync(source, fib, state_dir=cfg.engine.state_dir,
-                                      safety_valve=cfg.sync.safety_valve, interval=cfg.sync.interval,
-                                      change_detect=cfg.sync.change_detect, timeout=cfg.sync.timeout,
-                                      kernel_table=cfg.sync.kernel_table, kernel_proto=cfg.sync.kernel_proto)
-        sync.load_stored()
+        # 1. last good table from the store (forwarding can start before the router answers);
+        #    SyncService.start() restores it and then queues the first fetch
+        self.sync = sync = ServiceSync.build(cfg, source, fib)
+        await sync.start()
         # 2. links
         links = LinkHolder(cfg.links.mode)
         if cfg.links.mode == "direct" and cfg.links.map:
@@ -153,8 +149,6 @@ class Daemon:
                                                    lifespan="off", access_log=False))
             server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             tasks.append(loop.create_task(server.serve()))
-        # 5. sync loop
-        tasks.append(loop.create_task(sync.run()))
         tasks.append(loop.create_task(self._sample_rates(view)))
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -178,7 +172,7 @@ class Daemon:
         for t in tasks[1:]:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await view.jobs.close()
+        await sync.stop()
         await workers.stop()
         log.info("stopped")
         return 0
@@ -194,12 +188,11 @@ class Daemon:
             return
         try:
             source = self._source_factory(new.sync.source)
-        except SourceError as exc:
+        except (SourceError, ValueError) as exc:
             log.error("reload refused, keeping the running configuration: sync.source: %s", exc)
             return
         _export_source_secrets(new)
-        self.sync.reconfigure(source, interval=new.sync.interval, change_detect=new.sync.change_detect,
-                              safety_valve=new.sync.safety_valve, timeout=new.sync.timeout)
+        self.sync.reconfigure(source, sync_config(new))
         others = [s for s in ("engine", "links", "workers", "api")
                   if getattr(new, s) != getattr(self.cfg, s)]
         self.cfg = new

@@ -58,8 +58,7 @@ def render(view: EngineView) -> str:
              [({}, st.last_duration_s or 0)])
     o.family("xcast6_sync_held_back_routes", "gauge",
              "Routes a held-back sync would remove/add/change (safety valve).",
-             [({"change": k}, v) for k, v in (st.held_back.counts() if st.held_back else
-                                               {"added": 0, "removed": 0, "changed": 0}).items()])
+             [({"change": k}, v) for k, v in (st.held_back or {"added": 0, "removed": 0, "changed": 0}).items()])
     counters = view.workers.counters()
     o.family("xcast6_packets_total", "counter", "Packet counters by reason, summed over workers.",
              [({"reason": k}, v) for k, v in sorted(counters.items())])

@@ -109,6 +109,8 @@ class SyncStatusOut(BaseModel):
     interval_s: float
     loaded_from_store: bool
     held_back: DiffCounts | None = Field(description="Diff the safety valve holds back (force a resync to apply)")
+    held_reason: str | None
+    change_detection: str = Field(description="active | disabled | unsupported ... | error: ...")
 
 
 class WorkerOut(BaseModel):
@@ -159,6 +161,7 @@ class JobResult(BaseModel):
 class JobOut(BaseModel):
     id: str
     state: str = Field(description="queued | running | done | held | failed")
+    trigger: str
     force: bool
     created_at: float
     started_at: float | None

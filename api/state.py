@@ -15,14 +15,11 @@ root; the I/O lives behind the ports.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import itertools
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from engine.fib import Fib
 from engine.model import NextHop, Route
@@ -96,15 +93,17 @@ class SyncStatus:
     generation: int = 0
     route_count: int = 0
     interval_s: float = 0.0
-    held_back: RouteDiff | None = None   # a diff the safety valve refused to apply
+    held_back: dict[str, int] | None = None   # counts of a diff the safety valve refused to apply
+    held_reason: str | None = None
     loaded_from_store: bool = False
+    change_detection: str = ""
 
 
 @dataclass
 class SyncOutcome:
     """Result of one sync run."""
 
-    diff: RouteDiff
+    counts: dict[str, int]            # added / removed / changed
     applied: bool
     held_back: bool
     generation: int
@@ -122,10 +121,14 @@ class SyncPort(Protocol):
     async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot: ...
 
     async def kernel_routes(self) -> list[Route] | None:
-        """Routes in the kernel mirror table, or None when no mirror is configured."""
+        """Routes in the kernel mirror table (prefix + gateways), or None without a mirror."""
         ...
 
-    async def resync(self, force: bool, progress: Progress | None = None) -> SyncOutcome: ...
+    def start_resync(self, force: bool) -> ResyncJob:
+        """Queue a resync (a request while one is queued joins it); returns its current state."""
+        ...
+
+    def get_job(self, job_id: str) -> ResyncJob | None: ...
 
 
 @dataclass
@@ -191,10 +194,13 @@ class LinkPort(Protocol):
 
 @dataclass
 class ResyncJob:
+    """A resync job as the API shows it (a copy: read it again for progress)."""
+
     id: str
     force: bool
     created_at: float
     state: str = "queued"             # queued | running | done | held | failed
+    trigger: str = "manual"
     started_at: float | None = None
     finished_at: float | None = None
     rows: int = 0
@@ -203,60 +209,8 @@ class ResyncJob:
     error: str | None = None
 
 
-class ResyncJobs:
-    """Resync jobs run one at a time (a second request while one runs joins the queue)."""
-
-    def __init__(self, sync: SyncPort, keep: int = 100) -> None:
-        self._sync = sync
-        self._jobs: dict[str, ResyncJob] = {}
-        self._lock = asyncio.Lock()
-        self._keep = keep
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def start(self, force: bool) -> ResyncJob:
-        job = ResyncJob(id=uuid.uuid4().hex[:12], force=force, created_at=time.time())
-        self._jobs[job.id] = job
-        while len(self._jobs) > self._keep:
-            oldest = next(iter(self._jobs))
-            if self._jobs[oldest].state in ("queued", "running"):
-                break
-            del self._jobs[oldest]
-        task = asyncio.get_running_loop().create_task(self._run(job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return job
-
-    def get(self, job_id: str) -> ResyncJob | None:
-        return self._jobs.get(job_id)
-
-    async def _run(self, job: ResyncJob) -> None:
-        async with self._lock:
-            job.state, job.started_at = "running", time.time()
-
-            def progress(rows: int, phase: str) -> None:
-                job.rows, job.phase = rows, phase
-
-            try:
-                outcome = await self._sync.resync(job.force, progress)
-            except Exception as exc:       # a failed fetch is a job result, not a crash
-                job.state, job.error = "failed", str(exc) or type(exc).__name__
-            else:
-                job.outcome = outcome
-                job.state = "held" if outcome.held_back else "done"
-            job.finished_at = time.time()
-
-    async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # The engine view the app reads
-
-
-class LookupError_(LookupError):
-    pass
 
 
 @dataclass
@@ -277,7 +231,6 @@ class EngineView:
         self.version = version
         self.started_at = clock()
         self._clock = clock
-        self.jobs = ResyncJobs(sync)
         self._rate_prev: tuple[float, dict[str, int]] | None = None
         self._rates: dict[str, float] = {}
 
@@ -329,9 +282,3 @@ class EngineView:
 
     def rates(self) -> dict[str, float]:
         return dict(self._rates)
-
-
-def chunked(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
-    it = iter(items)
-    while chunk := list(itertools.islice(it, n)):
-        yield chunk

@@ -1,260 +1,163 @@
-"""The daemon's route sync behind :class:`api.state.SyncPort`.
+"""The route sync behind :class:`api.state.SyncPort`: an adapter over sync.service.SyncService.
 
-``EngineSync`` runs fetch -> diff -> safety valve -> atomic ``Fib.replace`` -> persist the
-last good snapshot, on a timer, on a change of the source's change marker, and on demand
-(resync jobs).  A failed fetch changes nothing: the previous generation keeps serving.
-It deliberately keeps to the shared contracts (RouteSource, Snapshot, Fib) so that
-sync/service.py can take its place behind the same port.
+SyncService (sync/) owns fetch -> diff -> safety valve -> apply (kernel mirror, then Fib) ->
+store; this module only builds it from the configuration and translates its state and jobs
+into what the API shows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import ipaddress
 import logging
-import os
-import time
-from pathlib import Path
 
 from engine.fib import Fib
 from engine.model import NextHop, Route
+from sync.apply import Applier, IfnameMap
+from sync.kernel import KernelMirror
 from sync.model import Interface, Snapshot
+from sync.service import SyncConfig, SyncJob, SyncService
 from sync.source import Progress, RouteSource, SourceError
+from sync.store import SyncStore
 
-from api.config import redact_url
-from api.kernelsource import read_kernel_table
-from api.state import RouteDiff, SyncOutcome, SyncStatus, diff_routes
+from api.config import Config, redact_url
+from api.state import ResyncJob, SyncOutcome, SyncStatus
 
 log = logging.getLogger("xcast6.sync")
 
+_JOB_STATE = {"queued": "queued", "running": "running", "applied": "done", "unchanged": "done",
+              "held": "held", "failed": "failed"}
+
 
 def open_route_source(url: str) -> RouteSource:
-    """A RouteSource for a configured URL (kernel:// here; snmp/netconf via sync.sources)."""
+    """A RouteSource for a configured URL: kernel:// here, snmp/snmpv3/netconf via sync.sources.
+
+    Raises SourceError (or ValueError for a malformed URL) naming the bad part.
+    """
     if url.startswith("kernel://"):
         from api.kernelsource import KernelSource
 
         return KernelSource(url)
-    try:
-        from sync.sources import open_source  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise SourceError(f"source {redact_url(url)}: this build has no driver for that scheme "
-                          "(sync.sources is not installed)") from None
-    return open_source(url)  # type: ignore[no-any-return,unused-ignore]
+    from sync.sources import open_source
+
+    return open_source(url)
 
 
-# -- last-good snapshot on disk (JSON, atomic rename) ---------------------------------------------
-
-def _route_to_json(r: Route) -> dict[str, object]:
-    return {"prefix": str(r.prefix), "protocol": r.protocol, "metric": r.metric,
-            "nexthops": [{"ifname": h.ifname, "gateway": h.gateway_text()} for h in r.nexthops]}
+def sync_config(cfg: Config) -> SyncConfig:
+    return SyncConfig(interval_s=cfg.sync.interval, change_poll_s=cfg.sync.change_detect,
+                      max_removal_share=cfg.sync.safety_valve, fetch_timeout_s=cfg.sync.timeout)
 
 
-def _route_from_json(d: dict[str, object]) -> Route:
-    import ipaddress
+class ServiceSync:
+    """SyncPort over a SyncService (see module docstring)."""
 
-    hops = tuple(NextHop(ifname=str(h["ifname"]),
-                         gateway=None if h["gateway"] is None else ipaddress.IPv6Address(h["gateway"]).packed)
-                 for h in d["nexthops"])  # type: ignore[attr-defined]
-    return Route(prefix=ipaddress.IPv6Network(str(d["prefix"])), nexthops=hops, protocol=str(d["protocol"]),
-                 metric=int(d["metric"]))  # type: ignore[call-overload]
-
-
-def save_snapshot(path: Path, snap: Snapshot) -> None:
-    doc = {"source": redact_url(snap.source), "fetched_at": snap.fetched_at, "duration_s": snap.duration_s,
-           "routes": [_route_to_json(r) for r in snap.routes],
-           "interfaces": [{"name": i.name, "index": i.index, "oper_up": i.oper_up, "descr": i.descr}
-                          for i in snap.interfaces]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
-
-
-def load_snapshot(path: Path) -> Snapshot | None:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("stored snapshot %s unreadable (%s); starting empty", path, exc)
-        return None
-    try:
-        return Snapshot(routes=[_route_from_json(r) for r in doc["routes"]],
-                        interfaces=[Interface(**i) for i in doc["interfaces"]],
-                        source=doc["source"], fetched_at=doc["fetched_at"], duration_s=doc["duration_s"])
-    except (KeyError, TypeError, ValueError) as exc:
-        log.warning("stored snapshot %s malformed (%s); starting empty", path, exc)
-        return None
-
-
-class EngineSync:
-    """Route sync for one source into one Fib (see module docstring)."""
-
-    def __init__(self, source: RouteSource, fib: Fib, *, state_dir: Path, safety_valve: float = 0.5,
-                 interval: float = 300.0, change_detect: float = 1.0, timeout: float = 30.0,
-                 kernel_table: int = 0, kernel_proto: int = 186) -> None:
-        self.source = source
+    def __init__(self, service: SyncService, fib: Fib, mirror: KernelMirror | None = None) -> None:
+        self.service = service
         self.fib = fib
-        self.state_dir = state_dir
-        self.safety_valve = safety_valve
-        self.interval = interval
-        self.change_detect = change_detect
-        self.timeout = timeout
-        self.kernel_table = kernel_table
-        self.kernel_proto = kernel_proto
-        self._status = SyncStatus(source=redact_url(source.url), interval_s=interval)
-        self._snapshot: Snapshot | None = None
-        self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._marker: str | None = None
-        self.history: list[dict[str, object]] = []
+        self.mirror = mirror
+        self.loaded_from_store = False
+
+    @classmethod
+    def build(cls, cfg: Config, source: RouteSource, fib: Fib, ifname_map: IfnameMap | None = None
+              ) -> ServiceSync:
+        """SyncService with the SQLite store in the state directory and, when configured, the
+        kernel mirror table."""
+        mirror = None
+        if cfg.sync.kernel_table:
+            mirror = KernelMirror(table=cfg.sync.kernel_table, protocol=cfg.sync.kernel_proto)
+        applier = Applier(fib, mirror) if ifname_map is None else Applier(fib, mirror, ifname_map)
+        store = SyncStore(cfg.engine.state_dir)
+        return cls(SyncService(source, applier, store, sync_config(cfg)), fib, mirror)
+
+    async def start(self) -> None:
+        """Serve the stored snapshot at once, then start the loops (first fetch queued)."""
+        await self.service.start(initial_sync=True)
+        # start() restores the store before it queues the first fetch: serving now = from the store
+        self.loaded_from_store = self.service.serving is not None
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+    def reconfigure(self, source: RouteSource, config: SyncConfig) -> None:
+        """SIGHUP: new source settings; the serving table stays, a resync follows at once."""
+        svc = self.service
+        svc.source = source
+        svc.config = config
+        svc.request_resync(trigger="reload")
 
     # -- SyncPort ---------------------------------------------------------------------------
     def status(self) -> SyncStatus:
-        self._status.generation = self.fib.generation
-        self._status.route_count = len(self.fib)
-        return self._status
+        st = self.service.state()
+        held = st["held"]
+        running = st["running_job"]
+        if running is not None:
+            phase = running["progress"].get("phase", "fetch")
+            state = "applying" if phase in ("diff", "apply", "store") else "fetching"
+        elif held is not None:
+            state = "held"
+        elif st["last_error"] and (st["last_success"] is None or
+                                   (st["last_attempt"] or 0) > (st["last_success"] or 0)):
+            state = "error"
+        elif self.service.serving is None:
+            state = "starting"
+        else:
+            state = "idle"
+        return SyncStatus(
+            source=redact_url(self.service.source.url), state=state, last_success=st["last_success"],
+            last_attempt=st["last_attempt"], last_duration_s=st["last_duration_s"], last_error=st["last_error"],
+            generation=self.fib.generation, route_count=len(self.fib), interval_s=st["interval_s"],
+            held_back=None if held is None else {k: int(held["counts"].get(k, 0))
+                                                 for k in ("added", "removed", "changed")},
+            held_reason=None if held is None else held["reason"],
+            loaded_from_store=self.loaded_from_store, change_detection=st["change_detection"])
 
     def table_loaded(self) -> bool:
-        return self._snapshot is not None
+        return self.service.serving is not None
 
     def router_interfaces(self) -> list[Interface]:
-        return [] if self._snapshot is None else list(self._snapshot.interfaces)
+        s = self.service.serving
+        return [] if s is None else list(s.interfaces)
 
     async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot:
+        timeout = self.service.config.fetch_timeout_s
         try:
-            return await asyncio.wait_for(self.source.fetch(progress), self.timeout)
+            return await asyncio.wait_for(self.service.source.fetch(progress), timeout)
         except TimeoutError:
-            raise SourceError(f"{redact_url(self.source.url)}: no complete answer within "
-                              f"{self.timeout:g} s (sync.timeout)") from None
+            raise SourceError(f"{redact_url(self.service.source.url)}: no complete answer within "
+                              f"{timeout:g} s (sync.timeout)") from None
 
     async def kernel_routes(self) -> list[Route] | None:
-        if not self.kernel_table:
+        mirror = self.mirror
+        if mirror is None:
             return None
-        routes, _ = await read_kernel_table(None, self.kernel_table, self.kernel_proto)
-        return routes
+        ours, _foreign = await asyncio.to_thread(mirror.dump)
+        out = []
+        for kr in ours.values():
+            hops = tuple(sorted({NextHop("", nh.gateway) for nh in kr.nexthops})) or (NextHop(""),)
+            out.append(Route(prefix=ipaddress.IPv6Network((kr.dst, kr.dst_len)), nexthops=hops,
+                             protocol=str(kr.protocol), metric=kr.priority))
+        return out
 
-    async def resync(self, force: bool, progress: Progress | None = None) -> SyncOutcome:
-        async with self._lock:
-            return await self._sync_once(force, progress, trigger="manual")
+    def start_resync(self, force: bool) -> ResyncJob:
+        return self._job(self.service.request_resync(force=force, trigger="manual"))
 
-    # -- the loop ---------------------------------------------------------------------------
-    def load_stored(self) -> bool:
-        """Serve the last good snapshot at once (before the first fetch)."""
-        snap = load_snapshot(self._store_path())
-        if snap is None:
-            return False
-        self.fib.replace(snap.routes)
-        self._snapshot = snap
-        self._status.loaded_from_store = True
-        self._status.state = "idle"
-        log.info("loaded last good snapshot: %d routes from %s", len(snap.routes), self._store_path())
-        return True
+    def get_job(self, job_id: str) -> ResyncJob | None:
+        job = self.service.job(job_id)
+        return None if job is None else self._job(job)
 
-    def reconfigure(self, source: RouteSource, *, interval: float, change_detect: float, safety_valve: float,
-                    timeout: float) -> None:
-        """SIGHUP: new source settings; the table keeps serving, the next sync uses them."""
-        self.source = source
-        self.interval, self.change_detect, self.safety_valve, self.timeout = (interval, change_detect,
-                                                                              safety_valve, timeout)
-        self._status.source, self._status.interval_s = redact_url(source.url), interval
-        self._marker = None
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Poll forever: full sync every ``interval``, sooner when the change marker moves."""
-        next_full = 0.0
-        while True:
-            now = time.monotonic()
-            if now >= next_full:
-                async with self._lock:
-                    try:
-                        await self._sync_once(False, None, trigger="timer")
-                    except Exception:
-                        log.exception("sync failed unexpectedly")
-                next_full = time.monotonic() + self.interval
-            elif self.change_detect > 0 and await self._marker_moved():
-                log.info("change marker moved; syncing now")
-                next_full = 0.0
-                continue
-            wait = next_full - time.monotonic()
-            if self.change_detect > 0:
-                wait = min(wait, self.change_detect)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
-                next_full = 0.0          # woken by reconfigure: sync now with the new settings
-            except TimeoutError:
-                pass
-
-    async def _marker_moved(self) -> bool:
-        try:
-            marker = await asyncio.wait_for(self.source.change_marker(), self.timeout)
-        except Exception as exc:
-            log.debug("change marker poll failed: %s", exc)
-            return False
-        if marker is None:
-            return False
-        moved = self._marker is not None and marker != self._marker
-        self._marker = marker
-        return moved
-
-    def _store_path(self) -> Path:
-        return self.state_dir / "last-good-snapshot.json"
-
-    def _record(self, entry: dict[str, object]) -> None:
-        self.history.append(entry)
-        del self.history[:-100]
-
-    async def _sync_once(self, force: bool, progress: Progress | None, trigger: str) -> SyncOutcome:
-        st = self._status
-        st.last_attempt = time.time()
-        st.state = "fetching"
-        t0 = time.monotonic()
-        try:
-            marker = await asyncio.wait_for(self.source.change_marker(), self.timeout)
-        except Exception:
-            marker = None
-        try:
-            snap = await self.fetch_fresh(progress)
-        except Exception as exc:
-            st.state, st.last_error = "error", f"{exc}" or type(exc).__name__
-            st.last_duration_s = time.monotonic() - t0
-            self._record({"time": st.last_attempt, "trigger": trigger, "outcome": "error", "error": st.last_error})
-            log.warning("sync from %s failed: %s (keeping generation %d)", st.source, st.last_error,
-                        self.fib.generation)
-            raise
-        if marker is not None:
-            self._marker = marker
-        current = list(self.fib.routes())
-        diff = diff_routes(current, snap.routes)
-        if not force and self._valve_holds(len(current), diff, len(snap.routes)):
-            st.state, st.held_back = "held", diff
-            st.last_duration_s = time.monotonic() - t0
-            st.last_error = (f"safety valve: sync would remove {len(diff.removed)} of {len(current)} routes "
-                             f"(more than {self.safety_valve:.0%}); held back until forced")
-            self._record({"time": st.last_attempt, "trigger": trigger, "outcome": "held", **diff.counts()})
-            log.warning("%s", st.last_error)
-            return SyncOutcome(diff, applied=False, held_back=True, generation=self.fib.generation,
-                               route_count=len(current), message=st.last_error)
-        st.state = "applying"
-        if not diff.empty or self._snapshot is None:
-            self.fib.replace(snap.routes)
-        self._snapshot = snap
-        try:
-            save_snapshot(self._store_path(), snap)
-        except OSError as exc:
-            log.warning("could not store the snapshot in %s: %s", self.state_dir, exc)
-        st.state, st.last_error, st.held_back = "idle", None, None
-        st.last_success = time.time()
-        st.last_duration_s = time.monotonic() - t0
-        self._record({"time": st.last_attempt, "trigger": trigger, "outcome": "applied", "forced": force,
-                      **diff.counts()})
-        log.info("sync applied (%s): +%d -%d ~%d, %d routes, generation %d", trigger, len(diff.added),
-                 len(diff.removed), len(diff.changed), len(snap.routes), self.fib.generation)
-        return SyncOutcome(diff, applied=True, held_back=False, generation=self.fib.generation,
-                           route_count=len(snap.routes))
-
-    def _valve_holds(self, current: int, diff: RouteDiff, new_count: int) -> bool:
-        if current == 0:
-            return False
-        return new_count == 0 or len(diff.removed) / current > self.safety_valve
+    def _job(self, job: SyncJob) -> ResyncJob:
+        res = job.result or {}
+        outcome = None
+        if job.status in ("applied", "unchanged", "held"):
+            counts = res.get("counts", {})
+            outcome = SyncOutcome(
+                counts={k: int(counts.get(k, 0)) for k in ("added", "removed", "changed")},
+                applied=job.status == "applied", held_back=job.status == "held",
+                generation=int(res.get("apply", {}).get("generation", self.fib.generation)),
+                route_count=int(counts.get("new_count", len(self.fib))),
+                message=res.get("reason") or ("no change" if job.status == "unchanged" else "applied"))
+        return ResyncJob(id=job.id, force=job.force, created_at=job.created_at,
+                         state=_JOB_STATE.get(job.status, job.status), trigger=job.trigger,
+                         started_at=job.started_at, finished_at=job.finished_at,
+                         rows=int(job.progress.get("rows", 0)), phase=str(job.progress.get("phase", "")),
+                         outcome=outcome, error=None if job.status == "held" else job.error)

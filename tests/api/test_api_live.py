@@ -153,7 +153,7 @@ def test_safety_valve_holds_mass_withdrawal_until_forced(router: Router, xtmp: P
             assert job["result"]["counts"]["removed"] == 18
             st = c.get("/status").json()["sync"]
             assert st["state"] == "held" and st["held_back"] == {"added": 0, "removed": 18, "changed": 0}
-            assert "safety valve" in st["last_error"]
+            assert "would remove 18 of 23 routes" in st["held_reason"]
             assert st["route_count"] == 23                            # still serving the old table
             assert c.get("/routes/lookup", params={"dst": "2001:db8:1001::1"}).status_code == 200
             assert 'xcast6_sync_held_back_routes{change="removed"} 18' in c.get("/metrics").text
