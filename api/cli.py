@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -20,6 +20,9 @@ from api.client import (
     ClientError,
     resolve_target,
 )
+
+if TYPE_CHECKING:
+    from api.config import Config
 
 UrlOpt = typer.Option(None, "--url", help="API URL (env XCAST6_API_URL; default from the config file)")
 TokenOpt = typer.Option(None, "--token", help="API token (env XCAST6_API_TOKEN; default from the config)")
@@ -283,7 +286,7 @@ def config_check(path: str = typer.Argument(..., help="Config file to validate")
         else:
             typer.echo(f"xcast6-engine: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
-    problems = _source_problems(cfg.sync.source)
+    problems = _source_problems(cfg)
     if problems:
         if as_json:
             _dump({"valid": False, "problems": problems})
@@ -297,14 +300,16 @@ def config_check(path: str = typer.Argument(..., help="Config file to validate")
                    f"{cfg.workers.count} workers, API {cfg.api_url()})")
 
 
-def _source_problems(url: str) -> list[str]:
-    """Let the source driver parse its URL (no connection is made)."""
+def _source_problems(cfg: Config) -> list[str]:
+    """Let the source driver parse its URL and find its secrets (no connection is made)."""
     from sync.source import SourceError
 
+    from api.daemon import _export_source_secrets
     from api.syncport import open_route_source
 
+    _export_source_secrets(cfg)
     try:
-        open_route_source(url)
+        open_route_source(cfg.sync.source)
     except SourceError as exc:
         return [f"sync.source: {exc}"]
     except ValueError as exc:
@@ -321,12 +326,16 @@ def register(app: typer.Typer) -> None:
     """Add ``run``, ``config`` and the client commands; every client command is also under ``api``
     so that a top-level name another package already uses (e.g. ``routes`` or ``interfaces``
     groups) never hides it."""
-    taken = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    taken = {c.name for c in app.registered_commands}
+    groups = {g.name: g.typer_instance for g in app.registered_groups if g.typer_instance is not None}
     api_app = typer.Typer(help="Engine API client commands.", no_args_is_help=True)
     for name, fn in CLIENT_COMMANDS.items():
         api_app.command(name)(fn)
-        if name not in taken:
+        if name in groups:            # e.g. sync's `routes fetch|diff`: join the group as `show`
+            groups[name].command("show")(fn)
+        elif name not in taken:
             app.command(name)(fn)
+    taken |= set(groups)
     app.add_typer(api_app, name="api")
     if "run" not in taken:
         app.command("run")(run)

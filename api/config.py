@@ -444,7 +444,14 @@ def _check_table(raw: Mapping[str, Any], spec: _Spec, where: str, problems: list
         try:
             out[name] = check(value)
         except _Bad as exc:
-            problems.append(f"{where}{key}: {_show(value)} is not allowed: {exc}")
+            # never echo a secret: URLs lose their credentials, secret values are not shown at all
+            if check is _secret:
+                shown = "this value"
+            elif check is _source and isinstance(value, str):
+                shown = repr(redact_url(value))
+            else:
+                shown = _show(value)
+            problems.append(f"{where}{key}: {shown} is not allowed: {exc}")
     return out
 
 
@@ -486,7 +493,8 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
             values.setdefault(section, {})[key] = Secret(env[var])
 
     sync = values.get("sync", {})
-    if not sync.get("source"):
+    raw_sync = data.get("sync")
+    if "source" not in sync and not (isinstance(raw_sync, dict) and "source" in raw_sync):
         problems.append("sync.source: missing (the router to mirror, e.g. 'snmp://public@[2001:db8::1]')")
     links = values.get("links", {})
     mode = links.get("mode", "vlan")
