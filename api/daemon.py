@@ -150,7 +150,7 @@ class Daemon:
             server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             tasks.append(loop.create_task(server.serve()))
         tasks.append(loop.create_task(self._sample_rates(view)))
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))

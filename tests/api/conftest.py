@@ -187,3 +187,45 @@ def wait_for(cond, timeout: float = 10.0, every: float = 0.1):  # type: ignore[n
         if value or time.monotonic() > deadline:
             return value
         time.sleep(every)
+
+
+class InProcessDaemon:
+    """The daemon run in a thread of the test process (its own event loop)."""
+
+    def __init__(self, cfg_path: Path, **kwargs: object) -> None:
+        import asyncio
+        import threading
+
+        from api.config import load_config
+        from api.daemon import Daemon as _Daemon
+
+        self.cfg = load_config(cfg_path)
+        self.loop = asyncio.new_event_loop()
+        self.daemon = _Daemon(self.cfg, **kwargs)  # type: ignore[arg-type]
+        self.error: BaseException | None = None
+        self.url = self.cfg.api_url()
+
+        def main() -> None:
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.loop.run_until_complete(self.daemon.run())
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=main, name="xapi-daemon", daemon=True)
+        self.thread.start()
+        ok = wait_for(lambda: self.error is not None or self._healthy(), 30)
+        if self.error is not None or not ok:
+            raise AssertionError(f"in-process daemon did not start: {self.error!r}")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/readyz", timeout=1, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.daemon.request_stop)
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "daemon thread did not stop"
+        assert self.error is None, repr(self.error)
