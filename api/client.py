@@ -16,12 +16,12 @@ DEFAULT_URL = "http://127.0.0.1:8406"
 
 # Exit codes scripts can rely on.
 EXIT_OK = 0
-EXIT_API = 1          # the API answered with an error (problem document)
-EXIT_USAGE = 2        # bad option or configuration
+EXIT_API = 1  # the API answered with an error (problem document)
+EXIT_USAGE = 2  # bad option or configuration
 EXIT_UNREACHABLE = 3  # no answer from the API
-EXIT_AUTH = 4         # token missing or wrong
+EXIT_AUTH = 4  # token missing or wrong
 EXIT_NOT_APPLIED = 5  # resync held back by the safety valve or failed
-EXIT_DIFFERS = 6      # diff --exit-code: tables differ
+EXIT_DIFFERS = 6  # diff --exit-code: tables differ
 
 
 class ClientError(Exception):
@@ -83,16 +83,25 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                json: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> Any:
         params = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             resp = self._http.request(method, path, params=params, json=json)
         except httpx.TimeoutException:
             raise ClientError(EXIT_UNREACHABLE, f"{self.target.url}{path}: no answer in time") from None
         except httpx.HTTPError as exc:
-            raise ClientError(EXIT_UNREACHABLE, f"cannot reach the engine API at {self.target.url}: "
-                              f"{exc or type(exc).__name__}") from None
+            raise ClientError(
+                EXIT_UNREACHABLE,
+                f"cannot reach the engine API at {self.target.url}: {exc or type(exc).__name__}",
+            ) from None
         if resp.status_code in ok:
             ctype = resp.headers.get("content-type", "")
             return resp.json() if "json" in ctype else resp.text

@@ -40,8 +40,14 @@ class ConfigError(ValueError):
         self.problems = problems
         self.path = path
         where = f"{path}: " if path else ""
-        super().__init__(where + ("; ".join(problems) if len(problems) == 1 else
-                                  f"{len(problems)} problems:\n  " + "\n  ".join(problems)))
+        super().__init__(
+            where
+            + (
+                "; ".join(problems)
+                if len(problems) == 1
+                else f"{len(problems)} problems:\n  " + "\n  ".join(problems)
+            )
+        )
 
 
 class Secret:
@@ -77,14 +83,16 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         user, _, host = netloc.rpartition("@")
-        if parts.scheme == "snmp":          # v2c: the "user" is the community, a shared secret
+        if parts.scheme == "snmp":  # v2c: the "user" is the community, a shared secret
             user = "***"
         elif ":" in user:
             user = user.split(":", 1)[0] + ":***"
         netloc = f"{user}@{host}"
     query = parts.query
     if query:
-        pairs = [(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in parse_qsl(query, keep_blank_values=True)]
+        pairs = [
+            (k, "***" if _SECRET_QUERY.search(k) else v) for k, v in parse_qsl(query, keep_blank_values=True)
+        ]
         query = urlencode(pairs, safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
@@ -173,27 +181,48 @@ class Config:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able view for logs and ``config check`` with every secret shown as ``***``."""
+
         def sec(s: Secret | None) -> str | None:
             return None if s is None else "***"
+
         return {
-            "engine": {"state_dir": str(self.engine.state_dir), "log_format": self.engine.log_format,
-                       "log_level": self.engine.log_level},
-            "sync": {"source": self.sync.source_redacted(), "interval": self.sync.interval,
-                     "change_detect": self.sync.change_detect, "safety_valve": self.sync.safety_valve,
-                     "kernel_table": self.sync.kernel_table, "kernel_proto": self.sync.kernel_proto,
-                     "timeout": self.sync.timeout,
-                     "snmp_community": sec(self.sync.snmp_community),
-                     "snmp_auth_key": sec(self.sync.snmp_auth_key),
-                     "snmp_priv_key": sec(self.sync.snmp_priv_key),
-                     "netconf_password": sec(self.sync.netconf_password)},
-            "links": {"mode": self.links.mode, "trunk": self.links.trunk,
-                      "vlan_range": list(self.links.vlan_range), "pool": self.links.pool,
-                      "mtu": self.links.mtu,
-                      "map": [vars_of(m) for m in self.links.map]},
-            "workers": {"count": self.workers.count, "ingress": list(self.workers.ingress),
-                        "restart_backoff": self.workers.restart_backoff},
-            "api": {"listen": self.api.listen, "port": self.api.port, "token": sec(self.api.token),
-                    "enabled": self.api.enabled},
+            "engine": {
+                "state_dir": str(self.engine.state_dir),
+                "log_format": self.engine.log_format,
+                "log_level": self.engine.log_level,
+            },
+            "sync": {
+                "source": self.sync.source_redacted(),
+                "interval": self.sync.interval,
+                "change_detect": self.sync.change_detect,
+                "safety_valve": self.sync.safety_valve,
+                "kernel_table": self.sync.kernel_table,
+                "kernel_proto": self.sync.kernel_proto,
+                "timeout": self.sync.timeout,
+                "snmp_community": sec(self.sync.snmp_community),
+                "snmp_auth_key": sec(self.sync.snmp_auth_key),
+                "snmp_priv_key": sec(self.sync.snmp_priv_key),
+                "netconf_password": sec(self.sync.netconf_password),
+            },
+            "links": {
+                "mode": self.links.mode,
+                "trunk": self.links.trunk,
+                "vlan_range": list(self.links.vlan_range),
+                "pool": self.links.pool,
+                "mtu": self.links.mtu,
+                "map": [vars_of(m) for m in self.links.map],
+            },
+            "workers": {
+                "count": self.workers.count,
+                "ingress": list(self.workers.ingress),
+                "restart_backoff": self.workers.restart_backoff,
+            },
+            "api": {
+                "listen": self.api.listen,
+                "port": self.api.port,
+                "token": sec(self.api.token),
+                "enabled": self.api.enabled,
+            },
         }
 
 
@@ -217,8 +246,12 @@ def _show(value: object) -> str:
     return str(value)
 
 
-def _number(positive: bool = False, minimum: float | None = None, maximum: float | None = None,
-            what: str = "number of seconds") -> Callable[[object], float]:
+def _number(
+    positive: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    what: str = "number of seconds",
+) -> Callable[[object], float]:
     def check(v: object) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise _Bad(f"must be a {'positive ' if positive else ''}{what}")
@@ -230,6 +263,7 @@ def _number(positive: bool = False, minimum: float | None = None, maximum: float
         if maximum is not None and f > maximum:
             raise _Bad(f"must be a {what} <= {maximum:g}")
         return f
+
     return check
 
 
@@ -238,13 +272,16 @@ def _integer(lo: int, hi: int, what: str = "integer") -> Callable[[object], int]
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise _Bad(f"must be an {what} from {lo} to {hi}")
         return v
+
     return check
 
 
 def _kernel_table(v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32 or v in (253, 254, 255):
-        raise _Bad("must be a dedicated table id from 1 to 4294967295 other than 253/254/255 "
-                   "(local/main/default), or 0 for no kernel mirror")
+        raise _Bad(
+            "must be a dedicated table id from 1 to 4294967295 other than 253/254/255 "
+            "(local/main/default), or 0 for no kernel mirror"
+        )
     return v
 
 
@@ -259,6 +296,7 @@ def _choice(*allowed: str) -> Callable[[object], str]:
         if not isinstance(v, str) or v.lower() not in allowed:
             raise _Bad("must be one of " + ", ".join(repr(a) for a in allowed))
         return v.lower()
+
     return check
 
 
@@ -267,6 +305,7 @@ def _string(nonempty: bool = True) -> Callable[[object], str]:
         if not isinstance(v, str) or (nonempty and not v.strip()):
             raise _Bad("must be a non-empty string")
         return v
+
     return check
 
 
@@ -321,8 +360,10 @@ def _listen(v: object) -> str:
 
 def _source(v: object) -> str:
     if not isinstance(v, str) or not v:
-        raise _Bad("must be a source URL such as 'snmp://public@[2001:db8::1]' or "
-                   "'netconf://user@router:830?flavor=junos'")
+        raise _Bad(
+            "must be a source URL such as 'snmp://public@[2001:db8::1]' or "
+            "'netconf://user@router:830?flavor=junos'"
+        )
     try:
         parts = urlsplit(v)
         port = parts.port
@@ -370,8 +411,11 @@ def _addr6(v: object) -> str:
 
 
 def _vlan_range(v: object) -> tuple[int, int]:
-    if (not isinstance(v, list) or len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool)
-                                                          for x in v)):
+    if (
+        not isinstance(v, list)
+        or len(v) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+    ):
         raise _Bad("must be a list of two VLAN ids [first, last]")
     lo, hi = v
     if not (1 <= lo <= hi <= 4094):
@@ -379,7 +423,7 @@ def _vlan_range(v: object) -> tuple[int, int]:
     return (lo, hi)
 
 
-_Spec = dict[str, tuple[Callable[[object], Any], str]]   # key -> (validator, field name)
+_Spec = dict[str, tuple[Callable[[object], Any], str]]  # key -> (validator, field name)
 
 _SECTIONS: dict[str, _Spec] = {
     "engine": {
@@ -393,7 +437,10 @@ _SECTIONS: dict[str, _Spec] = {
         "change_detect": (_number(minimum=0, what="number of seconds (0 disables)"), "change_detect"),
         "safety_valve": (_share, "safety_valve"),
         "kernel_table": (_kernel_table, "kernel_table"),
-        "kernel_proto": (_integer(5, 255, "integer protocol number (1-4 are the kernel's own)"), "kernel_proto"),
+        "kernel_proto": (
+            _integer(5, 255, "integer protocol number (1-4 are the kernel's own)"),
+            "kernel_proto",
+        ),
         "timeout": (_number(positive=True), "timeout"),
         "snmp_community": (_secret, "snmp_community"),
         "snmp_auth_key": (_secret, "snmp_auth_key"),
@@ -455,8 +502,9 @@ def _check_table(raw: Mapping[str, Any], spec: _Spec, where: str, problems: list
     return out
 
 
-def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
-                 path: str | None = None) -> Config:
+def parse_config(
+    data: Mapping[str, Any], env: Mapping[str, str] | None = None, path: str | None = None
+) -> Config:
     """Validate a decoded TOML document (plus env secrets) into a :class:`Config`.
 
     Raises :class:`ConfigError` listing every problem found.
@@ -503,13 +551,17 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
             problems.append("links.trunk: missing (mode 'vlan' needs the 802.1Q trunk interface)")
         for i, m in enumerate(map_entries):
             if m.vlan is None and "pool" not in links:
-                problems.append(f"links.map[{i}].vlan: missing (mode 'vlan' needs a VLAN id per mapping "
-                                "unless links.pool allows automatic allocation)")
+                problems.append(
+                    f"links.map[{i}].vlan: missing (mode 'vlan' needs a VLAN id per mapping "
+                    "unless links.pool allows automatic allocation)"
+                )
     else:
         for i, m in enumerate(map_entries):
             if m.engine_if is None:
-                problems.append(f"links.map[{i}].engine_if: missing (mode 'direct' needs the engine "
-                                "interface for each router interface)")
+                problems.append(
+                    f"links.map[{i}].engine_if: missing (mode 'direct' needs the engine "
+                    "interface for each router interface)"
+                )
     vlans = [m.vlan for m in map_entries if m.vlan is not None]
     for dup in sorted({v for v in vlans if vlans.count(v) > 1}):
         problems.append(f"links.map: vlan {dup} is used by more than one mapping")

@@ -1,10 +1,10 @@
 """``xcast6-engine run``: sync, workers and the API under one asyncio supervisor.
 
 Start-up order: last good snapshot from the state directory (the table serves at once; the
-sync loops start with it and queue the first fetch) -> engine links -> packet workers -> API.  SIGTERM/SIGINT stop gracefully (API
-first, then sync, then workers); SIGHUP re-reads the file and applies new route-source
-settings without dropping the table; a crashed worker is restarted by the supervisor while
-the table, the sync and the API keep running in this process.
+sync loops start with it and queue the first fetch) -> engine links -> packet workers -> API.
+SIGTERM/SIGINT stop gracefully (API first, then sync, then workers); SIGHUP re-reads the
+file and applies new route-source settings without dropping the table; a crashed worker is
+restarted by the supervisor while the table, the sync and the API keep running here.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine import __version__
-from engine.fib import Fib
-from sync.source import RouteSource, SourceError
-
 from api.config import Config, ConfigError, load_config, redact_url
 from api.links import LinkHolder, direct_links_from_config
 from api.state import EngineView
 from api.syncport import ServiceSync, open_route_source, sync_config
 from api.workers import ArgvFor, WorkerSupervisor
+from engine import __version__
+from engine.fib import Fib
+from sync.source import RouteSource, SourceError
 
 log = logging.getLogger("xcast6.daemon")
 TOKEN_FILE = "api-token"
@@ -38,8 +37,12 @@ TOKEN_FILE = "api-token"
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-               "msg": record.getMessage()}
+        doc = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc)
@@ -83,13 +86,18 @@ def default_worker_argv(cfg: Config) -> ArgvFor | None:
 
     def argv(index: int) -> Sequence[str]:
         return [sys.executable, "-m", "engine.worker", "--config", str(cfg.path), "--index", str(index)]
+
     return argv
 
 
 def _export_source_secrets(cfg: Config) -> None:
     """Sources read their secrets from the environment; the file's values go there (never logged)."""
-    pairs = {"XCAST6_SNMP_COMMUNITY": cfg.sync.snmp_community, "XCAST6_SNMP_AUTH_KEY": cfg.sync.snmp_auth_key,
-             "XCAST6_SNMP_PRIV_KEY": cfg.sync.snmp_priv_key, "XCAST6_NETCONF_PASSWORD": cfg.sync.netconf_password}
+    pairs = {
+        "XCAST6_SNMP_COMMUNITY": cfg.sync.snmp_community,
+        "XCAST6_SNMP_AUTH_KEY": cfg.sync.snmp_auth_key,
+        "XCAST6_SNMP_PRIV_KEY": cfg.sync.snmp_priv_key,
+        "XCAST6_NETCONF_PASSWORD": cfg.sync.netconf_password,
+    }
     for var, secret in pairs.items():
         if secret is not None:
             os.environ[var] = secret.reveal()
@@ -98,8 +106,13 @@ def _export_source_secrets(cfg: Config) -> None:
 class Daemon:
     """One engine: build with a validated config, then ``await run()``."""
 
-    def __init__(self, cfg: Config, *, argv_for: ArgvFor | None = None,
-                 source_factory: Callable[[str], RouteSource] = open_route_source) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        argv_for: ArgvFor | None = None,
+        source_factory: Callable[[str], RouteSource] = open_route_source,
+    ) -> None:
         self.cfg = cfg
         self._argv_for = argv_for
         self._source_factory = source_factory
@@ -133,10 +146,16 @@ class Daemon:
         # 3. workers
         argv_for = self._argv_for or default_worker_argv(cfg)
         if cfg.workers.count and argv_for is None:
-            raise ConfigError([f"workers.count: {cfg.workers.count} is not allowed: this build has no packet "
-                               "worker (engine.worker); use 0 for API and sync only"], cfg.path)
-        self.workers = workers = WorkerSupervisor(cfg.workers.count, argv_for or (lambda i: []),
-                                                  backoff=cfg.workers.restart_backoff)
+            raise ConfigError(
+                [
+                    f"workers.count: {cfg.workers.count} is not allowed: this build has no packet "
+                    "worker (engine.worker); use 0 for API and sync only"
+                ],
+                cfg.path,
+            )
+        self.workers = workers = WorkerSupervisor(
+            cfg.workers.count, argv_for or (lambda i: []), backoff=cfg.workers.restart_backoff
+        )
         await workers.start()
         # 4. API
         self.view = view = EngineView(fib=fib, sync=sync, workers=workers, links=links, version=__version__)
@@ -145,25 +164,41 @@ class Daemon:
         loop = asyncio.get_running_loop()
         if cfg.api.enabled:
             app = create_app(view, api_token(cfg))
-            server = uvicorn.Server(uvicorn.Config(app, host=cfg.api.listen, port=cfg.api.port, log_config=None,
-                                                   lifespan="off", access_log=False))
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=cfg.api.listen,
+                    port=cfg.api.port,
+                    log_config=None,
+                    lifespan="off",
+                    access_log=False,
+                )
+            )
+            # the supervisor owns SIGTERM/SIGINT/SIGHUP; uvicorn must not swap the handlers
+            server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
             tasks.append(loop.create_task(server.serve()))
         tasks.append(loop.create_task(self._sample_rates(view)))
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
-        log.info("xcast6-engine %s running: source %s, %d routes, %d workers, API %s", __version__,
-                 redact_url(cfg.sync.source), len(fib), cfg.workers.count,
-                 cfg.api_url() if cfg.api.enabled else "disabled")
+        log.info(
+            "xcast6-engine %s running: source %s, %d routes, %d workers, API %s",
+            __version__,
+            redact_url(cfg.sync.source),
+            len(fib),
+            cfg.workers.count,
+            cfg.api_url() if cfg.api.enabled else "disabled",
+        )
         if server is not None:
             while not server.started and not tasks[0].done():
                 await asyncio.sleep(0.02)
             if tasks[0].done():
                 await workers.stop()
                 exc = tasks[0].exception()
-                raise SystemExit(f"API could not start on {cfg.api.listen}:{cfg.api.port}: {exc or 'bind failed'}")
+                raise SystemExit(
+                    f"API could not start on {cfg.api.listen}:{cfg.api.port}: {exc or 'bind failed'}"
+                )
         self.started.set()
         await self._stop.wait()
         log.info("stopping: API, sync, workers")
@@ -193,11 +228,13 @@ class Daemon:
             return
         _export_source_secrets(new)
         self.sync.reconfigure(source, sync_config(new))
-        others = [s for s in ("engine", "links", "workers", "api")
-                  if getattr(new, s) != getattr(self.cfg, s)]
+        others = [s for s in ("engine", "links", "workers", "api") if getattr(new, s) != getattr(self.cfg, s)]
         self.cfg = new
-        log.info("reloaded route-source settings: source %s, interval %g s", redact_url(new.sync.source),
-                 new.sync.interval)
+        log.info(
+            "reloaded route-source settings: source %s, interval %g s",
+            redact_url(new.sync.source),
+            new.sync.interval,
+        )
         if others:
             log.warning("changes in [%s] take effect at the next restart", ", ".join(others))
 

@@ -21,8 +21,22 @@ from sync.model import Interface, Snapshot
 from sync.source import Progress, SourceError
 
 RTN_UNICAST = 1
-_PROTO_NAMES = {1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated", 9: "ra", 11: "zebra",
-                12: "bird", 16: "dhcp", 42: "babel", 186: "bgp", 187: "isis", 188: "ospf", 189: "rip"}
+_PROTO_NAMES = {
+    1: "redirect",
+    2: "kernel",
+    3: "boot",
+    4: "static",
+    8: "gated",
+    9: "ra",
+    11: "zebra",
+    12: "bird",
+    16: "dhcp",
+    42: "babel",
+    186: "bgp",
+    187: "isis",
+    188: "ospf",
+    189: "rip",
+}
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 _MULTICAST = ipaddress.IPv6Network("ff00::/8")
 
@@ -31,8 +45,9 @@ def _proto_name(n: int) -> str:
     return _PROTO_NAMES.get(n, str(n))
 
 
-async def read_kernel_table(netns: str | None, table: int, proto: int | None = None
-                            ) -> tuple[list[Route], list[Interface]]:
+async def read_kernel_table(
+    netns: str | None, table: int, proto: int | None = None
+) -> tuple[list[Route], list[Interface]]:
     """IPv6 unicast routes of one table (link-local and multicast left out) and the interfaces.
 
     A namespace is entered by a short-lived thread of its own (``setns`` is per thread), never
@@ -43,6 +58,10 @@ async def read_kernel_table(netns: str | None, table: int, proto: int | None = N
     done = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
 
+    def _finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
     def work() -> None:
         try:
             if netns is not None:
@@ -51,7 +70,7 @@ async def read_kernel_table(netns: str | None, table: int, proto: int | None = N
         except BaseException as exc:
             error.append(exc)
         finally:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+            loop.call_soon_threadsafe(_finish)
 
     threading.Thread(target=work, name=f"kernel-read-{netns or 'host'}", daemon=True).start()
     await done
@@ -70,7 +89,7 @@ def _enter_netns(name: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
     try:
-        if libc.setns(fd, 0x40000000) != 0:     # CLONE_NEWNET, this thread only
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET, this thread only
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
     finally:
@@ -86,9 +105,14 @@ def _dump(table: int, proto: int | None) -> tuple[list[Route], list[Interface]]:
         for link in ipr.get_links():
             name = link.get("ifname")
             names[link["index"]] = name
-            interfaces.append(Interface(name=name, index=link["index"],
-                                        oper_up=link.get("operstate") in ("UP", "UNKNOWN"),
-                                        descr=link.get("ifalias") or ""))
+            interfaces.append(
+                Interface(
+                    name=name,
+                    index=link["index"],
+                    oper_up=link.get("operstate") in ("UP", "UNKNOWN"),
+                    descr=link.get("ifalias") or "",
+                )
+            )
         routes = []
         for msg in ipr.route("dump", family=socket.AF_INET6, table=table):
             if msg["type"] != RTN_UNICAST or (proto is not None and msg["proto"] != proto):
@@ -98,16 +122,27 @@ def _dump(table: int, proto: int | None) -> tuple[list[Route], list[Interface]]:
             prefix = ipaddress.IPv6Network((msg.get("dst") or "::", msg["dst_len"]))
             if prefix.subnet_of(_LINK_LOCAL) or prefix.subnet_of(_MULTICAST):
                 continue
-            legs = msg.get("multipath") or [{"oif": msg.get("oif"),
-                                             "attrs": [("RTA_GATEWAY", msg.get("gateway"))]}]
+            legs = msg.get("multipath") or [
+                {"oif": msg.get("oif"), "attrs": [("RTA_GATEWAY", msg.get("gateway"))]}
+            ]
             hops = []
             for leg in legs:
                 gw = dict(leg.get("attrs") or []).get("RTA_GATEWAY")
                 oif = leg.get("oif")
-                hops.append(NextHop(ifname=names.get(oif, f"if{oif}"),
-                                    gateway=None if not gw else ipaddress.IPv6Address(gw).packed))
-            routes.append(Route(prefix=prefix, nexthops=tuple(sorted(hops)),
-                                protocol=_proto_name(msg["proto"]), metric=msg.get("priority") or 0))
+                hops.append(
+                    NextHop(
+                        ifname=names.get(oif, f"if{oif}"),
+                        gateway=None if not gw else ipaddress.IPv6Address(gw).packed,
+                    )
+                )
+            routes.append(
+                Route(
+                    prefix=prefix,
+                    nexthops=tuple(sorted(hops)),
+                    protocol=_proto_name(msg["proto"]),
+                    metric=msg.get("priority") or 0,
+                )
+            )
     return routes, interfaces
 
 
@@ -117,7 +152,9 @@ class KernelSource:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme != "kernel" or not parts.hostname:
-            raise SourceError(f"source {url!r}: expected kernel://NETNS[?table=N] (NETNS 'localhost' = this one)")
+            raise SourceError(
+                f"source {url!r}: expected kernel://NETNS[?table=N] (NETNS 'localhost' = this one)"
+            )
         self.url = url
         self.netns = None if parts.hostname == "localhost" else parts.hostname
         query = parse_qs(parts.query)
@@ -134,7 +171,9 @@ class KernelSource:
         routes, interfaces = await read_kernel_table(self.netns, self.table)
         if progress:
             progress(len(routes), "routes")
-        return Snapshot(routes=routes, interfaces=interfaces, source=self.url, duration_s=time.monotonic() - t0)
+        return Snapshot(
+            routes=routes, interfaces=interfaces, source=self.url, duration_s=time.monotonic() - t0
+        )
 
     async def change_marker(self) -> str | None:
         routes, interfaces = await read_kernel_table(self.netns, self.table)

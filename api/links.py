@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from vlan.linkmap import EngineLink, LinkMap
-
 from api.config import LinksSection
+from vlan.linkmap import EngineLink, LinkMap
 
 
 class LinkHolder:
@@ -52,11 +51,21 @@ def direct_links_from_config(links: LinksSection) -> LinkMap:
             if not idx:
                 continue
             link = ipr.get_links(idx[0])[0]
-            engine_addr = (ipaddress.IPv6Interface(m.engine_addr).ip.packed if m.engine_addr else b"\0" * 16)
-            out.append(EngineLink(
-                router_ifname=m.router_if, engine_ifname=m.engine_if, engine_ifindex=idx[0], vlan_id=m.vlan,
-                engine_addr=engine_addr,
-                router_addr=None if m.router_addr is None else ipaddress.IPv6Address(m.router_addr).packed,
-                engine_mac=_mac(link.get("address")) or b"\0" * 6, router_mac=None,
-                mtu=link.get("mtu") or 1500, oper_up=link.get("operstate") in ("UP", "UNKNOWN")))
+            engine_addr = ipaddress.IPv6Interface(m.engine_addr).ip.packed if m.engine_addr else b"\0" * 16
+            out.append(
+                EngineLink(
+                    router_ifname=m.router_if,
+                    engine_ifname=m.engine_if,
+                    engine_ifindex=idx[0],
+                    vlan_id=m.vlan,
+                    engine_addr=engine_addr,
+                    router_addr=None
+                    if m.router_addr is None
+                    else ipaddress.IPv6Address(m.router_addr).packed,
+                    engine_mac=_mac(link.get("address")) or b"\0" * 6,
+                    router_mac=None,
+                    mtu=link.get("mtu") or 1500,
+                    oper_up=link.get("operstate") in ("UP", "UNKNOWN"),
+                )
+            )
     return LinkMap(out)

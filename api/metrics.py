@@ -27,8 +27,14 @@ class _Out:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def family(self, name: str, kind: str, help_text: str,
-               samples: Iterable[tuple[dict[str, str], float]], suffix: str = "") -> None:
+    def family(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[dict[str, str], float]],
+        suffix: str = "",
+    ) -> None:
         self.lines.append(f"# HELP {name} {help_text}")
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
@@ -50,18 +56,37 @@ def render(view: EngineView) -> str:
     o.family("xcast6_routes", "gauge", "Routes in the engine forwarding table.", [({}, st.route_count)])
     o.family("xcast6_fib_generation", "gauge", "Forwarding table generation.", [({}, st.generation)])
     states = ("starting", "idle", "fetching", "applying", "held", "error")
-    o.family("xcast6_sync_state", "gauge", "Current sync state (1 = in that state).",
-             [({"state": s}, int(st.state == s)) for s in states])
-    o.family("xcast6_sync_last_success_timestamp_seconds", "gauge", "UNIX time of the last applied sync.",
-             [({}, st.last_success or 0)])
-    o.family("xcast6_sync_last_duration_seconds", "gauge", "Duration of the last sync attempt.",
-             [({}, st.last_duration_s or 0)])
-    o.family("xcast6_sync_held_back_routes", "gauge",
-             "Routes a held-back sync would remove/add/change (safety valve).",
-             [({"change": k}, v) for k, v in (st.held_back or {"added": 0, "removed": 0, "changed": 0}).items()])
+    o.family(
+        "xcast6_sync_state",
+        "gauge",
+        "Current sync state (1 = in that state).",
+        [({"state": s}, int(st.state == s)) for s in states],
+    )
+    o.family(
+        "xcast6_sync_last_success_timestamp_seconds",
+        "gauge",
+        "UNIX time of the last applied sync.",
+        [({}, st.last_success or 0)],
+    )
+    o.family(
+        "xcast6_sync_last_duration_seconds",
+        "gauge",
+        "Duration of the last sync attempt.",
+        [({}, st.last_duration_s or 0)],
+    )
+    o.family(
+        "xcast6_sync_held_back_routes",
+        "gauge",
+        "Routes a held-back sync would remove/add/change (safety valve).",
+        [({"change": k}, v) for k, v in (st.held_back or {"added": 0, "removed": 0, "changed": 0}).items()],
+    )
     counters = view.workers.counters()
-    o.family("xcast6_packets_total", "counter", "Packet counters by reason, summed over workers.",
-             [({"reason": k}, v) for k, v in sorted(counters.items())])
+    o.family(
+        "xcast6_packets_total",
+        "counter",
+        "Packet counters by reason, summed over workers.",
+        [({"reason": k}, v) for k, v in sorted(counters.items())],
+    )
     h = view.workers.latency()
     o.lines.append("# HELP xcast6_latency_seconds Receive-to-send latency of branched packets.")
     o.lines.append("# TYPE xcast6_latency_seconds histogram")
@@ -73,19 +98,51 @@ def render(view: EngineView) -> str:
     o.sample("xcast6_latency_seconds_sum", {}, h.sum_us / 1e6)
     o.sample("xcast6_latency_seconds_count", {}, h.count)
     ws = view.workers.workers()
-    o.family("xcast6_workers_configured", "gauge", "Configured packet workers.", [({}, view.workers.configured())])
-    o.family("xcast6_worker_up", "gauge", "1 when the worker process runs.",
-             [({"worker": str(w.index)}, int(w.state == "running")) for w in ws])
-    o.family("xcast6_worker_restarts_total", "counter", "Worker restarts after a crash.",
-             [({"worker": str(w.index)}, w.restarts) for w in ws])
-    o.family("xcast6_worker_cpu_seconds_total", "counter", "Worker CPU time (user+system).",
-             [({"worker": str(w.index)}, w.cpu_seconds) for w in ws if w.cpu_seconds is not None])
-    o.family("xcast6_worker_resident_memory_bytes", "gauge", "Worker resident memory.",
-             [({"worker": str(w.index)}, w.rss_bytes) for w in ws if w.rss_bytes is not None])
-    o.family("xcast6_worker_context_switches_total", "counter", "Worker context switches.",
-             [s for w in ws if w.ctx_switches_voluntary is not None for s in (
-                 ({"worker": str(w.index), "kind": "voluntary"}, w.ctx_switches_voluntary),
-                 ({"worker": str(w.index), "kind": "involuntary"}, w.ctx_switches_involuntary or 0))])
-    o.family("xcast6_links", "gauge", "Engine links by state.",
-             [({"mode": view.links.mode()}, len(view.links.links()))])
+    o.family(
+        "xcast6_workers_configured", "gauge", "Configured packet workers.", [({}, view.workers.configured())]
+    )
+    o.family(
+        "xcast6_worker_up",
+        "gauge",
+        "1 when the worker process runs.",
+        [({"worker": str(w.index)}, int(w.state == "running")) for w in ws],
+    )
+    o.family(
+        "xcast6_worker_restarts_total",
+        "counter",
+        "Worker restarts after a crash.",
+        [({"worker": str(w.index)}, w.restarts) for w in ws],
+    )
+    o.family(
+        "xcast6_worker_cpu_seconds_total",
+        "counter",
+        "Worker CPU time (user+system).",
+        [({"worker": str(w.index)}, w.cpu_seconds) for w in ws if w.cpu_seconds is not None],
+    )
+    o.family(
+        "xcast6_worker_resident_memory_bytes",
+        "gauge",
+        "Worker resident memory.",
+        [({"worker": str(w.index)}, w.rss_bytes) for w in ws if w.rss_bytes is not None],
+    )
+    o.family(
+        "xcast6_worker_context_switches_total",
+        "counter",
+        "Worker context switches.",
+        [
+            s
+            for w in ws
+            if w.ctx_switches_voluntary is not None
+            for s in (
+                ({"worker": str(w.index), "kind": "voluntary"}, w.ctx_switches_voluntary),
+                ({"worker": str(w.index), "kind": "involuntary"}, w.ctx_switches_involuntary or 0),
+            )
+        ],
+    )
+    o.family(
+        "xcast6_links",
+        "gauge",
+        "Engine links by state.",
+        [({"mode": view.links.mode()}, len(view.links.links()))],
+    )
     return "\n".join(o.lines) + "\n"

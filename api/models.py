@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.model import NextHop, Route
-
 from api.state import RouteDiff
+from engine.model import NextHop, Route
 
 
 class Problem(BaseModel):
@@ -37,8 +36,12 @@ class RouteOut(BaseModel):
 
     @classmethod
     def of(cls, r: Route) -> RouteOut:
-        return cls(prefix=str(r.prefix), nexthops=[NextHopOut.of(h) for h in r.nexthops],
-                   protocol=r.protocol, metric=r.metric)
+        return cls(
+            prefix=str(r.prefix),
+            nexthops=[NextHopOut.of(h) for h in r.nexthops],
+            protocol=r.protocol,
+            metric=r.metric,
+        )
 
 
 class RoutePageOut(BaseModel):
@@ -76,10 +79,17 @@ class DiffOut(BaseModel):
 
     @classmethod
     def of(cls, d: RouteDiff) -> DiffOut:
-        return cls(counts=DiffCounts(**d.counts()), added=[RouteOut.of(r) for r in d.added],
-                   removed=[RouteOut.of(r) for r in d.removed],
-                   changed=[ChangeOut(prefix=str(c.after.prefix), before=RouteOut.of(c.before),
-                                      after=RouteOut.of(c.after)) for c in d.changed])
+        return cls(
+            counts=DiffCounts(**d.counts()),
+            added=[RouteOut.of(r) for r in d.added],
+            removed=[RouteOut.of(r) for r in d.removed],
+            changed=[
+                ChangeOut(
+                    prefix=str(c.after.prefix), before=RouteOut.of(c.before), after=RouteOut.of(c.after)
+                )
+                for c in d.changed
+            ],
+        )
 
 
 class TableInfo(BaseModel):
@@ -93,7 +103,8 @@ class RouteDiffReport(BaseModel):
     kernel: TableInfo | None = Field(description="Kernel mirror table; null when not configured")
     router_vs_engine: DiffOut = Field(description="What a resync would change in the engine table")
     engine_vs_kernel: DiffOut | None = Field(
-        description="What the kernel mirror lacks against the engine (prefixes and gateways only)")
+        description="What the kernel mirror lacks against the engine (prefixes and gateways only)"
+    )
     in_sync: bool
 
 
@@ -108,7 +119,9 @@ class SyncStatusOut(BaseModel):
     route_count: int
     interval_s: float
     loaded_from_store: bool
-    held_back: DiffCounts | None = Field(description="Diff the safety valve holds back (force a resync to apply)")
+    held_back: DiffCounts | None = Field(
+        description="Diff the safety valve holds back (force a resync to apply)"
+    )
     held_reason: str | None
     change_detection: str = Field(description="active | disabled | unsupported ... | error: ...")
 
@@ -185,8 +198,10 @@ class InterfaceOut(BaseModel):
     engine_mac: str | None
     router_mac: str | None
     mtu: int | None
-    state: str = Field(description="up | down | unmapped (router interface with no engine link) | "
-                                   "orphan (engine link whose router interface is gone)")
+    state: str = Field(
+        description="up | down | unmapped (router interface with no engine link) | "
+        "orphan (engine link whose router interface is gone)"
+    )
 
 
 class HistogramBucket(BaseModel):

@@ -69,10 +69,11 @@ def diff_routes(old: Iterable[Route], new: Iterable[Route], *, compare_meta: boo
     same = _same if compare_meta else (lambda a, b: sorted(a.nexthops) == sorted(b.nexthops))
     added = sorted((r for p, r in after.items() if p not in before), key=_route_sort_key)
     removed = sorted((r for p, r in before.items() if p not in after), key=_route_sort_key)
-    changed = [RouteChange(before[p], after[p]) for p in sorted(after.keys() & before.keys(),
-                                                               key=lambda n: (n.network_address.packed,
-                                                                              n.prefixlen))
-               if not same(before[p], after[p])]
+    changed = [
+        RouteChange(before[p], after[p])
+        for p in sorted(after.keys() & before.keys(), key=lambda n: (n.network_address.packed, n.prefixlen))
+        if not same(before[p], after[p])
+    ]
     return RouteDiff(added, removed, changed)
 
 
@@ -84,8 +85,8 @@ def diff_routes(old: Iterable[Route], new: Iterable[Route], *, compare_meta: boo
 class SyncStatus:
     """What the sync reports about itself (times are UNIX seconds)."""
 
-    source: str                       # redacted URL
-    state: str = "starting"           # starting | idle | fetching | applying | held | error
+    source: str  # redacted URL
+    state: str = "starting"  # starting | idle | fetching | applying | held | error
     last_success: float | None = None
     last_attempt: float | None = None
     last_duration_s: float | None = None
@@ -93,7 +94,7 @@ class SyncStatus:
     generation: int = 0
     route_count: int = 0
     interval_s: float = 0.0
-    held_back: dict[str, int] | None = None   # counts of a diff the safety valve refused to apply
+    held_back: dict[str, int] | None = None  # counts of a diff the safety valve refused to apply
     held_reason: str | None = None
     loaded_from_store: bool = False
     change_detection: str = ""
@@ -103,7 +104,7 @@ class SyncStatus:
 class SyncOutcome:
     """Result of one sync run."""
 
-    counts: dict[str, int]            # added / removed / changed
+    counts: dict[str, int]  # added / removed / changed
     applied: bool
     held_back: bool
     generation: int
@@ -135,7 +136,7 @@ class SyncPort(Protocol):
 class WorkerInfo:
     index: int
     pid: int | None
-    state: str                        # running | restarting | stopped | failed
+    state: str  # running | restarting | stopped | failed
     restarts: int = 0
     started_at: float | None = None
     last_exit: str | None = None
@@ -150,8 +151,8 @@ class WorkerInfo:
 class Histogram:
     """Latency histogram: cumulative-free bucket counts with upper bounds in microseconds."""
 
-    bounds_us: list[float] = field(default_factory=list)   # last bucket is +Inf (not listed)
-    counts: list[int] = field(default_factory=list)        # len(bounds_us) + 1
+    bounds_us: list[float] = field(default_factory=list)  # last bucket is +Inf (not listed)
+    counts: list[int] = field(default_factory=list)  # len(bounds_us) + 1
     sum_us: float = 0.0
 
     @property
@@ -199,7 +200,7 @@ class ResyncJob:
     id: str
     force: bool
     created_at: float
-    state: str = "queued"             # queued | running | done | held | failed
+    state: str = "queued"  # queued | running | done | held | failed
     trigger: str = "manual"
     started_at: float | None = None
     finished_at: float | None = None
@@ -222,8 +223,16 @@ class RoutePage:
 class EngineView:
     """The read/command surface of a running engine, shared by the API and the daemon."""
 
-    def __init__(self, *, fib: Fib, sync: SyncPort, workers: WorkerPort, links: LinkPort,
-                 version: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        fib: Fib,
+        sync: SyncPort,
+        workers: WorkerPort,
+        links: LinkPort,
+        version: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.fib = fib
         self.sync = sync
         self.workers = workers
@@ -253,8 +262,14 @@ class EngineView:
         return (not why, why)
 
     # -- routes -----------------------------------------------------------------------------
-    def routes(self, *, prefix: ipaddress.IPv6Network | None = None,
-               dst: ipaddress.IPv6Address | None = None, offset: int = 0, limit: int = 100) -> RoutePage:
+    def routes(
+        self,
+        *,
+        prefix: ipaddress.IPv6Network | None = None,
+        dst: ipaddress.IPv6Address | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> RoutePage:
         """Table routes sorted by address then length; ``prefix`` keeps routes inside it
         (equal or more specific), ``dst`` keeps routes covering that address."""
         selected: Iterable[Route] = self.fib.routes()
@@ -263,7 +278,7 @@ class EngineView:
         if dst is not None:
             selected = (r for r in selected if dst in r.prefix)
         ordered = sorted(selected, key=_route_sort_key)
-        return RoutePage(total=len(ordered), routes=ordered[offset:offset + limit])
+        return RoutePage(total=len(ordered), routes=ordered[offset : offset + limit])
 
     def lookup(self, dst: ipaddress.IPv6Address) -> tuple[Route, NextHop] | None:
         return self.fib.lookup(dst.packed)

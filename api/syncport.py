@@ -11,6 +11,8 @@ import asyncio
 import ipaddress
 import logging
 
+from api.config import Config, redact_url
+from api.state import ResyncJob, SyncOutcome, SyncStatus
 from engine.fib import Fib
 from engine.model import NextHop, Route
 from sync.apply import Applier, IfnameMap
@@ -20,13 +22,16 @@ from sync.service import SyncConfig, SyncJob, SyncService
 from sync.source import Progress, RouteSource, SourceError
 from sync.store import SyncStore
 
-from api.config import Config, redact_url
-from api.state import ResyncJob, SyncOutcome, SyncStatus
-
 log = logging.getLogger("xcast6.sync")
 
-_JOB_STATE = {"queued": "queued", "running": "running", "applied": "done", "unchanged": "done",
-              "held": "held", "failed": "failed"}
+_JOB_STATE = {
+    "queued": "queued",
+    "running": "running",
+    "applied": "done",
+    "unchanged": "done",
+    "held": "held",
+    "failed": "failed",
+}
 
 
 def open_route_source(url: str) -> RouteSource:
@@ -44,8 +49,12 @@ def open_route_source(url: str) -> RouteSource:
 
 
 def sync_config(cfg: Config) -> SyncConfig:
-    return SyncConfig(interval_s=cfg.sync.interval, change_poll_s=cfg.sync.change_detect,
-                      max_removal_share=cfg.sync.safety_valve, fetch_timeout_s=cfg.sync.timeout)
+    return SyncConfig(
+        interval_s=cfg.sync.interval,
+        change_poll_s=cfg.sync.change_detect,
+        max_removal_share=cfg.sync.safety_valve,
+        fetch_timeout_s=cfg.sync.timeout,
+    )
 
 
 class ServiceSync:
@@ -58,8 +67,9 @@ class ServiceSync:
         self.loaded_from_store = False
 
     @classmethod
-    def build(cls, cfg: Config, source: RouteSource, fib: Fib, ifname_map: IfnameMap | None = None
-              ) -> ServiceSync:
+    def build(
+        cls, cfg: Config, source: RouteSource, fib: Fib, ifname_map: IfnameMap | None = None
+    ) -> ServiceSync:
         """SyncService with the SQLite store in the state directory and, when configured, the
         kernel mirror table."""
         mirror = None
@@ -95,21 +105,31 @@ class ServiceSync:
             state = "applying" if phase in ("diff", "apply", "store") else "fetching"
         elif held is not None:
             state = "held"
-        elif st["last_error"] and (st["last_success"] is None or
-                                   (st["last_attempt"] or 0) > (st["last_success"] or 0)):
+        elif st["last_error"] and (
+            st["last_success"] is None or (st["last_attempt"] or 0) > (st["last_success"] or 0)
+        ):
             state = "error"
         elif self.service.serving is None:
             state = "starting"
         else:
             state = "idle"
         return SyncStatus(
-            source=redact_url(self.service.source.url), state=state, last_success=st["last_success"],
-            last_attempt=st["last_attempt"], last_duration_s=st["last_duration_s"], last_error=st["last_error"],
-            generation=self.fib.generation, route_count=len(self.fib), interval_s=st["interval_s"],
-            held_back=None if held is None else {k: int(held["counts"].get(k, 0))
-                                                 for k in ("added", "removed", "changed")},
+            source=redact_url(self.service.source.url),
+            state=state,
+            last_success=st["last_success"],
+            last_attempt=st["last_attempt"],
+            last_duration_s=st["last_duration_s"],
+            last_error=st["last_error"],
+            generation=self.fib.generation,
+            route_count=len(self.fib),
+            interval_s=st["interval_s"],
+            held_back=None
+            if held is None
+            else {k: int(held["counts"].get(k, 0)) for k in ("added", "removed", "changed")},
             held_reason=None if held is None else held["reason"],
-            loaded_from_store=self.loaded_from_store, change_detection=st["change_detection"])
+            loaded_from_store=self.loaded_from_store,
+            change_detection=st["change_detection"],
+        )
 
     def table_loaded(self) -> bool:
         return self.service.serving is not None
@@ -123,8 +143,10 @@ class ServiceSync:
         try:
             return await asyncio.wait_for(self.service.source.fetch(progress), timeout)
         except TimeoutError:
-            raise SourceError(f"{redact_url(self.service.source.url)}: no complete answer within "
-                              f"{timeout:g} s (sync.timeout)") from None
+            raise SourceError(
+                f"{redact_url(self.service.source.url)}: no complete answer within "
+                f"{timeout:g} s (sync.timeout)"
+            ) from None
 
     async def kernel_routes(self) -> list[Route] | None:
         mirror = self.mirror
@@ -134,8 +156,14 @@ class ServiceSync:
         out = []
         for kr in ours.values():
             hops = tuple(sorted({NextHop("", nh.gateway) for nh in kr.nexthops})) or (NextHop(""),)
-            out.append(Route(prefix=ipaddress.IPv6Network((kr.dst, kr.dst_len)), nexthops=hops,
-                             protocol=str(kr.protocol), metric=kr.priority))
+            out.append(
+                Route(
+                    prefix=ipaddress.IPv6Network((kr.dst, kr.dst_len)),
+                    nexthops=hops,
+                    protocol=str(kr.protocol),
+                    metric=kr.priority,
+                )
+            )
         return out
 
     def start_resync(self, force: bool) -> ResyncJob:
@@ -152,12 +180,22 @@ class ServiceSync:
             counts = res.get("counts", {})
             outcome = SyncOutcome(
                 counts={k: int(counts.get(k, 0)) for k in ("added", "removed", "changed")},
-                applied=job.status == "applied", held_back=job.status == "held",
+                applied=job.status == "applied",
+                held_back=job.status == "held",
                 generation=int(res.get("apply", {}).get("generation", self.fib.generation)),
                 route_count=int(counts.get("new_count", len(self.fib))),
-                message=res.get("reason") or ("no change" if job.status == "unchanged" else "applied"))
-        return ResyncJob(id=job.id, force=job.force, created_at=job.created_at,
-                         state=_JOB_STATE.get(job.status, job.status), trigger=job.trigger,
-                         started_at=job.started_at, finished_at=job.finished_at,
-                         rows=int(job.progress.get("rows", 0)), phase=str(job.progress.get("phase", "")),
-                         outcome=outcome, error=None if job.status == "held" else job.error)
+                message=res.get("reason") or ("no change" if job.status == "unchanged" else "applied"),
+            )
+        return ResyncJob(
+            id=job.id,
+            force=job.force,
+            created_at=job.created_at,
+            state=_JOB_STATE.get(job.status, job.status),
+            trigger=job.trigger,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            rows=int(job.progress.get("rows", 0)),
+            phase=str(job.progress.get("phase", "")),
+            outcome=outcome,
+            error=None if job.status == "held" else job.error,
+        )

@@ -40,8 +40,9 @@ class _Slot:
 class WorkerSupervisor:
     """Runs ``count`` worker processes from ``argv_for(index)`` and keeps them running."""
 
-    def __init__(self, count: int, argv_for: ArgvFor, *, backoff: float = 1.0,
-                 reader: CounterReader | None = None) -> None:
+    def __init__(
+        self, count: int, argv_for: ArgvFor, *, backoff: float = 1.0, reader: CounterReader | None = None
+    ) -> None:
         self._count = count
         self._argv_for = argv_for
         self._backoff = backoff
@@ -97,7 +98,7 @@ class WorkerSupervisor:
         slot.info.pid, slot.info.state, slot.info.started_at = slot.proc.pid, "running", time.time()
         try:
             slot.ps = psutil.Process(slot.proc.pid)
-            slot.ps.cpu_percent(None)          # prime: the next call reports usage since now
+            slot.ps.cpu_percent(None)  # prime: the next call reports usage since now
         except psutil.Error:
             slot.ps = None
         log.info("worker %d started (pid %d)", slot.info.index, slot.proc.pid)
@@ -114,7 +115,9 @@ class WorkerSupervisor:
             slot.info.last_exit, slot.info.state, slot.info.pid = why, "restarting", None
             if ran > _STABLE_AFTER:
                 delay = self._backoff
-            log.warning("worker %d died (%s) after %.1f s; restarting in %.1f s", slot.info.index, why, ran, delay)
+            log.warning(
+                "worker %d died (%s) after %.1f s; restarting in %.1f s", slot.info.index, why, ran, delay
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF)
             try:

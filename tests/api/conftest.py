@@ -40,8 +40,12 @@ class Router:
         sh("ip", "-n", self.ns, "-batch", "-", input="\n".join(lines) + "\n")
 
     def add_routes(self, start: int, count: int, via: str = "2001:db8:a::2", dev: str = "xapi-e0") -> None:
-        self.batch([f"route add 2001:db8:{0x1000 + i:x}::/48 via {via} dev {dev}"
-                    for i in range(start, start + count)])
+        self.batch(
+            [
+                f"route add 2001:db8:{0x1000 + i:x}::/48 via {via} dev {dev}"
+                for i in range(start, start + count)
+            ]
+        )
 
     def del_routes(self, start: int, count: int) -> None:
         self.batch([f"route del 2001:db8:{0x1000 + i:x}::/48" for i in range(start, start + count)])
@@ -57,8 +61,22 @@ def _mk_router(ns: str, routes: int) -> Router:
         r.ip("link", "set", b, "up")
         r.ip("-6", "addr", "add", net, "dev", a, "nodad")
     r.add_routes(0, routes)
-    r.ip("-6", "route", "add", "2001:db8:ecb::/48", "nexthop", "via", "2001:db8:a::3", "dev", "xapi-e0",
-         "nexthop", "via", "2001:db8:b::3", "dev", "xapi-e1")
+    r.ip(
+        "-6",
+        "route",
+        "add",
+        "2001:db8:ecb::/48",
+        "nexthop",
+        "via",
+        "2001:db8:a::3",
+        "dev",
+        "xapi-e0",
+        "nexthop",
+        "via",
+        "2001:db8:b::3",
+        "dev",
+        "xapi-e1",
+    )
     return r
 
 
@@ -89,8 +107,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(path: Path, state: Path, source: str, port: int, *, token: str | None = TOKEN,
-                 change_detect: float = 0.5, safety_valve: float = 0.5, extra: str = "") -> None:
+def write_config(
+    path: Path,
+    state: Path,
+    source: str,
+    port: int,
+    *,
+    token: str | None = TOKEN,
+    change_detect: float = 0.5,
+    safety_valve: float = 0.5,
+    extra: str = "",
+) -> None:
     tok = f'token = "{token}"\n' if token else ""
     path.write_text(f"""
 [engine]
@@ -144,13 +171,20 @@ class Daemon:
         return self.log.read_text()
 
 
-def start_daemon(config: Path, log: Path, url: str, ready: bool = True, env: dict[str, str] | None = None
-                 ) -> Daemon:
+def start_daemon(
+    config: Path, log: Path, url: str, ready: bool = True, env: dict[str, str] | None = None
+) -> Daemon:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     full_env.pop("XCAST6_API_TOKEN", None) if env is None or "XCAST6_API_TOKEN" not in env else None
     fh = log.open("w")
-    proc = subprocess.Popen([PY, "-m", "engine.cli", "run", "--config", str(config)], cwd=ROOT, env=full_env,
-                            stdout=fh, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [PY, "-m", "engine.cli", "run", "--config", str(config)],
+        cwd=ROOT,
+        env=full_env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     d = Daemon(proc, url, config, log, full_env)
     deadline = time.monotonic() + 30
     path = "/readyz" if ready else "/healthz"

@@ -20,6 +20,7 @@ def _wait_job(c, job_id: str, timeout: float = 20.0) -> dict:  # type: ignore[no
     def done():  # type: ignore[no-untyped-def]
         j = c.get(f"/resync/{job_id}").json()
         return j if j["state"] not in ("queued", "running") else None
+
     job = wait_for(done, timeout)
     assert job, f"resync job {job_id} did not finish"
     return job
@@ -52,7 +53,7 @@ def test_status_routes_lookup_interfaces_stats_metrics(daemon: Daemon, router: R
         assert hit["route"]["prefix"] == "2001:db8:ecb::/48" and len(hit["route"]["nexthops"]) == 2
         assert hit["nexthop"] in hit["route"]["nexthops"]
         again = c.get("/routes/lookup", params={"dst": "2001:db8:ecb::7"}).json()
-        assert again["nexthop"] == hit["nexthop"]          # a destination sticks to one ECMP member
+        assert again["nexthop"] == hit["nexthop"]  # a destination sticks to one ECMP member
         miss = c.get("/routes/lookup", params={"dst": "2001:db8:ffff::1"})
         assert miss.status_code == 404 and miss.headers["content-type"] == PROBLEM
         assert "no route to 2001:db8:ffff::1" in miss.json()["detail"]
@@ -75,9 +76,17 @@ def test_auth_and_problem_documents(daemon: Daemon) -> None:
     with daemon.client(token=None) as anon:
         assert anon.get("/healthz").json() == {"status": "ok", "reasons": []}
         assert anon.get("/readyz").status_code == 200
-        for method, path in (("GET", "/status"), ("GET", "/routes"), ("GET", "/routes/diff"),
-                             ("POST", "/resync"), ("GET", "/interfaces"), ("GET", "/stats"),
-                             ("GET", "/metrics"), ("GET", "/routes/lookup?dst=::1"), ("GET", "/resync/x")):
+        for method, path in (
+            ("GET", "/status"),
+            ("GET", "/routes"),
+            ("GET", "/routes/diff"),
+            ("POST", "/resync"),
+            ("GET", "/interfaces"),
+            ("GET", "/stats"),
+            ("GET", "/metrics"),
+            ("GET", "/routes/lookup?dst=::1"),
+            ("GET", "/resync/x"),
+        ):
             r = anon.request(method, path)
             assert r.status_code == 401, path
             assert r.headers["content-type"] == PROBLEM
@@ -123,7 +132,9 @@ def test_route_change_shows_in_diff_then_resync_clears_it(daemon: Daemon, router
         assert job["state"] == "done" and job["result"]["applied"] is True
         assert c.get("/routes/diff").json()["in_sync"] is True
         assert c.get("/routes/lookup", params={"dst": "2001:db8:1064::1"}).json()["nexthop"] == {
-            "ifname": "xapi-e1", "gateway": "2001:db8:b::2"}
+            "ifname": "xapi-e1",
+            "gateway": "2001:db8:b::2",
+        }
 
 
 def test_change_detection_brings_a_change_within_two_seconds(daemon: Daemon, router: Router) -> None:
@@ -147,14 +158,14 @@ def test_safety_valve_holds_mass_withdrawal_until_forced(router: Router, xtmp: P
     try:
         with d.client() as c:
             assert c.get("/status").json()["sync"]["route_count"] == 23
-            router.del_routes(0, 18)                 # 18 of 23 routes gone: a router mid-reboot
+            router.del_routes(0, 18)  # 18 of 23 routes gone: a router mid-reboot
             job = _wait_job(c, c.post("/resync").json()["id"])
             assert job["state"] == "held" and job["result"]["held_back"] is True
             assert job["result"]["counts"]["removed"] == 18
             st = c.get("/status").json()["sync"]
             assert st["state"] == "held" and st["held_back"] == {"added": 0, "removed": 18, "changed": 0}
             assert "would remove 18 of 23 routes" in st["held_reason"]
-            assert st["route_count"] == 23                            # still serving the old table
+            assert st["route_count"] == 23  # still serving the old table
             assert c.get("/routes/lookup", params={"dst": "2001:db8:1001::1"}).status_code == 200
             assert 'xcast6_sync_held_back_routes{change="removed"} 18' in c.get("/metrics").text
             assert c.get("/readyz").status_code == 200
@@ -229,7 +240,9 @@ def test_generated_token_and_env_token(router: Router, xtmp: Path) -> None:
         assert tokfile.read_text().strip() not in d.logs()
     finally:
         assert d.stop() == 0
-    d = start_daemon(cfg, xtmp / "daemon2.log", f"http://127.0.0.1:{port}", env={"XCAST6_API_TOKEN": "from-env"})
+    d = start_daemon(
+        cfg, xtmp / "daemon2.log", f"http://127.0.0.1:{port}", env={"XCAST6_API_TOKEN": "from-env"}
+    )
     try:
         with d.client("from-env") as c:
             assert c.get("/status").status_code == 200

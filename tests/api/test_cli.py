@@ -42,8 +42,14 @@ pytestmark = [pytest.mark.root, pytest.mark.netns]
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("XCAST6_")}
     full.update({"PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})})
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=full, text=True,
-                          capture_output=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=ROOT,
+        env=full,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +77,7 @@ def env_of(d: Daemon) -> dict[str, str]:
 
 def test_status_table_and_json(lab: tuple[Router, Daemon, Path]) -> None:
     router, d, cfg = lab
-    r = cli("status", "--config", str(cfg))         # URL and token from the config file
+    r = cli("status", "--config", str(cfg))  # URL and token from the config file
     assert r.returncode == EXIT_OK, r.stderr
     assert "ready" in r.stdout and "yes" in r.stdout and f"kernel://{router.ns}" in r.stdout
     r = cli("status", "--json", env=env_of(d))
@@ -93,8 +99,9 @@ def test_routes_prefix_dst_lookup(lab: tuple[Router, Daemon, Path]) -> None:
     assert r.stdout.startswith("2001:db8:1003::9 via 2001:db8:1003::/48 (") and "dev xapi-e0" in r.stdout
     r = cli("api", "routes", "--lookup", "2001:db8:ffff::1", env=env_of(d))
     assert r.returncode == EXIT_API
-    assert r.stderr.strip().endswith("404 no route to 2001:db8:ffff::1 in generation " +
-                                     r.stderr.strip().rsplit(" ", 1)[1])
+    assert r.stderr.strip().endswith(
+        "404 no route to 2001:db8:ffff::1 in generation " + r.stderr.strip().rsplit(" ", 1)[1]
+    )
     assert len(r.stderr.strip().splitlines()) == 1
     r = cli("api", "routes", "nonsense", env=env_of(d))
     assert r.returncode == EXIT_API and "'nonsense' is not an IPv6 prefix" in r.stderr
@@ -135,7 +142,7 @@ def test_diff_resync_wait_and_safety_valve(lab: tuple[Router, Daemon, Path]) -> 
     assert "applied: +2 -0 ~0, 25 routes" in r.stdout
     assert cli("diff", "--exit-code", env=env_of(d)).returncode == EXIT_OK
 
-    router.del_routes(0, 20)                        # 20 of 25 gone: the valve holds
+    router.del_routes(0, 20)  # 20 of 25 gone: the valve holds
     r = cli("resync", "--wait", env=env_of(d))
     assert r.returncode == EXIT_NOT_APPLIED
     assert "held: would remove 20 of 25 routes" in r.stderr
@@ -146,9 +153,11 @@ def test_diff_resync_wait_and_safety_valve(lab: tuple[Router, Daemon, Path]) -> 
     job = json.loads(r.stdout)
     assert job["state"] == "done" and job["force"] is True and job["result"]["route_count"] == 5
     router.add_routes(0, 20)
-    r = cli("resync", env=env_of(d))                # no --wait: prints the job and returns
+    r = cli("resync", env=env_of(d))  # no --wait: prints the job and returns
     assert r.returncode == EXIT_OK and r.stdout.startswith("resync job ")
-    wait_for(lambda: json.loads(cli("status", "--json", env=env_of(d)).stdout)["sync"]["route_count"] == 25, 20)
+    wait_for(
+        lambda: json.loads(cli("status", "--json", env=env_of(d)).stdout)["sync"]["route_count"] == 25, 20
+    )
 
 
 def test_exit_codes_auth_unreachable_usage(lab: tuple[Router, Daemon, Path]) -> None:
@@ -168,7 +177,7 @@ def test_config_check(lab: tuple[Router, Daemon, Path]) -> None:
     r = cli("config", "check", str(cfg))
     assert r.returncode == EXIT_OK and "valid (source kernel://" in r.stdout
     r = cli("config", "check", str(example_path()))
-    assert r.returncode == EXIT_USAGE and "auth_key: missing" in r.stderr       # the driver's own check
+    assert r.returncode == EXIT_USAGE and "auth_key: missing" in r.stderr  # the driver's own check
     keys = {"XCAST6_SNMP_AUTH_KEY": "auth-secret-1", "XCAST6_SNMP_PRIV_KEY": "priv-secret-2"}
     r = cli("config", "check", str(example_path()), "--json", env=keys)
     assert r.returncode == EXIT_OK, r.stdout + r.stderr
@@ -176,7 +185,9 @@ def test_config_check(lab: tuple[Router, Daemon, Path]) -> None:
     assert json.loads(r.stdout)["config"]["sync"]["source"].startswith("snmpv3://xcast@")
     bad = Path(tempfile.mkdtemp(prefix="xapi-cfg-")) / "bad.toml"
     try:
-        bad.write_text(cfg.read_text().replace("interval = 120", "interval = -5").replace("[workers]", "[worker]"))
+        bad.write_text(
+            cfg.read_text().replace("interval = 120", "interval = -5").replace("[workers]", "[worker]")
+        )
         r = cli("config", "check", str(bad))
         assert r.returncode == EXIT_USAGE
         assert "sync.interval: -5 is not allowed: must be a positive number of seconds" in r.stderr

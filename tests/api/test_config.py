@@ -33,18 +33,36 @@ def test_negative_interval_names_key_value_and_rule() -> None:
     assert str(ei.value) == "sync.interval: -5 is not allowed: must be a positive number of seconds"
 
 
-@pytest.mark.parametrize(("section", "key", "value", "needle"), [
-    ("sync", "safety_valve", 1.5, "sync.safety_valve: 1.5 is not allowed: must be a share of the table, 0 < share <= 1"),
-    ("sync", "source", "http://x", "sync.source: 'http://x' is not allowed: scheme must be one of snmp://"),
-    ("sync", "source", "snmp://", "has no host"),
-    ("api", "port", 70000, "api.port: 70000 is not allowed: must be an integer TCP port from 1 to 65535"),
-    ("api", "listen", "localhost", "api.listen: 'localhost' is not allowed: must be an IP address"),
-    ("engine", "log_format", "xml", "engine.log_format: 'xml' is not allowed: must be one of 'text', 'json'"),
-    ("engine", "state_dir", "relative/dir", "must be an absolute path"),
-    ("workers", "count", "two", "workers.count: 'two' is not allowed: must be an integer"),
-    ("links", "vlan_range", [10, 5], "links.vlan_range: [10, 5] is not allowed"),
-    ("links", "mode", "bridge", "links.mode: 'bridge' is not allowed: must be one of 'vlan', 'direct'"),
-])
+@pytest.mark.parametrize(
+    ("section", "key", "value", "needle"),
+    [
+        (
+            "sync",
+            "safety_valve",
+            1.5,
+            "sync.safety_valve: 1.5 is not allowed: must be a share of the table, 0 < share <= 1",
+        ),
+        (
+            "sync",
+            "source",
+            "http://x",
+            "sync.source: 'http://x' is not allowed: scheme must be one of snmp://",
+        ),
+        ("sync", "source", "snmp://", "has no host"),
+        ("api", "port", 70000, "api.port: 70000 is not allowed: must be an integer TCP port from 1 to 65535"),
+        ("api", "listen", "localhost", "api.listen: 'localhost' is not allowed: must be an IP address"),
+        (
+            "engine",
+            "log_format",
+            "xml",
+            "engine.log_format: 'xml' is not allowed: must be one of 'text', 'json'",
+        ),
+        ("engine", "state_dir", "relative/dir", "must be an absolute path"),
+        ("workers", "count", "two", "workers.count: 'two' is not allowed: must be an integer"),
+        ("links", "vlan_range", [10, 5], "links.vlan_range: [10, 5] is not allowed"),
+        ("links", "mode", "bridge", "links.mode: 'bridge' is not allowed: must be one of 'vlan', 'direct'"),
+    ],
+)
 def test_bad_values(section: str, key: str, value: object, needle: str) -> None:
     with pytest.raises(ConfigError) as ei:
         parse_config(_with(section, **{key: value}), env={})
@@ -71,11 +89,18 @@ def test_all_problems_reported_together() -> None:
 
 
 def test_link_map_rules() -> None:
-    data = {"sync": BASE["sync"], "links": {"mode": "vlan", "trunk": "eth1", "map": [
-        {"router_if": "ge-0/0/1.0", "vlan": 101, "engine_addr": "2001:db8::2"},
-        {"router_if": "ge-0/0/2.0", "vlan": 101},
-        {"vlan": 5000},
-    ]}}
+    data = {
+        "sync": BASE["sync"],
+        "links": {
+            "mode": "vlan",
+            "trunk": "eth1",
+            "map": [
+                {"router_if": "ge-0/0/1.0", "vlan": 101, "engine_addr": "2001:db8::2"},
+                {"router_if": "ge-0/0/2.0", "vlan": 101},
+                {"vlan": 5000},
+            ],
+        },
+    }
     with pytest.raises(ConfigError) as ei:
         parse_config(data, env={})
     text = str(ei.value)
@@ -89,14 +114,16 @@ def test_link_map_rules() -> None:
 
 
 def test_env_overrides_secrets_and_never_prints_them(caplog: pytest.LogCaptureFixture) -> None:
-    cfg = parse_config(_with("api", token="from-file"), env={"XCAST6_API_TOKEN": "from-env-s3cret",
-                                                             "XCAST6_SNMP_AUTH_KEY": "authk3y"})
+    cfg = parse_config(
+        _with("api", token="from-file"),
+        env={"XCAST6_API_TOKEN": "from-env-s3cret", "XCAST6_SNMP_AUTH_KEY": "authk3y"},
+    )
     assert cfg.api.token == Secret("from-env-s3cret")
     assert cfg.api.token is not None and cfg.api.token.reveal() == "from-env-s3cret"
     assert cfg.sync.snmp_auth_key is not None and cfg.sync.snmp_auth_key.reveal() == "authk3y"
     logging.getLogger("t").warning("config %r %s %s", cfg, cfg.api.token, cfg.summary())
     assert "s3cret" not in caplog.text and "authk3y" not in caplog.text and "from-file" not in caplog.text
-    assert "public" not in str(cfg.summary())      # the v2c community is a secret too
+    assert "public" not in str(cfg.summary())  # the v2c community is a secret too
 
 
 def test_bad_secret_value_is_not_echoed() -> None:
@@ -105,11 +132,17 @@ def test_bad_secret_value_is_not_echoed() -> None:
     assert "api.token" in str(ei.value)
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("snmp://public@[2001:db8::1]:161", "snmp://***@[2001:db8::1]:161"),
-    ("netconf://admin:pw@r1:830?flavor=junos", "netconf://admin:***@r1:830?flavor=junos"),
-    ("snmpv3://u@h?auth=sha256&authkey=abc&priv=aes128", "snmpv3://u@h?auth=sha256&authkey=***&priv=aes128"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("snmp://public@[2001:db8::1]:161", "snmp://***@[2001:db8::1]:161"),
+        ("netconf://admin:pw@r1:830?flavor=junos", "netconf://admin:***@r1:830?flavor=junos"),
+        (
+            "snmpv3://u@h?auth=sha256&authkey=abc&priv=aes128",
+            "snmpv3://u@h?auth=sha256&authkey=***&priv=aes128",
+        ),
+    ],
+)
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 

@@ -47,8 +47,13 @@ def api_schema(engine_api: str) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(engine_api + "/openapi.json")
 
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 def _run_all(api_schema: schemathesis.BaseSchema, examples: int, headers: dict[str, str]) -> list[str]:
@@ -60,7 +65,9 @@ def _run_all(api_schema: schemathesis.BaseSchema, examples: int, headers: dict[s
         seen.append(f"{op.method.upper()} {op.path}")
 
         @given(case=op.as_strategy())
-        @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def run(case: schemathesis.Case) -> None:
             case.call_and_validate(headers=headers, checks=CHECKS)
 
@@ -70,9 +77,19 @@ def _run_all(api_schema: schemathesis.BaseSchema, examples: int, headers: dict[s
 
 def test_api_conforms(api_schema: schemathesis.BaseSchema) -> None:
     seen = _run_all(api_schema, 15, {"Authorization": f"Bearer {TOKEN}"})
-    assert {"GET /status", "GET /routes", "GET /routes/lookup", "GET /routes/diff", "POST /resync",
-            "GET /resync/{job_id}", "GET /interfaces", "GET /stats", "GET /metrics", "GET /healthz",
-            "GET /readyz"} <= set(seen)
+    assert {
+        "GET /status",
+        "GET /routes",
+        "GET /routes/lookup",
+        "GET /routes/diff",
+        "POST /resync",
+        "GET /resync/{job_id}",
+        "GET /interfaces",
+        "GET /stats",
+        "GET /metrics",
+        "GET /healthz",
+        "GET /readyz",
+    } <= set(seen)
 
 
 def test_api_conforms_without_token(api_schema: schemathesis.BaseSchema) -> None:

@@ -17,8 +17,12 @@ import pytest
 from api.workers import WorkerSupervisor
 from tests.api.conftest import TOKEN, InProcessDaemon, _mk_router, free_port, sh, wait_for, write_config
 
-SLEEPER = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(0)); "
-           "[time.sleep(0.05) for _ in iter(int, 1)]"]
+SLEEPER = [
+    sys.executable,
+    "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(0)); "
+    "[time.sleep(0.05) for _ in iter(int, 1)]",
+]
 
 
 def _argv(index: int) -> Sequence[str]:
@@ -59,7 +63,7 @@ def test_supervisor_backoff_doubles_for_a_crash_looping_worker() -> None:
         sup = WorkerSupervisor(1, lambda i: [sys.executable, "-c", "raise SystemExit(3)"], backoff=0.1)
         await sup.start()
         try:
-            await asyncio.sleep(1.2)        # 0.1 + 0.2 + 0.4 = 0.7 s -> three restarts, not twelve
+            await asyncio.sleep(1.2)  # 0.1 + 0.2 + 0.4 = 0.7 s -> three restarts, not twelve
             w = sup.workers()[0]
             assert 2 <= w.restarts <= 4, w.restarts
             assert w.last_exit == "exit status 3"
@@ -78,7 +82,11 @@ def test_daemon_restarts_crashed_worker_without_losing_the_table() -> None:
     _mk_router(ns, 20)
     cfg = tmp / "engine.toml"
     write_config(cfg, tmp / "state", f"kernel://{ns}", free_port(), change_detect=0)
-    cfg.write_text(cfg.read_text().replace("count = 0", "count = 2").replace("[workers]", "[workers]\nrestart_backoff = 0.5"))
+    cfg.write_text(
+        cfg.read_text()
+        .replace("count = 0", "count = 2")
+        .replace("[workers]", "[workers]\nrestart_backoff = 0.5")
+    )
     d = InProcessDaemon(cfg, argv_for=_argv)
     try:
         c = httpx.Client(base_url=d.url, headers={"Authorization": f"Bearer {TOKEN}"}, trust_env=False)
@@ -87,7 +95,7 @@ def test_daemon_restarts_crashed_worker_without_losing_the_table() -> None:
         gen, routes = st["sync"]["generation"], st["sync"]["route_count"]
         pid = c.get("/stats").json()["workers"][0]["pid"]
         os.kill(pid, signal.SIGKILL)
-        assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)      # 1 of 2 running
+        assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)  # 1 of 2 running
         assert c.get("/readyz").json()["reasons"] == ["1 of 2 workers running"]
         assert c.get("/routes/lookup", params={"dst": "2001:db8:1001::1"}).status_code == 200
         assert wait_for(lambda: c.get("/readyz").status_code == 200, 10)
