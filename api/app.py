@@ -155,8 +155,13 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
-        return _problem(request, exc.status_code, title, str(exc.detail),
-                        headers=dict(exc.headers) if exc.headers else None)
+        return _problem(
+            request,
+            exc.status_code,
+            title,
+            str(exc.detail),
+            headers=dict(exc.headers) if exc.headers else None,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -263,3 +263,102 @@ class InProcessDaemon:
         self.thread.join(30)
         assert not self.thread.is_alive(), "daemon thread did not stop"
         assert self.error is None, repr(self.error)
+
+
+@dataclass
+class SnmpRouter:
+    """A Router namespace that also runs net-snmp snmpd, reachable from the host over a veth."""
+
+    router: Router
+    agent: str
+    port: int
+    tmp: Path
+    host_if: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def url(self) -> str:
+        return f"snmp://{SNMP_COMMUNITY}@[{self.agent}]:{self.port}?timeout=2&retries=1"
+
+    def expire_cache(self) -> None:
+        """snmpd caches its route/interface tables for 60 s: expire them (nsCacheStatus = 3)."""
+        for subtree in ("1.3.6.1.2.1.4.24.7", "1.3.6.1.2.1.2.2", "1.3.6.1.2.1.31.1.1"):
+            sh(
+                "snmpset",
+                "-v2c",
+                "-c",
+                "xapirw",
+                "-On",
+                f"udp6:[{self.agent}]:{self.port}",
+                f"1.3.6.1.4.1.8072.1.5.3.1.3.{subtree}",
+                "i",
+                "3",
+                check=False,
+            )
+
+
+SNMP_COMMUNITY = "xapi-community"
+
+
+def start_snmpd(router: Router, tmp: Path) -> SnmpRouter:
+    tag = os.getpid() % 0xFFFF
+    host_if, ns_if = f"xapi-h{tag:x}", "xapi-n0"
+    agent = f"fd58:6170:{tag:x}::2"
+    sh("ip", "link", "del", host_if, check=False)
+    sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+    sh("ip", "link", "set", ns_if, "netns", router.ns)
+    sh("ip", "addr", "add", f"fd58:6170:{tag:x}::1/64", "dev", host_if, "nodad")
+    sh("ip", "link", "set", host_if, "up")
+    router.batch([f"addr add {agent}/64 dev {ns_if} nodad", f"link set {ns_if} up"])
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        port = int(s.getsockname()[1])
+    conf = tmp / "snmpd.conf"
+    conf.write_text(
+        f"agentAddress udp6:[{agent}]:{port}\nrocommunity6 {SNMP_COMMUNITY} default\n"
+        "rwcommunity6 xapirw default\n"
+    )
+    (tmp / "persist").mkdir(exist_ok=True)
+    env = dict(os.environ, MIBS="", MIBDIRS=str(tmp / "nomibs"), SNMP_PERSISTENT_DIR=str(tmp / "persist"))
+    log = (tmp / "snmpd.log").open("wb")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", router.ns, "/usr/sbin/snmpd", "-f", "-Lo", "-C", "-c", str(conf)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    lab = SnmpRouter(router, agent, port, tmp, host_if, proc)
+    ok = wait_for(
+        lambda: (
+            sh(
+                "snmpget",
+                "-v2c",
+                "-c",
+                SNMP_COMMUNITY,
+                "-t",
+                "0.3",
+                "-r",
+                "0",
+                "-On",
+                f"udp6:[{agent}]:{port}",
+                "1.3.6.1.2.1.1.3.0",
+                check=False,
+            ).returncode
+            == 0
+        ),
+        10,
+    )
+    if not ok:
+        stop_snmpd(lab)
+        raise AssertionError(f"snmpd did not start: {(tmp / 'snmpd.log').read_text()[-2000:]}")
+    return lab
+
+
+def stop_snmpd(lab: SnmpRouter) -> None:
+    if lab.proc is not None and lab.proc.poll() is None:
+        lab.proc.terminate()
+        try:
+            lab.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            lab.proc.kill()
+            lab.proc.wait()
+    sh("ip", "link", "del", lab.host_if, check=False)
