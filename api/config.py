@@ -128,23 +128,34 @@ class SyncSection:
 
 @dataclass(frozen=True)
 class LinkMapping:
-    """One operator mapping entry: router interface (name or glob) -> engine link settings."""
+    """One operator mapping entry: router interface (name or glob) -> engine link settings.
+
+    Same keys as vlan/'s plan input (``vlan.plan.InterfacesConfig``): ``link`` is the existing
+    engine interface in direct mode; ``engine_addr`` requires ``subnet``."""
 
     router_if: str
     vlan: int | None = None
-    engine_if: str | None = None
+    subnet: str | None = None
     engine_addr: str | None = None
     router_addr: str | None = None
+    link: str | None = None
 
 
 @dataclass(frozen=True)
 class LinksSection:
+    """The engine links; validated here and handed as ``raw`` to vlan/ (its plan input)."""
+
     mode: str = "vlan"
     trunk: str | None = None
-    vlan_range: tuple[int, int] = (100, 3999)
+    name_prefix: str = "xc-v"
+    vlan_range: tuple[int, int] | None = None
     pool: str | None = None
-    mtu: int | None = None
+    subnet_prefixlen: int = 64
+    engine_host: int = 1
+    router_host: int = 2
+    exclude: tuple[str, ...] = ()
     map: tuple[LinkMapping, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -207,9 +218,13 @@ class Config:
             "links": {
                 "mode": self.links.mode,
                 "trunk": self.links.trunk,
-                "vlan_range": list(self.links.vlan_range),
+                "name_prefix": self.links.name_prefix,
+                "vlan_range": None if self.links.vlan_range is None else list(self.links.vlan_range),
                 "pool": self.links.pool,
-                "mtu": self.links.mtu,
+                "subnet_prefixlen": self.links.subnet_prefixlen,
+                "engine_host": self.links.engine_host,
+                "router_host": self.links.router_host,
+                "exclude": list(self.links.exclude),
                 "map": [vars_of(m) for m in self.links.map],
             },
             "workers": {
@@ -227,7 +242,7 @@ class Config:
 
 
 def vars_of(m: LinkMapping) -> dict[str, Any]:
-    return {k: getattr(m, k) for k in ("router_if", "vlan", "engine_if", "engine_addr", "router_addr")}
+    return {k: getattr(m, k) for k in ("router_if", "vlan", "subnet", "engine_addr", "router_addr", "link")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,18 +403,6 @@ def _prefix6(v: object) -> str:
     return v
 
 
-def _iface6(v: object) -> str:
-    if not isinstance(v, str):
-        raise _Bad("must be an IPv6 address with prefix length such as '2001:db8:ff:101::2/64'")
-    try:
-        ipaddress.IPv6Interface(v)
-    except ValueError:
-        raise _Bad("must be an IPv6 address with prefix length such as '2001:db8:ff:101::2/64'") from None
-    if "/" not in v:
-        raise _Bad("must carry a prefix length, e.g. '2001:db8:ff:101::2/64'")
-    return v
-
-
 def _addr6(v: object) -> str:
     if not isinstance(v, str):
         raise _Bad("must be an IPv6 address such as '2001:db8:ff:101::1'")
@@ -408,6 +411,18 @@ def _addr6(v: object) -> str:
     except ValueError:
         raise _Bad("must be an IPv6 address such as '2001:db8:ff:101::1'") from None
     return v
+
+
+def _name_prefix(v: object) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[^\s/:]{1,11}", v):
+        raise _Bad("must be 1-11 characters of an interface name (the VLAN id is appended)")
+    return v
+
+
+def _str_list(v: object) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise _Bad("must be a list of interface names or glob patterns")
+    return tuple(v)
 
 
 def _vlan_range(v: object) -> tuple[int, int]:
@@ -450,9 +465,13 @@ _SECTIONS: dict[str, _Spec] = {
     "links": {
         "mode": (_choice("vlan", "direct"), "mode"),
         "trunk": (_ifname, "trunk"),
+        "name_prefix": (_name_prefix, "name_prefix"),
         "vlan_range": (_vlan_range, "vlan_range"),
         "pool": (_prefix6, "pool"),
-        "mtu": (_integer(1280, 65535), "mtu"),
+        "subnet_prefixlen": (_integer(1, 127, "integer prefix length"), "subnet_prefixlen"),
+        "engine_host": (_integer(1, 2**64, "integer host number inside a subnet"), "engine_host"),
+        "router_host": (_integer(1, 2**64, "integer host number inside a subnet"), "router_host"),
+        "exclude": (_str_list, "exclude"),
     },
     "workers": {
         "count": (_integer(0, 64, "integer (0 = no packet workers)"), "count"),
@@ -469,9 +488,10 @@ _SECTIONS: dict[str, _Spec] = {
 _MAP_KEYS: _Spec = {
     "router_if": (_string(), "router_if"),
     "vlan": (_integer(1, 4094, "integer VLAN id"), "vlan"),
-    "engine_if": (_ifname, "engine_if"),
-    "engine_addr": (_iface6, "engine_addr"),
+    "subnet": (_prefix6, "subnet"),
+    "engine_addr": (_addr6, "engine_addr"),
     "router_addr": (_addr6, "router_addr"),
+    "link": (_ifname, "link"),
 }
 
 
@@ -513,6 +533,7 @@ def parse_config(
     problems: list[str] = []
     values: dict[str, dict[str, Any]] = {}
     map_entries: list[LinkMapping] = []
+    map_index: list[int] = []  # position in the file of each valid entry (errors name it)
     for section, body in data.items():
         if section not in _SECTIONS:
             problems.append(_unknown(section, "", list(_SECTIONS)))
@@ -534,6 +555,7 @@ def parse_config(
                             problems.append(f"{where}router_if: missing (the router interface name or glob)")
                         continue
                     map_entries.append(LinkMapping(**got))
+                    map_index.append(i)
         values[section] = _check_table(body, _SECTIONS[section], f"{section}.", problems)
 
     for var, (section, key) in ENV_SECRETS.items():
@@ -545,37 +567,62 @@ def parse_config(
     if "source" not in sync and not (isinstance(raw_sync, dict) and "source" in raw_sync):
         problems.append("sync.source: missing (the router to mirror, e.g. 'snmp://public@[2001:db8::1]')")
     links = values.get("links", {})
-    mode = links.get("mode", "vlan")
-    if mode == "vlan":
-        if "trunk" not in links:
-            problems.append("links.trunk: missing (mode 'vlan' needs the 802.1Q trunk interface)")
-        for i, m in enumerate(map_entries):
-            if m.vlan is None and "pool" not in links:
-                problems.append(
-                    f"links.map[{i}].vlan: missing (mode 'vlan' needs a VLAN id per mapping "
-                    "unless links.pool allows automatic allocation)"
-                )
-    else:
-        for i, m in enumerate(map_entries):
-            if m.engine_if is None:
-                problems.append(
-                    f"links.map[{i}].engine_if: missing (mode 'direct' needs the engine "
-                    "interface for each router interface)"
-                )
-    vlans = [m.vlan for m in map_entries if m.vlan is not None]
-    for dup in sorted({v for v in vlans if vlans.count(v) > 1}):
-        problems.append(f"links.map: vlan {dup} is used by more than one mapping")
+    problems += _link_rules(links, list(zip(map_index, map_entries, strict=True)))
     if problems:
         raise ConfigError(problems, path)
 
     return Config(
         engine=EngineSection(**values.get("engine", {})),
         sync=SyncSection(**sync),
-        links=LinksSection(**links, map=tuple(map_entries)),
+        links=LinksSection(**links, map=tuple(map_entries), raw=dict(data.get("links", {}))),
         workers=WorkersSection(**values.get("workers", {})),
         api=ApiSection(**values.get("api", {})),
         path=path,
     )
+
+
+def _link_rules(links: dict[str, Any], entries: list[tuple[int, LinkMapping]]) -> list[str]:
+    """Rules across keys, as vlan/ applies them (same wording of the field at fault)."""
+    out = []
+    mode = links.get("mode", "vlan")
+    if mode == "vlan" and "trunk" not in links:
+        out.append("links.trunk: missing (mode 'vlan' needs the 802.1Q trunk towards the router)")
+    if mode == "vlan" and not entries and "vlan_range" not in links:
+        out.append("links.map: missing (give [[links.map]] entries or a links.vlan_range to allocate from)")
+    if mode == "direct" and not entries:
+        out.append("links.map: missing (mode 'direct' needs one [[links.map]] entry per router interface)")
+    if links.get("engine_host", 1) == links.get("router_host", 2):
+        out.append("links.router_host: must differ from links.engine_host")
+    seen_vlan: dict[int, int] = {}
+    seen_link: dict[str, int] = {}
+    for i, m in entries:
+        where = f"links.map[{i}]"
+        if mode == "direct":
+            if m.link is None:
+                out.append(f"{where}.link: missing (mode 'direct' needs the existing engine interface)")
+            if m.vlan is not None:
+                out.append(f"{where}.vlan: only meaningful in mode 'vlan'")
+        elif m.link is not None:
+            out.append(f"{where}.link: only meaningful in mode 'direct'")
+        if m.engine_addr is not None and m.subnet is None:
+            out.append(f"{where}.subnet: missing (required when engine_addr is given)")
+        if m.subnet is not None:
+            net = ipaddress.IPv6Network(m.subnet)
+            for name in ("engine_addr", "router_addr"):
+                addr = getattr(m, name)
+                if addr is not None and ipaddress.IPv6Address(addr) not in net:
+                    out.append(f"{where}.{name}: {addr!r} is not inside subnet {m.subnet}")
+        if m.engine_addr is not None and m.engine_addr == m.router_addr:
+            out.append(f"{where}.router_addr: {m.router_addr!r} is the same as engine_addr")
+        if m.vlan is not None:
+            if m.vlan in seen_vlan:
+                out.append(f"{where}.vlan: VLAN {m.vlan} already used by links.map[{seen_vlan[m.vlan]}]")
+            seen_vlan.setdefault(m.vlan, i)
+        if m.link is not None:
+            if m.link in seen_link:
+                out.append(f"{where}.link: {m.link} already used by links.map[{seen_link[m.link]}]")
+            seen_link.setdefault(m.link, i)
+    return out
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

@@ -142,7 +142,7 @@ class Daemon:
         # 2. links
         links = LinkHolder(cfg.links.mode)
         if cfg.links.mode == "direct" and cfg.links.map:
-            links.set(direct_links_from_config(cfg.links))
+            links.set(await asyncio.to_thread(direct_links_from_config, cfg.links))
         # 3. workers
         argv_for = self._argv_for or default_worker_argv(cfg)
         if cfg.workers.count and argv_for is None:

@@ -45,17 +45,17 @@ def direct_links_from_config(links: LinksSection) -> LinkMap:
     out = []
     with IPRoute() as ipr:
         for m in links.map:
-            if m.engine_if is None:
+            if m.link is None:
                 continue
-            idx = ipr.link_lookup(ifname=m.engine_if)
+            idx = ipr.link_lookup(ifname=m.link)
             if not idx:
                 continue
             link = ipr.get_links(idx[0])[0]
-            engine_addr = ipaddress.IPv6Interface(m.engine_addr).ip.packed if m.engine_addr else b"\0" * 16
+            engine_addr = ipaddress.IPv6Address(m.engine_addr).packed if m.engine_addr else b"\0" * 16
             out.append(
                 EngineLink(
                     router_ifname=m.router_if,
-                    engine_ifname=m.engine_if,
+                    engine_ifname=m.link,
                     engine_ifindex=idx[0],
                     vlan_id=m.vlan,
                     engine_addr=engine_addr,

@@ -135,6 +135,13 @@ timeout = 10
 [links]
 mode = "direct"
 
+[[links.map]]
+router_if = "xapi-e0"
+link = "lo"
+subnet = "2001:db8:a::/64"
+engine_addr = "2001:db8:a::5"
+router_addr = "2001:db8:a::1"
+
 [workers]
 count = 0
 

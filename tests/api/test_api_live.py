@@ -35,6 +35,7 @@ def test_status_routes_lookup_interfaces_stats_metrics(daemon: Daemon, router: R
         # 20 via-gateway /48s + the ECMP /48 + two connected /64s
         assert st["sync"]["route_count"] == 23
         assert st["workers"] == {"configured": 0, "running": 0, "restarts": 0}
+        assert (st["links"], st["link_mode"]) == (1, "direct")
 
         page = c.get("/routes", params={"limit": 5}).json()
         assert page["total"] == 23 and len(page["routes"]) == 5
@@ -60,7 +61,15 @@ def test_status_routes_lookup_interfaces_stats_metrics(daemon: Daemon, router: R
 
         ifs = {r["router_if"]: r for r in c.get("/interfaces").json()}
         assert {"lo", "xapi-e0", "xapi-e1", "xapi-p0", "xapi-p1"} <= set(ifs)
-        assert ifs["xapi-e0"]["state"] == "unmapped" and ifs["xapi-e0"]["router_oper_up"] is True
+        assert ifs["xapi-e1"]["state"] == "unmapped" and ifs["xapi-e1"]["router_oper_up"] is True
+        e0 = ifs["xapi-e0"]
+        assert (e0["state"], e0["engine_if"], e0["engine_ifindex"]) == ("up", "lo", 1)
+        assert (e0["engine_addr"], e0["router_addr"], e0["vlan_id"]) == (
+            "2001:db8:a::5",
+            "2001:db8:a::1",
+            None,
+        )
+        assert e0["router_mac"] is None and e0["router_index"] is not None
 
         stats = c.get("/stats").json()
         assert stats["workers"] == [] and stats["latency"]["count"] == 0

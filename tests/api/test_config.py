@@ -10,7 +10,10 @@ import pytest
 
 from api.config import ConfigError, Secret, example_path, load_config, parse_config, redact_url
 
-BASE = {"sync": {"source": "snmp://public@[2001:db8::1]"}, "links": {"mode": "direct"}}
+BASE = {
+    "sync": {"source": "snmp://public@[2001:db8::1]"},
+    "links": {"mode": "direct", "map": [{"router_if": "ge-0/0/0.0", "link": "eth1"}]},
+}
 
 
 def _with(section: str, **kv: object) -> dict:
@@ -23,7 +26,8 @@ def test_example_file_is_valid() -> None:
     cfg = load_config(example_path(), env={})
     assert cfg.sync.interval == 300
     assert cfg.links.mode == "vlan" and cfg.links.trunk == "eth1"
-    assert [m.vlan for m in cfg.links.map] == [101, 102]
+    assert [m.vlan for m in cfg.links.map] == [101, None]
+    assert cfg.links.raw["map"][1]["router_if"] == "ge-0/0/2.*"  # handed to vlan/ as written
     assert cfg.api.listen == "127.0.0.1"
 
 
@@ -96,21 +100,31 @@ def test_link_map_rules() -> None:
             "trunk": "eth1",
             "map": [
                 {"router_if": "ge-0/0/1.0", "vlan": 101, "engine_addr": "2001:db8::2"},
-                {"router_if": "ge-0/0/2.0", "vlan": 101},
+                {"router_if": "ge-0/0/2.0", "vlan": 101, "link": "eth3"},
                 {"vlan": 5000},
+                {"router_if": "ge-0/0/3.0", "subnet": "2001:db8:3::/64", "engine_addr": "2001:db8:4::2"},
+                {"router_if": "ge-0/0/4.0", "mtu": 9000},
             ],
         },
     }
     with pytest.raises(ConfigError) as ei:
         parse_config(data, env={})
     text = str(ei.value)
-    assert "links.map[0].engine_addr: '2001:db8::2' is not allowed: must carry a prefix length" in text
+    assert "links.map[0].subnet: missing (required when engine_addr is given)" in text
+    assert "links.map[1].vlan: VLAN 101 already used by links.map[0]" in text
+    assert "links.map[1].link: only meaningful in mode 'direct'" in text
     assert "links.map[2].vlan: 5000 is not allowed: must be an integer VLAN id from 1 to 4094" in text
     assert "links.map[2].router_if: missing" in text
-    assert "links.map: vlan 101 is used by more than one mapping" in text
-    direct = {"sync": BASE["sync"], "links": {"mode": "direct", "map": [{"router_if": "eth0"}]}}
-    with pytest.raises(ConfigError, match=r"links.map\[0\].engine_if: missing"):
+    assert "links.map[3].engine_addr: '2001:db8:4::2' is not inside subnet 2001:db8:3::/64" in text
+    assert "links.map[4].mtu: unknown key" in text
+    direct = {"sync": BASE["sync"], "links": {"mode": "direct", "map": [{"router_if": "eth0", "vlan": 7}]}}
+    with pytest.raises(ConfigError) as ei:
         parse_config(direct, env={})
+    assert "links.map[0].link: missing" in str(ei.value) and "links.map[0].vlan: only meaningful" in str(
+        ei.value
+    )
+    with pytest.raises(ConfigError, match=r"links.map: missing \(give"):
+        parse_config({"sync": BASE["sync"], "links": {"trunk": "eth1"}}, env={})
 
 
 def test_env_overrides_secrets_and_never_prints_them(caplog: pytest.LogCaptureFixture) -> None:
