@@ -163,6 +163,7 @@ class WorkersSection:
     count: int = 1
     ingress: tuple[str, ...] = ()
     restart_backoff: float = 1.0
+    counters_file: Path = Path("/run/xcast6-engine/stats.shm")
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ class Config:
                 "count": self.workers.count,
                 "ingress": list(self.workers.ingress),
                 "restart_backoff": self.workers.restart_backoff,
+                "counters_file": str(self.workers.counters_file),
             },
             "api": {
                 "listen": self.api.listen,
@@ -477,6 +479,7 @@ _SECTIONS: dict[str, _Spec] = {
         "count": (_integer(0, 64, "integer (0 = no packet workers)"), "count"),
         "ingress": (_ifname_list, "ingress"),
         "restart_backoff": (_number(positive=True), "restart_backoff"),
+        "counters_file": (_path, "counters_file"),
     },
     "api": {
         "listen": (_listen, "listen"),

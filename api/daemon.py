@@ -19,11 +19,13 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from api.config import Config, ConfigError, load_config, redact_url
 from api.links import LinkHolder, direct_links_from_config
+from api.pool import PoolWorkers
 from api.state import EngineView
 from api.syncport import ServiceSync, open_route_source, sync_config
 from api.workers import ArgvFor, WorkerSupervisor
@@ -79,17 +81,6 @@ def api_token(cfg: Config) -> str:
     return token
 
 
-def default_worker_argv(cfg: Config) -> ArgvFor | None:
-    """The packet worker command, when this build has engine.worker."""
-    if importlib.util.find_spec("engine.worker") is None:
-        return None
-
-    def argv(index: int) -> Sequence[str]:
-        return [sys.executable, "-m", "engine.worker", "--config", str(cfg.path), "--index", str(index)]
-
-    return argv
-
-
 def _export_source_secrets(cfg: Config) -> None:
     """Sources read their secrets from the environment; the file's values go there (never logged)."""
     pairs = {
@@ -119,7 +110,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self.view: EngineView | None = None
         self.sync: ServiceSync | None = None
-        self.workers: WorkerSupervisor | None = None
+        self.workers: WorkerSupervisor | PoolWorkers | None = None
+        self.link_service: Any = None
         self.started = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -141,22 +133,9 @@ class Daemon:
         await sync.start()
         # 2. links
         links = LinkHolder(cfg.links.mode)
-        if cfg.links.mode == "direct" and cfg.links.map:
-            links.set(await asyncio.to_thread(direct_links_from_config, cfg.links))
-        # 3. workers
-        argv_for = self._argv_for or default_worker_argv(cfg)
-        if cfg.workers.count and argv_for is None:
-            raise ConfigError(
-                [
-                    f"workers.count: {cfg.workers.count} is not allowed: this build has no packet "
-                    "worker (engine.worker); use 0 for API and sync only"
-                ],
-                cfg.path,
-            )
-        self.workers = workers = WorkerSupervisor(
-            cfg.workers.count, argv_for or (lambda i: []), backoff=cfg.workers.restart_backoff
-        )
-        await workers.start()
+        self.link_service = await self._start_links(links, sync)
+        # 3. workers (forked from the loaded table)
+        self.workers = workers = await self._start_workers(fib, links, sync)
         # 4. API
         self.view = view = EngineView(fib=fib, sync=sync, workers=workers, links=links, version=__version__)
         server = None
@@ -209,8 +188,87 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         await sync.stop()
         await workers.stop()
+        if self.link_service is not None:
+            await asyncio.to_thread(self.link_service.stop)
         log.info("stopped")
         return 0
+
+    async def _start_links(self, links: LinkHolder, sync: ServiceSync) -> Any:
+        """vlan/'s LinkService when this build has it (reconcile on every router interface
+        list, router MACs kept fresh); otherwise the configured direct links, read-only."""
+        cfg = self.cfg
+        if importlib.util.find_spec("vlan.service") is None:
+            if cfg.links.mode == "direct" and cfg.links.map:
+                links.set(await asyncio.to_thread(direct_links_from_config, cfg.links))
+            return None
+        from vlan.plan import InterfacesConfig, PlanError
+        from vlan.service import LinkService
+
+        try:
+            icfg = InterfacesConfig.from_dict(cfg.links.raw, where="links")
+        except PlanError as exc:
+            raise ConfigError([str(exc)], cfg.path) from None
+        service = LinkService(icfg)
+        loop = asyncio.get_running_loop()
+
+        def on_links(new_map: Any) -> None:
+            links.set(new_map)
+            # the kernel mirror follows the links (its routes name engine interfaces)
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._remap(service)))
+
+        service.listeners.append(on_links)
+        sync.service.on_interfaces.append(service.on_router_interfaces)
+        if sync.router_interfaces():
+            await asyncio.to_thread(service.update, sync.router_interfaces())
+        service.start()
+        return service
+
+    async def _remap(self, service: Any) -> None:
+        if self.sync is None:
+            return
+        try:
+            await self.sync.service.set_ifname_map(service.engine_ifname)
+        except Exception as exc:
+            log.error("kernel mirror not re-planned for the new links: %s", exc)
+
+    async def _start_workers(
+        self, fib: Fib, links: LinkHolder, sync: ServiceSync
+    ) -> WorkerSupervisor | PoolWorkers:
+        cfg = self.cfg
+        if self._argv_for is not None or not cfg.workers.count:
+            sup = WorkerSupervisor(
+                cfg.workers.count, self._argv_for or (lambda i: []), backoff=cfg.workers.restart_backoff
+            )
+            await sup.start()
+            return sup
+        if importlib.util.find_spec("engine.worker") is None:
+            raise ConfigError(
+                [
+                    f"workers.count: {cfg.workers.count} is not allowed: this build has no packet "
+                    "worker (engine.worker); use 0 for API and sync only"
+                ],
+                cfg.path,
+            )
+        from engine.worker import WorkerPool
+
+        ingress = list(cfg.workers.ingress) or (
+            [cfg.links.trunk]
+            if cfg.links.mode == "vlan" and cfg.links.trunk
+            else [m.link for m in cfg.links.map if m.link]
+        )
+        pool = WorkerPool(
+            fib=fib,
+            links=links.linkmap(),
+            ingress=ingress,
+            workers=cfg.workers.count,
+            counters_path=cfg.workers.counters_file,
+        )
+        workers = PoolWorkers(pool, backoff=cfg.workers.restart_backoff)
+        await workers.start()
+        sync.service.on_routes.append(pool.routes_hook)
+        if self.link_service is not None:
+            self.link_service.listeners.append(pool.set_links)
+        return workers
 
     async def reload(self) -> None:
         """SIGHUP: re-read the file; apply route-source settings; keep everything else running."""
