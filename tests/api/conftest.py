@@ -33,6 +33,11 @@ class Router:
 
     ns: str
 
+    @property
+    def host_link(self) -> str:
+        """The engine side of a direct link to the router's interface ``xapi-e2``."""
+        return host_link(self.ns)
+
     def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return sh("ip", "-n", self.ns, *args, check=check)
 
@@ -51,6 +56,10 @@ class Router:
         self.batch([f"route del 2001:db8:{0x1000 + i:x}::/48" for i in range(start, start + count)])
 
 
+def host_link(ns: str) -> str:
+    return f"xapi-l{ns[5:]}"[:15]
+
+
 def _mk_router(ns: str, routes: int) -> Router:
     sh("ip", "netns", "add", ns)
     r = Router(ns)
@@ -60,6 +69,12 @@ def _mk_router(ns: str, routes: int) -> Router:
         r.ip("link", "set", a, "up")
         r.ip("link", "set", b, "up")
         r.ip("-6", "addr", "add", net, "dev", a, "nodad")
+    # a direct engine link: host side (the "engine") <-> xapi-e2 in the router (no global address,
+    # so it adds no connected route); the daemon's [links] map points at it
+    sh("ip", "link", "del", r.host_link, check=False)
+    sh("ip", "link", "add", r.host_link, "type", "veth", "peer", "name", "xapi-e2", "netns", ns)
+    sh("ip", "link", "set", r.host_link, "up")
+    r.ip("link", "set", "xapi-e2", "up")
     r.add_routes(0, routes)
     r.ip(
         "-6",
@@ -113,6 +128,7 @@ def write_config(
     source: str,
     port: int,
     *,
+    link: str,
     token: str | None = TOKEN,
     change_detect: float = 0.5,
     safety_valve: float = 0.5,
@@ -136,11 +152,11 @@ timeout = 10
 mode = "direct"
 
 [[links.map]]
-router_if = "xapi-e0"
-link = "lo"
-subnet = "2001:db8:a::/64"
-engine_addr = "2001:db8:a::5"
-router_addr = "2001:db8:a::1"
+router_if = "xapi-e2"
+link = "{link}"
+subnet = "2001:db8:c::/64"
+engine_addr = "2001:db8:c::2"
+router_addr = "2001:db8:c::1"
 
 [workers]
 count = 0
@@ -212,7 +228,7 @@ def start_daemon(
 def daemon(router: Router, xtmp: Path) -> Iterator[Daemon]:
     port = free_port()
     cfg = xtmp / "engine.toml"
-    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port)
+    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, link=router.host_link)
     d = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
     try:
         yield d

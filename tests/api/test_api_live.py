@@ -62,14 +62,10 @@ def test_status_routes_lookup_interfaces_stats_metrics(daemon: Daemon, router: R
         ifs = {r["router_if"]: r for r in c.get("/interfaces").json()}
         assert {"lo", "xapi-e0", "xapi-e1", "xapi-p0", "xapi-p1"} <= set(ifs)
         assert ifs["xapi-e1"]["state"] == "unmapped" and ifs["xapi-e1"]["router_oper_up"] is True
-        e0 = ifs["xapi-e0"]
-        assert (e0["state"], e0["engine_if"], e0["engine_ifindex"]) == ("up", "lo", 1)
-        assert (e0["engine_addr"], e0["router_addr"], e0["vlan_id"]) == (
-            "2001:db8:a::5",
-            "2001:db8:a::1",
-            None,
-        )
-        assert e0["router_mac"] is None and e0["router_index"] is not None
+        e2 = ifs["xapi-e2"]
+        assert (e2["state"], e2["engine_if"], e2["vlan_id"]) == ("up", router.host_link, None)
+        assert (e2["engine_addr"], e2["router_addr"]) == ("2001:db8:c::2", "2001:db8:c::1")
+        assert e2["engine_ifindex"] and e2["router_index"] and e2["mtu"] == 1500
 
         stats = c.get("/stats").json()
         assert stats["workers"] == [] and stats["latency"]["count"] == 0
@@ -162,7 +158,7 @@ def test_safety_valve_holds_mass_withdrawal_until_forced(router: Router, xtmp: P
     port = free_port()
     cfg = xtmp / "engine.toml"
     # no change detection: the test drives every sync by hand
-    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, change_detect=0)
+    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, link=router.host_link, change_detect=0)
     d = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
     try:
         with d.client() as c:
@@ -191,11 +187,11 @@ def test_safety_valve_holds_mass_withdrawal_until_forced(router: Router, xtmp: P
 def test_restart_serves_last_good_table_when_router_unreachable(router: Router, xtmp: Path) -> None:
     port = free_port()
     cfg = xtmp / "engine.toml"
-    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port)
+    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, link=router.host_link)
     d = start_daemon(cfg, xtmp / "d1.log", f"http://127.0.0.1:{port}")
     assert d.stop() == 0
     # restart against a router that is gone: the stored table serves at once
-    write_config(cfg, xtmp / "state", "kernel://xapi-gone", port)
+    write_config(cfg, xtmp / "state", "kernel://xapi-gone", port, link=router.host_link)
     d = start_daemon(cfg, xtmp / "d2.log", f"http://127.0.0.1:{port}")
     try:
         with d.client() as c:
@@ -215,7 +211,7 @@ def test_restart_serves_last_good_table_when_router_unreachable(router: Router, 
 def test_sighup_reloads_source_and_refuses_a_bad_file(router: Router, xtmp: Path) -> None:
     port = free_port()
     cfg = xtmp / "engine.toml"
-    write_config(cfg, xtmp / "state", "kernel://xapi-gone", port)
+    write_config(cfg, xtmp / "state", "kernel://xapi-gone", port, link=router.host_link)
     d = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}", ready=False)
     try:
         with d.client() as c:
@@ -239,7 +235,7 @@ def test_sighup_reloads_source_and_refuses_a_bad_file(router: Router, xtmp: Path
 def test_generated_token_and_env_token(router: Router, xtmp: Path) -> None:
     port = free_port()
     cfg = xtmp / "engine.toml"
-    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, token=None)
+    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, link=router.host_link, token=None)
     d = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
     try:
         tokfile = xtmp / "state" / "api-token"

@@ -46,7 +46,7 @@ def _job(c: httpx.Client, force: bool = False) -> dict:  # type: ignore[type-arg
 def test_daemon_over_snmp(snmp_router: SnmpRouter, router: Router, xtmp: Path) -> None:
     port = free_port()
     cfg = xtmp / "engine.toml"
-    write_config(cfg, xtmp / "state", snmp_router.url(), port, change_detect=0)
+    write_config(cfg, xtmp / "state", snmp_router.url(), port, link=router.host_link, change_detect=0)
     d: Daemon = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
     try:
         with d.client() as c:

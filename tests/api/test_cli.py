@@ -60,7 +60,7 @@ def lab() -> Iterator[tuple[Router, Daemon, Path]]:
     router = _mk_router(ns, 20)
     port = free_port()
     cfg = tmp / "engine.toml"
-    write_config(cfg, tmp / "state", f"kernel://{ns}", port, change_detect=0)
+    write_config(cfg, tmp / "state", f"kernel://{ns}", port, link=router.host_link, change_detect=0)
     d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
     try:
         yield router, d, cfg
@@ -115,12 +115,12 @@ def test_routes_under_sync_group(lab: tuple[Router, Daemon, Path]) -> None:
 
 
 def test_interfaces_and_stats(lab: tuple[Router, Daemon, Path]) -> None:
-    _, d, _ = lab
+    router, d, _ = lab
     r = cli("interfaces", env=env_of(d))
     assert r.returncode == EXIT_OK, r.stderr
     assert r.stdout.split("\n", 1)[0].split()[:3] == ["ROUTER", "IF", "STATE"]
     assert any(line.split()[:2] == ["xapi-e1", "unmapped"] for line in r.stdout.splitlines())
-    assert any(line.split()[:4] == ["xapi-e0", "up", "lo", "-"] for line in r.stdout.splitlines())
+    assert any(line.split()[:4] == ["xapi-e2", "up", router.host_link, "-"] for line in r.stdout.splitlines())
     r = cli("interfaces", "--json", env=env_of(d))
     assert {"router_if", "vlan_id", "router_mac", "state"} <= set(json.loads(r.stdout)[0])
     r = cli("stats", env=env_of(d))

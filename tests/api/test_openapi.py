@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.api.conftest import TOKEN, InProcessDaemon, _mk_router, free_port, sh, write_config
+from tests.api.conftest import TOKEN, InProcessDaemon, _mk_router, free_port, host_link, sh, write_config
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -32,7 +32,7 @@ def engine_api() -> Iterator[str]:
     tmp = Path(tempfile.mkdtemp(prefix="xapi-st-"))
     _mk_router(ns, 20)
     cfg = tmp / "engine.toml"
-    write_config(cfg, tmp / "state", f"kernel://{ns}", free_port(), change_detect=0)
+    write_config(cfg, tmp / "state", f"kernel://{ns}", free_port(), link=host_link(ns), change_detect=0)
     d = InProcessDaemon(cfg)
     try:
         yield d.url

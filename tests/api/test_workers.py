@@ -15,7 +15,16 @@ import httpx
 import pytest
 
 from api.workers import WorkerSupervisor
-from tests.api.conftest import TOKEN, InProcessDaemon, _mk_router, free_port, sh, wait_for, write_config
+from tests.api.conftest import (
+    TOKEN,
+    InProcessDaemon,
+    _mk_router,
+    free_port,
+    host_link,
+    sh,
+    wait_for,
+    write_config,
+)
 
 SLEEPER = [
     sys.executable,
@@ -38,7 +47,7 @@ def test_supervisor_restarts_a_killed_worker_and_reports_resources() -> None:
             assert [w.state for w in ws] == ["running", "running"]
             victim = ws[1].pid
             assert victim is not None
-            for _ in range(100):          # the child sleeps in a loop: it soon switches voluntarily
+            for _ in range(100):  # the child sleeps in a loop: it soon switches voluntarily
                 await asyncio.sleep(0.05)
                 w = sup.workers()[1]
                 if w.ctx_switches_voluntary:
@@ -84,7 +93,7 @@ def test_daemon_restarts_crashed_worker_without_losing_the_table() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xapi-wk-"))
     _mk_router(ns, 20)
     cfg = tmp / "engine.toml"
-    write_config(cfg, tmp / "state", f"kernel://{ns}", free_port(), change_detect=0)
+    write_config(cfg, tmp / "state", f"kernel://{ns}", free_port(), link=host_link(ns), change_detect=0)
     cfg.write_text(
         cfg.read_text()
         .replace("count = 0", "count = 2")
