@@ -217,7 +217,12 @@ class Daemon:
             loop.call_soon_threadsafe(lambda: loop.create_task(self._remap(service)))
 
         service.listeners.append(on_links)
-        sync.service.on_interfaces.append(service.on_router_interfaces)
+
+        def on_interfaces(interfaces: list[Any], _diff: object = None) -> None:
+            # reconcile does blocking netlink work: never on the event loop
+            loop.run_in_executor(None, service.update, interfaces)
+
+        sync.service.on_interfaces.append(on_interfaces)
         if sync.router_interfaces():
             await asyncio.to_thread(service.update, sync.router_interfaces())
         service.start()
@@ -265,9 +270,9 @@ class Daemon:
         )
         workers = PoolWorkers(pool, backoff=cfg.workers.restart_backoff)
         await workers.start()
-        sync.service.on_routes.append(pool.routes_hook)
+        sync.service.on_routes.append(workers.routes_hook)
         if self.link_service is not None:
-            self.link_service.listeners.append(pool.set_links)
+            self.link_service.listeners.append(workers.set_links)
         return workers
 
     async def reload(self) -> None:

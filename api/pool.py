@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,34 @@ class PoolWorkers:
         self._delay = [backoff] * n
         self._task: asyncio.Task[None] | None = None
         self._counters: Any = None
+        # One thread talks to the pool: table diffs reach the workers in order, and a revive
+        # never races a broadcast over the same pipes.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xcast6-pool")
 
     # -- lifecycle ------------------------------------------------------------------------------
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def routes_hook(self, snap: Any, d: Any, res: Any = None) -> None:
+        """``SyncService.on_routes``: queue the diff for the workers (in order, off the loop)."""
+        self._executor.submit(self._safely, self.pool.routes_hook, snap, d, res)
+
+    def set_links(self, linkmap: Any) -> None:
+        """LinkService listener: new engine links for the workers (in order, off the loop)."""
+        self._executor.submit(self._safely, self.pool.set_links, linkmap)
+
+    @staticmethod
+    def _safely(fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception(
+                "worker pool update %s failed (a revived worker forks the current table)",
+                getattr(fn, "__name__", fn),
+            )
+
     async def start(self) -> None:
-        await asyncio.to_thread(self.pool.start)
+        await self._call(self.pool.start)
         for i in range(len(self._info)):
             self._mark_started(i)
         self._task = asyncio.get_running_loop().create_task(self._watch())
@@ -53,7 +78,8 @@ class PoolWorkers:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await asyncio.to_thread(self.pool.stop)
+        await self._call(self.pool.stop)
+        self._executor.shutdown(wait=False)
         for info in self._info:
             info.state, info.pid = "stopped", None
         if self._counters is not None:
@@ -100,7 +126,7 @@ class PoolWorkers:
                 )
             await asyncio.sleep(max(self._delay[i] for i in dead))
             try:
-                revived = await asyncio.to_thread(self.pool.revive)
+                revived = await self._call(self.pool.revive)
             except Exception as exc:  # keep watching: the next round tries again
                 log.error("worker restart failed: %s", exc)
                 for i in dead:
