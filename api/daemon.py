@@ -1,7 +1,8 @@
 """``xcast6-engine run``: sync, workers and the API under one asyncio supervisor.
 
 Start-up order: last good snapshot from the state directory (the table serves at once; the
-sync loops start with it and queue the first fetch) -> engine links -> packet workers -> API.
+sync loops start with it; without a stored table the first fetch gets up to 10 s) -> engine
+links -> packet workers (forked from the loaded table) -> API.
 SIGTERM/SIGINT stop gracefully (API first, then sync, then workers); SIGHUP re-reads the
 file and applies new route-source settings without dropping the table; a crashed worker is
 restarted by the supervisor while the table, the sync and the API keep running here.
@@ -131,6 +132,7 @@ class Daemon:
         #    SyncService.start() restores it and then queues the first fetch
         self.sync = sync = ServiceSync.build(cfg, source, fib)
         await sync.start()
+        await sync.wait_first_fetch(min(cfg.sync.timeout, 10.0))
         # 2. links
         links = LinkHolder(cfg.links.mode)
         self.link_service = await self._start_links(links, sync)
@@ -220,9 +222,15 @@ class Daemon:
 
         service.listeners.append(on_links)
 
+        def reconcile(interfaces: list[Any]) -> None:
+            try:
+                service.update(interfaces)
+            except Exception:
+                log.exception("engine links not reconciled")
+
         def on_interfaces(interfaces: list[Any], _diff: object = None) -> None:
             # reconcile does blocking netlink work: never on the event loop
-            loop.run_in_executor(None, service.update, interfaces)
+            loop.run_in_executor(None, reconcile, interfaces)
 
         sync.service.on_interfaces.append(on_interfaces)
         if sync.router_interfaces():

@@ -8,6 +8,7 @@ into what the API shows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 
@@ -84,6 +85,17 @@ class ServiceSync:
         await self.service.start(initial_sync=True)
         # start() restores the store before it queues the first fetch: serving now = from the store
         self.loaded_from_store = self.service.serving is not None
+
+    async def wait_first_fetch(self, timeout: float) -> None:
+        """Without a stored table, give the start-up fetch up to ``timeout`` seconds, so that
+        the links and workers start from the router's interfaces (a slow router only delays
+        them; everything keeps retrying in the background)."""
+        if self.service.serving is not None:
+            return
+        for job in self.service.jobs():
+            if job.trigger == "startup":
+                with contextlib.suppress(TimeoutError):
+                    await job.wait(timeout)
 
     async def stop(self) -> None:
         await self.service.stop()
