@@ -426,8 +426,9 @@ def register(app: typer.Typer) -> None:
     api_app = typer.Typer(help="Engine API client commands.", no_args_is_help=True)
     for name, fn in CLIENT_COMMANDS.items():
         api_app.command(name)(fn)
-        if name in groups:  # e.g. sync's `routes fetch|diff`: join the group as `show`
-            groups[name].command("show")(fn)
+        if name in groups:  # e.g. sync's `routes fetch|diff`: join the group as `show` if free
+            if "show" not in {c.name for c in groups[name].registered_commands}:
+                groups[name].command("show")(fn)
         elif name not in taken:
             app.command(name)(fn)
     taken |= set(groups)

@@ -116,12 +116,12 @@ def test_routes_under_sync_group(lab: tuple[Router, Daemon, Path]) -> None:
 
 def test_interfaces_and_stats(lab: tuple[Router, Daemon, Path]) -> None:
     router, d, _ = lab
-    r = cli("interfaces", env=env_of(d))
+    r = cli("api", "interfaces", env=env_of(d))
     assert r.returncode == EXIT_OK, r.stderr
     assert r.stdout.split("\n", 1)[0].split()[:3] == ["ROUTER", "IF", "STATE"]
     assert any(line.split()[:2] == ["xapi-e1", "unmapped"] for line in r.stdout.splitlines())
     assert any(line.split()[:4] == ["xapi-e2", "up", router.host_link, "-"] for line in r.stdout.splitlines())
-    r = cli("interfaces", "--json", env=env_of(d))
+    r = cli("api", "interfaces", "--json", env=env_of(d))
     assert {"router_if", "vlan_id", "router_mac", "state"} <= set(json.loads(r.stdout)[0])
     r = cli("stats", env=env_of(d))
     assert r.returncode == EXIT_OK, r.stderr
