@@ -202,8 +202,11 @@ class Daemon:
         if importlib.util.find_spec("vlan.service") is None:
             if cfg.links.mode == "direct" and cfg.links.map:
                 links.set(await asyncio.to_thread(direct_links_from_config, cfg.links))
-            log.info("engine links (%s mode, read-only: this build has no vlan/ service): %d",
-                     cfg.links.mode, len(links.links()))
+            log.info(
+                "engine links (%s mode, read-only: this build has no vlan/ service): %d",
+                cfg.links.mode,
+                len(links.links()),
+            )
             return None
         from vlan.plan import InterfacesConfig, PlanError
         from vlan.service import LinkService
