@@ -380,7 +380,7 @@ def config_check(
         if as_json:
             _dump({"valid": False, "problems": problems})
         else:
-            typer.echo(f"xcast6-engine: {path}: {problems[0]}", err=True)
+            typer.echo(f"xcast6-engine: {path}: " + "; ".join(problems), err=True)
         raise typer.Exit(EXIT_USAGE)
     if as_json:
         _dump({"valid": True, "config": cfg.summary()})
@@ -397,14 +397,20 @@ def _source_problems(cfg: Config) -> list[str]:
     from api.syncport import open_route_source
     from sync.source import SourceError
 
+    problems = []
     _export_source_secrets(cfg)
     try:
         open_route_source(cfg.sync.source)
-    except SourceError as exc:
-        return [f"sync.source: {exc}"]
-    except ValueError as exc:
-        return [f"sync.source: {exc}"]
-    return []
+    except (SourceError, ValueError) as exc:
+        problems.append(f"sync.source: {exc}")
+    # the links section is vlan/'s plan input: let it apply its own rules too
+    from vlan.plan import InterfacesConfig, PlanError
+
+    try:
+        InterfacesConfig.from_dict(cfg.links.raw, where="links")
+    except PlanError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 CLIENT_COMMANDS: dict[str, Callable[..., None]] = {

@@ -199,7 +199,7 @@ class Daemon:
         """vlan/'s LinkService when this build has it (reconcile on every router interface
         list, router MACs kept fresh); otherwise the configured direct links, read-only."""
         cfg = self.cfg
-        if importlib.util.find_spec("vlan.service") is None:
+        if importlib.util.find_spec("vlan.service") is None:  # builds without vlan/
             if cfg.links.mode == "direct" and cfg.links.map:
                 links.set(await asyncio.to_thread(direct_links_from_config, cfg.links))
             log.info(

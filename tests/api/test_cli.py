@@ -195,6 +195,13 @@ def test_config_check(lab: tuple[Router, Daemon, Path]) -> None:
         assert "worker: unknown key (did you mean 'workers'?)" in r.stderr
         doc = json.loads(cli("config", "check", str(bad), "--json").stdout)
         assert doc["valid"] is False and len(doc["problems"]) == 2
+        # a rule only vlan/'s plan knows (pool smaller than one link subnet) is reported too
+        bad.write_text(
+            cfg.read_text().replace('mode = "direct"', 'mode = "direct"\npool = "2001:db8:f::/80"')
+        )
+        r = cli("config", "check", str(bad))
+        assert r.returncode == EXIT_USAGE, r.stdout
+        assert "links.pool: 2001:db8:f::/80 is smaller than one /64 subnet" in r.stderr
         bad.write_text(cfg.read_text().replace("kernel://", "snmp://public@[2001:db8::1]:99999#"))
         r = cli("config", "check", str(bad))
         assert r.returncode == EXIT_USAGE and "sync.source" in r.stderr and "public" not in r.stderr
