@@ -319,7 +319,12 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         engine_routes = list(view.fib.routes())
         kernel = await view.sync.kernel_routes()
         rv = diff_routes(engine_routes, snap.routes)
-        ek = None if kernel is None else diff_routes(_gateways_only(kernel), _gateways_only(engine_routes))
+        linked = {link.router_ifname for link in view.links.links()}
+        ek = (
+            None
+            if kernel is None
+            else diff_routes(_gateways_only(kernel), _mirrorable(engine_routes, linked))
+        )
         return RouteDiffReport(
             router=TableInfo(
                 route_count=len(snap.routes),
@@ -446,6 +451,23 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
     return app
 
 
+def _mirrorable(routes: list[Any], linked: set[str]) -> list[Any]:
+    """What the kernel mirror should hold for the engine table: only next hops whose router
+    interface has an engine link (device-only legs dropped beside gateway legs, as the kernel
+    cannot mix them), compared by prefix and gateways."""
+    from engine.model import NextHop, Route
+
+    out = []
+    for r in routes:
+        gws = {h.gateway for h in r.nexthops if h.ifname in linked}
+        if len(gws) > 1 and None in gws:
+            gws.discard(None)
+        if gws:
+            hops = tuple(sorted((NextHop("", g) for g in gws), key=lambda h: h.gateway or b""))
+            out.append(Route(prefix=r.prefix, nexthops=hops, protocol="", metric=0))
+    return out
+
+
 def _gateways_only(routes: list[Any]) -> list[Any]:
     """The kernel mirror names engine-side devices, so compare prefixes and gateways only."""
     from engine.model import NextHop, Route
@@ -453,7 +475,9 @@ def _gateways_only(routes: list[Any]) -> list[Any]:
     return [
         Route(
             prefix=r.prefix,
-            nexthops=tuple(sorted({NextHop("", h.gateway) for h in r.nexthops})),
+            nexthops=tuple(
+                sorted({NextHop("", h.gateway) for h in r.nexthops}, key=lambda h: h.gateway or b"")
+            ),
             protocol="",
             metric=0,
         )

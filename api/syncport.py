@@ -167,7 +167,9 @@ class ServiceSync:
         ours, _foreign = await asyncio.to_thread(mirror.dump)
         out = []
         for kr in ours.values():
-            hops = tuple(sorted({NextHop("", nh.gateway) for nh in kr.nexthops})) or (NextHop(""),)
+            hops = tuple(
+                sorted({NextHop("", nh.gateway) for nh in kr.nexthops}, key=lambda h: h.gateway or b"")
+            ) or (NextHop(""),)
             out.append(
                 Route(
                     prefix=ipaddress.IPv6Network((kr.dst, kr.dst_len)),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import TOKEN, Daemon, Router, free_port, start_daemon, wait_for, write_config
+from tests.api.conftest import TOKEN, Daemon, Router, free_port, sh, start_daemon, wait_for, write_config
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -254,3 +255,36 @@ def test_generated_token_and_env_token(router: Router, xtmp: Path) -> None:
         assert "from-env" not in d.logs()
     finally:
         assert d.stop() == 0
+
+
+def test_diff_against_the_kernel_mirror(router: Router, xtmp: Path) -> None:
+    table = 7000 + os.getpid() % 900
+    # three routes via the router interface that has an engine link (xapi-e2): mirrored
+    router.batch([f"route add 2001:db8:e2{i}::/48 via fe80::99 dev xapi-e2" for i in range(3)])
+    port = free_port()
+    cfg = xtmp / "engine.toml"
+    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, link=router.host_link, change_detect=0)
+    cfg.write_text(cfg.read_text().replace("timeout = 10", f"timeout = 10\nkernel_table = {table}"))
+    d = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
+    try:
+        with d.client() as c:
+
+            def mirrored() -> dict | None:  # type: ignore[type-arg]
+                doc = c.get("/routes/diff").json()
+                return doc if doc["kernel"] and doc["kernel"]["route_count"] == 3 else None
+
+            doc = wait_for(mirrored, 10)
+            assert doc, d.logs()
+            assert doc["engine_vs_kernel"]["counts"] == {"added": 0, "removed": 0, "changed": 0}
+            assert doc["in_sync"] is True
+            shown = sh("ip", "-6", "route", "show", "table", str(table)).stdout
+            assert f"2001:db8:e21::/48 via fe80::99 dev {router.host_link} proto 245" in shown
+            # someone deletes a mirrored route behind the engine's back: the diff names it
+            sh("ip", "-6", "route", "del", "2001:db8:e21::/48", "table", str(table))
+            doc = c.get("/routes/diff").json()
+            assert doc["kernel"]["route_count"] == 2 and doc["in_sync"] is False
+            assert [r["prefix"] for r in doc["engine_vs_kernel"]["added"]] == ["2001:db8:e21::/48"]
+            assert doc["router_vs_engine"]["counts"] == {"added": 0, "removed": 0, "changed": 0}
+    finally:
+        assert d.stop() == 0
+        sh("ip", "-6", "route", "flush", "table", str(table), check=False)
