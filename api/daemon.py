@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import ipaddress
 import json
 import logging
 import os
@@ -144,6 +145,11 @@ class Daemon:
         tasks: list[asyncio.Task[object]] = []
         loop = asyncio.get_running_loop()
         if cfg.api.enabled:
+            if not ipaddress.ip_address(cfg.api.listen).is_loopback:
+                log.warning(
+                    "API listens on %s, beyond this host: keep the token secret and firewall the port",
+                    cfg.api.listen,
+                )
             app = create_app(view, api_token(cfg))
             server = uvicorn.Server(
                 uvicorn.Config(
