@@ -62,7 +62,8 @@ def setup_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access",):
+    # engine debug logs stay readable: libraries log their wire traffic at debug level
+    for noisy in ("uvicorn.access", "pyroute2", "asyncio", "ncclient", "paramiko", "pysnmp", "multipart"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

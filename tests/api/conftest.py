@@ -302,6 +302,13 @@ class SnmpRouter:
     def url(self) -> str:
         return f"snmp://{SNMP_COMMUNITY}@[{self.agent}]:{self.port}?timeout=2&retries=1"
 
+    def v3_url(self) -> str:
+        """SNMPv3 authPriv (SHA-256/AES-128); the keys come from the config file or env."""
+        return (
+            f"snmpv3://{SNMP_V3_USER}@[{self.agent}]:{self.port}"
+            "?auth_proto=sha256&priv_proto=aes128&timeout=2&retries=1"
+        )
+
     def expire_cache(self) -> None:
         """snmpd caches its route/interface tables for 60 s: expire them (nsCacheStatus = 3)."""
         for subtree in ("1.3.6.1.2.1.4.24.7", "1.3.6.1.2.1.2.2", "1.3.6.1.2.1.31.1.1"):
@@ -320,6 +327,7 @@ class SnmpRouter:
 
 
 SNMP_COMMUNITY = "xapi-community"
+SNMP_V3_USER, SNMP_V3_AUTH, SNMP_V3_PRIV = "xapiv3", "xapi-auth-secret", "xapi-priv-secret"
 
 
 def start_snmpd(router: Router, tmp: Path) -> SnmpRouter:
@@ -339,6 +347,8 @@ def start_snmpd(router: Router, tmp: Path) -> SnmpRouter:
     conf.write_text(
         f"agentAddress udp6:[{agent}]:{port}\nrocommunity6 {SNMP_COMMUNITY} default\n"
         "rwcommunity6 xapirw default\n"
+        f"createUser {SNMP_V3_USER} SHA-256 {SNMP_V3_AUTH} AES {SNMP_V3_PRIV}\n"
+        f"rouser {SNMP_V3_USER} authpriv\n"
     )
     (tmp / "persist").mkdir(exist_ok=True)
     env = dict(os.environ, MIBS="", MIBDIRS=str(tmp / "nomibs"), SNMP_PERSISTENT_DIR=str(tmp / "persist"))

@@ -13,6 +13,9 @@ import pytest
 
 from tests.api.conftest import (
     SNMP_COMMUNITY,
+    SNMP_V3_AUTH,
+    SNMP_V3_PRIV,
+    SNMP_V3_USER,
     Daemon,
     Router,
     SnmpRouter,
@@ -92,5 +95,31 @@ def test_daemon_over_snmp(snmp_router: SnmpRouter, router: Router, xtmp: Path) -
             assert c.get("/status").json()["sync"]["route_count"] == 6
             assert c.get("/routes/lookup", params={"dst": "2001:db8:1007::1"}).status_code == 404
         assert SNMP_COMMUNITY not in d.logs()
+    finally:
+        assert d.stop() == 0
+
+
+def test_snmpv3_keys_from_the_config_file_never_leak(
+    snmp_router: SnmpRouter, router: Router, xtmp: Path
+) -> None:
+    port = free_port()
+    cfg = xtmp / "engine.toml"
+    write_config(cfg, xtmp / "state", snmp_router.v3_url(), port, link=router.host_link, change_detect=0)
+    cfg.write_text(
+        cfg.read_text().replace(
+            "timeout = 10",
+            f'timeout = 10\nsnmp_auth_key = "{SNMP_V3_AUTH}"\nsnmp_priv_key = "{SNMP_V3_PRIV}"',
+        )
+    )
+    d = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
+    try:
+        with d.client() as c:
+            st = c.get("/status").json()
+            assert st["ready"] and st["sync"]["route_count"] == 24, st
+            assert st["sync"]["source"].startswith(f"snmpv3://{SNMP_V3_USER}@")
+            texts = [c.get(p).text for p in ("/status", "/routes/diff", "/metrics", "/stats", "/interfaces")]
+        for secret in (SNMP_V3_AUTH, SNMP_V3_PRIV):
+            assert all(secret not in t for t in texts)
+            assert secret not in d.logs()
     finally:
         assert d.stop() == 0
