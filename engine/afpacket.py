@@ -12,6 +12,7 @@ ctypes arena (no per-packet allocation, no Python-side concatenation).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -67,10 +68,9 @@ def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 4 << 20) 
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         bpf.attach(s)
-        try:
+        # kernel < 4.20 lacks this option; the BPF pkttype test still drops our own frames
+        with contextlib.suppress(OSError):
             s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        except OSError:     # kernel < 4.20: the BPF pkttype test still drops our own frames
-            pass
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
         s.bind((ifname, ETH_P_IPV6))
         if fanout_group is not None:

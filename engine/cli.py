@@ -33,6 +33,7 @@ def _register() -> None:
     from engine import tools_cli
 
     tools_cli.register(app)
+    __import__("engine.lab.cli").lab.cli.register(app)  # lab + counters (engine/lab/cli.py)
 
 
 def main() -> None:

@@ -102,7 +102,8 @@ class Egress:
         elif link.router_mac is None:
             res = "egress_no_mac"
         else:
-            res = EgressEntry(link.engine_ifindex, link.router_mac + link.engine_mac + ETHERTYPE_IPV6, link.mtu)
+            l2 = link.router_mac + link.engine_mac + ETHERTYPE_IPV6
+            res = EgressEntry(link.engine_ifindex, l2, link.mtu)
         self._cache[router_ifname] = res
         return res
 
@@ -272,6 +273,8 @@ class Worker:
 def _worker_main(spec: WorkerSpec, fib: Fib, links: list[EngineLink], factory: BrancherFactory,
                  control: multiprocessing.connection.Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the supervisor decides when we stop
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)                     # forked from an asyncio loop: not ours
     w = Worker(spec, fib, LinkMap(links), factory, control)
     signal.signal(signal.SIGTERM, lambda *_: setattr(w, "stopping", True))
     control.send(("ready", spec.index, os.getpid()))
@@ -301,8 +304,8 @@ class WorkerPool:
         for i in range(self.workers):
             parent, child = ctx.Pipe()
             spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch)
-            p = ctx.Process(target=_worker_main, args=(spec, self.fib, self.links.links(), self.factory, child),
-                            name=f"xcast6-worker-{i}", daemon=True)
+            args = (spec, self.fib, self.links.links(), self.factory, child)
+            p = ctx.Process(target=_worker_main, args=args, name=f"xcast6-worker-{i}", daemon=True)
             p.start()
             child.close()
             self.procs.append(p)

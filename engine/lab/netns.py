@@ -15,7 +15,6 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 CLONE_NEWNET = 0x40000000
 

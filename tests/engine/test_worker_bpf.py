@@ -34,8 +34,8 @@ CASES: list[tuple[str, bytes, bool]] = [
     ("plain udp", bytes(IPv6(src=S, dst=D1) / UDP(dport=5000) / b"hi"), False),
     ("udp with dscp 23 but not tunnelled", bytes(IPv6(tc=0x5C, src=S, dst=D1) / UDP() / (b"x" * 60)), False),
     ("xcast inner but wrong tc (dscp 22)", bytes([0x65, 0x80]) + xcast_packet(S, [D1], b"x")[2:], False),
-    ("ipv6-in-ipv6 to unicast inner", bytes(IPv6(tc=0x5C, nh=41, src=S, dst=D1) / IPv6(src=S, dst=D2) / UDP()),
-     False),
+    ("ipv6-in-ipv6 to unicast inner",
+     bytes(IPv6(tc=0x5C, nh=41, src=S, dst=D1) / IPv6(src=S, dst=D2) / UDP()), False),
     ("xou mark with tc 0", _xou(tc=0), False),
 ]
 
