@@ -59,7 +59,7 @@ class _SockaddrLL(ctypes.Structure):
     ]
 
 
-_libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.POINTER(_MMsgHdr), ctypes.c_uint, ctypes.c_int]
+_libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
 _libc.sendmmsg.restype = ctypes.c_int
 
 
@@ -139,11 +139,11 @@ class BatchSender:
         failures: list[tuple[int, int]] = []
         start = 0
         total = self.count
-        msgs = self._msgs
+        base = ctypes.addressof(self._msgs)
+        step = ctypes.sizeof(_MMsgHdr)
         while start < total:
             self.syscalls += 1
-            r = _libc.sendmmsg(self.fd, ctypes.byref(msgs, start * ctypes.sizeof(_MMsgHdr)),
-                               total - start, 0)
+            r = _libc.sendmmsg(self.fd, base + start * step, total - start, 0)
             if r < 0:
                 err = ctypes.get_errno()
                 if err == errno.EINTR:

@@ -198,6 +198,11 @@ class Stats:
         cnt = self.totals.get("latency_count", 0)
         lat["mean_us"] = round(self.totals["latency_sum_ns"] / cnt / 1000, 1) if cnt else None
         lat["max_us"] = round(self.totals["latency_max_ns"] / 1000, 1) if cnt else None
+        if cnt:     # bucket interpolation can overshoot the true maximum
+            for k in ("p50_us", "p90_us", "p99_us", "p999_us"):
+                v = lat[k]
+                if v is not None and lat["max_us"] is not None:
+                    lat[k] = min(v, lat["max_us"])
         return {
             "totals": {k: v for k, v in self.totals.items() if not k.startswith("drop.")},
             "drops": self.drops(),

@@ -13,6 +13,7 @@ last_change, last_error, workers (pids alive).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import os
@@ -54,6 +55,24 @@ def links_from_config(items: list[dict[str, Any]]) -> LinkMap:
     ])
 
 
+def usable_routes(routes: list[Route], links: LinkMap) -> tuple[list[Route], int]:
+    """Routes with at least one next hop the engine can reach (an engine link exists).
+
+    A router's routes out of its engine-facing interfaces (the engine links' own subnets, the
+    divert table's default toward the engine) are not forwarding paths for copies: keeping
+    them would turn "no route" into "no engine link".  Next hops without a link are pruned.
+    """
+    out: list[Route] = []
+    ignored = 0
+    for r in routes:
+        hops = tuple(nh for nh in r.nexthops if links.for_router_if(nh.ifname) is not None)
+        if not hops:
+            ignored += 1
+            continue
+        out.append(r if hops == r.nexthops else dataclasses.replace(r, nexthops=hops))
+    return out, ignored
+
+
 def route_diff(old: dict[ipaddress.IPv6Network, Route], new: list[Route]
                ) -> tuple[list[Route], list[ipaddress.IPv6Network]]:
     """(routes added or changed, prefixes removed) between two tables."""
@@ -92,6 +111,9 @@ class EngineProcess:
             self.status["last_error"] = f"{type(exc).__name__}: {exc}"
             self.status["errors"] = int(self.status.get("errors", 0)) + 1
             return None
+        routes, ignored = usable_routes(snap.routes, self.links)
+        snap.routes = routes
+        self.status["ignored_routes"] = ignored
         self.status["syncs"] += 1
         self.status["last_sync"] = time.time()
         self.status["last_error"] = None
