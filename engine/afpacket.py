@@ -91,7 +91,7 @@ def fanout_group_for(ifindex: int, base: int = 0x5800) -> int:
 class BatchSender:
     """Collects frames and writes them with one ``sendmmsg`` per batch."""
 
-    def __init__(self, capacity: int = 256, slot_size: int = 2048, qdisc_bypass: bool = False) -> None:
+    def __init__(self, capacity: int = 256, slot_size: int = 9216, qdisc_bypass: bool = False) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
         if qdisc_bypass:

@@ -17,6 +17,14 @@ from engine.lab.netns import LabError
 from engine.lab.topology import DIVERT_MARK, DIVERT_TABLE, RECEIVER_PORT, Topology
 
 PYTHON = sys.executable
+# NET-SNMP-AGENT-MIB::nsCacheTimeout, indexed by the cached table's OID (IMPLIED, no length).
+NS_CACHE_TIMEOUT = "1.3.6.1.4.1.8072.1.5.3.1.2"
+SNMP_CACHED_TABLES = (
+    "1.3.6.1.2.1.4.24.7",   # inetCidrRouteTable (default cache 60 s)
+    "1.3.6.1.2.1.4.24.4",   # ipCidrRouteTable
+    "1.3.6.1.2.1.2.2",      # ifTable
+    "1.3.6.1.2.1.4.34",     # ipAddressTable
+)
 
 
 def _pidfile(topo: Topology, what: str) -> Path:
@@ -38,19 +46,19 @@ def _links(topo: Topology) -> None:
     r = topo.routers
     for h in (topo.sender, *topo.receivers):
         rns = topo.router_ns(h.router)
-        netns.veth(topo.ns(h.name), "eth0", rns, h.router_if)
+        netns.veth(topo.ns(h.name), "eth0", rns, h.router_if, topo.mtu)
         netns.ip(topo.ns(h.name), "addr", "add", f"{h.addr}/64", "dev", "eth0", "nodad")
         netns.ip(rns, "addr", "add", f"{h.gw}/64", "dev", h.router_if, "nodad")
         netns.ip(topo.ns(h.name), "-6", "route", "add", "default", "via", h.gw, "dev", "eth0")
         for a in h.loopbacks():
             netns.ip(topo.ns(h.name), "addr", "add", f"{a}/128", "dev", "lo")
     # inter-router link
-    netns.veth(topo.router_ns("a"), "ra-rb", topo.router_ns("b"), "rb-ra")
+    netns.veth(topo.router_ns("a"), "ra-rb", topo.router_ns("b"), "rb-ra", topo.mtu)
     netns.ip(topo.router_ns("a"), "addr", "add", f"{topo.inter_net}1/64", "dev", "ra-rb", "nodad")
     netns.ip(topo.router_ns("b"), "addr", "add", f"{topo.inter_net}2/64", "dev", "rb-ra", "nodad")
     # router B's spare link to h5 (a second path for route-change tests)
     h5 = topo.ns("h5")
-    netns.veth(h5, "eth1", topo.router_ns("b"), "rb-h5b")
+    netns.veth(h5, "eth1", topo.router_ns("b"), "rb-h5b", topo.mtu)
     netns.ip(h5, "addr", "add", f"{topo.spare_net}2/64", "dev", "eth1", "nodad")
     netns.ip(topo.router_ns("b"), "addr", "add", f"{topo.spare_net}1/64", "dev", "rb-h5b", "nodad")
     # engine links, one per router interface (direct mode)
@@ -58,7 +66,7 @@ def _links(topo: Topology) -> None:
         rns, ens = topo.router_ns(name), topo.engine_ns(name)
         for k in range(len(router.interfaces)):
             rif, eif, raddr, eaddr = router.engine_link(k)
-            netns.veth(rns, rif, ens, eif)
+            netns.veth(rns, rif, ens, eif, topo.mtu)
             netns.ip(rns, "addr", "add", f"{raddr}/64", "dev", rif, "nodad")
             netns.ip(ens, "addr", "add", f"{eaddr}/64", "dev", eif, "nodad")
 
@@ -87,12 +95,25 @@ def _snmpd(topo: Topology, r: str) -> None:
     conf = d / "snmpd.conf"
     # Read-only community for the engine's link network only; Debian ships no MIB files, so
     # everything is numeric and MIB loading is switched off (-M/-m) to keep the log clean.
-    conf.write_text(f"rocommunity6 public 2001:db8:e{r}0::/64\nrocommunity6 public ::1/128\n")
+    # A write community on the router's own loopback only: the lab lowers the agent's table
+    # caches (below) so a route change is visible within a second, not after 60 s.
+    conf.write_text(f"rocommunity6 public 2001:db8:e{r}0::/64\nrocommunity6 public ::1/128\n"
+                    "rwcommunity6 xl-lab-rw ::1/128\n")
     ns = topo.router_ns(r)
     addr = topo.routers[r].snmp_addr
     netns.run(["snmpd", "-Lf", str(d / "snmpd.log"), "-C", "-c", str(conf), "-p",
                str(_pidfile(topo, f"snmpd-{r}")), "-M", "/dev/null", "-m", "",
                f"udp6:[{addr}]:161", "udp6:[::1]:161"], ns=ns)
+    deadline = time.monotonic() + 10
+    for oid in SNMP_CACHED_TABLES:
+        while True:
+            p = netns.run(["snmpset", "-v2c", "-c", "xl-lab-rw", "-t", "0.5", "-r", "1", "udp6:[::1]:161",
+                           f"{NS_CACHE_TIMEOUT}.{oid}", "i", "1"], ns=ns, check=False)
+            if p.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"snmpd on router {r}: cannot set cache timeout of {oid}: {p.stderr.strip()}")
+            time.sleep(0.2)
 
 
 def engine_config(topo: Topology, r: str) -> dict[str, object]:
@@ -107,6 +128,7 @@ def engine_config(topo: Topology, r: str) -> dict[str, object]:
             "engine_addr": eaddr, "router_addr": raddr,
             "engine_mac": netns.mac(topo.engine_ns(r), eif).hex(),
             "router_mac": netns.mac(topo.router_ns(r), rif).hex(),
+            "mtu": topo.mtu,
         })
     return {
         "name": f"engine-{r}",

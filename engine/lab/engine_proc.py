@@ -50,6 +50,7 @@ def links_from_config(items: list[dict[str, Any]]) -> LinkMap:
             engine_addr=ipaddress.IPv6Address(i["engine_addr"]).packed,
             router_addr=ipaddress.IPv6Address(i["router_addr"]).packed,
             engine_mac=bytes.fromhex(i["engine_mac"]), router_mac=bytes.fromhex(i["router_mac"]),
+            mtu=int(i.get("mtu", 1500)),
         )
         for i in items
     ])

@@ -69,9 +69,10 @@ def sysctl(ns: str, key: str, value: str) -> None:
     run(["sysctl", "-qw", f"{key}={value}"], ns=ns)
 
 
-def veth(ns_a: str, name_a: str, ns_b: str, name_b: str) -> None:
+def veth(ns_a: str, name_a: str, ns_b: str, name_b: str, mtu: int = 1500) -> None:
     """A veth pair with one end in each namespace, both up (created in ns_a to avoid host names)."""
-    ip(ns_a, "link", "add", name_a, "type", "veth", "peer", "name", name_b, "netns", ns_b)
+    ip(ns_a, "link", "add", name_a, "mtu", str(mtu), "type", "veth", "peer", "name", name_b,
+       "mtu", str(mtu), "netns", ns_b)
     for ns, n in ((ns_a, name_a), (ns_b, name_b)):
         sysctl(ns, f"net.ipv6.conf.{n}.accept_dad", "0")
         ip(ns, "link", "set", n, "up")
