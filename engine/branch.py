@@ -1,0 +1,386 @@
+"""XCAST6 branching: one packet in, one copy per next hop out, every drop counted.
+
+Implements the eight rules of shared/docs/xcast6-wire-format.md ("Branching"):
+
+1-2. classification and validation are :func:`engine.codec.parse` (a ``Reject`` is one drop);
+3.   a live destination that is not global unicast drops the whole packet
+     (``invalid_destination``); a live destination without a route has its bit cleared and
+     is counted once as ``no_route``;
+4.   live destinations are grouped by next hop = (router next-hop address, router interface).
+     A connected route (no gateway) makes each destination its own next hop: the copy's
+     ``nexthop`` is ``NextHop(ifname, gateway=<the destination>)``;
+5.   outer hop limit <= 1 drops the packet (``hop_limit_exceeded``), else copies get hop - 1;
+6.   per group one copy: bitmap = the group's bits only, outer source = ``source_for(ifname)``
+     (no address => ``no_source_address``, counted per copy), outer destination = the group's
+     lowest-index destination, ANONYMOUS zeroes the addresses not live in the copy;
+7.   X2U when a group has exactly one destination, DONT_X2U is clear and the transport is UDP;
+8.   destinations in ``local_addresses`` are delivered locally (``BranchResult.local``, X2U form).
+
+Hot path: no scapy, no ``ipaddress``; per destination one dict hit (cache of validity, next
+hop id and address word sum, invalidated when ``Fib.generation`` changes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from engine.codec import (
+    FLAG_ANONYMOUS,
+    FLAG_DONT_X2U,
+    NH_ICMPV6,
+    NH_UDP,
+    Encoding,
+    Reject,
+    XcastPacket,
+    parse,
+)
+from engine.model import NextHop, Route
+from engine.reasons import DropReason
+from engine.x2u import addr_sum, x2u_xcast, x2u_xou, xou_header_sum
+
+_ZERO16 = bytes(16)
+_NO_SRC = DropReason.NO_SOURCE_ADDRESS
+_PARTIAL = frozenset({DropReason.NO_ROUTE, DropReason.NO_SOURCE_ADDRESS})
+
+# per-destination cache entry kinds
+_ROUTED = 0
+_NO_ROUTE = 1
+_INVALID = 2
+_LOCAL = 3
+
+LOCAL_NEXTHOP_IFNAME = "local"
+_MAX_DESTS_CACHED = 65536
+_MAX_PLANS = 8192
+
+
+class _Plan(NamedTuple):
+    invalid: str | None      # detail when a live destination is invalid (whole packet dropped)
+    no_route: int
+    # (hop id, next hop, bits, first index, first dest, its word sum, indexes, route) per copy
+    groups: tuple[tuple[int, NextHop, int, int, bytes, int, tuple[int, ...], Route | None], ...]
+    local: tuple[tuple[int, bytes, int, NextHop], ...]   # (index, dest, word sum, local next hop)
+
+
+@dataclass(slots=True)
+class Copy:
+    """One packet the engine emits.
+
+    ``data`` is the full IPv6 packet without L2; ``nexthop.ifname`` is the router interface whose
+    engine link it leaves on; ``x2u`` says it is a plain unicast (no XCAST headers);
+    ``dest_indexes`` are the destination indexes live in it (one for X2U).
+    """
+
+    nexthop: NextHop
+    data: bytes
+    x2u: bool
+    dest_indexes: tuple[int, ...]
+    route: Route | None = None
+
+
+@dataclass(slots=True)
+class DestOutcome:
+    """What happened to one destination (``explain``)."""
+
+    index: int
+    address: bytes
+    status: str          # not_live | invalid | no_route | local | forwarded | x2u | no_source_address
+    #                      | dropped (the whole packet was dropped for another reason)
+    route: Route | None = None
+    nexthop: NextHop | None = None
+    copy: int | None = None   # index into BranchResult.copies
+
+
+@dataclass(slots=True)
+class BranchResult:
+    """Copies to send, local deliveries, and drops (reason -> count) for one input packet."""
+
+    copies: list[Copy] = field(default_factory=list)
+    drops: dict[DropReason, int] = field(default_factory=dict)
+    local: list[Copy] = field(default_factory=list)
+    packet: XcastPacket | None = None
+    reject: Reject | None = None
+    detail: str | None = None                 # human detail of a whole-packet drop
+    outcomes: list[DestOutcome] | None = None  # only with explain=True
+
+
+def is_valid_unicast(d: bytes) -> bool:
+    """Global-unicast check on 16 raw bytes (rule 3).
+
+    Rejects ::/8 (unspecified, loopback, IPv4-mapped/compatible), ff00::/8 (multicast),
+    fe80::/10 (link-local) and fec0::/10 (deprecated site-local).  ULA (fc00::/7) and
+    documentation addresses are accepted: operators route them internally.
+    """
+    b0 = d[0]
+    if b0 == 0 or b0 == 0xFF:
+        return False
+    return not (b0 == 0xFE and d[1] & 0xC0 in (0x80, 0xC0))
+
+
+class Brancher:
+    """Branches XCAST6/XOU packets over a :class:`engine.fib.Fib`.
+
+    ``source_for(router_ifname)`` gives the engine's address (16 bytes) on the link standing
+    for that router interface (``vlan.linkmap.LinkMap.source_for``).  ``drop_icmp_echo``
+    enables the RFC 5058 §14 smurf protection.
+    """
+
+    def __init__(
+        self,
+        fib: Any,
+        source_for: Callable[[str], bytes | None],
+        local_addresses: frozenset[bytes] = frozenset(),
+        *,
+        drop_icmp_echo: bool = False,
+    ) -> None:
+        self.fib = fib
+        self.source_for = source_for
+        self.local_addresses = frozenset(local_addresses)
+        self.drop_icmp_echo = drop_icmp_echo
+        self._cache: dict[bytes, tuple[int, int, NextHop | None, Route | None, int]] = {}
+        self._gen: object = None
+        self._hop_ids: dict[NextHop, int] = {}
+        self._hops: list[NextHop] = []
+        self._plans: dict[bytes, _Plan] = {}
+
+    # ------------------------------------------------------------------ per-destination cache
+    def _resolve(self, d: bytes) -> tuple[int, int, NextHop | None, Route | None, int]:
+        if not is_valid_unicast(d):
+            ent: tuple[int, int, NextHop | None, Route | None, int] = (_INVALID, -1, None, None, 0)
+        elif d in self.local_addresses:
+            ent = (_LOCAL, -1, NextHop(LOCAL_NEXTHOP_IFNAME), None, addr_sum(d))
+        else:
+            hit = self.fib.lookup(d)
+            if hit is None:
+                ent = (_NO_ROUTE, -1, None, None, 0)
+            else:
+                route, nh = hit
+                if nh.gateway is None:
+                    nh = NextHop(nh.ifname, d)   # connected: the destination is the next hop
+                hid = self._hop_ids.get(nh)
+                if hid is None:
+                    hid = self._hop_ids[nh] = len(self._hops)
+                    self._hops.append(nh)
+                ent = (_ROUTED, hid, nh, route, addr_sum(d))
+        if len(self._cache) >= _MAX_DESTS_CACHED:
+            self._cache.clear()
+            self._plans.clear()
+        self._cache[d] = ent
+        return ent
+
+    def _check_generation(self) -> None:
+        gen = self.fib.generation
+        if gen != self._gen:
+            self._cache = {}
+            self._hop_ids = {}
+            self._hops = []
+            self._plans = {}
+            self._gen = gen
+
+    # ------------------------------------------------------------------ plans
+    def _plan(self, pkt: XcastPacket, key: bytes) -> _Plan:
+        """Rule 3-4 for one (bitmap, destination list): grouping, no-route count, local bits.
+
+        Sessions repeat the same destination list and bitmap packet after packet, so the plan
+        is cached under those bytes (a flow cache), invalidated with the per-destination cache.
+        """
+        cache = self._cache
+        resolve = self._resolve
+        data = pkt.data
+        doff = pkt.dest_off
+        groups: dict[int, int] = {}
+        local: list[tuple[int, bytes, int, NextHop]] = []
+        no_route = 0
+        rest = pkt.bitmap
+        while rest:
+            low = rest & -rest
+            rest ^= low
+            i = low.bit_length() - 1
+            o = doff + 16 * i
+            d = data[o : o + 16]
+            ent = cache.get(d) or resolve(d)
+            kind = ent[0]
+            if kind == _ROUTED:
+                groups[ent[1]] = groups.get(ent[1], 0) | low
+            elif kind == _NO_ROUTE:
+                no_route += 1
+            elif kind == _INVALID:
+                detail = f"destination {i} ({_txt(d)}) is not a global unicast address"
+                plan = _Plan(detail, 0, (), ())
+                break
+            else:
+                nh_local = ent[2]
+                assert nh_local is not None
+                local.append((i, d, ent[4], nh_local))
+        else:
+            out = []
+            for hid, bits in groups.items():
+                first = (bits & -bits).bit_length() - 1
+                o = doff + 16 * first
+                dst = data[o : o + 16]
+                ent = cache.get(dst) or resolve(dst)
+                out.append((hid, self._hops[hid], bits, first, dst, ent[4], _indexes(bits), ent[3]))
+            plan = _Plan(None, no_route, tuple(out), tuple(local))
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+    # ------------------------------------------------------------------ branching
+    def branch(
+        self, pkt: XcastPacket | bytes | bytearray | memoryview, *, explain: bool = False
+    ) -> BranchResult:
+        """Branch one packet (parsed, or raw IPv6 bytes without L2)."""
+        if not isinstance(pkt, XcastPacket):
+            p = parse(pkt)
+            if isinstance(p, Reject):
+                return BranchResult(drops={p.reason: 1}, reject=p, detail=p.detail)
+            pkt = p
+        if self.fib.generation != self._gen:
+            self._check_generation()
+        res = BranchResult(packet=pkt)
+        drops = res.drops
+        if not pkt.bitmap:
+            drops[DropReason.NO_LIVE_DESTINATION] = 1
+            res.detail = "bitmap has no live destination"
+            return self._explain(res, pkt, {}) if explain else res
+        if self.drop_icmp_echo and pkt.transport == NH_ICMPV6 and pkt.data[pkt.transport_off] == 128:
+            drops[DropReason.ICMP_ECHO_BLOCKED] = 1
+            res.detail = "ICMPv6 echo request to an XCAST group (RFC 5058 §14)"
+            return self._explain(res, pkt, {}) if explain else res
+
+        data = pkt.data
+        bo = pkt.bitmap_off
+        key = data[bo : pkt.dest_off + 16 * pkt.n]
+        plan = self._plans.get(key) or self._plan(pkt, key)
+        if plan.invalid is not None:
+            drops[DropReason.INVALID_DESTINATION] = 1
+            res.detail = plan.invalid
+            return self._explain(res, pkt, {}) if explain else res
+        if plan.no_route:
+            drops[DropReason.NO_ROUTE] = plan.no_route
+        groups = plan.groups
+        hl = pkt.hop_limit
+        if hl <= 1 and (groups or plan.local):
+            drops[DropReason.HOP_LIMIT_EXCEEDED] = 1
+            res.detail = f"outer hop limit {hl}"
+            return self._explain(res, pkt, {}) if explain else res
+        new_hl = hl - 1
+
+        flags = pkt.flags
+        can_x2u = not flags & FLAG_DONT_X2U and pkt.transport == NH_UDP
+        is_xou = pkt.encoding is Encoding.XOU
+        xou_sum = -1
+        copy_of: dict[int, int] = {}   # hop id -> copy index (for explain)
+        if groups:
+            head = data[:7] + bytes((new_hl,))
+            mid = data[40:bo]
+            tail = data[bo + 16 :]
+            anonymous = flags & FLAG_ANONYMOUS
+            source_for = self.source_for
+            copies = res.copies
+            for hid, nh, bits, first, dst, dsum, idx, route in groups:
+                if can_x2u and len(idx) == 1:
+                    if is_xou:
+                        if xou_sum < 0:
+                            xou_sum = xou_header_sum(pkt)
+                        out = x2u_xou(pkt, dst, new_hl, dsum, xou_sum)
+                    else:
+                        out = x2u_xcast(pkt, first, dst, new_hl, dsum)
+                    copy_of[hid] = len(copies)
+                    copies.append(Copy(nh, out, True, idx, route))
+                    continue
+                src = source_for(nh.ifname)
+                if src is None:
+                    drops[_NO_SRC] = drops.get(_NO_SRC, 0) + 1
+                    copy_of[hid] = -1
+                    continue
+                if anonymous:
+                    out = self._anonymous_copy(pkt, head, src, dst, bits)
+                else:
+                    out = b"".join((head, src, dst, mid, bits.to_bytes(16, "little"), tail))
+                copy_of[hid] = len(copies)
+                copies.append(Copy(nh, out, False, idx, route))
+
+        for i, d, dsum, nh_local in plan.local:
+            if pkt.transport != NH_UDP:
+                out = data   # no unicast form to hand up; the host agent gets the packet
+            elif is_xou:
+                if xou_sum < 0:
+                    xou_sum = xou_header_sum(pkt)
+                out = x2u_xou(pkt, d, new_hl, dsum, xou_sum)
+            else:
+                out = x2u_xcast(pkt, i, d, new_hl, dsum)
+            res.local.append(Copy(nh_local, out, True, (i,)))
+        return self._explain(res, pkt, copy_of) if explain else res
+
+    def _anonymous_copy(self, pkt: XcastPacket, head: bytes, src: bytes, dst: bytes, bits: int) -> bytes:
+        """Copy with the addresses of destinations not live in it zeroed (XOU: checksum fixed)."""
+        buf = bytearray(pkt.data)
+        buf[0:8] = head
+        buf[8:24] = src
+        buf[24:40] = dst
+        buf[pkt.bitmap_off : pkt.bitmap_off + 16] = bits.to_bytes(16, "little")
+        removed = 0
+        doff = pkt.dest_off
+        for j in range(pkt.n):
+            if not bits >> j & 1:
+                o = doff + 16 * j
+                removed += addr_sum(bytes(buf[o : o + 16]))
+                buf[o : o + 16] = _ZERO16
+        if pkt.encoding is Encoding.XOU and removed:
+            from engine.checksum import incremental
+
+            t = pkt.transport_off
+            old = buf[t + 6] << 8 | buf[t + 7]
+            if old:
+                new = incremental(old, removed, 0)
+                buf[t + 6] = new >> 8
+                buf[t + 7] = new & 0xFF
+        return bytes(buf)
+
+    # ------------------------------------------------------------------ explain
+    def _explain(self, res: BranchResult, pkt: XcastPacket, copy_of: dict[int, int]) -> BranchResult:
+        whole_drop = bool(res.drops) and not set(res.drops) <= _PARTIAL
+        outcomes: list[DestOutcome] = []
+        local_idx = {c.dest_indexes[0] for c in res.local}
+        for i in range(pkt.n):
+            d = pkt.dest(i)
+            if not pkt.is_live(i):
+                outcomes.append(DestOutcome(i, d, "not_live"))
+                continue
+            ent = self._cache.get(d) or self._resolve(d)
+            kind, hid, nh, route, _ = ent
+            if kind == _INVALID:
+                outcomes.append(DestOutcome(i, d, "invalid"))
+            elif kind == _NO_ROUTE:
+                outcomes.append(DestOutcome(i, d, "no_route"))
+            elif whole_drop:
+                outcomes.append(DestOutcome(i, d, "dropped", route, nh))
+            elif kind == _LOCAL:
+                outcomes.append(DestOutcome(i, d, "local" if i in local_idx else "dropped", None, nh))
+            else:
+                ci = copy_of.get(hid)
+                if ci is None or ci < 0:
+                    outcomes.append(DestOutcome(i, d, "no_source_address", route, nh))
+                else:
+                    status = "x2u" if res.copies[ci].x2u else "forwarded"
+                    outcomes.append(DestOutcome(i, d, status, route, nh, ci))
+        res.outcomes = outcomes
+        return res
+
+
+def _indexes(bits: int) -> tuple[int, ...]:
+    out = []
+    while bits:
+        low = bits & -bits
+        bits ^= low
+        out.append(low.bit_length() - 1)
+    return tuple(out)
+
+
+def _txt(a: bytes) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv6Address(a))
