@@ -30,41 +30,29 @@ import select
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from engine import afpacket
+from engine.branch import Brancher, BranchResult
 from engine.counters import CounterFile, Slot
 from engine.fib import Fib
-from engine.model import NextHop, Route
+from engine.model import Route
 from vlan.linkmap import EngineLink, LinkMap
 
 ETHERTYPE_IPV6 = b"\x86\xdd"
 
 
-class CopyLike(Protocol):
-    nexthop: NextHop
-    data: bytes
-    x2u: bool
-
-
-class BranchResultLike(Protocol):
-    copies: Sequence[CopyLike]
-    drops: Any     # Mapping[DropReason | str, int]
-
-
-BranchFn = Callable[[bytes], BranchResultLike]
+BranchFn = Callable[[bytes], BranchResult]
 # (fib, links) -> branch function; rebuilt when the link map changes (outer source addresses).
 BrancherFactory = Callable[[Fib, LinkMap], BranchFn]
 
 
 def default_brancher_factory(fib: Fib, links: LinkMap) -> BranchFn:
     """The engine core's RFC 5058 branching (engine/branch.py)."""
-    from engine.branch import Brancher  # type: ignore[import-not-found,unused-ignore]
-
-    return Brancher(fib, links.source_for).branch  # type: ignore[no-any-return,unused-ignore]
+    return Brancher(fib, links.source_for).branch
 
 
 def reason_name(reason: object) -> str:
@@ -120,17 +108,8 @@ class WorkerSpec:
 
 
 def apply_diff(fib: Fib, adds: Iterable[Route], removes: Iterable[ipaddress.IPv6Network]) -> None:
-    """Apply a sync diff to a Fib; big diffs are rebuilt in one swap, small ones in place."""
-    adds = list(adds)
-    removes = list(removes)
-    if len(adds) + len(removes) > 64:
-        gone = set(removes) | {r.prefix for r in adds}
-        fib.replace([*(r for r in fib.routes() if r.prefix not in gone), *adds])
-        return
-    for p in removes:
-        fib.remove(p)
-    for r in adds:
-        fib.add(r)
+    """Apply a sync diff to a Fib as ONE new generation (readers see before or after, not a mix)."""
+    fib.update(add=adds, remove=removes)
 
 
 class Worker:
@@ -183,11 +162,10 @@ class Worker:
         drops = result.drops
         if drops:
             for reason, n in drops.items():
-                name = reason_name(reason)
-                if name in ("not_xcast", "not-xcast"):
+                if reason in NOT_XCAST:
                     slot.add("not_xcast", n)
                 else:
-                    slot.drop(name, n)
+                    slot.drop(reason_name(reason), n)
         copies = result.copies
         if not copies:
             return
