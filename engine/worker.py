@@ -40,6 +40,7 @@ from engine.branch import Brancher, BranchResult
 from engine.counters import CounterFile, Slot
 from engine.fib import Fib
 from engine.model import Route
+from engine.reasons import NOT_XCAST
 from vlan.linkmap import EngineLink, LinkMap
 
 ETHERTYPE_IPV6 = b"\x86\xdd"
