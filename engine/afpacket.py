@@ -116,6 +116,8 @@ class BatchSender:
             h.iovlen = 1
         self.count = 0
         self.syscalls = 0
+        self.failed_total = 0    # frames the kernel refused (also those flushed by add())
+        self.last_errno = 0
 
     def add(self, ifindex: int, l2: bytes, packet: bytes) -> bool:
         """Queue one frame (``l2`` header + IPv6 packet); False if it does not fit a slot."""
@@ -150,6 +152,8 @@ class BatchSender:
                     continue
                 # The message at ``start`` failed: count it and carry on with the rest.
                 failures.append((start, err))
+                self.failed_total += 1
+                self.last_errno = err
                 start += 1
                 continue
             sent += r

@@ -206,10 +206,12 @@ class Worker:
         return n
 
     def flush(self, times: list[int]) -> None:
-        if self.sender.count:
-            _, failures = self.sender.flush()
-            if failures:
-                self.slot.add("egress_errors", len(failures))
+        sender = self.sender
+        if sender.count:
+            sender.flush()
+        if sender.failed_total:     # includes batches add() had to flush early
+            self.slot.add("egress_errors", sender.failed_total)
+            sender.failed_total = 0
         if times:
             now = time.perf_counter_ns()
             for t0 in times:
