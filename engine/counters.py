@@ -39,6 +39,9 @@ BASE_COUNTERS: tuple[str, ...] = (
     "egress_no_mac",     # engine link whose router MAC is not learned yet
     "egress_mtu",        # copy larger than the link MTU
     "table_updates",     # route diffs applied by this worker
+    "syscalls_rx",       # recv calls (including the one that finds the socket empty)
+    "syscalls_tx",       # sendmmsg calls
+    "syscalls_poll",     # epoll_wait calls
     "latency_count",
     "latency_sum_ns",
     "latency_max_ns",

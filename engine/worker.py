@@ -196,7 +196,9 @@ class Worker:
             try:
                 size = sock.recv_into(buf)
             except BlockingIOError:
+                slot.add("syscalls_rx")
                 break
+            slot.add("syscalls_rx")
             t0 = time.perf_counter_ns()
             slot.add("received")
             slot.add("received_bytes", size)
@@ -208,7 +210,9 @@ class Worker:
     def flush(self, times: list[int]) -> None:
         sender = self.sender
         if sender.count:
+            before = sender.syscalls
             sender.flush()
+            self.slot.add("syscalls_tx", sender.syscalls - before)
         if sender.failed_total:     # includes batches add() had to flush early
             self.slot.add("egress_errors", sender.failed_total)
             sender.failed_total = 0
@@ -231,7 +235,9 @@ class Worker:
         times: list[int] = []
         try:
             while not self.stopping:
-                for fd, _ in ep.poll(0.5):
+                events = ep.poll(0.5)
+                self.slot.add("syscalls_poll")
+                for fd, _ in events:
                     if fd == ctl_fd:
                         assert self.control is not None
                         try:
