@@ -154,10 +154,10 @@ class CounterFile:
 class Slot:
     """One worker's row: plain index arithmetic on a shared ``memoryview('Q')``."""
 
-    __slots__ = ("_hist_base", "_w", "base", "index_of")
+    __slots__ = ("_hist_base", "_w", "base", "index_of", "words")
 
     def __init__(self, cf: CounterFile, index: int) -> None:
-        self._w = cf._words
+        self._w = self.words = cf._words    # hot paths index ``words`` with ``index_of`` directly
         self.base = index * cf.row
         self._hist_base = self.base + len(cf.names)
         self.index_of = {name: self.base + i for i, name in enumerate(cf.names)}
