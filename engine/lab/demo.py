@@ -8,9 +8,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shlex
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.counters import CounterFile
@@ -37,6 +41,33 @@ def send_xcast(topo: Topology, dests: list[str], payloads: list[bytes], **kw: An
     with RawSender(topo.ns("snd")) as s:
         for p in payloads:
             s.send(build(topo.sender.addr, dests, p, **kw))
+
+
+def cli_sender_available() -> bool:
+    """True when the core's ``xcast6-engine send`` (engine.sender) is installed."""
+    try:
+        import engine.sender  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def send_with_cli(topo: Topology, dests: list[str], payload: bytes, count: int, *, sport: int = 40000,
+                  dport: int = RECEIVER_PORT, flags: int = 0, hop_limit: int = 64) -> str:
+    """Run ``xcast6-engine send`` inside the sender namespace (what an operator would type)."""
+    cmd = [sys.executable, "-m", "engine.cli", "send", *dests, "--port", str(dport), "--sport", str(sport),
+           "--payload", payload.decode(), "--count", str(count), "--source", topo.sender.addr,
+           "--hop-limit", str(hop_limit)]
+    if flags & 0x40:
+        cmd.append("--dont-x2u")
+    if flags & 0x80:
+        cmd.append("--anonymous")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.run(["ip", "netns", "exec", topo.ns("snd"), *cmd], capture_output=True, text=True,
+                       env=env, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError(f"xcast6-engine send failed (exit {p.returncode}): {p.stderr.strip() or p.stdout}")
+    return shlex.join(["xcast6-engine", *cmd[3:]])
 
 
 def send_raw(topo: Topology, packets: list[bytes]) -> None:
@@ -157,12 +188,16 @@ def run_demo(topo: Topology, count: int = 3) -> bool:
     """The demo: ``count`` datagrams to every receiver; True when every cell is right."""
     dests = [h.addr for h in topo.receivers]
     stamp = f"{os.getpid()}-{int(time.time())}"
-    payloads = [f"xcast6 demo {stamp} #{i}".encode() for i in range(count)]
     reset_logs(topo)
-    print(f"sending {count} XCAST6 datagram(s) from {topo.sender.addr} to {len(dests)} destinations:")
-    for d in dests:
-        print(f"  {d}")
-    send_xcast(topo, dests, payloads)
+    print(f"sending {count} XCAST6 datagram(s) from {topo.sender.addr} (namespace {topo.ns('snd')}) "
+          f"to {len(dests)} destinations:")
+    if cli_sender_available():
+        payloads = [f"xcast6 demo {stamp}".encode()] * count
+        print("  $ " + send_with_cli(topo, dests, payloads[0], count))
+    else:   # the core's sender is not installed: same packets, built in-process
+        payloads = [f"xcast6 demo {stamp} #{i}".encode() for i in range(count)]
+        print("  (engine.sender not installed: packets built with engine.codec.build_xcast)")
+        send_xcast(topo, dests, payloads)
     got = deliveries(topo, expect=count * len(dests))
     rows = matrix(topo, dests, payloads, got)
     print()

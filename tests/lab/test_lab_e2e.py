@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from engine.lab import build, netns
-from engine.lab.demo import deliveries, engine_counters, reset_logs, send_raw, send_xcast
+from engine.lab.demo import deliveries, engine_counters, reset_logs, send_raw, send_with_cli, send_xcast
 from engine.lab.topology import RECEIVER_PORT, Topology
 from tests.lab.scapy_xcast import F_ANONYMOUS, F_DONT_X2U, xcast_packet
 
@@ -140,6 +140,16 @@ def test_126_destinations_on_loopbacks(lab: Topology) -> None:
     # engine A: one copy per A-side host + one to router B; engine B: one per B-side host
     assert d["a"]["copies_out"] == 3 * len(sent), d
     assert d["b"]["copies_out"] == 3 * len(sent), d
+
+
+def test_operator_cli_sender(lab: Topology) -> None:
+    """``xcast6-engine send`` (the core's sender) run inside the sender namespace."""
+    dests = receivers(lab)
+    payload = f"cli {os.getpid()} {time.time_ns()}".encode()
+    reset_logs(lab)
+    send_with_cli(lab, dests, payload, 2, flags=F_ANONYMOUS)
+    got = deliveries(lab, expect=2 * len(dests))
+    assert_exactly_once(lab, got, dests, [payload, payload], kind="udp")
 
 
 def test_scapy_reference_packet(lab: Topology) -> None:
