@@ -160,9 +160,9 @@ class Slot:
         self._w = self.words = cf._words    # hot paths index ``words`` with ``index_of`` directly
         self.base = index * cf.row
         self._hist_base = self.base + len(cf.names)
+        # No zeroing here: a worker restarted into its old slot keeps counting from where the
+        # dead one stopped (the file is created zeroed).
         self.index_of = {name: self.base + i for i, name in enumerate(cf.names)}
-        for i in range(cf.row):
-            self._w[self.base + i] = 0
 
     def add(self, name: str, n: int = 1) -> None:
         idx = self.index_of.get(name)

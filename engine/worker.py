@@ -47,6 +47,7 @@ ETHERTYPE_IPV6 = b"\x86\xdd"
 
 
 BranchFn = Callable[[bytes], BranchResult]
+Conn = multiprocessing.connection.Connection
 # (fib, links) -> branch function; rebuilt when the link map changes (outer source addresses).
 BrancherFactory = Callable[[Fib, LinkMap], BranchFn]
 
@@ -297,31 +298,60 @@ class WorkerPool:
     procs: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     conns: list[multiprocessing.connection.Connection] = field(default_factory=list)
 
+    restarts: int = 0
+
+    def _fork(self, i: int) -> tuple[multiprocessing.process.BaseProcess, Conn]:
+        # Forked from the supervisor, whose Fib is always the current one: a (re)started worker
+        # inherits today's table, not the one from boot.
+        ctx = multiprocessing.get_context("fork")
+        parent, child = ctx.Pipe()
+        spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch)
+        args = (spec, self.fib, self.links.links(), self.factory, child)
+        p = ctx.Process(target=_worker_main, args=args, name=f"xcast6-worker-{i}", daemon=True)
+        p.start()
+        child.close()
+        return p, parent
+
+    @staticmethod
+    def _await_ready(i: int, c: multiprocessing.connection.Connection, timeout: float) -> None:
+        if not c.poll(timeout):
+            raise RuntimeError(f"worker {i} did not start within {timeout}s")
+        msg = c.recv()
+        if msg[0] != "ready":
+            raise RuntimeError(f"worker {i} failed to start: {msg!r}")
+
     def start(self, timeout: float = 10.0) -> None:
         """Create the counter file and fork the workers (after the table is loaded)."""
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         CounterFile.create(self.counters_path, self.workers)
-        ctx = multiprocessing.get_context("fork")
         for i in range(self.workers):
-            parent, child = ctx.Pipe()
-            spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch)
-            args = (spec, self.fib, self.links.links(), self.factory, child)
-            p = ctx.Process(target=_worker_main, args=args, name=f"xcast6-worker-{i}", daemon=True)
-            p.start()
-            child.close()
+            p, c = self._fork(i)
             self.procs.append(p)
-            self.conns.append(parent)
-        for i, c in enumerate(self.conns):
-            if not c.poll(timeout):
-                self.stop()
-                raise RuntimeError(f"worker {i} did not start within {timeout}s")
-            msg = c.recv()
-            if msg[0] != "ready":
-                self.stop()
-                raise RuntimeError(f"worker {i} failed to start: {msg!r}")
+            self.conns.append(c)
+        try:
+            for i, c in enumerate(self.conns):
+                self._await_ready(i, c, timeout)
+        except (RuntimeError, EOFError):
+            self.stop()
+            raise
+
+    def revive(self, timeout: float = 10.0) -> list[int]:
+        """Restart dead workers in their slots (same fanout group); returns their indexes."""
+        revived = []
+        for i, p in enumerate(self.procs):
+            if p.is_alive():
+                continue
+            p.join(0)
+            self.conns[i].close()
+            self.procs[i], self.conns[i] = self._fork(i)
+            self._await_ready(i, self.conns[i], timeout)
+            revived.append(i)
+            self.restarts += 1
+        return revived
 
     def _broadcast(self, msg: tuple[Any, ...], timeout: float = 30.0) -> None:
+        self.revive()
         for c in self.conns:
             c.send(msg)
         for i, c in enumerate(self.conns):

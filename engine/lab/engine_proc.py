@@ -139,6 +139,10 @@ class EngineProcess:
         interval = float(self.cfg.get("poll_interval", 1.0))
         while not self.stopping:
             await asyncio.sleep(interval)
+            revived = self.pool.revive()
+            if revived:
+                self.status["worker_restarts"] = self.pool.restarts
+                self.status["last_error"] = f"restarted dead worker(s) {revived}"
             snap = await self.fetch()
             if snap is not None:
                 adds, removes = route_diff(self.table, snap.routes)

@@ -210,6 +210,25 @@ def test_copies_leave_on_the_right_link_with_router_mac(pair: tuple[str, str], t
         st2 = CounterFile.open(tmp_path / "stats.shm").snapshot()
         assert st2.totals["table_updates"] == workers
         assert st2.drops()["no_route"] == n_packets + 1 + 20
+
+        # a worker that dies is restarted into its slot and fanout group, with today's table
+        victim = pool.procs[0]
+        assert victim.pid is not None
+        os.kill(victim.pid, 9)
+        victim.join(5)
+        with netns.in_netns(e):     # workers are forked into the caller's namespace
+            assert pool.revive() == [0] and all(pool.alive())
+        with netns.in_netns(r):
+            tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            tx.bind(("r-if1", 0))
+        for i in range(10):
+            tx.send(ethernet(mac_e1, ROUTER_MACS["r-if1"], xcast_packet(SRC, dests, b"y", sport=51000 + i)))
+        tx.close()
+        got = _drain(socks)
+        assert len(_data_from(got["r-if1"], mac_e1)) == 10
+        assert _data_from(got["r-if2"], mac_e2) == []          # the restarted worker has the diff
+        st3 = CounterFile.open(tmp_path / "stats.shm").snapshot()
+        assert st3.totals["received"] == st2.totals["received"] + 10   # counts survive the restart
     finally:
         pool.stop()
         for s in socks.values():
