@@ -35,13 +35,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil  # noqa: E402
+import psutil
 
-from engine import afpacket  # noqa: E402
-from engine.codec import build_xcast  # noqa: E402
-from engine.counters import CounterFile  # noqa: E402
-from engine.lab import build, netns  # noqa: E402
-from engine.lab.topology import Topology  # noqa: E402
+from engine import afpacket, histogram
+from engine.codec import build_xcast
+from engine.counters import CounterFile
+from engine.lab import build, netns
+from engine.lab.topology import Topology
 
 LOAD_PORT = 9
 PROBE_PORT = 7000
@@ -247,6 +247,14 @@ def counters(topo: Topology) -> dict[str, int]:
         cf.close()
 
 
+def buckets(topo: Topology) -> list[int]:
+    cf = CounterFile.open(topo.counters_path("a"))
+    try:
+        return cf.snapshot().buckets
+    finally:
+        cf.close()
+
+
 def step(topo: Topology, frames: list[bytes], n: int, rate: float, duration: float) -> dict[str, Any]:
     procs = engine_procs(topo)
     c0, d0, p0 = counters(topo), delivered(topo), proc_sample(procs)
@@ -305,7 +313,8 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
                 r = step(topo, frames, n, rate, duration)
                 ladder.append(r)
                 print(f"{r['offered_pps']:>8} {r['engine_in_pps']:>8} {r['copies_out_pps']:>9} "
-                      f"{r['delivered_pps']:>9} {r['loss']:>7} {r['cpu_pct']:>6} {r['syscalls_per_packet']!s:>8} "
+                      f"{r['delivered_pps']:>9} {r['loss']:>7} {r['cpu_pct']:>6} "
+                      f"{r['syscalls_per_packet']!s:>8} "
                       f"{r['ctx_switches_per_s']:>7} {r['loadavg_1m']:>5.2f}")
                 if r["loss"] is not None and r["loss"] > 0.2:
                     break
@@ -319,15 +328,21 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
             bg = ctx.Process(target=run_load, args=(topo, frames, half, 6.0))
             bg.start()
             time.sleep(0.5)
+            h0 = buckets(topo)
             lat = probe_latency(topo, bench_dests(topo, 1)[0], 4.0)
+            internal = [b - a for a, b in zip(h0, buckets(topo), strict=True)]
             bg.join()
             idle = probe_latency(topo, bench_dests(topo, 1)[0], 2.0)
             res = {
                 "ladder": ladder, "capacity_in_pps": capacity_in, "capacity_copies_pps": capacity_copies,
                 "max_lossless_offered_pps": max((r["offered_pps"] for r in lossless), default=0),
                 "half_load_pps": round(half),
-                "latency_half_load": {"engine": lat_summary(lat["xcast"]), "no_engine": lat_summary(lat["plain"])},
-                "latency_idle": {"engine": lat_summary(idle["xcast"]), "no_engine": lat_summary(idle["plain"])},
+                "latency_half_load": {"engine": lat_summary(lat["xcast"]),
+                                      "no_engine": lat_summary(lat["plain"])},
+                "latency_idle": {"engine": lat_summary(idle["xcast"]),
+                                 "no_engine": lat_summary(idle["plain"])},
+                # the workers' own receive->send histogram over the half-load window
+                "worker_latency_half_load": histogram.summary(internal),
                 "copies_vs_kernel": round(capacity_copies / out["kernel"]["forwarded_pps"], 3)
                 if out["kernel"]["forwarded_pps"] else None,
             }
@@ -335,7 +350,8 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
             if e["p99_us"] is not None and b["p99_us"] is not None:
                 res["engine_added_p99_us_half_load"] = round(e["p99_us"] - b["p99_us"], 1)
             print(f"   capacity: {capacity_in} pkt/s in, {capacity_copies} copies/s "
-                  f"({res['copies_vs_kernel']} of kernel); latency @half load engine {e} | no engine {b}")
+                  f"({res['copies_vs_kernel']} of kernel); latency @half load engine {e} | no engine {b} "
+                  f"| worker receive->send {res['worker_latency_half_load']}")
             out["by_n"][str(n)] = res
         return out
     finally:
@@ -353,15 +369,17 @@ def plot(result: dict[str, Any], png: Path) -> None:
         for n, res in w["by_n"].items():
             lad = res["ladder"]
             lbl = f"N={n}, {w['workers']}w"
-            axes[0].plot([r["offered_pps"] for r in lad], [r["copies_out_pps"] for r in lad], "o-", label=lbl)
-            axes[1].plot([r["offered_pps"] for r in lad], [100 * (r["loss"] or 0) for r in lad], "o-", label=lbl)
+            offered = [r["offered_pps"] for r in lad]
+            axes[0].plot(offered, [r["copies_out_pps"] for r in lad], "o-", label=lbl)
+            axes[1].plot(offered, [100 * (r["loss"] or 0) for r in lad], "o-", label=lbl)
             lat = res["latency_half_load"]
             axes[2].bar(f"{n}/{w['workers']}w", (lat["engine"]["p99_us"] or 0), color="tab:red", alpha=.7)
             axes[2].bar(f"{n}/{w['workers']}w", (lat["no_engine"]["p99_us"] or 0), color="tab:blue", alpha=.7)
         axes[0].axhline(w["kernel"]["forwarded_pps"], ls="--", color="gray")
     axes[0].set(xscale="log", yscale="log", xlabel="offered XCAST6 packets/s", ylabel="copies out/s",
                 title="throughput (dashed: kernel plain forwarding)")
-    axes[1].set(xscale="log", xlabel="offered XCAST6 packets/s", ylabel="loss %", title="loss vs offered load")
+    axes[1].set(xscale="log", xlabel="offered XCAST6 packets/s", ylabel="loss %",
+                title="loss vs offered load")
     axes[2].set(ylabel="p99 µs", title="p99 sender->receiver @ half load (red engine, blue no engine)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -379,8 +397,8 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench_lab needs root (network namespaces)")
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"started": time.time(), "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
-                              "kernel": os.uname().release, "runs": []}
+    result: dict[str, Any] = {"started": time.time(), "cpus": os.cpu_count(),
+                              "loadavg_start": os.getloadavg(), "kernel": os.uname().release, "runs": []}
     for w in a.workers:
         result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate))
     result["loadavg_end"] = os.getloadavg()
