@@ -61,12 +61,24 @@ def _links(topo: Topology) -> None:
     netns.veth(h5, "eth1", topo.router_ns("b"), "rb-h5b", topo.mtu)
     netns.ip(h5, "addr", "add", f"{topo.spare_net}2/64", "dev", "eth1", "nodad")
     netns.ip(topo.router_ns("b"), "addr", "add", f"{topo.spare_net}1/64", "dev", "rb-h5b", "nodad")
-    # engine links, one per router interface (direct mode)
+    # engine links, one per router interface: a veth each (direct mode), or one veth trunk per
+    # router with an 802.1Q subinterface per router interface on both ends (vlan mode; needs
+    # the 8021q module, i.e. the QEMU harness on this host).  Names are the same in both modes.
     for name, router in r.items():
         rns, ens = topo.router_ns(name), topo.engine_ns(name)
+        if topo.mode == "vlan":
+            netns.veth(rns, "trunk", ens, "trunk", topo.mtu)
         for k in range(len(router.interfaces)):
             rif, eif, raddr, eaddr = router.engine_link(k)
-            netns.veth(rns, rif, ens, eif, topo.mtu)
+            if topo.mode == "vlan":
+                vid = str(topo.vlan_id(k))
+                netns.ip(rns, "link", "add", "link", "trunk", "name", rif, "type", "vlan", "id", vid)
+                netns.ip(ens, "link", "add", "link", "trunk", "name", eif, "type", "vlan", "id", vid)
+                for ns, n in ((rns, rif), (ens, eif)):
+                    netns.sysctl(ns, f"net.ipv6.conf.{n}.accept_dad", "0")
+                    netns.ip(ns, "link", "set", n, "up")
+            else:
+                netns.veth(rns, rif, ens, eif, topo.mtu)
             netns.ip(rns, "addr", "add", f"{raddr}/64", "dev", rif, "nodad")
             netns.ip(ens, "addr", "add", f"{eaddr}/64", "dev", eif, "nodad")
 
@@ -129,6 +141,7 @@ def engine_config(topo: Topology, r: str) -> dict[str, object]:
             "engine_mac": netns.mac(topo.engine_ns(r), eif).hex(),
             "router_mac": netns.mac(topo.router_ns(r), rif).hex(),
             "mtu": topo.mtu,
+            "vlan_id": topo.vlan_id(k) if topo.mode == "vlan" else None,
         })
     return {
         "name": f"engine-{r}",
@@ -203,7 +216,8 @@ def up(topo: Topology, wait: bool = True) -> None:
                        f"run 'lab down --prefix {topo.prefix}' first")
     topo.state_dir.mkdir(parents=True, exist_ok=True)
     (topo.state_dir / "topology.json").write_text(json.dumps(
-        {"prefix": topo.prefix, "workers": topo.workers, "poll_interval": topo.poll_interval}))
+        {"prefix": topo.prefix, "workers": topo.workers, "poll_interval": topo.poll_interval,
+         "mode": topo.mode}))
     try:
         for ns in topo.all_namespaces():
             netns.add_ns(ns)

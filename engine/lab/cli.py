@@ -33,12 +33,17 @@ def _topo(prefix: str, state_dir: Path | None, workers: int = 1) -> Topology:
 
 @lab_app.command("up")
 def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
-       workers: int = typer.Option(1, min=1, max=16, help="Worker processes per engine.")) -> None:
+       workers: int = typer.Option(1, min=1, max=16, help="Worker processes per engine."),
+       mode: str = typer.Option("direct", help="Router-engine links: direct (veths) or vlan (802.1Q).")
+       ) -> None:
     """Build the lab and start snmpd, receivers and both engines (waits for their first sync)."""
     from engine.lab import build
 
+    if mode not in ("direct", "vlan"):
+        raise typer.BadParameter(f"{mode!r}: use direct or vlan", param_hint="--mode")
     topo = _topo(prefix, state_dir, workers)
     topo.workers = workers
+    topo.mode = mode
     try:
         build.up(topo)
     except LabError as exc:

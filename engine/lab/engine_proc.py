@@ -46,7 +46,7 @@ def links_from_config(items: list[dict[str, Any]]) -> LinkMap:
     return LinkMap([
         EngineLink(
             router_ifname=i["router_ifname"], engine_ifname=i["engine_ifname"],
-            engine_ifindex=int(i["engine_ifindex"]), vlan_id=None,
+            engine_ifindex=int(i["engine_ifindex"]), vlan_id=i.get("vlan_id"),
             engine_addr=ipaddress.IPv6Address(i["engine_addr"]).packed,
             router_addr=ipaddress.IPv6Address(i["router_addr"]).packed,
             engine_mac=bytes.fromhex(i["engine_mac"]), router_mac=bytes.fromhex(i["router_mac"]),

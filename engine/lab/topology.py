@@ -74,6 +74,8 @@ class Topology:
     # Jumbo links: a 126-destination XCAST6 header alone is 2,120 bytes (the draft assumes the
     # core runs a large MTU; so does the lab).
     mtu: int = 9000
+    mode: str = "direct"          # "direct" (veth per link) or "vlan" (802.1Q on one trunk)
+    vlan_base: int = 100
 
     sender: Host = Host("snd", "a", "2001:db8:a0::", "ra-snd", None)
     receivers: tuple[Host, ...] = (
@@ -85,6 +87,9 @@ class Topology:
     )
     inter_net: str = "2001:db8:ab::"       # router A ::1, router B ::2
     spare_net: str = "2001:db8:b9::"       # router B's spare link to h5 (route-change tests)
+
+    def vlan_id(self, k: int) -> int:
+        return self.vlan_base + k
 
     def ns(self, short: str) -> str:
         return f"{self.prefix}{short}"
