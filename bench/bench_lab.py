@@ -277,6 +277,7 @@ def step(topo: Topology, frames: list[bytes], n: int, rate: float, duration: flo
         "syscalls_per_packet": round(syscalls / got_in, 2) if got_in else None,
         "rss_mb": round(p1["rss"] / 2**20, 1), "loadavg_1m": os.getloadavg()[0],
         "egress_errors": c1["egress_errors"] - c0["egress_errors"],
+        "rx_queue_drops": c1["rx_queue_drops"] - c0["rx_queue_drops"],
     }
 
 
@@ -322,7 +323,9 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
             capacity_in = max(r["engine_in_pps"] for r in ladder)
             capacity_copies = max(r["copies_out_pps"] for r in ladder)
             lossless = [r for r in ladder if r["loss"] is not None and r["loss"] <= 0.001]
-            half = max(capacity_in / 2, 100)
+            # half of the highest load carried without loss (the capacity a user can rely on)
+            lossless_in = max((r["engine_in_pps"] for r in lossless), default=capacity_in)
+            half = max(lossless_in / 2, 100)
             # latency at half load: background load + probes in parallel
             ctx = multiprocessing.get_context("fork")
             bg = ctx.Process(target=run_load, args=(topo, frames, half, 6.0))

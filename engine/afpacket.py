@@ -23,6 +23,7 @@ import struct
 from engine import bpf
 
 SOL_PACKET = 263
+PACKET_STATISTICS = 6
 PACKET_FANOUT = 18
 PACKET_IGNORE_OUTGOING = 23
 PACKET_QDISC_BYPASS = 20
@@ -63,7 +64,7 @@ _libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.
 _libc.sendmmsg.restype = ctypes.c_int
 
 
-def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 4 << 20) -> socket.socket:
+def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 1 << 20) -> socket.socket:
     """A non-blocking packet socket on ``ifname`` that sees only candidate XCAST6 frames."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
@@ -81,6 +82,15 @@ def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 4 << 20) 
         s.close()
         raise OSError(exc.errno, f"ingress socket on {ifname}: {exc.strerror}") from exc
     return s
+
+
+def queue_drops(sock: socket.socket) -> int:
+    """Frames the kernel dropped because this socket's receive queue was full, since last call.
+
+    ``PACKET_STATISTICS`` (struct tpacket_stats: packets, drops) is reset by each read.
+    """
+    raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+    return int(struct.unpack("II", raw)[1])
 
 
 def fanout_group_for(ifindex: int, base: int = 0x5800) -> int:

@@ -29,6 +29,7 @@ DEFAULT_PATH = Path("/run/xcast6-engine/stats.shm")
 BASE_COUNTERS: tuple[str, ...] = (
     "received",          # frames the BPF filter let through
     "received_bytes",
+    "rx_queue_drops",    # dropped by the kernel: the worker's socket queue was full (overload)
     "not_xcast",         # passed the kernel filter but the codec says not XCAST6
     "branched",          # packets that produced at least one copy
     "copies_out",        # multi-destination XCAST copies written

@@ -249,10 +249,18 @@ class Worker:
             ep.register(ctl_fd, select.EPOLLIN)
         buf = bytearray(65536)
         times: list[int] = []
+        next_stats = 0.0
         try:
             while not self.stopping:
                 events = ep.poll(0.5)
                 self.slot.add("syscalls_poll")
+                now = time.monotonic()
+                if now >= next_stats:     # overload drops happen in the kernel: fetch its count
+                    next_stats = now + 0.5
+                    for s in self.rx:
+                        lost = afpacket.queue_drops(s)
+                        if lost:
+                            self.slot.add("rx_queue_drops", lost)
                 for fd, _ in events:
                     if fd == ctl_fd:
                         assert self.control is not None

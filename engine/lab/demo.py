@@ -174,7 +174,7 @@ def format_counters(name: str, stats: dict[str, Any] | None) -> str:
     if stats is None:
         return f"engine {name}: no counters (engine not running?)"
     t = stats["totals"]
-    keys = ["received", "not_xcast", "branched", "copies_out", "x2u_out", "egress_errors",
+    keys = ["received", "rx_queue_drops", "not_xcast", "branched", "copies_out", "x2u_out", "egress_errors",
             "egress_no_link", "egress_no_mac", "table_updates"]
     line = "  ".join(f"{k}={t.get(k, 0)}" for k in keys)
     drops = " ".join(f"{k}={v}" for k, v in sorted(stats["drops"].items())) or "none"

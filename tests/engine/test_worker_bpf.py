@@ -100,6 +100,7 @@ def test_kernel_passes_only_xcast(veth_pair: tuple[str, str]) -> None:
                 break
             got.add(frame[14 + 7] - 100)
         expected = {i for i, c in enumerate(CASES) if c[2]}
+        assert afpacket.queue_drops(rx) == 0
         assert got == expected, [CASES[i][0] for i in got ^ expected]
     finally:
         rx.close()

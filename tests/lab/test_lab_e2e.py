@@ -235,6 +235,31 @@ def test_route_change_on_router_b(lab: Topology) -> None:
         netns.ip(rb, "-6", "route", "replace", loop_net, "via", h5.addr, "dev", h5.router_if)
 
 
+def _snmp6(ns: str) -> dict[str, int]:
+    text = netns.run(["cat", "/proc/net/snmp6"], ns=ns).stdout
+    return {k: int(v) for k, v in (line.split() for line in text.splitlines() if line.strip())}
+
+
+def _guard_drops(topo: Topology, r: str) -> int:
+    data = json.loads(netns.run(["nft", "-j", "list", "ruleset"], ns=topo.engine_ns(r)).stdout)
+    return sum(int(e["counter"]["packets"]) for item in data["nftables"] if "rule" in item
+               for e in item["rule"]["expr"] if "counter" in e)
+
+
+def test_engine_kernel_neither_forwards_nor_answers(lab: Topology) -> None:
+    """The diverted packets are the worker's alone: the engine's kernel drops its copy silently."""
+    ens = lab.engine_ns("a")
+    before, guard0 = _snmp6(ens), _guard_drops(lab, "a")
+    dests = [h.addr for h in lab.receivers] + ["2001:db8:dead::1"]     # one without any route
+    reset_logs(lab)
+    send_xcast(lab, dests, payloads("guard", 5))
+    deliveries(lab, expect=25)
+    after = _snmp6(ens)
+    assert _guard_drops(lab, "a") - guard0 == 5
+    for key in ("Ip6OutForwDatagrams", "Icmp6OutDestUnreachs", "Icmp6OutParmProblems", "Icmp6OutTimeExcds"):
+        assert after[key] == before[key], f"engine kernel {key} moved: {before[key]} -> {after[key]}"
+
+
 def test_engine_counters_explain_every_packet(lab: Topology) -> None:
     st = engine_counters(lab, "a")
     assert st is not None
