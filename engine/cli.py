@@ -33,7 +33,9 @@ def _register() -> None:
     from engine import tools_cli
 
     tools_cli.register(app)
-    __import__("engine.lab.cli").lab.cli.register(app)  # lab + counters (engine/lab/cli.py)
+    from engine import bench; bench.register(app)  # noqa: E702, I001
+    from sync import cli as sync_cli; sync_cli.register(app)  # noqa: E702, I001
+    from engine.lab import cli as lab_cli; lab_cli.register(app)  # noqa: E702, I001
 
 
 def main() -> None:
