@@ -372,6 +372,17 @@ class WorkerPool:
         apply_diff(self.fib, adds, removes)
         self._broadcast(("diff", adds, removes))
 
+    def routes_hook(self, snap: Any, d: Any, res: Any = None) -> None:
+        """``SyncService.on_routes`` hook: forward a sync diff to the workers.
+
+        The daemon's Applier has already written the master Fib (this pool's ``fib``, shared by
+        reference), so only the workers are updated here; ``d`` is a ``sync.diff.SnapshotDiff``.
+        """
+        adds = [*d.added, *(c.new for c in d.changed)]
+        removes = [r.prefix for r in d.removed]
+        if adds or removes:
+            self._broadcast(("diff", adds, removes))
+
     def replace_routes(self, routes: list[Route]) -> None:
         self.fib.replace(routes)
         self._broadcast(("replace", routes))
