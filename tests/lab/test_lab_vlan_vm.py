@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.netns, pytest.mark.s
 
 @pytest.fixture(scope="module")
 def vlab() -> Iterator[Topology]:
-    subprocess.run(["modprobe", "8021q"], check=False)
+    # the guest does not autoload modules: load what the lab uses up front
+    for mod in ("8021q", "veth", "nfnetlink", "nf_tables", "nft_chain_nat"):
+        subprocess.run(["modprobe", mod], check=False)
     topo = Topology(prefix="xlv-", state_dir=Path(f"/tmp/xlv-lab-{os.getpid()}"), mode="vlan",
                     poll_interval=0.5)
     build.down(topo)
