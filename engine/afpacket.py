@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import os
 import socket
 import struct
 
@@ -182,15 +181,6 @@ class BatchSender:
         self.sock.close()
 
 
-def mac_of(ifname: str) -> bytes:
-    """The link's MAC address from sysfs (6 bytes)."""
-    with open(f"/sys/class/net/{ifname}/address") as f:
-        return bytes.fromhex(f.read().strip().replace(":", ""))
-
-
 def ifindex_of(ifname: str) -> int:
+    """Interface index in the calling thread's network namespace."""
     return socket.if_nametoindex(ifname)
-
-
-def strerror(err: int) -> str:
-    return os.strerror(err)
