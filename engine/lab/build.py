@@ -198,7 +198,7 @@ def start_receivers(topo: Topology) -> None:
         _spawn(topo, f"recv-{h.name}", topo.ns(h.name),
                [PYTHON, "-m", "engine.lab.receiver", "--port", str(RECEIVER_PORT), "--log", str(log),
                 "--ready", str(topo.state_dir / f"recv-{h.name}.ready")])
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + topo.start_timeout
     for h in topo.receivers:
         while not (topo.state_dir / f"recv-{h.name}.ready").exists():
             if time.monotonic() > deadline:
@@ -229,7 +229,7 @@ def up(topo: Topology, wait: bool = True) -> None:
         for r in ("a", "b"):
             start_engine(topo, r)
         if wait:
-            wait_engines(topo)
+            wait_engines(topo, timeout=2 * topo.start_timeout)
     except BaseException:
         down(topo)
         raise

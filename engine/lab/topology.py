@@ -74,6 +74,7 @@ class Topology:
     # Jumbo links: a 126-destination XCAST6 header alone is 2,120 bytes (the draft assumes the
     # core runs a large MTU; so does the lab).
     mtu: int = 9000
+    start_timeout: float = 30.0   # per daemon start (slow under QEMU TCG: raise it there)
     mode: str = "direct"          # "direct" (veth per link) or "vlan" (802.1Q on one trunk)
     vlan_base: int = 100
 

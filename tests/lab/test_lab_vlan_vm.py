@@ -28,7 +28,7 @@ def vlab() -> Iterator[Topology]:
         pytest.fail("this kernel has no 802.1Q (8021q): vlan-mode lab tests run in the QEMU harness "
                     "(tests/vm, XCAST6_IN_VM=1 inside the guest)")
     topo = Topology(prefix="xlv-", state_dir=Path(f"/tmp/xlv-lab-{os.getpid()}"), mode="vlan",
-                    poll_interval=0.5)
+                    poll_interval=0.5, start_timeout=180)
     build.down(topo)
     build.up(topo)
     try:
