@@ -257,6 +257,9 @@ def buckets(topo: Topology) -> list[int]:
 
 def step(topo: Topology, frames: list[bytes], n: int, rate: float, duration: float) -> dict[str, Any]:
     procs = engine_procs(topo)
+    # Workers fetch the kernel's queue-drop count every 0.5 s: let the previous step's arrive
+    # before the "before" sample so they are not charged to this step.
+    time.sleep(0.7)
     c0, d0, p0 = counters(topo), delivered(topo), proc_sample(procs)
     sent, took = run_load(topo, frames, rate, duration)
     time.sleep(0.5)     # let queues drain before reading the counters
