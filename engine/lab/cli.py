@@ -9,7 +9,7 @@ import typer
 
 from engine.counters import DEFAULT_PATH, CounterFile
 from engine.lab.netns import LabError
-from engine.lab.topology import Topology
+from engine.lab.topology import API_PORT, Topology
 
 lab_app = typer.Typer(help="Namespace lab: two routers, two engines, a sender, five receivers.",
                       no_args_is_help=True)
@@ -51,8 +51,10 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
         raise typer.Exit(1) from exc
     for r in ("a", "b"):
         st = build.read_status(topo, r) or {}
-        typer.echo(f"engine {r.upper()}: {st.get('routes')} routes synced from {st.get('source')}, "
-                   f"{workers} worker(s)")
+        sync = st.get("sync") or {}
+        typer.echo(f"engine {r.upper()}: daemon ready, {sync.get('route_count')} routes synced from "
+                   f"{sync.get('source')} (generation {sync.get('generation')}), {workers} worker(s), "
+                   f"API http://127.0.0.1:{API_PORT} in {topo.engine_ns(r)} (config {topo.config_path(r)})")
     typer.echo(f"lab up: namespaces {', '.join(topo.all_namespaces())}; state in {topo.state_dir}")
 
 
@@ -80,7 +82,7 @@ def demo(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
 
 @lab_app.command("status")
 def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
-    """Engines' sync status (JSON)."""
+    """Engines' daemon ``/status`` through their APIs (JSON)."""
     from engine.lab import build
 
     topo = _topo(prefix, state_dir)
