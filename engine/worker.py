@@ -53,8 +53,12 @@ BrancherFactory = Callable[[Fib, LinkMap], BranchFn]
 
 
 def default_brancher_factory(fib: Fib, links: LinkMap) -> BranchFn:
-    """The engine core's RFC 5058 branching (engine/branch.py)."""
-    return Brancher(fib, links.source_for).branch
+    """The engine core's RFC 5058 branching (engine/branch.py).
+
+    Next hops on router interfaces that no engine link stands for are not forwarding paths for
+    copies (the router's own engine-facing interfaces): such destinations count as no_route.
+    """
+    return Brancher(fib, links.source_for, egress_ok=lambda ifname: links.for_router_if(ifname) is not None).branch
 
 
 def reason_name(reason: object) -> str:
