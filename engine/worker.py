@@ -58,7 +58,10 @@ def default_brancher_factory(fib: Fib, links: LinkMap) -> BranchFn:
     Next hops on router interfaces that no engine link stands for are not forwarding paths for
     copies (the router's own engine-facing interfaces): such destinations count as no_route.
     """
-    return Brancher(fib, links.source_for, egress_ok=lambda ifname: links.for_router_if(ifname) is not None).branch
+    def egress_ok(router_ifname: str) -> bool:
+        return links.for_router_if(router_ifname) is not None
+
+    return Brancher(fib, links.source_for, egress_ok=egress_ok).branch
 
 
 def reason_name(reason: object) -> str:

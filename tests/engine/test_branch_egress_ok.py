@@ -53,7 +53,8 @@ def test_without_egress_ok_every_route_is_used() -> None:
 
 def test_worker_brancher_uses_the_link_map() -> None:
     z = bytes(16)
-    links = LinkMap([EngineLink("ge-0/0/1", "to-ge1", 5, None, ENGINE_ADDR["ge-0/0/1"], z, b"\2" * 6, b"\4" * 6)])
+    link = EngineLink("ge-0/0/1", "to-ge1", 5, None, ENGINE_ADDR["ge-0/0/1"], z, b"\2" * 6, b"\4" * 6)
+    links = LinkMap([link])
     branch = default_brancher_factory(_fib(), links)
     r = branch(build_xcast(SENDER, [a("2001:db8:e0::5"), a("2001:db8:1::1")], b"x", sport=1, dport=2))
     assert r.drops == {DropReason.NO_ROUTE: 1}

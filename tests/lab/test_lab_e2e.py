@@ -191,14 +191,21 @@ def _tx_packets(topo: Topology, ns: str, ifname: str) -> int:
     return int(data[0]["stats64"]["tx"]["packets"])
 
 
-def _wait_engine_change(topo: Topology, r: str, since: float, timeout: float = 15) -> None:
+def _generation(topo: Topology, r: str) -> int:
+    st = build.read_status(topo, r) or {}
+    return int((st.get("sync") or {}).get("generation", -1))
+
+
+def _wait_engine_change(topo: Topology, r: str, gen_before: int, timeout: float = 15) -> None:
+    """Wait until the daemon's table generation moved past ``gen_before`` (its sync applied a diff)."""
     deadline = time.monotonic() + timeout
+    gen = gen_before
     while time.monotonic() < deadline:
-        st = build.read_status(topo, r) or {}
-        if float(str(st.get("last_change") or 0)) > since:
+        gen = _generation(topo, r)
+        if gen > gen_before:
             return
         time.sleep(0.1)
-    raise AssertionError(f"engine {r} did not pick up the route change within {timeout}s: {st}")
+    raise AssertionError(f"engine {r} did not pick up the route change within {timeout}s: generation {gen}")
 
 
 def test_route_change_on_router_b(lab: Topology) -> None:
@@ -208,7 +215,8 @@ def test_route_change_on_router_b(lab: Topology) -> None:
     loop_net = f"{h5.loop_net}/64"
     reset_logs(lab)
     sent: list[bytes] = []
-    t_change = time.time()
+    gen_before = _generation(lab, "b")
+    assert gen_before >= 0
     # Stream while the route moves from rb-h5 to the spare link rb-h5b and engine B resyncs.
     netns.ip(rb, "-6", "route", "replace", loop_net, "via", f"{lab.spare_net}2", "dev", "rb-h5b")
     try:
@@ -218,7 +226,7 @@ def test_route_change_on_router_b(lab: Topology) -> None:
             send_xcast(lab, dests, batch)
             sent += batch
             time.sleep(0.05)
-        _wait_engine_change(lab, "b", t_change)
+        _wait_engine_change(lab, "b", gen_before)
         got = deliveries(lab, expect=len(dests) * len(sent), timeout=5)
         for d in dests:
             seen = [r["payload"] for r in got.get(d, [])]
