@@ -1,5 +1,6 @@
 """End to end in the namespace lab: real routers (kernel + nftables divert), real snmpd, two
-engines syncing over SNMP, receivers logging every datagram.  One lab for the module."""
+engines (the product daemon, ``xcast6-engine run``) syncing over SNMP, receivers logging every
+datagram.  One lab for the session (fixture ``lab`` in conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,29 +9,16 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.lab import build, netns
+from engine.lab import engine_api, netns
 from engine.lab.demo import deliveries, engine_counters, reset_logs, send_raw, send_with_cli, send_xcast
 from engine.lab.topology import RECEIVER_PORT, Topology
 from tests.lab.scapy_xcast import F_ANONYMOUS, F_DONT_X2U, xcast_packet
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Topology]:
-    topo = Topology(prefix="xlt-", state_dir=Path(f"/tmp/xlt-lab-{os.getpid()}"), poll_interval=0.5)
-    build.down(topo)
-    build.up(topo)
-    try:
-        yield topo
-    finally:
-        build.down(topo)
 
 
 def counters(topo: Topology) -> dict[str, dict[str, Any]]:
@@ -192,8 +180,8 @@ def _tx_packets(topo: Topology, ns: str, ifname: str) -> int:
 
 
 def _generation(topo: Topology, r: str) -> int:
-    st = build.read_status(topo, r) or {}
-    return int((st.get("sync") or {}).get("generation", -1))
+    """Engine r's table generation from its daemon's ``/status`` (errors propagate: they say why)."""
+    return int(engine_api.get_json(topo, r, "/status", timeout=10)["sync"]["generation"])
 
 
 def _wait_engine_change(topo: Topology, r: str, gen_before: int, timeout: float = 15) -> None:

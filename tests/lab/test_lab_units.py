@@ -78,7 +78,7 @@ def test_generated_daemon_config_is_valid_and_maps_every_router_interface(tmp_pa
         path.write_text(engine_toml(t, "b"))
         cfg = load_config(path)
         router = t.routers["b"]
-        assert cfg.sync.source == f"snmp://public@[{router.snmp_addr}]:161"
+        assert cfg.sync.source == f"snmp://public@[{router.snmp_addr}]:161?marker=column"
         assert cfg.sync.change_detect == 1.0 and cfg.sync.kernel_table == KERNEL_TABLE
         assert cfg.links.mode == "direct"
         assert [m.router_if for m in cfg.links.map] == list(router.interfaces)
