@@ -83,10 +83,14 @@ def demo(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
 @lab_app.command("status")
 def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
     """Engines' daemon ``/status`` through their APIs (JSON)."""
-    from engine.lab import build
-
     topo = _topo(prefix, state_dir)
-    typer.echo(json.dumps({r: build.read_status(topo, r) for r in ("a", "b")}, indent=1, default=str))
+    from engine.lab import engine_api
+
+    out: dict[str, object] = {}
+    for r in ("a", "b"):
+        st, err = engine_api.status_or_error(topo, r)
+        out[r] = st if st is not None else {"error": f"API of engine {r} not answering: {err}"}
+    typer.echo(json.dumps(out, indent=1, default=str))
 
 
 @lab_app.command("down")

@@ -58,10 +58,16 @@ def get_json(topo: Topology, r: str, path: str, timeout: float = 10.0) -> Any:
     return resp.json()
 
 
-def status(topo: Topology, r: str, timeout: float = 3.0) -> dict[str, Any] | None:
+def status(topo: Topology, r: str, timeout: float = 10.0) -> dict[str, Any] | None:
     """The daemon's ``/status``, or None while it does not answer."""
+    doc, _err = status_or_error(topo, r, timeout)
+    return doc
+
+
+def status_or_error(topo: Topology, r: str, timeout: float = 10.0) -> tuple[dict[str, Any] | None, str]:
+    """(``/status``, "") or (None, why it could not be read)."""
     try:
         doc = get_json(topo, r, "/status", timeout=timeout)
-    except (httpx.HTTPError, OSError, TimeoutError, FileNotFoundError):
-        return None
-    return dict(doc)
+    except (httpx.HTTPError, OSError, TimeoutError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return dict(doc), ""
