@@ -329,6 +329,15 @@ def up(topo: Topology, wait: bool = True) -> None:
         raise
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (exited, waiting for its parent or init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def _kill(pidfile: Path, sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
     """Stop the process in ``pidfile``: ``sig``, then SIGKILL to its process group after ``wait`` s.
 
@@ -346,9 +355,7 @@ def _kill(pidfile: Path, sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
         return
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             break
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
@@ -361,6 +368,8 @@ def _kill(pidfile: Path, sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+    with contextlib.suppress(ChildProcessError):   # our own child (lab started in this process)
+        os.waitpid(pid, os.WNOHANG)
     pidfile.unlink(missing_ok=True)
 
 

@@ -90,3 +90,35 @@ def test_generated_daemon_config_is_valid_and_maps_every_router_interface(tmp_pa
         assert (cfg.api.listen, cfg.api.port) == ("127.0.0.1", API_PORT)
         assert cfg.api.token is not None and cfg.api.token.reveal() == t.api_token_path.read_text().strip()
         assert oct(t.api_token_path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_kill_escalates_to_sigkill_of_the_process_group(tmp_path: Path) -> None:
+    """``lab down`` stops a daemon that ignores SIGTERM, and the workers it forked, by pid."""
+    import subprocess
+    import sys
+    import time
+
+    from engine.lab.build import _kill, _running
+
+    code = ("import os, signal, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "child = os.fork()\n"
+            "if child == 0:\n"
+            "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    pidfile = tmp_path / "engine-x.pid"
+    pidfile.write_text(str(p.pid))
+    time.sleep(0.3)
+    group = [int(x) for x in subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True,
+                                            text=True).stdout.split()]
+    assert p.pid in group and len(group) == 2
+    t0 = time.monotonic()
+    _kill(pidfile, wait=0.5)
+    assert time.monotonic() - t0 < 5
+    assert not pidfile.exists()
+    deadline = time.monotonic() + 5
+    while any(_running(pid) for pid in group) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(pid) for pid in group), group
+    assert p.returncode is not None or p.poll() is not None
