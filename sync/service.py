@@ -92,6 +92,7 @@ class SyncJob:
     progress: dict[str, Any] = field(default_factory=lambda: {"phase": "queued", "rows": 0})
     result: dict[str, Any] | None = None
     error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)   # fetch_s, diff_s, apply_s, store_s
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -106,7 +107,8 @@ class SyncJob:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "trigger": self.trigger, "force": self.force, "status": self.status,
                 "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
-                "progress": dict(self.progress), "result": self.result, "error": self.error}
+                "progress": dict(self.progress), "result": self.result, "error": self.error,
+                "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
 class SyncService:
@@ -134,6 +136,7 @@ class SyncService:
         self.last_error: str | None = None
         self.last_apply: dict[str, Any] | None = None
         self.change_detection = "not started"
+        self.last_marker_s: float | None = None      # how long the last change_marker() poll took
         self.counters = {"applied": 0, "unchanged": 0, "held": 0, "failed": 0, "change_triggers": 0,
                          "marker_errors": 0}
         self._jobs: OrderedDict[str, SyncJob] = OrderedDict()
@@ -265,8 +268,10 @@ class SyncService:
     async def _change_loop(self) -> None:
         last: str | None = None
         while True:
+            t0 = time.perf_counter()
             try:
                 marker = await asyncio.wait_for(self.source.change_marker(), self.config.fetch_timeout_s)
+                self.last_marker_s = time.perf_counter() - t0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -282,7 +287,8 @@ class SyncService:
                 self.counters["change_triggers"] += 1
                 self.request_resync(trigger="change")
             last = marker
-            await asyncio.sleep(self.config.change_poll_s)
+            # fixed rate: the poll's own duration counts against the period
+            await asyncio.sleep(max(0.05, self.config.change_poll_s - (time.perf_counter() - t0)))
 
     # -- one run ------------------------------------------------------------------------
     async def _run(self, job: SyncJob) -> None:
@@ -294,6 +300,7 @@ class SyncService:
         def progress(rows: int, phase: str) -> None:
             job.progress = {"phase": phase, "rows": rows}
 
+        t0 = time.perf_counter()
         try:
             snap = await asyncio.wait_for(self.source.fetch(progress), self.config.fetch_timeout_s)
         except TimeoutError:
@@ -303,6 +310,8 @@ class SyncService:
         except SourceError as exc:
             self._record_failure(job, started, f"{exc}; previous table kept")
             return
+        finally:
+            job.timings["fetch_s"] = time.perf_counter() - t0
         await self._apply_job(job, snap, started)
 
     async def _apply_job(self, job: SyncJob, snap: Snapshot, started: float) -> None:
@@ -314,7 +323,9 @@ class SyncService:
         job.started_at = job.started_at or started
         job.progress = {"phase": "diff", "rows": len(snap.routes)}
         old = self.serving
+        t0 = time.perf_counter()
         d = await asyncio.to_thread(diff, old, snap, self._serving_index if old is not None else None)
+        job.timings["diff_s"] = time.perf_counter() - t0
         counts = d.counts()
         reason = None if job.force else self._valve(d)
         if reason is not None:
@@ -333,12 +344,15 @@ class SyncService:
             self._finish(job, "unchanged", result={"counts": counts})
             return
         job.progress = {"phase": "apply", "rows": d.route_changes}
+        t0 = time.perf_counter()
         try:
             res = await asyncio.to_thread(self.applier.apply, snap, d if old is not None else None,
                                           old is None)
         except ApplyError as exc:
             self._record_failure(job, started, str(exc), counts)
             return
+        finally:
+            job.timings["apply_s"] = time.perf_counter() - t0
         self.serving, self._serving_index = snap, d.new_index
         self.held = None
         self.last_apply = res.to_dict()
@@ -346,11 +360,13 @@ class SyncService:
         self.counters["applied"] += 1
         if self.store is not None:
             job.progress = {"phase": "store", "rows": len(snap.routes)}
+            t0 = time.perf_counter()
             try:
                 await asyncio.to_thread(self.store.save_snapshot, snap)
             except Exception as exc:   # a store error (sqlite, disk full) must not undo a good apply
                 self.last_error = f"applied, but saving the snapshot failed: {exc}"
                 log.error(self.last_error)
+            job.timings["store_s"] = time.perf_counter() - t0
         self._history(job, started, "applied", None, counts, res)
         self._finish(job, "applied", result={"counts": counts, "apply": res.to_dict()})
         self._notify(snap, d, res)
@@ -441,6 +457,7 @@ class SyncService:
             "running_job": None if self._running is None else self._running.to_dict(),
             "queued_job": None if self._queued is None else self._queued.id,
             "change_detection": self.change_detection,
+            "last_marker_s": self.last_marker_s,
             "interval_s": self.config.interval_s,
             "change_poll_s": self.config.change_poll_s,
             "max_removal_share": self.config.max_removal_share,
