@@ -45,6 +45,8 @@ DEFAULT_PROTOCOL = 245      # "xcast6"; add "245 xcast6" to /etc/iproute2/rt_pro
 DEFAULT_PRIORITY = 1024
 
 Key = tuple[bytes, int, int]
+_NO_LINK, _MISSING, _DOWN = -1, -2, -3      # plan_mirror's reasons a hop has no kernel interface
+IFF_UP = 0x1
 Op = tuple[bool, KernelRoute, KernelRoute | None]   # (is_replace, route, previous route or None)
 
 
@@ -64,6 +66,7 @@ class MirrorPlan:
     desired: dict[Key, KernelRoute]
     skipped_no_link: int = 0          # router interface has no engine link (ifname_map -> None)
     skipped_missing_device: int = 0   # engine link name not present in the kernel
+    skipped_link_down: int = 0        # engine link administratively down (the kernel refuses those)
     skipped_foreign: int = 0          # a foreign route (other protocol) owns that prefix
     skipped_examples: list[str] = field(default_factory=list)
 
@@ -71,6 +74,7 @@ class MirrorPlan:
         return {
             "no_engine_link": self.skipped_no_link,
             "missing_device": self.skipped_missing_device,
+            "link_down": self.skipped_link_down,
             "foreign_conflict": self.skipped_foreign,
         }
 
@@ -110,31 +114,41 @@ def describe(route: KernelRoute) -> str:
 def plan_mirror(
     routes: Iterable[Route],
     ifname_map: Callable[[str], str | None],
-    link_index: dict[str, int],
+    links: dict[str, tuple[int, bool]],
     foreign: set[Key],
     table: int = DEFAULT_TABLE,
     protocol: int = DEFAULT_PROTOCOL,
     priority: int = DEFAULT_PRIORITY,
     onlink: bool = True,
 ) -> MirrorPlan:
-    """Translate router routes into kernel routes (pure: no netlink)."""
+    """Translate router routes into kernel routes (pure: no netlink).
+
+    ``links`` is the engine namespace's interfaces: name -> (ifindex, administratively up).
+    A hop whose engine link is down is left out (the kernel refuses such next hops, and
+    one refused route would otherwise fail the whole all-or-nothing apply).
+    """
     plan = MirrorPlan({})
     desired = plan.desired
-    engine_if_cache: dict[str, int | None] = {}
+    # router ifname -> engine ifindex, or _NO_LINK / _MISSING / _DOWN
+    engine_if_cache: dict[str, int] = {}
+    reasons = {_NO_LINK: "has no engine link", _MISSING: "maps to an engine link missing from the kernel",
+               _DOWN: "maps to an engine link that is down"}
     for r in routes:
         hops: list[KernelNextHop] = []
-        reason = ""
+        why, why_if = 0, ""
         for nh in r.nexthops:
-            oif = engine_if_cache.get(nh.ifname, -1)
-            if oif == -1:
-                engine_name = ifname_map(nh.ifname)
-                oif = None if engine_name is None else link_index.get(engine_name, 0)
-                engine_if_cache[nh.ifname] = oif
+            oif = engine_if_cache.get(nh.ifname)
             if oif is None:
-                reason = reason or f"router interface {nh.ifname!r} has no engine link"
-                continue
-            if oif == 0:
-                reason = reason or f"engine link for {nh.ifname!r} is not a kernel interface"
+                engine_name = ifname_map(nh.ifname)
+                if engine_name is None:
+                    oif = _NO_LINK
+                else:
+                    idx, up = links.get(engine_name, (_MISSING, False))
+                    oif = idx if idx == _MISSING or up else _DOWN
+                engine_if_cache[nh.ifname] = oif
+            if oif < 0:
+                if not why:
+                    why, why_if = oif, nh.ifname
                 continue
             hop = KernelNextHop(oif, nh.gateway, onlink and nh.gateway is not None)
             if hop not in hops:
@@ -143,12 +157,14 @@ def plan_mirror(
             # The kernel cannot ECMP a device-only hop with gateway hops: keep the gateway ones.
             hops = [h for h in hops if h.gateway is not None] or hops[:1]
         if not hops:
-            if "no engine link" in reason:
+            if why == _NO_LINK:
                 plan.skipped_no_link += 1
+            elif why == _DOWN:
+                plan.skipped_link_down += 1
             else:
                 plan.skipped_missing_device += 1
             if len(plan.skipped_examples) < 5:
-                plan.skipped_examples.append(f"{r.prefix}: {reason}")
+                plan.skipped_examples.append(f"{r.prefix}: router interface {why_if!r} {reasons[why]}")
             continue
         hops.sort(key=lambda h: (h.oif, h.gateway or b""))
         kr = KernelRoute(r.prefix.network_address.packed, r.prefix.prefixlen, table, protocol, priority,
@@ -189,6 +205,7 @@ class KernelMirror:
         # What we installed last (None = unknown, dump before the next apply) + foreign keys seen.
         self._installed: dict[Key, KernelRoute] | None = None
         self._foreign: set[Key] = set()
+        self._last_links: dict[str, tuple[int, bool]] | None = None
 
     # -- socket -------------------------------------------------------------------------
     def _socket(self) -> socket.socket:
@@ -206,6 +223,7 @@ class KernelMirror:
                     sock.setsockopt(socket.SOL_SOCKET, opt, size)
             with contextlib.suppress(OSError):  # old kernel: dump returns every table, filtered below
                 sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            sock.settimeout(60.0)   # the kernel answers synchronously; a silent socket is a fault
             self._sock = sock
         return self._sock
 
@@ -225,12 +243,25 @@ class KernelMirror:
         return self._seq
 
     # -- reading ------------------------------------------------------------------------
-    def link_index(self) -> dict[str, int]:
-        """Kernel interface name -> index in the mirror's namespace (via pyroute2)."""
+    def link_index(self) -> dict[str, tuple[int, bool]]:
+        """Kernel interface name -> (index, administratively up) in the mirror's namespace (pyroute2)."""
         from pyroute2 import IPRoute
 
         with IPRoute(netns=self.netns) if self.netns else IPRoute() as ipr:
-            return {str(link.get("ifname")): int(link["index"]) for link in ipr.get_links()}
+            return {str(link.get("ifname")): (int(link["index"]), bool(link["flags"] & IFF_UP))
+                    for link in ipr.get_links()}
+
+    def _links(self) -> dict[str, tuple[int, bool]]:
+        """Current links; when any changed since the last apply, re-read the table.
+
+        The kernel itself deletes IPv6 routes whose device goes down, so after a link event
+        the cached "installed" view is stale and a route would never be re-added.
+        """
+        links = self.link_index()
+        if self._last_links is not None and links != self._last_links:
+            self._installed = None
+        self._last_links = links
+        return links
 
     def dump(self) -> tuple[dict[Key, KernelRoute], set[Key]]:
         """Read the table: (our routes by key, keys of foreign routes in the same table)."""
@@ -274,8 +305,9 @@ class KernelMirror:
 
     # -- writing ------------------------------------------------------------------------
     def plan(self, routes: Iterable[Route], ifname_map: Callable[[str], str | None]) -> MirrorPlan:
+        links = self._links()
         self.installed()
-        return plan_mirror(routes, ifname_map, self.link_index(), self._foreign, self.table, self.protocol,
+        return plan_mirror(routes, ifname_map, links, self._foreign, self.table, self.protocol,
                            self.priority, self.onlink)
 
     def apply(self, routes: Iterable[Route], ifname_map: Callable[[str], str | None]) -> MirrorResult:
@@ -316,9 +348,10 @@ class KernelMirror:
         removes the prefix from the mirror.
         """
         t0 = time.perf_counter()
+        links = self._links()
         current = self.installed()
         upserts = list(upserts)
-        plan = plan_mirror(upserts, ifname_map, self.link_index(), self._foreign, self.table, self.protocol,
+        plan = plan_mirror(upserts, ifname_map, links, self._foreign, self.table, self.protocol,
                            self.priority, self.onlink)
         ops: list[Op] = []
         unchanged = 0
@@ -360,7 +393,11 @@ class KernelMirror:
 
     def _commit(self, ops: list[Op]) -> None:
         """Send ops; on any refusal undo the ones that took effect and raise KernelApplyError."""
-        failed = self._send(ops)
+        try:
+            failed = self._send(ops)
+        except OSError:
+            self._installed = None     # socket trouble mid-way: state unknown, re-read next time
+            raise
         if not failed:
             return
         first_idx, code = failed[0]

@@ -98,7 +98,10 @@ def test_unmapped_interfaces_are_skipped_and_counted() -> None:
         routes.append(Route(ipaddress.IPv6Network("2001:dbd::/48"), (NextHop("xe-9/9/9.0", ip6("fe80::8")),)))
         with KernelMirror(netns=ns) as km:
             res = km.apply(routes, ifmap.get)
-        assert res.skipped == {"no_engine_link": 1, "missing_device": 1, "foreign_conflict": 0}
+        assert res.skipped == {"no_engine_link": 1, "missing_device": 1, "link_down": 0,
+                               "foreign_conflict": 0}
+        assert any("ae0.0" in e and "has no engine link" in e for e in res.skipped_examples)
+        assert any("xe-9/9/9.0" in e and "missing from the kernel" in e for e in res.skipped_examples)
         assert res.installed == 24
 
 
@@ -119,8 +122,8 @@ def test_injected_netlink_failure_rolls_back_and_fib_keeps_serving() -> None:
             new_routes[2000] = Route(new_routes[2000].prefix, (NextHop("ge-0/0/9.0", ip6("fe80::3")),))
             real_links = km.link_index
 
-            def stale_links() -> dict[str, int]:
-                return {**real_links(), "xsa-stale": 99999}
+            def stale_links() -> dict[str, tuple[int, bool]]:
+                return {**real_links(), "xsa-stale": (99999, True)}
 
             km.link_index = stale_links  # type: ignore[method-assign]
             applier.ifname_map = {**IFMAP, "ge-0/0/9.0": "xsa-stale"}.get
@@ -161,3 +164,27 @@ def test_applier_incremental_and_replace_modes() -> None:
             assert r3.fib_mode == "replace" and r3.kernel is not None and r3.kernel.deleted == 300
             assert kernel_view(ns, 6464, "245") == expected_view(s3.routes, IFMAP)
             assert applier.apply(s3, diff(s3, s3)).fib_mode == "none"
+
+
+def test_engine_link_down_and_back_up() -> None:
+    """The kernel refuses next hops on a down device and flushes routes when one goes down:
+    such routes are skipped and counted, and re-installed once the link is back."""
+    with netns() as ns:
+        add_veth(ns, "xsa-a", "xsa-b")
+        add_veth(ns, "xsa-c", "xsa-d")
+        routes = table_routes(50)     # ge-0/0/1.0 -> xsa-a, ge-0/0/2.0 -> xsa-b (+ ECMP over both)
+        ifmap = {"ge-0/0/1.0": "xsa-a", "ge-0/0/2.0": "xsa-c"}
+        with KernelMirror(netns=ns) as km:
+            assert km.apply(routes, ifmap.get).installed == 54
+            sh(f"ip -n {ns} link set xsa-c down")    # kernel drops routes via xsa-c by itself
+            res = km.apply(routes, ifmap.get)
+            # the 3 routes only via ge-0/0/2.0 are skipped; the ECMP route keeps its ge-0/0/1.0 member
+            assert res.skipped["link_down"] == 3 and res.installed == 51
+            assert any("ge-0/0/2.0" in e and "down" in e for e in res.skipped_examples)
+            assert kernel_view(ns, 6464, "245") == expected_view(
+                [r for r in routes if r.nexthops[0].ifname == "ge-0/0/1.0" or len(r.nexthops) > 1],
+                {"ge-0/0/1.0": "xsa-a"})
+            sh(f"ip -n {ns} link set xsa-c up")
+            res = km.apply(routes, ifmap.get)
+            assert res.installed == 54 and res.skipped["link_down"] == 0
+            assert kernel_view(ns, 6464, "245") == expected_view(routes, ifmap)
