@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from engine.model import Route
+from engine.model import NextHop, Route
 from sync import rtnl
 from sync.rtnl import KernelNextHop, KernelRoute
 
@@ -109,6 +109,13 @@ def describe(route: KernelRoute) -> str:
         for nh in route.nexthops
     )
     return f"{_prefix_text(route.dst, route.dst_len)} {hops} table {route.table} proto {route.protocol}"
+
+
+def to_model(route: KernelRoute, names: dict[int, str]) -> Route:
+    """A kernel mirror route in the shared model (next-hop ifname = *engine* interface name)."""
+    hops = tuple(NextHop(names.get(nh.oif, f"#{nh.oif}"), nh.gateway) for nh in route.nexthops)
+    prefix = ipaddress.IPv6Network((int.from_bytes(route.dst, "big"), route.dst_len))
+    return Route(prefix, hops or (NextHop("-"),), f"proto-{route.protocol}", route.priority)
 
 
 def plan_mirror(

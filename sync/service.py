@@ -30,9 +30,9 @@ from typing import Any
 from engine.model import Route
 from sync.apply import Applier, ApplyError, ApplyResult, IfnameMap
 from sync.diff import InterfaceDiff, SnapshotDiff, diff
-from sync.kernel import MirrorResult
+from sync.kernel import MirrorResult, to_model
 from sync.model import Interface, Snapshot
-from sync.source import RouteSource, SourceError
+from sync.source import Progress, RouteSource, SourceError
 from sync.sources import strip_secrets
 from sync.store import HistoryEntry, StoreError, SyncStore
 
@@ -146,6 +146,8 @@ class SyncService:
         self._wakeup = asyncio.Event()
         self._apply_lock = asyncio.Lock()   # one writer of Fib + kernel mirror at a time
         self._tasks: list[asyncio.Task[None]] = []
+        self._restore_task: asyncio.Task[None] | None = None
+        self.restored_routes = 0        # routes served from the store at startup
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, initial_sync: bool = True) -> None:
@@ -161,6 +163,8 @@ class SyncService:
             self.request_resync(trigger="startup")
 
     async def stop(self) -> None:
+        if self._restore_task is not None and not self._restore_task.done():
+            await self._restore_task
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -169,6 +173,7 @@ class SyncService:
         self._tasks = []
 
     async def _restore(self) -> None:
+        """Serve the stored snapshot: the Fib at once, the kernel mirror reconciled in the background."""
         if self.store is None:
             return
         try:
@@ -179,19 +184,32 @@ class SyncService:
             return
         if snap is None:
             return
-        try:
-            res = await asyncio.to_thread(self.applier.apply, snap, None, True)
-        except ApplyError as exc:
-            # Forwarding matters more than the host-visible mirror: serve the Fib anyway.
-            self.applier.fib.replace(snap.routes)
-            self.last_error = f"restored {len(snap.routes)} routes, but {exc}"
-            log.error(self.last_error)
-        else:
-            self.last_apply = res.to_dict()
+        await asyncio.to_thread(self.applier.fib.replace, snap.routes)
         d = diff(None, snap)
         self.serving, self._serving_index = snap, d.new_index
+        self.restored_routes = len(snap.routes)
         log.info("serving %d stored routes from %s", len(snap.routes), strip_secrets(snap.source))
         self._notify(snap, d, None)
+        if self.applier.mirror is not None:
+            self._restore_task = asyncio.create_task(self._restore_kernel(snap), name="sync-restore-kernel")
+
+    async def _restore_kernel(self, snap: Snapshot) -> None:
+        # Holds the apply lock, so the startup sync applies on top of a reconciled mirror.
+        async with self._apply_lock:
+            try:
+                res = await asyncio.to_thread(self.applier.remap, snap, self.applier.ifname_map)
+            except ApplyError as exc:
+                self.last_error = f"restored {len(snap.routes)} routes, but {exc}"
+                log.error(self.last_error)
+                return
+            if res is not None:
+                self.last_apply = {"fib_mode": "restore", "generation": self.applier.fib.generation,
+                                   "fib_routes": len(self.applier.fib), "kernel": res.to_dict()}
+
+    async def kernel_restored(self) -> None:
+        """Wait until the kernel mirror reconcile after a restore has finished (no-op otherwise)."""
+        if self._restore_task is not None:
+            await self._restore_task
 
     # -- requests -----------------------------------------------------------------------
     def request_resync(self, force: bool = False, trigger: str = "manual") -> SyncJob:
@@ -242,6 +260,37 @@ class SyncService:
             if res is not None:
                 self.last_apply = {**(self.last_apply or {}), "kernel": res.to_dict()}
             return res
+
+    # -- reading, for the API ------------------------------------------------------------
+    def table_loaded(self) -> bool:
+        """True once a table serves (from the store or a sync)."""
+        return self.serving is not None
+
+    def router_interfaces(self) -> list[Interface]:
+        """The router's interfaces as last fetched."""
+        return [] if self.serving is None else list(self.serving.interfaces)
+
+    async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot:
+        """Walk the router now without applying (for ``diff`` views); raises SourceError."""
+        try:
+            return await asyncio.wait_for(self.source.fetch(progress), self.config.fetch_timeout_s)
+        except TimeoutError:
+            raise SourceError(f"fetch from {strip_secrets(self.source.url)} timed out after "
+                              f"{self.config.fetch_timeout_s:g} s") from None
+
+    async def kernel_routes(self) -> list[Route] | None:
+        """Routes in the kernel mirror table as read back from the kernel (None: no mirror)."""
+        mirror = self.applier.mirror
+        if mirror is None:
+            return None
+
+        def read() -> list[Route]:
+            ours, _ = mirror.dump()
+            names = {idx: name for name, (idx, _up) in mirror.link_index().items()}
+            return [to_model(kr, names) for kr in ours.values()]
+
+        async with self._apply_lock:      # one user of the mirror's netlink socket at a time
+            return await asyncio.to_thread(read)
 
     # -- loops --------------------------------------------------------------------------
     async def _worker(self) -> None:

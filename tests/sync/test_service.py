@@ -69,6 +69,13 @@ def test_first_sync_change_trigger_and_restart(tmp_path: Path) -> None:
             assert fib.generation > gen and svc.counters["change_triggers"] >= 1
             await asyncio.sleep(0.3)
             assert "2001:dbb::/48" in sh(f"ip -n {ns} -6 route show table 6464 proto 245")
+            mirrored = await svc.kernel_routes()
+            assert mirrored is not None and len(mirrored) == len(kernel_view(ns, 6464, "245"))
+            via = next(r for r in mirrored if str(r.prefix) == "2001:dbb::/48")
+            assert (via.nexthops[0].ifname, via.nexthops[0].gateway_text()) == ("xsa-b", "fe80::7")
+            assert svc.table_loaded() and {"xsa-a", "xsa-b"} <= {i.name for i in svc.router_interfaces()}
+            fresh = await svc.fetch_fresh()
+            assert len(fresh.routes) == len(svc.serving.routes)  # type: ignore[union-attr]
             st = svc.state()
             assert st["route_count"] == len(svc.serving.routes)  # type: ignore[union-attr]
             assert st["change_detection"] == "active" and st["last_error"] is None
@@ -84,6 +91,7 @@ def test_first_sync_change_trigger_and_restart(tmp_path: Path) -> None:
             assert source2.fetches == 0 and fetches >= 2
             assert len(fib2) == st["route_count"]
             assert fib2.lookup(ip6("2001:dbb::1")) is not None
+            await svc2.kernel_restored()
             assert svc2.last_apply is not None and svc2.last_apply["kernel"]["unchanged"] == st["route_count"]
             hist = svc2.store.history()  # type: ignore[union-attr]
             assert [h.outcome for h in hist][-1] == "applied" and hist[-1].trigger == "startup"
