@@ -22,11 +22,14 @@ hop id and address word sum, invalidated when ``Fib.generation`` changes).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from engine.checksum import fold, ones_sum
 from engine.codec import (
+    ALL_XCAST_NODES,
     FLAG_ANONYMOUS,
     FLAG_DONT_X2U,
     NH_ICMPV6,
@@ -38,9 +41,13 @@ from engine.codec import (
 )
 from engine.model import NextHop, Route
 from engine.reasons import DropReason
-from engine.x2u import addr_sum, x2u_xcast, x2u_xou, xou_header_sum
+from engine.x2u import X2uMaker, addr_sum
 
 _ZERO16 = bytes(16)
+_XCAST6 = Encoding.XCAST6
+_x2u_hdr = struct.Struct("!HBB")
+# one's complement of the folded word sum of ff0e::114 (the pseudo-header destination X2U replaces)
+_NOT_ALL_XCAST = 0xFFFF - fold(ones_sum(ALL_XCAST_NODES))
 _NO_SRC = DropReason.NO_SOURCE_ADDRESS
 _PARTIAL = frozenset({DropReason.NO_ROUTE, DropReason.NO_SOURCE_ADDRESS})
 
@@ -58,8 +65,8 @@ _MAX_PLANS = 8192
 class _Plan(NamedTuple):
     invalid: str | None      # detail when a live destination is invalid (whole packet dropped)
     no_route: int
-    # (hop id, next hop, bits, first index, first dest, its word sum, indexes, route) per copy
-    groups: tuple[tuple[int, NextHop, int, int, bytes, int, tuple[int, ...], Route | None], ...]
+    # per copy: (next hop, bits, first index, first dest, its word sum, indexes, route, bitmap field)
+    groups: tuple[tuple[NextHop, int, int, bytes, int, tuple[int, ...], Route | None, bytes], ...]
     local: tuple[tuple[int, bytes, int, NextHop], ...]   # (index, dest, word sum, local next hop)
 
 
@@ -92,17 +99,37 @@ class DestOutcome:
     copy: int | None = None   # index into BranchResult.copies
 
 
-@dataclass(slots=True)
 class BranchResult:
-    """Copies to send, local deliveries, and drops (reason -> count) for one input packet."""
+    """Copies to send, local deliveries, and drops (reason -> count) for one input packet.
 
-    copies: list[Copy] = field(default_factory=list)
-    drops: dict[DropReason, int] = field(default_factory=dict)
-    local: list[Copy] = field(default_factory=list)
-    packet: XcastPacket | None = None
-    reject: Reject | None = None
-    detail: str | None = None                 # human detail of a whole-packet drop
-    outcomes: list[DestOutcome] | None = None  # only with explain=True
+    ``detail`` is the human detail of a whole-packet drop; ``outcomes`` (one per destination)
+    only with ``branch(..., explain=True)``.  A plain slotted class: built once per packet.
+    """
+
+    __slots__ = ("copies", "detail", "drops", "local", "outcomes", "packet", "reject")
+
+    def __init__(
+        self,
+        copies: list[Copy] | None = None,
+        drops: dict[DropReason, int] | None = None,
+        local: list[Copy] | None = None,
+        packet: XcastPacket | None = None,
+        reject: Reject | None = None,
+        detail: str | None = None,
+        outcomes: list[DestOutcome] | None = None,
+    ) -> None:
+        self.copies: list[Copy] = [] if copies is None else copies
+        self.drops: dict[DropReason, int] = {} if drops is None else drops
+        self.local: list[Copy] = [] if local is None else local
+        self.packet = packet
+        self.reject = reject
+        self.detail = detail
+        self.outcomes = outcomes
+
+    def __repr__(self) -> str:
+        drops = {k.value: v for k, v in self.drops.items()}
+        return (f"BranchResult(copies={len(self.copies)}, local={len(self.local)}, "
+                f"drops={drops}, detail={self.detail!r})")
 
 
 def is_valid_unicast(d: bytes) -> bool:
@@ -140,6 +167,7 @@ class Brancher:
         self.drop_icmp_echo = drop_icmp_echo
         self._cache: dict[bytes, tuple[int, int, NextHop | None, Route | None, int]] = {}
         self._gen: object = None
+        self._lookup: Callable[[bytes], Any] = fib.lookup
         self._hop_ids: dict[NextHop, int] = {}
         self._hops: list[NextHop] = []
         self._plans: dict[bytes, _Plan] = {}
@@ -151,7 +179,7 @@ class Brancher:
         elif d in self.local_addresses:
             ent = (_LOCAL, -1, NextHop(LOCAL_NEXTHOP_IFNAME), None, addr_sum(d))
         else:
-            hit = self.fib.lookup(d)
+            hit = self._lookup(d)
             if hit is None:
                 ent = (_NO_ROUTE, -1, None, None, 0)
             else:
@@ -170,12 +198,17 @@ class Brancher:
         return ent
 
     def _check_generation(self) -> None:
-        gen = self.fib.generation
+        # Resolve against one immutable generation (Fib.snapshot) so a packet never mixes two
+        # tables; any Fib-like object with lookup/generation works too.
+        snapshot = getattr(self.fib, "snapshot", None)
+        table = snapshot() if snapshot is not None else self.fib
+        gen = table.generation
         if gen != self._gen:
             self._cache = {}
             self._hop_ids = {}
             self._hops = []
             self._plans = {}
+            self._lookup = table.lookup
             self._gen = gen
 
     # ------------------------------------------------------------------ plans
@@ -220,7 +253,8 @@ class Brancher:
                 o = doff + 16 * first
                 dst = data[o : o + 16]
                 ent = cache.get(dst) or resolve(dst)
-                out.append((hid, self._hops[hid], bits, first, dst, ent[4], _indexes(bits), ent[3]))
+                out.append((self._hops[hid], bits, first, dst, ent[4], _indexes(bits), ent[3],
+                            bits.to_bytes(16, "little")))
             plan = _Plan(None, no_route, tuple(out), tuple(local))
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
@@ -244,11 +278,11 @@ class Brancher:
         if not pkt.bitmap:
             drops[DropReason.NO_LIVE_DESTINATION] = 1
             res.detail = "bitmap has no live destination"
-            return self._explain(res, pkt, {}) if explain else res
+            return self._explain(res, pkt) if explain else res
         if self.drop_icmp_echo and pkt.transport == NH_ICMPV6 and pkt.data[pkt.transport_off] == 128:
             drops[DropReason.ICMP_ECHO_BLOCKED] = 1
             res.detail = "ICMPv6 echo request to an XCAST group (RFC 5058 §14)"
-            return self._explain(res, pkt, {}) if explain else res
+            return self._explain(res, pkt) if explain else res
 
         data = pkt.data
         bo = pkt.bitmap_off
@@ -257,7 +291,7 @@ class Brancher:
         if plan.invalid is not None:
             drops[DropReason.INVALID_DESTINATION] = 1
             res.detail = plan.invalid
-            return self._explain(res, pkt, {}) if explain else res
+            return self._explain(res, pkt) if explain else res
         if plan.no_route:
             drops[DropReason.NO_ROUTE] = plan.no_route
         groups = plan.groups
@@ -265,14 +299,13 @@ class Brancher:
         if hl <= 1 and (groups or plan.local):
             drops[DropReason.HOP_LIMIT_EXCEEDED] = 1
             res.detail = f"outer hop limit {hl}"
-            return self._explain(res, pkt, {}) if explain else res
+            return self._explain(res, pkt) if explain else res
         new_hl = hl - 1
 
         flags = pkt.flags
         can_x2u = not flags & FLAG_DONT_X2U and pkt.transport == NH_UDP
-        is_xou = pkt.encoding is Encoding.XOU
-        xou_sum = -1
-        copy_of: dict[int, int] = {}   # hop id -> copy index (for explain)
+        maker: X2uMaker | None = None
+        pre = b""          # inline X2U for the common XCAST6 case (no port list, checksum present)
         if groups:
             head = data[:7] + bytes((new_hl,))
             mid = data[40:bo]
@@ -280,40 +313,49 @@ class Brancher:
             anonymous = flags & FLAG_ANONYMOUS
             source_for = self.source_for
             copies = res.copies
-            for hid, nh, bits, first, dst, dsum, idx, route in groups:
+            for nh, bits, first, dst, dsum, idx, route, bm in groups:
                 if can_x2u and len(idx) == 1:
-                    if is_xou:
-                        if xou_sum < 0:
-                            xou_sum = xou_header_sum(pkt)
-                        out = x2u_xou(pkt, dst, new_hl, dsum, xou_sum)
+                    if not pre:
+                        t = pkt.transport_off
+                        ck0 = data[t + 6] << 8 | data[t + 7]
+                        if pkt.encoding is _XCAST6 and pkt.ports is None and ck0:
+                            # RFC 1624: HC' = ~(~HC + ~m + m'); m = ff0e::114 words, m' = dest words
+                            pre = data[40:44] + _x2u_hdr.pack(len(data) - t, 17, new_hl) + data[48:64]
+                            u6 = data[t : t + 6]
+                            body = data[t + 8 :]
+                            base = ((~ck0) & 0xFFFF) + _NOT_ALL_XCAST
+                        else:
+                            pre = b"-"
+                            if maker is None:
+                                maker = X2uMaker(pkt, new_hl)
+                    if maker is None:
+                        x = base + dsum
+                        x = (x & 0xFFFF) + (x >> 16)
+                        x = (~((x & 0xFFFF) + (x >> 16))) & 0xFFFF or 0xFFFF
+                        out = b"".join((pre, dst, u6, x.to_bytes(2, "big"), body))
                     else:
-                        out = x2u_xcast(pkt, first, dst, new_hl, dsum)
-                    copy_of[hid] = len(copies)
+                        out = maker.make(first, dst, dsum)
                     copies.append(Copy(nh, out, True, idx, route))
                     continue
                 src = source_for(nh.ifname)
                 if src is None:
                     drops[_NO_SRC] = drops.get(_NO_SRC, 0) + 1
-                    copy_of[hid] = -1
                     continue
                 if anonymous:
                     out = self._anonymous_copy(pkt, head, src, dst, bits)
                 else:
-                    out = b"".join((head, src, dst, mid, bits.to_bytes(16, "little"), tail))
-                copy_of[hid] = len(copies)
+                    out = b"".join((head, src, dst, mid, bm, tail))
                 copies.append(Copy(nh, out, False, idx, route))
 
         for i, d, dsum, nh_local in plan.local:
             if pkt.transport != NH_UDP:
                 out = data   # no unicast form to hand up; the host agent gets the packet
-            elif is_xou:
-                if xou_sum < 0:
-                    xou_sum = xou_header_sum(pkt)
-                out = x2u_xou(pkt, d, new_hl, dsum, xou_sum)
             else:
-                out = x2u_xcast(pkt, i, d, new_hl, dsum)
+                if maker is None:
+                    maker = X2uMaker(pkt, new_hl)
+                out = maker.make(i, d, dsum)
             res.local.append(Copy(nh_local, out, True, (i,)))
-        return self._explain(res, pkt, copy_of) if explain else res
+        return self._explain(res, pkt) if explain else res
 
     def _anonymous_copy(self, pkt: XcastPacket, head: bytes, src: bytes, dst: bytes, bits: int) -> bytes:
         """Copy with the addresses of destinations not live in it zeroed (XOU: checksum fixed)."""
@@ -341,17 +383,18 @@ class Brancher:
         return bytes(buf)
 
     # ------------------------------------------------------------------ explain
-    def _explain(self, res: BranchResult, pkt: XcastPacket, copy_of: dict[int, int]) -> BranchResult:
+    def _explain(self, res: BranchResult, pkt: XcastPacket) -> BranchResult:
         whole_drop = bool(res.drops) and not set(res.drops) <= _PARTIAL
         outcomes: list[DestOutcome] = []
         local_idx = {c.dest_indexes[0] for c in res.local}
+        copy_of = {c.nexthop: k for k, c in enumerate(res.copies)}
         for i in range(pkt.n):
             d = pkt.dest(i)
             if not pkt.is_live(i):
                 outcomes.append(DestOutcome(i, d, "not_live"))
                 continue
             ent = self._cache.get(d) or self._resolve(d)
-            kind, hid, nh, route, _ = ent
+            kind, _, nh, route, _ = ent
             if kind == _INVALID:
                 outcomes.append(DestOutcome(i, d, "invalid"))
             elif kind == _NO_ROUTE:
@@ -361,8 +404,8 @@ class Brancher:
             elif kind == _LOCAL:
                 outcomes.append(DestOutcome(i, d, "local" if i in local_idx else "dropped", None, nh))
             else:
-                ci = copy_of.get(hid)
-                if ci is None or ci < 0:
+                ci = copy_of.get(nh) if nh is not None else None
+                if ci is None:
                     outcomes.append(DestOutcome(i, d, "no_source_address", route, nh))
                 else:
                     status = "x2u" if res.copies[ci].x2u else "forwarded"

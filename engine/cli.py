@@ -33,6 +33,7 @@ def _register() -> None:
     from engine import tools_cli
 
     tools_cli.register(app)
+    from engine import bench; bench.register(app)  # noqa: E702, I001
     from sync import cli as sync_cli; sync_cli.register(app)  # noqa: E702, I001
 
 

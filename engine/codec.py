@@ -96,16 +96,7 @@ class XcastPacket:
 
     data: bytes
     encoding: Encoding
-    tc: int
-    flow: int
     hop_limit: int
-    src: bytes                 # outer source
-    dst: bytes                 # outer destination
-    inner_tc: int
-    inner_flow: int
-    orig_src: bytes            # original sender (inner source; XOU: from the XOU header)
-    inner_src: bytes           # inner header source (XOU: the dummy-source mark)
-    inner_dst: bytes
     n: int
     flags: int
     icmpoff: int
@@ -116,8 +107,50 @@ class XcastPacket:
     transport: int             # protocol of the header at transport_off
     transport_off: int
     payload_off: int           # application payload (after UDP header / XOU header)
+    orig_off: int              # where the original sender's address is (48, or in the XOU header)
     ports: tuple[int, ...] | None = None
     vlan: int | None = None
+
+    # --- header fields, derived on demand (the hot path does not need them) --------------
+    @property
+    def tc(self) -> int:
+        return (self.data[0] << 4 | self.data[1] >> 4) & 0xFF
+
+    @property
+    def flow(self) -> int:
+        return (self.data[1] & 0x0F) << 16 | self.data[2] << 8 | self.data[3]
+
+    @property
+    def src(self) -> bytes:
+        """Outer source."""
+        return self.data[8:24]
+
+    @property
+    def dst(self) -> bytes:
+        """Outer destination."""
+        return self.data[24:40]
+
+    @property
+    def inner_tc(self) -> int:
+        return (self.data[40] << 4 | self.data[41] >> 4) & 0xFF
+
+    @property
+    def inner_flow(self) -> int:
+        return (self.data[41] & 0x0F) << 16 | self.data[42] << 8 | self.data[43]
+
+    @property
+    def inner_src(self) -> bytes:
+        """Inner header source (XCAST6: the original sender; XOU: the dummy-source mark)."""
+        return self.data[48:64]
+
+    @property
+    def inner_dst(self) -> bytes:
+        return self.data[64:80]
+
+    @property
+    def orig_src(self) -> bytes:
+        """The original sender."""
+        return self.data[self.orig_off : self.orig_off + 16]
 
     # --- convenience (not hot path) -------------------------------------------------------
     def dest(self, i: int) -> bytes:
@@ -251,7 +284,43 @@ def parse(buf: bytes | bytearray | memoryview, *, l2: bool = False) -> XcastPack
     return _parse_ipv6(data, vlan)
 
 
+_HDRS = struct.Struct("!IHBB32xIHBB32xBBBBBBBB")   # outer, inner (no addresses), RH fixed part
+_XCAST6 = Encoding.XCAST6
+
+
 def _parse_ipv6(data: bytes, vlan: int | None) -> XcastPacket | Reject:
+    """Fast path for the common well-formed RH253+UDP packet; anything else takes the full checker."""
+    blen = len(data)
+    if blen >= 112:
+        (vtf, plen, nh, hl, ivtf, iplen, inh, _, rh_nh, hel, rtype, _, n, flags, icmpoff,
+         _) = _HDRS.unpack_from(data)
+        if (
+            vtf >> 22 == 0x197           # version 6 + TC 010111
+            and nh == 41
+            and plen + 40 == blen
+            and ivtf >> 28 == 6
+            and iplen == plen - 40
+            and inh == 43
+            and rtype == 253
+            and rh_nh == 17
+            and 0 < n <= 126
+            and hel == 2 + 2 * n
+            and data[64:80] == ALL_XCAST_NODES
+        ):
+            toff = 104 + 16 * n
+            bitmap = int.from_bytes(data[88:104], "little")
+            if (
+                blen >= toff + 8
+                and not bitmap >> n
+                and data[toff + 4] << 8 | data[toff + 5] == blen - toff
+            ):
+                return XcastPacket(data, _XCAST6, hl, n, flags, icmpoff, bitmap, 88, 104, 17, 17, toff,
+                                   toff + 8, 48, None, vlan)
+    return parse_checked(data, vlan)
+
+
+def parse_checked(data: bytes, vlan: int | None = None) -> XcastPacket | Reject:
+    """Full validation with a precise reason for every failure (also the reference for the fast path)."""
     blen = len(data)
     if blen < 40:
         return Reject(DropReason.TRUNCATED, f"{blen} bytes is shorter than an IPv6 header (40)")
@@ -328,16 +397,7 @@ def _parse_ipv6(data: bytes, vlan: int | None) -> XcastPacket | Reject:
     return XcastPacket(
         data=data,
         encoding=Encoding.XCAST6,
-        tc=tc,
-        flow=flow,
         hop_limit=hl,
-        src=data[8:24],
-        dst=data[24:40],
-        inner_tc=ivtf >> 20 & 0xFF,
-        inner_flow=ivtf & 0xFFFFF,
-        orig_src=data[48:64],
-        inner_src=data[48:64],
-        inner_dst=inner_dst,
         n=n,
         flags=flags,
         icmpoff=icmpoff,
@@ -348,6 +408,7 @@ def _parse_ipv6(data: bytes, vlan: int | None) -> XcastPacket | Reject:
         transport=transport,
         transport_off=toff,
         payload_off=payload_off,
+        orig_off=48,
         ports=ports,
         vlan=vlan,
     )

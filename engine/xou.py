@@ -3,7 +3,8 @@
 The report's detailed figure (7.2) is missing, so the exact layout below is **our reading** of
 its prose (§7.2, §7.3), fixed here so sender, engine and tests agree::
 
-    0    outer IPv6   flow label 0x78580, next header 41, src = last XOU branch node's
+    0    outer IPv6   TC 010111xx (so routers divert it like XCAST6; not in the report),
+                      flow label 0x78580, next header 41, src = last XOU branch node's
                       egress address, dst = lowest-index live destination
     40   mark IPv6    src = X6Bone_DUMMY_SOURCE, dst = ALL_XCAST_SSM_ID ff35::ffff:ffff,
                       next header 17; TC/flow label are the application's
@@ -31,9 +32,9 @@ import struct
 
 from engine import checksum
 from engine.codec import (
-    FLAG_ANONYMOUS,
     MAX_DESTS,
     NH_UDP,
+    XCAST_TC,
     XOU_FLOW,
     XOU_MARK_DST,
     Encoding,
@@ -76,21 +77,10 @@ def parse_xou_body(data: bytes, vlan: int | None) -> XcastPacket | Reject:
     bitmap = int.from_bytes(data[XOU_BITMAP_OFF:XOU_DEST_OFF], "little")
     if bitmap >> n:
         return Reject(DropReason.BITMAP_BEYOND_N, f"bitmap bit {bitmap.bit_length() - 1} set but N = {n}")
-    vtf = int.from_bytes(data[0:4], "big")
-    ivtf = int.from_bytes(data[40:44], "big")
     return XcastPacket(
         data=data,
         encoding=Encoding.XOU,
-        tc=vtf >> 20 & 0xFF,
-        flow=vtf & 0xFFFFF,
         hop_limit=data[7],
-        src=data[8:24],
-        dst=data[24:40],
-        inner_tc=ivtf >> 20 & 0xFF,
-        inner_flow=ivtf & 0xFFFFF,
-        orig_src=data[XOU_OFF : XOU_OFF + 16],
-        inner_src=data[48:64],
-        inner_dst=data[64:80],
         n=n,
         flags=data[XOU_OFF + 17],
         icmpoff=data[XOU_OFF + 18],
@@ -101,6 +91,7 @@ def parse_xou_body(data: bytes, vlan: int | None) -> XcastPacket | Reject:
         transport=NH_UDP,
         transport_off=UDP_OFF,
         payload_off=poff,
+        orig_off=XOU_OFF,
         ports=None,
         vlan=vlan,
     )
@@ -118,7 +109,7 @@ def build_xou(
     icmpoff: int = 0,
     bitmap: int | None = None,
     outer_src: bytes | None = None,
-    tc: int = 0,
+    tc: int = XCAST_TC,
     inner_tc: int = 0,
     inner_flow: int = 0,
     mark_src: bytes = X6BONE_DUMMY_SOURCE,
@@ -156,4 +147,4 @@ def xou_checksum_ok(pkt: XcastPacket) -> bool:
     return checksum.fold(total) == 0xFFFF
 
 
-__all__ = ["FLAG_ANONYMOUS", "X6BONE_DUMMY_SOURCE", "build_xou", "parse_xou_body", "xou_checksum_ok"]
+__all__ = ["X6BONE_DUMMY_SOURCE", "build_xou", "parse_xou_body", "xou_checksum_ok"]

@@ -377,3 +377,23 @@ def test_internet_scale_table_matches_reference() -> None:
     for r in fresh:
         assert fib.remove(r.prefix)
     assert len(fib) == 250_000
+
+
+def test_long_prefixes_sharing_a_slash32_bucket() -> None:
+    """Removing one long prefix must not hide another of the same length in the same /32."""
+    fib = Fib([route("2001:db8::/32", NH[0]), route("2001:db8:1::/48", NH[1])])
+    fib.add(route("2001:db8:2::/48", NH[2]))
+    fib.add(route("2001:db8:2:5::/64", NH[3]))
+    assert fib.remove(net("2001:db8:1::/48"))
+    assert fib.lookup(ip6("2001:db8:2::9"))[1] == NH[2]  # type: ignore[index]
+    assert fib.lookup(ip6("2001:db8:2:5::9"))[1] == NH[3]  # type: ignore[index]
+    assert fib.lookup(ip6("2001:db8:1::9"))[1] == NH[0]  # type: ignore[index]
+    assert fib.remove(net("2001:db8:2:5::/64"))
+    assert fib.remove(net("2001:db8:2::/48"))
+    assert fib.lookup(ip6("2001:db8:2:5::9"))[1] == NH[0]  # type: ignore[index]
+    # Same low 10 bits of the /32 (same shard), different /32: independent buckets.
+    other = "2001:1db8"  # 0x0db8 and 0x1db8 share their low 10 bits
+    fib.update(add=[route(f"{other}:7::/48", NH[1]), route("2001:db8:7::/48", NH[2])])
+    assert fib.remove(net("2001:db8:7::/48"))
+    assert fib.lookup(ip6(f"{other}:7::1"))[1] == NH[1]  # type: ignore[index]
+    assert fib.lookup(ip6("2001:db8:7::1"))[1] == NH[0]  # type: ignore[index]
