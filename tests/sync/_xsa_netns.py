@@ -200,7 +200,8 @@ class XsaSnmpd:
         sh(f"ip link add {self.host_if} type veth peer name {self.ns_if} && "
            f"ip link set {self.ns_if} netns {self.ns}")
         sh(f"ip addr add {self.agent[:-1]}1/64 dev {self.host_if} nodad && ip link set {self.host_if} up")
-        cmds = ["link set lo up", f"addr add {self.agent}/64 dev {self.ns_if} nodad", f"link set {self.ns_if} up"]
+        cmds = ["link set lo up", f"addr add {self.agent}/64 dev {self.ns_if} nodad",
+                f"link set {self.ns_if} up"]
         for i in range(self.nlinks):
             cmds += [f"link add xsa-r{i} type veth peer name xsa-r{i}p", f"link set xsa-r{i} up",
                      f"link set xsa-r{i}p up", f"addr add 2001:db8:{i}::1/64 dev xsa-r{i} nodad"]
@@ -211,7 +212,8 @@ class XsaSnmpd:
                     "rwcommunity6 xsarw default\n")
         env = dict(os.environ, MIBS="", SNMP_PERSISTENT_DIR=self.tmp)
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "/usr/sbin/snmpd", "-f", "-Lo", "-C",
-                                      "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                                      "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=env)
         for _ in range(100):
             if subprocess.run(["snmpget", "-v2c", "-c", "public", "-t", "0.3", "-r", "0", self.target,
                                "1.3.6.1.2.1.1.3.0"], capture_output=True).returncode == 0:

@@ -57,7 +57,9 @@ def test_snmp_router_to_engine(tmp_path: Path) -> None:
         job = await svc.jobs()[0].wait(120)
         assert job.status == "applied", job.error
         assert {str(r.prefix) for r in fib.routes()} == router_prefixes(router.ns)
-        assert kernel_view(engine_ns, 6464, "245") == expected_view(svc.serving.routes, IFMAP)  # type: ignore[union-attr]
+        serving = svc.serving
+        assert serving is not None
+        assert kernel_view(engine_ns, 6464, "245") == expected_view(serving.routes, IFMAP)
         assert "public" not in svc.state()["source"]
 
         # a route added on the router arrives through change detection (not the hourly poll)
@@ -79,7 +81,9 @@ def test_snmp_router_to_engine(tmp_path: Path) -> None:
         job = await svc.request_resync().wait(60)
         assert job.status == "applied", job.error
         assert {str(r.prefix) for r in fib.routes()} == router_prefixes(router.ns)
-        assert kernel_view(engine_ns, 6464, "245") == expected_view(svc.serving.routes, IFMAP)  # type: ignore[union-attr]
+        serving = svc.serving
+        assert serving is not None
+        assert kernel_view(engine_ns, 6464, "245") == expected_view(serving.routes, IFMAP)
         assert [i.oper_up for i in svc.router_interfaces() if i.name == "xsa-r2"] == [False]
 
         # the agent disappears: a specific error, the table keeps serving
