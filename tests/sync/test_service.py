@@ -66,7 +66,8 @@ def test_first_sync_change_trigger_and_restart(tmp_path: Path) -> None:
                 await asyncio.sleep(0.05)
             assert fib.lookup(ip6("2001:dbb::1")) is not None
             assert fib.generation > gen and svc.counters["change_triggers"] >= 1
-            assert [j.status for j in svc.jobs() if j.trigger == "change"][-1] == "applied"
+            change_job = [j for j in svc.jobs() if j.trigger == "change"][-1]
+            assert (await change_job.wait(30)).status == "applied"
             await asyncio.sleep(0.3)
             assert "2001:dbb::/48" in sh(f"ip -n {ns} -6 route show table 6464 proto 245")
             mirrored = await svc.kernel_routes()

@@ -71,9 +71,10 @@ def test_snmp_router_to_engine(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
         hit = fib.lookup(probe)
         assert hit is not None and hit[1].ifname == "xsa-r1" and hit[1].gateway_text() == "2001:db8:1::7"
-        assert any(j.trigger == "change" and j.status == "applied" for j in svc.jobs())
-        await asyncio.sleep(0.5)
-        assert "2001:dbb::/48 via 2001:db8:1::7 dev xsa-e1" in sh(f"ip -n {engine_ns} -6 route show table 6464")
+        change_job = [j for j in svc.jobs() if j.trigger == "change"][-1]
+        assert (await change_job.wait(30)).status == "applied"     # the Fib is updated before the job ends
+        mirror = sh(f"ip -n {engine_ns} -6 route show table 6464")
+        assert "2001:dbb::/48 via 2001:db8:1::7 dev xsa-e1" in mirror
 
         # a router link goes down: its routes leave the router table, the engine follows
         sh(f"ip -n {router.ns} link set xsa-r2 down")
