@@ -106,15 +106,30 @@ class Applier:
             self.last_kernel = kres
         t1 = time.perf_counter()
         fib = self.fib
-        if incremental and d is not None and d.route_changes == 0:
-            mode = "none"
-        elif (incremental and d is not None and d.route_changes <= self.incremental_max
-              and d.route_changes <= max(16, d.new_count // 4)):
-            mode = "incremental"
-            fib.update(add=[*d.added, *(c.new for c in d.changed)], remove=[r.prefix for r in d.removed])
-        else:
-            mode = "replace"
-            fib.replace(new.routes)
+        try:
+            if incremental and d is not None and d.route_changes == 0:
+                mode = "none"
+            elif (incremental and d is not None and d.route_changes <= self.incremental_max
+                  and d.route_changes <= max(16, d.new_count // 4)):
+                mode = "incremental"
+                fib.update(add=[*d.added, *(c.new for c in d.changed)],
+                           remove=[r.prefix for r in d.removed])
+            else:
+                mode = "replace"
+                fib.replace(new.routes)
+        except Exception as exc:
+            # The Fib kept its generation (it swaps only when built); put the mirror back to match.
+            restored = True
+            if self.mirror is not None and kres is not None:
+                try:
+                    self.mirror.apply(list(fib.routes()), self.ifname_map)
+                except (KernelApplyError, OSError):
+                    restored = False
+            msg = (f"engine table update failed ({type(exc).__name__}: {exc}); previous generation "
+                   f"{fib.generation} still serving")
+            if not restored:
+                msg += ", kernel mirror could not be put back"
+            raise ApplyError(msg, restored) from exc
         t2 = time.perf_counter()
         return ApplyResult(mode, fib.generation, len(fib), t2 - t1, kres, t1 - t0, t2 - t0)
 

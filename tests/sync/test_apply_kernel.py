@@ -188,3 +188,24 @@ def test_engine_link_down_and_back_up() -> None:
             res = km.apply(routes, ifmap.get)
             assert res.installed == 54 and res.skipped["link_down"] == 0
             assert kernel_view(ns, 6464, "245") == expected_view(routes, ifmap)
+
+
+def test_fib_failure_puts_the_kernel_mirror_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    with netns() as ns:
+        add_veth(ns, "xsa-a", "xsa-b")
+        fib = Fib()
+        with KernelMirror(netns=ns) as km:
+            applier = Applier(fib, km, IFMAP.get)
+            old = Snapshot(table_routes(100), [])
+            applier.apply(old, full=True)
+            before, gen = kernel_view(ns, 6464, "245"), fib.generation
+            new = Snapshot(table_routes(100, gw="fe80::99"), [])
+
+            def broken(routes: object) -> None:
+                raise MemoryError("no room for the new generation")
+
+            monkeypatch.setattr(fib, "replace", broken)
+            with pytest.raises(ApplyError, match=r"MemoryError.*previous generation \d+ still serving"):
+                applier.apply(new, diff(old, new), full=True)
+            assert fib.generation == gen
+            assert kernel_view(ns, 6464, "245") == before
