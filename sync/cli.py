@@ -73,7 +73,8 @@ class _Progress:
         if self.used:
             sys.stderr.write("\n")
         elif not self.quiet and self.last_phase and self.seen_rows != self.last_rows:
-            sys.stderr.write(f"{self.last_phase}: {self.seen_rows:,} rows, {time.monotonic() - self.t0:.1f} s\n")
+            elapsed = time.monotonic() - self.t0
+            sys.stderr.write(f"{self.last_phase}: {self.seen_rows:,} rows, {elapsed:.1f} s\n")
 
 
 def _fail(msg: str) -> typer.Exit:
