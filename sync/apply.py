@@ -20,6 +20,7 @@ from engine.fib import Fib
 from sync.diff import SnapshotDiff
 from sync.kernel import KernelApplyError, KernelMirror, MirrorResult
 from sync.model import Snapshot
+from vlan.linkmap import LinkMap
 
 IfnameMap = Callable[[str], str | None]
 
@@ -64,6 +65,16 @@ class ApplyResult:
 
 def _no_links(_router_ifname: str) -> str | None:
     return None
+
+
+def ifname_map_from(linkmap: LinkMap) -> IfnameMap:
+    """Router interface name -> engine kernel interface name, from vlan's LinkMap."""
+
+    def engine_ifname(router_ifname: str) -> str | None:
+        link = linkmap.for_router_if(router_ifname)
+        return None if link is None else link.engine_ifname
+
+    return engine_ifname
 
 
 class Applier:

@@ -8,6 +8,7 @@ import pytest
 
 from engine.model import ip6
 from sync import rtnl
+from sync.apply import ifname_map_from
 from sync.kernel import plan_mirror
 from sync.rtnl import KernelNextHop, KernelRoute
 from tests.sync.test_apply_kernel import table_routes
@@ -65,3 +66,12 @@ def test_plan_maps_interfaces_and_counts_skips() -> None:
     assert len(plan.desired) == 5
     ecmp = plan.desired[(ip6("2001:db9::"), 32, 1024)]
     assert ecmp.nexthops == (KernelNextHop(3, ip6("fe80::1"), True),)
+
+
+def test_ifname_map_from_linkmap() -> None:
+    from vlan.linkmap import EngineLink, LinkMap
+
+    lm = LinkMap([EngineLink("ge-0/0/1.0", "xc-trunk.101", 7, 101, ip6("fe80::e"), ip6("fe80::1"),
+                             b"\x02\0\0\0\0\x01", None)])
+    m = ifname_map_from(lm)
+    assert m("ge-0/0/1.0") == "xc-trunk.101" and m("ge-0/0/2.0") is None
