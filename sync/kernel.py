@@ -118,6 +118,40 @@ def to_model(route: KernelRoute, names: dict[int, str]) -> Route:
     return Route(prefix, hops or (NextHop("-"),), f"proto-{route.protocol}", route.priority)
 
 
+def _map_hops(
+    nexthops: tuple[NextHop, ...],
+    ifname_map: Callable[[str], str | None],
+    links: dict[str, tuple[int, bool]],
+    engine_if_cache: dict[str, int],
+    onlink: bool,
+) -> tuple[tuple[KernelNextHop, ...], int, str]:
+    """Kernel next hops for one router next-hop tuple, plus (reason code, ifname) if none."""
+    hops: list[KernelNextHop] = []
+    why, why_if = 0, ""
+    for nh in nexthops:
+        oif = engine_if_cache.get(nh.ifname)
+        if oif is None:
+            engine_name = ifname_map(nh.ifname)
+            if engine_name is None:
+                oif = _NO_LINK
+            else:
+                idx, up = links.get(engine_name, (_MISSING, False))
+                oif = idx if idx == _MISSING or up else _DOWN
+            engine_if_cache[nh.ifname] = oif
+        if oif < 0:
+            if not why:
+                why, why_if = oif, nh.ifname
+            continue
+        hop = KernelNextHop(oif, nh.gateway, onlink and nh.gateway is not None)
+        if hop not in hops:
+            hops.append(hop)
+    if len(hops) > 1 and any(h.gateway is None for h in hops):
+        # The kernel cannot ECMP a device-only hop with gateway hops: keep the gateway ones.
+        hops = [h for h in hops if h.gateway is not None] or hops[:1]
+    hops.sort(key=lambda h: (h.oif, h.gateway or b""))
+    return tuple(hops), why, why_if
+
+
 def plan_mirror(
     routes: Iterable[Route],
     ifname_map: Callable[[str], str | None],
@@ -140,29 +174,16 @@ def plan_mirror(
     engine_if_cache: dict[str, int] = {}
     reasons = {_NO_LINK: "has no engine link", _MISSING: "maps to an engine link missing from the kernel",
                _DOWN: "maps to an engine link that is down"}
+    # Sources share next-hop tuples between routes: map each tuple once.  Keyed by id() with
+    # the tuple kept alive in the value (NextHop hashing is Python code).
+    hop_cache: dict[int, tuple[tuple[NextHop, ...], tuple[KernelNextHop, ...], int, str]] = {}
     for r in routes:
-        hops: list[KernelNextHop] = []
-        why, why_if = 0, ""
-        for nh in r.nexthops:
-            oif = engine_if_cache.get(nh.ifname)
-            if oif is None:
-                engine_name = ifname_map(nh.ifname)
-                if engine_name is None:
-                    oif = _NO_LINK
-                else:
-                    idx, up = links.get(engine_name, (_MISSING, False))
-                    oif = idx if idx == _MISSING or up else _DOWN
-                engine_if_cache[nh.ifname] = oif
-            if oif < 0:
-                if not why:
-                    why, why_if = oif, nh.ifname
-                continue
-            hop = KernelNextHop(oif, nh.gateway, onlink and nh.gateway is not None)
-            if hop not in hops:
-                hops.append(hop)
-        if len(hops) > 1 and any(h.gateway is None for h in hops):
-            # The kernel cannot ECMP a device-only hop with gateway hops: keep the gateway ones.
-            hops = [h for h in hops if h.gateway is not None] or hops[:1]
+        cached = hop_cache.get(id(r.nexthops))
+        if cached is None:
+            hops, why, why_if = _map_hops(r.nexthops, ifname_map, links, engine_if_cache, onlink)
+            hop_cache[id(r.nexthops)] = (r.nexthops, hops, why, why_if)
+        else:
+            _, hops, why, why_if = cached
         if not hops:
             if why == _NO_LINK:
                 plan.skipped_no_link += 1
@@ -173,15 +194,14 @@ def plan_mirror(
             if len(plan.skipped_examples) < 5:
                 plan.skipped_examples.append(f"{r.prefix}: router interface {why_if!r} {reasons[why]}")
             continue
-        hops.sort(key=lambda h: (h.oif, h.gateway or b""))
-        kr = KernelRoute(r.prefix.network_address.packed, r.prefix.prefixlen, table, protocol, priority,
-                         tuple(hops))
-        if kr.key in foreign:
+        dst = r.prefix.network_address.packed
+        key = (dst, r.prefix.prefixlen, priority)
+        if key in foreign:
             plan.skipped_foreign += 1
             if len(plan.skipped_examples) < 5:
                 plan.skipped_examples.append(f"{r.prefix}: a foreign route holds it in table {table}")
             continue
-        desired[kr.key] = kr
+        desired[key] = KernelRoute(dst, key[1], table, protocol, priority, hops)
     return plan
 
 
@@ -440,6 +460,7 @@ class KernelMirror:
             return []
         sock = self._socket()
         failed: list[tuple[int, int]] = []
+        hop_bytes: dict[int, tuple[tuple[KernelNextHop, ...], tuple[bytes, int]]] = {}
         i, n = 0, len(ops)
         while i < n:
             seq0 = self._next_seq()
@@ -449,7 +470,13 @@ class KernelMirror:
             while j < n and size < self.chunk_bytes:
                 is_replace, kr, _ = ops[j]
                 seq = seq0 + (j - i)
-                msg = rtnl.encode_replace(kr, seq) if is_replace else rtnl.encode_delete(kr, seq)
+                if is_replace:
+                    enc = hop_bytes.get(id(kr.nexthops))
+                    if enc is None or enc[0] is not kr.nexthops:
+                        enc = hop_bytes[id(kr.nexthops)] = (kr.nexthops, rtnl.encode_hops(kr.nexthops))
+                    msg = rtnl.encode_replace(kr, seq, hops=enc[1])
+                else:
+                    msg = rtnl.encode_delete(kr, seq)
                 parts.append(msg)
                 size += len(msg)
                 j += 1
