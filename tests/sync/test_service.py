@@ -4,6 +4,7 @@ the SQLite store, triggers, safety valve, failures and restart."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from pathlib import Path
 
@@ -216,5 +217,42 @@ def test_link_map_change_and_interface_hook(tmp_path: Path) -> None:
             assert fib.lookup(ip6("2001:dc8:1::1")) is None          # the router dropped those routes
             await svc.stop()
             km.close()
+
+    asyncio.run(scenario())
+
+
+def test_corrupt_store_starts_empty_and_says_why(tmp_path: Path) -> None:
+    import sqlite3
+
+    from engine.model import NextHop, Route
+    from sync.model import Snapshot
+
+    store = SyncStore(tmp_path)
+    store.save_snapshot(Snapshot([Route(ipaddress.IPv6Network("2001:db8::/32"), (NextHop("ge-0/0/1.0"),))], []))
+    store.close()
+    db = sqlite3.connect(tmp_path / "sync.sqlite3")
+    db.execute("UPDATE snapshot SET routes = x'00'")
+    db.commit()
+    db.close()
+
+    class NoRouter:
+        url = "snmp://public@[2001:db8::1]"
+
+        async def fetch(self, progress: object = None) -> Snapshot:
+            raise AssertionError("not called")
+
+        async def change_marker(self) -> str | None:
+            return None
+
+    async def scenario() -> None:
+        fib = Fib()
+        svc = SyncService(NoRouter(), Applier(fib), SyncStore(tmp_path), SyncConfig(change_poll_s=0))
+        await svc.start(initial_sync=False)
+        st = svc.state()
+        assert st["serving"] is None and len(fib) == 0
+        assert "stored snapshot unusable, starting empty" in st["last_error"]
+        assert "corrupt" in st["last_error"]
+        assert st["source"] == "snmp://***@[2001:db8::1]"
+        await svc.stop()
 
     asyncio.run(scenario())
