@@ -228,7 +228,8 @@ def test_corrupt_store_starts_empty_and_says_why(tmp_path: Path) -> None:
     from sync.model import Snapshot
 
     store = SyncStore(tmp_path)
-    store.save_snapshot(Snapshot([Route(ipaddress.IPv6Network("2001:db8::/32"), (NextHop("ge-0/0/1.0"),))], []))
+    route = Route(ipaddress.IPv6Network("2001:db8::/32"), (NextHop("ge-0/0/1.0"),))
+    store.save_snapshot(Snapshot([route], []))
     store.close()
     db = sqlite3.connect(tmp_path / "sync.sqlite3")
     db.execute("UPDATE snapshot SET routes = x'00'")
