@@ -51,6 +51,9 @@ class SyncConfig:
     change_poll_s: float = 1.0
     max_removal_share: float = 0.5
     fetch_timeout_s: float = 600.0
+    # Saving 250k routes costs ~0.5 s of CPU; under constant churn save at most this often
+    # (the newest table is saved when the interval is up, and on stop).  0 = every apply.
+    store_min_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0:
@@ -61,6 +64,8 @@ class SyncConfig:
             raise ValueError(f"sync max_removal_share must be in (0, 1], got {self.max_removal_share}")
         if not self.fetch_timeout_s > 0:
             raise ValueError(f"sync fetch_timeout_s must be > 0, got {self.fetch_timeout_s}")
+        if not self.store_min_interval_s >= 0:
+            raise ValueError(f"sync store_min_interval_s must be >= 0, got {self.store_min_interval_s}")
 
 
 @dataclass(slots=True)
@@ -147,6 +152,9 @@ class SyncService:
         self._apply_lock = asyncio.Lock()   # one writer of Fib + kernel mirror at a time
         self._tasks: list[asyncio.Task[None]] = []
         self._restore_task: asyncio.Task[None] | None = None
+        self._save_task: asyncio.Task[None] | None = None
+        self._store_dirty = False
+        self._last_save = float("-inf")
         self.restored_routes = 0        # routes served from the store at startup
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -163,14 +171,19 @@ class SyncService:
             self.request_resync(trigger="startup")
 
     async def stop(self) -> None:
+        """Stop the loops; a deferred snapshot save is done now."""
         if self._restore_task is not None and not self._restore_task.done():
             await self._restore_task
-        for t in self._tasks:
+        tasks = [*self._tasks, *([self._save_task] if self._save_task is not None else [])]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        self._tasks = []
+        self._tasks, self._save_task = [], None
+        if self._store_dirty:
+            async with self._apply_lock:
+                await self._save_now(None)
 
     async def _restore(self) -> None:
         """Serve the stored snapshot: the Fib at once, the kernel mirror reconciled in the background."""
@@ -409,16 +422,42 @@ class SyncService:
         self.counters["applied"] += 1
         if self.store is not None:
             job.progress = {"phase": "store", "rows": len(snap.routes)}
-            t0 = time.perf_counter()
-            try:
-                await asyncio.to_thread(self.store.save_snapshot, snap)
-            except Exception as exc:   # a store error (sqlite, disk full) must not undo a good apply
-                self.last_error = f"applied, but saving the snapshot failed: {exc}"
-                log.error(self.last_error)
-            job.timings["store_s"] = time.perf_counter() - t0
+            await self._persist(job)
         self._history(job, started, "applied", None, counts, res)
         self._finish(job, "applied", result={"counts": counts, "apply": res.to_dict()})
         self._notify(snap, d, res)
+
+    async def _persist(self, job: SyncJob | None) -> None:
+        """Save the serving snapshot now, or once ``store_min_interval_s`` has passed."""
+        pending = self._save_task is not None and not self._save_task.done()
+        wait = self._last_save + self.config.store_min_interval_s - time.monotonic()
+        if wait <= 0 and not pending:
+            await self._save_now(job)
+            return
+        self._store_dirty = True
+        if not pending:
+            self._save_task = asyncio.create_task(self._deferred_save(max(wait, 0.0)), name="sync-save")
+
+    async def _deferred_save(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        async with self._apply_lock:          # save a table that is serving, not one half applied
+            if self._store_dirty:
+                await self._save_now(None)
+
+    async def _save_now(self, job: SyncJob | None) -> None:
+        snap = self.serving
+        if self.store is None or snap is None:
+            return
+        self._store_dirty = False
+        self._last_save = time.monotonic()
+        t0 = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.store.save_snapshot, snap)
+        except Exception as exc:   # a store error (sqlite, disk full) must not undo a good apply
+            self.last_error = f"applied, but saving the snapshot failed: {exc}"
+            log.error(self.last_error)
+        if job is not None:
+            job.timings["store_s"] = time.perf_counter() - t0
 
     def _valve(self, d: SnapshotDiff) -> str | None:
         """Reason to hold this diff back, or None to apply it."""

@@ -257,3 +257,27 @@ def test_corrupt_store_starts_empty_and_says_why(tmp_path: Path) -> None:
         await svc.stop()
 
     asyncio.run(scenario())
+
+
+def test_snapshot_saves_are_rate_limited_and_flushed_on_stop(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            router_routes(ns, 30)
+            source = KernelTableSource(ns)
+            store = SyncStore(tmp_path)
+            svc = SyncService(source, Applier(Fib()), store,
+                              SyncConfig(interval_s=3600, change_poll_s=0, store_min_interval_s=3600))
+            await svc.start()
+            first = await svc.jobs()[0].wait(30)
+            assert first.status == "applied" and "store_s" in first.timings     # first save: at once
+            saved = store.load_snapshot()
+            assert saved is not None and len(saved.routes) == len(svc.serving.routes)  # type: ignore[union-attr]
+            router_routes(ns, 5, start=100)
+            job = await svc.request_resync().wait(30)
+            assert job.status == "applied" and "store_s" not in job.timings     # deferred
+            assert len(store.load_snapshot().routes) == len(saved.routes)      # type: ignore[union-attr]
+            await svc.stop()                                                     # flushes
+            assert len(store.load_snapshot().routes) == len(saved.routes) + 5  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
