@@ -27,13 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.fib import Fib
 from engine.model import Route
 from sync.apply import Applier, ApplyError, ApplyResult, IfnameMap
 from sync.diff import InterfaceDiff, SnapshotDiff, diff
-from sync.kernel import MirrorResult, to_model
+from sync.kernel import DEFAULT_PROTOCOL, DEFAULT_TABLE, KernelMirror, MirrorResult, to_model
 from sync.model import Interface, Snapshot
 from sync.source import Progress, RouteSource, SourceError
-from sync.sources import strip_secrets
+from sync.sources import open_source, strip_secrets
 from sync.store import HistoryEntry, StoreError, SyncStore
 
 log = logging.getLogger("xcast6.sync")
@@ -551,3 +552,25 @@ class SyncService:
             "max_removal_share": self.config.max_removal_share,
             "counters": dict(self.counters),
         }
+
+
+def build_service(
+    source_url: str,
+    fib: Fib,
+    state_dir: str | None,
+    *,
+    kernel_table: int = DEFAULT_TABLE,
+    kernel_protocol: int = DEFAULT_PROTOCOL,
+    kernel_netns: str | None = None,
+    ifname_map: IfnameMap | None = None,
+    config: SyncConfig | None = None,
+) -> SyncService:
+    """Wire a SyncService from configuration values (``kernel_table=0``: no kernel mirror).
+
+    Raises SourceUrlError/ValueError naming the bad value, StoreError for an unusable state dir.
+    """
+    source = open_source(source_url)
+    mirror = None if kernel_table == 0 else KernelMirror(kernel_table, kernel_protocol, netns=kernel_netns)
+    applier = Applier(fib, mirror) if ifname_map is None else Applier(fib, mirror, ifname_map)
+    store = None if state_dir is None else SyncStore(state_dir)
+    return SyncService(source, applier, store, config)
