@@ -103,7 +103,7 @@ def test_build_service_validates_and_wires(tmp_path: Path) -> None:
     assert "public" not in svc.state()["source"]
     with pytest.raises(ValueError, match="kernel table must be a dedicated table id"):
         build_service("snmp://public@[2001:db8::1]", Fib(), None, kernel_table=254)
-    with pytest.raises(ValueError, match="kernel protocol must be 5..255"):
+    with pytest.raises(ValueError, match=r"kernel protocol must be 5\.\.255"):
         build_service("snmp://public@[2001:db8::1]", Fib(), None, kernel_protocol=2)
     with pytest.raises(ValueError, match="unknown source scheme 'ftp'"):
         build_service("ftp://router", Fib(), None)
