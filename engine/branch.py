@@ -37,6 +37,7 @@ from engine.codec import (
     Encoding,
     Reject,
     XcastPacket,
+    _parse_ipv6,
     parse,
 )
 from engine.model import NextHop, Route
@@ -267,13 +268,13 @@ class Brancher:
     ) -> BranchResult:
         """Branch one packet (parsed, or raw IPv6 bytes without L2)."""
         if not isinstance(pkt, XcastPacket):
-            p = parse(pkt)
+            p = _parse_ipv6(pkt, None) if type(pkt) is bytes else parse(pkt)
             if isinstance(p, Reject):
                 return BranchResult(drops={p.reason: 1}, reject=p, detail=p.detail)
             pkt = p
         if self.fib.generation != self._gen:
             self._check_generation()
-        res = BranchResult(packet=pkt)
+        res = BranchResult(None, None, None, pkt)   # positional: measurably cheaper per packet
         drops = res.drops
         if not pkt.bitmap:
             drops[DropReason.NO_LIVE_DESTINATION] = 1

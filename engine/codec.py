@@ -31,6 +31,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 from engine import checksum
 from engine.reasons import DropReason
@@ -94,20 +95,22 @@ class XcastPacket:
     UDP header sits at ``transport_off`` and the real payload at ``payload_off``.
     """
 
+    # per-encoding constants (class attributes; XouPacket overrides them)
+    encoding: ClassVar[Encoding] = Encoding.XCAST6
+    bitmap_off: ClassVar[int] = 88
+    dest_off: ClassVar[int] = 104
+    orig_off: ClassVar[int] = 48   # where the original sender's address is
+
     data: bytes
-    encoding: Encoding
     hop_limit: int
     n: int
     flags: int
     icmpoff: int
     bitmap: int                # LSB-first: bit i of this int <=> destination i live
-    bitmap_off: int
-    dest_off: int
     rh_next_header: int        # next header after the routing header (XOU: 17)
     transport: int             # protocol of the header at transport_off
     transport_off: int
     payload_off: int           # application payload (after UDP header / XOU header)
-    orig_off: int              # where the original sender's address is (48, or in the XOU header)
     ports: tuple[int, ...] | None = None
     vlan: int | None = None
 
@@ -190,6 +193,25 @@ class XcastPacket:
         sport, dport = struct.unpack_from("!HH", self.data, o)
         return sport, dport
 
+    def udp_checksum_ok(self) -> bool | None:
+        """Is the UDP checksum right for XCAST6 (pseudo-header: original sender, ff0e::114)?
+
+        XOU: computed over the mark header's pseudo-header with the bitmap zeroed.  ``None``
+        when the transport is not UDP.
+        """
+        if self.transport != NH_UDP:
+            return None
+        d = self.data
+        t = self.transport_off
+        if self.encoding is Encoding.XOU:
+            udp = d[t : self.bitmap_off] + bytes(16) + d[self.dest_off :]
+            src, dst = self.inner_src, self.inner_dst
+        else:
+            udp = d[t:]
+            src, dst = self.orig_src, ALL_XCAST_NODES
+        total = checksum.pseudo_header_sum(src, dst, len(udp)) + checksum.ones_sum(udp)
+        return checksum.fold(total) == 0xFFFF
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready description (addresses as text) for ``decode --json`` and the API."""
         ports = self.udp_ports
@@ -231,10 +253,21 @@ class XcastPacket:
             "transport": {
                 "protocol": self.transport,
                 "name": {NH_UDP: "udp", NH_ICMPV6: "icmpv6"}.get(self.transport, str(self.transport)),
-                **({"sport": ports[0], "dport": ports[1]} if ports else {}),
+                **({"sport": ports[0], "dport": ports[1], "checksum_ok": self.udp_checksum_ok()}
+                   if ports else {}),
             },
             "payload_length": len(self.data) - self.payload_off,
         }
+
+
+class XouPacket(XcastPacket):
+    """An XCAST6-over-UDP packet: same fields, XOU offsets (see :mod:`engine.xou`)."""
+
+    __slots__ = ()
+    encoding: ClassVar[Encoding] = Encoding.XOU
+    bitmap_off: ClassVar[int] = 108
+    dest_off: ClassVar[int] = 124
+    orig_off: ClassVar[int] = 88
 
 
 def _txt(a: bytes) -> str:
@@ -314,8 +347,7 @@ def _parse_ipv6(data: bytes, vlan: int | None) -> XcastPacket | Reject:
                 and not bitmap >> n
                 and data[toff + 4] << 8 | data[toff + 5] == blen - toff
             ):
-                return XcastPacket(data, _XCAST6, hl, n, flags, icmpoff, bitmap, 88, 104, 17, 17, toff,
-                                   toff + 8, 48, None, vlan)
+                return XcastPacket(data, hl, n, flags, icmpoff, bitmap, 17, 17, toff, toff + 8, None, vlan)
     return parse_checked(data, vlan)
 
 
@@ -396,19 +428,15 @@ def parse_checked(data: bytes, vlan: int | None = None) -> XcastPacket | Reject:
         payload_off = toff + 8
     return XcastPacket(
         data=data,
-        encoding=Encoding.XCAST6,
         hop_limit=hl,
         n=n,
         flags=flags,
         icmpoff=icmpoff,
         bitmap=bitmap,
-        bitmap_off=_BITMAP_OFF,
-        dest_off=_DEST_OFF,
         rh_next_header=rh_nh,
         transport=transport,
         transport_off=toff,
         payload_off=payload_off,
-        orig_off=48,
         ports=ports,
         vlan=vlan,
     )

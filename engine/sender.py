@@ -1,8 +1,11 @@
 """XCAST6 sender (RFC 5058 §12 ``xcast_sendto``): destinations in, packets on the wire.
 
 Destination syntax: plain addresses/names, comma lists, and the multi-address notation of the
-socket-API paper, ``{host1,2001:db8::2,host3}`` (braces may appear in any argument and are
-expanded).  Names resolve with ``getaddrinfo`` restricted to AF_INET6 (AAAA only).
+socket-API paper (shared/seeds, Table 1), ``{host1,2001:db8::2,host3}``: braces may appear in
+any argument, items are separated by ``,`` (the examples) or ``;`` (the paper's wording).  As
+in the paper, a name stands for *all* its addresses: it resolves with ``getaddrinfo``
+restricted to AF_INET6 (AAAA only) and every AAAA answer becomes a destination.  Repeated
+addresses are listed once (in first-seen order).
 
 Packets go out through a raw IPv6 socket with ``IPPROTO_RAW`` (the kernel then expects the full
 IPv6 header: we build the outer header ourselves, like IPV6_HDRINCL).
@@ -38,17 +41,17 @@ def split_destinations(args: Iterable[str]) -> list[str]:
         text = arg.strip()
         if text.count("{") != text.count("}"):
             raise SendError(f"unbalanced braces in destination list {arg!r}")
-        text = text.replace("{", ",").replace("}", ",")
+        text = text.replace("{", ",").replace("}", ",").replace(";", ",")
         for tok in text.replace(" ", ",").split(","):
             if tok:
                 out.append(tok)
     return out
 
 
-def resolve(token: str, resolver: Callable[..., list] = socket.getaddrinfo) -> bytes:
-    """One destination token -> 16 bytes: a literal IPv6 address or a name with an AAAA record."""
+def resolve(token: str, resolver: Callable[..., list] = socket.getaddrinfo) -> list[bytes]:
+    """One destination token -> its addresses (16 bytes each): a literal, or every AAAA of a name."""
     try:
-        return ipaddress.IPv6Address(token).packed
+        return [ipaddress.IPv6Address(token).packed]
     except ValueError:
         pass
     if token.count(".") == 3 and all(p.isdigit() for p in token.split(".")):
@@ -57,10 +60,14 @@ def resolve(token: str, resolver: Callable[..., list] = socket.getaddrinfo) -> b
         infos = resolver(token, None, socket.AF_INET6, socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise SendError(f"{token}: cannot resolve to an IPv6 address ({exc.strerror})") from None
+    out: list[bytes] = []
     for info in infos:
-        addr = info[4][0].split("%", 1)[0]
-        return ipaddress.IPv6Address(addr).packed
-    raise SendError(f"{token}: no AAAA record")
+        addr = ipaddress.IPv6Address(info[4][0].split("%", 1)[0]).packed
+        if addr not in out:
+            out.append(addr)
+    if not out:
+        raise SendError(f"{token}: no AAAA record")
+    return out
 
 
 def resolve_all(args: Iterable[str], resolver: Callable[..., list] = socket.getaddrinfo) -> list[bytes]:
@@ -71,13 +78,17 @@ def resolve_all(args: Iterable[str], resolver: Callable[..., list] = socket.geta
     if len(tokens) > MAX_DESTS:
         raise SendError(f"{len(tokens)} destinations: one XCAST6 packet carries at most {MAX_DESTS}")
     dests: list[bytes] = []
+    seen: set[bytes] = set()
     for tok in tokens:
-        d = resolve(tok, resolver)
-        if not is_valid_unicast(d):
-            raise SendError(f"{tok}: {ipaddress.IPv6Address(d)} is not a global unicast address")
-        if d in dests:
-            raise SendError(f"{tok}: {ipaddress.IPv6Address(d)} is listed twice")
-        dests.append(d)
+        for d in resolve(tok, resolver):
+            if not is_valid_unicast(d):
+                raise SendError(f"{tok}: {ipaddress.IPv6Address(d)} is not a global unicast address")
+            if d not in seen:
+                seen.add(d)
+                dests.append(d)
+    if len(dests) > MAX_DESTS:
+        raise SendError(f"{len(dests)} destinations after name resolution: one XCAST6 packet carries "
+                        f"at most {MAX_DESTS}")
     return dests
 
 

@@ -44,6 +44,7 @@ class Input:
     label: str
     data: bytes
     l2: bool
+    from_capture: bool = False
 
 
 def _looks_hex(blob: bytes) -> bool:
@@ -75,7 +76,7 @@ def load_inputs(source: str, l2: bool | None) -> list[Input]:
             out = []
             for k, linktype, frame in read_capture(blob):
                 data, eth = to_ipv6_or_l2(linktype, frame)
-                out.append(Input(f"{origin}#{k}", data, eth if l2 is None else l2))
+                out.append(Input(f"{origin}#{k}", data, eth if l2 is None else l2, True))
             return out
         except CaptureError as exc:
             raise _fail(f"{origin}: {exc}") from None
@@ -117,7 +118,8 @@ def describe(p: XcastPacket) -> list[str]:
     ports = p.udp_ports
     if ports:
         plen = len(p.data) - p.payload_off
-        lines.append(f"  transport  udp {ports[0]} -> {ports[1]}  payload {plen} bytes")
+        ck = "ok" if p.udp_checksum_ok() else "BAD"
+        lines.append(f"  transport  udp {ports[0]} -> {ports[1]}  checksum {ck}  payload {plen} bytes")
     else:
         lines.append(f"  transport  protocol {p.transport}  {len(p.data) - p.transport_off} bytes")
     return lines
@@ -151,7 +153,9 @@ def _decode_cmd(
             if not as_json:
                 typer.echo(f"{inp.label}: {kind}: {p.reason.value}: {p.detail}")
     if as_json:
-        typer.echo(json.dumps(results if len(results) != 1 else results[0], indent=2))
+        # a capture gives a list (even of one), a single packet an object
+        many = bool(inputs) and inputs[0].from_capture
+        typer.echo(json.dumps(results if many or len(results) != 1 else results[0], indent=2))
     elif len(inputs) > 1:
         typer.echo(f"{len(inputs)} packets: {valid} XCAST6, {len(inputs) - valid} rejected")
     if not valid:
@@ -270,7 +274,8 @@ def _explain_cmd(
     brancher = Brancher(Fib(table), lambda ifname: per_if.get(ifname, default), local_set)
     out = []
     any_valid = False
-    for inp in load_inputs(input, l2):
+    inputs = load_inputs(input, l2)
+    for inp in inputs:
         p = parse(inp.data, l2=inp.l2)
         if isinstance(p, Reject):
             out.append({"input": inp.label, "valid": False, "reason": p.reason.value, "detail": p.detail})
@@ -285,7 +290,8 @@ def _explain_cmd(
                        f"{len(table)} routes")
             typer.echo("\n".join(render_explain(ex)))
     if as_json:
-        typer.echo(json.dumps(out if len(out) != 1 else out[0], indent=2))
+        many = bool(inputs) and inputs[0].from_capture
+        typer.echo(json.dumps(out if many or len(out) != 1 else out[0], indent=2))
     if not any_valid:
         raise typer.Exit(1)
 

@@ -25,12 +25,11 @@ from engine.codec import ALL_XCAST_NODES, Encoding, XcastPacket
 _ALL_XCAST_SUM = checksum.ones_sum(ALL_XCAST_NODES)
 _hdr = struct.Struct("!HBB")
 _u16 = struct.Struct("!H")
-_w8 = struct.Struct("!8H")
 
 
 def addr_sum(addr: bytes) -> int:
-    """Unfolded 16-bit word sum of an address (cached per destination by the brancher)."""
-    return sum(_w8.unpack(addr))
+    """One's-complement word sum of an address (cached per destination by the brancher)."""
+    return int.from_bytes(addr, "big") % 0xFFFF   # == word sum mod 0xFFFF (see checksum.ones_sum)
 
 
 def _fold(x: int) -> int:

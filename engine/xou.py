@@ -37,9 +37,9 @@ from engine.codec import (
     XCAST_TC,
     XOU_FLOW,
     XOU_MARK_DST,
-    Encoding,
     Reject,
     XcastPacket,
+    XouPacket,
     _ipv6_header,
     bitmap_bytes,
 )
@@ -77,21 +77,17 @@ def parse_xou_body(data: bytes, vlan: int | None) -> XcastPacket | Reject:
     bitmap = int.from_bytes(data[XOU_BITMAP_OFF:XOU_DEST_OFF], "little")
     if bitmap >> n:
         return Reject(DropReason.BITMAP_BEYOND_N, f"bitmap bit {bitmap.bit_length() - 1} set but N = {n}")
-    return XcastPacket(
+    return XouPacket(
         data=data,
-        encoding=Encoding.XOU,
         hop_limit=data[7],
         n=n,
         flags=data[XOU_OFF + 17],
         icmpoff=data[XOU_OFF + 18],
         bitmap=bitmap,
-        bitmap_off=XOU_BITMAP_OFF,
-        dest_off=XOU_DEST_OFF,
         rh_next_header=NH_UDP,
         transport=NH_UDP,
         transport_off=UDP_OFF,
         payload_off=poff,
-        orig_off=XOU_OFF,
         ports=None,
         vlan=vlan,
     )
@@ -141,10 +137,7 @@ def build_xou(
 
 def xou_checksum_ok(pkt: XcastPacket) -> bool:
     """Verify an XOU datagram's UDP checksum (bitmap zeroed) — for tools and tests."""
-    d = pkt.data
-    zeroed = d[UDP_OFF:XOU_BITMAP_OFF] + bytes(16) + d[XOU_DEST_OFF:]
-    total = checksum.pseudo_header_sum(pkt.inner_src, pkt.inner_dst, len(zeroed)) + checksum.ones_sum(zeroed)
-    return checksum.fold(total) == 0xFFFF
+    return bool(pkt.udp_checksum_ok())
 
 
 __all__ = ["X6BONE_DUMMY_SOURCE", "build_xou", "parse_xou_body", "xou_checksum_ok"]

@@ -44,7 +44,12 @@ def test_parse_fields() -> None:
     assert p.transport == 17 and p.ports is None
     d = p.to_dict()
     assert d["destinations"][2] == {"index": 2, "address": "2001:db8:3::1", "live": True}
-    assert d["transport"] == {"protocol": 17, "name": "udp", "sport": 4000, "dport": 5000}
+    assert d["transport"] == {"protocol": 17, "name": "udp", "sport": 4000, "dport": 5000,
+                              "checksum_ok": True}
+    bad = bytearray(pkt)
+    bad[-1] ^= 0xFF
+    q = parse(bytes(bad))
+    assert isinstance(q, XcastPacket) and q.udp_checksum_ok() is False
 
 
 def test_bitmap_is_lsb_first() -> None:

@@ -73,6 +73,7 @@ def test_build_parse_round_trip(case: tuple[bytes, list[bytes], int, int, bytes]
     assert isinstance(p, XcastPacket), p
     assert p.destinations == dests and p.bitmap == bitmap and p.hop_limit == hl and p.payload == payload
     assert p.dst == dests[(bitmap & -bitmap).bit_length() - 1]
+    assert p.udp_checksum_ok()
 
 
 def engine_addr(ifname: str) -> bytes:

@@ -111,7 +111,8 @@ def test_send_puts_xcast6_on_the_wire(netns: str) -> None:
 
 
 def test_send_xou_on_the_wire(netns: str) -> None:
-    frames = capture_while([PY, "-m", "engine.cli", "send", "--xou", "--port", "7001", "--payload", "xou",
+    frames = capture_while([PY, "-m", "engine.cli", "send", "--xou", "-i", "xcs0", "--port", "7001",
+                            "--payload", "xou",
                             "2001:db8:77::5,2001:db8:77::6"], count=1)
     p = parse(frames[0], l2=True)
     assert isinstance(p, XcastPacket) and p.encoding == "xou" and p.payload == b"xou"
@@ -132,3 +133,9 @@ def test_decode_cli_reads_the_capture(netns: str, tmp_path: Path) -> None:
                          text=True, cwd=ROOT, timeout=60)
     doc = json.loads(out.stdout)
     assert doc["valid"] and doc["packet"]["destinations"][0]["address"] == "2001:db8:77::9"
+
+
+def test_send_bad_interface_is_one_line(netns: str) -> None:
+    res = sh(PY, "-m", "engine.cli", "send", "-i", "xcore-nope0", "2001:db8:77::1", check=False)
+    assert res.returncode == 1 and "interface xcore-nope0" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

@@ -85,6 +85,12 @@ def test_decode_pcap_every_packet(tmp_path: Path) -> None:
     assert code == 0
     assert "cap.pcap#1: not an XCAST6 packet: not_ipv6_ethertype" in out
     assert "3 packets: 2 XCAST6, 1 rejected" in out
+    code, out = invoke("decode", "--json", str(f))
+    assert [d["valid"] for d in json.loads(out)] == [True, False, True]
+    one = tmp_path / "one.pcap"
+    one.write_bytes(_pcap([eth]))
+    code, out = invoke("decode", "--json", str(one))
+    assert isinstance(json.loads(out), list)          # a capture is always a list
 
 
 def test_explain_text_and_json(tmp_path: Path) -> None:
@@ -172,7 +178,7 @@ def test_send_dry_run_xou_and_ports() -> None:
         (["xcore-no-such-host.invalid"], "xcore-no-such-host.invalid: cannot resolve"),
         (["10.1.2.3"], "IPv4 addresses cannot be XCAST6 destinations"),
         (["{2001:db8::1,2001:db8::2"], "unbalanced braces"),
-        (["2001:db8::1", "2001:db8::1"], "listed twice"),
+        (["fe80::1%lo"], "is not a global unicast address"),
         (["--ports", "1,2", "2001:db8::1"], "--ports has 2 entries for 1 destinations"),
     ],
 )
@@ -184,15 +190,20 @@ def test_send_errors_are_one_line(args: list[str], msg: str) -> None:
 
 def test_multi_address_notation_and_names() -> None:
     assert split_destinations(["{h1,2001:db8::2,h3}", "h4"]) == ["h1", "2001:db8::2", "h3", "h4"]
+    assert split_destinations(["{h1;h2}"]) == ["h1", "h2"]        # the paper's ';' wording
 
     def hosts(name: str, *_: object) -> list[tuple[object, ...]]:
-        table = {"h1": "2001:db8:a::1", "h3": "2001:db8:a::3", "lo6": "::1"}
+        table = {"h1": ["2001:db8:a::1"], "h3": ["2001:db8:a::3"], "lo6": ["::1"],
+                 "multi": ["2001:db8:b::1", "2001:db8:b::2", "2001:db8:a::1"]}
         if name not in table:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [(socket.AF_INET6, socket.SOCK_DGRAM, 17, "", (table[name], 0, 0, 0))]
+        return [(socket.AF_INET6, socket.SOCK_DGRAM, 17, "", (addr, 0, 0, 0)) for addr in table[name]]
 
     got = resolve_all(["{h1,2001:db8::2,h3}"], resolver=hosts)
     assert got == [a("2001:db8:a::1"), a("2001:db8::2"), a("2001:db8:a::3")]
+    # a name stands for all its AAAA records (paper, Table 1); repeats are listed once
+    got = resolve_all(["{h1,multi}", "2001:db8:a::1"], resolver=hosts)
+    assert got == [a("2001:db8:a::1"), a("2001:db8:b::1"), a("2001:db8:b::2")]
     with pytest.raises(SendError, match="h9: cannot resolve"):
         resolve_all(["{h1,h9}"], resolver=hosts)
     with pytest.raises(SendError, match="lo6: ::1 is not a global unicast address"):
@@ -208,3 +219,19 @@ def test_send_without_privilege_is_clear(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(sender.socket, "socket", refuse)
     code, out = invoke("send", "--source", "2001:db8:ff::1", "2001:db8::1")
     assert code == 1 and "needs CAP_NET_RAW" in out
+
+
+def test_send_payload_from_stdin_and_file(tmp_path: Path) -> None:
+    code, out = invoke("send", "--dry-run", "--source", "2001:db8:ff::1", "--payload-file", "-",
+                       "2001:db8:1::1", input=b"from stdin")
+    assert code == 0
+    _, dec = invoke("decode", "--json", out.strip())
+    assert json.loads(dec)["packet"]["payload_length"] == len(b"from stdin")
+    f = tmp_path / "payload.bin"
+    f.write_bytes(bytes(range(256)) * 4)
+    code, out = invoke("send", "--dry-run", "--source", "2001:db8:ff::1", "--payload-file", str(f),
+                       "2001:db8:1::1")
+    _, dec = invoke("decode", "--json", out.strip())
+    assert json.loads(dec)["packet"]["payload_length"] == 1024
+    code, out = invoke("send", "--dry-run", "--payload-file", str(tmp_path / "missing"), "2001:db8:1::1")
+    assert code == 1 and "cannot read payload file" in out
