@@ -45,7 +45,8 @@ DEFAULT_PROTOCOL = 245      # "xcast6"; add "245 xcast6" to /etc/iproute2/rt_pro
 DEFAULT_PRIORITY = 1024
 
 Key = tuple[bytes, int, int]
-_NO_LINK, _MISSING, _DOWN = -1, -2, -3      # plan_mirror's reasons a hop has no kernel interface
+_NO_LINK, _MISSING, _DOWN, _BAD_GW = -1, -2, -3, -4   # plan_mirror's reasons to leave a hop out
+_UNSPECIFIED = bytes(16)
 IFF_UP = 0x1
 Op = tuple[bool, KernelRoute, KernelRoute | None]   # (is_replace, route, previous route or None)
 
@@ -67,6 +68,7 @@ class MirrorPlan:
     skipped_no_link: int = 0          # router interface has no engine link (ifname_map -> None)
     skipped_missing_device: int = 0   # engine link name not present in the kernel
     skipped_link_down: int = 0        # engine link administratively down (the kernel refuses those)
+    skipped_bad_gateway: int = 0      # gateway the kernel refuses whatever the link (multicast, ::)
     skipped_foreign: int = 0          # a foreign route (other protocol) owns that prefix
     skipped_examples: list[str] = field(default_factory=list)
 
@@ -75,6 +77,7 @@ class MirrorPlan:
             "no_engine_link": self.skipped_no_link,
             "missing_device": self.skipped_missing_device,
             "link_down": self.skipped_link_down,
+            "bad_gateway": self.skipped_bad_gateway,
             "foreign_conflict": self.skipped_foreign,
         }
 
@@ -138,6 +141,8 @@ def _map_hops(
                 idx, up = links.get(engine_name, (_MISSING, False))
                 oif = idx if idx == _MISSING or up else _DOWN
             engine_if_cache[nh.ifname] = oif
+        if oif >= 0 and nh.gateway is not None and (nh.gateway[0] == 0xFF or nh.gateway == _UNSPECIFIED):
+            oif = _BAD_GW
         if oif < 0:
             if not why:
                 why, why_if = oif, nh.ifname
@@ -173,7 +178,8 @@ def plan_mirror(
     # router ifname -> engine ifindex, or _NO_LINK / _MISSING / _DOWN
     engine_if_cache: dict[str, int] = {}
     reasons = {_NO_LINK: "has no engine link", _MISSING: "maps to an engine link missing from the kernel",
-               _DOWN: "maps to an engine link that is down"}
+               _DOWN: "maps to an engine link that is down",
+               _BAD_GW: "has a multicast or unspecified gateway (kernel refuses it)"}
     # Sources share next-hop tuples between routes: map each tuple once.  Keyed by id() with
     # the tuple kept alive in the value (NextHop hashing is Python code).
     hop_cache: dict[int, tuple[tuple[NextHop, ...], tuple[KernelNextHop, ...], int, str]] = {}
@@ -189,6 +195,8 @@ def plan_mirror(
                 plan.skipped_no_link += 1
             elif why == _DOWN:
                 plan.skipped_link_down += 1
+            elif why == _BAD_GW:
+                plan.skipped_bad_gateway += 1
             else:
                 plan.skipped_missing_device += 1
             if len(plan.skipped_examples) < 5:

@@ -98,7 +98,7 @@ def test_unmapped_interfaces_are_skipped_and_counted() -> None:
         routes.append(Route(ipaddress.IPv6Network("2001:dbd::/48"), (NextHop("xe-9/9/9.0", ip6("fe80::8")),)))
         with KernelMirror(netns=ns) as km:
             res = km.apply(routes, ifmap.get)
-        assert res.skipped == {"no_engine_link": 1, "missing_device": 1, "link_down": 0,
+        assert res.skipped == {"no_engine_link": 1, "missing_device": 1, "link_down": 0, "bad_gateway": 0,
                                "foreign_conflict": 0}
         assert any("ae0.0" in e and "has no engine link" in e for e in res.skipped_examples)
         assert any("xe-9/9/9.0" in e and "missing from the kernel" in e for e in res.skipped_examples)

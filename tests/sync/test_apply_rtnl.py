@@ -62,7 +62,8 @@ def test_plan_maps_interfaces_and_counts_skips() -> None:
                        foreign={(ip6("2001:db8::"), 64, 1024)})
     # ge-0/0/2.0's link is down: 3 routes skipped, the ECMP route keeps its xsa-a member;
     # 2001:db8::/64 (first generated route) is held by a foreign route
-    assert plan.skipped() == {"no_engine_link": 0, "missing_device": 0, "link_down": 3, "foreign_conflict": 1}
+    assert plan.skipped() == {"no_engine_link": 0, "missing_device": 0, "link_down": 3, "bad_gateway": 0,
+                              "foreign_conflict": 1}
     assert len(plan.desired) == 5
     ecmp = plan.desired[(ip6("2001:db9::"), 32, 1024)]
     assert ecmp.nexthops == (KernelNextHop(3, ip6("fe80::1"), True),)
@@ -75,3 +76,19 @@ def test_ifname_map_from_linkmap() -> None:
                              b"\x02\0\0\0\0\x01", None)])
     m = ifname_map_from(lm)
     assert m("ge-0/0/1.0") == "xc-trunk.101" and m("ge-0/0/2.0") is None
+
+
+def test_plan_leaves_out_gateways_the_kernel_refuses() -> None:
+    import ipaddress
+
+    from engine.model import NextHop, Route
+
+    def route(prefix: str, *gws: str) -> Route:
+        return Route(ipaddress.IPv6Network(prefix), tuple(NextHop("ge-0/0/1.0", ip6(g)) for g in gws))
+
+    routes = [route("2001:db8:1::/48", "ff02::1"), route("2001:db8:2::/48", "::"),
+              route("2001:db8:3::/48", "ff02::2", "fe80::1")]
+    plan = plan_mirror(routes, {"ge-0/0/1.0": "xsa-a"}.get, {"xsa-a": (3, True)}, foreign=set())
+    assert plan.skipped()["bad_gateway"] == 2
+    assert any("multicast or unspecified gateway" in e for e in plan.skipped_examples)
+    assert [r.nexthops for r in plan.desired.values()] == [(KernelNextHop(3, ip6("fe80::1"), True),)]
