@@ -106,7 +106,8 @@ class Applier:
             try:
                 if incremental and d is not None:
                     upserts = d.added + [c.new for c in d.changed]
-                    kres = self.mirror.apply_changes(upserts, [r.prefix for r in d.removed], self.ifname_map)
+                    kres = self.mirror.apply_changes(upserts, [r.prefix for r in d.removed], self.ifname_map,
+                                                     full_routes=new.routes)
                 else:
                     kres = self.mirror.apply(new.routes, self.ifname_map)
             except KernelApplyError as exc:

@@ -334,6 +334,11 @@ class KernelMirror:
             self._installed, self._foreign = self.dump()
         return self._installed
 
+    def installed_foreign(self) -> set[Key]:
+        """Keys of foreign routes in our table (as of the last dump)."""
+        self.installed()
+        return self._foreign
+
     def invalidate(self) -> None:
         """Forget the cached table; the next apply re-reads the kernel."""
         self._installed = None
@@ -375,15 +380,25 @@ class KernelMirror:
         upserts: Iterable[Route],
         removals: Iterable[ipaddress.IPv6Network],
         ifname_map: Callable[[str], str | None],
+        full_routes: Iterable[Route] | None = None,
     ) -> MirrorResult:
         """Incremental update: install/replace ``upserts``, delete ``removals`` (by prefix).
 
         Cost is proportional to the change, not the table, so a 1,000-route change on a
         250k table takes milliseconds.  An upsert that no longer maps to an engine link
-        removes the prefix from the mirror.
+        removes the prefix from the mirror.  When the engine links changed since the last
+        apply (a link went down or came back), routes outside the change may need adding or
+        have been flushed by the kernel: with ``full_routes`` (the whole new table) the
+        whole mirror is reconciled instead.
         """
         t0 = time.perf_counter()
+        links_before = self._last_links
         links = self._links()
+        if full_routes is not None and links_before is not None and links != links_before:
+            result = self.apply_plan(plan_mirror(full_routes, ifname_map, links, self.installed_foreign(),
+                                                 self.table, self.protocol, self.priority, self.onlink))
+            result.duration_s = time.perf_counter() - t0
+            return result
         current = self.installed()
         upserts = list(upserts)
         plan = plan_mirror(upserts, ifname_map, links, self._foreign, self.table, self.protocol,

@@ -209,3 +209,29 @@ def test_fib_failure_puts_the_kernel_mirror_back(monkeypatch: pytest.MonkeyPatch
                 applier.apply(new, diff(old, new), full=True)
             assert fib.generation == gen
             assert kernel_view(ns, 6464, "245") == before
+
+
+def test_incremental_apply_after_link_flap_reconciles_everything() -> None:
+    """Routes skipped while a link was down come back with the next (small) diff."""
+    with netns() as ns:
+        add_veth(ns, "xsa-a", "xsa-b")
+        add_veth(ns, "xsa-c", "xsa-d")
+        ifmap = {"ge-0/0/1.0": "xsa-a", "ge-0/0/2.0": "xsa-c"}
+        fib = Fib()
+        with KernelMirror(netns=ns) as km:
+            applier = Applier(fib, km, ifmap.get)
+            s1 = Snapshot(table_routes(200), [])
+            applier.apply(s1, full=True)
+            sh(f"ip -n {ns} link set xsa-c down")
+            extra2 = Route(ipaddress.IPv6Network("2001:dbe::/48"), (NextHop("ge-0/0/1.0"),))
+            s2 = Snapshot([*s1.routes, extra2], [])
+            r2 = applier.apply(s2, diff(s1, s2))
+            assert r2.fib_mode == "incremental" and r2.kernel is not None
+            assert r2.kernel.skipped["link_down"] == 3
+            sh(f"ip -n {ns} link set xsa-c up")
+            extra3 = Route(ipaddress.IPv6Network("2001:dbf::/48"), (NextHop("ge-0/0/1.0"),))
+            s3 = Snapshot([*s2.routes, extra3], [])
+            r3 = applier.apply(s3, diff(s2, s3))
+            assert r3.fib_mode == "incremental" and r3.kernel is not None
+            assert r3.kernel.skipped["link_down"] == 0
+            assert kernel_view(ns, 6464, "245") == expected_view(s3.routes, ifmap)
