@@ -286,6 +286,10 @@ class KernelMirror:
             return {str(link.get("ifname")): (int(link["index"]), bool(link["flags"] & IFF_UP))
                     for link in ipr.get_links()}
 
+    def links_changed(self) -> bool:
+        """Whether engine links appeared, vanished, went up/down since the last apply."""
+        return self._last_links is not None and self.link_index() != self._last_links
+
     def _links(self) -> dict[str, tuple[int, bool]]:
         """Current links; when any changed since the last apply, re-read the table.
 

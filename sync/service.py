@@ -55,6 +55,9 @@ class SyncConfig:
     # Saving 250k routes costs ~0.5 s of CPU; under constant churn save at most this often
     # (the newest table is saved when the interval is up, and on stop).  0 = every apply.
     store_min_interval_s: float = 10.0
+    # How often to look at the engine links for the kernel mirror (a link that comes back
+    # gets its routes again without waiting for a router change).  0 disables.
+    link_watch_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0:
@@ -65,6 +68,8 @@ class SyncConfig:
             raise ValueError(f"sync max_removal_share must be in (0, 1], got {self.max_removal_share}")
         if not self.fetch_timeout_s > 0:
             raise ValueError(f"sync fetch_timeout_s must be > 0, got {self.fetch_timeout_s}")
+        if not self.link_watch_s >= 0:
+            raise ValueError(f"sync link_watch_s must be >= 0 (0 disables), got {self.link_watch_s}")
         if not self.store_min_interval_s >= 0:
             raise ValueError(f"sync store_min_interval_s must be >= 0, got {self.store_min_interval_s}")
 
@@ -144,7 +149,7 @@ class SyncService:
         self.change_detection = "not started"
         self.last_marker_s: float | None = None      # how long the last change_marker() poll took
         self.counters = {"applied": 0, "unchanged": 0, "held": 0, "failed": 0, "change_triggers": 0,
-                         "marker_errors": 0}
+                         "marker_errors": 0, "link_changes": 0}
         self._jobs: OrderedDict[str, SyncJob] = OrderedDict()
         self._ids = itertools.count(1)
         self._queued: SyncJob | None = None
@@ -166,6 +171,8 @@ class SyncService:
                        asyncio.create_task(self._poll_loop(), name="sync-poll")]
         if self.config.change_poll_s > 0:
             self._tasks.append(asyncio.create_task(self._change_loop(), name="sync-change"))
+        if self.config.link_watch_s > 0 and self.applier.mirror is not None:
+            self._tasks.append(asyncio.create_task(self._link_watch_loop(), name="sync-links"))
         else:
             self.change_detection = "disabled"
         if initial_sync:
@@ -327,6 +334,22 @@ class SyncService:
         while True:
             await asyncio.sleep(self.config.interval_s)
             self.request_resync(trigger="poll")
+
+    async def _link_watch_loop(self) -> None:
+        mirror = self.applier.mirror
+        assert mirror is not None
+        while True:
+            await asyncio.sleep(self.config.link_watch_s)
+            try:
+                changed = await asyncio.to_thread(mirror.links_changed)
+                if changed and self.serving is not None:
+                    self.counters["link_changes"] += 1
+                    await self.set_ifname_map(self.applier.ifname_map)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:     # reported, retried next round
+                self.last_error = f"engine link check failed: {exc}"
+                log.error(self.last_error)
 
     async def _change_loop(self) -> None:
         last: str | None = None

@@ -281,3 +281,35 @@ def test_snapshot_saves_are_rate_limited_and_flushed_on_stop(tmp_path: Path) -> 
             assert len(store.load_snapshot().routes) == len(saved.routes) + 5  # type: ignore[union-attr]
 
     asyncio.run(scenario())
+
+
+def test_engine_link_back_up_restores_its_routes_without_a_router_change(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            add_veth(ns, "xsa-c", "xsa-d")
+            router_routes(ns, 10)
+            ip_batch(ns, [f"route add 2001:dc8:{i:x}::/64 via fe80::2 dev xsa-b" for i in range(5)])
+            engine_links = {"xsa-a": "xsa-a", "xsa-b": "xsa-c"}     # router xsa-b -> engine xsa-c
+            km = KernelMirror(netns=ns)
+            svc = SyncService(KernelTableSource(ns), Applier(Fib(), km, engine_links.get), None,
+                              SyncConfig(interval_s=3600, change_poll_s=0, link_watch_s=0.2))
+            sh(f"ip -n {ns} link set xsa-c down")
+            await svc.start()
+            job = await svc.jobs()[0].wait(30)
+            assert job.status == "applied" and job.result is not None
+            assert job.result["apply"]["kernel"]["skipped"]["link_down"] >= 5
+            sh(f"ip -n {ns} link set xsa-c up")
+            serving = svc.serving
+            assert serving is not None
+            want = expected_view(serving.routes, engine_links)
+            t0 = time.monotonic()
+            while kernel_view(ns, 6464, "245") != want and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.1)
+            assert kernel_view(ns, 6464, "245") == want
+            assert svc.counters["link_changes"] >= 1
+            assert "2001:dc8:1::/64 via fe80::2 dev xsa-c" in sh(f"ip -n {ns} -6 route show table 6464")
+            await svc.stop()
+            km.close()
+
+    asyncio.run(scenario())
