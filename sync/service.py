@@ -51,7 +51,7 @@ class SyncConfig:
     interval_s: float = 300.0
     change_poll_s: float = 1.0
     max_removal_share: float = 0.5
-    fetch_timeout_s: float = 600.0
+    fetch_timeout_s: float = 120.0   # a hung walk must not block syncs for long
     # Saving 250k routes costs ~0.5 s of CPU; under constant churn save at most this often
     # (the newest table is saved when the interval is up, and on stop).  0 = every apply.
     store_min_interval_s: float = 10.0
