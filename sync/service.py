@@ -171,10 +171,10 @@ class SyncService:
                        asyncio.create_task(self._poll_loop(), name="sync-poll")]
         if self.config.change_poll_s > 0:
             self._tasks.append(asyncio.create_task(self._change_loop(), name="sync-change"))
-        if self.config.link_watch_s > 0 and self.applier.mirror is not None:
-            self._tasks.append(asyncio.create_task(self._link_watch_loop(), name="sync-links"))
         else:
             self.change_detection = "disabled"
+        if self.config.link_watch_s > 0 and self.applier.mirror is not None:
+            self._tasks.append(asyncio.create_task(self._link_watch_loop(), name="sync-links"))
         if initial_sync:
             self.request_resync(trigger="startup")
 

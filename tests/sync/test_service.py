@@ -119,6 +119,7 @@ def test_safety_valve_holds_until_forced(tmp_path: Path) -> None:
             assert job.error is not None and "would remove 300 of" in job.error and "50%" in job.error
             st = svc.state()
             assert st["held"]["counts"]["removed"] == 300 and st["counters"]["held"] == 1
+            assert st["change_detection"] == "disabled"
             assert fib.generation == gen and len(fib) == serving
             assert len(kernel_view(ns, 6464, "245")) == serving
             # the operator forces the held table
