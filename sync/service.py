@@ -206,7 +206,7 @@ class SyncService:
         if snap is None:
             return
         await asyncio.to_thread(self.applier.fib.replace, snap.routes)
-        d = diff(None, snap)
+        d = await asyncio.to_thread(diff, None, snap)      # indexes the serving table (~0.5 s at 250k)
         self.serving, self._serving_index = snap, d.new_index
         self.restored_routes = len(snap.routes)
         log.info("serving %d stored routes from %s", len(snap.routes), strip_secrets(snap.source))
