@@ -34,7 +34,7 @@ from engine.fib import Fib
 from engine.fib_synth import internet_table, router_nexthops
 from engine.model import Route
 from sync.apply import Applier
-from sync.diff import diff
+from sync.diff import diff, index_routes
 from sync.kernel import KernelMirror
 from sync.model import Interface, Snapshot
 from sync.store import SyncStore, pack_routes, unpack_routes
@@ -340,7 +340,8 @@ def main() -> int:
             info = store.snapshot_info() or {}
             store.close()
             res["store"] = {"save_s": t1 - t0, "load_s": t2 - t1, "blob_bytes": info.get("blob_bytes"),
-                            "round_trip_equal": loaded is not None and loaded.routes == new.routes}
+                            "round_trip_equal": loaded is not None
+                            and index_routes(loaded.routes) == index_routes(new.routes)}
             del loaded
             res["restart"] = restart_time(tmp, ns, ifmap)
 
