@@ -56,8 +56,13 @@ def ip_batch(ns: str, lines: list[str]) -> None:
 
 def kernel_routes(ns: str, table: int) -> list[dict[str, object]]:
     """``ip -j -6 route show table N`` parsed: iproute2 as an independent reader."""
-    out = sh(f"ip -n {ns} -j -6 route show table {table}")
-    return json.loads(out) if out.strip() else []
+    res = subprocess.run(f"ip -n {ns} -j -6 route show table {table}", shell=True, capture_output=True,
+                         text=True)
+    if res.returncode and "table does not exist" in res.stderr:
+        return []            # the kernel drops an IPv6 table with its last route
+    if res.returncode:
+        raise RuntimeError(f"ip route show table {table} failed: {res.stderr.strip()}")
+    return json.loads(res.stdout) if res.stdout.strip() else []
 
 
 def kernel_view(ns: str, table: int, proto: str | None = None) -> set[tuple[str, frozenset[tuple[str, str]]]]:
