@@ -214,7 +214,12 @@ def plan_mirror(
 
 
 class KernelMirror:
-    """Owner of one kernel routing table's engine routes (one protocol number)."""
+    """Owner of one kernel routing table's engine routes (one protocol number).
+
+    Not thread-safe: one netlink socket, one caller at a time (SyncService serialises its
+    writers and read-backs with one lock).  ``netns`` opens the socket inside a named
+    network namespace (tests, labs); production uses the engine's own namespace.
+    """
 
     def __init__(
         self,
