@@ -84,9 +84,12 @@ class HeldDiff:
     snapshot: Snapshot
     diff: SnapshotDiff
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, examples: int = 10) -> dict[str, Any]:
+        """Reason, counts and a few of the prefixes it would remove/add (for the operator)."""
         return {"reason": self.reason, "counts": self.counts, "held_at": self.held_at,
-                "fetched_at": self.snapshot.fetched_at}
+                "fetched_at": self.snapshot.fetched_at,
+                "removed_examples": [str(r.prefix) for r in self.diff.removed[:examples]],
+                "added_examples": [str(r.prefix) for r in self.diff.added[:examples]]}
 
 
 @dataclass(eq=False)

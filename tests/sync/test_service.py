@@ -120,6 +120,8 @@ def test_safety_valve_holds_until_forced(tmp_path: Path) -> None:
             st = svc.state()
             assert st["held"]["counts"]["removed"] == 300 and st["counters"]["held"] == 1
             assert st["change_detection"] == "disabled"
+            assert len(st["held"]["removed_examples"]) == 10
+            assert all(p.startswith("2001:db8:") for p in st["held"]["removed_examples"])
             assert fib.generation == gen and len(fib) == serving
             assert len(kernel_view(ns, 6464, "245")) == serving
             # the operator forces the held table
