@@ -89,43 +89,54 @@ def _timed(fn: Callable[[], T]) -> tuple[float, float, T]:
     return time.perf_counter() - t0, time.process_time() - c0, result
 
 
-def measure(fn: Callable[[], object], ops: int, rounds: int) -> Timing:
-    """Time ``rounds`` calls of ``fn`` (each doing ``ops`` operations) with the GC paused."""
-    fn()  # warm caches and code paths
+MIN_ROUND_S = 0.05  # a round shorter than this is repeated: short rounds are all noise here
+
+
+def _rounds(
+    fn: Callable[[], object], ops: int, rounds: int, before: Callable[[], object] | None = None
+) -> Timing:
+    """Time ``rounds`` rounds of ``fn`` (``ops`` operations per call) with the GC paused.
+
+    A round calls ``fn`` enough times to last about ``MIN_ROUND_S``; ``before`` (untimed)
+    runs ahead of every call.
+    """
+    if before is not None:
+        before()
+    wall, _, _ = _timed(fn)  # warm-up, and calibration of the calls per round
+    calls = max(1, min(10_000, int(MIN_ROUND_S / max(wall, 1e-7)) + 1))
     walls, cpus = [], []
     gc_was = gc.isenabled()
     gc.disable()
     try:
         for _ in range(rounds):
-            wall, cpu, _ = _timed(fn)
-            walls.append(wall)
-            cpus.append(cpu)
+            wall_sum = cpu_sum = 0.0
+            for _ in range(calls):
+                if before is not None:
+                    before()
+                wall, cpu, _ = _timed(fn)
+                wall_sum += wall
+                cpu_sum += cpu
+            walls.append(wall_sum)
+            cpus.append(cpu_sum)
     finally:
         if gc_was:
             gc.enable()
-    return Timing(ops, walls, cpus)
+    return Timing(ops * calls, walls, cpus)
+
+
+def measure(fn: Callable[[], object], ops: int, rounds: int) -> Timing:
+    """Per-operation cost of ``fn`` (which does ``ops`` operations), caches warm."""
+    return _rounds(fn, ops, rounds)
 
 
 def measure_after_change(fib: Fib, fn: Callable[[], object], ops: int, rounds: int) -> Timing:
-    """Like :func:`measure`, but every round starts on a new FIB generation.
+    """Like :func:`measure`, but every call of ``fn`` starts on a new FIB generation.
 
-    An empty ``fib.update()`` bumps the generation (outside the timed part), so the
-    brancher's per-destination and flow caches and the FIB's own cache start empty: this is
-    the cost right after sync changed a route.
+    An empty ``fib.update()`` bumps the generation (untimed), so the brancher's
+    per-destination and flow caches and the FIB's own cache start empty: this is the cost
+    right after sync changed a route.
     """
-    walls, cpus = [], []
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            fib.update()
-            wall, cpu, _ = _timed(fn)
-            walls.append(wall)
-            cpus.append(cpu)
-    finally:
-        if gc_was:
-            gc.enable()
-    return Timing(ops, walls, cpus)
+    return _rounds(fn, ops, rounds, before=fib.update)
 
 
 def _say(msg: str) -> None:
@@ -489,6 +500,7 @@ def run(routes_n: int, rounds: int, seed: int, packets_per_case: int) -> dict[st
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
             "loadavg_at_start": os.getloadavg(),
+            "min_round_s": MIN_ROUND_S,
             "commit": _git_commit(),
             "rounds": rounds,
             "packets_per_case": packets_per_case,
@@ -499,6 +511,7 @@ def run(routes_n: int, rounds: int, seed: int, packets_per_case: int) -> dict[st
         "codec": codec_res,
         "branch": branch_rows,
     }
+    res["meta"]["loadavg_at_end"] = os.getloadavg()
     target = next((r for r in branch_rows if r["n"] == 8 and r["nexthops"] == 3), None)
     if target is not None:
         res["target"] = {

@@ -35,6 +35,7 @@ def _register() -> None:
     tools_cli.register(app)
     from engine import bench; bench.register(app)  # noqa: E702, I001
     from sync import cli as sync_cli; sync_cli.register(app)  # noqa: E702, I001
+    from vlan import cli as vlan_cli; vlan_cli.register(app)  # noqa: E702, I001
 
 
 def main() -> None:
