@@ -145,6 +145,14 @@ class Applier:
         t2 = time.perf_counter()
         return ApplyResult(mode, fib.generation, len(fib), t2 - t1, kres, t1 - t0, t2 - t0)
 
+    def verify_kernel(self, serving: Snapshot) -> MirrorResult | None:
+        """Re-read the kernel table and repair drift (routes someone deleted or added with
+        our protocol number); returns what had to be sent, None without a mirror."""
+        if self.mirror is None:
+            return None
+        self.mirror.invalidate()
+        return self.remap(serving, self.ifname_map)
+
     def remap(self, routes_snapshot: Snapshot, ifname_map: IfnameMap) -> MirrorResult | None:
         """The engine links changed (vlan reconcile): re-plan the whole kernel mirror."""
         self.ifname_map = ifname_map

@@ -58,6 +58,9 @@ class SyncConfig:
     # How often to look at the engine links for the kernel mirror (a link that comes back
     # gets its routes again without waiting for a router change).  0 disables.
     link_watch_s: float = 5.0
+    # On the periodic poll, re-read the kernel mirror and repair drift (someone deleted one
+    # of our routes, or added one with our protocol): one table dump (~4 s at 250k).
+    verify_kernel_on_poll: bool = True
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0:
@@ -152,7 +155,8 @@ class SyncService:
         self.change_detection = "not started"
         self.last_marker_s: float | None = None      # how long the last change_marker() poll took
         self.counters = {"applied": 0, "unchanged": 0, "held": 0, "failed": 0, "change_triggers": 0,
-                         "marker_errors": 0, "link_changes": 0}
+                         "marker_errors": 0, "link_changes": 0,
+                         "kernel_drift_repaired": 0}
         self._jobs: OrderedDict[str, SyncJob] = OrderedDict()
         self._ids = itertools.count(1)
         self._queued: SyncJob | None = None
@@ -427,10 +431,13 @@ class SyncService:
         if d.empty and old is not None:
             self.held = None
             self.serving, self._serving_index = snap, d.new_index   # newer fetch, same content
+            result: dict[str, Any] = {"counts": counts}
+            if job.trigger == "poll" and self.config.verify_kernel_on_poll:
+                result["kernel_verify"] = await self._verify_kernel(job)
             self._success(started)
             self.counters["unchanged"] += 1
             self._history(job, started, "unchanged", None, counts)
-            self._finish(job, "unchanged", result={"counts": counts})
+            self._finish(job, "unchanged", result=result)
             return
         job.progress = {"phase": "apply", "rows": d.route_changes}
         t0 = time.perf_counter()
@@ -453,6 +460,27 @@ class SyncService:
         self._history(job, started, "applied", None, counts, res)
         self._finish(job, "applied", result={"counts": counts, "apply": res.to_dict()})
         self._notify(snap, d, res)
+
+    async def _verify_kernel(self, job: SyncJob) -> dict[str, Any] | None:
+        """Repair kernel mirror drift against the serving table (caller holds the lock)."""
+        if self.applier.mirror is None or self.serving is None:
+            return None
+        t0 = time.perf_counter()
+        try:
+            res = await asyncio.to_thread(self.applier.verify_kernel, self.serving)
+        except ApplyError as exc:
+            self.last_error = f"kernel mirror check failed: {exc}"
+            log.error(self.last_error)
+            return {"error": str(exc)}
+        finally:
+            job.timings["kernel_verify_s"] = time.perf_counter() - t0
+        if res is None:
+            return None
+        if res.replaced or res.deleted:
+            self.counters["kernel_drift_repaired"] += 1
+            log.warning("kernel mirror drift repaired: %d routes put back, %d stray removed",
+                        res.replaced, res.deleted)
+        return res.to_dict()
 
     async def _persist(self, job: SyncJob | None) -> None:
         """Save the serving snapshot now, or once ``store_min_interval_s`` has passed."""

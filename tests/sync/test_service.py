@@ -316,3 +316,31 @@ def test_engine_link_back_up_restores_its_routes_without_a_router_change(tmp_pat
             km.close()
 
     asyncio.run(scenario())
+
+
+def test_poll_repairs_kernel_mirror_drift(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            router_routes(ns, 50)
+            km = KernelMirror(netns=ns)
+            svc = SyncService(KernelTableSource(ns), Applier(Fib(), km, identity), None,
+                              SyncConfig(interval_s=3600, change_poll_s=0, link_watch_s=0))
+            await svc.start()
+            assert (await svc.jobs()[0].wait(30)).status == "applied"
+            serving = svc.serving
+            assert serving is not None
+            want = expected_view(serving.routes, {"xsa-a": "xsa-a", "xsa-b": "xsa-b"})
+            # someone deletes one of ours and adds a stray route with our protocol number
+            sh(f"ip -n {ns} -6 route del 2001:db8:7::/64 table 6464 proto 245")
+            sh(f"ip -n {ns} -6 route add 2001:dbf::/48 dev xsa-a table 6464 proto 245 metric 1024")
+            assert kernel_view(ns, 6464, "245") != want
+            job = await svc.request_resync(trigger="poll").wait(30)
+            assert job.status == "unchanged" and job.result is not None
+            assert (job.result["kernel_verify"]["replaced"], job.result["kernel_verify"]["deleted"]) == (1, 1)
+            assert kernel_view(ns, 6464, "245") == want
+            assert svc.counters["kernel_drift_repaired"] == 1
+            await svc.stop()
+            km.close()
+
+    asyncio.run(scenario())
