@@ -453,7 +453,7 @@ class KernelMirror:
     def _commit(self, ops: list[Op]) -> None:
         """Send ops; on any refusal undo the ones that took effect and raise KernelApplyError."""
         try:
-            failed = self._send(ops)
+            failed, sent = self._send(ops)
         except OSError:
             self._installed = None     # socket trouble mid-way: state unknown, re-read next time
             raise
@@ -464,7 +464,7 @@ class KernelMirror:
         what = "install" if is_replace else "delete"
         msg = (f"kernel refused to {what} route {describe(kr)}: {os.strerror(code)} (errno {code}); "
                f"{len(failed)} of {len(ops)} requests failed")
-        rolled_back = self._rollback(ops, {i for i, _ in failed})
+        rolled_back = self._rollback(ops[:sent], {i for i, _ in failed})
         if rolled_back:
             msg += "; previous table restored"
         else:
@@ -481,15 +481,16 @@ class KernelMirror:
                 undo.append((True, prev, None))
             elif is_replace:
                 undo.append((False, kr, None))
-        return not self._send(undo)
+        return not self._send(undo)[0]
 
-    def _send(self, ops: list[Op]) -> list[tuple[int, int]]:
-        """Send ops in chunks; return [(op index, errno)] of the ones the kernel refused.
+    def _send(self, ops: list[Op]) -> tuple[list[tuple[int, int]], int]:
+        """Send ops in chunks: ([(op index, errno)] the kernel refused, number of ops sent).
 
-        Stops after the first chunk that had a failure (later chunks are never sent).
+        Stops after the first chunk that had a failure (later chunks are never sent, so only
+        ``ops[:sent]`` need undoing).
         """
         if not ops:
-            return []
+            return [], 0
         sock = self._socket()
         failed: list[tuple[int, int]] = []
         hop_bytes: dict[int, tuple[tuple[KernelNextHop, ...], tuple[bytes, int]]] = {}
@@ -534,7 +535,7 @@ class KernelMirror:
                         failed.append((idx, code))
                     if rseq == last_seq:
                         acked = True
+            i = j
             if failed:
                 break
-            i = j
-        return failed
+        return failed, i
