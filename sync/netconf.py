@@ -10,12 +10,14 @@
 * ``flavor=ietf``: one ``<get>`` with a subtree filter on the ietf-routing RIB and
   ietf-interfaces (see sync/netconf_ietf.py); options ``tree=routing-state|routing``,
   ``rib=NAME``.
+* ``marker=on|off`` (default on): whether :meth:`NetconfSource.change_marker` polls the
+  router (off: periodic full fetches only).
 
 Replies are parsed once, incrementally, straight from the raw reply text (ncclient's own DOM
-parse is bypassed).  One SSH session is kept open between calls (re-opened after any failure)
-so that the cheap :meth:`NetconfSource.change_marker` poll costs one small RPC.  Every failure
-is a :class:`sync.source.SourceError` naming host, RPC and field; a fetch either returns a
-whole snapshot or raises.
+parse is bypassed).  SSH sessions are kept open between calls (re-opened after any failure),
+one for fetches and one for change-marker polls, so a poll costs one small RPC and never
+delays a fetch.  Every failure is a :class:`sync.source.SourceError` naming host, RPC and
+field; a fetch either returns a whole snapshot or raises.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -41,11 +45,16 @@ from sync.netconf_junos import RouteParse
 from sync.netconf_xml import NetconfReplyError
 from sync.source import Progress, SourceError
 
+log = logging.getLogger(__name__)
+# paramiko's transport thread logs (through ncclient's logger) a traceback for every failed
+# handshake; we report those failures as SourceError, so keep them off stderr unless the
+# application configures logging.
+logging.getLogger("ncclient").addHandler(logging.NullHandler())
 PASSWORD_ENV = "XCAST6_NETCONF_PASSWORD"
 FLAVORS = ("junos", "ietf")
 DEFAULT_PORT = 830
 RECV_SIZE = 1 << 16
-_OPTIONS = ("flavor", "timeout", "hostkey_verify", "known_hosts", "key", "table", "rib", "tree")
+_OPTIONS = ("flavor", "timeout", "hostkey_verify", "known_hosts", "key", "table", "rib", "tree", "marker")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
@@ -65,6 +74,7 @@ class NetconfParams:
     table: str = netconf_junos.DEFAULT_TABLE
     rib: str | None = None
     tree: str = "routing-state"
+    marker: bool = True
     password: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -147,13 +157,16 @@ def parse_url(url: str) -> NetconfParams:
         raise _bad(url, "rib/tree are ietf options; junos uses table=")
     if flavor == "ietf" and "table" in opts:
         raise _bad(url, "table is a junos option; ietf uses rib= and tree=")
+    marker_text = opts.get("marker", "on").lower()
+    if marker_text not in ("on", "off"):
+        raise _bad(url, f"marker must be on or off, got {opts['marker']!r}")
     table = opts.get("table", netconf_junos.DEFAULT_TABLE)
     if not table:
         raise _bad(url, "table must not be empty")
     return NetconfParams(
         host=parts.hostname, user=parts.username, flavor=flavor, port=port, timeout=timeout,
         hostkey_verify=verify_text in _TRUE, known_hosts=known_hosts, key=key_file, table=table,
-        rib=opts.get("rib") or None, tree=tree,
+        rib=opts.get("rib") or None, tree=tree, marker=marker_text == "on",
     )
 
 
@@ -230,14 +243,30 @@ class _Session:
         handler = ncmanager.make_device_handler({"name": "default"})
         session = _Ssh(handler)
         try:
+            sock = socket.create_connection((p.host, p.port), timeout=p.timeout)
+        except OSError as exc:
+            raise SourceError(f"netconf {p.where}: cannot connect: {exc.strerror or exc}") from None
+        # paramiko waits 15 s for an SSH banner whatever the socket timeout: bound the whole
+        # handshake (banner, keys, auth, <hello>) by our timeout by shutting the socket down.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(p.timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
             session.connect(
-                host=p.host, port=p.port, timeout=p.timeout, username=p.user, password=password,
+                host=p.host, port=p.port, sock=sock, username=p.user, password=password,
                 key_filename=p.key, allow_agent=False, look_for_keys=False,
                 hostkey_verify=p.hostkey_verify, unknown_host_cb=lambda host, fp: False,
             )
         except terr.SSHUnknownHostError as exc:
-            state = _known_host_state(p, known_hosts)
-            if state == "mismatch":
+            sock.close()
+            if _known_host_state(p, known_hosts) == "mismatch":
                 raise SourceError(
                     f"netconf {p.where}: host key MISMATCH (fingerprint {exc.fingerprint}) "
                     f"against {known_hosts}: possible man-in-the-middle; refusing to log in"
@@ -247,16 +276,26 @@ class _Session:
                 "(add it, or set hostkey_verify=false)"
             ) from None
         except terr.AuthenticationError:
+            sock.close()
             how = "key " + p.key if p.key else "password"
             raise SourceError(
                 f"netconf {p.where}: authentication failed for user {p.user!r} ({how})"
             ) from None
         except FileNotFoundError as exc:
+            sock.close()
             raise SourceError(f"netconf {p.where}: known_hosts {known_hosts!r} unreadable: {exc}") from None
-        except (terr.SSHError, terr.TransportError, OSError) as exc:
-            raise SourceError(f"netconf {p.where}: cannot connect: {_clean(exc, password)}") from None
-        except Exception as exc:  # paramiko raises plain SSHException / ValueError subclasses
-            raise SourceError(f"netconf {p.where}: SSH failed: {_clean(exc, password)}") from None
+        except Exception as exc:  # ncclient SSHError/TransportError, paramiko SSHException, OSError
+            sock.close()
+            if expired.is_set():
+                raise SourceError(
+                    f"netconf {p.where}: no SSH/NETCONF handshake within {p.timeout:g} s "
+                    "(host hangs, or is not a NETCONF server)"
+                ) from None
+            raise SourceError(
+                f"netconf {p.where}: SSH/NETCONF handshake failed: {_clean(exc, password)}"
+            ) from None
+        finally:
+            timer.cancel()
         return ncmanager.Manager(session, handler, timeout=p.timeout)
 
     def rpc(self, op: etree._Element, what: str) -> str:
@@ -309,6 +348,10 @@ class NetconfSource:
         self.params = params
         self.url = url or self._url_of(params)
         self._session = _Session(params)
+        # Markers get their own SSH session: a change poll must never make a fetch wait for
+        # its RPC (nor the reverse) -- measured: a fetch queued behind marker RPCs on one
+        # session added up to a marker's duration to every change-triggered sync.
+        self._marker_session = _Session(params)
         # Why routes were left out / notes on the last fetch, e.g. {"discard": 3, "local": 12}.
         self.last_skipped: Counter[str] = Counter()
         self.last_notes: Counter[str] = Counter()
@@ -335,10 +378,12 @@ class NetconfSource:
 
     async def aclose(self) -> None:
         """Close the kept-open SSH session."""
-        await asyncio.to_thread(self._session.close)
+        await asyncio.to_thread(self.close)
 
     def close(self) -> None:
+        """Close both SSH sessions (they re-open on the next call)."""
         self._session.close()
+        self._marker_session.close()
 
     # -- blocking implementation (runs in a worker thread) --
 
@@ -369,17 +414,16 @@ class NetconfSource:
             op.append(netconf_ietf.get_filter(self.params.tree, self.params.rib))
             raw = self._session.rpc(op, "get ietf-routing")
             parsed, interfaces = self._parse(
-                "get ietf-routing", lambda: netconf_ietf.parse_reply(raw, self.params.rib, progress))
+                "get ietf-routing",
+                lambda: netconf_ietf.parse_reply(raw, self.params.rib, progress, self.params.tree))
             del raw
-            if not parsed.routes and not interfaces:
-                raise SourceError(
-                    f"netconf {self.params.where}: get ietf-routing: reply has no IPv6 RIB and no "
-                    f"interfaces under /{self.params.tree} (server without ietf-routing? try tree=routing)"
-                )
         if progress is not None:
             progress(len(interfaces), "interfaces")
         self.last_skipped = parsed.skipped
         self.last_notes = parsed.notes
+        log.info("netconf %s: %d routes, %d interfaces in %.2f s; skipped %s; notes %s",
+                 self.params.where, len(parsed.routes), len(interfaces), time.perf_counter() - t0,
+                 dict(parsed.skipped) or "none", dict(parsed.notes) or "none")
         return Snapshot(routes=parsed.routes, interfaces=interfaces, source=self.url,
                         fetched_at=started, duration_s=time.perf_counter() - t0)
 
@@ -390,16 +434,19 @@ class NetconfSource:
         counts per protocol) -- one small RPC; it misses a next-hop change that keeps all
         counts, which the periodic full fetch catches.  ietf: a digest of a slim ``<get>`` that
         asks only for each route's destination, next hop and ``last-updated`` (ietf-routing has
-        no table version number; still O(table) but a fraction of a full fetch).
+        no table version number; still O(table) but a fraction of a full fetch).  ``marker=off``
+        in the URL returns None: the service then relies on periodic full fetches only.
         """
+        if not self.params.marker:
+            return None
         if self.params.flavor == "junos":
-            raw = self._session.rpc(netconf_junos.summary_rpc(), "get-route-summary-information")
+            raw = self._marker_session.rpc(netconf_junos.summary_rpc(), "get-route-summary-information")
             summary = self._parse("get-route-summary-information",
                                   lambda: netconf_junos.parse_summary(raw, self.params.table))
             return "junos-summary:" + hashlib.sha256(summary.encode()).hexdigest()[:32]
         op = etree.Element("get")
         op.append(netconf_ietf.marker_filter(self.params.tree, self.params.rib))
-        raw = self._session.rpc(op, "get ietf-routing (marker)")
+        raw = self._marker_session.rpc(op, "get ietf-routing (marker)")
         digest = self._parse("get ietf-routing (marker)", lambda: netconf_ietf.marker_digest(raw))
         return "ietf-routes:" + digest
 

@@ -37,6 +37,7 @@ from sync.netconf_xml import (
     child_text,
     children,
     fields,
+    hop_order,
     leaf,
     localname,
     parse_address,
@@ -127,8 +128,12 @@ def parse_reply(
     raw: str | bytes | Iterable[bytes],
     rib: str | None = None,
     progress: Progress | None = None,
+    tree: str = "routing-state",
 ) -> tuple[RouteParse, list[Interface]]:
-    """Parse the ``<get>`` reply incrementally: IPv6 RIB routes and the interface list."""
+    """Parse the ``<get>`` reply incrementally: IPv6 RIB routes and the interface list.
+
+    ``tree`` only words the error when no RIB matches.
+    """
     out = RouteParse()
     interfaces: list[Interface] = []
     best: dict[ipaddress.IPv6Network, _Candidate] = {}
@@ -138,8 +143,8 @@ def parse_reply(
     def handle_route(route_elem: etree._Element, rib_elem: etree._Element) -> None:
         nonlocal rows
         if id(rib_elem) not in _rib_ok:
+            _rib_ok.clear()  # one RIB at a time; ids of freed elements may be reused
             _rib_ok[id(rib_elem)] = _rib_selected(rib_elem, rib)
-            ribs_seen.append(child_text(rib_elem, "name"))
         if not _rib_ok[id(rib_elem)]:
             return
         rows += 1
@@ -166,7 +171,7 @@ def parse_reply(
         built = None
         if not skip:
             protocol = leaf(leaves, "source-protocol").rpartition(":")[2] or "unknown"
-            built = Route(prefix=dest, nexthops=tuple(sorted(hops)), protocol=protocol,
+            built = Route(prefix=dest, nexthops=tuple(sorted(hops, key=hop_order)), protocol=protocol,
                           extra={"preference": str(pref)} if pref_text else {})
         cand = _Candidate(built, skip, active, pref)
         prev = best.get(dest)
@@ -198,8 +203,20 @@ def parse_reply(
 
     _rib_ok: dict[int, bool] = {}
 
+    selected_ribs: list[str] = []
+
+    def handle_rib(rib_elem: etree._Element) -> None:
+        # Closing </rib>: its routes were handled (and freed) already; its leaves remain.
+        name = child_text(rib_elem, "name")
+        ribs_seen.append(name or "?")
+        if _rib_selected(rib_elem, rib):
+            selected_ribs.append(name)
+
     def handle(elem: etree._Element) -> None:
         name = localname(elem.tag)
+        if name == "rib":
+            handle_rib(elem)
+            return
         routes = elem.getparent()
         if name == "route" and routes is not None and localname(routes.tag) == "routes":
             rib_elem = routes.getparent()
@@ -208,7 +225,14 @@ def parse_reply(
         elif name == "interface":
             handle_interface(elem)
 
-    stream_records(raw, frozenset(("route", "interface")), handle, context="get ietf-routing")
+    stream_records(raw, frozenset(("route", "interface", "rib")), handle, context="get ietf-routing")
+    if not selected_ribs:
+        want = f"RIB {rib!r}" if rib is not None else "default IPv6 RIB"
+        seen = ", ".join(ribs_seen) or "none"
+        hint = "" if ribs_seen else f"; is ietf-routing served under /{tree}? (tree=routing-state|routing)"
+        raise IetfParseError(f"no {want} under /{tree} in reply (RIBs seen: {seen}){hint}")
+    if len(selected_ribs) > 1:
+        raise IetfParseError(f"several RIBs match ({', '.join(selected_ribs)}): name one with rib=NAME")
     for cand in best.values():
         if cand.route is None:
             out.skipped[cand.skip] += 1

@@ -38,6 +38,7 @@ from sync.netconf_xml import (
     child_text,
     children,
     fields,
+    hop_order,
     leaf,
     localname,
     parse_address,
@@ -100,6 +101,11 @@ def _prefix(rt: dict[str, etree._Element], row: int) -> ipaddress.IPv6Network:
         raise JunosParseError(f"rt #{row}: bad <rt-destination> {dest!r}: {exc}") from exc
 
 
+def _named(tag: str, name: str) -> bool:
+    # Hot path (every child of every <rt>): a suffix test instead of splitting the tag.
+    return tag == name or tag.endswith("}" + name)
+
+
 def _is_active(entry: dict[str, etree._Element]) -> bool:
     return leaf(entry, "active-tag") in ("*", "+") or "current-active" in entry
 
@@ -151,7 +157,7 @@ def parse_routes(
             return
         rt = fields(rt_elem)
         dest = _prefix(rt, rows)
-        active = next(((e, f) for e in rt_elem if localname(e.tag) == "rt-entry"
+        active = next(((e, f) for e in rt_elem if _named(e.tag, "rt-entry")
                        for f in (fields(e),) if _is_active(f)), None)
         if active is None:
             out.skipped["inactive"] += 1
@@ -164,7 +170,7 @@ def parse_routes(
         if nh_type in _SKIP_NH_TYPES:
             out.skipped[_SKIP_NH_TYPES[nh_type]] += 1
             return
-        nhs = [fields(nh) for nh in entry_elem if localname(nh.tag) == "nh"]
+        nhs = [fields(nh) for nh in entry_elem if _named(nh.tag, "nh")]
         selected = [nh for nh in nhs if "selected-next-hop" in nh] or nhs
         hops: list[NextHop] = []
         for nh in selected:
@@ -182,7 +188,7 @@ def parse_routes(
         out.routes.append(
             Route(
                 prefix=dest,
-                nexthops=tuple(sorted(hops)),
+                nexthops=tuple(sorted(hops, key=hop_order)),
                 protocol=leaf(entry, "protocol-name").lower() or "unknown",
                 metric=_int(entry, "metric", rows) or 0,
                 extra={"preference": str(pref)} if pref is not None else {},
@@ -191,7 +197,19 @@ def parse_routes(
         if progress is not None and len(out.routes) % PROGRESS_EVERY == 0:
             progress(len(out.routes), "routes")
 
-    stream_records(raw, "rt", handle, context="get-route-information")
+    tables_seen: list[str] = []
+
+    def handle_any(elem: etree._Element) -> None:
+        if localname(elem.tag) == "route-table":
+            # Closing </route-table>: its <rt>s are done; note the table even if it was empty.
+            tables_seen.append(child_text(elem, "table-name"))
+        else:
+            handle(elem)
+
+    stream_records(raw, frozenset(("rt", "route-table")), handle_any, context="get-route-information")
+    if table not in tables_seen:
+        names = ", ".join(tables_seen) or "none"
+        raise JunosParseError(f"get-route-information: no route-table {table!r} in reply (tables: {names})")
     return out
 
 

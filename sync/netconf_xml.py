@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from engine.model import NextHop
+
 NC_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
 _RPC_REPLY = f"{{{NC_NS}}}rpc-reply"
 _RPC_ERROR = f"{{{NC_NS}}}rpc-error"
@@ -91,7 +93,10 @@ def _error_info(elem: etree._Element) -> RpcErrorInfo:
 
 def _slices(raw: str | bytes | Iterable[bytes]) -> Iterator[bytes]:
     if isinstance(raw, str):
-        raw = raw.encode("utf-8")
+        # Encode slice by slice: a full-table reply is hundreds of MB; no second full copy.
+        for start in range(0, len(raw), FEED_SLICE):
+            yield raw[start : start + FEED_SLICE].encode("utf-8")
+        return
     if isinstance(raw, bytes):
         view = memoryview(raw)
         for start in range(0, len(view), FEED_SLICE):
@@ -192,6 +197,12 @@ def parse_prefix(text: str) -> ipaddress.IPv6Network:
     except OSError:
         raise ValueError("not an IPv6 address") from None
     return ipaddress.IPv6Network((int.from_bytes(packed, "big"), int(plen)), strict=False)
+
+
+def hop_order(hop: NextHop) -> tuple[str, bytes]:
+    """Sort key for next hops: NextHop's own ordering cannot compare a connected hop
+    (gateway None) with a gateway hop on the same interface."""
+    return hop.ifname, hop.gateway or b""
 
 
 def parse_address(text: str) -> bytes:

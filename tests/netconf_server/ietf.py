@@ -98,9 +98,28 @@ def interfaces_state(links: list[KernelLink]) -> etree._Element:
     return root
 
 
-def data(routes: list[KernelRoute], links: list[KernelLink]) -> etree._Element:
-    """The ``<data>`` element of a full ``<get>`` reply."""
+def nmda_trees(routes: list[KernelRoute], links: list[KernelLink]) -> list[etree._Element]:
+    """RFC 8349/8343 NMDA trees: ``/routing`` (ribs with read-only routes) and ``/interfaces``.
+
+    Same content as the non-NMDA trees; not checked by yanglint (Debian ships only the
+    2016 ietf-routing revision, where routes live under routing-state alone).
+    """
+    state = routing_state(routes, links)
+    routing = etree.Element(f"{{{RT_NS}}}routing", nsmap=state.nsmap)
+    ribs = state.find(f"{{{RT_NS}}}ribs")
+    assert ribs is not None
+    routing.append(ribs)
+    ifs = etree.Element(f"{{{IF_NS}}}interfaces", nsmap={None: IF_NS, "ianaift": IANAIFT_NS})
+    for intf in interfaces_state(links):
+        ifs.append(intf)
+    return [routing, ifs]
+
+
+def data(routes: list[KernelRoute], links: list[KernelLink], nmda: bool = False) -> etree._Element:
+    """The ``<data>`` element of a full ``<get>`` reply (plus the NMDA trees if ``nmda``)."""
     root = etree.Element(f"{{{NC_NS}}}data", nsmap={None: NC_NS})
     root.append(routing_state(routes, links))
     root.append(interfaces_state(links))
+    if nmda:
+        root.extend(nmda_trees(routes, links))
     return root

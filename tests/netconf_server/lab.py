@@ -21,6 +21,7 @@ from pathlib import Path
 import paramiko
 
 from engine.model import NextHop, Route
+from sync.netconf_xml import hop_order
 from tests.netconf_server import kernel
 from tests.netconf_server.junos import junos_name
 
@@ -119,11 +120,15 @@ class NetconfLab:
 
     # -- server --
     def start_server(self, *, fault: str = "none", chunk: int = 16384, authorized_key: bool = False,
-                     xml_header: bool = False) -> ServerProc:
+                     xml_header: bool = False, nmda: bool = False, base10: bool = False) -> ServerProc:
         cmd = [sys.executable, "-m", "tests.netconf_server", "--netns", self.netns, "--host-key",
                str(self.host_key), "--user", USER, "--fault", fault, "--chunk", str(chunk)]
         if xml_header:
             cmd.append("--xml-header")
+        if nmda:
+            cmd.append("--nmda")
+        if base10:
+            cmd.append("--base10")
         if authorized_key:
             if not self.client_key.exists():
                 key = paramiko.ECDSAKey.generate()
@@ -156,22 +161,29 @@ class NetconfLab:
 
     # -- expectations from the REAL kernel table --
     def expected_routes(self, flavor: str) -> dict[ipaddress.IPv6Network, Route]:
-        """What a correct fetch must return: every forwarding main-table route, mapped per flavor."""
-        want = {}
-        for r in kernel.routes(self.netns):
-            net = ipaddress.IPv6Network(r.dst)
-            if r.kind != "unicast" or net.is_link_local or net.is_multicast:
-                continue
-            hops = tuple(sorted(
-                NextHop(ifname=junos_name(h.dev) if flavor == "junos" else h.dev,
-                        gateway=ipaddress.IPv6Address(h.gateway).packed if h.gateway else None)
-                for h in r.hops))
-            protocol = "direct" if r.protocol == "kernel" else "static"
-            # Junos reports <metric> for static routes (the reproduction uses the kernel
-            # metric); ietf-routing has no metric leaf.
-            metric = r.metric if flavor == "junos" and protocol == "static" else 0
-            want[net] = Route(prefix=net, nexthops=hops, protocol=protocol, metric=metric)
-        return want
+        """What a correct fetch must return, from the REAL kernel table of the namespace."""
+        return expected_from(kernel.routes(self.netns), flavor)
+
+
+def expected_from(routes: list[kernel.KernelRoute], flavor: str) -> dict[ipaddress.IPv6Network, Route]:
+    """Every forwarding main-table route, mapped the way each flavor reports it."""
+    want = {}
+    for r in routes:
+        net = ipaddress.IPv6Network(r.dst)
+        if r.kind != "unicast" or net.is_link_local or net.is_multicast:
+            continue
+        hops = tuple(sorted(
+            (NextHop(ifname=junos_name(h.dev) if flavor == "junos" else h.dev,
+                     gateway=ipaddress.IPv6Address(h.gateway).packed if h.gateway else None)
+             for h in r.hops),
+            key=hop_order,
+        ))
+        protocol = "direct" if r.protocol == "kernel" else "static"
+        # Junos reports <metric> for static routes (the reproduction uses the kernel
+        # metric); ietf-routing has no metric leaf.
+        metric = r.metric if flavor == "junos" and protocol == "static" else 0
+        want[net] = Route(prefix=net, nexthops=hops, protocol=protocol, metric=metric)
+    return want
 
 
 def wait_for(predicate: object, timeout: float = 10.0) -> None:

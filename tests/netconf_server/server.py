@@ -72,9 +72,10 @@ class _Cut(Exception):
 class RouteMethods:
     """rpc_* handlers (duck-typed ``netconf.server.NetconfMethods``)."""
 
-    def __init__(self, netns: str, fault: str) -> None:
+    def __init__(self, netns: str, fault: str, nmda: bool = False) -> None:
         self.netns = netns
         self.fault = fault
+        self.nmda = nmda
 
     def _state(self) -> tuple[list[kernel.KernelRoute], list[kernel.KernelLink]]:
         return kernel.routes(self.netns), kernel.links(self.netns)
@@ -116,7 +117,7 @@ class RouteMethods:
     def rpc_get(self, session: Any, rpc: etree._Element, filter_or_none: etree._Element | None
                 ) -> etree._Element:
         routes, links = self._state()
-        data = ietf.data(routes, links)
+        data = ietf.data(routes, links, nmda=self.nmda)
         if filter_or_none is not None and filter_or_none.find(f".//{{{ietf.RT_NS}}}routes") is not None:
             self._maybe_fault(session, rpc, etree.tounicode(data)[:8192])
         if filter_or_none is None:
@@ -162,6 +163,19 @@ def _patch_framing(chunk: int) -> None:
     netconf.base.NetconfFramingTransport.send_pdu = send_pdu  # type: ignore[method-assign]
 
 
+def _only_base10() -> None:
+    """Advertise only urn:ietf:params:netconf:base:1.0, like older Junos: ]]>]]> framing."""
+    original = netconf.base.NetconfSession.send_hello
+
+    def send_hello(self: Any, caplist: Any, session_id: Any = None) -> Any:
+        return original(self, [c for c in caplist if c.endswith("base:1.0")], session_id)
+
+    netconf.base.NetconfSession.send_hello = send_hello  # type: ignore[method-assign]
+    # The package switches to 1.1 framing when the *client* offers 1.1, even if the server did
+    # not (RFC 6242 requires both): make it never recognise 1.1.
+    netconf.base.NC_BASE_11 = "urn:xnc:disabled:base:1.1"  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.netconf_server")
     ap.add_argument("--netns", required=True)
@@ -171,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--authorized-key", help="public key file (OpenSSH format) allowed for --user")
     ap.add_argument("--fault", choices=FAULTS, default="none")
     ap.add_argument("--chunk", type=int, default=0, help="1.1 framing chunk size (0: one chunk per reply)")
+    ap.add_argument("--base10", action="store_true", help="advertise only base:1.0 (end-of-message framing)")
+    ap.add_argument("--nmda", action="store_true", help="also serve /routing and /interfaces (RFC 8349 NMDA)")
     ap.add_argument("--xml-header", action="store_true", help="keep the package's <?xml?> declaration")
     args = ap.parse_args(argv)
 
@@ -178,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         netconf.base.XML_HEADER = ""  # type: ignore[attr-defined]
     if args.chunk:
         _patch_framing(args.chunk)
+    if args.base10:
+        _only_base10()
     netconf.nsmap_update({"rt": ietf.RT_NS, "v6ur": ietf.V6UR_NS, "if": ietf.IF_NS,
                           "ianaift": ietf.IANAIFT_NS, "junos": junos.JUNOS_NS})
     pubkey = None
@@ -186,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             kind, b64 = fh.read().split()[:2]
         pubkey = paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
     auth = _Auth(args.user, os.environ.get("XNC_SERVER_PASSWORD"), pubkey)
-    srv = ncserver.NetconfSSHServer(server_ctl=auth, server_methods=RouteMethods(args.netns, args.fault),
-                                    port=args.port, host_key=args.host_key, debug=False)
+    methods = RouteMethods(args.netns, args.fault, args.nmda)
+    srv = ncserver.NetconfSSHServer(server_ctl=auth, server_methods=methods, port=args.port,
+                                    host_key=args.host_key, debug=False)
     print(f"READY port={srv.port}", flush=True)
     stop = threading.Event()
     with contextlib.suppress(KeyboardInterrupt):

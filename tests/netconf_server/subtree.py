@@ -8,11 +8,14 @@ takes seconds on 10k routes with leaf selection nodes.  The server uses this ins
 from __future__ import annotations
 
 import copy
+import functools
 
 from lxml import etree
 
 
+@functools.lru_cache(maxsize=4096)
 def _split(tag: str) -> tuple[str | None, str]:
+    # Tags repeat (a few dozen distinct ones per reply): parse each once.
     q = etree.QName(tag)
     return q.namespace, q.localname
 

@@ -222,8 +222,23 @@ def test_ietf_rib_selection_and_nmda_tree() -> None:
     assert [str(r.prefix) for r in parsed.routes] == ["2001:db8:1::/64"]
     parsed, _ = netconf_ietf.parse_reply(ietf_reply(one, rib="vrf-red"), rib="vrf-red")
     assert len(parsed.routes) == 1
-    parsed, _ = netconf_ietf.parse_reply(ietf_reply(one, rib="vrf-red"), rib="other")
-    assert parsed.routes == []
+    with pytest.raises(netconf_ietf.IetfParseError,
+                       match=r"no RIB 'other' under /routing-state in reply \(RIBs seen: vrf-red\)"):
+        netconf_ietf.parse_reply(ietf_reply(one, rib="vrf-red"), rib="other")
+    with pytest.raises(netconf_ietf.IetfParseError,
+                       match=r"no default IPv6 RIB under /routing-state in reply "
+                       r"\(RIBs seen: ipv4-master, x\)"):
+        netconf_ietf.parse_reply(ietf_reply(one, rib="x", family="rt:ipv4", extra_rib=v4))
+
+
+def test_junos_missing_table_is_an_error_but_empty_table_is_not() -> None:
+    with pytest.raises(netconf_junos.JunosParseError,
+                       match=r"no route-table 'inet6.0' in reply \(tables: inet.0\)"):
+        netconf_junos.parse_routes(reply(table(rt("2001:db8::/64", entry(nh=nh(None, "ge-0/0/0.0"))),
+                                               name="inet.0")))
+    with pytest.raises(netconf_junos.JunosParseError, match=r"\(tables: none\)"):
+        netconf_junos.parse_routes(reply(f'<route-information xmlns="{JR}"/>'))
+    assert netconf_junos.parse_routes(reply(table())).routes == []
 
 
 @pytest.mark.parametrize(
@@ -279,3 +294,16 @@ def test_reproduced_junos_summary_counts_match_the_route_reply() -> None:
                          ("total-route-count", text.count("<rt-entry>")),
                          ("active-route-count", text.count("<active-tag>*</active-tag>"))):
         assert f"<{field}>{value}</{field}>" in summary
+
+
+def test_non_ascii_across_feed_slices() -> None:
+    from sync import netconf_xml
+
+    descr = "Uplink → Zürich 東京"
+    pad = "x" * (netconf_xml.FEED_SLICE - 7)  # push the multibyte text across a slice boundary
+    body = (f'<interface-information xmlns="urn:j"><physical-interface><name>ge-0/0/0</name>'
+            f"<oper-status>up</oper-status><description>{pad}</description><logical-interface>"
+            f"<name>ge-0/0/0.0</name><oper-status>up</oper-status><description>{descr}</description>"
+            "</logical-interface></physical-interface></interface-information>")
+    got = netconf_junos.parse_interfaces(reply(body))
+    assert got[0].descr == descr

@@ -7,6 +7,7 @@ data is real YANG data; the Junos replies are a reproduction of the documented f
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import paramiko
@@ -112,7 +113,7 @@ def test_change_marker_follows_route_changes_on_one_session(lab: NetconfLab, ser
     try:
         first = src.change_marker_sync()
         assert first is not None and src.change_marker_sync() == first
-        session = src._session.manager
+        session = src._marker_session.manager
         lab.batch([f"route add 2001:db8:7777::/48 via {lab.gateway(1)} dev xnc-ge1"])
         try:
             second = src.change_marker_sync()
@@ -121,9 +122,33 @@ def test_change_marker_follows_route_changes_on_one_session(lab: NetconfLab, ser
         finally:
             lab.batch(["route del 2001:db8:7777::/48"])
         assert src.change_marker_sync() == first
-        assert src._session.manager is session  # one SSH session for all of it
+        assert src._marker_session.manager is session  # one kept-open session for all polls
     finally:
         src.close()
+
+
+def test_cli_routes_fetch_json(lab: NetconfLab, server: ServerProc) -> None:
+    """`xcast6-engine routes fetch netconf://...` (sync/cli.py) end to end against the server."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.netconf_server.lab import WORKTREE
+
+    env = dict(os.environ, **{PASSWORD_ENV: PASSWORD})
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "routes", "fetch", "--json", "-q",
+                           lab.url(server, "junos")], cwd=WORKTREE, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["route_count"] == len(lab.expected_routes("junos"))
+    assert {i["name"] for i in out["interfaces"]} >= {"ge-0/0/0.0", "ge-0/0/1.0", "ge-0/0/2.0"}
+    env[PASSWORD_ENV] = "nope"
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "routes", "fetch", lab.url(server, "ietf")],
+                          cwd=WORKTREE, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "authentication failed for user 'xcast'" in done.stderr
+    assert "nope" not in done.stderr + done.stdout
 
 
 def test_ietf_marker_sees_next_hop_change_with_same_counts(lab: NetconfLab, server: ServerProc) -> None:
@@ -161,6 +186,40 @@ def test_server_with_xml_declaration_and_single_chunk_framing(lab: NetconfLab) -
             src.close()
 
 
+def test_ietf_nmda_tree_and_named_rib(lab: NetconfLab, server: ServerProc) -> None:
+    plain = server
+    srv = lab.start_server(nmda=True)
+    want = lab.expected_routes("ietf")
+    for opts in ({"tree": "routing"}, {"tree": "routing", "rib": "ipv6-master"}, {"rib": "ipv6-master"}):
+        src = NetconfSource.from_url(lab.url(srv, "ietf", **opts))
+        try:
+            snap = src.fetch_sync()
+        finally:
+            src.close()
+        assert {r.prefix: r for r in snap.routes} == want, opts
+        assert {i.name for i in snap.interfaces} >= {"xnc-ge0", "xnc-ge1", "xnc-ge2"}
+    with pytest.raises(SourceError, match=r"no default IPv6 RIB under /routing in reply \(RIBs seen: none\); "
+                       r"is ietf-routing served under /routing\?"):
+        fetch(lab.url(plain, "ietf", tree="routing"))  # a server without the NMDA tree
+    # A RIB name that does not exist is an error, not an empty table.
+    with pytest.raises(SourceError,
+                       match=r"no RIB 'vrf-blue' under /routing-state in reply \(RIBs seen: none\)"):
+        fetch(lab.url(srv, "ietf", rib="vrf-blue"))
+
+
+def test_netconf_1_0_framing(lab: NetconfLab) -> None:
+    srv = lab.start_server(base10=True)
+    for flavor in FLAVORS:
+        src = NetconfSource.from_url(lab.url(srv, flavor))
+        try:
+            assert {r.prefix: r for r in src.fetch_sync().routes} == lab.expected_routes(flavor)
+            from ncclient.transport.session import NetconfBase
+
+            assert src._session.manager._session._base == NetconfBase.BASE_10
+        finally:
+            src.close()
+
+
 def test_key_auth(lab: NetconfLab, monkeypatch: pytest.MonkeyPatch) -> None:
     srv = lab.start_server(authorized_key=True)
     monkeypatch.delenv(PASSWORD_ENV)
@@ -181,6 +240,18 @@ def test_unreachable_port(lab: NetconfLab) -> None:
     url = f"netconf://{USER}@127.0.0.1:{port}?flavor=junos&timeout=3&known_hosts={lab.known_hosts}"
     with pytest.raises(SourceError, match=f"netconf 127.0.0.1:{port}: cannot connect"):
         fetch(url)
+
+
+def test_host_that_accepts_but_never_speaks(lab: NetconfLab) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        url = f"netconf://{USER}@127.0.0.1:{port}?flavor=ietf&timeout=2&known_hosts={lab.known_hosts}"
+        started = time.monotonic()
+        with pytest.raises(SourceError, match=r"no SSH/NETCONF handshake within 2 s"):
+            fetch(url)
+        assert time.monotonic() - started < 6  # our timeout, not paramiko's 15 s banner wait
 
 
 def test_wrong_password_never_echoed(lab: NetconfLab, server: ServerProc,
@@ -242,3 +313,73 @@ def test_rpc_timeout(lab: NetconfLab) -> None:
     finally:
         src.close()
         srv.stop()
+
+
+@pytest.mark.slow
+def test_ten_thousand_routes_equal_kernel_table() -> None:
+    big = NetconfLab("t").up()
+    try:
+        big.fill_many(10000)
+        srv = big.start_server()
+        for flavor in FLAVORS:
+            src = NetconfSource.from_url(big.url(srv, flavor, timeout="120"))
+            try:
+                snap = src.fetch_sync()
+            finally:
+                src.close()
+            want = big.expected_routes(flavor)
+            assert len(want) == 10003  # 10k + three connected
+            assert {r.prefix: r for r in snap.routes} == want
+    finally:
+        big.down()
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_sync_service_follows_router_change_via_marker(lab: NetconfLab, server: ServerProc,
+                                                        flavor: str) -> None:
+    """SyncService (sync/service.py) + NetconfSource: a route added on the router reaches the
+    engine FIB through the change trigger (the periodic poll is set far away)."""
+    import asyncio
+
+    from engine.fib import Fib
+    from sync.apply import Applier
+    from sync.service import SyncConfig, SyncService
+
+    async def scenario() -> tuple[int, float]:
+        fib = Fib()
+        src = NetconfSource.from_url(lab.url(server, flavor))
+        svc = SyncService(src, Applier(fib), config=SyncConfig(interval_s=3600, change_poll_s=0.2))
+        await svc.start()
+        try:
+            probe = ipaddress_packed("2001:db8:5555::1")
+            deadline = time.monotonic() + 60
+            while len(fib) < 1000:
+                assert time.monotonic() < deadline, "initial sync did not land"
+                await asyncio.sleep(0.05)
+            assert fib.lookup_route(probe) is None or str(fib.lookup_route(probe).prefix) == "::/0"
+            await asyncio.sleep(0.5)  # let the marker loop record its baseline
+            started = time.monotonic()
+            lab.batch([f"route add 2001:db8:5555::/48 via {lab.gateway(2)} dev xnc-ge2"])
+            try:
+                while True:
+                    route = fib.lookup_route(probe)
+                    if route is not None and str(route.prefix) == "2001:db8:5555::/48":
+                        break
+                    assert time.monotonic() - started < 60, "change never reached the FIB"
+                    await asyncio.sleep(0.02)
+                return svc.counters["change_triggers"], time.monotonic() - started
+            finally:
+                lab.batch(["route del 2001:db8:5555::/48"])
+        finally:
+            await svc.stop()
+            await src.aclose()
+
+    triggers, latency = asyncio.run(scenario())
+    assert triggers >= 1
+    print(f"{flavor}: route change visible in the engine FIB after {latency:.2f} s")
+
+
+def ipaddress_packed(text: str) -> bytes:
+    import ipaddress
+
+    return ipaddress.IPv6Address(text).packed

@@ -47,6 +47,7 @@ def test_all_options(tmp_path: Path) -> None:
         ("netconf://u@h?flavor=junos&rib=x", "rib/tree are ietf options"),
         ("netconf://u@h?flavor=ietf&table=inet6.0", "table is a junos option"),
         ("netconf://u@h?flavor=junos&colour=red", "unknown option 'colour'"),
+        ("netconf://u@h?flavor=junos&marker=sometimes", "marker must be on or off, got 'sometimes'"),
         ("netconf://u@h?flavor=junos&flavor=ietf", "option 'flavor' given twice"),
         ("netconf://u@h/path?flavor=junos", "unexpected path"),
     ],
@@ -66,6 +67,13 @@ def test_password_never_in_url_repr_or_errors(monkeypatch: pytest.MonkeyPatch) -
     assert "hunter2" not in repr(src) and "hunter2" not in repr(src.params)
     params = NetconfParams(host="h", user="u", flavor="junos", password="hunter2")
     assert "hunter2" not in repr(params)
+
+
+def test_marker_off_means_unsupported() -> None:
+    import asyncio
+
+    src = NetconfSource.from_url("netconf://u@127.0.0.1:1?flavor=ietf&marker=off")
+    assert asyncio.run(src.change_marker()) is None  # no connection attempted
 
 
 def test_no_credentials_is_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
