@@ -333,7 +333,8 @@ class SyncService:
                 await self._run(job)
             except Exception as exc:      # never let one bad run kill the loop
                 log.exception("sync job %s crashed", job.id)
-                self._finish(job, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+                self._record_failure(job, job.started_at or time.time(),
+                                     f"internal error: {type(exc).__name__}: {exc}; previous table kept")
             finally:
                 self._running = None
 
@@ -402,6 +403,11 @@ class SyncService:
             return
         except SourceError as exc:
             self._record_failure(job, started, f"{exc}; previous table kept")
+            return
+        except Exception as exc:     # a source bug must look like a failed fetch, not kill the job
+            log.exception("fetch from %s crashed", strip_secrets(self.source.url))
+            self._record_failure(job, started, f"fetch from {strip_secrets(self.source.url)} failed: "
+                                              f"{type(exc).__name__}: {exc}; previous table kept")
             return
         finally:
             job.timings["fetch_s"] = time.perf_counter() - t0

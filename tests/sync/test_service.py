@@ -165,6 +165,17 @@ def test_source_failure_keeps_serving_and_requests_coalesce(tmp_path: Path) -> N
             assert st["last_error"] == job.error and st["counters"]["failed"] == 1
             h = svc.store.history(1)[0]  # type: ignore[union-attr]
             assert (h.outcome, h.error) == ("failed", job.error)
+            # a source that crashes (not a SourceError) is a failed fetch too
+            real_fetch = source.fetch
+
+            async def crashing(progress: object = None) -> object:
+                raise KeyError("ifIndex 7")
+
+            source.fetch = crashing  # type: ignore[assignment,method-assign]
+            job = await svc.request_resync().wait(30)
+            assert job.status == "failed" and "KeyError" in (job.error or "") and "ifIndex 7" in job.error
+            assert fib.generation == gen and svc.counters["failed"] == 2
+            source.fetch = real_fetch  # type: ignore[method-assign]
             # coalescing: requests made while one is queued share it; force upgrades it
             a = svc.request_resync()
             b = svc.request_resync(force=True)
