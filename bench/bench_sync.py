@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -126,11 +127,6 @@ def snmp_change_latency(n_routes: int, rounds: int, poll_s: float = 1.0,
     import asyncio
     import signal
     import socket
-    import statistics
-
-    from sync.apply import Applier as _Applier
-    from sync.service import SyncConfig, SyncService
-    from sync.sources import open_source
 
     pid = os.getpid()
     rns, ens = f"xsa-snr-{pid}", f"xsa-sne-{pid}"
@@ -178,50 +174,14 @@ def snmp_change_latency(n_routes: int, rounds: int, poll_s: float = 1.0,
 
         ifmap = {f"xsa-r{i}": f"xsa-e{i}" for i in range(3)}
 
-        async def run() -> None:
-            source = open_source(f"snmp://public@[{agent}]:{port}?marker=counts")
-            fib = Fib()
-            mirror = KernelMirror(netns=ens)
-            svc = SyncService(source, _Applier(fib, mirror, ifmap.get), None,
-                              SyncConfig(interval_s=3600, change_poll_s=poll_s))
-            t0 = time.perf_counter()
-            await svc.start()
-            first = await svc.jobs()[0].wait(120)
-            out["first_sync_s"] = time.perf_counter() - t0
-            out["first_sync_status"] = first.status
-            out["fib_routes"] = len(fib)
-            lat: list[float] = []
-            starts: list[float] = []
-            wall0 = time.time()
-            for k in range(rounds):
-                await asyncio.sleep(1.2)
-                dst = f"2001:db8:7fff:{k:x}::/64"
-                sh(f"ip -n {rns} -6 route add {dst} via 2001:db8:1::2 dev xsa-r1")
-                expire()      # snmpd's own 60 s cache; the clock starts once the agent can see it
-                if prime:
-                    subprocess.run(["snmpget", "-v2c", "-c", "public", target, "1.3.6.1.2.1.4.24.6.0"],
-                                   capture_output=True)
-                t = time.perf_counter()
-                starts.append(round(time.time() - wall0, 3))
-                probe = ipaddress.IPv6Network(dst).network_address.packed
-                while fib.lookup(probe) is None and time.perf_counter() - t < 10:
-                    await asyncio.sleep(0.01)
-                lat.append(time.perf_counter() - t)
-            out["change_latency_s"] = lat
-            out["change_jobs"] = [{"created_after_s": round(j.created_at - wall0, 3),
-                                   **j.to_dict()["timings"]}
-                                  for j in svc.jobs() if j.trigger == "change"]
-            out["round_started_after_s"] = starts
-            out["marker_poll_s"] = svc.last_marker_s
-            out["change_latency_median_s"] = statistics.median(lat)
-            out["change_latency_max_s"] = max(lat)
-            out["target_s"] = 2.0
-            out["ok"] = max(lat) < 2.0
-            out["change_triggers"] = svc.counters["change_triggers"]
-            await svc.stop()
-            mirror.close()
+        def after_add() -> None:
+            expire()      # snmpd's own 60 s cache; the clock starts once the agent can see it
+            if prime:
+                subprocess.run(["snmpget", "-v2c", "-c", "public", target, "1.3.6.1.2.1.4.24.6.0"],
+                               capture_output=True)
 
-        asyncio.run(run())
+        out.update(asyncio.run(measure_change(f"snmp://public@[{agent}]:{port}?marker=counts", rns, ens,
+                                              ifmap, rounds, poll_s, after_add)))
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
@@ -230,6 +190,120 @@ def snmp_change_latency(n_routes: int, rounds: int, poll_s: float = 1.0,
             except subprocess.TimeoutExpired:
                 proc.kill()
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", rns], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ens], capture_output=True)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+async def measure_change(url: str, rns: str, ens: str, ifmap: dict[str, str], rounds: int, poll_s: float,
+                         after_add: Callable[[], None] | None = None) -> dict[str, object]:
+    """SyncService on ``url`` with change detection; each round adds a route in the router
+    namespace ``rns`` and times until the engine Fib resolves it."""
+    import asyncio
+    import statistics
+
+    from sync.service import SyncConfig, SyncService
+    from sync.sources import open_source
+
+    out: dict[str, object] = {}
+    source = open_source(url)
+    fib = Fib()
+    mirror = KernelMirror(netns=ens)
+    svc = SyncService(source, Applier(fib, mirror, ifmap.get), None,
+                      SyncConfig(interval_s=3600, change_poll_s=poll_s, link_watch_s=0))
+    t0 = time.perf_counter()
+    await svc.start()
+    first = await svc.jobs()[0].wait(120)
+    out["first_sync_s"] = time.perf_counter() - t0
+    out["first_sync_status"] = first.status
+    out["fib_routes"] = len(fib)
+    lat: list[float] = []
+    starts: list[float] = []
+    wall0 = time.time()
+    for k in range(rounds):
+        await asyncio.sleep(1.2)
+        dst = f"2001:db8:7fff:{k:x}::/64"
+        sh(f"ip -n {rns} -6 route add {dst} via 2001:db8:1::2 dev xsa-r1")
+        if after_add is not None:
+            after_add()
+        t = time.perf_counter()
+        starts.append(round(time.time() - wall0, 3))
+        probe = ipaddress.IPv6Network(dst).network_address.packed
+        while fib.lookup(probe) is None and time.perf_counter() - t < 10:
+            await asyncio.sleep(0.01)
+        lat.append(time.perf_counter() - t)
+    out["change_latency_s"] = lat
+    out["change_jobs"] = [{"created_after_s": round(j.created_at - wall0, 3), **j.to_dict()["timings"]}
+                          for j in svc.jobs() if j.trigger == "change"]
+    out["round_started_after_s"] = starts
+    out["marker_poll_s"] = svc.last_marker_s
+    out["change_latency_median_s"] = statistics.median(lat)
+    out["change_latency_max_s"] = max(lat)
+    out["target_s"] = 2.0
+    out["ok"] = max(lat) < 2.0
+    out["change_triggers"] = svc.counters["change_triggers"]
+    await svc.stop()
+    mirror.close()
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+    return out
+
+
+def netconf_change_latency(n_routes: int, rounds: int, flavor: str, poll_s: float = 1.0) -> dict[str, object]:
+    """The project's NETCONF/SSH test server (``python -m tests.netconf_server``, real SSH and
+    framing) serving a namespace's kernel routes; same rounds as the snmpd case."""
+    import asyncio
+
+    import paramiko
+
+    from sync.netconf import PASSWORD_ENV
+
+    pid = os.getpid()
+    rns, ens = f"xsa-ncr-{pid}", f"xsa-nce-{pid}"
+    tmp = Path(tempfile.mkdtemp(prefix="xsa-netconf-"))
+    proc: subprocess.Popen[str] | None = None
+    out: dict[str, object] = {"routes": n_routes, "change_poll_s": poll_s, "flavor": flavor}
+    worktree = Path(__file__).resolve().parent.parent
+    try:
+        sh(f"ip netns add {rns} && ip netns add {ens}")
+        cmds = ["link set lo up"]
+        for i in range(3):
+            cmds += [f"link add xsa-r{i} type veth peer name xsa-r{i}p", f"link set xsa-r{i} up",
+                     f"link set xsa-r{i}p up", f"addr add 2001:db8:{i}::1/64 dev xsa-r{i} nodad"]
+            sh(f"ip -n {ens} link add xsa-e{i} type veth peer name xsa-e{i}p && "
+               f"ip -n {ens} link set xsa-e{i} up")
+        cmds += [f"route add 2001:db8:{0x8000 + n // 0x10000:x}:{n % 0x10000:x}::/64 "
+                 f"via 2001:db8:{n % 3}::2 dev xsa-r{n % 3}" for n in range(n_routes)]
+        subprocess.run(["ip", "-n", rns, "-batch", "-"], input="\n".join(cmds) + "\n", text=True, check=True)
+        key = paramiko.RSAKey.generate(2048)
+        key.write_private_key_file(str(tmp / "host_rsa"))
+        password = "xsa-bench-pw"
+        env = dict(os.environ, XNC_SERVER_PASSWORD=password, PYTHONPATH=str(worktree))
+        proc = subprocess.Popen([sys.executable, "-m", "tests.netconf_server", "--netns", rns, "--host-key",
+                                 str(tmp / "host_rsa"), "--user", "xcast", "--chunk", "16384"],
+                                cwd=worktree, env=env, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY port="):
+            raise RuntimeError(f"netconf server did not start: {line!r}")
+        port = int(line.split("=")[1])
+        (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {key.get_name()} {key.get_base64()}\n")
+        os.environ[PASSWORD_ENV] = password
+        suffix = ".0" if flavor == "junos" else ""
+        ifmap = {f"xsa-r{i}{suffix}": f"xsa-e{i}" for i in range(3)}
+        url = f"netconf://xcast@127.0.0.1:{port}?flavor={flavor}&known_hosts={tmp / 'known_hosts'}&timeout=30"
+        out.update(asyncio.run(measure_change(url, rns, ens, ifmap, rounds, poll_s)))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         subprocess.run(["ip", "netns", "del", rns], capture_output=True)
         subprocess.run(["ip", "netns", "del", ens], capture_output=True)
         import shutil
@@ -250,7 +324,10 @@ def main() -> int:
     ap.add_argument("--snmp-poll", type=float, default=1.0, help="change_poll_s for the snmpd part.")
     ap.add_argument("--snmp-prime", action="store_true",
                     help="Let snmpd reload its table before the clock starts (no agent cache).")
-    ap.add_argument("--snmp-only", action="store_true", help="Only the snmpd change-latency part.")
+    ap.add_argument("--snmp-only", action="store_true", help="Only the change-latency part(s).")
+    ap.add_argument("--netconf", type=int, default=0, metavar="N",
+                    help="Also time route change -> engine via the NETCONF test server with N routes.")
+    ap.add_argument("--netconf-flavor", default="junos", choices=["junos", "ietf"])
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_sync needs root (network namespace + netlink writes)", file=sys.stderr)
@@ -258,6 +335,19 @@ def main() -> int:
 
     res: dict[str, object] = {"routes": args.routes, "change": args.change, "cpus": os.cpu_count(),
                               "load_avg_start": os.getloadavg()}
+    if args.netconf:
+        nc = netconf_change_latency(args.netconf, args.snmp_rounds, args.netconf_flavor, args.snmp_poll)
+        res["netconf_change"] = nc
+        print(f"netconf/{args.netconf_flavor} {args.netconf:,} routes: first sync {nc['first_sync_s']:.2f} s "
+              f"({nc['fib_routes']:,} in Fib); route change -> engine median "
+              f"{nc['change_latency_median_s']:.2f} s, max {nc['change_latency_max_s']:.2f} s (target < 2 s) "
+              f"{'OK' if nc['ok'] else 'MISSED'}; load avg {os.getloadavg()[0]:.1f}")
+        if args.snmp_only and not args.snmp:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "sync-netconf.json").write_text(json.dumps(res, indent=2) + "\n")
+            print(f"wrote {out / 'sync-netconf.json'}")
+            return 0 if nc["ok"] else 1
     if args.snmp:
         snmp = snmp_change_latency(args.snmp, args.snmp_rounds, args.snmp_poll, args.snmp_prime)
         res["snmp_change"] = snmp
