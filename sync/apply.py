@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from engine.fib import Fib
 from sync.diff import SnapshotDiff
+from sync.gcpause import gc_paused
 from sync.kernel import KernelApplyError, KernelMirror, MirrorResult
 from sync.model import Snapshot
 from vlan.linkmap import LinkMap
@@ -99,6 +100,10 @@ class Applier:
         ``full`` forces a whole-table kernel reconcile and Fib swap (first load, link map change).
         Raises :class:`ApplyError` with the previous state still serving.
         """
+        with gc_paused():
+            return self._apply(new, d, full)
+
+    def _apply(self, new: Snapshot, d: SnapshotDiff | None, full: bool) -> ApplyResult:
         t0 = time.perf_counter()
         incremental = d is not None and not full
         kres: MirrorResult | None = None
@@ -159,7 +164,8 @@ class Applier:
         if self.mirror is None:
             return None
         try:
-            self.last_kernel = self.mirror.apply(routes_snapshot.routes, ifname_map)
+            with gc_paused():
+                self.last_kernel = self.mirror.apply(routes_snapshot.routes, ifname_map)
         except KernelApplyError as exc:
             raise ApplyError(f"kernel mirror remap failed: {exc}", exc.rolled_back) from exc
         return self.last_kernel

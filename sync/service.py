@@ -31,6 +31,7 @@ from engine.fib import Fib
 from engine.model import Route
 from sync.apply import Applier, ApplyError, ApplyResult, IfnameMap
 from sync.diff import InterfaceDiff, SnapshotDiff, diff
+from sync.gcpause import gc_paused
 from sync.kernel import DEFAULT_PROTOCOL, DEFAULT_TABLE, KernelMirror, MirrorResult, to_model
 from sync.model import Interface, Snapshot
 from sync.source import Progress, RouteSource, SourceError
@@ -212,7 +213,11 @@ class SyncService:
             return
         if snap is None:
             return
-        await asyncio.to_thread(self.applier.fib.replace, snap.routes)
+        def serve() -> None:
+            with gc_paused():
+                self.applier.fib.replace(snap.routes)
+
+        await asyncio.to_thread(serve)
         d = await asyncio.to_thread(diff, None, snap)      # indexes the serving table (~0.5 s at 250k)
         self.serving, self._serving_index = snap, d.new_index
         self.restored_routes = len(snap.routes)

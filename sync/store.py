@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.model import NextHop, Route
+from sync.gcpause import gc_paused
 from sync.model import Interface, Snapshot
 
 MAGIC = b"XS6R"
@@ -233,7 +234,8 @@ class SyncStore:
             return None
         source, fetched_at, duration_s, ifaces_json, blob, count = row
         try:
-            routes = unpack_routes(zlib.decompress(blob))
+            with gc_paused():
+                routes = unpack_routes(zlib.decompress(blob))
             interfaces = [Interface(n, idx, bool(up), descr) for n, idx, up, descr in json.loads(ifaces_json)]
         except (zlib.error, ValueError, TypeError) as exc:
             raise StoreError(f"stored snapshot in {self.path} is corrupt: {exc}") from exc

@@ -82,3 +82,35 @@ def test_history_newest_first(tmp_path: Path) -> None:
     assert [h.outcome for h in hist] == ["failed", "applied"]
     assert hist[0].error == "timeout from 2001:db8::1"
     assert hist[1].detail == {"fib_mode": "replace"} and hist[1].added == 10 and hist[1].generation == 2
+
+
+def test_gc_pause_is_reentrant_and_restores_state() -> None:
+    import gc
+    import threading
+
+    from sync.gcpause import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        done = threading.Event()
+
+        def other() -> None:
+            with gc_paused():
+                done.set()
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert done.is_set() and not gc.isenabled()     # the other thread's exit kept our pause
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()                        # was off before: stays off
+    finally:
+        gc.enable()
