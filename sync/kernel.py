@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from engine.model import NextHop, Route
 from sync import rtnl
+from sync.gcpause import gc_paused
 from sync.rtnl import KernelNextHop, KernelRoute
 
 NETLINK_ROUTE = 0
@@ -309,6 +310,10 @@ class KernelMirror:
 
     def dump(self) -> tuple[dict[Key, KernelRoute], set[Key]]:
         """Read the table: (our routes by key, keys of foreign routes in the same table)."""
+        with gc_paused():
+            return self._dump()
+
+    def _dump(self) -> tuple[dict[Key, KernelRoute], set[Key]]:
         sock = self._socket()
         seq = self._next_seq()
         sock.send(rtnl.encode_dump_request(seq, self.table))
