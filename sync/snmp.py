@@ -5,9 +5,12 @@
 the query or XCAST6_SNMP_AUTH_KEY / XCAST6_SNMP_PRIV_KEY).
 
 A fetch walks the IPv6 part (``.2.16``) of inetCidrRouteTable: every destination, prefix
-length and next hop is in the row index, so the ifIndex column alone gives the table; the
-type, proto and metric1 columns are walked alongside (``columns=full``, the default) or only
-type (``columns=minimal``).  If the agent has no IPv6 rows there, ipv6RouteTable is walked.
+length and next hop is in the row index, so the ifIndex column alone gives the table
+(``columns=index``, the default: each extra column costs the agent a whole extra pass, see
+bench/bench_snmp.py).  ``columns=type`` adds inetCidrRouteType (reject/blackhole rows that
+carry an ifIndex), ``columns=full`` adds proto and metric1 too; only with metric can rows of
+one prefix with different metrics (standby routes, which net-snmp lists) be told from ECMP.
+If the agent has no IPv6 rows there, ipv6RouteTable is walked.
 Interfaces come from IF-MIB; the router's own addresses from IP-MIB ipAddressTable (to drop
 its /128 host routes).  Any failure raises :class:`SourceError`; nothing partial is returned.
 """
@@ -17,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from sync import mib
 from sync.mib import Oid
@@ -37,6 +41,22 @@ from sync.snmp_walk import Walker, make_walker
 from sync.source import Progress, SourceError
 
 _V6 = (2, 16)
+
+
+async def _no_rows() -> list[RouteRow]:
+    return []
+
+
+async def _gather(*coros: Coroutine[Any, Any, Any]) -> list[Any]:
+    """asyncio.gather that cancels (and waits for) the other walks when one fails."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class SnmpSource:
@@ -79,23 +99,24 @@ class SnmpSource:
                 return None
             return lambda n: progress(n, phase)
 
-        names, descrs, oper = await asyncio.gather(
-            walker.walk(mib.IF_NAME), walker.walk(mib.IF_DESCR), walker.walk(mib.IF_OPER_STATUS)
+        # Interfaces, own addresses and the route column in parallel: one agent, but the round
+        # trips overlap.
+        want_cidr = self.config.table in ("auto", "inetcidr")
+        names, descrs, oper, own_col, rows = await _gather(
+            walker.walk(mib.IF_NAME), walker.walk(mib.IF_DESCR), walker.walk(mib.IF_OPER_STATUS),
+            walker.walk(mib.IP_ADDRESS_IFINDEX_V6),
+            self._walk_cidr(walker, report("routes")) if want_cidr else _no_rows(),
         )
         interfaces = interfaces_from(names, descrs, oper)
         if progress is not None:
             progress(len(interfaces), "interfaces")
-        own = own_addresses(await walker.walk(mib.IP_ADDRESS_IFINDEX_V6))
-        stats = TableStats()
-        rows: list[RouteRow] = []
-        if self.config.table in ("auto", "inetcidr"):
-            stats.table = "inetCidrRouteTable"
-            rows = await self._walk_cidr(walker, report("routes"))
+        own = own_addresses(own_col)
+        stats = TableStats(table="inetCidrRouteTable" if want_cidr else "")
         if not rows and self.config.table in ("auto", "ipv6"):
             ifindex_col = await walker.walk(mib.IPV6_ROUTE_IFINDEX, report("routes"))
             if ifindex_col or self.config.table == "ipv6":
                 stats.table = "ipv6RouteTable"
-                nexthop, types, protos, metrics = await asyncio.gather(
+                nexthop, types, protos, metrics = await _gather(
                     walker.walk(mib.IPV6_ROUTE_NEXTHOP), walker.walk(mib.IPV6_ROUTE_TYPE),
                     walker.walk(mib.IPV6_ROUTE_PROTOCOL), walker.walk(mib.IPV6_ROUTE_METRIC),
                 )
@@ -107,12 +128,20 @@ class SnmpSource:
 
     async def _walk_cidr(self, walker: Walker, on_rows: Callable[[int], None] | None) -> list[RouteRow]:
         ifindex_oid = (*mib.INET_CIDR_ROUTE_IFINDEX, *_V6)
-        walks = [walker.walk(ifindex_oid, on_rows), walker.walk((*mib.INET_CIDR_ROUTE_TYPE, *_V6))]
+        if self.config.columns == "index":
+            # Decode rows batch by batch while the agent works on the next reply.
+            decoded: list[RouteRow] = []
+            await walker.walk(ifindex_oid, on_rows, lambda batch: decoded.extend(cidr_rows(batch)))
+            return decoded
+        walks = [walker.walk(ifindex_oid, on_rows)]
+        if self.config.columns in ("type", "full"):
+            walks.append(walker.walk((*mib.INET_CIDR_ROUTE_TYPE, *_V6)))
         if self.config.columns == "full":
             walks += [walker.walk((*mib.INET_CIDR_ROUTE_PROTO, *_V6)),
                       walker.walk((*mib.INET_CIDR_ROUTE_METRIC1, *_V6))]
-        results = await asyncio.gather(*walks)
-        ifindex_col, type_col = results[0], results[1]
+        results = await _gather(*walks)
+        ifindex_col = results[0]
+        type_col = results[1] if len(results) > 1 else None
         proto_col = results[2] if len(results) > 2 else None
         metric_col = results[3] if len(results) > 3 else None
         return cidr_rows(ifindex_col, type_col, proto_col, metric_col)
@@ -134,11 +163,14 @@ class SnmpSource:
                 [mib.INET_CIDR_ROUTE_NUMBER, mib.IPV6_ROUTE_NUMBER]
             )
             oper = await walker.walk(mib.IF_OPER_STATUS)
-            column = (
-                await walker.walk((*mib.INET_CIDR_ROUTE_IFINDEX, *_V6))
-                if self.config.marker == "column"
-                else []
-            )
+            column: list[tuple[Oid, Value]] = []
+            if self.config.marker == "column":
+                if self.config.table != "ipv6":
+                    column = await walker.walk((*mib.INET_CIDR_ROUTE_IFINDEX, *_V6))
+                if not column and self.config.table != "inetcidr":
+                    column = await walker.walk(mib.IPV6_ROUTE_IFINDEX)  # IPV6-MIB-only agents
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{self.url}: {type(exc).__name__}: {exc}") from None
         finally:
             await walker.close()
         parts = [f"{'.'.join(map(str, oid[-3:]))}={'-' if value in EXCEPTIONS else value!r}"

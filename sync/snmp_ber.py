@@ -30,6 +30,7 @@ TAG_SEQUENCE = 0x30
 PDU_GET = 0xA0
 PDU_RESPONSE = 0xA2
 PDU_GETBULK = 0xA5
+PDU_REPORT = 0xA8
 _UNSIGNED = {0x41, 0x42, 0x43, 0x46}  # Counter32, Gauge32, TimeTicks, Counter64
 _BYTES = {TAG_OCTETS, 0x40, 0x44}  # OCTET STRING, IpAddress, Opaque
 _EXCEPTION_TAGS = {0x80: NO_SUCH_OBJECT, 0x81: NO_SUCH_INSTANCE, 0x82: END_OF_MIB}
@@ -54,6 +55,7 @@ class Response:
     error_status: int
     error_index: int
     varbinds: list[tuple[Oid, Value]]
+    pdu_tag: int = PDU_RESPONSE  # PDU_REPORT for SNMPv3 USM reports
 
 
 # ---------------------------------------------------------------- encoding
@@ -94,10 +96,8 @@ def encode_oid(oid: Oid) -> bytes:
     return _tlv(TAG_OID, bytes(out))
 
 
-def encode_request(
-    community: bytes, request_id: int, oids: list[Oid], *, bulk: bool = False, max_repetitions: int = 0
-) -> bytes:
-    """An SNMPv2c GetRequest (or GetBulkRequest with non-repeaters 0) for ``oids``."""
+def encode_pdu(request_id: int, oids: list[Oid], *, bulk: bool = False, max_repetitions: int = 0) -> bytes:
+    """A GetRequest (or GetBulkRequest with non-repeaters 0) PDU for ``oids``."""
     varbinds = b"".join(_tlv(TAG_SEQUENCE, encode_oid(oid) + b"\x05\x00") for oid in oids)
     pdu = (
         encode_integer(request_id)
@@ -105,8 +105,15 @@ def encode_request(
         + encode_integer(max_repetitions if bulk else 0)
         + _tlv(TAG_SEQUENCE, varbinds)
     )
-    message = encode_integer(1) + _tlv(TAG_OCTETS, community) + _tlv(PDU_GETBULK if bulk else PDU_GET, pdu)
-    return _tlv(TAG_SEQUENCE, message)
+    return _tlv(PDU_GETBULK if bulk else PDU_GET, pdu)
+
+
+def encode_request(
+    community: bytes, request_id: int, oids: list[Oid], *, bulk: bool = False, max_repetitions: int = 0
+) -> bytes:
+    """An SNMPv2c GetRequest (or GetBulkRequest with non-repeaters 0) for ``oids``."""
+    pdu = encode_pdu(request_id, oids, bulk=bulk, max_repetitions=max_repetitions)
+    return _tlv(TAG_SEQUENCE, encode_integer(1) + _tlv(TAG_OCTETS, community) + pdu)
 
 
 # ---------------------------------------------------------------- decoding
@@ -135,9 +142,23 @@ def decode_oid(content: bytes) -> Oid:
     if not content:
         raise BerError("empty OID")
     first = content[0]
-    if content.isascii():  # fast path: every arc < 128 (true for most route-table OIDs)
+    if first < 0x80 and content[-1] < 0x80:
         head = (first // 40, first % 40) if first < 80 else (2, first - 80)
-        return head + tuple(content[1:])
+        if content.isascii():  # every arc < 128
+            return head + tuple(content[1:])
+        if content.translate(None, b"\x81").isascii():
+            # Route-table OIDs carry address octets and prefix lengths: arcs up to 255, whose
+            # BER form is 0x81 + (arc - 128).  Split on 0x81 so the work per arc stays in C.
+            parts = content[1:].split(b"\x81")
+            fast = list(parts[0])
+            try:
+                for part in parts[1:]:
+                    fast.append(part[0] + 128)
+                    fast += part[1:]
+            except IndexError:
+                pass  # 0x81 0x81: an arc >= 16384, use the generic loop
+            else:
+                return head + tuple(fast)
     arcs: list[int] = []
     value = 0
     for byte in content:
@@ -176,8 +197,14 @@ def decode_response(buf: bytes) -> tuple[bytes, Response]:
     if tag != TAG_OCTETS:
         raise BerError("missing community")
     community = buf[start:stop]
-    tag, pos, pdu_end = _header(buf, stop, msg_end)
-    if tag != PDU_RESPONSE:
+    return community, decode_pdu(buf, stop, msg_end)
+
+
+def decode_pdu(buf: bytes, pos: int, end: int, allowed: tuple[int, ...] = (PDU_RESPONSE,)) -> Response:
+    """Decode the PDU TLV at ``pos`` (a Response, or whatever ``allowed`` tags say)."""
+    tag, pos, pdu_end = _header(buf, pos, end)
+    pdu_tag = tag
+    if tag not in allowed:
         raise BerError(f"not a Response-PDU (tag 0x{tag:02x})")
     fields = []
     for _ in range(3):
@@ -191,6 +218,24 @@ def decode_response(buf: bytes) -> tuple[bytes, Response]:
     varbinds: list[tuple[Oid, Value]] = []
     append = varbinds.append
     while pos < list_end:
+        # Fast path for the common shape (short lengths, OID then INTEGER); anything else goes
+        # through the checked generic path below.
+        if (
+            pos + 4 <= list_end
+            and buf[pos] == TAG_SEQUENCE
+            and buf[pos + 1] < 0x80
+            and buf[pos + 2] == TAG_OID
+            and buf[pos + 3] < 0x80
+        ):
+            vb_end = pos + 2 + buf[pos + 1]
+            oid_end = pos + 4 + buf[pos + 3]
+            if vb_end <= list_end and oid_end + 2 <= vb_end and buf[oid_end] == TAG_INTEGER:
+                int_end = oid_end + 2 + buf[oid_end + 1]
+                if int_end == vb_end and int_end > oid_end + 2:
+                    append((decode_oid(buf[pos + 4 : oid_end]),
+                            int.from_bytes(buf[oid_end + 2 : int_end], "big", signed=True)))
+                    pos = vb_end
+                    continue
         tag, vb_pos, vb_end = _header(buf, pos, list_end)
         if tag != TAG_SEQUENCE:
             raise BerError(f"varbind at byte {pos} is not a SEQUENCE")
@@ -216,4 +261,4 @@ def decode_response(buf: bytes) -> tuple[bytes, Response]:
             raise BerError(f"unsupported value tag 0x{tag:02x} for OID {'.'.join(map(str, oid))}")
         append((oid, value))
         pos = vb_end
-    return community, Response(fields[0], fields[1], fields[2], varbinds)
+    return Response(fields[0], fields[1], fields[2], varbinds, pdu_tag)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine.model import NextHop, Route
 from sync import mib
@@ -52,9 +53,8 @@ class TableStats:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
-@dataclass(frozen=True, slots=True)
-class RouteRow:
-    """One decoded route row, independent of which MIB table it came from."""
+class RouteRow(NamedTuple):
+    """One decoded route row, independent of which MIB table it came from (cheap to create)."""
 
     dest: bytes
     prefixlen: int
@@ -63,14 +63,12 @@ class RouteRow:
     route_type: int  # inetCidrRouteType numbering
     proto: int
     metric: int
-    oid: Oid  # the row's ifIndex instance, for error messages
+    column: Oid  # the row's ifIndex instance is column + row_index (joined only for errors)
+    row_index: Oid
 
-
-def _octets(arcs: Oid, what: str, oid: Oid) -> bytes:
-    try:
-        return bytes(arcs)
-    except ValueError:
-        raise SourceError(f"garbage index in row {oid_text(oid)}: {what} arc out of 0..255") from None
+    @property
+    def oid(self) -> Oid:
+        return (*self.column, *self.row_index)
 
 
 def decode_cidr_index(index: Oid, column: Oid) -> tuple[bytes, int, bytes | None]:
@@ -78,28 +76,33 @@ def decode_cidr_index(index: Oid, column: Oid) -> tuple[bytes, int, bytes | None
 
     Returns (destination 16 bytes, prefix length, next hop 16 bytes or None).
     """
-    oid = (*column, 2, 16, *index)
+
+    def garbage(what: str) -> SourceError:
+        return SourceError(f"garbage index in row {oid_text((*column, 2, 16, *index))}: {what}")
+
     if len(index) < 20:
-        raise SourceError(f"garbage index in row {oid_text(oid)}: too short for an IPv6 route")
-    dest = _octets(index[:16], "destination", oid)
+        raise garbage("too short for an IPv6 route")
+    try:
+        dest = bytes(index[:16])
+    except ValueError:
+        raise garbage("destination arc out of 0..255") from None
     prefixlen = index[16]
     if prefixlen > 128:
-        raise SourceError(f"garbage index in row {oid_text(oid)}: prefix length {prefixlen} > 128")
+        raise garbage(f"prefix length {prefixlen} > 128")
     policy_len = index[17]
     pos = 18 + policy_len  # skip the policy: a row position, never a key
     if pos + 2 > len(index):
-        raise SourceError(
-            f"garbage index in row {oid_text(oid)}: policy length {policy_len} runs past the end"
-        )
+        raise garbage(f"policy length {policy_len} runs past the end")
     nh_type, nh_len = index[pos], index[pos + 1]
     nh = index[pos + 2 :]
     if len(nh) != nh_len:
-        raise SourceError(
-            f"garbage index in row {oid_text(oid)}: next-hop length {nh_len} but {len(nh)} octets follow"
-        )
+        raise garbage(f"next-hop length {nh_len} but {len(nh)} octets follow")
     if nh_len == 0:
         return dest, prefixlen, None
-    raw = _octets(nh, "next hop", oid)
+    try:
+        raw = bytes(nh)
+    except ValueError:
+        raise garbage("next hop arc out of 0..255") from None
     if nh_type == mib.INET_ADDR_IPV6 and nh_len == 16:
         gateway = raw
     elif nh_type == 4 and nh_len == 20:  # ipv6z: address + 4-octet zone (the ifIndex names the link)
@@ -107,9 +110,7 @@ def decode_cidr_index(index: Oid, column: Oid) -> tuple[bytes, int, bytes | None
     elif nh_type == 1 and nh_len == 4:  # IPv4 next hop of an IPv6 route (6PE): IPv4-mapped
         gateway = b"\0" * 10 + b"\xff\xff" + raw
     else:
-        raise SourceError(
-            f"garbage index in row {oid_text(oid)}: next-hop type {nh_type} with length {nh_len}"
-        )
+        raise garbage(f"next-hop type {nh_type} with length {nh_len}")
     return dest, prefixlen, (None if gateway == _UNSPECIFIED else gateway)
 
 
@@ -134,16 +135,20 @@ def cidr_rows(
     metrics = {idx: _int_value(v, (*mib.INET_CIDR_ROUTE_METRIC1, 2, 16, *idx), "inetCidrRouteMetric1")
                for idx, v in metric_col or ()}
     rows: list[RouteRow] = []
+    append = rows.append
+    local, remote = mib.ROUTE_TYPE_LOCAL, mib.ROUTE_TYPE_REMOTE
     for idx, value in ifindex_col:
-        oid = (*column, *idx)
-        ifindex = _int_value(value, oid, "inetCidrRouteIfIndex")
+        if type(value) is not int:
+            _int_value(value, (*column, *idx), "inetCidrRouteIfIndex")  # raises, naming the row
         dest, prefixlen, gateway = decode_cidr_index(idx, mib.INET_CIDR_ROUTE_IFINDEX)
-        default_type = mib.ROUTE_TYPE_LOCAL if gateway is None else mib.ROUTE_TYPE_REMOTE
-        metric = metrics.get(idx, 0)
-        rows.append(
-            RouteRow(dest, prefixlen, gateway, ifindex, types.get(idx, default_type), protos.get(idx, 1),
-                     max(metric, 0), oid)
-        )
+        implied = local if gateway is None else remote
+        append(RouteRow(
+            dest, prefixlen, gateway, value,  # type: ignore[arg-type]  # checked just above
+            types.get(idx, implied) if types else implied,
+            protos.get(idx, 0) if protos else 0,
+            max(metrics.get(idx, 0), 0) if metrics else 0,
+            column, idx,
+        ))
     return rows
 
 
@@ -173,7 +178,10 @@ def ipv6_route_rows(
         ifindex = _int_value(value, oid, "ipv6RouteIfIndex")
         if len(idx) != 18 or idx[16] > 128:
             raise SourceError(f"garbage index in row {oid_text(oid)}: expected dest(16).pfxlen.index")
-        dest = _octets(idx[:16], "destination", oid)
+        try:
+            dest = bytes(idx[:16])
+        except ValueError:
+            raise SourceError(f"garbage index in row {oid_text(oid)}: destination arc > 255") from None
         # ipv6RouteType: other(1) discard(2) local(3) remote(4) -> inetCidrRouteType numbering.
         v6type = types.get(idx, 1)
         route_type = {2: mib.ROUTE_TYPE_REJECT, 3: mib.ROUTE_TYPE_LOCAL, 4: mib.ROUTE_TYPE_REMOTE}.get(
@@ -200,7 +208,7 @@ def ipv6_route_rows(
         metric = metrics.get(idx, 0)
         # ipv6RouteMetric is Unsigned32; Junos sends 4294967295 for "no metric".
         rows.append(RouteRow(dest, idx[16], gateway, ifindex, route_type, proto,
-                             0 if metric >= 0xFFFFFFFF else max(metric, 0), oid))
+                             0 if metric >= 0xFFFFFFFF else max(metric, 0), mib.IPV6_ROUTE_IFINDEX, idx))
     return rows
 
 
@@ -249,6 +257,7 @@ def build_routes(
     stats.rows += len(rows)
     names = {i.index: i.name for i in interfaces if i.index is not None}
     best: dict[tuple[bytes, int], tuple[int, int, list[NextHop]]] = {}  # key -> metric, proto, nhs
+    hop_cache: dict[tuple[str, bytes | None], NextHop] = {}  # many routes share a next hop
     missing: dict[int, Oid] = {}
     for row in rows:
         if row.route_type in (mib.ROUTE_TYPE_REJECT, mib.ROUTE_TYPE_BLACKHOLE):
@@ -269,13 +278,16 @@ def build_routes(
             continue
         name = names.get(row.ifindex)
         if name is None:
-            missing.setdefault(row.ifindex, row.oid)
+            if row.ifindex not in missing:
+                missing[row.ifindex] = row.oid
             if unknown_ifindex == "error":
                 continue
             name = f"ifindex-{row.ifindex}"
         gateway = None if row.route_type == mib.ROUTE_TYPE_LOCAL else row.gateway
         key = (row.dest, row.prefixlen)
-        hop = NextHop(ifname=name, gateway=gateway)
+        hop = hop_cache.get((name, gateway))
+        if hop is None:
+            hop = hop_cache[(name, gateway)] = NextHop(ifname=name, gateway=gateway)
         current = best.get(key)
         if current is None or row.metric < current[0]:
             best[key] = (row.metric, row.proto, [hop])
@@ -290,15 +302,16 @@ def build_routes(
         )
     stats.placeholder_ifindexes = sorted(missing)
     routes: list[Route] = []
-    for (dest, prefixlen), (metric, proto, hops) in best.items():
+    protocol_names = {0: "unknown", **mib.ROUTE_PROTOCOLS}  # 0: proto column not walked
+    for (dest, prefixlen), (metric, proto, hops) in sorted(best.items()):
         try:
             prefix = ipaddress.IPv6Network((dest, prefixlen))
         except ValueError:
             # Host bits set: agents do this (e.g. a /64 shown with its full address); mask them.
             prefix = ipaddress.IPv6Network((dest, prefixlen), strict=False)
-        routes.append(Route(prefix=prefix, nexthops=tuple(sorted(hops)),
-                            protocol=mib.ROUTE_PROTOCOLS.get(proto, f"proto-{proto}"), metric=metric))
+        protocol = protocol_names.get(proto) or protocol_names.setdefault(proto, f"proto-{proto}")
+        routes.append(Route(prefix=prefix, nexthops=tuple(sorted(hops)) if len(hops) > 1 else (hops[0],),
+                            protocol=protocol, metric=metric))
         stats.nexthops += len(hops)
-    routes.sort(key=lambda r: (r.prefix.network_address.packed, r.prefix.prefixlen))
     stats.routes = len(routes)
     return routes

@@ -22,7 +22,7 @@ AUTH_PROTOCOLS = ("md5", "sha", "sha224", "sha256", "sha384", "sha512")
 PRIV_PROTOCOLS = ("des", "aes128", "aes192", "aes256", "aes192c", "aes256c")
 TABLES = ("auto", "inetcidr", "ipv6")
 UNKNOWN_IFINDEX = ("error", "placeholder")
-COLUMNS = ("full", "minimal")
+COLUMNS = ("index", "type", "full")
 ENGINES = ("native", "pysnmp")
 MARKERS = ("counts", "column")
 
@@ -59,7 +59,7 @@ class SnmpConfig:
     max_repetitions: int = 50
     table: str = "auto"
     unknown_ifindex: str = "error"
-    columns: str = "full"
+    columns: str = "index"
     engine: str = "native"
     marker: str = "counts"
 

@@ -1,4 +1,8 @@
-"""SNMP transports for the route walk: a native SNMPv2c walker and a pysnmp (v3/USM) walker.
+"""SNMP transports for the route walk: native SNMPv2c / SNMPv3-USM walkers and a pysnmp walker.
+
+The native walkers use the flat codec of :mod:`sync.snmp_ber` (and :mod:`sync.snmp_usm` for
+v3 authPriv with AES); pysnmp is kept for DES privacy and as ``engine=pysnmp`` (a second,
+independent implementation the tests compare against).
 
 Both return plain Python values (see :mod:`sync.snmp_ber`) and raise :class:`SourceError`
 with the host, the OID and what went wrong; a walk either completes or raises, it never
@@ -11,16 +15,20 @@ import asyncio
 import contextlib
 import ipaddress
 import random
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sync import snmp_ber
+from sync import snmp_ber, snmp_usm
 from sync.mib import Oid, oid_text
 from sync.snmp_ber import END_OF_MIB, EXCEPTIONS, BerError, Value
 from sync.snmp_url import SnmpConfig
 from sync.source import SourceError
 
 RowCallback = Callable[[int], None]
+# Called with each reply's new (index, value) rows; the native walker calls it after the next
+# request is on the wire, so the caller's per-row work overlaps the agent's.
+BatchCallback = Callable[[list[tuple[Oid, Value]]], None]
 
 
 class Walker(Protocol):
@@ -30,7 +38,9 @@ class Walker(Protocol):
         """GET the given instances (exception markers are returned as values)."""
         ...
 
-    async def walk(self, column: Oid, on_rows: RowCallback | None = None) -> list[tuple[Oid, Value]]:
+    async def walk(
+        self, column: Oid, on_rows: RowCallback | None = None, on_batch: BatchCallback | None = None
+    ) -> list[tuple[Oid, Value]]:
         """All ``(index, value)`` under ``column`` (index = OID suffix), by GETBULK."""
         ...
 
@@ -63,6 +73,10 @@ def _check_walk_step(
     return last
 
 
+class _TooBig(Exception):
+    """The agent could not fit the reply in a message (RFC 3416 tooBig): ask for fewer rows."""
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, walker: NativeV2cWalker) -> None:
         self.walker = walker
@@ -86,6 +100,8 @@ class NativeV2cWalker:
         self._transport: asyncio.DatagramTransport | None = None
         self._pending: dict[int, asyncio.Future[snmp_ber.Response]] = {}
         self._next_id = random.randint(1, 1 << 30)
+        self.max_repetitions = config.max_repetitions  # halved when the agent says tooBig
+        self._silence_hint = "agent down, unreachable or wrong community"
         self.requests_sent = 0
         self.retransmits = 0
 
@@ -128,21 +144,21 @@ class NativeV2cWalker:
         loop = asyncio.get_running_loop()
         self._next_id = (self._next_id % 0x7FFFFFFF) + 1
         request_id = self._next_id
-        message = snmp_ber.encode_request(
-            self._community, request_id, oids, bulk=bulk, max_repetitions=self.config.max_repetitions
-        )
         future: asyncio.Future[snmp_ber.Response] = loop.create_future()
         self._pending[request_id] = future
         try:
             for attempt in range(self.config.retries + 1):
                 if attempt:
                     self.retransmits += 1
-                transport.sendto(message)
+                transport.sendto(self._encode(request_id, oids, bulk))
                 self.requests_sent += 1
                 try:
                     response = await asyncio.wait_for(asyncio.shield(future), self.config.timeout)
                 except TimeoutError:
                     continue
+                self._check_reply(response, oids)
+                if response.error_status == 1 and bulk:
+                    raise _TooBig
                 if response.error_status:
                     status = snmp_ber.ERROR_STATUS.get(response.error_status, str(response.error_status))
                     position = response.error_index
@@ -152,31 +168,154 @@ class NativeV2cWalker:
             tries = self.config.retries + 1
             raise SourceError(
                 f"{self.target}: no reply to {'GETBULK' if bulk else 'GET'} {oid_text(oids[0])} after "
-                f"{tries} tries x {self.config.timeout:g}s (agent down, unreachable or wrong community)"
+                f"{tries} tries x {self.config.timeout:g}s ({self._silence_hint})"
             )
         finally:
             self._pending.pop(request_id, None)
             if not future.done():
                 future.cancel()
 
+    def _encode(self, request_id: int, oids: list[Oid], bulk: bool) -> bytes:
+        return snmp_ber.encode_request(
+            self._community, request_id, oids, bulk=bulk, max_repetitions=self.max_repetitions
+        )
+
+    def _check_reply(self, response: snmp_ber.Response, oids: list[Oid]) -> None:
+        """Hook for SNMPv3 (Report-PDUs); v2c replies need no extra check."""
+
     async def get(self, oids: list[Oid]) -> list[tuple[Oid, Value]]:
         response = await self._request(oids, bulk=False)
         return response.varbinds
 
-    async def walk(self, column: Oid, on_rows: RowCallback | None = None) -> list[tuple[Oid, Value]]:
+    async def walk(
+        self, column: Oid, on_rows: RowCallback | None = None, on_batch: BatchCallback | None = None
+    ) -> list[tuple[Oid, Value]]:
         rows: list[tuple[Oid, Value]] = []
         last: Oid | None = column
-        while last is not None:
-            response = await self._request([last], bulk=True)
-            last = _check_walk_step(self.target, column, last, response.varbinds, rows)
-            if on_rows is not None:
-                on_rows(len(rows))
+        pending: asyncio.Future[snmp_ber.Response] | None = None
+        try:
+            while last is not None:
+                if pending is None:
+                    pending = asyncio.ensure_future(self._request([last], bulk=True))
+                try:
+                    response = await pending
+                except _TooBig:
+                    pending = None
+                    if self.max_repetitions == 1:
+                        raise SourceError(f"{self.target}: agent says tooBig even for one row at "
+                                          f"{oid_text(last)}") from None
+                    self.max_repetitions = max(1, self.max_repetitions // 2)
+                    continue
+                pending = None
+                done = len(rows)
+                last = _check_walk_step(self.target, column, last, response.varbinds, rows)
+                if last is not None:
+                    # Next request out first (yield once so the task sends it), then the
+                    # caller's work on this batch while the agent prepares the reply.
+                    pending = asyncio.ensure_future(self._request([last], bulk=True))
+                    await asyncio.sleep(0)
+                if on_batch is not None:
+                    on_batch(rows[done:])
+                if on_rows is not None:
+                    on_rows(len(rows))
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
         return rows
 
     async def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+
+class NativeV3Walker(NativeV2cWalker):
+    """SNMPv3 authPriv with the flat codec and :mod:`sync.snmp_usm` (engine discovery first)."""
+
+    def __init__(self, config: SnmpConfig) -> None:
+        super().__init__(config)
+        self._keys: snmp_usm.UsmKeys | None = None
+        self._engine_id = b""
+        self._boots = 0
+        self._time = 0
+        self._clock_at = 0.0
+        self._salt = random.getrandbits(64)
+        self._discovery: asyncio.Lock | None = None
+        self._discovering = False
+        self._silence_hint = (
+            "agent down, unreachable, or wrong priv key/protocol: agents drop requests they "
+            "cannot decrypt without a word"
+        )
+
+    def _on_datagram(self, data: bytes) -> None:
+        try:
+            reply = snmp_usm.decode_v3(data, self._keys)
+        except BerError as exc:
+            self._fail_all(SourceError(f"{self.target}: malformed SNMPv3 reply ({len(data)} bytes): {exc}"))
+            return
+        except ValueError as exc:
+            self._fail_all(SourceError(f"{self.target}: {exc}"))
+            return
+        future = self._pending.get(reply.msg_id)
+        if future is None or future.done():
+            return
+        if reply.engine_id and (self._discovering or reply.engine_id == self._engine_id):
+            self._engine_id = reply.engine_id
+            self._boots, self._time, self._clock_at = reply.boots, reply.time, time.monotonic()
+        future.set_result(reply.response)
+
+    def _encode(self, request_id: int, oids: list[Oid], bulk: bool) -> bytes:
+        pdu = snmp_ber.encode_pdu(request_id, oids, bulk=bulk, max_repetitions=self.max_repetitions)
+        if self._keys is None:
+            return snmp_usm.encode_discovery(request_id, snmp_ber.encode_pdu(request_id, []))
+        self._salt = (self._salt + 1) & 0xFFFFFFFFFFFFFFFF
+        now = self._time + int(time.monotonic() - self._clock_at)
+        return snmp_usm.encode_authpriv(
+            request_id, pdu, engine_id=self._engine_id, boots=self._boots, time=now,
+            user=self.config.user.encode(), context=self.config.context.encode(), keys=self._keys,
+            salt=self._salt.to_bytes(8, "big"),
+        )
+
+    def _check_reply(self, response: snmp_ber.Response, oids: list[Oid]) -> None:
+        if response.pdu_tag != snmp_ber.PDU_REPORT or self._discovering:
+            return
+        oid = response.varbinds[0][0] if response.varbinds else ()
+        if oid == snmp_usm.NOT_IN_TIME_WINDOW:
+            raise _Resync  # the reply carried the agent's clock; _on_datagram took it
+        what = snmp_usm.USM_REPORTS.get(oid, f"report {oid_text(oid) if oid else '(empty)'}")
+        raise SourceError(f"{self.target}: agent refused the request for {oid_text(oids[0])}: {what}")
+
+    async def _ensure_keys(self) -> None:
+        if self._discovery is None:
+            self._discovery = asyncio.Lock()
+        async with self._discovery:
+            if self._keys is not None:
+                return
+            self._discovering = True
+            try:
+                response = await super()._request([], bulk=False)
+            finally:
+                self._discovering = False
+            if response.pdu_tag != snmp_ber.PDU_REPORT or not self._engine_id:
+                raise SourceError(f"{self.target}: SNMPv3 engine discovery got no engine ID")
+            cfg = self.config
+            self._keys = snmp_usm.make_keys(cfg.auth_proto, cfg.auth_key, cfg.priv_proto, cfg.priv_key,
+                                            self._engine_id)
+
+    async def _request(self, oids: list[Oid], *, bulk: bool) -> snmp_ber.Response:
+        await self._ensure_keys()
+        for _ in range(3):
+            try:
+                return await super()._request(oids, bulk=bulk)
+            except _Resync:
+                continue
+        raise SourceError(f"{self.target}: agent keeps saying 'not in time window' for {oid_text(oids[0])}")
+
+
+class _Resync(Exception):
+    """usmStatsNotInTimeWindows: resend with the agent's clock (RFC 3414 3.2 step 7)."""
 
 
 _AUTH = {
@@ -287,7 +426,9 @@ class PysnmpWalker:
         self._raise("GET", oids[0], indication, status, index, oids)
         return [(tuple(vb[0].asTuple()), _plain(vb[1])) for vb in varbinds]
 
-    async def walk(self, column: Oid, on_rows: RowCallback | None = None) -> list[tuple[Oid, Value]]:
+    async def walk(
+        self, column: Oid, on_rows: RowCallback | None = None, on_batch: BatchCallback | None = None
+    ) -> list[tuple[Oid, Value]]:
         from pysnmp.hlapi.v3arch import asyncio as hl
 
         await self._setup()
@@ -301,7 +442,10 @@ class PysnmpWalker:
             )
             self._raise("GETBULK", last, indication, status, index, [last])
             plain = [(tuple(vb[0].asTuple()), _plain(vb[1])) for vb in varbinds]
+            done = len(rows)
             last = _check_walk_step(self.target, column, last, plain, rows)
+            if on_batch is not None:
+                on_batch(rows[done:])
             if on_rows is not None:
                 on_rows(len(rows))
         return rows
@@ -315,7 +459,10 @@ class PysnmpWalker:
 
 
 def make_walker(config: SnmpConfig) -> Walker:
-    """Native codec for v2c (fast), pysnmp for v3 or when asked with ``engine=pysnmp``."""
-    if config.version == "2c" and config.engine == "native":
-        return NativeV2cWalker(config)
+    """Native codec (fast) for v2c and v3 with AES; pysnmp for DES or when ``engine=pysnmp``."""
+    if config.engine == "native":
+        if config.version == "2c":
+            return NativeV2cWalker(config)
+        if config.priv_proto in snmp_usm.PRIV:
+            return NativeV3Walker(config)
     return PysnmpWalker(config)

@@ -34,6 +34,7 @@ SNMPD = "/usr/sbin/snmpd"
 V3_USERS = {
     # user: (auth proto for snmpd, auth key, priv proto for snmpd, priv key, our url names)
     "xs256": ("SHA-256", "authpass256", "AES", "privpass128", "sha256", "aes128"),
+    "xs384": ("SHA-384", "authpass384", "AES-192", "privpass192", "sha384", "aes192"),
     "xs512": ("SHA-512", "authpass512", "AES-256", "privpass256", "sha512", "aes256"),
 }
 

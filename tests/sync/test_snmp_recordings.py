@@ -101,8 +101,9 @@ def fetch(agent: SnmpsimAgent, community: str, query: str = "") -> tuple[SnmpSou
     return source, asyncio.run(source.fetch())
 
 
-def test_crafted_inetcidr_table(agent: SnmpsimAgent) -> None:
-    source, snapshot = fetch(agent, "good")
+@pytest.mark.parametrize(("columns", "dropped"), [("index", {"no_interface": 2}), ("type", {"discard": 2})])
+def test_crafted_inetcidr_table(agent: SnmpsimAgent, columns: str, dropped: dict[str, int]) -> None:
+    source, snapshot = fetch(agent, "good", f"columns={columns}")
     routes = {str(r.prefix): r for r in snapshot.routes}
     assert set(routes) == {"2001:db8:100::/48", "2001:db8:1::/64"}
     assert routes["2001:db8:100::/48"].nexthops == (
@@ -110,7 +111,7 @@ def test_crafted_inetcidr_table(agent: SnmpsimAgent) -> None:
         NextHop("ge-0/0/2.0", ipaddress.IPv6Address("fe80::2").packed),
     )
     assert routes["2001:db8:1::/64"].nexthops == (NextHop("ge-0/0/1.0", None),)
-    assert source.last_stats.dropped == {"discard": 2}
+    assert source.last_stats.dropped == dropped  # without the type column, ifIndex 0 tells
     assert [(i.name, i.oper_up) for i in snapshot.interfaces] == [("ge-0/0/1.0", True), ("ge-0/0/2.0", False)]
 
 
@@ -122,7 +123,7 @@ def test_juniper_mx960_unknown_ifindex_is_an_error_by_default(agent: SnmpsimAgen
 
 
 def test_juniper_mx960_inetcidr_quirks(agent: SnmpsimAgent) -> None:
-    source, snapshot = fetch(agent, "mx960-12", "unknown_ifindex=placeholder")
+    source, snapshot = fetch(agent, "mx960-12", "unknown_ifindex=placeholder&columns=full")
     stats = source.last_stats
     assert stats.table == "inetCidrRouteTable"
     # 66 IPv6 rows in the recording = 42 kept + 8 reject (own /128s, discards) + 9 without an
@@ -152,7 +153,7 @@ def test_juniper_mx960_ipv6routetable_quirks(agent: SnmpsimAgent) -> None:
 
 
 def test_second_juniper_recording(agent: SnmpsimAgent) -> None:
-    source, snapshot = fetch(agent, "mx960-13", "unknown_ifindex=placeholder")
+    source, snapshot = fetch(agent, "mx960-13", "unknown_ifindex=placeholder&columns=full")
     stats = source.last_stats
     assert stats.rows == 61  # grep -c '^1.3.6.1.2.1.4.24.7.1.7.2.16' on the recording
     assert stats.rows == len(snapshot.routes) + sum(stats.dropped.values())
@@ -184,3 +185,13 @@ def test_garbage_index(agent: SnmpsimAgent) -> None:
 def test_ifindex_missing_from_if_mib(agent: SnmpsimAgent) -> None:
     with pytest.raises(SourceError, match=r"ifIndex not in IF-MIB ifName/ifDescr: 777 \(row "):
         fetch(agent, "noifindex")
+
+
+@pytest.mark.parametrize("community", ["mx960-12", "mx960-13"])
+def test_juniper_one_column_walk_gives_the_same_forwarding_table(agent: SnmpsimAgent, community: str) -> None:
+    # Junos files rejects/discards with ifIndex 0, so the default one-column walk (no type
+    # column) drops the same rows; only protocol/metric are unknown.
+    _, full = fetch(agent, community, "unknown_ifindex=placeholder&columns=full")
+    _, index = fetch(agent, community, "unknown_ifindex=placeholder")
+    assert [(r.prefix, r.nexthops) for r in index.routes] == [(r.prefix, r.nexthops) for r in full.routes]
+    assert {r.protocol for r in index.routes} == {"unknown"}

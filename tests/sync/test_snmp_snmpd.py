@@ -15,17 +15,18 @@ pytestmark = [pytest.mark.root, pytest.mark.netns]
 __all__ = ["snmpd_lab"]  # fixture re-export
 
 
-def fetched_table(snapshot) -> dict[ipaddress.IPv6Network, tuple[frozenset[NextHop], int]]:
+def fetched_table(snapshot, metric: bool) -> dict[ipaddress.IPv6Network, tuple[frozenset[NextHop], int]]:
     table = {}
     for route in snapshot.routes:
         assert route.prefix not in table, f"duplicate route {route.prefix}"
-        table[route.prefix] = (frozenset(route.nexthops), route.metric)
+        table[route.prefix] = (frozenset(route.nexthops), route.metric if metric else 0)
     return table
 
 
-def assert_matches_kernel(lab: SnmpdLab, snapshot) -> None:
-    expected = lab.kernel_routes()
-    got = fetched_table(snapshot)
+def assert_matches_kernel(lab: SnmpdLab, snapshot, metric: bool = False) -> None:
+    """Prefixes and next hops (and metrics, when the metric column was walked) equal the kernel's."""
+    expected = {p: (hops, m if metric else 0) for p, (hops, m) in lab.kernel_routes().items()}
+    got = fetched_table(snapshot, metric)
     missing = set(expected) - set(got)
     extra = set(got) - set(expected)
     assert not missing and not extra, f"missing {sorted(missing)[:5]} extra {sorted(extra)[:5]}"
@@ -48,9 +49,10 @@ def small_table(lab: SnmpdLab) -> None:
 def test_v2c_small_table_matches_kernel(snmpd_lab: SnmpdLab) -> None:
     small_table(snmpd_lab)
     snmpd_lab.start()
-    source = SnmpSource.from_url(snmpd_lab.url())
+    assert_matches_kernel(snmpd_lab, asyncio.run(SnmpSource.from_url(snmpd_lab.url()).fetch()))
+    source = SnmpSource.from_url(snmpd_lab.url("columns=full"))
     snapshot = asyncio.run(source.fetch())
-    assert_matches_kernel(snmpd_lab, snapshot)
+    assert_matches_kernel(snmpd_lab, snapshot, metric=True)
     routes = {str(r.prefix): r for r in snapshot.routes}
     # multipath rows (one per next hop in the agent) merged into one route
     assert routes["2001:db8:200::/48"].nexthops == (
@@ -73,21 +75,21 @@ def test_v2c_small_table_matches_kernel(snmpd_lab: SnmpdLab) -> None:
 def test_native_and_pysnmp_walkers_agree(snmpd_lab: SnmpdLab) -> None:
     snmpd_lab.ip_batch(route_batch(300, 3))
     snmpd_lab.start()
-    native = asyncio.run(SnmpSource.from_url(snmpd_lab.url()).fetch())
-    via_pysnmp = asyncio.run(SnmpSource.from_url(snmpd_lab.url("engine=pysnmp")).fetch())
+    native = asyncio.run(SnmpSource.from_url(snmpd_lab.url("columns=full")).fetch())
+    via_pysnmp = asyncio.run(SnmpSource.from_url(snmpd_lab.url("columns=full&engine=pysnmp")).fetch())
     assert native.digest() == via_pysnmp.digest()
     assert len(native.routes) == 300 + 4  # + 3 router links + the veth to the host
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("count", [1000, 10000])
-def test_v2c_large_tables_match_kernel(snmpd_lab: SnmpdLab, count: int) -> None:
+@pytest.mark.parametrize(("count", "columns"), [(1000, "full"), (10000, "index"), (10000, "full")])
+def test_v2c_large_tables_match_kernel(snmpd_lab: SnmpdLab, count: int, columns: str) -> None:
     snmpd_lab.ip_batch(route_batch(count, 3))
     snmpd_lab.start()
     seen: list[tuple[int, str]] = []
-    source = SnmpSource.from_url(snmpd_lab.url())
+    source = SnmpSource.from_url(snmpd_lab.url(f"columns={columns}"))
     snapshot = asyncio.run(source.fetch(lambda n, phase: seen.append((n, phase))))
-    assert_matches_kernel(snmpd_lab, snapshot)
+    assert_matches_kernel(snmpd_lab, snapshot, metric=columns == "full")
     assert len(snapshot.routes) == count + 4
     multipath = [r for r in snapshot.routes if len(r.nexthops) == 2]
     assert len(multipath) == count // 10
@@ -95,14 +97,16 @@ def test_v2c_large_tables_match_kernel(snmpd_lab: SnmpdLab, count: int) -> None:
     assert route_progress == sorted(route_progress) and route_progress[-1] >= count
 
 
-@pytest.mark.parametrize("user", ["xs256", "xs512"])
-def test_v3_authpriv_sha2_aes(snmpd_lab: SnmpdLab, user: str) -> None:
+@pytest.mark.parametrize("engine", ["native", "pysnmp"])
+@pytest.mark.parametrize("user", ["xs256", "xs384", "xs512"])
+def test_v3_authpriv_sha2_aes(snmpd_lab: SnmpdLab, user: str, engine: str) -> None:
     snmpd_lab.ip_batch(route_batch(1000, 3))
     small_table(snmpd_lab)
     snmpd_lab.start()
-    source = SnmpSource.from_url(snmpd_lab.v3_url(user))
+    source = SnmpSource.from_url(snmpd_lab.v3_url(user, f"columns=full&engine={engine}"))
     snapshot = asyncio.run(source.fetch())
-    assert_matches_kernel(snmpd_lab, snapshot)
+    assert_matches_kernel(snmpd_lab, snapshot, metric=True)
+    assert asyncio.run(source.change_marker()) is not None
     assert "authpass" not in repr(source) and "privpass" not in repr(source.config)
     assert "authpass" not in snapshot.source
 
