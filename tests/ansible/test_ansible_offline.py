@@ -36,7 +36,9 @@ def _run(*args: str, cwd: Path = ANSIBLE_DIR) -> subprocess.CompletedProcess[str
 
 
 def _render(inventory: Path, out: Path) -> None:
-    res = _run(str(BIN / "ansible-playbook"), "-i", str(inventory), "render.yml", "-e", f"xcast6_render_dir={out}")
+    res = _run(
+        str(BIN / "ansible-playbook"), "-i", str(inventory), "render.yml", "-e", f"xcast6_render_dir={out}"
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -130,17 +132,34 @@ def test_inventory_rejects_divert_on_trunk(tmp_path: Path) -> None:
     shutil.copytree(ANSIBLE_DIR / "inventories/example", inv)
     path = inv / "host_vars" / "mx1.yml"
     path.write_text(path.read_text().replace("router_interface: ge-0/0/1.0", "router_interface: xe-0/1/0.7"))
-    res = _run(str(BIN / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "render.yml",
-               "-e", f"xcast6_render_dir={tmp_path / 'out'}", "--limit", "mx1")
+    res = _run(
+        str(BIN / "ansible-playbook"),
+        "-i",
+        str(inv / "hosts.yml"),
+        "render.yml",
+        "-e",
+        f"xcast6_render_dir={tmp_path / 'out'}",
+        "--limit",
+        "mx1",
+    )
     assert res.returncode != 0
     assert "is on the engine trunk" in res.stdout
 
 
 def test_systemd_unit_exposure_below_threshold() -> None:
     threshold = 2.0  # documented in README (engine_host_max_exposure)
-    res = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
-                          str(GOLDEN / "engine-mx1/xcast6-engine.service")],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=true",
+            "--no-pager",
+            str(GOLDEN / "engine-mx1/xcast6-engine.service"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", res.stdout)
     assert m, res.stdout + res.stderr
     assert float(m.group(1)) <= threshold, res.stdout

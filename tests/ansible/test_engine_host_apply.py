@@ -39,13 +39,27 @@ def _base_tarball() -> Path:
     if tarball.exists():
         return tarball
     if shutil.which("debootstrap") is None:
-        res = _sh("apt-get", "install", "-y", "-qq", "debootstrap", env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        res = _sh(
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "debootstrap",
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
         assert res.returncode == 0, res.stderr
     CACHE.mkdir(parents=True, exist_ok=True)
     work = CACHE / "debootstrap-work"
     shutil.rmtree(work, ignore_errors=True)
-    res = _sh("debootstrap", "--variant=minbase", "--include=python3,python3-apt", "bookworm", str(work), MIRROR,
-              timeout=900)
+    res = _sh(
+        "debootstrap",
+        "--variant=minbase",
+        "--include=python3,python3-apt",
+        "bookworm",
+        str(work),
+        MIRROR,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     res = _sh("tar", "-C", str(work), "-cf", str(tarball) + ".part", ".")
     assert res.returncode == 0, res.stderr
@@ -72,7 +86,9 @@ def scratch_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    res = _sh(str(BIN / "python"), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO), timeout=600)
+    res = _sh(
+        str(BIN / "python"), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO), timeout=600
+    )
     assert res.returncode == 0, res.stderr
     (whl,) = out.glob("xcast6_engine-*.whl")
     return whl
@@ -83,31 +99,53 @@ def _inventory(tmp: Path, root: Path, whl: Path) -> Path:
     inv = tmp / "inventory"
     (inv / "host_vars").mkdir(parents=True)
     (inv / "host_vars" / "mx1.yml").write_text(mx1)
-    (inv / "hosts.yml").write_text(json.dumps({
-        "all": {"children": {
-            "xcast6_routers": {"children": {"junos": {"hosts": {"mx1": {"xcast6_platform": "junos"}}}}},
-            "xcast6_engines": {"hosts": {"scratch": {
-                "ansible_connection": "community.general.chroot",
-                "ansible_host": str(root),
-                "ansible_become": False,
-                "xcast6_router": "mx1",
-                "xcast6_trunk_interface": "eth1",
-                "engine_host_runtime": False,
-                "engine_host_package_src": str(whl),
-                "xcast6_api_token": "scratch-token-0123456789abcdef",
-                "xcast6_snmp_auth_key": "scratch-auth-key",
-                "xcast6_snmp_priv_key": "scratch-priv-key",
-            }}},
-        }},
-    }))
+    (inv / "hosts.yml").write_text(
+        json.dumps(
+            {
+                "all": {
+                    "children": {
+                        "xcast6_routers": {
+                            "children": {"junos": {"hosts": {"mx1": {"xcast6_platform": "junos"}}}}
+                        },
+                        "xcast6_engines": {
+                            "hosts": {
+                                "scratch": {
+                                    "ansible_connection": "community.general.chroot",
+                                    "ansible_host": str(root),
+                                    "ansible_become": False,
+                                    "xcast6_router": "mx1",
+                                    "xcast6_trunk_interface": "eth1",
+                                    "engine_host_runtime": False,
+                                    "engine_host_package_src": str(whl),
+                                    "xcast6_api_token": "scratch-token-0123456789abcdef",
+                                    "xcast6_snmp_auth_key": "scratch-auth-key",
+                                    "xcast6_snmp_priv_key": "scratch-priv-key",
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        )
+    )
     return inv / "hosts.yml"
 
 
 def _play(inventory: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-           "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), "engine.yml"], cwd=ANSIBLE_DIR,
-                          env=env, capture_output=True, text=True, timeout=1800)
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inventory), "engine.yml"],
+        cwd=ANSIBLE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 def _recap(out: str) -> dict[str, int]:
@@ -138,6 +176,12 @@ def test_engine_host_role_applies_and_is_idempotent(scratch_root: Path, wheel: P
     assert (scratch_root / "etc/systemd/system/multi-user.target.wants/xcast6-engine.service").is_symlink()
     assert "xcast6:" in (scratch_root / "etc/passwd").read_text()
 
-    check = _sh("chroot", str(scratch_root), "/opt/xcast6-engine/venv/bin/xcast6-engine", "config", "check",
-                "/etc/xcast6-engine/engine.toml")
+    check = _sh(
+        "chroot",
+        str(scratch_root),
+        "/opt/xcast6-engine/venv/bin/xcast6-engine",
+        "config",
+        "check",
+        "/etc/xcast6-engine/engine.toml",
+    )
     assert check.returncode == 0, check.stdout + check.stderr
