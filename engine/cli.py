@@ -33,6 +33,10 @@ def _register() -> None:
     from engine import tools_cli
 
     tools_cli.register(app)
+    from engine import bench; bench.register(app)  # noqa: E702, I001
+    from sync import cli as sync_cli; sync_cli.register(app)  # noqa: E702, I001
+    from vlan import cli as vlan_cli; vlan_cli.register(app)  # noqa: E702, I001
+    from api import cli as api_cli; api_cli.register(app)  # noqa: E702, I001
 
 
 def main() -> None:

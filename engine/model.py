@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class NextHop:
     """One forwarding next hop of the router.
 
@@ -30,6 +30,22 @@ class NextHop:
     @property
     def connected(self) -> bool:
         return self.gateway is None
+
+    def sort_key(self) -> tuple[str, bytes]:
+        """Total order usable with connected and gateway hops mixed (connected first)."""
+        return (self.ifname, b"" if self.gateway is None else b"\x01" + self.gateway)
+
+    def __lt__(self, other: NextHop) -> bool:
+        return self.sort_key() < other.sort_key()
+
+    def __le__(self, other: NextHop) -> bool:
+        return self.sort_key() <= other.sort_key()
+
+    def __gt__(self, other: NextHop) -> bool:
+        return self.sort_key() > other.sort_key()
+
+    def __ge__(self, other: NextHop) -> bool:
+        return self.sort_key() >= other.sort_key()
 
     def gateway_text(self) -> str | None:
         return None if self.gateway is None else str(ipaddress.IPv6Address(self.gateway))

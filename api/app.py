@@ -1,0 +1,525 @@
+"""The engine's REST API (FastAPI): status, routes, live lookup, diff, resync jobs, interfaces,
+stats, Prometheus metrics, health.
+
+Every endpoint but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``;
+errors are RFC 9457 ``application/problem+json`` naming the field at fault; unknown query
+parameters and body fields are refused (422) rather than silently ignored.
+"""
+
+import hmac
+import ipaddress
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api import metrics
+from api.config import redact_url
+from api.models import (
+    DiffCounts,
+    DiffOut,
+    Health,
+    HistogramBucket,
+    InterfaceOut,
+    JobOut,
+    JobResult,
+    LatencyOut,
+    LookupOut,
+    NextHopOut,
+    Problem,
+    ResyncRequest,
+    RouteDiffReport,
+    RouteOut,
+    RoutePageOut,
+    StatsOut,
+    StatusOut,
+    SyncStatusOut,
+    TableInfo,
+    WorkerOut,
+    WorkersSummary,
+)
+from api.state import EngineView, ResyncJob, diff_routes
+
+PROBLEM = "application/problem+json"
+
+
+class ApiProblem(Exception):
+    """Raise to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.field, self.headers = status, title, detail, field, headers
+
+
+def _problem(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(title=title, status=status, detail=detail, instance=request.url.path, field=field)
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM, headers=headers
+    )
+
+
+def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    titles = {
+        400: "Bad request",
+        401: "Missing or wrong bearer token",
+        404: "Not found",
+        422: "Invalid request field",
+        502: "Router fetch failed",
+        503: "Not ready",
+    }
+    return {
+        c: {"description": titles[c], "content": {PROBLEM: {"schema": Problem.model_json_schema()}}}
+        for c in codes
+    }
+
+
+def only_query(*allowed: str) -> Callable[[Request], None]:
+    """Dependency: refuse query parameters the endpoint does not define."""
+    allowed_set = frozenset(allowed)
+
+    def check(request: Request) -> None:
+        for name in request.query_params:
+            if name not in allowed_set:
+                hint = f" (allowed: {', '.join(sorted(allowed_set))})" if allowed_set else " (none allowed)"
+                raise ApiProblem(
+                    422,
+                    "Unknown query parameter",
+                    f"unknown query parameter {name!r}{hint}",
+                    field=f"query.{name}",
+                )
+
+    return check
+
+
+def create_app(view: EngineView, token: str | None) -> FastAPI:
+    """Build the API over an engine view. ``token`` None = every protected endpoint refuses (401)."""
+    app = FastAPI(
+        title="xcast6-engine API",
+        version=view.version,
+        description="XCAST6 routing engine: status, routes, diff, resync, interfaces, stats.",
+        responses=_problem_responses(422),
+    )
+    bearer = HTTPBearer(auto_error=False, description="API token (api.token or XCAST6_API_TOKEN)")
+
+    def auth(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if token is None:
+            raise ApiProblem(
+                401,
+                "Unauthorized",
+                "the engine has no API token configured (api.token or "
+                "XCAST6_API_TOKEN); protected endpoints are disabled",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if creds is None:
+            raise ApiProblem(
+                401,
+                "Unauthorized",
+                "missing 'Authorization: Bearer <token>' header",
+                field="header.Authorization",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not hmac.compare_digest(creds.credentials.encode(), token.encode()):
+            raise ApiProblem(
+                401,
+                "Unauthorized",
+                "wrong bearer token",
+                field="header.Authorization",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+
+    protected = [Depends(auth)]
+    auth_errors = _problem_responses(401)
+
+    @app.exception_handler(ApiProblem)
+    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return _problem(request, exc.status, exc.title, exc.detail, exc.field, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        return _problem(
+            request,
+            exc.status_code,
+            title,
+            str(exc.detail),
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errs)
+        return _problem(request, 422, "Invalid request field", detail, field=where or None)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        return _problem(request, 500, "Internal error", f"{type(exc).__name__}: {exc}")
+
+    # -- health (no auth) ---------------------------------------------------------------------
+    @app.get("/healthz", response_model=Health, dependencies=[Depends(only_query())], tags=["health"])
+    def healthz() -> Health:
+        """Liveness: the API process answers."""
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=Health,
+        dependencies=[Depends(only_query())],
+        tags=["health"],
+        responses={503: {"description": "Not ready", "model": Health}},
+    )
+    def readyz() -> Any:
+        """Readiness: a route table is loaded and every configured worker runs."""
+        ok, why = view.ready()
+        if ok:
+            return Health(status="ready")
+        return JSONResponse(Health(status="not ready", reasons=why).model_dump(), status_code=503)
+
+    # -- status ----------------------------------------------------------------------------------
+    @app.get(
+        "/status",
+        response_model=StatusOut,
+        dependencies=[*protected, Depends(only_query())],
+        responses=auth_errors,
+    )
+    def status() -> StatusOut:
+        """Version, uptime, readiness, sync state and worker summary."""
+        st = view.sync.status()
+        ws = view.workers.workers()
+        ok, why = view.ready()
+        return StatusOut(
+            version=view.version,
+            uptime_s=round(view.uptime(), 3),
+            ready=ok,
+            not_ready_because=why,
+            sync=SyncStatusOut(
+                source=redact_url(st.source),
+                state=st.state,
+                last_success=st.last_success,
+                last_attempt=st.last_attempt,
+                last_duration_s=st.last_duration_s,
+                last_error=st.last_error,
+                generation=st.generation,
+                route_count=st.route_count,
+                interval_s=st.interval_s,
+                loaded_from_store=st.loaded_from_store,
+                held_back=None if st.held_back is None else DiffCounts(**st.held_back),
+                held_reason=st.held_reason,
+                change_detection=st.change_detection,
+            ),
+            workers=WorkersSummary(
+                configured=view.workers.configured(),
+                running=sum(1 for w in ws if w.state == "running"),
+                restarts=sum(w.restarts for w in ws),
+            ),
+            links=len(view.links.links()),
+            link_mode=view.links.mode(),
+        )
+
+    # -- routes ----------------------------------------------------------------------------------
+    def _net(value: str | None, name: str) -> ipaddress.IPv6Network | None:
+        if value is None:
+            return None
+        try:
+            return ipaddress.IPv6Network(value, strict=False)
+        except ValueError:
+            raise ApiProblem(
+                422,
+                "Invalid request field",
+                f"{name}={value!r} is not an IPv6 prefix (e.g. 2001:db8::/32)",
+                field=f"query.{name}",
+            ) from None
+
+    def _addr(value: str, name: str) -> ipaddress.IPv6Address:
+        try:
+            return ipaddress.IPv6Address(value)
+        except ValueError:
+            raise ApiProblem(
+                422,
+                "Invalid request field",
+                f"{name}={value!r} is not an IPv6 address",
+                field=f"query.{name}",
+            ) from None
+
+    @app.get(
+        "/routes",
+        response_model=RoutePageOut,
+        dependencies=[*protected, Depends(only_query("prefix", "dst", "offset", "limit"))],
+        responses=auth_errors,
+    )
+    def routes(
+        prefix: Annotated[str | None, Query(description="Routes inside this prefix")] = None,
+        dst: Annotated[str | None, Query(description="Routes covering this address")] = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    ) -> RoutePageOut:
+        """The engine's forwarding table, sorted by prefix, paginated."""
+        page = view.routes(
+            prefix=_net(prefix, "prefix"),
+            dst=None if dst is None else _addr(dst, "dst"),
+            offset=offset,
+            limit=limit,
+        )
+        return RoutePageOut(
+            total=page.total,
+            offset=offset,
+            limit=limit,
+            generation=view.fib.generation,
+            routes=[RouteOut.of(r) for r in page.routes],
+        )
+
+    @app.get(
+        "/routes/lookup",
+        response_model=LookupOut,
+        dependencies=[*protected, Depends(only_query("dst"))],
+        responses=_problem_responses(401, 404),
+    )
+    def lookup(dst: Annotated[str, Query(description="IPv6 destination address")]) -> LookupOut:
+        """Which route and next hop the engine uses for a destination (live ``explain``)."""
+        addr = _addr(dst, "dst")
+        gen = view.fib.generation
+        hit = view.lookup(addr)
+        if hit is None:
+            raise ApiProblem(404, "No route", f"no route to {addr} in generation {gen}", field="query.dst")
+        route, hop = hit
+        return LookupOut(dst=str(addr), generation=gen, route=RouteOut.of(route), nexthop=NextHopOut.of(hop))
+
+    @app.get(
+        "/routes/diff",
+        response_model=RouteDiffReport,
+        dependencies=[*protected, Depends(only_query())],
+        responses=_problem_responses(401, 502),
+    )
+    async def route_diff() -> RouteDiffReport:
+        """Router (fresh fetch) vs engine table vs kernel mirror."""
+        try:
+            snap = await view.sync.fetch_fresh()
+        except Exception as exc:
+            raise ApiProblem(502, "Router fetch failed", str(exc) or type(exc).__name__) from None
+        engine_routes = list(view.fib.routes())
+        kernel = await view.sync.kernel_routes()
+        rv = diff_routes(engine_routes, snap.routes)
+        linked = {link.router_ifname for link in view.links.links()}
+        ek = (
+            None
+            if kernel is None
+            else diff_routes(_gateways_only(kernel), _mirrorable(engine_routes, linked))
+        )
+        return RouteDiffReport(
+            router=TableInfo(
+                route_count=len(snap.routes),
+                detail=f"{redact_url(snap.source)} fetched in {snap.duration_s:.2f} s",
+            ),
+            engine=TableInfo(route_count=len(engine_routes), detail=f"generation {view.fib.generation}"),
+            kernel=None
+            if kernel is None
+            else TableInfo(route_count=len(kernel), detail="kernel mirror table"),
+            router_vs_engine=DiffOut.of(rv),
+            engine_vs_kernel=None if ek is None else DiffOut.of(ek),
+            in_sync=rv.empty and (ek is None or ek.empty),
+        )
+
+    # -- resync ----------------------------------------------------------------------------------
+    def _job_out(job: ResyncJob) -> JobOut:
+        o = job.outcome
+        return JobOut(
+            id=job.id,
+            state=job.state,
+            trigger=job.trigger,
+            force=job.force,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            rows=job.rows,
+            phase=job.phase,
+            error=job.error,
+            href=f"/resync/{job.id}",
+            result=None
+            if o is None
+            else JobResult(
+                applied=o.applied,
+                held_back=o.held_back,
+                generation=o.generation,
+                route_count=o.route_count,
+                counts=DiffCounts(**o.counts),
+                message=o.message,
+            ),
+        )
+
+    @app.post(
+        "/resync",
+        response_model=JobOut,
+        status_code=202,
+        dependencies=[*protected, Depends(only_query())],
+        responses=auth_errors,
+    )
+    async def resync(body: ResyncRequest | None = None) -> JobOut:
+        """Start a resync from the router now (``force`` past the safety valve); returns the job."""
+        return _job_out(view.sync.start_resync(force=bool(body and body.force)))
+
+    @app.get(
+        "/resync/{job_id}",
+        response_model=JobOut,
+        dependencies=[*protected, Depends(only_query())],
+        responses=_problem_responses(401, 404),
+    )
+    def resync_job(job_id: str) -> JobOut:
+        """Progress and result of a resync job."""
+        job = view.sync.get_job(job_id)
+        if job is None:
+            raise ApiProblem(
+                404,
+                "No such job",
+                f"no resync job {job_id!r} (jobs are kept in memory, the last 100)",
+                field="path.job_id",
+            )
+        return _job_out(job)
+
+    # -- interfaces / stats / metrics ------------------------------------------------------------
+    @app.get(
+        "/interfaces",
+        response_model=list[InterfaceOut],
+        dependencies=[*protected, Depends(only_query())],
+        responses=auth_errors,
+    )
+    def interfaces() -> list[InterfaceOut]:
+        """Router interface <-> engine link (VLAN, addresses, router MAC, state)."""
+        return interface_rows(view)
+
+    @app.get(
+        "/stats",
+        response_model=StatsOut,
+        dependencies=[*protected, Depends(only_query())],
+        responses=auth_errors,
+    )
+    def stats() -> StatsOut:
+        """Counters by reason, rates, latency histogram, per-worker CPU, memory, context switches."""
+        h = view.workers.latency()
+        buckets = [HistogramBucket(le_us=b, count=c) for b, c in zip(h.bounds_us, h.counts, strict=False)]
+        if len(h.counts) > len(h.bounds_us):
+            buckets.append(HistogramBucket(le_us=None, count=h.counts[-1]))
+        return StatsOut(
+            counters=view.workers.counters(),
+            rates_per_s=view.rates(),
+            latency=LatencyOut(
+                count=h.count,
+                sum_us=h.sum_us,
+                p50_us=h.quantile(0.5),
+                p90_us=h.quantile(0.9),
+                p99_us=h.quantile(0.99),
+                buckets=buckets,
+            ),
+            workers=[WorkerOut(**vars(w)) for w in view.workers.workers()],
+        )
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        dependencies=[*protected, Depends(only_query())],
+        responses={
+            200: {
+                "content": {metrics.CONTENT_TYPE: {"schema": {"type": "string"}}},
+                "description": "Prometheus text exposition format 0.0.4",
+            },
+            **auth_errors,
+        },
+    )
+    def prometheus() -> PlainTextResponse:
+        """Prometheus exposition of status and stats."""
+        return PlainTextResponse(metrics.render(view), media_type=metrics.CONTENT_TYPE)
+
+    return app
+
+
+def _mirrorable(routes: list[Any], linked: set[str]) -> list[Any]:
+    """What the kernel mirror should hold for the engine table: only next hops whose router
+    interface has an engine link (device-only legs dropped beside gateway legs, as the kernel
+    cannot mix them), compared by prefix and gateways."""
+    from engine.model import NextHop, Route
+
+    out = []
+    for r in routes:
+        gws = {h.gateway for h in r.nexthops if h.ifname in linked}
+        if len(gws) > 1 and None in gws:
+            gws.discard(None)
+        if gws:
+            hops = tuple(sorted((NextHop("", g) for g in gws), key=lambda h: h.gateway or b""))
+            out.append(Route(prefix=r.prefix, nexthops=hops, protocol="", metric=0))
+    return out
+
+
+def _gateways_only(routes: list[Any]) -> list[Any]:
+    """The kernel mirror names engine-side devices, so compare prefixes and gateways only."""
+    from engine.model import NextHop, Route
+
+    return [
+        Route(
+            prefix=r.prefix,
+            nexthops=tuple(
+                sorted({NextHop("", h.gateway) for h in r.nexthops}, key=lambda h: h.gateway or b"")
+            ),
+            protocol="",
+            metric=0,
+        )
+        for r in routes
+    ]
+
+
+def _mac(b: bytes | None) -> str | None:
+    return None if b is None else ":".join(f"{x:02x}" for x in b)
+
+
+def _ip(b: bytes | None) -> str | None:
+    return None if b is None else str(ipaddress.IPv6Address(b))
+
+
+def interface_rows(view: EngineView) -> list[InterfaceOut]:
+    """Join the router's interface list with the engine links (unmapped and orphan rows kept)."""
+    router_ifs = {i.name: i for i in view.sync.router_interfaces()}
+    links = {link.router_ifname: link for link in view.links.links()}
+    rows = []
+    for name in sorted(router_ifs.keys() | links.keys()):
+        ri, link = router_ifs.get(name), links.get(name)
+        if link is None:
+            state = "unmapped"
+        elif ri is None:
+            state = "orphan"
+        else:
+            state = "up" if link.oper_up and ri.oper_up else "down"
+        rows.append(
+            InterfaceOut(
+                router_if=name,
+                router_index=ri.index if ri else None,
+                router_oper_up=ri.oper_up if ri else None,
+                engine_if=link.engine_ifname if link else None,
+                engine_ifindex=link.engine_ifindex if link else None,
+                vlan_id=link.vlan_id if link else None,
+                engine_addr=_ip(link.engine_addr) if link else None,
+                router_addr=_ip(link.router_addr) if link else None,
+                engine_mac=_mac(link.engine_mac) if link else None,
+                router_mac=_mac(link.router_mac) if link else None,
+                mtu=link.mtu if link else None,
+                state=state,
+            )
+        )
+    return rows

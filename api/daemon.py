@@ -1,0 +1,350 @@
+"""``xcast6-engine run``: sync, workers and the API under one asyncio supervisor.
+
+Start-up order: last good snapshot from the state directory (the table serves at once; the
+sync loops start with it; without a stored table the first fetch gets up to 10 s) -> engine
+links -> packet workers (forked from the loaded table) -> API.
+SIGTERM/SIGINT stop gracefully (API first, then sync, then workers); SIGHUP re-reads the
+file and applies new route-source settings without dropping the table; a crashed worker is
+restarted by the supervisor while the table, the sync and the API keep running here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from api.config import Config, ConfigError, load_config, redact_url
+from api.links import LinkHolder, direct_links_from_config
+from api.pool import PoolWorkers
+from api.state import EngineView
+from api.syncport import ServiceSync, open_route_source, sync_config
+from api.workers import ArgvFor, WorkerSupervisor
+from engine import __version__
+from engine.fib import Fib
+from sync.source import RouteSource, SourceError
+
+log = logging.getLogger("xcast6.daemon")
+TOKEN_FILE = "api-token"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    """Text without timestamps for journald (it adds its own), or one JSON object per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # engine debug logs stay readable: libraries log their wire traffic at debug level
+    for noisy in ("uvicorn.access", "pyroute2", "asyncio", "ncclient", "paramiko", "pysnmp", "multipart"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def api_token(cfg: Config) -> str:
+    """The configured token, or one generated once and kept in the state directory (mode 0600)."""
+    if cfg.api.token is not None:
+        return cfg.api.token.reveal()
+    path = cfg.engine.state_dir / TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    log.info("no api.token configured: generated one in %s", path)
+    return token
+
+
+def _export_source_secrets(cfg: Config) -> None:
+    """Sources read their secrets from the environment; the file's values go there (never logged)."""
+    pairs = {
+        "XCAST6_SNMP_COMMUNITY": cfg.sync.snmp_community,
+        "XCAST6_SNMP_AUTH_KEY": cfg.sync.snmp_auth_key,
+        "XCAST6_SNMP_PRIV_KEY": cfg.sync.snmp_priv_key,
+        "XCAST6_NETCONF_PASSWORD": cfg.sync.netconf_password,
+    }
+    for var, secret in pairs.items():
+        if secret is not None:
+            os.environ[var] = secret.reveal()
+
+
+class Daemon:
+    """One engine: build with a validated config, then ``await run()``."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        argv_for: ArgvFor | None = None,
+        source_factory: Callable[[str], RouteSource] = open_route_source,
+    ) -> None:
+        self.cfg = cfg
+        self._argv_for = argv_for
+        self._source_factory = source_factory
+        self._stop = asyncio.Event()
+        self.view: EngineView | None = None
+        self.sync: ServiceSync | None = None
+        self.workers: WorkerSupervisor | PoolWorkers | None = None
+        self.link_service: Any = None
+        self.started = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        import uvicorn
+
+        from api.app import create_app
+
+        cfg = self.cfg
+        cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
+        _export_source_secrets(cfg)
+        source = self._source_factory(cfg.sync.source)
+        fib = Fib()
+        # 1. last good table from the store (forwarding can start before the router answers);
+        #    SyncService.start() restores it and then queues the first fetch
+        self.sync = sync = ServiceSync.build(cfg, source, fib)
+        await sync.start()
+        await sync.wait_first_fetch(min(cfg.sync.timeout, 10.0))
+        # 2. links
+        links = LinkHolder(cfg.links.mode)
+        self.link_service = await self._start_links(links, sync)
+        # 3. workers (forked from the loaded table)
+        self.workers = workers = await self._start_workers(fib, links, sync)
+        # 4. API
+        self.view = view = EngineView(fib=fib, sync=sync, workers=workers, links=links, version=__version__)
+        server = None
+        tasks: list[asyncio.Task[object]] = []
+        loop = asyncio.get_running_loop()
+        if cfg.api.enabled:
+            if not ipaddress.ip_address(cfg.api.listen).is_loopback:
+                log.warning(
+                    "API listens on %s, beyond this host: keep the token secret and firewall the port",
+                    cfg.api.listen,
+                )
+            app = create_app(view, api_token(cfg))
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=cfg.api.listen,
+                    port=cfg.api.port,
+                    log_config=None,
+                    lifespan="off",
+                    access_log=False,
+                )
+            )
+            # the supervisor owns SIGTERM/SIGINT/SIGHUP; uvicorn must not swap the handlers
+            server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+            tasks.append(loop.create_task(server.serve()))
+        tasks.append(loop.create_task(self._sample_rates(view)))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        log.info(
+            "xcast6-engine %s running: source %s, %d routes, %d workers, API %s",
+            __version__,
+            redact_url(cfg.sync.source),
+            len(fib),
+            cfg.workers.count,
+            cfg.api_url() if cfg.api.enabled else "disabled",
+        )
+        if server is not None:
+            while not server.started and not tasks[0].done():
+                await asyncio.sleep(0.02)
+            if tasks[0].done():
+                await workers.stop()
+                exc = tasks[0].exception()
+                raise SystemExit(
+                    f"API could not start on {cfg.api.listen}:{cfg.api.port}: {exc or 'bind failed'}"
+                )
+        self.started.set()
+        await self._stop.wait()
+        log.info("stopping: API, sync, workers")
+        if server is not None:
+            server.should_exit = True
+        for t in tasks[1:]:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await sync.stop()
+        await workers.stop()
+        if self.link_service is not None:
+            await asyncio.to_thread(self.link_service.stop)
+        log.info("stopped")
+        return 0
+
+    async def _start_links(self, links: LinkHolder, sync: ServiceSync) -> Any:
+        """vlan/'s LinkService when this build has it (reconcile on every router interface
+        list, router MACs kept fresh); otherwise the configured direct links, read-only."""
+        cfg = self.cfg
+        if importlib.util.find_spec("vlan.service") is None:  # builds without vlan/
+            if cfg.links.mode == "direct" and cfg.links.map:
+                links.set(await asyncio.to_thread(direct_links_from_config, cfg.links))
+            log.info(
+                "engine links (%s mode, read-only: this build has no vlan/ service): %d",
+                cfg.links.mode,
+                len(links.links()),
+            )
+            return None
+        from vlan.plan import InterfacesConfig, PlanError
+        from vlan.service import LinkService
+
+        try:
+            icfg = InterfacesConfig.from_dict(cfg.links.raw, where="links")
+        except PlanError as exc:
+            raise ConfigError([str(exc)], cfg.path) from None
+        service = LinkService(icfg)
+        loop = asyncio.get_running_loop()
+
+        def on_links(new_map: Any) -> None:
+            links.set(new_map)
+            # the kernel mirror follows the links (its routes name engine interfaces)
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._remap(service)))
+
+        service.listeners.append(on_links)
+
+        def reconcile(interfaces: list[Any]) -> None:
+            try:
+                service.update(interfaces)
+            except Exception:
+                log.exception("engine links not reconciled")
+
+        def on_interfaces(interfaces: list[Any], _diff: object = None) -> None:
+            # reconcile does blocking netlink work: never on the event loop
+            loop.run_in_executor(None, reconcile, interfaces)
+
+        sync.service.on_interfaces.append(on_interfaces)
+        if sync.router_interfaces():
+            await asyncio.to_thread(service.update, sync.router_interfaces())
+        service.start()
+        log.info("engine links (%s mode): %d", cfg.links.mode, len(links.links()))
+        return service
+
+    async def _remap(self, service: Any) -> None:
+        if self.sync is None:
+            return
+        try:
+            await self.sync.service.set_ifname_map(service.engine_ifname)
+        except Exception as exc:
+            log.error("kernel mirror not re-planned for the new links: %s", exc)
+
+    async def _start_workers(
+        self, fib: Fib, links: LinkHolder, sync: ServiceSync
+    ) -> WorkerSupervisor | PoolWorkers:
+        cfg = self.cfg
+        if self._argv_for is not None or not cfg.workers.count:
+            sup = WorkerSupervisor(
+                cfg.workers.count, self._argv_for or (lambda i: []), backoff=cfg.workers.restart_backoff
+            )
+            await sup.start()
+            return sup
+        if importlib.util.find_spec("engine.worker") is None:
+            raise ConfigError(
+                [
+                    f"workers.count: {cfg.workers.count} is not allowed: this build has no packet "
+                    "worker (engine.worker); use 0 for API and sync only"
+                ],
+                cfg.path,
+            )
+        from engine.worker import WorkerPool
+
+        ingress = list(cfg.workers.ingress) or (
+            [cfg.links.trunk]
+            if cfg.links.mode == "vlan" and cfg.links.trunk
+            else [m.link for m in cfg.links.map if m.link]
+        )
+        pool = WorkerPool(
+            fib=fib,
+            links=links.linkmap(),
+            ingress=ingress,
+            workers=cfg.workers.count,
+            counters_path=cfg.workers.counters_file,
+        )
+        workers = PoolWorkers(pool, backoff=cfg.workers.restart_backoff)
+        await workers.start()
+        sync.service.on_routes.append(workers.routes_hook)
+        if self.link_service is not None:
+            self.link_service.listeners.append(workers.set_links)
+        return workers
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the file; apply route-source settings; keep everything else running."""
+        if self.cfg.path is None or self.sync is None:
+            return
+        try:
+            new = load_config(self.cfg.path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        try:
+            source = self._source_factory(new.sync.source)
+        except (SourceError, ValueError) as exc:
+            log.error("reload refused, keeping the running configuration: sync.source: %s", exc)
+            return
+        _export_source_secrets(new)
+        self.sync.reconfigure(source, sync_config(new))
+        others = [s for s in ("engine", "links", "workers", "api") if getattr(new, s) != getattr(self.cfg, s)]
+        self.cfg = new
+        log.info(
+            "reloaded route-source settings: source %s, interval %g s",
+            redact_url(new.sync.source),
+            new.sync.interval,
+        )
+        if others:
+            log.warning("changes in [%s] take effect at the next restart", ", ".join(others))
+
+    async def _sample_rates(self, view: EngineView, every: float = 5.0) -> None:
+        while True:
+            view.sample_rates()
+            await asyncio.sleep(every)
+
+
+def run(config_path: str | Path) -> int:
+    """Entry point of ``xcast6-engine run``: returns the process exit status."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(f"xcast6-engine: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.engine.log_format, cfg.engine.log_level)
+    log.info("configuration %s: %s", config_path, json.dumps(cfg.summary()))
+    try:
+        return asyncio.run(Daemon(cfg).run())
+    except (ConfigError, SourceError) as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("start-up failed: %s", exc)
+        return 1
+    finally:
+        logging.shutdown()
+        time.sleep(0)

@@ -1,0 +1,148 @@
+"""Prometheus text exposition (format 0.0.4), written directly: the engine's few metric
+families do not justify a dependency and a second registry of state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from api.state import EngineView
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(v: float) -> str:
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if float(v).is_integer():
+        return str(int(v))
+    return repr(float(v))
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[dict[str, str], float]],
+        suffix: str = "",
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.sample(name + suffix, labels, value)
+
+    def sample(self, name: str, labels: dict[str, str], value: float) -> None:
+        lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+        self.lines.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
+
+
+def render(view: EngineView) -> str:
+    """All engine metrics as Prometheus text."""
+    o = _Out()
+    st = view.sync.status()
+    ready, _ = view.ready()
+    o.family("xcast6_build_info", "gauge", "Engine version.", [({"version": view.version}, 1)])
+    o.family("xcast6_uptime_seconds", "gauge", "Seconds since the daemon started.", [({}, view.uptime())])
+    o.family("xcast6_ready", "gauge", "1 when a table is loaded and all workers run.", [({}, int(ready))])
+    o.family("xcast6_routes", "gauge", "Routes in the engine forwarding table.", [({}, st.route_count)])
+    o.family("xcast6_fib_generation", "gauge", "Forwarding table generation.", [({}, st.generation)])
+    states = ("starting", "idle", "fetching", "applying", "held", "error")
+    o.family(
+        "xcast6_sync_state",
+        "gauge",
+        "Current sync state (1 = in that state).",
+        [({"state": s}, int(st.state == s)) for s in states],
+    )
+    o.family(
+        "xcast6_sync_last_success_timestamp_seconds",
+        "gauge",
+        "UNIX time of the last applied sync.",
+        [({}, st.last_success or 0)],
+    )
+    o.family(
+        "xcast6_sync_last_duration_seconds",
+        "gauge",
+        "Duration of the last sync attempt.",
+        [({}, st.last_duration_s or 0)],
+    )
+    o.family(
+        "xcast6_sync_held_back_routes",
+        "gauge",
+        "Routes a held-back sync would remove/add/change (safety valve).",
+        [({"change": k}, v) for k, v in (st.held_back or {"added": 0, "removed": 0, "changed": 0}).items()],
+    )
+    counters = view.workers.counters()
+    o.family(
+        "xcast6_packets_total",
+        "counter",
+        "Packet counters by reason, summed over workers.",
+        [({"reason": k}, v) for k, v in sorted(counters.items())],
+    )
+    h = view.workers.latency()
+    o.lines.append("# HELP xcast6_latency_seconds Receive-to-send latency of branched packets.")
+    o.lines.append("# TYPE xcast6_latency_seconds histogram")
+    cum = 0
+    for bound, c in zip(h.bounds_us, h.counts, strict=False):
+        cum += c
+        o.sample("xcast6_latency_seconds_bucket", {"le": _num(bound / 1e6)}, cum)
+    o.sample("xcast6_latency_seconds_bucket", {"le": "+Inf"}, h.count)
+    o.sample("xcast6_latency_seconds_sum", {}, h.sum_us / 1e6)
+    o.sample("xcast6_latency_seconds_count", {}, h.count)
+    ws = view.workers.workers()
+    o.family(
+        "xcast6_workers_configured", "gauge", "Configured packet workers.", [({}, view.workers.configured())]
+    )
+    o.family(
+        "xcast6_worker_up",
+        "gauge",
+        "1 when the worker process runs.",
+        [({"worker": str(w.index)}, int(w.state == "running")) for w in ws],
+    )
+    o.family(
+        "xcast6_worker_restarts_total",
+        "counter",
+        "Worker restarts after a crash.",
+        [({"worker": str(w.index)}, w.restarts) for w in ws],
+    )
+    o.family(
+        "xcast6_worker_cpu_seconds_total",
+        "counter",
+        "Worker CPU time (user+system).",
+        [({"worker": str(w.index)}, w.cpu_seconds) for w in ws if w.cpu_seconds is not None],
+    )
+    o.family(
+        "xcast6_worker_resident_memory_bytes",
+        "gauge",
+        "Worker resident memory.",
+        [({"worker": str(w.index)}, w.rss_bytes) for w in ws if w.rss_bytes is not None],
+    )
+    o.family(
+        "xcast6_worker_context_switches_total",
+        "counter",
+        "Worker context switches.",
+        [
+            s
+            for w in ws
+            if w.ctx_switches_voluntary is not None
+            for s in (
+                ({"worker": str(w.index), "kind": "voluntary"}, w.ctx_switches_voluntary),
+                ({"worker": str(w.index), "kind": "involuntary"}, w.ctx_switches_involuntary or 0),
+            )
+        ],
+    )
+    o.family(
+        "xcast6_links",
+        "gauge",
+        "Engine links by state.",
+        [({"mode": view.links.mode()}, len(view.links.links()))],
+    )
+    return "\n".join(o.lines) + "\n"

@@ -1,0 +1,378 @@
+"""What the API and the CLI need from sync, the workers and vlan: the seams, and the engine view.
+
+The app never touches sockets, SNMP or netlink itself; it talks to an :class:`EngineView`
+built by the daemon from three ports:
+
+* :class:`SyncPort`    -- the route sync (sync/service.py, or the daemon's adapter around it):
+  status, fresh fetch, kernel mirror read-back, resync with the safety valve.
+* :class:`WorkerPort`  -- the packet workers (engine/worker.py under the daemon's supervisor):
+  per-process state and resource use, drop/forward counters, latency histogram.
+* :class:`LinkPort`    -- the engine links (vlan/ LinkMap) and the router's interface list.
+
+Everything here is pure logic (filtering, paging, diffing, job bookkeeping), testable without
+root; the I/O lives behind the ports.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from engine.fib import Fib
+from engine.model import NextHop, Route
+from sync.model import Interface, Snapshot
+from sync.source import Progress
+from vlan.linkmap import EngineLink
+
+# ---------------------------------------------------------------------------------------------
+# Diffs
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    before: Route
+    after: Route
+
+
+@dataclass(frozen=True)
+class RouteDiff:
+    """``added``: in ``new`` only; ``removed``: in ``old`` only; ``changed``: same prefix, other content."""
+
+    added: list[Route] = field(default_factory=list)
+    removed: list[Route] = field(default_factory=list)
+    changed: list[RouteChange] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+    def counts(self) -> dict[str, int]:
+        return {"added": len(self.added), "removed": len(self.removed), "changed": len(self.changed)}
+
+
+def _same(a: Route, b: Route) -> bool:
+    return sorted(a.nexthops) == sorted(b.nexthops) and a.protocol == b.protocol and a.metric == b.metric
+
+
+def _route_sort_key(r: Route) -> tuple[bytes, int]:
+    return (r.prefix.network_address.packed, r.prefix.prefixlen)
+
+
+def diff_routes(old: Iterable[Route], new: Iterable[Route], *, compare_meta: bool = True) -> RouteDiff:
+    """Per-prefix diff of two route sets (sorted output). ``compare_meta=False`` ignores
+    protocol and metric (the kernel mirror keeps only next hops)."""
+    before = {r.prefix: r for r in old}
+    after = {r.prefix: r for r in new}
+    same = _same if compare_meta else (lambda a, b: sorted(a.nexthops) == sorted(b.nexthops))
+    added = sorted((r for p, r in after.items() if p not in before), key=_route_sort_key)
+    removed = sorted((r for p, r in before.items() if p not in after), key=_route_sort_key)
+    changed = [
+        RouteChange(before[p], after[p])
+        for p in sorted(after.keys() & before.keys(), key=lambda n: (n.network_address.packed, n.prefixlen))
+        if not same(before[p], after[p])
+    ]
+    return RouteDiff(added, removed, changed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ports
+
+
+@dataclass
+class SyncStatus:
+    """What the sync reports about itself (times are UNIX seconds)."""
+
+    source: str  # redacted URL
+    state: str = "starting"  # starting | idle | fetching | applying | held | error
+    last_success: float | None = None
+    last_attempt: float | None = None
+    last_duration_s: float | None = None
+    last_error: str | None = None
+    generation: int = 0
+    route_count: int = 0
+    interval_s: float = 0.0
+    held_back: dict[str, int] | None = None  # counts of a diff the safety valve refused to apply
+    held_reason: str | None = None
+    loaded_from_store: bool = False
+    change_detection: str = ""
+
+
+@dataclass
+class SyncOutcome:
+    """Result of one sync run."""
+
+    counts: dict[str, int]  # added / removed / changed
+    applied: bool
+    held_back: bool
+    generation: int
+    route_count: int
+    message: str = ""
+
+
+class SyncPort(Protocol):
+    def status(self) -> SyncStatus: ...
+
+    def table_loaded(self) -> bool: ...
+
+    def router_interfaces(self) -> list[Interface]: ...
+
+    async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot: ...
+
+    async def kernel_routes(self) -> list[Route] | None:
+        """Routes in the kernel mirror table (prefix + gateways), or None without a mirror."""
+        ...
+
+    def start_resync(self, force: bool) -> ResyncJob:
+        """Queue a resync (a request while one is queued joins it); returns its current state."""
+        ...
+
+    def get_job(self, job_id: str) -> ResyncJob | None: ...
+
+
+@dataclass
+class WorkerInfo:
+    index: int
+    pid: int | None
+    state: str  # running | restarting | stopped | failed
+    restarts: int = 0
+    started_at: float | None = None
+    last_exit: str | None = None
+    cpu_percent: float | None = None
+    cpu_seconds: float | None = None
+    rss_bytes: int | None = None
+    ctx_switches_voluntary: int | None = None
+    ctx_switches_involuntary: int | None = None
+
+
+@dataclass
+class Histogram:
+    """Latency histogram: cumulative-free bucket counts with upper bounds in microseconds."""
+
+    bounds_us: list[float] = field(default_factory=list)  # last bucket is +Inf (not listed)
+    counts: list[int] = field(default_factory=list)  # len(bounds_us) + 1
+    sum_us: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding quantile ``q`` (None if empty or in +Inf)."""
+        total = self.count
+        if total == 0:
+            return None
+        want = q * total
+        seen = 0
+        for bound, c in zip(self.bounds_us, self.counts, strict=False):
+            seen += c
+            if seen >= want:
+                return bound
+        return None
+
+
+class WorkerPort(Protocol):
+    def workers(self) -> list[WorkerInfo]: ...
+
+    def configured(self) -> int: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+    def latency(self) -> Histogram: ...
+
+
+class LinkPort(Protocol):
+    def mode(self) -> str: ...
+
+    def links(self) -> list[EngineLink]: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Resync jobs
+
+
+@dataclass
+class ResyncJob:
+    """A resync job as the API shows it (a copy: read it again for progress)."""
+
+    id: str
+    force: bool
+    created_at: float
+    state: str = "queued"  # queued | running | done | held | failed
+    trigger: str = "manual"
+    started_at: float | None = None
+    finished_at: float | None = None
+    rows: int = 0
+    phase: str = ""
+    outcome: SyncOutcome | None = None
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine view the app reads
+
+
+@dataclass
+class RoutePage:
+    total: int
+    routes: list[Route]
+
+
+class EngineView:
+    """The read/command surface of a running engine, shared by the API and the daemon."""
+
+    def __init__(
+        self,
+        *,
+        fib: Fib,
+        sync: SyncPort,
+        workers: WorkerPort,
+        links: LinkPort,
+        version: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.fib = fib
+        self.sync = sync
+        self.workers = workers
+        self.links = links
+        self.version = version
+        self.started_at = clock()
+        self._clock = clock
+        self._rate_prev: tuple[float, dict[str, int]] | None = None
+        self._rates: dict[str, float] = {}
+        self._sorted_cache: tuple[int, list[Route], list[tuple[bytes, int]]] | None = None
+
+    # -- readiness ------------------------------------------------------------------------
+    def uptime(self) -> float:
+        return self._clock() - self.started_at
+
+    def workers_running(self) -> bool:
+        want = self.workers.configured()
+        return sum(1 for w in self.workers.workers() if w.state == "running") >= want
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Ready = a table is loaded and every configured worker runs; else the reasons."""
+        why = []
+        if not self.sync.table_loaded():
+            why.append("no route table loaded yet")
+        if not self.workers_running():
+            running = sum(1 for w in self.workers.workers() if w.state == "running")
+            why.append(f"{running} of {self.workers.configured()} workers running")
+        return (not why, why)
+
+    # -- routes -----------------------------------------------------------------------------
+    def _sorted(self) -> tuple[list[Route], list[tuple[bytes, int]]]:
+        """The table sorted by (address, length), built once per Fib generation (a 250k table
+        takes ~0.5 s to sort: never per request)."""
+        gen = self.fib.generation
+        if self._sorted_cache is None or self._sorted_cache[0] != gen:
+            ordered = sorted(self.fib.routes(), key=_route_sort_key)
+            self._sorted_cache = (gen, ordered, [_route_sort_key(r) for r in ordered])
+        return self._sorted_cache[1], self._sorted_cache[2]
+
+    def routes(
+        self,
+        *,
+        prefix: ipaddress.IPv6Network | None = None,
+        dst: ipaddress.IPv6Address | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> RoutePage:
+        """Table routes sorted by address then length; ``prefix`` keeps routes inside it
+        (equal or more specific), ``dst`` keeps routes covering that address."""
+        ordered, keys = self._sorted()
+        if prefix is not None:
+            # routes inside a prefix are one contiguous run of the (address, length) order
+            lo = bisect.bisect_left(keys, (prefix.network_address.packed, prefix.prefixlen))
+            hi = bisect.bisect_right(keys, (prefix.broadcast_address.packed, 128))
+            selected = [r for r in ordered[lo:hi] if r.prefix.prefixlen >= prefix.prefixlen]
+        else:
+            selected = ordered
+        if dst is not None:
+            # covering routes: at most one per prefix length, found by exact lookups
+            covering = []
+            for n in range(129):
+                r = self.fib.get(ipaddress.IPv6Network((int(dst) >> (128 - n) << (128 - n), n)))
+                if r is not None and (prefix is None or r.prefix.subnet_of(prefix)):
+                    covering.append(r)
+            selected = sorted(covering, key=_route_sort_key)
+        return RoutePage(total=len(selected), routes=selected[offset : offset + limit])
+
+    def lookup(self, dst: ipaddress.IPv6Address) -> tuple[Route, NextHop] | None:
+        return self.fib.lookup(dst.packed)
+
+    # -- stats ------------------------------------------------------------------------------
+    def sample_rates(self) -> dict[str, float]:
+        """Per-second rates of every counter since the previous sample (call periodically)."""
+        now, counters = self._clock(), dict(self.workers.counters())
+        if self._rate_prev is not None:
+            t0, c0 = self._rate_prev
+            dt = now - t0
+            if dt > 0:
+                self._rates = {k: max(0, v - c0.get(k, 0)) / dt for k, v in counters.items()}
+        self._rate_prev = (now, counters)
+        return self._rates
+
+    def rates(self) -> dict[str, float]:
+        return dict(self._rates)
+
+
+class StaticSync:
+    """SyncPort over a fixed snapshot: the table an engine serves when it only replays a
+    stored/offline table (benchmarks, ``explain``-style tools); resync re-applies it."""
+
+    def __init__(self, fib: Fib, snapshot: Snapshot) -> None:
+        self.fib = fib
+        self.snapshot = snapshot
+        self.fib.replace(snapshot.routes)
+        self._jobs: dict[str, ResyncJob] = {}
+
+    def status(self) -> SyncStatus:
+        return SyncStatus(
+            source=self.snapshot.source,
+            state="idle",
+            last_success=self.snapshot.fetched_at,
+            generation=self.fib.generation,
+            route_count=len(self.fib),
+        )
+
+    def table_loaded(self) -> bool:
+        return True
+
+    def router_interfaces(self) -> list[Interface]:
+        return list(self.snapshot.interfaces)
+
+    async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot:
+        return self.snapshot
+
+    async def kernel_routes(self) -> list[Route] | None:
+        return None
+
+    def start_resync(self, force: bool) -> ResyncJob:
+        now = time.time()
+        job = ResyncJob(
+            id=f"static-{len(self._jobs) + 1}",
+            force=force,
+            created_at=now,
+            state="done",
+            started_at=now,
+            finished_at=now,
+            rows=len(self.snapshot.routes),
+            phase="done",
+            outcome=SyncOutcome(
+                {"added": 0, "removed": 0, "changed": 0},
+                applied=False,
+                held_back=False,
+                generation=self.fib.generation,
+                route_count=len(self.fib),
+                message="no change",
+            ),
+        )
+        self._jobs[job.id] = job
+        return job
+
+    def get_job(self, job_id: str) -> ResyncJob | None:
+        return self._jobs.get(job_id)

@@ -1,0 +1,282 @@
+"""SQLite state store: the last good snapshot (compact blob) and the sync history.
+
+The snapshot is one zlib-compressed binary blob per snapshot rather than one row per
+route: 250k routes save and load in about a second, and a restart can serve at once.
+Blob layout (version 1), all little-endian:
+
+    header   b"XS6R" u8 version u32 json_len  json {"ifnames": [...], "protocols": [...]}
+    routes   u32 count, then per route:
+             16s network  u8 prefixlen  u32 metric  u16 protocol_idx  u8 nexthop_count
+             per next hop: u16 ifname_idx  u8 has_gateway  [16s gateway]
+
+``Route.extra`` is not stored (it is informational and not part of route identity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import sqlite3
+import struct
+import threading
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from engine.model import NextHop, Route
+from sync.model import Interface, Snapshot
+
+MAGIC = b"XS6R"
+VERSION = 1
+DB_NAME = "sync.sqlite3"
+HISTORY_KEEP = 2000
+
+_HDR = struct.Struct("<4sBI")
+_ROUTE = struct.Struct("<16sBIHB")
+_NH = struct.Struct("<HB")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshot (
+    id INTEGER PRIMARY KEY,
+    saved_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    fetched_at REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    route_count INTEGER NOT NULL,
+    interface_count INTEGER NOT NULL,
+    interfaces TEXT NOT NULL,
+    routes BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    duration_s REAL NOT NULL,
+    added INTEGER NOT NULL DEFAULT 0,
+    removed INTEGER NOT NULL DEFAULT 0,
+    changed INTEGER NOT NULL DEFAULT 0,
+    route_count INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER,
+    detail TEXT
+);
+"""
+
+
+class StoreError(Exception):
+    """The state store is unreadable or holds data this version cannot decode."""
+
+
+@dataclass(slots=True)
+class HistoryEntry:
+    """One sync attempt as recorded (outcome: applied, unchanged, held, failed)."""
+
+    started_at: float
+    finished_at: float
+    source: str
+    trigger: str
+    outcome: str
+    error: str | None = None
+    duration_s: float = 0.0
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    route_count: int = 0
+    generation: int | None = None
+    detail: dict[str, object] = field(default_factory=dict)
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def pack_routes(routes: list[Route]) -> bytes:
+    """Encode routes into the compact blob (uncompressed)."""
+    ifnames: dict[str, int] = {}
+    protocols: dict[str, int] = {}
+    out: list[bytes] = []
+    route_pack = _ROUTE.pack
+    nh_cache: dict[tuple[NextHop, ...], bytes] = {}
+    for r in routes:
+        nh_bytes = nh_cache.get(r.nexthops)
+        if nh_bytes is None:
+            parts = []
+            for nh in r.nexthops:
+                idx = ifnames.setdefault(nh.ifname, len(ifnames))
+                if nh.gateway is None:
+                    parts.append(_NH.pack(idx, 0))
+                else:
+                    parts.append(_NH.pack(idx, 1) + nh.gateway)
+            nh_bytes = nh_cache[r.nexthops] = b"".join(parts)
+        proto = protocols.setdefault(r.protocol, len(protocols))
+        if len(r.nexthops) > 255:
+            raise ValueError(f"route {r.prefix} has {len(r.nexthops)} next hops; the store holds at most 255")
+        out.append(route_pack(r.prefix.network_address.packed, r.prefix.prefixlen, r.metric & 0xFFFFFFFF,
+                              proto, len(r.nexthops)))
+        out.append(nh_bytes)
+    meta = json.dumps({"ifnames": list(ifnames), "protocols": list(protocols)}).encode()
+    return _HDR.pack(MAGIC, VERSION, len(meta)) + meta + struct.pack("<I", len(routes)) + b"".join(out)
+
+
+def unpack_routes(blob: bytes) -> list[Route]:
+    """Decode :func:`pack_routes` output; raises StoreError on anything malformed."""
+    try:
+        magic, version, meta_len = _HDR.unpack_from(blob, 0)
+        if magic != MAGIC or version != VERSION:
+            raise StoreError(f"snapshot blob has magic {magic!r} v{version}, expected {MAGIC!r} v{VERSION}")
+        off = _HDR.size
+        meta = json.loads(blob[off: off + meta_len])
+        ifnames: list[str] = meta["ifnames"]
+        protocols: list[str] = meta["protocols"]
+        off += meta_len
+        (count,) = struct.unpack_from("<I", blob, off)
+        off += 4
+        routes: list[Route] = []
+        append = routes.append
+        route_unpack = _ROUTE.unpack_from
+        nh_unpack = _NH.unpack_from
+        nh_cache: dict[bytes, tuple[NextHop, ...]] = {}
+        net = ipaddress.IPv6Network
+        for _ in range(count):
+            addr, plen, metric, proto, n_nh = route_unpack(blob, off)
+            off += _ROUTE.size
+            start = off
+            for _ in range(n_nh):
+                off += 3 + (16 if blob[off + 2] else 0)
+            raw = blob[start:off]
+            nhs = nh_cache.get(raw)
+            if nhs is None:
+                hops = []
+                p = 0
+                for _ in range(n_nh):
+                    idx, has_gw = nh_unpack(raw, p)
+                    p += 3
+                    gw = None
+                    if has_gw:
+                        gw = raw[p: p + 16]
+                        p += 16
+                    hops.append(NextHop(ifnames[idx], gw))
+                nhs = nh_cache[raw] = tuple(hops)
+            append(Route(net((int.from_bytes(addr, "big"), plen)), nhs, protocols[proto], metric))
+        if off != len(blob):
+            raise StoreError(f"snapshot blob has {len(blob) - off} trailing bytes after {count} routes")
+        return routes
+    except StoreError:
+        raise
+    except (struct.error, IndexError, KeyError, ValueError, TypeError) as exc:
+        raise StoreError(f"snapshot blob is corrupt: {exc}") from exc
+
+
+class SyncStore:
+    """The state directory's SQLite database (thread-safe; calls are short)."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = Path(state_dir)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create state directory {self.state_dir}: {exc.strerror}") from exc
+        self.path = self.state_dir / DB_NAME
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"state store {self.path} is unusable: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- snapshot ---------------------------------------------------------------------
+    def save_snapshot(self, snap: Snapshot) -> None:
+        """Replace the stored last good snapshot (one transaction: old one stays until commit)."""
+        blob = zlib.compress(pack_routes(snap.routes), 1)
+        ifaces = json.dumps([[i.name, i.index, i.oper_up, i.descr] for i in snap.interfaces])
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM snapshot")
+                self._db.execute(
+                    "INSERT INTO snapshot (saved_at, source, fetched_at, duration_s, route_count,"
+                    " interface_count, interfaces, routes) VALUES (?,?,?,?,?,?,?,?)",
+                    (time.time(), snap.source, snap.fetched_at, snap.duration_s, len(snap.routes),
+                     len(snap.interfaces), ifaces, blob),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def load_snapshot(self) -> Snapshot | None:
+        """The last good snapshot, or None if none was ever saved."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT source, fetched_at, duration_s, interfaces, routes, route_count FROM snapshot"
+                " ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        source, fetched_at, duration_s, ifaces_json, blob, count = row
+        try:
+            routes = unpack_routes(zlib.decompress(blob))
+            interfaces = [Interface(n, idx, bool(up), descr) for n, idx, up, descr in json.loads(ifaces_json)]
+        except (zlib.error, ValueError, TypeError) as exc:
+            raise StoreError(f"stored snapshot in {self.path} is corrupt: {exc}") from exc
+        if len(routes) != count:
+            raise StoreError(f"stored snapshot in {self.path}: {len(routes)} routes, header says {count}")
+        return Snapshot(routes, interfaces, source, fetched_at, duration_s)
+
+    def snapshot_info(self) -> dict[str, object] | None:
+        """Metadata of the stored snapshot without decoding it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT saved_at, source, fetched_at, route_count, interface_count, length(routes)"
+                " FROM snapshot ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        keys = ("saved_at", "source", "fetched_at", "route_count", "interface_count", "blob_bytes")
+        return dict(zip(keys, row, strict=True))
+
+    # -- history ----------------------------------------------------------------------
+    def add_history(self, e: HistoryEntry) -> int:
+        """Record one sync attempt; keeps the newest HISTORY_KEEP rows."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO history (started_at, finished_at, source, trigger, outcome, error, duration_s,"
+                " added, removed, changed, route_count, generation, detail)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (e.started_at, e.finished_at, e.source, e.trigger, e.outcome, e.error, e.duration_s, e.added,
+                 e.removed, e.changed, e.route_count, e.generation, json.dumps(e.detail, default=str)),
+            )
+            rowid = int(cur.lastrowid or 0)
+            if rowid % 100 == 0:
+                self._db.execute("DELETE FROM history WHERE id <= ?", (rowid - HISTORY_KEEP,))
+        e.id = rowid
+        return rowid
+
+    def history(self, limit: int = 50) -> list[HistoryEntry]:
+        """Newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, started_at, finished_at, source, trigger, outcome, error, duration_s, added,"
+                " removed, changed, route_count, generation, detail FROM history ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        out = []
+        for row in rows:
+            detail: dict[str, object] = {}
+            with contextlib.suppress(ValueError, TypeError):
+                detail = json.loads(row[13] or "{}")
+            out.append(HistoryEntry(row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
+                                    row[10], row[11], row[12], detail, row[0]))
+        return out

@@ -1,0 +1,77 @@
+"""The daemon with engine.worker's WorkerPool: real workers, crash -> revive, counters.
+
+In a build without the packet worker the same configuration must be refused with a clear
+error naming workers.count (that is what this test checks there).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import ROOT, _mk_router, free_port, sh, start_daemon, wait_for, write_config
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+
+def test_daemon_supervises_the_worker_pool() -> None:
+    ns = f"xapi-q{os.getpid() % 100000}"
+    sh("ip", "netns", "del", ns, check=False)
+    tmp = Path(tempfile.mkdtemp(prefix="xapi-pool-"))
+    router = _mk_router(ns, 20)
+    port = free_port()
+    cfg = tmp / "engine.toml"
+    write_config(cfg, tmp / "state", f"kernel://{ns}", port, link=router.host_link, change_detect=0)
+    cfg.write_text(
+        cfg.read_text().replace(
+            "count = 0",
+            f'count = 2\nrestart_backoff = 0.5\ncounters_file = "{tmp}/stats.shm"\n'
+            f'ingress = ["{router.host_link}"]',
+        )
+    )
+    if importlib.util.find_spec("engine.worker") is None:
+        r = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+        assert r.returncode == 2
+        assert "workers.count: 2 is not allowed: this build has no packet worker" in r.stderr
+        return
+    d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
+    try:
+        with d.client() as c:
+            st = c.get("/status").json()
+            assert st["workers"] == {"configured": 2, "running": 2, "restarts": 0}, d.logs()
+            stats = c.get("/stats").json()
+            assert "received" in stats["counters"] and "drop.no_route" in stats["counters"]
+            assert len(stats["latency"]["buckets"]) > 10
+            pid = stats["workers"][1]["pid"]
+            gen = st["sync"]["generation"]
+            os.kill(pid, signal.SIGKILL)
+            assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)
+            assert wait_for(lambda: c.get("/readyz").status_code == 200, 15), d.logs()
+            st = c.get("/status").json()
+            assert st["workers"] == {"configured": 2, "running": 2, "restarts": 1}
+            assert st["sync"]["generation"] == gen and st["sync"]["route_count"] == 23
+            w1 = c.get("/stats").json()["workers"][1]
+            assert w1["pid"] != pid and w1["last_exit"] == "signal SIGKILL" and w1["rss_bytes"] > 0
+            assert 'xcast6_packets_total{reason="received"}' in c.get("/metrics").text
+    finally:
+        rc = d.stop()
+        sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+        assert rc == 0, d.logs()

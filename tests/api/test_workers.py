@@ -1,0 +1,123 @@
+"""Worker supervision with real processes: crash -> restart with backoff, the table keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.workers import WorkerSupervisor
+from tests.api.conftest import (
+    TOKEN,
+    InProcessDaemon,
+    _mk_router,
+    free_port,
+    host_link,
+    sh,
+    wait_for,
+    write_config,
+)
+
+SLEEPER = [
+    sys.executable,
+    "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(0)); "
+    "[time.sleep(0.05) for _ in iter(int, 1)]",
+]
+
+
+def _argv(index: int) -> Sequence[str]:
+    return SLEEPER
+
+
+def test_supervisor_restarts_a_killed_worker_and_reports_resources() -> None:
+    async def scenario() -> None:
+        sup = WorkerSupervisor(2, _argv, backoff=0.2)
+        await sup.start()
+        try:
+            ws = sup.workers()
+            assert [w.state for w in ws] == ["running", "running"]
+            victim = ws[1].pid
+            assert victim is not None
+            for _ in range(100):  # the child sleeps in a loop: it soon switches voluntarily
+                await asyncio.sleep(0.05)
+                w = sup.workers()[1]
+                if w.ctx_switches_voluntary:
+                    break
+            assert w.rss_bytes and w.rss_bytes > 1_000_000 and w.cpu_seconds is not None
+            assert w.ctx_switches_voluntary is not None and w.ctx_switches_voluntary > 0
+            os.kill(victim, signal.SIGKILL)
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                w = sup.workers()[1]
+                if w.state == "running" and w.pid != victim:
+                    break
+            assert w.state == "running" and w.pid != victim and w.restarts == 1
+            assert w.last_exit == "signal SIGKILL"
+            assert sup.workers()[0].restarts == 0
+        finally:
+            await sup.stop()
+        assert [w.state for w in sup.workers()] == ["stopped", "stopped"]
+
+    asyncio.run(scenario())
+
+
+def test_supervisor_backoff_doubles_for_a_crash_looping_worker() -> None:
+    async def scenario() -> None:
+        sup = WorkerSupervisor(1, lambda i: [sys.executable, "-c", "raise SystemExit(3)"], backoff=0.1)
+        await sup.start()
+        try:
+            await asyncio.sleep(1.2)  # 0.1 + 0.2 + 0.4 = 0.7 s -> three restarts, not twelve
+            w = sup.workers()[0]
+            assert 2 <= w.restarts <= 4, w.restarts
+            assert w.last_exit == "exit status 3"
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_daemon_restarts_crashed_worker_without_losing_the_table() -> None:
+    ns = f"xapi-w{os.getpid() % 100000}"
+    sh("ip", "netns", "del", ns, check=False)
+    tmp = Path(tempfile.mkdtemp(prefix="xapi-wk-"))
+    _mk_router(ns, 20)
+    cfg = tmp / "engine.toml"
+    write_config(cfg, tmp / "state", f"kernel://{ns}", free_port(), link=host_link(ns), change_detect=0)
+    cfg.write_text(
+        cfg.read_text()
+        .replace("count = 0", "count = 2")
+        .replace("[workers]", "[workers]\nrestart_backoff = 0.5")
+    )
+    d = InProcessDaemon(cfg, argv_for=_argv)
+    try:
+        c = httpx.Client(base_url=d.url, headers={"Authorization": f"Bearer {TOKEN}"}, trust_env=False)
+        st = c.get("/status").json()
+        assert st["workers"] == {"configured": 2, "running": 2, "restarts": 0}
+        gen, routes = st["sync"]["generation"], st["sync"]["route_count"]
+        pid = c.get("/stats").json()["workers"][0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)  # 1 of 2 running
+        assert c.get("/readyz").json()["reasons"] == ["1 of 2 workers running"]
+        assert c.get("/routes/lookup", params={"dst": "2001:db8:1001::1"}).status_code == 200
+        assert wait_for(lambda: c.get("/readyz").status_code == 200, 10)
+        st = c.get("/status").json()
+        assert st["workers"] == {"configured": 2, "running": 2, "restarts": 1}
+        assert (st["sync"]["generation"], st["sync"]["route_count"]) == (gen, routes)
+        m = c.get("/metrics").text
+        assert 'xcast6_worker_restarts_total{worker="0"} 1' in m and 'xcast6_worker_up{worker="1"} 1' in m
+        c.close()
+    finally:
+        d.stop()
+        sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)

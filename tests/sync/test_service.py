@@ -1,0 +1,211 @@
+"""SyncService end to end: a Linux 'router' namespace as the source, the real kernel mirror,
+the SQLite store, triggers, safety valve, failures and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.fib import Fib
+from engine.model import ip6
+from sync.apply import Applier
+from sync.kernel import KernelMirror
+from sync.service import SyncConfig, SyncService
+from sync.store import SyncStore
+from tests.sync._xsa_netns import KernelTableSource, add_veth, expected_view, ip_batch, kernel_view, netns, sh
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+
+def identity(name: str) -> str | None:
+    return name if name.startswith("xsa-") else None
+
+
+def router_routes(ns: str, n: int, start: int = 0) -> None:
+    ip_batch(ns, [f"route add 2001:db8:{i:x}::/64 via fe80::1 dev xsa-a" for i in range(start, start + n)])
+
+
+def build(ns: str, state: Path, **cfg: float) -> tuple[SyncService, KernelTableSource, Fib, KernelMirror]:
+    source = KernelTableSource(ns)
+    fib = Fib()
+    km = KernelMirror(netns=ns)
+    svc = SyncService(source, Applier(fib, km, identity), SyncStore(state),
+                      SyncConfig(**{"interval_s": 3600, "change_poll_s": 0.5, **cfg}))
+    return svc, source, fib, km
+
+
+def test_first_sync_change_trigger_and_restart(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            ip_batch(ns, ["route add 2001:db9::/32 nexthop via fe80::1 dev xsa-a nexthop via fe80::2 "
+                          "dev xsa-b",
+                          "route add 2001:dba::/48 dev xsa-b"])
+            router_routes(ns, 1000)
+            svc, source, fib, km = build(ns, tmp_path / "xsa-state")
+            seen: list[int] = []
+            svc.on_routes.append(lambda snap, d, res: seen.append(len(snap.routes)))
+            await svc.start()
+            first = svc.jobs()[0]
+            await first.wait(30)
+            assert first.status == "applied", first.error
+            assert first.trigger == "startup" and first.result is not None
+            assert fib.lookup(ip6("2001:db8:3e7::1")) is not None
+            assert kernel_view(ns, 6464, "245") == expected_view(svc.serving.routes, {"xsa-a": "xsa-a",  # type: ignore[union-attr]
+                                                                                       "xsa-b": "xsa-b"})
+            gen = fib.generation
+
+            # a route change on the router reaches the engine in < 2 s through the change marker
+            t0 = time.monotonic()
+            sh(f"ip -n {ns} -6 route add 2001:dbb::/48 via fe80::7 dev xsa-b")
+            while fib.lookup(ip6("2001:dbb::1")) is None and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.05)
+            took = time.monotonic() - t0
+            assert fib.lookup(ip6("2001:dbb::1")) is not None
+            assert took < 2.0, f"change took {took:.2f} s"
+            assert fib.generation > gen and svc.counters["change_triggers"] >= 1
+            await asyncio.sleep(0.3)
+            assert "2001:dbb::/48" in sh(f"ip -n {ns} -6 route show table 6464 proto 245")
+            st = svc.state()
+            assert st["route_count"] == len(svc.serving.routes)  # type: ignore[union-attr]
+            assert st["change_detection"] == "active" and st["last_error"] is None
+            assert st["source"].startswith("kernel://")
+            assert seen and seen[-1] == st["route_count"]
+            await svc.stop()
+            km.close()
+            fetches = source.fetches
+
+            # restart: serves the stored snapshot at once, before any fetch
+            svc2, source2, fib2, km2 = build(ns, tmp_path / "xsa-state")
+            await svc2.start(initial_sync=False)
+            assert source2.fetches == 0 and fetches >= 2
+            assert len(fib2) == st["route_count"]
+            assert fib2.lookup(ip6("2001:dbb::1")) is not None
+            assert svc2.last_apply is not None and svc2.last_apply["kernel"]["unchanged"] == st["route_count"]
+            hist = svc2.store.history()  # type: ignore[union-attr]
+            assert [h.outcome for h in hist][-1] == "applied" and hist[-1].trigger == "startup"
+            await svc2.stop()
+            km2.close()
+
+    asyncio.run(scenario())
+
+
+def test_safety_valve_holds_until_forced(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            router_routes(ns, 400)
+            svc, _, fib, km = build(ns, tmp_path, change_poll_s=0)
+            await svc.start()
+            await svc.jobs()[0].wait(30)
+            serving = len(fib)
+            gen = fib.generation
+            ip_batch(ns, [f"route del 2001:db8:{i:x}::/64" for i in range(300)])   # 75 % gone
+            job = await svc.request_resync().wait(30)
+            assert job.status == "held"
+            assert job.error is not None and "would remove 300 of" in job.error and "50%" in job.error
+            st = svc.state()
+            assert st["held"]["counts"]["removed"] == 300 and st["counters"]["held"] == 1
+            assert fib.generation == gen and len(fib) == serving
+            assert len(kernel_view(ns, 6464, "245")) == serving
+            # the operator forces the held table
+            rel = await svc.apply_held()
+            assert rel.status == "applied", rel.error
+            assert len(fib) == serving - 300 and svc.state()["held"] is None
+            assert len(kernel_view(ns, 6464, "245")) == serving - 300
+
+            # an empty table is held too, even though the share rule allows it with max_removal_share=1
+            svc.config.max_removal_share = 1.0
+            sh(f"ip -n {ns} link del xsa-a")   # takes every route with it: the router's table is empty
+            job = await svc.request_resync().wait(30)
+            assert job.status == "held" and "empty" in (job.error or "")
+            assert len(fib) == serving - 300
+            job = await svc.request_resync(force=True).wait(30)
+            assert job.status == "applied" and len(fib) == 0
+            outcomes = [h.outcome for h in svc.store.history()]  # type: ignore[union-attr]
+            assert outcomes[:4] == ["applied", "held", "applied", "held"]
+            await svc.stop()
+            km.close()
+
+    asyncio.run(scenario())
+
+
+def test_source_failure_keeps_serving_and_requests_coalesce(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            router_routes(ns, 50)
+            svc, source, fib, km = build(ns, tmp_path, change_poll_s=0)
+            await svc.start()
+            await svc.jobs()[0].wait(30)
+            gen = fib.generation
+            source.fail_next = ("no response from 2001:db8::1 port 161 after 3 retries "
+                                "(IP-FORWARD-MIB walk, row 812)")
+            job = await svc.request_resync().wait(30)
+            assert job.status == "failed" and job.error is not None
+            assert "row 812" in job.error and "previous table kept" in job.error
+            assert fib.generation == gen and len(fib) == len(svc.serving.routes)  # type: ignore[union-attr]
+            st = svc.state()
+            assert st["last_error"] == job.error and st["counters"]["failed"] == 1
+            h = svc.store.history(1)[0]  # type: ignore[union-attr]
+            assert (h.outcome, h.error) == ("failed", job.error)
+            # coalescing: requests made while one is queued share it; force upgrades it
+            a = svc.request_resync()
+            b = svc.request_resync(force=True)
+            assert a is b and a.force
+            await a.wait(30)
+            assert a.status == "unchanged"
+            assert svc.job(a.id) is a and a.to_dict()["status"] == "unchanged"
+            await svc.stop()
+            km.close()
+
+    asyncio.run(scenario())
+
+
+def test_config_values_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_removal_share"):
+        SyncConfig(max_removal_share=1.5)
+    with pytest.raises(ValueError, match="interval_s"):
+        SyncConfig(interval_s=0)
+
+
+def test_link_map_change_and_interface_hook(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            router_routes(ns, 20)
+            ip_batch(ns, [f"route add 2001:dc8:{i:x}::/64 via fe80::2 dev xsa-b" for i in range(5)])
+            source = KernelTableSource(ns)
+            fib = Fib()
+            km = KernelMirror(netns=ns)
+            only_a = {"xsa-a": "xsa-a"}
+            svc = SyncService(source, Applier(fib, km, only_a.get), SyncStore(tmp_path),
+                              SyncConfig(interval_s=3600, change_poll_s=0))
+            iface_events: list[list[tuple[str, bool]]] = []
+            svc.on_interfaces.append(
+                lambda ifaces, d: iface_events.append([(n.name, n.oper_up) for _, n in d.oper_changed]))
+            await svc.start()
+            job = await svc.jobs()[0].wait(30)
+            assert job.status == "applied"
+            assert job.result is not None
+            skipped = job.result["apply"]["kernel"]["skipped"]
+            assert skipped["no_engine_link"] >= 5          # the xsa-b routes (+ its connected fe80::/64)
+            assert not any(dev == "xsa-b" for _, hops in kernel_view(ns, 6464, "245") for _, dev in hops)
+            assert fib.lookup(ip6("2001:dc8:1::1")) is not None     # the Fib keeps the router's full view
+            res = await svc.set_ifname_map(identity)
+            assert res is not None and res.skipped["no_engine_link"] == 0
+            assert expected_view(svc.serving.routes, {"xsa-a": "xsa-a", "xsa-b": "xsa-b"}) == \
+                kernel_view(ns, 6464, "245")  # type: ignore[union-attr]
+            # an interface going down on the router reaches the interface hook
+            sh(f"ip -n {ns} link set xsa-b down")
+            job = await svc.request_resync().wait(30)
+            assert job.status == "applied", job.error
+            assert ("xsa-b", False) in iface_events[-1]
+            assert fib.lookup(ip6("2001:dc8:1::1")) is None          # the router dropped those routes
+            await svc.stop()
+            km.close()
+
+    asyncio.run(scenario())

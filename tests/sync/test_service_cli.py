@@ -1,0 +1,94 @@
+"""``xcast6-engine routes fetch|diff|history`` against a namespace 'router' (kernel:// test scheme)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine import cli
+from engine.model import NextHop, Route, ip6
+from sync import sources
+from sync.model import Snapshot
+from sync.store import HistoryEntry, SyncStore
+from tests.sync._xsa_netns import add_veth, ip_batch, netns
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def kernel_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sources.SCHEMES, "kernel", ("tests.sync._xsa_netns", "KernelTableSource"))
+    cli._register()
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    res = runner.invoke(cli.app, list(args))
+    return res.exit_code, res.stdout, res.stderr
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_fetch_diff_and_history(tmp_path: Path) -> None:
+    with netns() as ns:
+        add_veth(ns, "xsa-a", "xsa-b")
+        ip_batch(ns, [f"route add 2001:db8:{i:x}::/64 via fe80::1 dev xsa-a" for i in range(30)]
+                 + ["route add 2001:db9::/32 nexthop via fe80::1 dev xsa-a nexthop via fe80::2 dev xsa-b"])
+        code, out, err = invoke("routes", "fetch", f"kernel://{ns}", "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        prefixes = {r["prefix"] for r in doc["routes"]}
+        assert {str(ipaddress.IPv6Network(f"2001:db8:{i:x}::/64")) for i in range(30)} <= prefixes
+        ecmp = next(r for r in doc["routes"] if r["prefix"] == "2001:db9::/32")
+        assert sorted((h["gateway"], h["ifname"]) for h in ecmp["nexthops"]) == [("fe80::1", "xsa-a"),
+                                                                                 ("fe80::2", "xsa-b")]
+        assert {"xsa-a", "xsa-b", "lo"} <= {i["name"] for i in doc["interfaces"]}
+        assert "routes:" in err      # progress went to stderr
+
+        code, out, _ = invoke("routes", "fetch", f"kernel://{ns}", "--limit", "3", "-q")
+        assert code == 0 and "interfaces:" in out and "more (--limit 0 for all)" in out
+
+        # stored snapshot: 10 of the routes, one with another next hop, plus one the router lost
+        store = SyncStore(tmp_path)
+        stored = [Route(ipaddress.IPv6Network(f"2001:db8:{i:x}::/64"), (NextHop("xsa-a", ip6("fe80::1")),),
+                        "boot", 1024) for i in range(10)]
+        stored[3] = Route(stored[3].prefix, (NextHop("xsa-b", ip6("fe80::9")),), "boot", 1024)
+        stored.append(Route(ipaddress.IPv6Network("2001:dbf::/48"), (NextHop("xsa-a"),), "boot", 1024))
+        store.save_snapshot(Snapshot(stored, [], "snmp://secret@[2001:db8::1]"))
+        store.add_history(HistoryEntry(1.0, 2.0, "snmp://***@[2001:db8::1]", "poll", "failed",
+                                       "no response from 2001:db8::1", 1.0))
+        store.close()
+        code, out, err = invoke("routes", "diff", f"kernel://{ns}", "--state-dir", str(tmp_path), "-q")
+        assert code == 1, err
+        assert "secret" not in out and "***@[2001:db8::1]" in out
+        assert "- 2001:dbf::/48" in out
+        assert "+ 2001:db8:a::/64" in out
+        assert "~ 2001:db8:3::/64" in out and "-> fe80::1 dev xsa-a" in out
+        code, out, _ = invoke("routes", "diff", f"kernel://{ns}", "--state-dir", str(tmp_path), "--json",
+                              "-q")
+        doc = json.loads(out)
+        assert doc["counts"]["removed"] == 1 and doc["counts"]["changed"] == 1
+        assert doc["safety_valve"] == {"would_hold": False, "reason": None}
+
+        code, out, _ = invoke("routes", "history", "--state-dir", str(tmp_path))
+        assert code == 0 and "failed" in out and "no response from 2001:db8::1" in out
+
+
+def test_errors_name_the_problem(tmp_path: Path) -> None:
+    code, _, err = invoke("routes", "fetch", "bogus://router")
+    assert code == 2 and "unknown source scheme 'bogus'" in err
+    code, _, err = invoke("routes", "fetch", "router.example.net")
+    assert code == 2 and "has no scheme" in err
+    code, _, err = invoke("routes", "history", "--state-dir", str(tmp_path / "none"))
+    assert code == 2 and "sync.sqlite3 missing" in err
+
+
+def test_strip_secrets() -> None:
+    assert sources.strip_secrets("snmp://public@[2001:db8::1]:161") == "snmp://***@[2001:db8::1]:161"
+    assert sources.strip_secrets("netconf://admin:hunter2@r1:830?flavor=junos") == \
+        "netconf://admin:***@r1:830?flavor=junos"
+    assert sources.strip_secrets("snmpv3://ops@r1?auth=sha256&authkey=abc&privkey=def&priv=aes128") == \
+        "snmpv3://ops@r1?auth=sha256&authkey=***&privkey=***&priv=aes128"

@@ -1,0 +1,103 @@
+"""``xcast6-engine interfaces plan|apply|show``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine import cli
+from sync.model import Interface
+from tests.vlan.nsutil import addrs, namespaces, sh
+from vlan.cli import parse_router_interfaces
+from vlan.plan import PlanError
+
+DIRECT = """
+[interfaces]
+mode = "direct"
+pool = "2001:db8:aa::/56"
+[[interfaces.map]]
+router_if = "ge-0/0/1.0"
+link = "xe1"
+"""
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    cli._register()
+    result = CliRunner().invoke(cli.app, ["interfaces", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_router_interface_file_formats() -> None:
+    assert parse_router_interfaces("ge-0/0/1.0\nge-0/0/2.0 down  # maintenance\n\n") == [
+        Interface("ge-0/0/1.0", 1, True),
+        Interface("ge-0/0/2.0", 2, False),
+    ]
+    assert parse_router_interfaces('[{"name": "xe-1/0/0", "index": 514, "oper_up": false}]') == [
+        Interface("xe-1/0/0", 514, False)
+    ]
+    with pytest.raises(PlanError, match=r"ifs:2: 'b sideways': expected 'NAME \[up\|down\]'"):
+        parse_router_interfaces("a\nb sideways\n", "ifs")
+    with pytest.raises(PlanError, match=r"ifs\[0\].oper_up"):
+        parse_router_interfaces('[{"name": "a", "oper_up": "yes"}]', "ifs")
+
+
+def test_bad_config_exits_2_and_names_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text('[interfaces]\ntrunk = "eth1"\n[[interfaces.map]]\nrouter_if = "a"\nvlan = 5000\n')
+    ifs = tmp_path / "ifs.txt"
+    ifs.write_text("a\n")
+    code, _, err = invoke("plan", "-c", str(cfg), "--router-interfaces", str(ifs))
+    assert code == 2
+    assert "error: interfaces.map[0].vlan: VLAN 5000 is outside 1..4094" in err
+
+
+def test_missing_router_input_is_explained(tmp_path: Path) -> None:
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(DIRECT)
+    code, _, err = invoke("plan", "-c", str(cfg))
+    assert code == 2 and "--router/--router-interfaces: give exactly one" in err
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_plan_apply_show_in_a_namespace(tmp_path: Path) -> None:
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(DIRECT)
+    ifs = tmp_path / "ifs.txt"
+    ifs.write_text("ge-0/0/1.0 up\nfxp0.0 up\n")
+    with namespaces("xvl-cli") as (ns,):
+        sh("link", "add", "xe1", "type", "veth", "peer", "name", "xr1", ns=ns)
+        sh("link", "set", "xr1", "up", ns=ns)
+        code, out, _ = invoke("plan", "-c", str(cfg), "--router-interfaces", str(ifs), "--netns", ns)
+        assert code == 0
+        assert "+ xe1             address 2001:db8:aa::1/64" in out
+        assert "fxp0.0: not mapped (no mapping entry matches)" in out
+        assert addrs(ns, "xe1") == set()  # plan never changes the kernel
+        code, out, _ = invoke(
+            "apply",
+            "-c",
+            str(cfg),
+            "--router-interfaces",
+            str(ifs),
+            "--netns",
+            ns,
+            "--wait-neighbors",
+            "0",
+            "--json",
+        )
+        assert code == 0
+        doc = json.loads(out)
+        assert doc["applied"] and doc["links"][0]["engine_addr"] == "2001:db8:aa::1"
+        assert addrs(ns, "xe1") == {"2001:db8:aa::1/64"}
+        code, out, _ = invoke(
+            "apply", "-c", str(cfg), "--router-interfaces", str(ifs), "--netns", ns, "--wait-neighbors", "0"
+        )
+        assert code == 0 and "no changes" in out
+        code, out, _ = invoke("show", "-c", str(cfg), "--netns", ns, "--json")
+        rows = json.loads(out)
+        assert [(r["engine_if"], r["router_if"], r["addrs"]) for r in rows] == [
+            ("xe1", "ge-0/0/1.0", ["2001:db8:aa::1/64"])
+        ]
