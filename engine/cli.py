@@ -28,15 +28,16 @@ def _root(
 
 
 def _register() -> None:
-    # Each package owns its commands in its own module; import here so one missing optional
-    # piece does not hide the others' help.
-    from engine import tools_cli
+    # Each package owns its commands in its own module; imported here, at start, so that
+    # importing engine.cli stays cheap for the packet path.
+    from api import cli as api_cli
+    from engine import bench, tools_cli
+    from engine.lab import cli as lab_cli
+    from sync import cli as sync_cli
+    from vlan import cli as vlan_cli
 
-    tools_cli.register(app)
-    from engine import bench; bench.register(app)  # noqa: E702, I001
-    from sync import cli as sync_cli; sync_cli.register(app)  # noqa: E702, I001
-    from vlan import cli as vlan_cli; vlan_cli.register(app)  # noqa: E702, I001
-    from api import cli as api_cli; api_cli.register(app)  # noqa: E702, I001
+    for module in (tools_cli, bench, sync_cli, vlan_cli, api_cli, lab_cli):
+        module.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""Engine under load in the namespace lab (draft §4.4 metrics), with the kernel as the ceiling.
+
+For each worker count (1, 2) a lab is built (prefix ``xlb-``); engine A is the device under
+test.  For N destinations (2, 8, 32, all on router A's directly connected receivers, so every
+destination is its own next hop and engine A writes N X2U copies per packet):
+
+* **ladder**: offered XCAST6 packets/s doubles until the loss exceeds 20 %; at each step the
+  packets in / copies out / delivered per second, loss, CPU, RSS, context switches, system
+  calls (worker counters) and the load average are recorded;
+* **latency**: at half the measured capacity, 1-destination probe packets (timestamped with
+  CLOCK_MONOTONIC, which all namespaces share) are sent along the load, and the same probe as
+  plain UDP (not diverted: the same path without the engine) is the baseline;
+* **kernel ceiling**: plain unicast UDP forwarded by router A's kernel, offered as fast as the
+  (same) sender can, counted on the router's egress.
+
+Delivery is counted by nftables counters on the receivers (load goes to a dropped port), so the
+receivers cost nothing.  Prints a table, writes JSON and PNG plots.  The machine is shared:
+numbers are noisy, the load average is in the JSON for that reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil
+
+from engine import afpacket, histogram
+from engine.codec import build_xcast
+from engine.counters import CounterFile
+from engine.lab import build, netns
+from engine.lab.topology import Topology
+
+LOAD_PORT = 9
+PROBE_PORT = 7000
+LOAD_FLOWS = 256
+PAYLOAD = 64
+
+
+def ip6(a: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6, a)
+
+
+def udp6(src: str, dst: str, sport: int, dport: int, payload: bytes, tc: int = 0, hl: int = 64) -> bytes:
+    """Plain IPv6/UDP packet with a correct checksum."""
+    s, d = ip6(src), ip6(dst)
+    ulen = 8 + len(payload)
+    ph = s + d + struct.pack("!I3xB", ulen, 17)
+    data = ph + struct.pack("!HHHH", sport, dport, ulen, 0) + payload
+    if len(data) % 2:
+        data += b"\0"
+    c = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while c >> 16:
+        c = (c & 0xFFFF) + (c >> 16)
+    ck = (~c & 0xFFFF) or 0xFFFF
+    udp = struct.pack("!HHHH", sport, dport, ulen, ck) + payload
+    return struct.pack("!IHBB", 0x60000000 | tc << 20, ulen, 17, hl) + s + d + udp
+
+
+# ------------------------------------------------------------------ lab additions for the bench
+def bench_dests(topo: Topology, n: int) -> list[str]:
+    """N addresses on h1/h2's link (connected on router A: each its own next hop)."""
+    hosts = [topo.host("h1"), topo.host("h2")]
+    return [f"{hosts[i % 2].net}{0x1000 + i // 2:x}" for i in range(n)]
+
+
+def prepare(topo: Topology, max_n: int) -> None:
+    for i, d in enumerate(bench_dests(topo, max_n)):
+        h = ("h1", "h2")[i % 2]
+        netns.ip(topo.ns(h), "addr", "add", f"{d}/64", "dev", "eth0", "nodad")
+    for h in ("h1", "h2"):
+        netns.nft(topo.ns(h), "table inet xlbench {\n chain input {\n  type filter hook input priority 0;\n"
+                  f"  udp dport {LOAD_PORT} counter drop\n }}\n}}\n")
+    # router A must know every receiver's MAC before the first burst (no ND drops in the ladder)
+    for d in bench_dests(topo, max_n):
+        netns.run(["ping", "-6", "-c1", "-W1", d], ns=topo.router_ns("a"), check=False)
+
+
+def delivered(topo: Topology) -> int:
+    total = 0
+    for h in ("h1", "h2"):
+        data = json.loads(netns.run(["nft", "-j", "list", "table", "inet", "xlbench"], ns=topo.ns(h)).stdout)
+        for item in data["nftables"]:
+            rule = item.get("rule")
+            if rule:
+                for e in rule["expr"]:
+                    if "counter" in e:
+                        total += int(e["counter"]["packets"])
+    return total
+
+
+def tx_packets(ns: str, ifname: str) -> int:
+    data = json.loads(netns.ip(ns, "-s", "-j", "link", "show", "dev", ifname).stdout)
+    return int(data[0]["stats64"]["tx"]["packets"])
+
+
+# ------------------------------------------------------------------ load generator (child process)
+def _loadgen(ns: str, ifname: str, frames: list[bytes], rate: float, duration: float,
+             conn: multiprocessing.connection.Connection) -> None:
+    with netns.in_netns(ns):
+        s = afpacket.BatchSender(capacity=256, slot_size=4096)
+        ifindex = socket.if_nametoindex(ifname)
+    conn.send("ready")
+    conn.recv()
+    sent = 0
+    i = 0
+    nf = len(frames)
+    t0 = time.monotonic()
+    end = t0 + duration
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        due = int(rate * (now - t0)) - sent if rate > 0 else 256
+        if due <= 0:
+            time.sleep(0.0005)
+            continue
+        for _ in range(min(due, 256)):
+            s.add(ifindex, b"", frames[i % nf])
+            i += 1
+        n, _ = s.flush()
+        sent += n
+    conn.send((sent, time.monotonic() - t0))
+
+
+def run_load(topo: Topology, frames: list[bytes], rate: float, duration: float) -> tuple[int, float]:
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_loadgen, args=(topo.ns("snd"), "eth0", frames, rate, duration, child))
+    p.start()
+    parent.recv()
+    parent.send("go")
+    sent, took = parent.recv()
+    p.join()
+    return int(sent), float(took)
+
+
+def load_frames(topo: Topology, dests: list[str], xcast: bool) -> list[bytes]:
+    rmac = netns.mac(topo.router_ns("a"), "ra-snd")
+    smac = netns.mac(topo.ns("snd"), "eth0")
+    out = []
+    for f in range(LOAD_FLOWS):
+        if xcast:
+            pkt = build_xcast(ip6(topo.sender.addr), [ip6(d) for d in dests], b"L" * PAYLOAD,
+                              sport=20000 + f, dport=LOAD_PORT)
+        else:
+            pkt = udp6(topo.sender.addr, dests[f % len(dests)], 20000 + f, LOAD_PORT, b"L" * PAYLOAD)
+        out.append(rmac + smac + b"\x86\xdd" + pkt)
+    return out
+
+
+# ------------------------------------------------------------------ latency probes (child processes)
+def _probe_rx(ns: str, port: int, seconds: float, conn: multiprocessing.connection.Connection) -> None:
+    with netns.in_netns(ns):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind(("::", port))
+    s.settimeout(0.2)
+    conn.send("ready")
+    lat: dict[str, list[int]] = {"xcast": [], "plain": []}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            data = s.recv(2048)
+        except TimeoutError:
+            continue
+        now = time.monotonic_ns()
+        kind, ts = data[:1], struct.unpack("!Q", data[1:9])[0]
+        lat["xcast" if kind == b"X" else "plain"].append(now - ts)
+    conn.send(lat)
+
+
+def probe_latency(topo: Topology, dst: str, seconds: float, pps: float = 200) -> dict[str, list[int]]:
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    rx = ctx.Process(target=_probe_rx, args=(topo.ns("h1"), PROBE_PORT, seconds + 1.0, child))
+    rx.start()
+    parent.recv()
+    with netns.in_netns(topo.ns("snd")):
+        tx = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    end = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < end:
+        for kind in (b"X", b"P"):
+            ts = time.monotonic_ns()
+            payload = kind + struct.pack("!Q", ts) + b"p" * 23
+            if kind == b"X":
+                pkt = build_xcast(ip6(topo.sender.addr), [ip6(dst)], payload, sport=30000 + k % 64,
+                                  dport=PROBE_PORT)
+            else:
+                pkt = udp6(topo.sender.addr, dst, 30000 + k % 64, PROBE_PORT, payload)
+            tx.sendto(pkt, (dst, 0))
+        k += 1
+        time.sleep(1 / pps)
+    tx.close()
+    res: dict[str, list[int]] = parent.recv()
+    rx.join()
+    return res
+
+
+def pct(values: list[int], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return round(v[min(len(v) - 1, int(q * len(v)))] / 1000, 1)
+
+
+def lat_summary(values: list[int]) -> dict[str, Any]:
+    return {"n": len(values), "p50_us": pct(values, 0.5), "p90_us": pct(values, 0.9),
+            "p99_us": pct(values, 0.99), "max_us": round(max(values) / 1000, 1) if values else None}
+
+
+# ------------------------------------------------------------------ measurement of one step
+def engine_procs(topo: Topology) -> list[psutil.Process]:
+    st = build.read_status(topo, "a") or {}
+    return [psutil.Process(int(p)) for p in st.get("workers", [])]  # type: ignore[attr-defined]
+
+
+def proc_sample(procs: list[psutil.Process]) -> dict[str, float]:
+    cpu = ctx = rss = 0.0
+    for p in procs:
+        t = p.cpu_times()
+        cpu += t.user + t.system
+        c = p.num_ctx_switches()
+        ctx += c.voluntary + c.involuntary
+        rss += p.memory_info().rss
+    return {"cpu_s": cpu, "ctx": ctx, "rss": rss}
+
+
+def counters(topo: Topology) -> dict[str, int]:
+    cf = CounterFile.open(topo.counters_path("a"))
+    try:
+        st = cf.snapshot()
+        return {**st.totals, **{f"drop.{k}": v for k, v in st.drops().items()}}
+    finally:
+        cf.close()
+
+
+def buckets(topo: Topology) -> list[int]:
+    cf = CounterFile.open(topo.counters_path("a"))
+    try:
+        return cf.snapshot().buckets
+    finally:
+        cf.close()
+
+
+def step(topo: Topology, frames: list[bytes], n: int, rate: float, duration: float) -> dict[str, Any]:
+    procs = engine_procs(topo)
+    # Workers fetch the kernel's queue-drop count every 0.5 s: let the previous step's arrive
+    # before the "before" sample so they are not charged to this step.
+    time.sleep(0.7)
+    c0, d0, p0 = counters(topo), delivered(topo), proc_sample(procs)
+    sent, took = run_load(topo, frames, rate, duration)
+    time.sleep(0.5)     # let queues drain before reading the counters
+    c1, d1, p1 = counters(topo), delivered(topo), proc_sample(procs)
+    got_in = c1["received"] - c0["received"]
+    copies = (c1["x2u_out"] - c0["x2u_out"]) + (c1["copies_out"] - c0["copies_out"])
+    dl = d1 - d0
+    syscalls = sum(c1[k] - c0[k] for k in ("syscalls_rx", "syscalls_tx", "syscalls_poll"))
+    expected = sent * n
+    return {
+        "offered_pps": round(rate), "sent": sent, "sent_pps": round(sent / took),
+        "engine_in_pps": round(got_in / took), "copies_out_pps": round(copies / took),
+        "delivered_pps": round(dl / took), "loss": round(1 - dl / expected, 4) if expected else None,
+        "engine_in_loss": round(1 - got_in / sent, 4) if sent else None,
+        "cpu_pct": round(100 * (p1["cpu_s"] - p0["cpu_s"]) / took, 1),
+        "ctx_switches_per_s": round((p1["ctx"] - p0["ctx"]) / took),
+        "syscalls_per_s": round(syscalls / took),
+        "syscalls_per_packet": round(syscalls / got_in, 2) if got_in else None,
+        "rss_mb": round(p1["rss"] / 2**20, 1), "loadavg_1m": os.getloadavg()[0],
+        "egress_errors": c1["egress_errors"] - c0["egress_errors"],
+        "rx_queue_drops": c1["rx_queue_drops"] - c0["rx_queue_drops"],
+    }
+
+
+def kernel_ceiling(topo: Topology, duration: float) -> dict[str, Any]:
+    dests = bench_dests(topo, 2)
+    frames = load_frames(topo, dests, xcast=False)
+    tx0 = tx_packets(topo.router_ns("a"), "ra-h1") + tx_packets(topo.router_ns("a"), "ra-h2")
+    d0 = delivered(topo)
+    sent, took = run_load(topo, frames, 0, duration)     # rate 0 = as fast as the sender can
+    time.sleep(0.3)
+    tx1 = tx_packets(topo.router_ns("a"), "ra-h1") + tx_packets(topo.router_ns("a"), "ra-h2")
+    return {"offered_pps": round(sent / took), "forwarded_pps": round((tx1 - tx0) / took),
+            "delivered_pps": round((delivered(topo) - d0) / took)}
+
+
+def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float) -> dict[str, Any]:
+    topo = Topology(prefix="xlb-", state_dir=Path(f"/tmp/xlb-lab-{os.getpid()}"), workers=workers)
+    build.down(topo)
+    build.up(topo)
+    try:
+        prepare(topo, max(ns_list))
+        out: dict[str, Any] = {"workers": workers, "kernel": kernel_ceiling(topo, duration), "by_n": {}}
+        print(f"\n== workers={workers}  kernel forwarding ceiling: {out['kernel']}")
+        for n in ns_list:
+            dests = bench_dests(topo, n)
+            frames = load_frames(topo, dests, xcast=True)
+            run_load(topo, frames, 500, 0.5)      # warm caches (Fib, branch plans, ND)
+            ladder = []
+            rate = 500.0
+            print(f"-- N={n}")
+            print(f"{'offered':>8} {'in/s':>8} {'copies/s':>9} {'deliv/s':>9} {'loss':>7} {'cpu%':>6} "
+                  f"{'sysc/pkt':>8} {'ctx/s':>7} {'load':>5}")
+            while rate <= max_rate:
+                r = step(topo, frames, n, rate, duration)
+                ladder.append(r)
+                print(f"{r['offered_pps']:>8} {r['engine_in_pps']:>8} {r['copies_out_pps']:>9} "
+                      f"{r['delivered_pps']:>9} {r['loss']:>7} {r['cpu_pct']:>6} "
+                      f"{r['syscalls_per_packet']!s:>8} "
+                      f"{r['ctx_switches_per_s']:>7} {r['loadavg_1m']:>5.2f}")
+                if r["loss"] is not None and r["loss"] > 0.2:
+                    break
+                rate *= 2
+            capacity_in = max(r["engine_in_pps"] for r in ladder)
+            capacity_copies = max(r["copies_out_pps"] for r in ladder)
+            # the doubling ladder is coarse: check the "no loss below 80 % of capacity" target directly
+            at80 = step(topo, frames, n, 0.8 * capacity_in, duration)
+            print(f"   at 80 % of capacity ({at80['offered_pps']} pkt/s): loss {at80['loss']}, "
+                  f"kernel queue drops {at80['rx_queue_drops']}")
+            lossless = [r for r in ladder if r["loss"] is not None and r["loss"] <= 0.001]
+            # half of the highest load carried without loss (the capacity a user can rely on)
+            lossless_in = max((r["engine_in_pps"] for r in lossless), default=capacity_in)
+            half = max(lossless_in / 2, 100)
+            # latency at half load: background load + probes in parallel
+            ctx = multiprocessing.get_context("fork")
+            bg = ctx.Process(target=run_load, args=(topo, frames, half, 6.0))
+            bg.start()
+            time.sleep(0.5)
+            h0 = buckets(topo)
+            lat = probe_latency(topo, bench_dests(topo, 1)[0], 4.0)
+            internal = [b - a for a, b in zip(h0, buckets(topo), strict=True)]
+            bg.join()
+            idle = probe_latency(topo, bench_dests(topo, 1)[0], 2.0)
+            res = {
+                "ladder": ladder, "capacity_in_pps": capacity_in, "capacity_copies_pps": capacity_copies,
+                "max_lossless_offered_pps": max((r["offered_pps"] for r in lossless), default=0),
+                "half_load_pps": round(half),
+                "at_80pct_capacity": at80,
+                "latency_half_load": {"engine": lat_summary(lat["xcast"]),
+                                      "no_engine": lat_summary(lat["plain"])},
+                "latency_idle": {"engine": lat_summary(idle["xcast"]),
+                                 "no_engine": lat_summary(idle["plain"])},
+                # the workers' own receive->send histogram over the half-load window
+                "worker_latency_half_load": histogram.summary(internal),
+                "copies_vs_kernel": round(capacity_copies / out["kernel"]["forwarded_pps"], 3)
+                if out["kernel"]["forwarded_pps"] else None,
+            }
+            e, b = res["latency_half_load"]["engine"], res["latency_half_load"]["no_engine"]
+            if e["p99_us"] is not None and b["p99_us"] is not None:
+                res["engine_added_p99_us_half_load"] = round(e["p99_us"] - b["p99_us"], 1)
+            print(f"   capacity: {capacity_in} pkt/s in, {capacity_copies} copies/s "
+                  f"({res['copies_vs_kernel']} of kernel); latency @half load engine {e} | no engine {b} "
+                  f"| worker receive->send {res['worker_latency_half_load']}")
+            out["by_n"][str(n)] = res
+        return out
+    finally:
+        build.down(topo)
+
+
+def plot(result: dict[str, Any], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for w in result["runs"]:
+        for n, res in w["by_n"].items():
+            lad = res["ladder"]
+            lbl = f"N={n}, {w['workers']}w"
+            offered = [r["offered_pps"] for r in lad]
+            axes[0].plot(offered, [r["copies_out_pps"] for r in lad], "o-", label=lbl)
+            axes[1].plot(offered, [100 * (r["loss"] or 0) for r in lad], "o-", label=lbl)
+            lat = res["latency_half_load"]
+            axes[2].bar(f"{n}/{w['workers']}w", (lat["engine"]["p99_us"] or 0), color="tab:red", alpha=.7)
+            axes[2].bar(f"{n}/{w['workers']}w", (lat["no_engine"]["p99_us"] or 0), color="tab:blue", alpha=.7)
+        axes[0].axhline(w["kernel"]["forwarded_pps"], ls="--", color="gray")
+    axes[0].set(xscale="log", yscale="log", xlabel="offered XCAST6 packets/s", ylabel="copies out/s",
+                title="throughput (dashed: kernel plain forwarding)")
+    axes[1].set(xscale="log", xlabel="offered XCAST6 packets/s", ylabel="loss %",
+                title="loss vs offered load")
+    axes[2].set(ylabel="p99 µs", title="p99 @ half load: red engine, blue no engine")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--dests", type=int, nargs="+", default=[2, 8, 32])
+    ap.add_argument("--duration", type=float, default=2.0, help="seconds per ladder step")
+    ap.add_argument("--max-rate", type=float, default=64000)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/bench_lab.json"))
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_lab needs root (network namespaces)")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"started": time.time(), "cpus": os.cpu_count(),
+                              "loadavg_start": os.getloadavg(), "kernel": os.uname().release, "runs": []}
+    for w in a.workers:
+        result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate))
+    result["loadavg_end"] = os.getloadavg()
+    a.out.write_text(json.dumps(result, indent=1))
+    png = a.out.with_suffix(".png")
+    plot(result, png)
+    print(f"\nwrote {a.out} and {png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The lab's deployment, as data: namespaces, links, addresses, routes, divert rules.
+
+::
+
+    snd ── ra ──────────── rb ── h3   (h3..h5 behind router B: engine A sends them ONE
+           │  \\             │ \\── h4   multi-destination copy that engine B branches again)
+           │   h1, h2       │  └─ h5
+           ea (engine A)    eb (engine B)
+
+Every router interface ``X`` has its own engine link in ``direct`` mode: a veth ``eng<k>`` on
+the router, ``to-<X>`` on the engine (the same shape ``vlan`` mode gives with one 802.1Q
+subinterface per router interface).  Routers divert traffic class ``010111xx`` arriving on any
+non-engine interface to their engine with nftables (mark) + a policy-routing table, which is
+what a Junos filter with ``routing-instance`` / a Cisco PBR ``set ipv6 next-hop`` does.
+
+Everything derives from ``prefix`` (default ``xl-``) so several labs never collide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DIVERT_MARK = 0x5C
+DIVERT_TABLE = 92
+RECEIVER_PORT = 5000
+LOOPBACKS_PER_HOST = 26      # 5 x 26 = 130 >= the 126 destinations one packet can carry
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str               # short name (h1, snd)
+    router: str             # "a" or "b"
+    net: str                # /64 of its link, e.g. 2001:db8:a1::
+    router_if: str          # router interface facing it
+    loop_net: str | None    # /64 whose addresses live on its loopback
+
+    @property
+    def addr(self) -> str:
+        return f"{self.net}2"
+
+    @property
+    def gw(self) -> str:
+        return f"{self.net}1"
+
+    def loopbacks(self, count: int = LOOPBACKS_PER_HOST) -> list[str]:
+        return [] if self.loop_net is None else [f"{self.loop_net}{i:x}" for i in range(1, count + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    name: str                     # "a" / "b"
+    interfaces: tuple[str, ...]   # its "real" interfaces (what SNMP reports and routes use)
+
+    def engine_link(self, k: int) -> tuple[str, str, str, str]:
+        """(router ifname, engine ifname, router addr, engine addr) of the link for interface k."""
+        net = f"2001:db8:e{self.name}{k}::"
+        return f"eng{k}", f"to-{self.interfaces[k]}", f"{net}1", f"{net}2"
+
+    @property
+    def snmp_addr(self) -> str:
+        # The router answers SNMP on its end of engine link 0 (reachable from the engine ns).
+        return self.engine_link(0)[2]
+
+
+@dataclass
+class Topology:
+    """Names and addresses of one lab instance."""
+
+    prefix: str = "xl-"
+    state_dir: Path = field(default_factory=lambda: Path("/tmp/xl-lab"))
+    workers: int = 1
+    poll_interval: float = 1.0
+    # Jumbo links: a 126-destination XCAST6 header alone is 2,120 bytes (the draft assumes the
+    # core runs a large MTU; so does the lab).
+    mtu: int = 9000
+    start_timeout: float = 30.0   # per daemon start (slow under QEMU TCG: raise it there)
+    mode: str = "direct"          # "direct" (veth per link) or "vlan" (802.1Q on one trunk)
+    vlan_base: int = 100
+
+    sender: Host = Host("snd", "a", "2001:db8:a0::", "ra-snd", None)
+    receivers: tuple[Host, ...] = (
+        Host("h1", "a", "2001:db8:a1::", "ra-h1", "2001:db8:c1::"),
+        Host("h2", "a", "2001:db8:a2::", "ra-h2", "2001:db8:c2::"),
+        Host("h3", "b", "2001:db8:b3::", "rb-h3", "2001:db8:c3::"),
+        Host("h4", "b", "2001:db8:b4::", "rb-h4", "2001:db8:c4::"),
+        Host("h5", "b", "2001:db8:b5::", "rb-h5", "2001:db8:c5::"),
+    )
+    inter_net: str = "2001:db8:ab::"       # router A ::1, router B ::2
+    spare_net: str = "2001:db8:b9::"       # router B's spare link to h5 (route-change tests)
+
+    def vlan_id(self, k: int) -> int:
+        return self.vlan_base + k
+
+    def ns(self, short: str) -> str:
+        return f"{self.prefix}{short}"
+
+    @property
+    def routers(self) -> dict[str, Router]:
+        a_ifs = ["ra-snd", *(h.router_if for h in self.receivers if h.router == "a"), "ra-rb"]
+        b_ifs = ["rb-ra", *(h.router_if for h in self.receivers if h.router == "b"), "rb-h5b"]
+        return {"a": Router("a", tuple(a_ifs)), "b": Router("b", tuple(b_ifs))}
+
+    def router_ns(self, r: str) -> str:
+        return self.ns(f"r{r}")
+
+    def engine_ns(self, r: str) -> str:
+        return self.ns(f"e{r}")
+
+    def host(self, name: str) -> Host:
+        for h in (self.sender, *self.receivers):
+            if h.name == name:
+                return h
+        raise KeyError(f"no host {name!r} in the lab (have snd, {', '.join(h.name for h in self.receivers)})")
+
+    def all_namespaces(self) -> list[str]:
+        return [self.ns("snd"), *(self.ns(h.name) for h in self.receivers),
+                self.router_ns("a"), self.router_ns("b"), self.engine_ns("a"), self.engine_ns("b")]
+
+    def receiver_log(self, host: str) -> Path:
+        return self.state_dir / f"recv-{host}.jsonl"
+
+    def engine_dir(self, r: str) -> Path:
+        return self.state_dir / f"engine-{r}"
+
+    def counters_path(self, r: str) -> Path:
+        return self.engine_dir(r) / "stats.shm"
+
+    def status_path(self, r: str) -> Path:
+        return self.engine_dir(r) / "status.json"
+
+    def router_statics(self, r: str) -> list[tuple[str, str, str]]:
+        """The routers' own configuration: (prefix, gateway, device) static routes."""
+        out: list[tuple[str, str, str]] = []
+        if r == "a":
+            b_gw = f"{self.inter_net}2"
+            for h in self.receivers:
+                if h.router == "a" and h.loop_net:
+                    out.append((f"{h.loop_net}/64", h.addr, h.router_if))
+                if h.router == "b":
+                    out.append((f"{h.net}/64", b_gw, "ra-rb"))
+                    if h.loop_net:
+                        out.append((f"{h.loop_net}/64", b_gw, "ra-rb"))
+            out.append((f"{self.spare_net}/64", b_gw, "ra-rb"))
+        else:
+            out.append(("::/0", f"{self.inter_net}1", "rb-ra"))
+            for h in self.receivers:
+                if h.router == "b" and h.loop_net:
+                    out.append((f"{h.loop_net}/64", h.addr, h.router_if))
+        return out
+
+    def divert_ruleset(self, r: str) -> str:
+        """nftables + policy routing that reproduce the router's XCAST divert."""
+        engine_ifs = ", ".join(f'"{self.routers[r].engine_link(k)[0]}"'
+                               for k in range(len(self.routers[r].interfaces)))
+        return (
+            f"table inet {self.prefix.replace('-', '_')}divert {{\n"
+            "  chain prerouting {\n"
+            "    type filter hook prerouting priority mangle; policy accept;\n"
+            f"    iifname != {{ {engine_ifs} }} ip6 dscp 23 counter meta mark set {DIVERT_MARK:#x}\n"
+            "  }\n"
+            "}\n"
+        )
+
+    def engine_guard_ruleset(self) -> str:
+        """In the engine ns: the kernel must not route/answer diverted packets (AF_PACKET has them)."""
+        return (
+            f"table inet {self.prefix.replace('-', '_')}engine {{\n"
+            "  chain prerouting {\n"
+            "    type filter hook prerouting priority raw; policy accept;\n"
+            "    ip6 dscp 23 counter drop\n"
+            "  }\n"
+            "}\n"
+        )

@@ -1,0 +1,409 @@
+"""The packet path: worker processes that receive diverted packets, branch them, send copies.
+
+Design (why it looks like this):
+
+* **Fork after load, diffs after that.**  The supervisor (:class:`WorkerPool`) builds the
+  forwarding table once, then forks the workers, so a 250k-route table is shared copy-on-write
+  instead of being pickled to every worker.  Later sync changes travel as *diffs* (routes added,
+  prefixes removed) over one pipe per worker; each worker applies them to its own :class:`Fib`
+  between batches, which is a generation swap inside the Fib, so traffic never stops and
+  no packet sees half an update.  The link map (small) is sent whole when vlan/ changes it.
+* **Kernel does the sorting.**  Ingress sockets carry the hand-written BPF filter
+  (engine/bpf.py) and join a ``PACKET_FANOUT_HASH`` group per link, so each flow sticks to one
+  worker and non-XCAST traffic never reaches Python.
+* **Batching.**  A worker drains up to ``batch`` frames from its sockets, branches each, queues
+  every copy into a preallocated arena and writes the whole batch with one ``sendmmsg``.
+* **Destination cache.**  Route lookups are cached per destination by the Fib (keyed by its
+  generation); the egress side caches router-interface -> (ifindex, Ethernet header).
+* **Counters.**  Each worker owns one slot in the shared counter file (engine/counters.py);
+  latency is measured from the moment the frame is read to the moment its batch was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import multiprocessing
+import multiprocessing.connection
+import os
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import afpacket
+from engine.branch import Brancher, BranchResult
+from engine.counters import CounterFile, Slot
+from engine.fib import Fib
+from engine.model import Route
+from engine.reasons import NOT_XCAST
+from vlan.linkmap import EngineLink, LinkMap
+
+ETHERTYPE_IPV6 = b"\x86\xdd"
+
+
+BranchFn = Callable[[bytes], BranchResult]
+Conn = multiprocessing.connection.Connection
+# (fib, links) -> branch function; rebuilt when the link map changes (outer source addresses).
+BrancherFactory = Callable[[Fib, LinkMap], BranchFn]
+
+
+def default_brancher_factory(fib: Fib, links: LinkMap) -> BranchFn:
+    """The engine core's RFC 5058 branching (engine/branch.py)."""
+    return Brancher(fib, links.source_for).branch
+
+
+def reason_name(reason: object) -> str:
+    """Counter name of a drop reason (enum value, enum name, or the string itself)."""
+    value = getattr(reason, "value", None)
+    if isinstance(value, str):
+        return value
+    name = getattr(reason, "name", None)
+    return str(name.lower() if isinstance(name, str) else reason)
+
+
+@dataclass(slots=True)
+class EgressEntry:
+    ifindex: int
+    l2: bytes          # Ethernet header: router MAC, link MAC, 0x86dd
+    mtu: int
+
+
+class Egress:
+    """Router interface -> (engine link ifindex, Ethernet header), cached per link map."""
+
+    def __init__(self, links: LinkMap) -> None:
+        self.links = links
+        self._cache: dict[str, EgressEntry | str] = {}
+
+    def resolve(self, router_ifname: str) -> EgressEntry | str:
+        """The egress entry, or the name of the counter explaining why there is none."""
+        hit = self._cache.get(router_ifname)
+        if hit is not None:
+            return hit
+        link = self.links.for_router_if(router_ifname)
+        res: EgressEntry | str
+        if link is None or not link.oper_up:
+            res = "egress_no_link"
+        elif link.router_mac is None:
+            res = "egress_no_mac"
+        else:
+            l2 = link.router_mac + link.engine_mac + ETHERTYPE_IPV6
+            res = EgressEntry(link.engine_ifindex, l2, link.mtu)
+        self._cache[router_ifname] = res
+        return res
+
+
+@dataclass(slots=True)
+class WorkerSpec:
+    """What one worker process needs besides the table (which it inherits by fork)."""
+
+    index: int
+    ingress: list[str]
+    counters_path: Path
+    batch: int = 64
+    fanout: bool = True
+
+
+def apply_diff(fib: Fib, adds: Iterable[Route], removes: Iterable[ipaddress.IPv6Network]) -> None:
+    """Apply a sync diff to a Fib as ONE new generation (readers see before or after, not a mix)."""
+    fib.update(add=adds, remove=removes)
+
+
+class Worker:
+    """One worker's loop (runs in its own process; also usable in-process for tests)."""
+
+    def __init__(self, spec: WorkerSpec, fib: Fib, links: LinkMap, factory: BrancherFactory,
+                 control: multiprocessing.connection.Connection | None = None) -> None:
+        self.spec = spec
+        self.fib = fib
+        self.factory = factory
+        self.control = control
+        self.counters = CounterFile.open(spec.counters_path, writable=True)
+        self.slot: Slot = self.counters.slot(spec.index)
+        self.ix = self.slot.index_of
+        self.sender = afpacket.BatchSender(capacity=max(256, spec.batch * 4))
+        self.rx: list[socket.socket] = []
+        for ifname in spec.ingress:
+            group = afpacket.fanout_group_for(afpacket.ifindex_of(ifname)) if spec.fanout else None
+            self.rx.append(afpacket.open_ingress(ifname, group))
+        self.set_links(links)
+        self.stopping = False
+
+    def set_links(self, links: LinkMap) -> None:
+        self.links = links
+        self.egress = Egress(links)
+        self.branch = self.factory(self.fib, links)
+
+    def handle_control(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "diff":
+            apply_diff(self.fib, msg[1], msg[2])
+            self.slot.add("table_updates")
+        elif kind == "replace":
+            self.fib.replace(msg[1])
+            self.slot.add("table_updates")
+        elif kind == "links":
+            self.set_links(LinkMap(msg[1]))
+        elif kind == "stop":
+            self.stopping = True
+        if self.control is not None and kind in ("diff", "replace", "links"):
+            self.control.send(("ack", kind, self.fib.generation))
+
+    def process(self, frame: bytes, t0: int) -> None:
+        """Branch one frame (Ethernet header included) and queue its copies."""
+        slot = self.slot
+        try:
+            result = self.branch(frame[afpacket.ETH_HLEN:])
+        except Exception:   # a codec/branch bug must cost one packet, never the worker
+            slot.drop("other")
+            return
+        drops = result.drops
+        if drops:
+            for reason, n in drops.items():
+                if reason in NOT_XCAST:
+                    slot.add("not_xcast", n)
+                else:
+                    slot.drop(reason_name(reason), n)
+        copies = result.copies
+        if not copies:
+            return
+        # Hot loop: counts are summed locally and written to shared memory once per packet.
+        resolve = self.egress.resolve
+        add = self.sender.add
+        x2u = multi = nbytes = 0
+        for c in copies:
+            e = resolve(c.nexthop.ifname)
+            if isinstance(e, str):
+                slot.add(e)
+                continue
+            data = c.data
+            if len(data) > e.mtu or not add(e.ifindex, e.l2, data):
+                slot.add("egress_mtu")
+                continue
+            if c.x2u:
+                x2u += 1
+            else:
+                multi += 1
+            nbytes += len(data) + 14
+        w, ix = slot.words, self.ix
+        w[ix["branched"]] += 1
+        if x2u:
+            w[ix["x2u_out"]] += x2u
+        if multi:
+            w[ix["copies_out"]] += multi
+        w[ix["bytes_out"]] += nbytes
+
+    def drain(self, sock: socket.socket, buf: bytearray, times: list[int]) -> int:
+        """Read and process up to ``batch`` frames from one socket; returns how many."""
+        n = 0
+        nbytes = 0
+        mv = memoryview(buf)
+        recv_into = sock.recv_into
+        process = self.process
+        clock = time.perf_counter_ns
+        batch = self.spec.batch
+        while n < batch:
+            try:
+                size = recv_into(buf)
+            except BlockingIOError:
+                break
+            t0 = clock()
+            process(bytes(mv[:size]), t0)
+            times.append(t0)
+            n += 1
+            nbytes += size
+        w, ix = self.slot.words, self.ix
+        w[ix["received"]] += n
+        w[ix["received_bytes"]] += nbytes
+        w[ix["syscalls_rx"]] += n + (n < batch)     # + the call that found the socket empty
+        return n
+
+    def flush(self, times: list[int]) -> None:
+        sender = self.sender
+        if sender.count:
+            before = sender.syscalls
+            sender.flush()
+            self.slot.add("syscalls_tx", sender.syscalls - before)
+        if sender.failed_total:     # includes batches add() had to flush early
+            self.slot.add("egress_errors", sender.failed_total)
+            sender.failed_total = 0
+        if times:
+            now = time.perf_counter_ns()
+            for t0 in times:
+                self.slot.latency(now - t0)
+            times.clear()
+
+    def run(self) -> None:
+        """Serve until a ``stop`` message, SIGTERM or the control pipe closes."""
+        ep = select.epoll()
+        by_fd = {s.fileno(): s for s in self.rx}
+        for fd in by_fd:
+            ep.register(fd, select.EPOLLIN)
+        ctl_fd = self.control.fileno() if self.control is not None else -1
+        if ctl_fd >= 0:
+            ep.register(ctl_fd, select.EPOLLIN)
+        buf = bytearray(65536)
+        times: list[int] = []
+        next_stats = 0.0
+        try:
+            while not self.stopping:
+                events = ep.poll(0.5)
+                self.slot.add("syscalls_poll")
+                now = time.monotonic()
+                if now >= next_stats:     # overload drops happen in the kernel: fetch its count
+                    next_stats = now + 0.5
+                    for s in self.rx:
+                        lost = afpacket.queue_drops(s)
+                        if lost:
+                            self.slot.add("rx_queue_drops", lost)
+                for fd, _ in events:
+                    if fd == ctl_fd:
+                        assert self.control is not None
+                        try:
+                            self.handle_control(self.control.recv())
+                        except EOFError:
+                            self.stopping = True
+                        continue
+                    sock = by_fd[fd]
+                    # Keep draining while the socket is busy, flushing once per batch.
+                    while self.drain(sock, buf, times) == self.spec.batch:
+                        self.flush(times)
+                    self.flush(times)
+        finally:
+            ep.close()
+            for s in self.rx:
+                s.close()
+            self.sender.close()
+
+
+def _worker_main(spec: WorkerSpec, fib: Fib, links: list[EngineLink], factory: BrancherFactory,
+                 control: multiprocessing.connection.Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the supervisor decides when we stop
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)                     # forked from an asyncio loop: not ours
+    w = Worker(spec, fib, LinkMap(links), factory, control)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(w, "stopping", True))
+    control.send(("ready", spec.index, os.getpid()))
+    w.run()
+
+
+@dataclass
+class WorkerPool:
+    """Supervisor side: owns the master Fib, forks workers, fans out table/link changes."""
+
+    fib: Fib
+    links: LinkMap
+    ingress: list[str]
+    workers: int = 1
+    counters_path: Path = Path("/run/xcast6-engine/stats.shm")
+    factory: BrancherFactory = default_brancher_factory
+    batch: int = 64
+    procs: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
+    conns: list[multiprocessing.connection.Connection] = field(default_factory=list)
+
+    restarts: int = 0
+
+    def _fork(self, i: int) -> tuple[multiprocessing.process.BaseProcess, Conn]:
+        # Forked from the supervisor, whose Fib is always the current one: a (re)started worker
+        # inherits today's table, not the one from boot.
+        ctx = multiprocessing.get_context("fork")
+        parent, child = ctx.Pipe()
+        spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch)
+        args = (spec, self.fib, self.links.links(), self.factory, child)
+        p = ctx.Process(target=_worker_main, args=args, name=f"xcast6-worker-{i}", daemon=True)
+        p.start()
+        child.close()
+        return p, parent
+
+    @staticmethod
+    def _await_ready(i: int, c: multiprocessing.connection.Connection, timeout: float) -> None:
+        if not c.poll(timeout):
+            raise RuntimeError(f"worker {i} did not start within {timeout}s")
+        msg = c.recv()
+        if msg[0] != "ready":
+            raise RuntimeError(f"worker {i} failed to start: {msg!r}")
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Create the counter file and fork the workers (after the table is loaded)."""
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        CounterFile.create(self.counters_path, self.workers)
+        for i in range(self.workers):
+            p, c = self._fork(i)
+            self.procs.append(p)
+            self.conns.append(c)
+        try:
+            for i, c in enumerate(self.conns):
+                self._await_ready(i, c, timeout)
+        except (RuntimeError, EOFError):
+            self.stop()
+            raise
+
+    def revive(self, timeout: float = 10.0) -> list[int]:
+        """Restart dead workers in their slots (same fanout group); returns their indexes."""
+        revived = []
+        for i, p in enumerate(self.procs):
+            if p.is_alive():
+                continue
+            p.join(0)
+            self.conns[i].close()
+            self.procs[i], self.conns[i] = self._fork(i)
+            self._await_ready(i, self.conns[i], timeout)
+            revived.append(i)
+            self.restarts += 1
+        return revived
+
+    def _broadcast(self, msg: tuple[Any, ...], timeout: float = 30.0) -> None:
+        self.revive()
+        for c in self.conns:
+            c.send(msg)
+        for i, c in enumerate(self.conns):
+            if not c.poll(timeout):
+                raise RuntimeError(f"worker {i} did not acknowledge {msg[0]} within {timeout}s")
+            c.recv()
+
+    def apply_diff(self, adds: list[Route], removes: list[ipaddress.IPv6Network]) -> None:
+        """Apply a sync diff to the master table and every worker (waits for their acks)."""
+        apply_diff(self.fib, adds, removes)
+        self._broadcast(("diff", adds, removes))
+
+    def routes_hook(self, snap: Any, d: Any, res: Any = None) -> None:
+        """``SyncService.on_routes`` hook: forward a sync diff to the workers.
+
+        The daemon's Applier has already written the master Fib (this pool's ``fib``, shared by
+        reference), so only the workers are updated here; ``d`` is a ``sync.diff.SnapshotDiff``.
+        """
+        adds = [*d.added, *(c.new for c in d.changed)]
+        removes = [r.prefix for r in d.removed]
+        if adds or removes:
+            self._broadcast(("diff", adds, removes))
+
+    def replace_routes(self, routes: list[Route]) -> None:
+        self.fib.replace(routes)
+        self._broadcast(("replace", routes))
+
+    def set_links(self, links: LinkMap) -> None:
+        self.links = links
+        self._broadcast(("links", links.links()))
+
+    def alive(self) -> list[bool]:
+        return [p.is_alive() for p in self.procs]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for c in self.conns:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                c.send(("stop",))
+        for p in self.procs:
+            p.join(timeout)
+            if p.is_alive():
+                p.terminate()
+                p.join(1)
+        for c in self.conns:
+            c.close()
+        self.procs.clear()
+        self.conns.clear()
