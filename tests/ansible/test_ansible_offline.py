@@ -163,3 +163,26 @@ def test_systemd_unit_exposure_below_threshold() -> None:
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", res.stdout)
     assert m, res.stdout + res.stderr
     assert float(m.group(1)) <= threshold, res.stdout
+
+
+@pytest.mark.parametrize("engine", ["engine-mx1", "engine-xe1", "engine-xr1"])
+def test_rendered_engine_config_passes_the_engines_own_check(engine: str) -> None:
+    """What the role would install is accepted by `xcast6-engine config check` (secrets from env)."""
+    env = {
+        **_env(),
+        "XCAST6_API_TOKEN": "t" * 32,
+        "XCAST6_SNMP_COMMUNITY": "community",
+        "XCAST6_SNMP_AUTH_KEY": "auth-key-123",
+        "XCAST6_SNMP_PRIV_KEY": "priv-key-123",
+        "XCAST6_NETCONF_PASSWORD": "password",
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "config", "check", str(GOLDEN / engine / "engine.toml")],
+        cwd=ANSIBLE_DIR.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "valid" in res.stdout

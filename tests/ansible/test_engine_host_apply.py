@@ -10,6 +10,7 @@ switched off with engine_host_runtime=false; there is no systemd running in a ch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -84,17 +85,30 @@ def scratch_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The engine's wheel plus wheels of all its dependencies (cached by pyproject digest)."""
+    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    deps = CACHE / f"wheelhouse-{digest}"
+    if not deps.exists():
+        part = CACHE / f"wheelhouse-{digest}.part"
+        shutil.rmtree(part, ignore_errors=True)
+        res = _sh(str(BIN / "python"), "-m", "pip", "wheel", "-q", "-w", str(part), str(REPO), timeout=1200)
+        assert res.returncode == 0, res.stderr[-3000:]
+        for old in part.glob("xcast6_engine-*.whl"):
+            old.unlink()
+        os.replace(part, deps)
+    out = tmp_path_factory.mktemp("wheelhouse")
+    for whl in deps.iterdir():
+        shutil.copy(whl, out / whl.name)
     res = _sh(
         str(BIN / "python"), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO), timeout=600
     )
     assert res.returncode == 0, res.stderr
-    (whl,) = out.glob("xcast6_engine-*.whl")
-    return whl
+    (engine_whl,) = out.glob("xcast6_engine-*.whl")
+    return out, engine_whl
 
 
-def _inventory(tmp: Path, root: Path, whl: Path) -> Path:
+def _inventory(tmp: Path, root: Path, wheels: tuple[Path, Path]) -> Path:
     mx1 = (ANSIBLE_DIR / "inventories/example/host_vars/mx1.yml").read_text()
     inv = tmp / "inventory"
     (inv / "host_vars").mkdir(parents=True)
@@ -116,7 +130,8 @@ def _inventory(tmp: Path, root: Path, whl: Path) -> Path:
                                     "xcast6_router": "mx1",
                                     "xcast6_trunk_interface": "eth1",
                                     "engine_host_runtime": False,
-                                    "engine_host_package_src": str(whl),
+                                    "engine_host_package_src": str(wheels[1]),
+                                    "engine_host_wheelhouse": str(wheels[0]),
                                     "xcast6_api_token": "scratch-token-0123456789abcdef",
                                     "xcast6_snmp_auth_key": "scratch-auth-key",
                                     "xcast6_snmp_priv_key": "scratch-priv-key",
@@ -154,8 +169,10 @@ def _recap(out: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
 
 
-def test_engine_host_role_applies_and_is_idempotent(scratch_root: Path, wheel: Path, tmp_path: Path) -> None:
-    inventory = _inventory(tmp_path, scratch_root, wheel)
+def test_engine_host_role_applies_and_is_idempotent(
+    scratch_root: Path, wheelhouse: tuple[Path, Path], tmp_path: Path
+) -> None:
+    inventory = _inventory(tmp_path, scratch_root, wheelhouse)
 
     first = _play(inventory)
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
@@ -179,9 +196,10 @@ def test_engine_host_role_applies_and_is_idempotent(scratch_root: Path, wheel: P
     check = _sh(
         "chroot",
         str(scratch_root),
+        "/bin/sh",
+        "-c",
+        'set -a; . /etc/xcast6-engine/engine.env; exec "$0" config check /etc/xcast6-engine/engine.toml',
         "/opt/xcast6-engine/venv/bin/xcast6-engine",
-        "config",
-        "check",
-        "/etc/xcast6-engine/engine.toml",
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    assert "valid" in check.stdout
