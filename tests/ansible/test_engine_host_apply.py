@@ -192,6 +192,7 @@ def test_engine_host_role_applies_and_is_idempotent(
     assert "8021q" in (scratch_root / "etc/modules-load.d/xcast6-engine.conf").read_text()
     assert (scratch_root / "etc/systemd/system/multi-user.target.wants/xcast6-engine.service").is_symlink()
     assert "xcast6:" in (scratch_root / "etc/passwd").read_text()
+    assert "245 xcast6" in (scratch_root / "etc/iproute2/rt_protos.d/xcast6-engine.conf").read_text()
 
     check = _sh(
         "chroot",
