@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperGroup
 
 from api.client import (
     EXIT_DIFFERS,
@@ -423,6 +424,21 @@ CLIENT_COMMANDS: dict[str, Callable[..., None]] = {
 }
 
 
+class _DefaultCommandGroup(TyperGroup):
+    """A command group that runs ``default_command`` when no sub-command is named."""
+
+    default_command = "show"
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not any(a in self.commands for a in args) and args[:1] not in (["--help"], ["-h"]):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def _default_group(command: str) -> type[TyperGroup]:
+    return type(f"DefaultTo{command.title()}Group", (_DefaultCommandGroup,), {"default_command": command})
+
+
 def register(app: typer.Typer) -> None:
     """Add ``run``, ``config`` and the client commands; every client command is also under ``api``
     so that a top-level name another package already uses (e.g. ``routes`` or ``interfaces``
@@ -432,9 +448,13 @@ def register(app: typer.Typer) -> None:
     api_app = typer.Typer(help="Engine API client commands.", no_args_is_help=True)
     for name, fn in CLIENT_COMMANDS.items():
         api_app.command(name)(fn)
-        if name in groups:  # e.g. sync's `routes fetch|diff`: join the group as `show` if free
-            if "show" not in {c.name for c in groups[name].registered_commands}:
-                groups[name].command("show")(fn)
+        if name in groups:
+            # Join a local tool group (sync's `routes fetch|diff`, vlan's `interfaces plan|apply|show`)
+            # as its default command, so `routes [PREFIX]` and a bare `interfaces` ask the engine.
+            sub = "show" if "show" not in {c.name for c in groups[name].registered_commands} else "live"
+            groups[name].command(sub)(fn)
+            groups[name].info.cls = _default_group(sub)
+            groups[name].info.no_args_is_help = False
         elif name not in taken:
             app.command(name)(fn)
     taken |= set(groups)

@@ -8,7 +8,16 @@ is per next hop) and the interface to pick the engine link (VLAN) that stands fo
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+
+# One shared, read-only empty mapping: a fresh dict per route cost ~16 MB at 250k routes.
+NO_EXTRA: Mapping[str, str] = MappingProxyType({})
+
+
+def _no_extra() -> Mapping[str, str]:
+    return NO_EXTRA
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +71,7 @@ class Route:
     nexthops: tuple[NextHop, ...]
     protocol: str = "unknown"
     metric: int = 0
-    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    extra: Mapping[str, str] = field(default_factory=_no_extra, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not self.nexthops:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 from engine.fib import Fib
 from sync.diff import SnapshotDiff
+from sync.gcpause import gc_paused
 from sync.kernel import KernelApplyError, KernelMirror, MirrorResult
 from sync.model import Snapshot
+from vlan.linkmap import LinkMap
 
 IfnameMap = Callable[[str], str | None]
 
@@ -66,6 +68,16 @@ def _no_links(_router_ifname: str) -> str | None:
     return None
 
 
+def ifname_map_from(linkmap: LinkMap) -> IfnameMap:
+    """Router interface name -> engine kernel interface name, from vlan's LinkMap."""
+
+    def engine_ifname(router_ifname: str) -> str | None:
+        link = linkmap.for_router_if(router_ifname)
+        return None if link is None else link.engine_ifname
+
+    return engine_ifname
+
+
 class Applier:
     """Owns the write path into the engine Fib and the kernel mirror."""
 
@@ -88,6 +100,10 @@ class Applier:
         ``full`` forces a whole-table kernel reconcile and Fib swap (first load, link map change).
         Raises :class:`ApplyError` with the previous state still serving.
         """
+        with gc_paused():
+            return self._apply(new, d, full)
+
+    def _apply(self, new: Snapshot, d: SnapshotDiff | None, full: bool) -> ApplyResult:
         t0 = time.perf_counter()
         incremental = d is not None and not full
         kres: MirrorResult | None = None
@@ -95,7 +111,8 @@ class Applier:
             try:
                 if incremental and d is not None:
                     upserts = d.added + [c.new for c in d.changed]
-                    kres = self.mirror.apply_changes(upserts, [r.prefix for r in d.removed], self.ifname_map)
+                    kres = self.mirror.apply_changes(upserts, [r.prefix for r in d.removed], self.ifname_map,
+                                                     full_routes=new.routes)
                 else:
                     kres = self.mirror.apply(new.routes, self.ifname_map)
             except KernelApplyError as exc:
@@ -106,17 +123,40 @@ class Applier:
             self.last_kernel = kres
         t1 = time.perf_counter()
         fib = self.fib
-        if incremental and d is not None and d.route_changes == 0:
-            mode = "none"
-        elif (incremental and d is not None and d.route_changes <= self.incremental_max
-              and d.route_changes <= max(16, d.new_count // 4)):
-            mode = "incremental"
-            fib.update(add=[*d.added, *(c.new for c in d.changed)], remove=[r.prefix for r in d.removed])
-        else:
-            mode = "replace"
-            fib.replace(new.routes)
+        try:
+            if incremental and d is not None and d.route_changes == 0:
+                mode = "none"
+            elif (incremental and d is not None and d.route_changes <= self.incremental_max
+                  and d.route_changes <= max(16, d.new_count // 4)):
+                mode = "incremental"
+                fib.update(add=[*d.added, *(c.new for c in d.changed)],
+                           remove=[r.prefix for r in d.removed])
+            else:
+                mode = "replace"
+                fib.replace(new.routes)
+        except Exception as exc:
+            # The Fib kept its generation (it swaps only when built); put the mirror back to match.
+            restored = True
+            if self.mirror is not None and kres is not None:
+                try:
+                    self.mirror.apply(list(fib.routes()), self.ifname_map)
+                except (KernelApplyError, OSError):
+                    restored = False
+            msg = (f"engine table update failed ({type(exc).__name__}: {exc}); previous generation "
+                   f"{fib.generation} still serving")
+            if not restored:
+                msg += ", kernel mirror could not be put back"
+            raise ApplyError(msg, restored) from exc
         t2 = time.perf_counter()
         return ApplyResult(mode, fib.generation, len(fib), t2 - t1, kres, t1 - t0, t2 - t0)
+
+    def verify_kernel(self, serving: Snapshot) -> MirrorResult | None:
+        """Re-read the kernel table and repair drift (routes someone deleted or added with
+        our protocol number); returns what had to be sent, None without a mirror."""
+        if self.mirror is None:
+            return None
+        self.mirror.invalidate()
+        return self.remap(serving, self.ifname_map)
 
     def remap(self, routes_snapshot: Snapshot, ifname_map: IfnameMap) -> MirrorResult | None:
         """The engine links changed (vlan reconcile): re-plan the whole kernel mirror."""
@@ -124,7 +164,8 @@ class Applier:
         if self.mirror is None:
             return None
         try:
-            self.last_kernel = self.mirror.apply(routes_snapshot.routes, ifname_map)
+            with gc_paused():
+                self.last_kernel = self.mirror.apply(routes_snapshot.routes, ifname_map)
         except KernelApplyError as exc:
             raise ApplyError(f"kernel mirror remap failed: {exc}", exc.rolled_back) from exc
         return self.last_kernel

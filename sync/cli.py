@@ -52,6 +52,7 @@ class _Progress:
         self.tty = sys.stderr.isatty()
         self.last_phase = ""
         self.last_rows = 0
+        self.seen_rows = 0
         self.t0 = time.monotonic()
         self.used = False
 
@@ -66,11 +67,14 @@ class _Progress:
         elif phase != self.last_phase or rows - self.last_rows >= 10_000:
             sys.stderr.write(f"{phase}: {rows:,} rows, {elapsed:.1f} s\n")
             self.last_rows = rows
-        self.last_phase = phase
+        self.last_phase, self.seen_rows = phase, rows
 
     def done(self) -> None:
         if self.used:
             sys.stderr.write("\n")
+        elif not self.quiet and self.last_phase and self.seen_rows != self.last_rows:
+            elapsed = time.monotonic() - self.t0
+            sys.stderr.write(f"{self.last_phase}: {self.seen_rows:,} rows, {elapsed:.1f} s\n")
 
 
 def _fail(msg: str) -> typer.Exit:

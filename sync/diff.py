@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from engine.model import Route
+from sync.gcpause import gc_paused
 from sync.model import Interface, Snapshot
 
 
@@ -146,8 +147,9 @@ def diff(old: Snapshot | None, new: Snapshot, old_index: dict[int, Route] | None
     ``old_index`` (the serving table's :func:`index_routes`, kept by the caller) saves
     re-indexing the old side; the new side's index is returned in ``SnapshotDiff.new_index``.
     """
-    new_index = index_routes(new.routes)
-    old_side = old_index if old_index is not None else index_routes(old.routes if old else ())
-    added, removed, changed, n_old, n_new = diff_routes(old_side, new_index)
+    with gc_paused():
+        new_index = index_routes(new.routes)
+        old_side = old_index if old_index is not None else index_routes(old.routes if old else ())
+        added, removed, changed, n_old, n_new = diff_routes(old_side, new_index)
     ifd = diff_interfaces(old.interfaces if old else (), new.interfaces)
     return SnapshotDiff(added, removed, changed, ifd, n_old, n_new, new_index)

@@ -30,8 +30,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from engine.model import Route
+from engine.model import NextHop, Route
 from sync import rtnl
+from sync.gcpause import gc_paused
 from sync.rtnl import KernelNextHop, KernelRoute
 
 NETLINK_ROUTE = 0
@@ -45,6 +46,9 @@ DEFAULT_PROTOCOL = 245      # "xcast6"; add "245 xcast6" to /etc/iproute2/rt_pro
 DEFAULT_PRIORITY = 1024
 
 Key = tuple[bytes, int, int]
+_NO_LINK, _MISSING, _DOWN, _BAD_GW = -1, -2, -3, -4   # plan_mirror's reasons to leave a hop out
+_UNSPECIFIED = bytes(16)
+IFF_UP = 0x1
 Op = tuple[bool, KernelRoute, KernelRoute | None]   # (is_replace, route, previous route or None)
 
 
@@ -64,6 +68,8 @@ class MirrorPlan:
     desired: dict[Key, KernelRoute]
     skipped_no_link: int = 0          # router interface has no engine link (ifname_map -> None)
     skipped_missing_device: int = 0   # engine link name not present in the kernel
+    skipped_link_down: int = 0        # engine link administratively down (the kernel refuses those)
+    skipped_bad_gateway: int = 0      # gateway the kernel refuses whatever the link (multicast, ::)
     skipped_foreign: int = 0          # a foreign route (other protocol) owns that prefix
     skipped_examples: list[str] = field(default_factory=list)
 
@@ -71,6 +77,8 @@ class MirrorPlan:
         return {
             "no_engine_link": self.skipped_no_link,
             "missing_device": self.skipped_missing_device,
+            "link_down": self.skipped_link_down,
+            "bad_gateway": self.skipped_bad_gateway,
             "foreign_conflict": self.skipped_foreign,
         }
 
@@ -107,63 +115,112 @@ def describe(route: KernelRoute) -> str:
     return f"{_prefix_text(route.dst, route.dst_len)} {hops} table {route.table} proto {route.protocol}"
 
 
+def to_model(route: KernelRoute, names: dict[int, str]) -> Route:
+    """A kernel mirror route in the shared model (next-hop ifname = *engine* interface name)."""
+    hops = tuple(NextHop(names.get(nh.oif, f"#{nh.oif}"), nh.gateway) for nh in route.nexthops)
+    prefix = ipaddress.IPv6Network((int.from_bytes(route.dst, "big"), route.dst_len))
+    return Route(prefix, hops or (NextHop("-"),), f"proto-{route.protocol}", route.priority)
+
+
+def _map_hops(
+    nexthops: tuple[NextHop, ...],
+    ifname_map: Callable[[str], str | None],
+    links: dict[str, tuple[int, bool]],
+    engine_if_cache: dict[str, int],
+    onlink: bool,
+) -> tuple[tuple[KernelNextHop, ...], int, str]:
+    """Kernel next hops for one router next-hop tuple, plus (reason code, ifname) if none."""
+    hops: list[KernelNextHop] = []
+    why, why_if = 0, ""
+    for nh in nexthops:
+        oif = engine_if_cache.get(nh.ifname)
+        if oif is None:
+            engine_name = ifname_map(nh.ifname)
+            if engine_name is None:
+                oif = _NO_LINK
+            else:
+                idx, up = links.get(engine_name, (_MISSING, False))
+                oif = idx if idx == _MISSING or up else _DOWN
+            engine_if_cache[nh.ifname] = oif
+        if oif >= 0 and nh.gateway is not None and (nh.gateway[0] == 0xFF or nh.gateway == _UNSPECIFIED):
+            oif = _BAD_GW
+        if oif < 0:
+            if not why:
+                why, why_if = oif, nh.ifname
+            continue
+        hop = KernelNextHop(oif, nh.gateway, onlink and nh.gateway is not None)
+        if hop not in hops:
+            hops.append(hop)
+    if len(hops) > 1 and any(h.gateway is None for h in hops):
+        # The kernel cannot ECMP a device-only hop with gateway hops: keep the gateway ones.
+        hops = [h for h in hops if h.gateway is not None] or hops[:1]
+    hops.sort(key=lambda h: (h.oif, h.gateway or b""))
+    return tuple(hops), why, why_if
+
+
 def plan_mirror(
     routes: Iterable[Route],
     ifname_map: Callable[[str], str | None],
-    link_index: dict[str, int],
+    links: dict[str, tuple[int, bool]],
     foreign: set[Key],
     table: int = DEFAULT_TABLE,
     protocol: int = DEFAULT_PROTOCOL,
     priority: int = DEFAULT_PRIORITY,
     onlink: bool = True,
 ) -> MirrorPlan:
-    """Translate router routes into kernel routes (pure: no netlink)."""
+    """Translate router routes into kernel routes (pure: no netlink).
+
+    ``links`` is the engine namespace's interfaces: name -> (ifindex, administratively up).
+    A hop whose engine link is down is left out (the kernel refuses such next hops, and
+    one refused route would otherwise fail the whole all-or-nothing apply).
+    """
     plan = MirrorPlan({})
     desired = plan.desired
-    engine_if_cache: dict[str, int | None] = {}
+    # router ifname -> engine ifindex, or _NO_LINK / _MISSING / _DOWN
+    engine_if_cache: dict[str, int] = {}
+    reasons = {_NO_LINK: "has no engine link", _MISSING: "maps to an engine link missing from the kernel",
+               _DOWN: "maps to an engine link that is down",
+               _BAD_GW: "has a multicast or unspecified gateway (kernel refuses it)"}
+    # Sources share next-hop tuples between routes: map each tuple once.  Keyed by id() with
+    # the tuple kept alive in the value (NextHop hashing is Python code).
+    hop_cache: dict[int, tuple[tuple[NextHop, ...], tuple[KernelNextHop, ...], int, str]] = {}
     for r in routes:
-        hops: list[KernelNextHop] = []
-        reason = ""
-        for nh in r.nexthops:
-            oif = engine_if_cache.get(nh.ifname, -1)
-            if oif == -1:
-                engine_name = ifname_map(nh.ifname)
-                oif = None if engine_name is None else link_index.get(engine_name, 0)
-                engine_if_cache[nh.ifname] = oif
-            if oif is None:
-                reason = reason or f"router interface {nh.ifname!r} has no engine link"
-                continue
-            if oif == 0:
-                reason = reason or f"engine link for {nh.ifname!r} is not a kernel interface"
-                continue
-            hop = KernelNextHop(oif, nh.gateway, onlink and nh.gateway is not None)
-            if hop not in hops:
-                hops.append(hop)
-        if len(hops) > 1 and any(h.gateway is None for h in hops):
-            # The kernel cannot ECMP a device-only hop with gateway hops: keep the gateway ones.
-            hops = [h for h in hops if h.gateway is not None] or hops[:1]
+        cached = hop_cache.get(id(r.nexthops))
+        if cached is None:
+            hops, why, why_if = _map_hops(r.nexthops, ifname_map, links, engine_if_cache, onlink)
+            hop_cache[id(r.nexthops)] = (r.nexthops, hops, why, why_if)
+        else:
+            _, hops, why, why_if = cached
         if not hops:
-            if "no engine link" in reason:
+            if why == _NO_LINK:
                 plan.skipped_no_link += 1
+            elif why == _DOWN:
+                plan.skipped_link_down += 1
+            elif why == _BAD_GW:
+                plan.skipped_bad_gateway += 1
             else:
                 plan.skipped_missing_device += 1
             if len(plan.skipped_examples) < 5:
-                plan.skipped_examples.append(f"{r.prefix}: {reason}")
+                plan.skipped_examples.append(f"{r.prefix}: router interface {why_if!r} {reasons[why]}")
             continue
-        hops.sort(key=lambda h: (h.oif, h.gateway or b""))
-        kr = KernelRoute(r.prefix.network_address.packed, r.prefix.prefixlen, table, protocol, priority,
-                         tuple(hops))
-        if kr.key in foreign:
+        dst = r.prefix.network_address.packed
+        key = (dst, r.prefix.prefixlen, priority)
+        if key in foreign:
             plan.skipped_foreign += 1
             if len(plan.skipped_examples) < 5:
                 plan.skipped_examples.append(f"{r.prefix}: a foreign route holds it in table {table}")
             continue
-        desired[kr.key] = kr
+        desired[key] = KernelRoute(dst, key[1], table, protocol, priority, hops)
     return plan
 
 
 class KernelMirror:
-    """Owner of one kernel routing table's engine routes (one protocol number)."""
+    """Owner of one kernel routing table's engine routes (one protocol number).
+
+    Not thread-safe: one netlink socket, one caller at a time (SyncService serialises its
+    writers and read-backs with one lock).  ``netns`` opens the socket inside a named
+    network namespace (tests, labs); production uses the engine's own namespace.
+    """
 
     def __init__(
         self,
@@ -189,6 +246,7 @@ class KernelMirror:
         # What we installed last (None = unknown, dump before the next apply) + foreign keys seen.
         self._installed: dict[Key, KernelRoute] | None = None
         self._foreign: set[Key] = set()
+        self._last_links: dict[str, tuple[int, bool]] | None = None
 
     # -- socket -------------------------------------------------------------------------
     def _socket(self) -> socket.socket:
@@ -206,6 +264,7 @@ class KernelMirror:
                     sock.setsockopt(socket.SOL_SOCKET, opt, size)
             with contextlib.suppress(OSError):  # old kernel: dump returns every table, filtered below
                 sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            sock.settimeout(60.0)   # the kernel answers synchronously; a silent socket is a fault
             self._sock = sock
         return self._sock
 
@@ -225,15 +284,36 @@ class KernelMirror:
         return self._seq
 
     # -- reading ------------------------------------------------------------------------
-    def link_index(self) -> dict[str, int]:
-        """Kernel interface name -> index in the mirror's namespace (via pyroute2)."""
+    def link_index(self) -> dict[str, tuple[int, bool]]:
+        """Kernel interface name -> (index, administratively up) in the mirror's namespace (pyroute2)."""
         from pyroute2 import IPRoute
 
         with IPRoute(netns=self.netns) if self.netns else IPRoute() as ipr:
-            return {str(link.get("ifname")): int(link["index"]) for link in ipr.get_links()}
+            return {str(link.get("ifname")): (int(link["index"]), bool(link["flags"] & IFF_UP))
+                    for link in ipr.get_links()}
+
+    def links_changed(self) -> bool:
+        """Whether engine links appeared, vanished, went up/down since the last apply."""
+        return self._last_links is not None and self.link_index() != self._last_links
+
+    def _links(self) -> dict[str, tuple[int, bool]]:
+        """Current links; when any changed since the last apply, re-read the table.
+
+        The kernel itself deletes IPv6 routes whose device goes down, so after a link event
+        the cached "installed" view is stale and a route would never be re-added.
+        """
+        links = self.link_index()
+        if self._last_links is not None and links != self._last_links:
+            self._installed = None
+        self._last_links = links
+        return links
 
     def dump(self) -> tuple[dict[Key, KernelRoute], set[Key]]:
         """Read the table: (our routes by key, keys of foreign routes in the same table)."""
+        with gc_paused():
+            return self._dump()
+
+    def _dump(self) -> tuple[dict[Key, KernelRoute], set[Key]]:
         sock = self._socket()
         seq = self._next_seq()
         sock.send(rtnl.encode_dump_request(seq, self.table))
@@ -268,14 +348,20 @@ class KernelMirror:
             self._installed, self._foreign = self.dump()
         return self._installed
 
+    def installed_foreign(self) -> set[Key]:
+        """Keys of foreign routes in our table (as of the last dump)."""
+        self.installed()
+        return self._foreign
+
     def invalidate(self) -> None:
         """Forget the cached table; the next apply re-reads the kernel."""
         self._installed = None
 
     # -- writing ------------------------------------------------------------------------
     def plan(self, routes: Iterable[Route], ifname_map: Callable[[str], str | None]) -> MirrorPlan:
+        links = self._links()
         self.installed()
-        return plan_mirror(routes, ifname_map, self.link_index(), self._foreign, self.table, self.protocol,
+        return plan_mirror(routes, ifname_map, links, self._foreign, self.table, self.protocol,
                            self.priority, self.onlink)
 
     def apply(self, routes: Iterable[Route], ifname_map: Callable[[str], str | None]) -> MirrorResult:
@@ -308,17 +394,28 @@ class KernelMirror:
         upserts: Iterable[Route],
         removals: Iterable[ipaddress.IPv6Network],
         ifname_map: Callable[[str], str | None],
+        full_routes: Iterable[Route] | None = None,
     ) -> MirrorResult:
         """Incremental update: install/replace ``upserts``, delete ``removals`` (by prefix).
 
         Cost is proportional to the change, not the table, so a 1,000-route change on a
         250k table takes milliseconds.  An upsert that no longer maps to an engine link
-        removes the prefix from the mirror.
+        removes the prefix from the mirror.  When the engine links changed since the last
+        apply (a link went down or came back), routes outside the change may need adding or
+        have been flushed by the kernel: with ``full_routes`` (the whole new table) the
+        whole mirror is reconciled instead.
         """
         t0 = time.perf_counter()
+        links_before = self._last_links
+        links = self._links()
+        if full_routes is not None and links_before is not None and links != links_before:
+            result = self.apply_plan(plan_mirror(full_routes, ifname_map, links, self.installed_foreign(),
+                                                 self.table, self.protocol, self.priority, self.onlink))
+            result.duration_s = time.perf_counter() - t0
+            return result
         current = self.installed()
         upserts = list(upserts)
-        plan = plan_mirror(upserts, ifname_map, self.link_index(), self._foreign, self.table, self.protocol,
+        plan = plan_mirror(upserts, ifname_map, links, self._foreign, self.table, self.protocol,
                            self.priority, self.onlink)
         ops: list[Op] = []
         unchanged = 0
@@ -360,7 +457,11 @@ class KernelMirror:
 
     def _commit(self, ops: list[Op]) -> None:
         """Send ops; on any refusal undo the ones that took effect and raise KernelApplyError."""
-        failed = self._send(ops)
+        try:
+            failed, sent = self._send(ops)
+        except OSError:
+            self._installed = None     # socket trouble mid-way: state unknown, re-read next time
+            raise
         if not failed:
             return
         first_idx, code = failed[0]
@@ -368,7 +469,7 @@ class KernelMirror:
         what = "install" if is_replace else "delete"
         msg = (f"kernel refused to {what} route {describe(kr)}: {os.strerror(code)} (errno {code}); "
                f"{len(failed)} of {len(ops)} requests failed")
-        rolled_back = self._rollback(ops, {i for i, _ in failed})
+        rolled_back = self._rollback(ops[:sent], {i for i, _ in failed})
         if rolled_back:
             msg += "; previous table restored"
         else:
@@ -385,17 +486,19 @@ class KernelMirror:
                 undo.append((True, prev, None))
             elif is_replace:
                 undo.append((False, kr, None))
-        return not self._send(undo)
+        return not self._send(undo)[0]
 
-    def _send(self, ops: list[Op]) -> list[tuple[int, int]]:
-        """Send ops in chunks; return [(op index, errno)] of the ones the kernel refused.
+    def _send(self, ops: list[Op]) -> tuple[list[tuple[int, int]], int]:
+        """Send ops in chunks: ([(op index, errno)] the kernel refused, number of ops sent).
 
-        Stops after the first chunk that had a failure (later chunks are never sent).
+        Stops after the first chunk that had a failure (later chunks are never sent, so only
+        ``ops[:sent]`` need undoing).
         """
         if not ops:
-            return []
+            return [], 0
         sock = self._socket()
         failed: list[tuple[int, int]] = []
+        hop_bytes: dict[int, tuple[tuple[KernelNextHop, ...], tuple[bytes, int]]] = {}
         i, n = 0, len(ops)
         while i < n:
             seq0 = self._next_seq()
@@ -405,7 +508,13 @@ class KernelMirror:
             while j < n and size < self.chunk_bytes:
                 is_replace, kr, _ = ops[j]
                 seq = seq0 + (j - i)
-                msg = rtnl.encode_replace(kr, seq) if is_replace else rtnl.encode_delete(kr, seq)
+                if is_replace:
+                    enc = hop_bytes.get(id(kr.nexthops))
+                    if enc is None or enc[0] is not kr.nexthops:
+                        enc = hop_bytes[id(kr.nexthops)] = (kr.nexthops, rtnl.encode_hops(kr.nexthops))
+                    msg = rtnl.encode_replace(kr, seq, hops=enc[1])
+                else:
+                    msg = rtnl.encode_delete(kr, seq)
                 parts.append(msg)
                 size += len(msg)
                 j += 1
@@ -431,7 +540,7 @@ class KernelMirror:
                         failed.append((idx, code))
                     if rseq == last_seq:
                         acked = True
+            i = j
             if failed:
                 break
-            i = j
-        return failed
+        return failed, i

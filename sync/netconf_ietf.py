@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from engine.model import NextHop, Route
+from engine.model import NO_EXTRA, NextHop, Route
 from sync.model import Interface
 from sync.netconf_junos import PROGRESS_EVERY, RouteParse
 from sync.netconf_xml import (
@@ -172,7 +172,7 @@ def parse_reply(
         if not skip:
             protocol = leaf(leaves, "source-protocol").rpartition(":")[2] or "unknown"
             built = Route(prefix=dest, nexthops=tuple(sorted(hops, key=hop_order)), protocol=protocol,
-                          extra={"preference": str(pref)} if pref_text else {})
+                          extra={"preference": str(pref)} if pref_text else NO_EXTRA)
         cand = _Candidate(built, skip, active, pref)
         prev = best.get(dest)
         if prev is None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from engine.model import NextHop, Route
+from engine.model import NO_EXTRA, NextHop, Route
 from sync.model import Interface
 from sync.netconf_xml import (
     child_text,
@@ -191,7 +191,7 @@ def parse_routes(
                 nexthops=tuple(sorted(hops, key=hop_order)),
                 protocol=leaf(entry, "protocol-name").lower() or "unknown",
                 metric=_int(entry, "metric", rows) or 0,
-                extra={"preference": str(pref)} if pref is not None else {},
+                extra={"preference": str(pref)} if pref is not None else NO_EXTRA,
             )
         )
         if progress is not None and len(out.routes) % PROGRESS_EVERY == 0:

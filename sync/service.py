@@ -27,13 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.fib import Fib
 from engine.model import Route
 from sync.apply import Applier, ApplyError, ApplyResult, IfnameMap
 from sync.diff import InterfaceDiff, SnapshotDiff, diff
-from sync.kernel import MirrorResult
+from sync.gcpause import gc_paused
+from sync.kernel import DEFAULT_PROTOCOL, DEFAULT_TABLE, KernelMirror, MirrorResult, to_model
 from sync.model import Interface, Snapshot
-from sync.source import RouteSource, SourceError
-from sync.sources import strip_secrets
+from sync.source import Progress, RouteSource, SourceError
+from sync.sources import open_source, strip_secrets
 from sync.store import HistoryEntry, StoreError, SyncStore
 
 log = logging.getLogger("xcast6.sync")
@@ -50,7 +52,16 @@ class SyncConfig:
     interval_s: float = 300.0
     change_poll_s: float = 1.0
     max_removal_share: float = 0.5
-    fetch_timeout_s: float = 600.0
+    fetch_timeout_s: float = 120.0   # a hung walk must not block syncs for long
+    # Saving 250k routes costs ~0.5 s of CPU; under constant churn save at most this often
+    # (the newest table is saved when the interval is up, and on stop).  0 = every apply.
+    store_min_interval_s: float = 10.0
+    # How often to look at the engine links for the kernel mirror (a link that comes back
+    # gets its routes again without waiting for a router change).  0 disables.
+    link_watch_s: float = 5.0
+    # On the periodic poll, re-read the kernel mirror and repair drift (someone deleted one
+    # of our routes, or added one with our protocol): one table dump (~4 s at 250k).
+    verify_kernel_on_poll: bool = True
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0:
@@ -61,6 +72,10 @@ class SyncConfig:
             raise ValueError(f"sync max_removal_share must be in (0, 1], got {self.max_removal_share}")
         if not self.fetch_timeout_s > 0:
             raise ValueError(f"sync fetch_timeout_s must be > 0, got {self.fetch_timeout_s}")
+        if not self.link_watch_s >= 0:
+            raise ValueError(f"sync link_watch_s must be >= 0 (0 disables), got {self.link_watch_s}")
+        if not self.store_min_interval_s >= 0:
+            raise ValueError(f"sync store_min_interval_s must be >= 0, got {self.store_min_interval_s}")
 
 
 @dataclass(slots=True)
@@ -73,9 +88,12 @@ class HeldDiff:
     snapshot: Snapshot
     diff: SnapshotDiff
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, examples: int = 10) -> dict[str, Any]:
+        """Reason, counts and a few of the prefixes it would remove/add (for the operator)."""
         return {"reason": self.reason, "counts": self.counts, "held_at": self.held_at,
-                "fetched_at": self.snapshot.fetched_at}
+                "fetched_at": self.snapshot.fetched_at,
+                "removed_examples": [str(r.prefix) for r in self.diff.removed[:examples]],
+                "added_examples": [str(r.prefix) for r in self.diff.added[:examples]]}
 
 
 @dataclass(eq=False)
@@ -92,6 +110,7 @@ class SyncJob:
     progress: dict[str, Any] = field(default_factory=lambda: {"phase": "queued", "rows": 0})
     result: dict[str, Any] | None = None
     error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)   # fetch_s, diff_s, apply_s, store_s
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -106,7 +125,8 @@ class SyncJob:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "trigger": self.trigger, "force": self.force, "status": self.status,
                 "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
-                "progress": dict(self.progress), "result": self.result, "error": self.error}
+                "progress": dict(self.progress), "result": self.result, "error": self.error,
+                "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
 class SyncService:
@@ -134,8 +154,10 @@ class SyncService:
         self.last_error: str | None = None
         self.last_apply: dict[str, Any] | None = None
         self.change_detection = "not started"
+        self.last_marker_s: float | None = None      # how long the last change_marker() poll took
         self.counters = {"applied": 0, "unchanged": 0, "held": 0, "failed": 0, "change_triggers": 0,
-                         "marker_errors": 0}
+                         "marker_errors": 0, "link_changes": 0,
+                         "kernel_drift_repaired": 0}
         self._jobs: OrderedDict[str, SyncJob] = OrderedDict()
         self._ids = itertools.count(1)
         self._queued: SyncJob | None = None
@@ -143,6 +165,11 @@ class SyncService:
         self._wakeup = asyncio.Event()
         self._apply_lock = asyncio.Lock()   # one writer of Fib + kernel mirror at a time
         self._tasks: list[asyncio.Task[None]] = []
+        self._restore_task: asyncio.Task[None] | None = None
+        self._save_task: asyncio.Task[None] | None = None
+        self._store_dirty = False
+        self._last_save = float("-inf")
+        self.restored_routes = 0        # routes served from the store at startup
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, initial_sync: bool = True) -> None:
@@ -154,18 +181,28 @@ class SyncService:
             self._tasks.append(asyncio.create_task(self._change_loop(), name="sync-change"))
         else:
             self.change_detection = "disabled"
+        if self.config.link_watch_s > 0 and self.applier.mirror is not None:
+            self._tasks.append(asyncio.create_task(self._link_watch_loop(), name="sync-links"))
         if initial_sync:
             self.request_resync(trigger="startup")
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        """Stop the loops; a deferred snapshot save is done now."""
+        if self._restore_task is not None and not self._restore_task.done():
+            await self._restore_task
+        tasks = [*self._tasks, *([self._save_task] if self._save_task is not None else [])]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        self._tasks = []
+        self._tasks, self._save_task = [], None
+        if self._store_dirty:
+            async with self._apply_lock:
+                await self._save_now(None)
 
     async def _restore(self) -> None:
+        """Serve the stored snapshot: the Fib at once, the kernel mirror reconciled in the background."""
         if self.store is None:
             return
         try:
@@ -176,19 +213,36 @@ class SyncService:
             return
         if snap is None:
             return
-        try:
-            res = await asyncio.to_thread(self.applier.apply, snap, None, True)
-        except ApplyError as exc:
-            # Forwarding matters more than the host-visible mirror: serve the Fib anyway.
-            self.applier.fib.replace(snap.routes)
-            self.last_error = f"restored {len(snap.routes)} routes, but {exc}"
-            log.error(self.last_error)
-        else:
-            self.last_apply = res.to_dict()
-        d = diff(None, snap)
+        def serve() -> None:
+            with gc_paused():
+                self.applier.fib.replace(snap.routes)
+
+        await asyncio.to_thread(serve)
+        d = await asyncio.to_thread(diff, None, snap)      # indexes the serving table (~0.5 s at 250k)
         self.serving, self._serving_index = snap, d.new_index
+        self.restored_routes = len(snap.routes)
         log.info("serving %d stored routes from %s", len(snap.routes), strip_secrets(snap.source))
         self._notify(snap, d, None)
+        if self.applier.mirror is not None:
+            self._restore_task = asyncio.create_task(self._restore_kernel(snap), name="sync-restore-kernel")
+
+    async def _restore_kernel(self, snap: Snapshot) -> None:
+        # Holds the apply lock, so the startup sync applies on top of a reconciled mirror.
+        async with self._apply_lock:
+            try:
+                res = await asyncio.to_thread(self.applier.remap, snap, self.applier.ifname_map)
+            except ApplyError as exc:
+                self.last_error = f"restored {len(snap.routes)} routes, but {exc}"
+                log.error(self.last_error)
+                return
+            if res is not None:
+                self.last_apply = {"fib_mode": "restore", "generation": self.applier.fib.generation,
+                                   "fib_routes": len(self.applier.fib), "kernel": res.to_dict()}
+
+    async def kernel_restored(self) -> None:
+        """Wait until the kernel mirror reconcile after a restore has finished (no-op otherwise)."""
+        if self._restore_task is not None:
+            await self._restore_task
 
     # -- requests -----------------------------------------------------------------------
     def request_resync(self, force: bool = False, trigger: str = "manual") -> SyncJob:
@@ -240,6 +294,37 @@ class SyncService:
                 self.last_apply = {**(self.last_apply or {}), "kernel": res.to_dict()}
             return res
 
+    # -- reading, for the API ------------------------------------------------------------
+    def table_loaded(self) -> bool:
+        """True once a table serves (from the store or a sync)."""
+        return self.serving is not None
+
+    def router_interfaces(self) -> list[Interface]:
+        """The router's interfaces as last fetched."""
+        return [] if self.serving is None else list(self.serving.interfaces)
+
+    async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot:
+        """Walk the router now without applying (for ``diff`` views); raises SourceError."""
+        try:
+            return await asyncio.wait_for(self.source.fetch(progress), self.config.fetch_timeout_s)
+        except TimeoutError:
+            raise SourceError(f"fetch from {strip_secrets(self.source.url)} timed out after "
+                              f"{self.config.fetch_timeout_s:g} s") from None
+
+    async def kernel_routes(self) -> list[Route] | None:
+        """Routes in the kernel mirror table as read back from the kernel (None: no mirror)."""
+        mirror = self.applier.mirror
+        if mirror is None:
+            return None
+
+        def read() -> list[Route]:
+            ours, _ = mirror.dump()
+            names = {idx: name for name, (idx, _up) in mirror.link_index().items()}
+            return [to_model(kr, names) for kr in ours.values()]
+
+        async with self._apply_lock:      # one user of the mirror's netlink socket at a time
+            return await asyncio.to_thread(read)
+
     # -- loops --------------------------------------------------------------------------
     async def _worker(self) -> None:
         while True:
@@ -253,7 +338,8 @@ class SyncService:
                 await self._run(job)
             except Exception as exc:      # never let one bad run kill the loop
                 log.exception("sync job %s crashed", job.id)
-                self._finish(job, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+                self._record_failure(job, job.started_at or time.time(),
+                                     f"internal error: {type(exc).__name__}: {exc}; previous table kept")
             finally:
                 self._running = None
 
@@ -262,11 +348,29 @@ class SyncService:
             await asyncio.sleep(self.config.interval_s)
             self.request_resync(trigger="poll")
 
+    async def _link_watch_loop(self) -> None:
+        mirror = self.applier.mirror
+        assert mirror is not None
+        while True:
+            await asyncio.sleep(self.config.link_watch_s)
+            try:
+                changed = await asyncio.to_thread(mirror.links_changed)
+                if changed and self.serving is not None:
+                    self.counters["link_changes"] += 1
+                    await self.set_ifname_map(self.applier.ifname_map)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:     # reported, retried next round
+                self.last_error = f"engine link check failed: {exc}"
+                log.error(self.last_error)
+
     async def _change_loop(self) -> None:
         last: str | None = None
         while True:
+            t0 = time.perf_counter()
             try:
                 marker = await asyncio.wait_for(self.source.change_marker(), self.config.fetch_timeout_s)
+                self.last_marker_s = time.perf_counter() - t0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -282,7 +386,8 @@ class SyncService:
                 self.counters["change_triggers"] += 1
                 self.request_resync(trigger="change")
             last = marker
-            await asyncio.sleep(self.config.change_poll_s)
+            # fixed rate: the poll's own duration counts against the period
+            await asyncio.sleep(max(0.05, self.config.change_poll_s - (time.perf_counter() - t0)))
 
     # -- one run ------------------------------------------------------------------------
     async def _run(self, job: SyncJob) -> None:
@@ -294,6 +399,7 @@ class SyncService:
         def progress(rows: int, phase: str) -> None:
             job.progress = {"phase": phase, "rows": rows}
 
+        t0 = time.perf_counter()
         try:
             snap = await asyncio.wait_for(self.source.fetch(progress), self.config.fetch_timeout_s)
         except TimeoutError:
@@ -303,6 +409,13 @@ class SyncService:
         except SourceError as exc:
             self._record_failure(job, started, f"{exc}; previous table kept")
             return
+        except Exception as exc:     # a source bug must look like a failed fetch, not kill the job
+            log.exception("fetch from %s crashed", strip_secrets(self.source.url))
+            self._record_failure(job, started, f"fetch from {strip_secrets(self.source.url)} failed: "
+                                              f"{type(exc).__name__}: {exc}; previous table kept")
+            return
+        finally:
+            job.timings["fetch_s"] = time.perf_counter() - t0
         await self._apply_job(job, snap, started)
 
     async def _apply_job(self, job: SyncJob, snap: Snapshot, started: float) -> None:
@@ -314,7 +427,9 @@ class SyncService:
         job.started_at = job.started_at or started
         job.progress = {"phase": "diff", "rows": len(snap.routes)}
         old = self.serving
+        t0 = time.perf_counter()
         d = await asyncio.to_thread(diff, old, snap, self._serving_index if old is not None else None)
+        job.timings["diff_s"] = time.perf_counter() - t0
         counts = d.counts()
         reason = None if job.force else self._valve(d)
         if reason is not None:
@@ -327,18 +442,24 @@ class SyncService:
         if d.empty and old is not None:
             self.held = None
             self.serving, self._serving_index = snap, d.new_index   # newer fetch, same content
+            result: dict[str, Any] = {"counts": counts}
+            if job.trigger == "poll" and self.config.verify_kernel_on_poll:
+                result["kernel_verify"] = await self._verify_kernel(job)
             self._success(started)
             self.counters["unchanged"] += 1
             self._history(job, started, "unchanged", None, counts)
-            self._finish(job, "unchanged", result={"counts": counts})
+            self._finish(job, "unchanged", result=result)
             return
         job.progress = {"phase": "apply", "rows": d.route_changes}
+        t0 = time.perf_counter()
         try:
             res = await asyncio.to_thread(self.applier.apply, snap, d if old is not None else None,
                                           old is None)
         except ApplyError as exc:
             self._record_failure(job, started, str(exc), counts)
             return
+        finally:
+            job.timings["apply_s"] = time.perf_counter() - t0
         self.serving, self._serving_index = snap, d.new_index
         self.held = None
         self.last_apply = res.to_dict()
@@ -346,14 +467,63 @@ class SyncService:
         self.counters["applied"] += 1
         if self.store is not None:
             job.progress = {"phase": "store", "rows": len(snap.routes)}
-            try:
-                await asyncio.to_thread(self.store.save_snapshot, snap)
-            except Exception as exc:   # a store error (sqlite, disk full) must not undo a good apply
-                self.last_error = f"applied, but saving the snapshot failed: {exc}"
-                log.error(self.last_error)
+            await self._persist(job)
         self._history(job, started, "applied", None, counts, res)
         self._finish(job, "applied", result={"counts": counts, "apply": res.to_dict()})
         self._notify(snap, d, res)
+
+    async def _verify_kernel(self, job: SyncJob) -> dict[str, Any] | None:
+        """Repair kernel mirror drift against the serving table (caller holds the lock)."""
+        if self.applier.mirror is None or self.serving is None:
+            return None
+        t0 = time.perf_counter()
+        try:
+            res = await asyncio.to_thread(self.applier.verify_kernel, self.serving)
+        except ApplyError as exc:
+            self.last_error = f"kernel mirror check failed: {exc}"
+            log.error(self.last_error)
+            return {"error": str(exc)}
+        finally:
+            job.timings["kernel_verify_s"] = time.perf_counter() - t0
+        if res is None:
+            return None
+        if res.replaced or res.deleted:
+            self.counters["kernel_drift_repaired"] += 1
+            log.warning("kernel mirror drift repaired: %d routes put back, %d stray removed",
+                        res.replaced, res.deleted)
+        return res.to_dict()
+
+    async def _persist(self, job: SyncJob | None) -> None:
+        """Save the serving snapshot now, or once ``store_min_interval_s`` has passed."""
+        pending = self._save_task is not None and not self._save_task.done()
+        wait = self._last_save + self.config.store_min_interval_s - time.monotonic()
+        if wait <= 0 and not pending:
+            await self._save_now(job)
+            return
+        self._store_dirty = True
+        if not pending:
+            self._save_task = asyncio.create_task(self._deferred_save(max(wait, 0.0)), name="sync-save")
+
+    async def _deferred_save(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        async with self._apply_lock:          # save a table that is serving, not one half applied
+            if self._store_dirty:
+                await self._save_now(None)
+
+    async def _save_now(self, job: SyncJob | None) -> None:
+        snap = self.serving
+        if self.store is None or snap is None:
+            return
+        self._store_dirty = False
+        self._last_save = time.monotonic()
+        t0 = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.store.save_snapshot, snap)
+        except Exception as exc:   # a store error (sqlite, disk full) must not undo a good apply
+            self.last_error = f"applied, but saving the snapshot failed: {exc}"
+            log.error(self.last_error)
+        if job is not None:
+            job.timings["store_s"] = time.perf_counter() - t0
 
     def _valve(self, d: SnapshotDiff) -> str | None:
         """Reason to hold this diff back, or None to apply it."""
@@ -441,8 +611,31 @@ class SyncService:
             "running_job": None if self._running is None else self._running.to_dict(),
             "queued_job": None if self._queued is None else self._queued.id,
             "change_detection": self.change_detection,
+            "last_marker_s": self.last_marker_s,
             "interval_s": self.config.interval_s,
             "change_poll_s": self.config.change_poll_s,
             "max_removal_share": self.config.max_removal_share,
             "counters": dict(self.counters),
         }
+
+
+def build_service(
+    source_url: str,
+    fib: Fib,
+    state_dir: str | None,
+    *,
+    kernel_table: int = DEFAULT_TABLE,
+    kernel_protocol: int = DEFAULT_PROTOCOL,
+    kernel_netns: str | None = None,
+    ifname_map: IfnameMap | None = None,
+    config: SyncConfig | None = None,
+) -> SyncService:
+    """Wire a SyncService from configuration values (``kernel_table=0``: no kernel mirror).
+
+    Raises SourceUrlError/ValueError naming the bad value, StoreError for an unusable state dir.
+    """
+    source = open_source(source_url)
+    mirror = None if kernel_table == 0 else KernelMirror(kernel_table, kernel_protocol, netns=kernel_netns)
+    applier = Applier(fib, mirror) if ifname_map is None else Applier(fib, mirror, ifname_map)
+    store = None if state_dir is None else SyncStore(state_dir)
+    return SyncService(source, applier, store, config)

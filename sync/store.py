@@ -1,15 +1,18 @@
 """SQLite state store: the last good snapshot (compact blob) and the sync history.
 
 The snapshot is one zlib-compressed binary blob per snapshot rather than one row per
-route: 250k routes save and load in about a second, and a restart can serve at once.
-Blob layout (version 1), all little-endian:
+route: 250k routes save in under a second and load fast enough to serve at once after a
+restart.  Routes are grouped by next-hop tuple (a router has few of those), so next hops
+are written once and each route is a fixed 23-byte record decoded with ``iter_unpack``.
+Blob layout (version 2), all little-endian:
 
     header   b"XS6R" u8 version u32 json_len  json {"ifnames": [...], "protocols": [...]}
-    routes   u32 count, then per route:
-             16s network  u8 prefixlen  u32 metric  u16 protocol_idx  u8 nexthop_count
-             per next hop: u16 ifname_idx  u8 has_gateway  [16s gateway]
+    u32 group_count, then per group:
+             u8 nexthop_count, per next hop: u16 ifname_idx  u8 has_gateway  [16s gateway]
+             u32 route_count, per route: 16s network  u8 prefixlen  u32 metric  u16 protocol_idx
 
-``Route.extra`` is not stored (it is informational and not part of route identity).
+``Route.extra`` is not stored (it is informational and not part of route identity), and
+route order is not kept (a snapshot is a set of prefixes).
 """
 
 from __future__ import annotations
@@ -27,15 +30,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.model import NextHop, Route
+from sync.gcpause import gc_paused
 from sync.model import Interface, Snapshot
 
 MAGIC = b"XS6R"
-VERSION = 1
+VERSION = 2
 DB_NAME = "sync.sqlite3"
 HISTORY_KEEP = 2000
 
 _HDR = struct.Struct("<4sBI")
-_ROUTE = struct.Struct("<16sBIHB")
+_ROUTE = struct.Struct("<16sBIH")
 _NH = struct.Struct("<HB")
 
 _SCHEMA = """
@@ -97,31 +101,33 @@ class HistoryEntry:
 
 
 def pack_routes(routes: list[Route]) -> bytes:
-    """Encode routes into the compact blob (uncompressed)."""
+    """Encode routes into the compact blob (uncompressed), grouped by next-hop tuple."""
     ifnames: dict[str, int] = {}
     protocols: dict[str, int] = {}
-    out: list[bytes] = []
+    groups: dict[tuple[NextHop, ...], list[bytes]] = {}
     route_pack = _ROUTE.pack
-    nh_cache: dict[tuple[NextHop, ...], bytes] = {}
     for r in routes:
-        nh_bytes = nh_cache.get(r.nexthops)
-        if nh_bytes is None:
-            parts = []
-            for nh in r.nexthops:
-                idx = ifnames.setdefault(nh.ifname, len(ifnames))
-                if nh.gateway is None:
-                    parts.append(_NH.pack(idx, 0))
-                else:
-                    parts.append(_NH.pack(idx, 1) + nh.gateway)
-            nh_bytes = nh_cache[r.nexthops] = b"".join(parts)
-        proto = protocols.setdefault(r.protocol, len(protocols))
-        if len(r.nexthops) > 255:
-            raise ValueError(f"route {r.prefix} has {len(r.nexthops)} next hops; the store holds at most 255")
-        out.append(route_pack(r.prefix.network_address.packed, r.prefix.prefixlen, r.metric & 0xFFFFFFFF,
-                              proto, len(r.nexthops)))
-        out.append(nh_bytes)
+        members = groups.get(r.nexthops)
+        if members is None:
+            if len(r.nexthops) > 255:
+                raise ValueError(f"route {r.prefix} has {len(r.nexthops)} next hops; "
+                                 "the store holds at most 255")
+            members = groups[r.nexthops] = []
+        proto = protocols.get(r.protocol)
+        if proto is None:
+            proto = protocols[r.protocol] = len(protocols)
+        members.append(route_pack(r.prefix.network_address.packed, r.prefix.prefixlen, r.metric & 0xFFFFFFFF,
+                                  proto))
+    out = [struct.pack("<I", len(groups))]
+    for nexthops, members in groups.items():
+        out.append(bytes([len(nexthops)]))
+        for nh in nexthops:
+            idx = ifnames.setdefault(nh.ifname, len(ifnames))
+            out.append(_NH.pack(idx, 0) if nh.gateway is None else _NH.pack(idx, 1) + nh.gateway)
+        out.append(struct.pack("<I", len(members)))
+        out.extend(members)
     meta = json.dumps({"ifnames": list(ifnames), "protocols": list(protocols)}).encode()
-    return _HDR.pack(MAGIC, VERSION, len(meta)) + meta + struct.pack("<I", len(routes)) + b"".join(out)
+    return _HDR.pack(MAGIC, VERSION, len(meta)) + meta + b"".join(out)
 
 
 def unpack_routes(blob: bytes) -> list[Route]:
@@ -135,37 +141,38 @@ def unpack_routes(blob: bytes) -> list[Route]:
         ifnames: list[str] = meta["ifnames"]
         protocols: list[str] = meta["protocols"]
         off += meta_len
-        (count,) = struct.unpack_from("<I", blob, off)
+        (n_groups,) = struct.unpack_from("<I", blob, off)
         off += 4
         routes: list[Route] = []
         append = routes.append
-        route_unpack = _ROUTE.unpack_from
-        nh_unpack = _NH.unpack_from
-        nh_cache: dict[bytes, tuple[NextHop, ...]] = {}
         net = ipaddress.IPv6Network
-        for _ in range(count):
-            addr, plen, metric, proto, n_nh = route_unpack(blob, off)
-            off += _ROUTE.size
-            start = off
+        from_bytes = int.from_bytes
+        size = _ROUTE.size
+        for _ in range(n_groups):
+            n_nh = blob[off]
+            off += 1
+            hops = []
             for _ in range(n_nh):
-                off += 3 + (16 if blob[off + 2] else 0)
-            raw = blob[start:off]
-            nhs = nh_cache.get(raw)
-            if nhs is None:
-                hops = []
-                p = 0
-                for _ in range(n_nh):
-                    idx, has_gw = nh_unpack(raw, p)
-                    p += 3
-                    gw = None
-                    if has_gw:
-                        gw = raw[p: p + 16]
-                        p += 16
-                    hops.append(NextHop(ifnames[idx], gw))
-                nhs = nh_cache[raw] = tuple(hops)
-            append(Route(net((int.from_bytes(addr, "big"), plen)), nhs, protocols[proto], metric))
+                idx, has_gw = _NH.unpack_from(blob, off)
+                off += 3
+                gw = None
+                if has_gw:
+                    gw = blob[off: off + 16]
+                    if len(gw) != 16:
+                        raise StoreError("snapshot blob is corrupt: next hop cut short")
+                    off += 16
+                hops.append(NextHop(ifnames[idx], gw))
+            nexthops = tuple(hops)
+            (count,) = struct.unpack_from("<I", blob, off)
+            off += 4
+            end = off + count * size
+            if end > len(blob):
+                raise StoreError(f"snapshot blob is corrupt: {count} routes announced, blob ends first")
+            for addr, plen, metric, proto in _ROUTE.iter_unpack(blob[off:end]):
+                append(Route(net((from_bytes(addr, "big"), plen)), nexthops, protocols[proto], metric))
+            off = end
         if off != len(blob):
-            raise StoreError(f"snapshot blob has {len(blob) - off} trailing bytes after {count} routes")
+            raise StoreError(f"snapshot blob has {len(blob) - off} trailing bytes after {len(routes)} routes")
         return routes
     except StoreError:
         raise
@@ -227,7 +234,8 @@ class SyncStore:
             return None
         source, fetched_at, duration_s, ifaces_json, blob, count = row
         try:
-            routes = unpack_routes(zlib.decompress(blob))
+            with gc_paused():
+                routes = unpack_routes(zlib.decompress(blob))
             interfaces = [Interface(n, idx, bool(up), descr) for n, idx, up, descr in json.loads(ifaces_json)]
         except (zlib.error, ValueError, TypeError) as exc:
             raise StoreError(f"stored snapshot in {self.path} is corrupt: {exc}") from exc

@@ -56,8 +56,13 @@ def ip_batch(ns: str, lines: list[str]) -> None:
 
 def kernel_routes(ns: str, table: int) -> list[dict[str, object]]:
     """``ip -j -6 route show table N`` parsed: iproute2 as an independent reader."""
-    out = sh(f"ip -n {ns} -j -6 route show table {table}")
-    return json.loads(out) if out.strip() else []
+    res = subprocess.run(f"ip -n {ns} -j -6 route show table {table}", shell=True, capture_output=True,
+                         text=True)
+    if res.returncode and "table does not exist" in res.stderr:
+        return []            # the kernel drops an IPv6 table with its last route
+    if res.returncode:
+        raise RuntimeError(f"ip route show table {table} failed: {res.stderr.strip()}")
+    return json.loads(res.stdout) if res.stdout.strip() else []
 
 
 def kernel_view(ns: str, table: int, proto: str | None = None) -> set[tuple[str, frozenset[tuple[str, str]]]]:
@@ -153,3 +158,92 @@ class KernelTableSource:
             stdout=asyncio.subprocess.PIPE)
         out, _ = await proc.communicate()
         return hashlib.sha256(out).hexdigest()
+
+
+class XsaSnmpd:
+    """net-snmp ``snmpd`` in a 'router' namespace ``xsa-snr-*`` reachable from the host.
+
+    The namespace gets ``nlinks`` router links ``xsa-r<i>`` (2001:db8:<i>::1/64) and a veth
+    to the host for the agent.  ``expire()`` drops snmpd's 60 s route/interface caches
+    (NET-SNMP nsCacheStatus), which a real router does not have.
+    """
+
+    def __init__(self, nlinks: int = 3) -> None:
+        import socket as _socket
+        import tempfile
+
+        n = next(_counter)
+        self.ns = f"xsa-snr-{os.getpid()}-{n}"
+        self.host_if, self.ns_if = f"xsa-h{os.getpid() % 10000}-{n}", f"xsa-n{os.getpid() % 10000}-{n}"
+        self.agent = f"fd58:7873:61{n % 100:02d}::2"
+        with _socket.socket(_socket.AF_INET6, _socket.SOCK_DGRAM) as s6:
+            s6.bind(("::", 0))
+            self.port = int(s6.getsockname()[1])
+        self.tmp = tempfile.mkdtemp(prefix="xsa-snmpd-")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.nlinks = nlinks
+
+    @property
+    def target(self) -> str:
+        return f"udp6:[{self.agent}]:{self.port}"
+
+    def url(self, query: str = "marker=counts") -> str:
+        return f"snmp://public@[{self.agent}]:{self.port}?{query}"
+
+    def __enter__(self) -> XsaSnmpd:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _start(self) -> None:
+        sh(f"ip netns add {self.ns}")
+        sh(f"ip netns exec {self.ns} sysctl -q -w net.ipv6.conf.all.accept_dad=0 "
+           "net.ipv6.conf.default.accept_dad=0")
+        sh(f"ip link add {self.host_if} type veth peer name {self.ns_if} && "
+           f"ip link set {self.ns_if} netns {self.ns}")
+        sh(f"ip addr add {self.agent[:-1]}1/64 dev {self.host_if} nodad && ip link set {self.host_if} up")
+        cmds = ["link set lo up", f"addr add {self.agent}/64 dev {self.ns_if} nodad",
+                f"link set {self.ns_if} up"]
+        for i in range(self.nlinks):
+            cmds += [f"link add xsa-r{i} type veth peer name xsa-r{i}p", f"link set xsa-r{i} up",
+                     f"link set xsa-r{i}p up", f"addr add 2001:db8:{i}::1/64 dev xsa-r{i} nodad"]
+        ip_batch(self.ns, cmds)
+        conf = f"{self.tmp}/snmpd.conf"
+        with open(conf, "w") as f:
+            f.write(f"agentAddress udp6:[{self.agent}]:{self.port}\nrocommunity6 public default\n"
+                    "rwcommunity6 xsarw default\n")
+        env = dict(os.environ, MIBS="", SNMP_PERSISTENT_DIR=self.tmp)
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "/usr/sbin/snmpd", "-f", "-Lo", "-C",
+                                      "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=env)
+        for _ in range(100):
+            if subprocess.run(["snmpget", "-v2c", "-c", "public", "-t", "0.3", "-r", "0", self.target,
+                               "1.3.6.1.2.1.1.3.0"], capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("snmpd did not answer within 10 s")
+
+    def expire(self) -> None:
+        for subtree in ("1.3.6.1.2.1.4.24.7", "1.3.6.1.2.1.2.2", "1.3.6.1.2.1.4.34"):
+            subprocess.run(["snmpset", "-v2c", "-c", "xsarw", self.target,
+                            f"1.3.6.1.4.1.8072.1.5.3.1.3.{subtree}", "i", "3"], capture_output=True)
+
+    def stop_agent(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        import shutil
+
+        self.stop_agent()
+        sh(f"ip link del {self.host_if}", check=False)
+        sh(f"ip netns del {self.ns}", check=False)
+        shutil.rmtree(self.tmp, ignore_errors=True)

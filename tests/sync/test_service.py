@@ -4,6 +4,7 @@ the SQLite store, triggers, safety valve, failures and restart."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from pathlib import Path
 
@@ -58,17 +59,25 @@ def test_first_sync_change_trigger_and_restart(tmp_path: Path) -> None:
                                                                                        "xsa-b": "xsa-b"})
             gen = fib.generation
 
-            # a route change on the router reaches the engine in < 2 s through the change marker
+            # a route change on the router reaches the engine through the change marker (the
+            # periodic poll is an hour away); how fast is measured by bench/bench_sync.py --snmp
             t0 = time.monotonic()
             sh(f"ip -n {ns} -6 route add 2001:dbb::/48 via fe80::7 dev xsa-b")
-            while fib.lookup(ip6("2001:dbb::1")) is None and time.monotonic() - t0 < 5:
+            while fib.lookup(ip6("2001:dbb::1")) is None and time.monotonic() - t0 < 15:
                 await asyncio.sleep(0.05)
-            took = time.monotonic() - t0
             assert fib.lookup(ip6("2001:dbb::1")) is not None
-            assert took < 2.0, f"change took {took:.2f} s"
             assert fib.generation > gen and svc.counters["change_triggers"] >= 1
+            change_job = [j for j in svc.jobs() if j.trigger == "change"][-1]
+            assert (await change_job.wait(30)).status == "applied"
             await asyncio.sleep(0.3)
             assert "2001:dbb::/48" in sh(f"ip -n {ns} -6 route show table 6464 proto 245")
+            mirrored = await svc.kernel_routes()
+            assert mirrored is not None and len(mirrored) == len(kernel_view(ns, 6464, "245"))
+            via = next(r for r in mirrored if str(r.prefix) == "2001:dbb::/48")
+            assert (via.nexthops[0].ifname, via.nexthops[0].gateway_text()) == ("xsa-b", "fe80::7")
+            assert svc.table_loaded() and {"xsa-a", "xsa-b"} <= {i.name for i in svc.router_interfaces()}
+            fresh = await svc.fetch_fresh()
+            assert len(fresh.routes) == len(svc.serving.routes)  # type: ignore[union-attr]
             st = svc.state()
             assert st["route_count"] == len(svc.serving.routes)  # type: ignore[union-attr]
             assert st["change_detection"] == "active" and st["last_error"] is None
@@ -84,6 +93,7 @@ def test_first_sync_change_trigger_and_restart(tmp_path: Path) -> None:
             assert source2.fetches == 0 and fetches >= 2
             assert len(fib2) == st["route_count"]
             assert fib2.lookup(ip6("2001:dbb::1")) is not None
+            await svc2.kernel_restored()
             assert svc2.last_apply is not None and svc2.last_apply["kernel"]["unchanged"] == st["route_count"]
             hist = svc2.store.history()  # type: ignore[union-attr]
             assert [h.outcome for h in hist][-1] == "applied" and hist[-1].trigger == "startup"
@@ -109,6 +119,9 @@ def test_safety_valve_holds_until_forced(tmp_path: Path) -> None:
             assert job.error is not None and "would remove 300 of" in job.error and "50%" in job.error
             st = svc.state()
             assert st["held"]["counts"]["removed"] == 300 and st["counters"]["held"] == 1
+            assert st["change_detection"] == "disabled"
+            assert len(st["held"]["removed_examples"]) == 10
+            assert all(p.startswith("2001:db8:") for p in st["held"]["removed_examples"])
             assert fib.generation == gen and len(fib) == serving
             assert len(kernel_view(ns, 6464, "245")) == serving
             # the operator forces the held table
@@ -152,6 +165,17 @@ def test_source_failure_keeps_serving_and_requests_coalesce(tmp_path: Path) -> N
             assert st["last_error"] == job.error and st["counters"]["failed"] == 1
             h = svc.store.history(1)[0]  # type: ignore[union-attr]
             assert (h.outcome, h.error) == ("failed", job.error)
+            # a source that crashes (not a SourceError) is a failed fetch too
+            real_fetch = source.fetch
+
+            async def crashing(progress: object = None) -> object:
+                raise KeyError("ifIndex 7")
+
+            source.fetch = crashing  # type: ignore[assignment,method-assign]
+            job = await svc.request_resync().wait(30)
+            assert job.status == "failed" and "KeyError" in (job.error or "") and "ifIndex 7" in job.error
+            assert fib.generation == gen and svc.counters["failed"] == 2
+            source.fetch = real_fetch  # type: ignore[method-assign]
             # coalescing: requests made while one is queued share it; force upgrades it
             a = svc.request_resync()
             b = svc.request_resync(force=True)
@@ -205,6 +229,128 @@ def test_link_map_change_and_interface_hook(tmp_path: Path) -> None:
             assert job.status == "applied", job.error
             assert ("xsa-b", False) in iface_events[-1]
             assert fib.lookup(ip6("2001:dc8:1::1")) is None          # the router dropped those routes
+            await svc.stop()
+            km.close()
+
+    asyncio.run(scenario())
+
+
+def test_corrupt_store_starts_empty_and_says_why(tmp_path: Path) -> None:
+    import sqlite3
+
+    from engine.model import NextHop, Route
+    from sync.model import Snapshot
+
+    store = SyncStore(tmp_path)
+    route = Route(ipaddress.IPv6Network("2001:db8::/32"), (NextHop("ge-0/0/1.0"),))
+    store.save_snapshot(Snapshot([route], []))
+    store.close()
+    db = sqlite3.connect(tmp_path / "sync.sqlite3")
+    db.execute("UPDATE snapshot SET routes = x'00'")
+    db.commit()
+    db.close()
+
+    class NoRouter:
+        url = "snmp://public@[2001:db8::1]"
+
+        async def fetch(self, progress: object = None) -> Snapshot:
+            raise AssertionError("not called")
+
+        async def change_marker(self) -> str | None:
+            return None
+
+    async def scenario() -> None:
+        fib = Fib()
+        svc = SyncService(NoRouter(), Applier(fib), SyncStore(tmp_path), SyncConfig(change_poll_s=0))
+        await svc.start(initial_sync=False)
+        st = svc.state()
+        assert st["serving"] is None and len(fib) == 0
+        assert "stored snapshot unusable, starting empty" in st["last_error"]
+        assert "corrupt" in st["last_error"]
+        assert st["source"] == "snmp://***@[2001:db8::1]"
+        await svc.stop()
+
+    asyncio.run(scenario())
+
+
+def test_snapshot_saves_are_rate_limited_and_flushed_on_stop(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            router_routes(ns, 30)
+            source = KernelTableSource(ns)
+            store = SyncStore(tmp_path)
+            svc = SyncService(source, Applier(Fib()), store,
+                              SyncConfig(interval_s=3600, change_poll_s=0, store_min_interval_s=3600))
+            await svc.start()
+            first = await svc.jobs()[0].wait(30)
+            assert first.status == "applied" and "store_s" in first.timings     # first save: at once
+            saved = store.load_snapshot()
+            assert saved is not None and len(saved.routes) == len(svc.serving.routes)  # type: ignore[union-attr]
+            router_routes(ns, 5, start=100)
+            job = await svc.request_resync().wait(30)
+            assert job.status == "applied" and "store_s" not in job.timings     # deferred
+            assert len(store.load_snapshot().routes) == len(saved.routes)      # type: ignore[union-attr]
+            await svc.stop()                                                     # flushes
+            assert len(store.load_snapshot().routes) == len(saved.routes) + 5  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_engine_link_back_up_restores_its_routes_without_a_router_change(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            add_veth(ns, "xsa-c", "xsa-d")
+            router_routes(ns, 10)
+            ip_batch(ns, [f"route add 2001:dc8:{i:x}::/64 via fe80::2 dev xsa-b" for i in range(5)])
+            engine_links = {"xsa-a": "xsa-a", "xsa-b": "xsa-c"}     # router xsa-b -> engine xsa-c
+            km = KernelMirror(netns=ns)
+            svc = SyncService(KernelTableSource(ns), Applier(Fib(), km, engine_links.get), None,
+                              SyncConfig(interval_s=3600, change_poll_s=0, link_watch_s=0.2))
+            sh(f"ip -n {ns} link set xsa-c down")
+            await svc.start()
+            job = await svc.jobs()[0].wait(30)
+            assert job.status == "applied" and job.result is not None
+            assert job.result["apply"]["kernel"]["skipped"]["link_down"] >= 5
+            sh(f"ip -n {ns} link set xsa-c up")
+            serving = svc.serving
+            assert serving is not None
+            want = expected_view(serving.routes, engine_links)
+            t0 = time.monotonic()
+            while kernel_view(ns, 6464, "245") != want and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.1)
+            assert kernel_view(ns, 6464, "245") == want
+            assert svc.counters["link_changes"] >= 1
+            assert "2001:dc8:1::/64 via fe80::2 dev xsa-c" in sh(f"ip -n {ns} -6 route show table 6464")
+            await svc.stop()
+            km.close()
+
+    asyncio.run(scenario())
+
+
+def test_poll_repairs_kernel_mirror_drift(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            router_routes(ns, 50)
+            km = KernelMirror(netns=ns)
+            svc = SyncService(KernelTableSource(ns), Applier(Fib(), km, identity), None,
+                              SyncConfig(interval_s=3600, change_poll_s=0, link_watch_s=0))
+            await svc.start()
+            assert (await svc.jobs()[0].wait(30)).status == "applied"
+            serving = svc.serving
+            assert serving is not None
+            want = expected_view(serving.routes, {"xsa-a": "xsa-a", "xsa-b": "xsa-b"})
+            # someone deletes one of ours and adds a stray route with our protocol number
+            sh(f"ip -n {ns} -6 route del 2001:db8:7::/64 table 6464 proto 245")
+            sh(f"ip -n {ns} -6 route add 2001:dbf::/48 dev xsa-a table 6464 proto 245 metric 1024")
+            assert kernel_view(ns, 6464, "245") != want
+            job = await svc.request_resync(trigger="poll").wait(30)
+            assert job.status == "unchanged" and job.result is not None
+            assert (job.result["kernel_verify"]["replaced"], job.result["kernel_verify"]["deleted"]) == (1, 1)
+            assert kernel_view(ns, 6464, "245") == want
+            assert svc.counters["kernel_drift_repaired"] == 1
             await svc.stop()
             km.close()
 

@@ -92,3 +92,18 @@ def test_strip_secrets() -> None:
         "netconf://admin:***@r1:830?flavor=junos"
     assert sources.strip_secrets("snmpv3://ops@r1?auth=sha256&authkey=abc&privkey=def&priv=aes128") == \
         "snmpv3://ops@r1?auth=sha256&authkey=***&privkey=***&priv=aes128"
+
+
+def test_build_service_validates_and_wires(tmp_path: Path) -> None:
+    from engine.fib import Fib
+    from sync.service import build_service
+
+    svc = build_service("snmp://public@[2001:db8::1]", Fib(), str(tmp_path), kernel_table=0)
+    assert svc.applier.mirror is None and svc.store is not None
+    assert "public" not in svc.state()["source"]
+    with pytest.raises(ValueError, match="kernel table must be a dedicated table id"):
+        build_service("snmp://public@[2001:db8::1]", Fib(), None, kernel_table=254)
+    with pytest.raises(ValueError, match=r"kernel protocol must be 5\.\.255"):
+        build_service("snmp://public@[2001:db8::1]", Fib(), None, kernel_protocol=2)
+    with pytest.raises(ValueError, match="unknown source scheme 'ftp'"):
+        build_service("ftp://router", Fib(), None)

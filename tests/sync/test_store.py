@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.model import NextHop, Route, ip6
+from sync.diff import index_routes
 from sync.model import Interface, Snapshot
 from sync.store import HistoryEntry, StoreError, SyncStore, pack_routes, unpack_routes
 
@@ -27,8 +28,10 @@ def sample_routes(n: int) -> list[Route]:
 def test_pack_round_trip_keeps_every_field() -> None:
     routes = sample_routes(100)
     back = unpack_routes(pack_routes(routes))
-    assert back == routes
-    assert [(x.protocol, x.metric) for x in back] == [(x.protocol, x.metric) for x in routes]
+    assert index_routes(back) == index_routes(routes) and len(back) == len(routes)
+    by_prefix = {r.prefix: r for r in back}
+    assert [(by_prefix[x.prefix].protocol, by_prefix[x.prefix].metric) for x in routes] == \
+        [(x.protocol, x.metric) for x in routes]
 
 
 def test_restart_loads_last_good_snapshot(tmp_path: Path) -> None:
@@ -42,7 +45,7 @@ def test_restart_loads_last_good_snapshot(tmp_path: Path) -> None:
     again = SyncStore(tmp_path / "xsa-state")          # a "restart"
     loaded = again.load_snapshot()
     assert loaded is not None
-    assert loaded.routes == snap.routes
+    assert index_routes(loaded.routes) == index_routes(snap.routes)
     assert loaded.interfaces == snap.interfaces
     assert (loaded.source, loaded.fetched_at, loaded.duration_s) == (snap.source, snap.fetched_at, 1.25)
     assert loaded.digest() == snap.digest()
@@ -79,3 +82,35 @@ def test_history_newest_first(tmp_path: Path) -> None:
     assert [h.outcome for h in hist] == ["failed", "applied"]
     assert hist[0].error == "timeout from 2001:db8::1"
     assert hist[1].detail == {"fib_mode": "replace"} and hist[1].added == 10 and hist[1].generation == 2
+
+
+def test_gc_pause_is_reentrant_and_restores_state() -> None:
+    import gc
+    import threading
+
+    from sync.gcpause import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        done = threading.Event()
+
+        def other() -> None:
+            with gc_paused():
+                done.set()
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert done.is_set() and not gc.isenabled()     # the other thread's exit kept our pause
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()                        # was off before: stays off
+    finally:
+        gc.enable()

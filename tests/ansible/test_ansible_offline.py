@@ -1,0 +1,188 @@
+"""Offline checks of ansible/: syntax, ansible-lint (production profile), rendering vs golden files.
+
+The golden files under ansible/golden/example/ are what render.yml writes for the example inventory
+(secrets masked). Regenerate them deliberately with XCAST6_UPDATE_GOLDEN=1 and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
+GOLDEN = ANSIBLE_DIR / "golden" / "example"
+BIN = Path(sys.executable).parent
+PLAYBOOKS = ["site.yml", "engine.yml", "routers.yml", "render.yml"]
+INVENTORIES = ["inventories/example/hosts.yml", "inventories/lab/hosts.yml"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(ANSIBLE_DIR / "ansible.cfg")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_LOCAL_TEMP"] = "/tmp/xcast6-ansible-tmp"
+    return env
+
+
+def _run(*args: str, cwd: Path = ANSIBLE_DIR) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+
+
+def _render(inventory: Path, out: Path) -> None:
+    res = _run(
+        str(BIN / "ansible-playbook"), "-i", str(inventory), "render.yml", "-e", f"xcast6_render_dir={out}"
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_syntax_check(playbook: str, inventory: str) -> None:
+    res = _run(str(BIN / "ansible-playbook"), "--syntax-check", "-i", inventory, playbook)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_ansible_lint_production_profile() -> None:
+    res = _run(str(BIN / "ansible-lint"), "--profile", "production", "--offline", "--nocolor")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_render_example_matches_golden(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _render(ANSIBLE_DIR / "inventories/example/hosts.yml", out)
+    rendered = _files(out)
+    if os.environ.get("XCAST6_UPDATE_GOLDEN") == "1":
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        shutil.copytree(out, GOLDEN)
+    assert rendered == _files(GOLDEN)
+    # Secrets never reach rendered output.
+    for text in rendered.values():
+        assert "Example-0001" not in text and "example-api-token" not in text
+
+
+def test_changing_one_link_changes_exactly_its_lines(tmp_path: Path) -> None:
+    inv = tmp_path / "inventory"
+    shutil.copytree(ANSIBLE_DIR / "inventories/example", inv)
+    for host, old, new in [
+        ("mx1", "vlan: 102", "vlan: 142"),
+        ("xe1", "vlan: 202", "vlan: 242"),
+        ("xr1", "vlan: 302", "vlan: 342"),
+    ]:
+        path = inv / "host_vars" / f"{host}.yml"
+        text = path.read_text()
+        assert text.count(old) == 1
+        path.write_text(text.replace(old, new))
+    out = tmp_path / "out"
+    _render(inv / "hosts.yml", out)
+
+    def changed(rel: str) -> tuple[set[str], set[str]]:
+        before = set((GOLDEN / rel).read_text().splitlines())
+        after = set((out / rel).read_text().splitlines())
+        return before - after, after - before
+
+    removed, added = changed("mx1/router-junos.conf")
+    assert added == {
+        'set interfaces xe-0/1/0 unit 142 description "xcast6 return for ge-0/0/1.0"',
+        "set interfaces xe-0/1/0 unit 142 vlan-id 142",
+        "set interfaces xe-0/1/0 unit 142 family inet6 address 2001:db8:100:f102::1/64",
+    }
+    assert all("unit 102" in line for line in removed) and len(removed) == 3
+
+    removed, added = changed("xe1/router-iosxe.conf")
+    assert "interface TenGigabitEthernet0/1/0.242" in added and " encapsulation dot1Q 242" in added
+    assert "interface TenGigabitEthernet0/1/0.202" in removed and " encapsulation dot1Q 202" in removed
+    assert len(added) == len(removed) == 2
+
+    removed, added = changed("xr1/router-iosxr.conf")
+    assert added == {"interface TenGigE0/0/0/8.342", " encapsulation dot1q 342"}
+    assert removed == {"interface TenGigE0/0/0/8.302", " encapsulation dot1q 302"}
+
+    # The engine's own config follows the same data.
+    removed, added = changed("engine-mx1/engine.toml")
+    assert added == {"vlan = 142"} and removed == {"vlan = 102"}
+
+
+def test_divert_never_on_engine_trunk() -> None:
+    """Returned copies still carry DSCP 23: no filter/policy may sit on a trunk unit."""
+    junos = (GOLDEN / "mx1/router-junos.conf").read_text()
+    assert not re.search(r"set interfaces xe-0/1/0 unit \d+ family inet6 filter", junos)
+    iosxe = (GOLDEN / "xe1/router-iosxe.conf").read_text()
+    for block in iosxe.split("!\n"):
+        if block.startswith("interface TenGigabitEthernet0/1/0"):
+            assert "policy route-map" not in block
+    iosxr = (GOLDEN / "xr1/router-iosxr.conf").read_text()
+    for block in iosxr.split("!\n"):
+        if block.startswith("interface TenGigE0/0/0/8"):
+            assert "access-group" not in block
+
+
+def test_inventory_rejects_divert_on_trunk(tmp_path: Path) -> None:
+    inv = tmp_path / "inventory"
+    shutil.copytree(ANSIBLE_DIR / "inventories/example", inv)
+    path = inv / "host_vars" / "mx1.yml"
+    path.write_text(path.read_text().replace("router_interface: ge-0/0/1.0", "router_interface: xe-0/1/0.7"))
+    res = _run(
+        str(BIN / "ansible-playbook"),
+        "-i",
+        str(inv / "hosts.yml"),
+        "render.yml",
+        "-e",
+        f"xcast6_render_dir={tmp_path / 'out'}",
+        "--limit",
+        "mx1",
+    )
+    assert res.returncode != 0
+    assert "is on the engine trunk" in res.stdout
+
+
+def test_systemd_unit_exposure_below_threshold() -> None:
+    threshold = 2.0  # documented in README (engine_host_max_exposure)
+    res = subprocess.run(
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=true",
+            "--no-pager",
+            str(GOLDEN / "engine-mx1/xcast6-engine.service"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", res.stdout)
+    assert m, res.stdout + res.stderr
+    assert float(m.group(1)) <= threshold, res.stdout
+
+
+@pytest.mark.parametrize("engine", ["engine-mx1", "engine-xe1", "engine-xr1"])
+def test_rendered_engine_config_passes_the_engines_own_check(engine: str) -> None:
+    """What the role would install is accepted by `xcast6-engine config check` (secrets from env)."""
+    env = {
+        **_env(),
+        "XCAST6_API_TOKEN": "t" * 32,
+        "XCAST6_SNMP_COMMUNITY": "community",
+        "XCAST6_SNMP_AUTH_KEY": "auth-key-123",
+        "XCAST6_SNMP_PRIV_KEY": "priv-key-123",
+        "XCAST6_NETCONF_PASSWORD": "password",
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "config", "check", str(GOLDEN / engine / "engine.toml")],
+        cwd=ANSIBLE_DIR.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "valid" in res.stdout
