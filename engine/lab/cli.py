@@ -87,6 +87,11 @@ def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
     from engine.lab import engine_api
 
     out: dict[str, object] = {}
+    try:
+        engine_api.token(topo)
+    except LabError as exc:
+        typer.echo(f"xcast6-engine: {exc}", err=True)
+        raise typer.Exit(1) from None
     for r in ("a", "b"):
         st, err = engine_api.status_or_error(topo, r)
         out[r] = st if st is not None else {"error": f"API of engine {r} not answering: {err}"}

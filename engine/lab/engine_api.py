@@ -22,7 +22,13 @@ def api_url(topo: Topology, path: str = "") -> str:
 
 def token(topo: Topology) -> str:
     """The lab's API token (one for both engines, written by ``lab up``)."""
-    return topo.api_token_path.read_text().strip()
+    try:
+        return topo.api_token_path.read_text().strip()
+    except FileNotFoundError:
+        raise netns.LabError(
+            f"lab {topo.prefix!r} is not up (no API token at {topo.api_token_path}): "
+            "run `xcast6-engine lab up`"
+        ) from None
 
 
 def request(topo: Topology, r: str, method: str, path: str, *, auth: bool = True,
