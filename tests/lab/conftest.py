@@ -28,7 +28,9 @@ with contextlib.suppress(ImportError):
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Topology]:
     """The direct-mode lab with both engine daemons ready, shared by the e2e and API tests."""
-    topo = Topology(prefix="xlt-", state_dir=Path(f"/tmp/xlt-lab-{os.getpid()}"), poll_interval=0.5)
+    # Per-run namespace prefix: two test runs on one box (or a demo lab) never share namespaces.
+    prefix = f"xlt{os.getpid() % 10000}-"
+    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5)
     build.down(topo)
     build.up(topo)
     try:
