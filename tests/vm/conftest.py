@@ -83,6 +83,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             duration=float(rec["duration"]),  # type: ignore[arg-type]
         )
         item.ihook.pytest_runtest_logreport(report=report)
+    # Do pytest's own teardown step for the host: collectors (a package, module fixtures) that the
+    # next host item does not share are finalised now, as runtestprotocol would have done.
+    item.session._setupstate.teardown_exact(nextitem)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
 
