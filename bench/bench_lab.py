@@ -296,8 +296,9 @@ def kernel_ceiling(topo: Topology, duration: float) -> dict[str, Any]:
             "delivered_pps": round((delivered(topo) - d0) / took)}
 
 
-def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float) -> dict[str, Any]:
-    topo = Topology(prefix="xlb-", state_dir=Path(f"/tmp/xlb-lab-{os.getpid()}"), workers=workers)
+def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float,
+                prefix: str = "xlb-") -> dict[str, Any]:
+    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab-{os.getpid()}"), workers=workers)
     build.down(topo)
     build.up(topo)
     try:
@@ -404,6 +405,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per ladder step")
     ap.add_argument("--max-rate", type=float, default=64000)
     ap.add_argument("--out", type=Path, default=Path("bench/results/bench_lab.json"))
+    ap.add_argument("--prefix", default="xlb-", help="name prefix of the lab's namespaces and links")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_lab needs root (network namespaces)")
@@ -411,7 +413,7 @@ def main() -> None:
     result: dict[str, Any] = {"started": time.time(), "cpus": os.cpu_count(),
                               "loadavg_start": os.getloadavg(), "kernel": os.uname().release, "runs": []}
     for w in a.workers:
-        result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate))
+        result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix))
     result["loadavg_end"] = os.getloadavg()
     a.out.write_text(json.dumps(result, indent=1))
     png = a.out.with_suffix(".png")

@@ -41,6 +41,7 @@ from engine.counters import CounterFile, Slot
 from engine.fib import Fib
 from engine.model import Route
 from engine.reasons import NOT_XCAST
+from engine.rxbatch import BatchReceiver
 from vlan.linkmap import EngineLink, LinkMap
 
 ETHERTYPE_IPV6 = b"\x86\xdd"
@@ -127,6 +128,13 @@ class Worker:
         self.slot: Slot = self.counters.slot(spec.index)
         self.ix = self.slot.index_of
         self.sender = afpacket.BatchSender(capacity=max(256, spec.batch * 4))
+        self.rx_batch = BatchReceiver(capacity=max(1, spec.batch))
+        # branched, x2u_out, copies_out, bytes_out: summed per packet, written per batch
+        self._tally = [0, 0, 0, 0]
+        ix = self.ix
+        self._i_branched, self._i_x2u_out = ix["branched"], ix["x2u_out"]
+        self._i_copies_out, self._i_bytes_out = ix["copies_out"], ix["bytes_out"]
+        self._i_syscalls_rx, self._i_syscalls_tx = ix["syscalls_rx"], ix["syscalls_tx"]
         self.rx: list[socket.socket] = []
         for ifname in spec.ingress:
             group = afpacket.fanout_group_for(afpacket.ifindex_of(ifname)) if spec.fanout else None
@@ -154,11 +162,11 @@ class Worker:
         if self.control is not None and kind in ("diff", "replace", "links"):
             self.control.send(("ack", kind, self.fib.generation))
 
-    def process(self, frame: bytes, t0: int) -> None:
-        """Branch one frame (Ethernet header included) and queue its copies."""
+    def process(self, packet: bytes) -> None:
+        """Branch one IPv6 packet (Ethernet header already stripped) and queue its copies."""
         slot = self.slot
         try:
-            result = self.branch(frame[afpacket.ETH_HLEN:])
+            result = self.branch(packet)
         except Exception:   # a codec/branch bug must cost one packet, never the worker
             slot.drop("other")
             return
@@ -172,7 +180,7 @@ class Worker:
         copies = result.copies
         if not copies:
             return
-        # Hot loop: counts are summed locally and written to shared memory once per packet.
+        # Hot loop: counts are summed in plain ints and written to shared memory once per batch.
         resolve = self.egress.resolve
         add = self.sender.add
         x2u = multi = nbytes = 0
@@ -190,52 +198,62 @@ class Worker:
             else:
                 multi += 1
             nbytes += len(data) + 14
-        w, ix = slot.words, self.ix
-        w[ix["branched"]] += 1
-        if x2u:
-            w[ix["x2u_out"]] += x2u
-        if multi:
-            w[ix["copies_out"]] += multi
-        w[ix["bytes_out"]] += nbytes
+        t = self._tally
+        t[0] += 1
+        t[1] += x2u
+        t[2] += multi
+        t[3] += nbytes
 
-    def drain(self, sock: socket.socket, buf: bytearray, times: list[int]) -> int:
-        """Read and process up to ``batch`` frames from one socket; returns how many."""
-        n = 0
-        nbytes = 0
-        mv = memoryview(buf)
-        recv_into = sock.recv_into
-        process = self.process
-        clock = time.perf_counter_ns
-        batch = self.spec.batch
-        while n < batch:
-            try:
-                size = recv_into(buf)
-            except BlockingIOError:
-                break
-            t0 = clock()
-            process(bytes(mv[:size]), t0)
-            times.append(t0)
-            n += 1
-            nbytes += size
+    def drain(self, sock: socket.socket, times: list[tuple[int, int]]) -> int:
+        """Read up to ``batch`` frames from one socket with ONE recvmmsg and process them.
+
+        Returns how many frames were read.  Every frame of the batch is stamped with the time
+        the call returned (they all became visible to us at that moment).
+        """
+        rx = self.rx_batch
+        try:
+            n = rx.receive(sock.fileno(), self.spec.batch)
+        except OSError:    # e.g. ENETDOWN while a link flaps: count it, keep serving
+            self.slot.add("syscalls_rx")
+            self.slot.drop("other")
+            return 0
         w, ix = self.slot.words, self.ix
+        w[self._i_syscalls_rx] += 1
+        if not n:
+            return 0
+        times.append((time.perf_counter_ns(), n))
+        process = self.process
+        nbytes = 0
+        hlen = afpacket.ETH_HLEN
+        for packet in rx.frames(n, hlen):
+            nbytes += len(packet)
+            process(packet)
         w[ix["received"]] += n
-        w[ix["received_bytes"]] += nbytes
-        w[ix["syscalls_rx"]] += n + (n < batch)     # + the call that found the socket empty
+        w[ix["received_bytes"]] += nbytes + n * hlen
         return n
 
-    def flush(self, times: list[int]) -> None:
+    def flush(self, times: list[tuple[int, int]]) -> None:
         sender = self.sender
+        w = self.slot.words
         if sender.count:
             before = sender.syscalls
             sender.flush()
-            self.slot.add("syscalls_tx", sender.syscalls - before)
+            w[self._i_syscalls_tx] += sender.syscalls - before
         if sender.failed_total:     # includes batches add() had to flush early
             self.slot.add("egress_errors", sender.failed_total)
             sender.failed_total = 0
+        t = self._tally
+        if t[0]:
+            w[self._i_branched] += t[0]
+            w[self._i_x2u_out] += t[1]
+            w[self._i_copies_out] += t[2]
+            w[self._i_bytes_out] += t[3]
+            t[0] = t[1] = t[2] = t[3] = 0
         if times:
             now = time.perf_counter_ns()
-            for t0 in times:
-                self.slot.latency(now - t0)
+            latency = self.slot.latency
+            for t0, count in times:
+                latency(now - t0, count)
             times.clear()
 
     def run(self) -> None:
@@ -247,8 +265,7 @@ class Worker:
         ctl_fd = self.control.fileno() if self.control is not None else -1
         if ctl_fd >= 0:
             ep.register(ctl_fd, select.EPOLLIN)
-        buf = bytearray(65536)
-        times: list[int] = []
+        times: list[tuple[int, int]] = []
         next_stats = 0.0
         try:
             while not self.stopping:
@@ -271,7 +288,7 @@ class Worker:
                         continue
                     sock = by_fd[fd]
                     # Keep draining while the socket is busy, flushing once per batch.
-                    while self.drain(sock, buf, times) == self.spec.batch:
+                    while self.drain(sock, times) == self.spec.batch:
                         self.flush(times)
                     self.flush(times)
         finally:
@@ -279,6 +296,7 @@ class Worker:
             for s in self.rx:
                 s.close()
             self.sender.close()
+            self.rx_batch.close()
 
 
 def _worker_main(spec: WorkerSpec, fib: Fib, links: list[EngineLink], factory: BrancherFactory,
