@@ -108,6 +108,8 @@ class WorkerSpec:
     counters_path: Path
     batch: int = 64
     fanout: bool = True
+    # write copies once this many are queued (mid-batch): bounds the wait of a batch's first packets
+    flush_copies: int = 16
 
 
 def apply_diff(fib: Fib, adds: Iterable[Route], removes: Iterable[ipaddress.IPv6Network]) -> None:
@@ -135,6 +137,8 @@ class Worker:
         self._i_branched, self._i_x2u_out = ix["branched"], ix["x2u_out"]
         self._i_copies_out, self._i_bytes_out = ix["copies_out"], ix["bytes_out"]
         self._i_syscalls_rx, self._i_syscalls_tx = ix["syscalls_rx"], ix["syscalls_tx"]
+        self._i_received, self._i_received_bytes = ix["received"], ix["received_bytes"]
+        self.flush_copies = spec.flush_copies
         self.rx: list[socket.socket] = []
         for ifname in spec.ingress:
             group = afpacket.fanout_group_for(afpacket.ifindex_of(ifname)) if spec.fanout else None
@@ -204,35 +208,52 @@ class Worker:
         t[2] += multi
         t[3] += nbytes
 
-    def drain(self, sock: socket.socket, times: list[tuple[int, int]]) -> int:
-        """Read up to ``batch`` frames from one socket with ONE recvmmsg and process them.
+    def drain(self, sock: socket.socket) -> int:
+        """Read up to ``batch`` frames from one socket with ONE recvmmsg, branch and send them.
 
-        Returns how many frames were read.  Every frame of the batch is stamped with the time
-        the call returned (they all became visible to us at that moment).
+        Returns how many frames were read.  Copies are written every ``flush_copies`` queued
+        copies and at the end, so the first packets of a big batch do not wait for the last
+        ones (latency), while a busy worker still writes many frames per ``sendmmsg``.  Every
+        frame of the batch counts as received when the call returned; its latency sample is
+        taken when the ``sendmmsg`` carrying its copies returned.
         """
         rx = self.rx_batch
+        w = self.slot.words
         try:
             n = rx.receive(sock.fileno(), self.spec.batch)
-        except OSError:    # e.g. ENETDOWN while a link flaps: count it, keep serving
-            self.slot.add("syscalls_rx")
+        except OSError:    # e.g. ENETDOWN while a link flaps: counted, the worker keeps serving
+            w[self._i_syscalls_rx] += 1
             self.slot.drop("other")
             return 0
-        w, ix = self.slot.words, self.ix
         w[self._i_syscalls_rx] += 1
         if not n:
             return 0
-        times.append((time.perf_counter_ns(), n))
+        clock = time.perf_counter_ns
+        t0 = clock()
         process = self.process
-        nbytes = 0
+        sender = self.sender
+        flush_at = self.flush_copies
+        latency = self.slot.latency
         hlen = afpacket.ETH_HLEN
+        nbytes = 0
+        waiting = 0     # packets processed whose copies are not written yet
         for packet in rx.frames(n, hlen):
             nbytes += len(packet)
             process(packet)
-        w[ix["received"]] += n
-        w[ix["received_bytes"]] += nbytes + n * hlen
+            waiting += 1
+            if sender.count >= flush_at:
+                self.flush()
+                latency(clock() - t0, waiting)
+                waiting = 0
+        self.flush()
+        if waiting:
+            latency(clock() - t0, waiting)
+        w[self._i_received] += n
+        w[self._i_received_bytes] += nbytes + n * hlen
         return n
 
-    def flush(self, times: list[tuple[int, int]]) -> None:
+    def flush(self) -> None:
+        """Write the queued copies and publish the per-batch counter sums."""
         sender = self.sender
         w = self.slot.words
         if sender.count:
@@ -249,12 +270,6 @@ class Worker:
             w[self._i_copies_out] += t[2]
             w[self._i_bytes_out] += t[3]
             t[0] = t[1] = t[2] = t[3] = 0
-        if times:
-            now = time.perf_counter_ns()
-            latency = self.slot.latency
-            for t0, count in times:
-                latency(now - t0, count)
-            times.clear()
 
     def run(self) -> None:
         """Serve until a ``stop`` message, SIGTERM or the control pipe closes."""
@@ -265,7 +280,6 @@ class Worker:
         ctl_fd = self.control.fileno() if self.control is not None else -1
         if ctl_fd >= 0:
             ep.register(ctl_fd, select.EPOLLIN)
-        times: list[tuple[int, int]] = []
         next_stats = 0.0
         try:
             while not self.stopping:
@@ -287,10 +301,9 @@ class Worker:
                             self.stopping = True
                         continue
                     sock = by_fd[fd]
-                    # Keep draining while the socket is busy, flushing once per batch.
-                    while self.drain(sock, times) == self.spec.batch:
-                        self.flush(times)
-                    self.flush(times)
+                    # Keep draining while the socket is busy (a full batch means more may wait).
+                    while self.drain(sock) == self.spec.batch:
+                        pass
         finally:
             ep.close()
             for s in self.rx:
