@@ -136,6 +136,10 @@ class BatchSender:
         self._arena_mv = memoryview(self._arena).cast("B")
         self._iov_q = memoryview(self._iov).cast("B").cast("Q")          # base, len pairs
         self._addr_i = memoryview(self._addr).cast("B").cast("i")        # 5 ints per sockaddr_ll
+        # For callers that inline add() in a hot loop: (arena bytes, iovec u64 words,
+        # sockaddr_ll i32 words, slot size, capacity).  Slot i: frame at arena[i * slot size],
+        # its length in iovec word 2i+1, its ifindex in sockaddr word 5i+1; then count = i + 1.
+        self.views = (self._arena_mv, self._iov_q, self._addr_i, slot_size, capacity)
         self.count = 0
         self.syscalls = 0
         self.failed_total = 0    # frames the kernel refused (also those flushed by add())

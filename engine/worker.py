@@ -45,6 +45,7 @@ from engine.rxbatch import BatchReceiver
 from vlan.linkmap import EngineLink, LinkMap
 
 ETHERTYPE_IPV6 = b"\x86\xdd"
+ETH_HLEN = afpacket.ETH_HLEN
 
 
 BranchFn = Callable[[bytes], BranchResult]
@@ -139,6 +140,7 @@ class Worker:
         self._i_syscalls_rx, self._i_syscalls_tx = ix["syscalls_rx"], ix["syscalls_tx"]
         self._i_received, self._i_received_bytes = ix["received"], ix["received_bytes"]
         self.flush_copies = spec.flush_copies
+        self._tx_seen = 0
         self.rx: list[socket.socket] = []
         for ifname in spec.ingress:
             group = afpacket.fanout_group_for(afpacket.ifindex_of(ifname)) if spec.fanout else None
@@ -184,24 +186,42 @@ class Worker:
         copies = result.copies
         if not copies:
             return
-        # Hot loop: counts are summed in plain ints and written to shared memory once per batch.
+        # Hot loop, BatchSender.add inlined (a method call per copy was ~1/3 of the per-copy
+        # cost): copy the Ethernet header and the packet into the sendmmsg arena slot.
+        # Counts are summed in plain ints and published to shared memory once per batch.
+        cache = self.egress._cache
         resolve = self.egress.resolve
-        add = self.sender.add
+        sender = self.sender
+        arena, iov_len, addr_ifindex, size, cap = sender.views
+        i = sender.count
         x2u = multi = nbytes = 0
         for c in copies:
-            e = resolve(c.nexthop.ifname)
+            name = c.nexthop.ifname
+            e = cache.get(name) or resolve(name)
             if isinstance(e, str):
                 slot.add(e)
                 continue
             data = c.data
-            if len(data) > e.mtu or not add(e.ifindex, e.l2, data):
+            n = len(data)
+            if n > e.mtu or n + ETH_HLEN > size:
                 slot.add("egress_mtu")
                 continue
+            if i == cap:
+                sender.count = i
+                sender.flush()
+                i = 0
+            off = i * size
+            arena[off:off + ETH_HLEN] = e.l2
+            arena[off + ETH_HLEN:off + ETH_HLEN + n] = data
+            iov_len[2 * i + 1] = n + ETH_HLEN
+            addr_ifindex[5 * i + 1] = e.ifindex
+            i += 1
             if c.x2u:
                 x2u += 1
             else:
                 multi += 1
-            nbytes += len(data) + 14
+            nbytes += n + ETH_HLEN
+        sender.count = i
         t = self._tally
         t[0] += 1
         t[1] += x2u
@@ -257,12 +277,18 @@ class Worker:
         sender = self.sender
         w = self.slot.words
         if sender.count:
-            before = sender.syscalls
             sender.flush()
-            w[self._i_syscalls_tx] += sender.syscalls - before
+        if sender.syscalls != self._tx_seen:     # also the calls made when the arena was full
+            w[self._i_syscalls_tx] += sender.syscalls - self._tx_seen
+            self._tx_seen = sender.syscalls
         if sender.failed_total:     # includes batches add() had to flush early
             self.slot.add("egress_errors", sender.failed_total)
             sender.failed_total = 0
+        self.flush_tally()
+
+    def flush_tally(self) -> None:
+        """Publish the branched/copies/bytes sums of the packets processed since the last call."""
+        w = self.slot.words
         t = self._tally
         if t[0]:
             w[self._i_branched] += t[0]
