@@ -11,7 +11,8 @@ from engine.counters import CounterFile
 from engine.fib import Fib
 from engine.lab import netns
 from engine.worker import Worker, WorkerSpec, default_brancher_factory
-from tests.engine.test_worker import (  # noqa: F401  (pair is a fixture)
+from tests.engine import test_worker
+from tests.engine.test_worker import (
     ROUTER_MACS,
     ROUTES,
     SRC,
@@ -20,9 +21,10 @@ from tests.engine.test_worker import (  # noqa: F401  (pair is a fixture)
     _drain,
     _links,
     ip6,
-    pair,
 )
 from tests.lab.scapy_xcast import ethernet, xcast_packet
+
+pair = test_worker.pair     # the two-namespace fixture (router r, engine e, veth r-ifK <-> to-r-ifK)
 
 
 @pytest.mark.root
