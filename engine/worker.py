@@ -11,12 +11,18 @@ Design (why it looks like this):
 * **Kernel does the sorting.**  Ingress sockets carry the hand-written BPF filter
   (engine/bpf.py) and join a ``PACKET_FANOUT_HASH`` group per link, so each flow sticks to one
   worker and non-XCAST traffic never reaches Python.
-* **Batching.**  A worker drains up to ``batch`` frames from its sockets, branches each, queues
-  every copy into a preallocated arena and writes the whole batch with one ``sendmmsg``.
+* **Batching.**  A worker reads up to ``batch`` frames with ONE ``recvmmsg`` (engine/rxbatch.py,
+  preallocated arena), branches each, queues every copy into the preallocated ``sendmmsg``
+  arena and writes them every ``flush_copies`` queued copies and at the end of the batch: a
+  busy worker makes a few system calls per batch instead of one per frame, and the first
+  packets of a batch do not wait for the last.  A quiet worker never waits to fill a batch
+  (epoll wakes it on the first frame; what is there is processed and written at once).
 * **Destination cache.**  Route lookups are cached per destination by the Fib (keyed by its
   generation); the egress side caches router-interface -> (ifindex, Ethernet header).
 * **Counters.**  Each worker owns one slot in the shared counter file (engine/counters.py);
-  latency is measured from the moment the frame is read to the moment its batch was written.
+  per-packet counts are summed in plain ints and published once per write; latency is
+  measured from the moment ``recvmmsg`` returned the frame to the moment the ``sendmmsg``
+  carrying its copies returned (one histogram update per write, weighted by its packets).
 """
 
 from __future__ import annotations
