@@ -35,7 +35,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -118,9 +117,6 @@ class WorkerSpec:
     fanout: bool = True
     # write copies once this many are queued (mid-batch): bounds the wait of a batch's first packets
     flush_copies: int = 8
-    # scheduling priority (setpriority, -20..19) the worker process sets for itself; a forwarding
-    # worker that shares CPUs with other work keeps its latency with a negative value (root)
-    nice: int = 0
 
 
 def apply_diff(fib: Fib, adds: Iterable[Route], removes: Iterable[ipaddress.IPv6Network]) -> None:
@@ -353,12 +349,6 @@ def _worker_main(spec: WorkerSpec, fib: Fib, links: list[EngineLink], factory: B
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the supervisor decides when we stop
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)                     # forked from an asyncio loop: not ours
-    if spec.nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, spec.nice)
-        except OSError as exc:      # not root: run at normal priority, but say so
-            print(f"xcast6 worker {spec.index}: cannot set nice {spec.nice}: {exc.strerror}",
-                  file=sys.stderr)
     w = Worker(spec, fib, LinkMap(links), factory, control)
     signal.signal(signal.SIGTERM, lambda *_: setattr(w, "stopping", True))
     control.send(("ready", spec.index, os.getpid()))
@@ -376,31 +366,17 @@ class WorkerPool:
     counters_path: Path = Path("/run/xcast6-engine/stats.shm")
     factory: BrancherFactory = default_brancher_factory
     batch: int = 64
-    nice: int = 0
     procs: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     conns: list[multiprocessing.connection.Connection] = field(default_factory=list)
 
     restarts: int = 0
-
-    def _nice(self) -> int:
-        """``nice``, or the ``XCAST6_WORKER_NICE`` environment variable when set (-20..19)."""
-        raw = os.environ.get("XCAST6_WORKER_NICE")
-        if raw is None:
-            return self.nice
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"XCAST6_WORKER_NICE={raw!r}: not an integer (-20..19)") from None
-        if not -20 <= value <= 19:
-            raise ValueError(f"XCAST6_WORKER_NICE={value}: out of range -20..19")
-        return value
 
     def _fork(self, i: int) -> tuple[multiprocessing.process.BaseProcess, Conn]:
         # Forked from the supervisor, whose Fib is always the current one: a (re)started worker
         # inherits today's table, not the one from boot.
         ctx = multiprocessing.get_context("fork")
         parent, child = ctx.Pipe()
-        spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch, nice=self._nice())
+        spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch)
         args = (spec, self.fib, self.links.links(), self.factory, child)
         p = ctx.Process(target=_worker_main, args=args, name=f"xcast6-worker-{i}", daemon=True)
         p.start()
