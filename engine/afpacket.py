@@ -66,7 +66,7 @@ _libc.sendmmsg.restype = ctypes.c_int
 SO_RCVBUFFORCE = 33
 
 
-def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 4 << 20) -> socket.socket:
+def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 1 << 20) -> socket.socket:
     """A non-blocking packet socket on ``ifname`` that sees only candidate XCAST6 frames."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
@@ -74,8 +74,9 @@ def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 4 << 20) 
         # kernel < 4.20 lacks this option; the BPF pkttype test still drops our own frames
         with contextlib.suppress(OSError):
             s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        # A deep queue absorbs the moments the worker is off the CPU (2 cores shared with the
-        # kernel's own forwarding); FORCE (root) goes past net.core.rmem_max, else best effort.
+        # 1 MiB: absorbs short stalls without letting a standing queue of ~100 ms form (a 4 MiB
+        # queue gave p99 > 100 ms when a shared CPU stalled the worker).  FORCE (root) applies it
+        # even when net.core.rmem_max is lower; otherwise best effort.
         try:
             s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, bufsize)
         except OSError:

@@ -238,8 +238,9 @@ class Worker:
         """Read up to ``batch`` frames from one socket with ONE recvmmsg, branch and send them.
 
         Returns how many frames were read.  Copies are written every ``flush_copies`` queued
-        copies and at the end, so the first packets of a big batch do not wait for the last
-        ones (latency), while a busy worker still writes many frames per ``sendmmsg``.  Every
+        copies (4x that when the batch came back full) and at the end, so the first packets of
+        a batch do not wait for the last ones (latency), while a busy worker still writes many
+        frames per ``sendmmsg``.  Every
         frame of the batch counts as received when the call returned; its latency sample is
         taken when the ``sendmmsg`` carrying its copies returned.
         """
@@ -258,7 +259,9 @@ class Worker:
         t0 = clock()
         process = self.process
         sender = self.sender
-        flush_at = self.flush_copies
+        # A full batch means a queue is building: latency is the queue's then, so write 4x bigger
+        # batches (fewer sendmmsg calls per packet, more capacity to drain the queue).
+        flush_at = self.flush_copies if n < self.spec.batch else 4 * self.flush_copies
         latency = self.slot.latency
         hlen = afpacket.ETH_HLEN
         nbytes = 0
