@@ -302,7 +302,19 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         if hit is None:
             raise ApiProblem(404, "No route", f"no route to {addr} in generation {gen}", field="query.dst")
         route, hop = hit
-        return LookupOut(dst=str(addr), generation=gen, route=RouteOut.of(route), nexthop=NextHopOut.of(hop))
+        links = {link.router_ifname: link.engine_ifname for link in view.links.links()}
+        if hop.ifname not in links:
+            # the workers skip ECMP members without an engine link (engine.branch egress_ok)
+            usable = [h for h in route.nexthops if h.ifname in links]
+            if usable:
+                hop = usable[int.from_bytes(addr.packed[12:], "big") % len(usable)]
+        return LookupOut(
+            dst=str(addr),
+            generation=gen,
+            route=RouteOut.of(route),
+            nexthop=NextHopOut.of(hop),
+            egress_link=links.get(hop.ifname),
+        )
 
     @app.get(
         "/routes/diff",

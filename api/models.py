@@ -57,6 +57,11 @@ class LookupOut(BaseModel):
     generation: int
     route: RouteOut
     nexthop: NextHopOut = Field(description="The member this destination uses (ECMP pick is per destination)")
+    egress_link: str | None = Field(
+        None,
+        description="Engine link the copies leave on; null when no engine link stands for the next "
+        "hop's router interface (then the workers count the destination as no_route)",
+    )
 
 
 class DiffCounts(BaseModel):

@@ -223,8 +223,11 @@ def lat_summary(values: list[int]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ measurement of one step
 def engine_procs(topo: Topology) -> list[psutil.Process]:
-    st = build.read_status(topo, "a") or {}
-    return [psutil.Process(int(p)) for p in st.get("workers", [])]  # type: ignore[attr-defined]
+    """Engine A's worker processes, from its daemon's ``/stats`` (pid per worker)."""
+    from engine.lab import engine_api
+
+    stats = engine_api.get_json(topo, "a", "/stats")
+    return [psutil.Process(int(w["pid"])) for w in stats.get("workers", []) if w.get("pid")]
 
 
 def proc_sample(procs: list[psutil.Process]) -> dict[str, float]:

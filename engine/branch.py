@@ -151,7 +151,10 @@ class Brancher:
 
     ``source_for(router_ifname)`` gives the engine's address (16 bytes) on the link standing
     for that router interface (``vlan.linkmap.LinkMap.source_for``).  ``drop_icmp_echo``
-    enables the RFC 5058 §14 smurf protection.
+    enables the RFC 5058 §14 smurf protection.  ``egress_ok(router_ifname)``, when given, says
+    whether the engine can send on that router interface (an engine link stands for it): a
+    destination whose route only leaves through interfaces without one (the router's own
+    engine-facing links, say) counts as ``no_route``; ECMP members without one are skipped.
     """
 
     def __init__(
@@ -161,9 +164,11 @@ class Brancher:
         local_addresses: frozenset[bytes] = frozenset(),
         *,
         drop_icmp_echo: bool = False,
+        egress_ok: Callable[[str], bool] | None = None,
     ) -> None:
         self.fib = fib
         self.source_for = source_for
+        self.egress_ok = egress_ok
         self.local_addresses = frozenset(local_addresses)
         self.drop_icmp_echo = drop_icmp_echo
         self._cache: dict[bytes, tuple[int, int, NextHop | None, Route | None, int]] = {}
@@ -174,6 +179,14 @@ class Brancher:
         self._plans: dict[bytes, _Plan] = {}
 
     # ------------------------------------------------------------------ per-destination cache
+    def _usable_member(self, d: bytes, route: Route) -> tuple[Route, NextHop] | None:
+        """Another ECMP member the engine can send on (stable per destination), or None."""
+        ok = self.egress_ok
+        usable = [h for h in route.nexthops if ok is not None and ok(h.ifname)]
+        if not usable:
+            return None
+        return route, usable[int.from_bytes(d[12:], "big") % len(usable)]
+
     def _resolve(self, d: bytes) -> tuple[int, int, NextHop | None, Route | None, int]:
         if not is_valid_unicast(d):
             ent: tuple[int, int, NextHop | None, Route | None, int] = (_INVALID, -1, None, None, 0)
@@ -181,6 +194,8 @@ class Brancher:
             ent = (_LOCAL, -1, NextHop(LOCAL_NEXTHOP_IFNAME), None, addr_sum(d))
         else:
             hit = self._lookup(d)
+            if hit is not None and self.egress_ok is not None and not self.egress_ok(hit[1].ifname):
+                hit = self._usable_member(d, hit[0])
             if hit is None:
                 ent = (_NO_ROUTE, -1, None, None, 0)
             else:

@@ -81,6 +81,18 @@ class Route:
     def key(self) -> ipaddress.IPv6Network:
         return self.prefix
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Routes cross process boundaries (sync diffs to the packet workers, by pipe): the shared
+        # read-only NO_EXTRA (a mappingproxy) cannot be pickled, so ``extra`` travels as a dict
+        # and an empty one comes back as the shared NO_EXTRA.
+        return _route, (self.prefix, self.nexthops, self.protocol, self.metric, dict(self.extra))
+
+
+def _route(prefix: ipaddress.IPv6Network, nexthops: tuple[NextHop, ...], protocol: str, metric: int,
+           extra: dict[str, str]) -> Route:
+    """Unpickle a :class:`Route` (see ``Route.__reduce__``)."""
+    return Route(prefix, nexthops, protocol, metric, extra or NO_EXTRA)
+
 
 def ip6(text: str) -> bytes:
     """Parse an IPv6 address to 16 packed bytes (raises ValueError naming the input)."""

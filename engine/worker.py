@@ -61,8 +61,15 @@ BrancherFactory = Callable[[Fib, LinkMap], BranchFn]
 
 
 def default_brancher_factory(fib: Fib, links: LinkMap) -> BranchFn:
-    """The engine core's RFC 5058 branching (engine/branch.py)."""
-    return Brancher(fib, links.source_for).branch
+    """The engine core's RFC 5058 branching (engine/branch.py).
+
+    Next hops on router interfaces that no engine link stands for are not forwarding paths for
+    copies (the router's own engine-facing interfaces): such destinations count as no_route.
+    """
+    def egress_ok(router_ifname: str) -> bool:
+        return links.for_router_if(router_ifname) is not None
+
+    return Brancher(fib, links.source_for, egress_ok=egress_ok).branch
 
 
 def reason_name(reason: object) -> str:

@@ -177,10 +177,8 @@ class SyncService:
         await self._restore()
         self._tasks = [asyncio.create_task(self._worker(), name="sync-worker"),
                        asyncio.create_task(self._poll_loop(), name="sync-poll")]
-        if self.config.change_poll_s > 0:
-            self._tasks.append(asyncio.create_task(self._change_loop(), name="sync-change"))
-        else:
-            self.change_detection = "disabled"
+        # Always running: a reload (SIGHUP) may switch change detection on or off.
+        self._tasks.append(asyncio.create_task(self._change_loop(), name="sync-change"))
         if self.config.link_watch_s > 0 and self.applier.mirror is not None:
             self._tasks.append(asyncio.create_task(self._link_watch_loop(), name="sync-links"))
         if initial_sync:
@@ -367,6 +365,11 @@ class SyncService:
     async def _change_loop(self) -> None:
         last: str | None = None
         while True:
+            if self.config.change_poll_s <= 0:
+                # Disabled (possibly by a reload): idle, forget the marker, look again in a second.
+                self.change_detection, last = "disabled", None
+                await asyncio.sleep(1.0)
+                continue
             t0 = time.perf_counter()
             try:
                 marker = await asyncio.wait_for(self.source.change_marker(), self.config.fetch_timeout_s)

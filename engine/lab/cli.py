@@ -9,7 +9,7 @@ import typer
 
 from engine.counters import DEFAULT_PATH, CounterFile
 from engine.lab.netns import LabError
-from engine.lab.topology import Topology
+from engine.lab.topology import API_PORT, Topology
 
 lab_app = typer.Typer(help="Namespace lab: two routers, two engines, a sender, five receivers.",
                       no_args_is_help=True)
@@ -51,8 +51,10 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
         raise typer.Exit(1) from exc
     for r in ("a", "b"):
         st = build.read_status(topo, r) or {}
-        typer.echo(f"engine {r.upper()}: {st.get('routes')} routes synced from {st.get('source')}, "
-                   f"{workers} worker(s)")
+        sync = st.get("sync") or {}
+        typer.echo(f"engine {r.upper()}: daemon ready, {sync.get('route_count')} routes synced from "
+                   f"{sync.get('source')} (generation {sync.get('generation')}), {workers} worker(s), "
+                   f"API http://127.0.0.1:{API_PORT} in {topo.engine_ns(r)} (config {topo.config_path(r)})")
     typer.echo(f"lab up: namespaces {', '.join(topo.all_namespaces())}; state in {topo.state_dir}")
 
 
@@ -80,11 +82,20 @@ def demo(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
 
 @lab_app.command("status")
 def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
-    """Engines' sync status (JSON)."""
-    from engine.lab import build
-
+    """Engines' daemon ``/status`` through their APIs (JSON)."""
     topo = _topo(prefix, state_dir)
-    typer.echo(json.dumps({r: build.read_status(topo, r) for r in ("a", "b")}, indent=1, default=str))
+    from engine.lab import engine_api
+
+    out: dict[str, object] = {}
+    try:
+        engine_api.token(topo)
+    except LabError as exc:
+        typer.echo(f"xcast6-engine: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for r in ("a", "b"):
+        st, err = engine_api.status_or_error(topo, r)
+        out[r] = st if st is not None else {"error": f"API of engine {r} not answering: {err}"}
+    typer.echo(json.dumps(out, indent=1, default=str))
 
 
 @lab_app.command("down")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.counters import CounterFile
+from engine.lab import netns
 from engine.lab.sender import RawSender
 from engine.lab.topology import RECEIVER_PORT, Topology
 
@@ -184,6 +185,54 @@ def format_counters(name: str, stats: dict[str, Any] | None) -> str:
             f"p99={lat['p99_us']}us max={lat['max_us']}us")
 
 
+def api_stats(topo: Topology, r: str) -> tuple[str, dict[str, Any] | None, str]:
+    """(command line, parsed output, error) of ``xcast6-engine stats --json`` against engine ``r``'s
+    daemon, run inside its namespace the way an operator on the appliance would."""
+    cmd = [sys.executable, "-m", "engine.cli", "stats", "--json", "--config", str(topo.config_path(r))]
+    shown = f"ip netns exec {topo.engine_ns(r)} xcast6-engine stats --json --config {topo.config_path(r)}"
+    try:
+        p = netns.run(cmd, ns=topo.engine_ns(r), check=False, timeout=30)
+    except subprocess.TimeoutExpired:
+        return shown, None, "timed out"
+    if p.returncode != 0:
+        return shown, None, (p.stderr.strip() or p.stdout.strip() or f"exit {p.returncode}")
+    try:
+        return shown, dict(json.loads(p.stdout)), ""
+    except json.JSONDecodeError as exc:
+        return shown, None, f"not JSON: {exc}"
+
+
+def format_api_stats(name: str, stats: dict[str, Any], status: dict[str, Any] | None) -> str:
+    """Engine counters as the API serves them (``/stats``) plus the table from ``/status``."""
+    c = stats["counters"]
+    keys = ["received", "not_xcast", "branched", "copies_out", "x2u_out", "egress_errors", "egress_no_link",
+            "egress_no_mac", "table_updates"]
+    line = "  ".join(f"{k}={c.get(k, 0)}" for k in keys)
+    drops = " ".join(f"{k[5:]}={v}" for k, v in sorted(c.items()) if k.startswith("drop.") and v) or "none"
+    lat = stats["latency"]
+    sync = (status or {}).get("sync") or {}
+    table = (f"routes={sync.get('route_count')} generation={sync.get('generation')} "
+             f"sync={sync.get('state')} source={sync.get('source')}") if status else "status unavailable"
+    workers = ", ".join(f"#{w['index']} pid {w['pid']} {w['state']}" for w in stats.get("workers", []))
+    return (f"engine {name}: {line}\n  drops: {drops}\n"
+            f"  latency receive->send: p50={lat['p50_us']}us p90={lat['p90_us']}us p99={lat['p99_us']}us "
+            f"({lat['count']} packets)\n  table: {table}\n  workers: {workers or 'none'}")
+
+
+def print_engine_stats(topo: Topology) -> None:
+    """Each engine's counters read through its daemon's API, and its table from ``/status``."""
+    from engine.lab import engine_api
+
+    for eng in ("a", "b"):
+        shown, stats, err = api_stats(topo, eng)
+        print(f"$ {shown}")
+        if stats is None:
+            print(f"engine {eng.upper()}: API stats unavailable ({err}); shared-memory counters:")
+            print(format_counters(eng.upper(), engine_counters(topo, eng)))
+            continue
+        print(format_api_stats(eng.upper(), stats, engine_api.status(topo, eng)))
+
+
 def run_demo(topo: Topology, count: int = 3) -> bool:
     """The demo: ``count`` datagrams to every receiver; True when every cell is right."""
     dests = [h.addr for h in topo.receivers]
@@ -211,8 +260,7 @@ def run_demo(topo: Topology, count: int = 3) -> bool:
               f"{'ok' if r.source_ok else 'BAD':<6} {'ok' if r.port_ok else 'BAD':<5} {r.kind:<5} "
               f"{r.hlim:<4} {r.path}")
     print()
-    for eng in ("a", "b"):
-        print(format_counters(eng.upper(), engine_counters(topo, eng)))
+    print_engine_stats(topo)
     print()
     print("RESULT:", "every destination received each datagram exactly once" if ok
           else "DELIVERY PROBLEM (see rows marked BAD or counts != sent)")

@@ -24,6 +24,8 @@ from pathlib import Path
 DIVERT_MARK = 0x5C
 DIVERT_TABLE = 92
 RECEIVER_PORT = 5000
+API_PORT = 8406              # each engine's API, on 127.0.0.1 inside its own namespace
+KERNEL_TABLE = 6464          # the engines' kernel mirror table (in the engine namespaces)
 LOOPBACKS_PER_HOST = 26      # 5 x 26 = 130 >= the 126 destinations one packet can carry
 
 
@@ -126,8 +128,13 @@ class Topology:
     def counters_path(self, r: str) -> Path:
         return self.engine_dir(r) / "stats.shm"
 
-    def status_path(self, r: str) -> Path:
-        return self.engine_dir(r) / "status.json"
+    def config_path(self, r: str) -> Path:
+        """The daemon's generated TOML (``xcast6-engine run --config``)."""
+        return self.engine_dir(r) / "engine.toml"
+
+    @property
+    def api_token_path(self) -> Path:
+        return self.state_dir / "api-token"
 
     def router_statics(self, r: str) -> list[tuple[str, str, str]]:
         """The routers' own configuration: (prefix, gateway, device) static routes."""

@@ -8,6 +8,14 @@ Without the harness in the tree, the vm tests fail on the host and say why (no 8
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.lab import build
+from engine.lab.topology import Topology
 
 _ROUTING_HOOKS = ("pytest_runtest_protocol", "pytest_collection_modifyitems")
 
@@ -15,3 +23,17 @@ with contextlib.suppress(ImportError):
     import tests.vm.conftest as _vm
 
     globals().update({name: getattr(_vm, name) for name in _ROUTING_HOOKS if hasattr(_vm, name)})
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Topology]:
+    """The direct-mode lab with both engine daemons ready, shared by the e2e and API tests."""
+    # Per-run namespace prefix: two test runs on one box (or a demo lab) never share namespaces.
+    prefix = f"xlt{os.getpid() % 10000}-"
+    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5)
+    build.down(topo)
+    build.up(topo)
+    try:
+        yield topo
+    finally:
+        build.down(topo)

@@ -1,4 +1,4 @@
-"""Pure parts of the lab: names, rules, route filtering/diff, the receiver's XCAST6 end-host parse."""
+"""Pure parts of the lab: names, rules, the daemon config it generates, the receiver's XCAST6 parse."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ from typer.testing import CliRunner
 
 from engine import cli
 from engine.counters import CounterFile
-from engine.lab.engine_proc import route_diff, usable_routes
 from engine.lab.receiver import xcast_deliveries
 from engine.lab.topology import Topology
-from engine.model import NextHop, Route
 from tests.lab.scapy_xcast import xcast_packet
-from vlan.linkmap import EngineLink, LinkMap
 
 
 def test_names_follow_the_prefix() -> None:
@@ -38,31 +35,6 @@ def test_enough_loopbacks_for_126_destinations() -> None:
     t = Topology()
     addrs = [a for h in t.receivers for a in h.loopbacks()]
     assert len(addrs) >= 126 and len(set(addrs)) == len(addrs)
-
-
-def _links() -> LinkMap:
-    z = bytes(16)
-    return LinkMap([EngineLink("ra-h1", "to-ra-h1", 5, None, z, z, b"\2" * 6, b"\4" * 6)])
-
-
-def _r(prefix: str, *ifs: str) -> Route:
-    return Route(ipaddress.IPv6Network(prefix), tuple(NextHop(i) for i in ifs))
-
-
-def test_routes_without_engine_link_are_ignored_and_ecmp_members_pruned() -> None:
-    routes = [_r("2001:db8:1::/64", "ra-h1"), _r("::/0", "eng0"), _r("2001:db8:2::/64", "ra-h1", "eng1")]
-    kept, ignored = usable_routes(routes, _links())
-    assert ignored == 1
-    assert [str(r.prefix) for r in kept] == ["2001:db8:1::/64", "2001:db8:2::/64"]
-    assert kept[1].nexthops == (NextHop("ra-h1"),)
-
-
-def test_route_diff() -> None:
-    old = {r.prefix: r for r in [_r("2001:db8:1::/64", "a"), _r("2001:db8:2::/64", "a")]}
-    new = [_r("2001:db8:1::/64", "b"), _r("2001:db8:3::/64", "a")]
-    adds, removes = route_diff(old, new)
-    assert sorted(str(r.prefix) for r in adds) == ["2001:db8:1::/64", "2001:db8:3::/64"]
-    assert removes == [ipaddress.IPv6Network("2001:db8:2::/64")]
 
 
 def test_receiver_delivers_live_local_destinations_only() -> None:
@@ -92,3 +64,61 @@ def test_lab_prefix_is_validated() -> None:
     cli._register()
     res = CliRunner().invoke(cli.app, ["lab", "status", "--prefix", "bad prefix!"])
     assert res.exit_code != 0 and "prefix" in res.output
+
+
+def test_generated_daemon_config_is_valid_and_maps_every_router_interface(tmp_path: Path) -> None:
+    from api.config import load_config
+    from engine.lab.build import engine_toml
+    from engine.lab.topology import API_PORT, KERNEL_TABLE
+
+    for mode in ("direct", "vlan"):
+        t = Topology(prefix="xq-", state_dir=tmp_path / mode, mode=mode, workers=2)
+        t.state_dir.mkdir()
+        path = tmp_path / f"{mode}.toml"
+        path.write_text(engine_toml(t, "b"))
+        cfg = load_config(path)
+        router = t.routers["b"]
+        assert cfg.sync.source == f"snmp://public@[{router.snmp_addr}]:161?marker=column"
+        assert cfg.sync.change_detect == 1.0 and cfg.sync.kernel_table == KERNEL_TABLE
+        assert cfg.links.mode == "direct"
+        assert [m.router_if for m in cfg.links.map] == list(router.interfaces)
+        assert [m.link for m in cfg.links.map] == [f"to-{i}" for i in router.interfaces]
+        want_addrs = [router.engine_link(k)[2] for k in range(len(router.interfaces))]
+        assert [m.router_addr for m in cfg.links.map] == want_addrs
+        assert cfg.workers.count == 2 and list(cfg.workers.ingress) == [m.link for m in cfg.links.map]
+        assert cfg.workers.counters_file == t.counters_path("b")
+        assert (cfg.api.listen, cfg.api.port) == ("127.0.0.1", API_PORT)
+        assert cfg.api.token is not None and cfg.api.token.reveal() == t.api_token_path.read_text().strip()
+        assert oct(t.api_token_path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_kill_escalates_to_sigkill_of_the_process_group(tmp_path: Path) -> None:
+    """``lab down`` stops a daemon that ignores SIGTERM, and the workers it forked, by pid."""
+    import subprocess
+    import sys
+    import time
+
+    from engine.lab.build import _kill, _running
+
+    code = ("import os, signal, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "child = os.fork()\n"
+            "if child == 0:\n"
+            "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    pidfile = tmp_path / "engine-x.pid"
+    pidfile.write_text(str(p.pid))
+    time.sleep(0.3)
+    group = [int(x) for x in subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True,
+                                            text=True).stdout.split()]
+    assert p.pid in group and len(group) == 2
+    t0 = time.monotonic()
+    _kill(pidfile, wait=0.5)
+    assert time.monotonic() - t0 < 5
+    assert not pidfile.exists()
+    deadline = time.monotonic() + 5
+    while any(_running(pid) for pid in group) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(pid) for pid in group), group
+    assert p.returncode is not None or p.poll() is not None

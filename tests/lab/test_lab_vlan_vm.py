@@ -44,13 +44,29 @@ def test_links_are_8021q_subinterfaces(vlab: Topology) -> None:
     assert '"protocol":"802.1Q"' in details.replace(" ", "") and '"id":101' in details.replace(" ", "")
 
 
+def _diagnostics(topo: Topology) -> str:
+    """Engines' status, counters and log tails: what a failed delivery inside the guest needs."""
+    out = []
+    for r in ("a", "b"):
+        st = build.read_status(topo, r)
+        out.append(f"engine {r}: status {st}")
+        out.append(f"engine {r}: counters {engine_counters(topo, r)}")
+        log = topo.state_dir / f"engine-{r}.log"
+        if log.exists():
+            out.append(f"engine {r} log tail: " + " | ".join(log.read_text().splitlines()[-8:]))
+    return "\n".join(out)
+
+
 def test_exactly_once_all_receivers_vlan_mode(vlab: Topology) -> None:
     dests = [h.addr for h in vlab.receivers]
     sent = payloads("vlan", 2)
     reset_logs(vlab)
     send_xcast(vlab, dests, sent)
     got = deliveries(vlab, expect=len(dests) * len(sent), timeout=10)
-    assert_exactly_once(vlab, got, dests, sent, kind="udp")
+    try:
+        assert_exactly_once(vlab, got, dests, sent, kind="udp")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_diagnostics(vlab)}") from None
     st = engine_counters(vlab, "a")
     assert st is not None and st["totals"]["copies_out"] >= len(sent)
 

@@ -355,3 +355,39 @@ def test_poll_repairs_kernel_mirror_drift(tmp_path: Path) -> None:
             km.close()
 
     asyncio.run(scenario())
+
+
+def test_change_detection_follows_a_reload(tmp_path: Path) -> None:
+    """Switching change detection off at run time (SIGHUP) stops marker polls; on again resumes them."""
+
+    async def scenario() -> None:
+        with netns() as ns:
+            add_veth(ns, "xsa-a", "xsa-b")
+            router_routes(ns, 20)
+            svc, source, _, _ = build(ns, tmp_path / "xsa-state", change_poll_s=0.2)
+            polls = 0
+            real_marker = source.change_marker
+
+            async def counting_marker() -> str | None:
+                nonlocal polls
+                polls += 1
+                return await real_marker()
+
+            source.change_marker = counting_marker  # type: ignore[method-assign]
+            await svc.start()
+            try:
+                await asyncio.sleep(1.0)
+                assert svc.state()["change_detection"] == "active" and polls >= 2
+                svc.config.change_poll_s = 0          # what a reload with change_detect = 0 does
+                await asyncio.sleep(1.2)
+                assert svc.state()["change_detection"] == "disabled"
+                frozen = polls
+                await asyncio.sleep(1.5)
+                assert polls == frozen                 # no busy polling of the router
+                svc.config.change_poll_s = 0.2
+                await asyncio.sleep(2.0)
+                assert svc.state()["change_detection"] == "active" and polls > frozen
+            finally:
+                await svc.stop()
+
+    asyncio.run(scenario())
