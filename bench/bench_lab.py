@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Engine under load in the namespace lab (draft §4.4 metrics), with the kernel as the ceiling.
 
-For each worker count (1, 2) a lab is built (prefix ``xlb-``); engine A is the device under
+For each worker count (1, 2) a lab is built (prefix ``xlb-``, or ``--prefix``); engine A is the device under
 test.  For N destinations (2, 8, 32, all on router A's directly connected receivers, so every
 destination is its own next hop and engine A writes N X2U copies per packet):
 
