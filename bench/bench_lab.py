@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Engine under load in the namespace lab (draft §4.4 metrics), with the kernel as the ceiling.
 
-For each worker count (1, 2) a lab is built (prefix ``xlb-``); engine A is the device under
+For each worker count (1, 2) a lab is built (prefix ``xlb-``, or ``--prefix``); engine A is the device under
 test.  For N destinations (2, 8, 32, all on router A's directly connected receivers, so every
 destination is its own next hop and engine A writes N X2U copies per packet):
 
@@ -299,8 +299,9 @@ def kernel_ceiling(topo: Topology, duration: float) -> dict[str, Any]:
             "delivered_pps": round((delivered(topo) - d0) / took)}
 
 
-def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float) -> dict[str, Any]:
-    topo = Topology(prefix="xlb-", state_dir=Path(f"/tmp/xlb-lab-{os.getpid()}"), workers=workers)
+def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float,
+                prefix: str = "xlb-") -> dict[str, Any]:
+    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab-{os.getpid()}"), workers=workers)
     build.down(topo)
     build.up(topo)
     try:
@@ -407,6 +408,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per ladder step")
     ap.add_argument("--max-rate", type=float, default=64000)
     ap.add_argument("--out", type=Path, default=Path("bench/results/bench_lab.json"))
+    ap.add_argument("--prefix", default="xlb-", help="name prefix of the lab's namespaces and links")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_lab needs root (network namespaces)")
@@ -414,7 +416,7 @@ def main() -> None:
     result: dict[str, Any] = {"started": time.time(), "cpus": os.cpu_count(),
                               "loadavg_start": os.getloadavg(), "kernel": os.uname().release, "runs": []}
     for w in a.workers:
-        result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate))
+        result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix))
     result["loadavg_end"] = os.getloadavg()
     a.out.write_text(json.dumps(result, indent=1))
     png = a.out.with_suffix(".png")

@@ -63,6 +63,9 @@ _libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.
 _libc.sendmmsg.restype = ctypes.c_int
 
 
+SO_RCVBUFFORCE = 33
+
+
 def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 1 << 20) -> socket.socket:
     """A non-blocking packet socket on ``ifname`` that sees only candidate XCAST6 frames."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -71,7 +74,13 @@ def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 1 << 20) 
         # kernel < 4.20 lacks this option; the BPF pkttype test still drops our own frames
         with contextlib.suppress(OSError):
             s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
+        # 1 MiB: absorbs short stalls without letting a standing queue of ~100 ms form (a 4 MiB
+        # queue gave p99 > 100 ms when a shared CPU stalled the worker).  FORCE (root) applies it
+        # even when net.core.rmem_max is lower; otherwise best effort.
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, bufsize)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
         s.bind((ifname, ETH_P_IPV6))
         if fanout_group is not None:
             arg = (fanout_group & 0xFFFF) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16)
@@ -128,6 +137,10 @@ class BatchSender:
         self._arena_mv = memoryview(self._arena).cast("B")
         self._iov_q = memoryview(self._iov).cast("B").cast("Q")          # base, len pairs
         self._addr_i = memoryview(self._addr).cast("B").cast("i")        # 5 ints per sockaddr_ll
+        # For callers that inline add() in a hot loop: (arena bytes, iovec u64 words,
+        # sockaddr_ll i32 words, slot size, capacity).  Slot i: frame at arena[i * slot size],
+        # its length in iovec word 2i+1, its ifindex in sockaddr word 5i+1; then count = i + 1.
+        self.views = (self._arena_mv, self._iov_q, self._addr_i, slot_size, capacity)
         self.count = 0
         self.syscalls = 0
         self.failed_total = 0    # frames the kernel refused (also those flushed by add())

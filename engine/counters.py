@@ -155,7 +155,8 @@ class CounterFile:
 class Slot:
     """One worker's row: plain index arithmetic on a shared ``memoryview('Q')``."""
 
-    __slots__ = ("_hist_base", "_w", "base", "index_of", "words")
+    __slots__ = ("_hist_base", "_i_lat_count", "_i_lat_max", "_i_lat_sum", "_w", "base", "index_of",
+                 "words")
 
     def __init__(self, cf: CounterFile, index: int) -> None:
         self._w = self.words = cf._words    # hot paths index ``words`` with ``index_of`` directly
@@ -164,6 +165,9 @@ class Slot:
         # No zeroing here: a worker restarted into its old slot keeps counting from where the
         # dead one stopped (the file is created zeroed).
         self.index_of = {name: self.base + i for i, name in enumerate(cf.names)}
+        self._i_lat_count = self.index_of["latency_count"]
+        self._i_lat_sum = self.index_of["latency_sum_ns"]
+        self._i_lat_max = self.index_of["latency_max_ns"]
 
     def add(self, name: str, n: int = 1) -> None:
         idx = self.index_of.get(name)
@@ -175,12 +179,13 @@ class Slot:
         """Count ``n`` drops for a reason name (unknown names count as ``drop.other``)."""
         self.add(f"drop.{reason}", n)
 
-    def latency(self, ns: int) -> None:
+    def latency(self, ns: int, count: int = 1) -> None:
+        """Record ``count`` samples of ``ns`` nanoseconds (a batch shares one measurement)."""
         w = self._w
-        w[self._hist_base + histogram.bucket_of(ns)] += 1
-        w[self.index_of["latency_count"]] += 1
-        w[self.index_of["latency_sum_ns"]] += ns
-        mx = self.index_of["latency_max_ns"]
+        w[self._hist_base + histogram.bucket_of(ns)] += count
+        w[self._i_lat_count] += count
+        w[self._i_lat_sum] += ns * count
+        mx = self._i_lat_max
         if ns > w[mx]:
             w[mx] = ns
 
