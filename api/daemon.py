@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import ipaddress
 import json
 import logging
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from api.config import Config, ConfigError, load_config, redact_url
-from api.links import LinkHolder, direct_links_from_config
+from api.links import LinkHolder
 from api.pool import PoolWorkers
 from api.state import EngineView
 from api.syncport import ServiceSync, open_route_source, sync_config
@@ -203,18 +202,8 @@ class Daemon:
         return 0
 
     async def _start_links(self, links: LinkHolder, sync: ServiceSync) -> Any:
-        """vlan/'s LinkService when this build has it (reconcile on every router interface
-        list, router MACs kept fresh); otherwise the configured direct links, read-only."""
+        """vlan/'s LinkService: reconcile on every router interface list, router MACs kept fresh."""
         cfg = self.cfg
-        if importlib.util.find_spec("vlan.service") is None:  # builds without vlan/
-            if cfg.links.mode == "direct" and cfg.links.map:
-                links.set(await asyncio.to_thread(direct_links_from_config, cfg.links))
-            log.info(
-                "engine links (%s mode, read-only: this build has no vlan/ service): %d",
-                cfg.links.mode,
-                len(links.links()),
-            )
-            return None
         from vlan.plan import InterfacesConfig, PlanError
         from vlan.service import LinkService
 
@@ -267,14 +256,6 @@ class Daemon:
             )
             await sup.start()
             return sup
-        if importlib.util.find_spec("engine.worker") is None:
-            raise ConfigError(
-                [
-                    f"workers.count: {cfg.workers.count} is not allowed: this build has no packet "
-                    "worker (engine.worker); use 0 for API and sync only"
-                ],
-                cfg.path,
-            )
         from engine.worker import WorkerPool
 
         ingress = list(cfg.workers.ingress) or (

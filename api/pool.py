@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from api.state import Histogram, WorkerInfo
+from api.workers import sample_resources
 
 log = logging.getLogger("xcast6.workers")
 _MAX_BACKOFF = 30.0
@@ -145,21 +146,8 @@ class PoolWorkers:
     def workers(self) -> list[WorkerInfo]:
         for i, info in enumerate(self._info):
             ps = self._ps[i]
-            if ps is None or info.state != "running":
-                continue
-            try:
-                with ps.oneshot():
-                    cpu = ps.cpu_times()
-                    info.cpu_seconds = cpu.user + cpu.system
-                    info.cpu_percent = ps.cpu_percent(None)
-                    info.rss_bytes = ps.memory_info().rss
-                    ctx = ps.num_ctx_switches()
-                    info.ctx_switches_voluntary, info.ctx_switches_involuntary = (
-                        ctx.voluntary,
-                        ctx.involuntary,
-                    )
-            except psutil.Error:
-                pass
+            if ps is not None and info.state == "running":
+                sample_resources(info, ps)
         return list(self._info)
 
     def _stats(self) -> Any:

@@ -29,6 +29,20 @@ _MAX_BACKOFF = 30.0
 _STABLE_AFTER = 60.0
 
 
+def sample_resources(info: WorkerInfo, ps: psutil.Process) -> None:
+    """Refresh a running worker's CPU, memory and context-switch figures (a vanished one is left)."""
+    try:
+        with ps.oneshot():
+            cpu = ps.cpu_times()
+            info.cpu_seconds = cpu.user + cpu.system
+            info.cpu_percent = ps.cpu_percent(None)
+            info.rss_bytes = ps.memory_info().rss
+            ctx = ps.num_ctx_switches()
+            info.ctx_switches_voluntary, info.ctx_switches_involuntary = ctx.voluntary, ctx.involuntary
+    except psutil.Error:
+        pass
+
+
 @dataclass
 class _Slot:
     info: WorkerInfo
@@ -129,16 +143,5 @@ class WorkerSupervisor:
             slot.info.restarts += 1
 
     def _refresh(self, slot: _Slot) -> None:
-        info, ps = slot.info, slot.ps
-        if ps is None or info.state != "running":
-            return
-        try:
-            with ps.oneshot():
-                cpu = ps.cpu_times()
-                info.cpu_seconds = cpu.user + cpu.system
-                info.cpu_percent = ps.cpu_percent(None)
-                info.rss_bytes = ps.memory_info().rss
-                ctx = ps.num_ctx_switches()
-                info.ctx_switches_voluntary, info.ctx_switches_involuntary = ctx.voluntary, ctx.involuntary
-        except psutil.Error:
-            pass
+        if slot.ps is not None and slot.info.state == "running":
+            sample_resources(slot.info, slot.ps)

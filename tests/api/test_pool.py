@@ -6,18 +6,15 @@ error naming workers.count (that is what this test checks there).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import ROOT, _mk_router, free_port, sh, start_daemon, wait_for, write_config
+from tests.api.conftest import _mk_router, free_port, sh, start_daemon, wait_for, write_config
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -37,20 +34,6 @@ def test_daemon_supervises_the_worker_pool() -> None:
             f'ingress = ["{router.host_link}"]',
         )
     )
-    if importlib.util.find_spec("engine.worker") is None:
-        r = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        sh("ip", "netns", "del", ns, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
-        assert r.returncode == 2
-        assert "workers.count: 2 is not allowed: this build has no packet worker" in r.stderr
-        return
     d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
     try:
         with d.client() as c:
