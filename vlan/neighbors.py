@@ -71,24 +71,34 @@ def solicit(ipr: Any, ifindex: int, addr: IPv6Address) -> None:
     ipr.neigh("replace", dst=str(addr), ifindex=ifindex, family=socket.AF_INET6, flags=NTF_USE)
 
 
+_RESOLICIT_S = 1.0
+
+
 def learn_router_macs(
     ipr: Any, targets: Iterable[NeighborTarget], *, wait_s: float = 0.0, poll_s: float = 0.05
 ) -> dict[str, bytes]:
     """Router MAC by router ifname; solicits unresolved or stale entries, waits up to ``wait_s``."""
     targets = list(targets)
     macs: dict[str, bytes] = {}
-    solicited: set[str] = set()
+    solicited_at: dict[str, float] = {}
     deadline = time.monotonic() + wait_s
     while True:
         table = read_neighbors(ipr)
+        now = time.monotonic()
         for target in targets:
             entry = table.get((target.ifindex, target.router_addr))
+            resolved = False
             if entry is not None and entry.usable and entry.mac is not None:
+                resolved = True
                 macs[target.router_ifname] = entry.mac
                 if not entry.state & NUD_STALE:
                     continue
-            if target.router_ifname not in solicited:
-                solicited.add(target.router_ifname)
+            last = solicited_at.get(target.router_ifname)
+            # Once per call for a stale entry; an unresolved one is asked again every second while we
+            # wait (a solicitation sent while the link or its link-local address was still coming up
+            # ends FAILED and the kernel does not retry by itself).
+            if last is None or (not resolved and now - last >= _RESOLICIT_S):
+                solicited_at[target.router_ifname] = now
                 # A link that went down meanwhile stays unresolved; the caller sees it missing.
                 with contextlib.suppress(Exception):
                     solicit(ipr, target.ifindex, target.router_addr)
