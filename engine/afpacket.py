@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import socket
 import struct
 
 from engine import bpf
+from engine.mmsg import IoVec as _IoVec
+from engine.mmsg import MMsgHdr as _MMsgHdr
+from engine.mmsg import libc as _libc
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -31,25 +33,6 @@ PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 ETH_P_IPV6 = 0x86DD
 ETH_HLEN = 14
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [
-        ("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-        ("iov", ctypes.POINTER(_IoVec)), ("iovlen", ctypes.c_size_t),
-        ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-        ("flags", ctypes.c_int),
-    ]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
-
 
 class _SockaddrLL(ctypes.Structure):
     _fields_ = [
@@ -57,10 +40,6 @@ class _SockaddrLL(ctypes.Structure):
         ("hatype", ctypes.c_ushort), ("pkttype", ctypes.c_ubyte), ("halen", ctypes.c_ubyte),
         ("addr", ctypes.c_ubyte * 8),
     ]
-
-
-_libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
-_libc.sendmmsg.restype = ctypes.c_int
 
 
 SO_RCVBUFFORCE = 33

@@ -14,33 +14,16 @@ possible IPv6 packet on a link fits) only costs resident memory for the pages ac
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import mmap
 
+from engine.mmsg import IoVec as _IoVec
+from engine.mmsg import MMsgHdr as _MMsgHdr
+from engine.mmsg import MsgHdr as _MsgHdr
+from engine.mmsg import libc as _libc
+
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-_libc.recvmmsg.restype = ctypes.c_int
-
-
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [
-        ("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-        ("iov", ctypes.POINTER(_IoVec)), ("iovlen", ctypes.c_size_t),
-        ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-        ("flags", ctypes.c_int),
-    ]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
 
 
 # struct mmsghdr is 64 bytes on LP64: msg_len is the 15th u32 word, msg_flags the 12th.
