@@ -13,6 +13,7 @@ import difflib
 import ipaddress
 import os
 import re
+import secrets
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,19 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def read_or_create_token(path: Path, nbytes: int = 32) -> str:
+    """The token kept in ``path``, or a new random one written there once (mode 0600, never replaced)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
 
 
 def redact_url(url: str) -> str:

@@ -16,7 +16,6 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 import time
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from api.config import Config, ConfigError, load_config, redact_url
+from api.config import Config, ConfigError, load_config, read_or_create_token, redact_url
 from api.links import LinkHolder
 from api.pool import PoolWorkers
 from api.state import EngineView
@@ -71,15 +70,10 @@ def api_token(cfg: Config) -> str:
     if cfg.api.token is not None:
         return cfg.api.token.reveal()
     path = cfg.engine.state_dir / TOKEN_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    log.info("no api.token configured: generated one in %s", path)
+    existed = path.exists()
+    token = read_or_create_token(path)
+    if not existed:
+        log.info("no api.token configured: generated one in %s", path)
     return token
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from api.config import read_or_create_token
 from engine.lab import netns
 from engine.lab.netns import LabError
 from engine.lab.topology import API_PORT, DIVERT_MARK, DIVERT_TABLE, KERNEL_TABLE, RECEIVER_PORT, Topology
@@ -204,16 +204,7 @@ def source_url(topo: Topology, r: str, marker: str = "column") -> str:
 
 def lab_token(topo: Topology) -> str:
     """The lab's API token, generated once per ``lab up`` (mode 0600 in the state dir)."""
-    path = topo.api_token_path
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    tok = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(tok + "\n")
-    return tok
+    return read_or_create_token(topo.api_token_path, nbytes=24)
 
 
 def start_engine(topo: Topology, r: str) -> None:
