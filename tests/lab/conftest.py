@@ -1,14 +1,16 @@
-"""Lab tests: the ``vm``-marked ones (vlan mode) run inside the QEMU harness of tests/vm.
+"""Lab fixtures: the direct-mode lab on the host, the vlan-mode lab inside the QEMU guest.
 
-The harness's hooks live in tests/vm/conftest.py, which pytest only loads when it collects
-tests/vm; re-exporting them here makes ``pytest tests/lab`` route ``vm`` tests to the guest too.
-Without the harness in the tree, the vm tests fail on the host and say why (no 802.1Q).
+The ``vm``-marked tests (vlan mode) run inside the QEMU harness of tests/vm.  The harness's hooks
+live in tests/vm/conftest.py, which pytest only loads when it collects tests/vm; re-exporting them
+here makes ``pytest tests/lab`` route ``vm`` tests to the guest too.  Without the harness in the
+tree, the vm tests fail on the host and say why (no 802.1Q).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,16 +26,53 @@ with contextlib.suppress(ImportError):
 
     globals().update({name: getattr(_vm, name) for name in _ROUTING_HOOKS if hasattr(_vm, name)})
 
+# Modules the vlan lab uses; the guest does not autoload modules, so they are loaded up front.
+VLAN_LAB_MODULES = ("8021q", "veth", "nfnetlink", "nf_tables", "nft_chain_nat")
 
-@pytest.fixture(scope="session")
-def lab() -> Iterator[Topology]:
-    """The direct-mode lab with both engine daemons ready, shared by the e2e and API tests."""
-    # Per-run namespace prefix: two test runs on one box (or a demo lab) never share namespaces.
-    prefix = f"xlt{os.getpid() % 10000}-"
-    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5)
+
+@contextlib.contextmanager
+def _built(topo: Topology) -> Iterator[Topology]:
     build.down(topo)
     build.up(topo)
     try:
         yield topo
     finally:
         build.down(topo)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Topology]:
+    """The direct-mode lab with both engine daemons ready, shared by the e2e and API tests."""
+    # Per-run namespace prefix: two test runs on one box (or a demo lab) never share namespaces.
+    prefix = f"xlt{os.getpid() % 10000}-"
+    with _built(Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5)) as topo:
+        yield topo
+
+
+@pytest.fixture(scope="session")
+def vlan_lab() -> Iterator[Topology]:
+    """The same lab in ``vlan`` mode (802.1Q subinterfaces on one veth trunk per router).
+
+    Needs a kernel with 8021q: only the QEMU guest has one here, so every test using it carries
+    the ``vm`` marker.  Daemons start slowly under TCG, hence the long start timeout.
+    """
+    for mod in VLAN_LAB_MODULES:
+        subprocess.run(["modprobe", mod], check=False, capture_output=True)
+    if not Path("/proc/net/vlan").exists():
+        pytest.fail("this kernel has no 802.1Q (8021q): vlan-mode lab tests run in the QEMU harness "
+                    "(tests/vm, XCAST6_IN_VM=1 inside the guest)")
+    topo = Topology(prefix="xlv-", state_dir=Path(f"/tmp/xlv-lab-{os.getpid()}"), mode="vlan",
+                    poll_interval=0.5, start_timeout=180)
+    with _built(topo):
+        yield topo
+
+
+@pytest.fixture(scope="session", params=["direct", pytest.param("vlan", marks=pytest.mark.vm)])
+def e2e_lab(request: pytest.FixtureRequest) -> Topology:
+    """The lab in each link mode: ``direct`` on the host, ``vlan`` inside the QEMU guest.
+
+    Resolved lazily (``getfixturevalue``) so the guest, which runs only the vlan cases, never
+    builds the direct lab, and the host never tries to build the vlan lab.
+    """
+    topo: Topology = request.getfixturevalue("lab" if request.param == "direct" else "vlan_lab")
+    return topo

@@ -1,6 +1,12 @@
 """End to end in the namespace lab: real routers (kernel + nftables divert), real snmpd, two
 engines (the product daemon, ``xcast6-engine run``) syncing over SNMP, receivers logging every
-datagram.  One lab for the session (fixture ``lab`` in conftest.py)."""
+datagram.
+
+Every test runs in both link modes (fixture ``e2e_lab`` in conftest.py): ``direct`` (a veth per
+router interface) on the host, and ``vlan`` (802.1Q subinterfaces on one trunk per router) inside
+the QEMU guest of tests/vm, the only kernel with 8021q here.  The guest is emulated (TCG, one
+vCPU), so waits there are stretched by ``SLOW``: a wait ends as soon as its condition holds, only
+the quiet period that catches late duplicates really costs time."""
 
 from __future__ import annotations
 
@@ -13,12 +19,33 @@ from typing import Any
 
 import pytest
 
-from engine.lab import engine_api, netns
+from engine.lab import build, engine_api, netns
 from engine.lab.demo import deliveries, engine_counters, reset_logs, send_raw, send_with_cli, send_xcast
 from engine.lab.topology import RECEIVER_PORT, Topology
 from tests.lab.scapy_xcast import F_ANONYMOUS, F_DONT_X2U, xcast_packet
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
+
+# Inside the QEMU/TCG guest everything runs several times slower than on the host.
+SLOW = 6.0 if os.environ.get("XCAST6_IN_VM") == "1" else 1.0
+
+
+def arrivals(topo: Topology, expect: int, timeout: float = 3.0) -> dict[str, list[dict[str, Any]]]:
+    """The receivers' deliveries once ``expect`` arrived (or ``timeout`` passed), plus a quiet period
+    in which a late duplicate would still show up."""
+    return deliveries(topo, expect=expect, timeout=timeout * SLOW, settle=0.5 * SLOW)
+
+
+def diagnostics(topo: Topology) -> str:
+    """Engines' status, counters and log tails: what a failed delivery needs (in the guest above all)."""
+    out = []
+    for r in ("a", "b"):
+        out.append(f"engine {r}: status {build.read_status(topo, r)}")
+        out.append(f"engine {r}: counters {engine_counters(topo, r)}")
+        log = topo.state_dir / f"engine-{r}.log"
+        if log.exists():
+            out.append(f"engine {r} log tail: " + " | ".join(log.read_text().splitlines()[-8:]))
+    return "\n".join(out)
 
 
 def counters(topo: Topology) -> dict[str, dict[str, Any]]:
@@ -42,6 +69,15 @@ def payloads(tag: str, n: int = 2) -> list[bytes]:
 
 def assert_exactly_once(topo: Topology, got: dict[str, list[dict[str, Any]]], dests: list[str],
                         sent: list[bytes], kind: str | None = None) -> None:
+    """Each of ``dests`` got each of ``sent`` once, unaltered, from the sender; nobody else got any."""
+    try:
+        _check_exactly_once(topo, got, dests, sent, kind)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnostics(topo)}") from None
+
+
+def _check_exactly_once(topo: Topology, got: dict[str, list[dict[str, Any]]], dests: list[str],
+                        sent: list[bytes], kind: str | None) -> None:
     want = sorted(p.hex() for p in sent)
     for d in dests:
         recs = got.get(d, [])
@@ -64,89 +100,89 @@ def receivers(topo: Topology) -> list[str]:
 
 @pytest.mark.parametrize("flags", [0, F_DONT_X2U], ids=["x2u", "dont_x2u"])
 @pytest.mark.parametrize("count", [1, 2, 5], ids=lambda n: f"{n}dest")
-def test_exactly_once(lab: Topology, count: int, flags: int) -> None:
-    dests = receivers(lab)[-count:] if count < 5 else receivers(lab)   # 1, 2 -> router-B side first
+def test_exactly_once(e2e_lab: Topology, count: int, flags: int) -> None:
+    dests = receivers(e2e_lab)[-count:] if count < 5 else receivers(e2e_lab)   # 1, 2 -> router-B side first
     sent = payloads(f"n{count} f{flags}")
-    reset_logs(lab)
-    before = counters(lab)
-    send_xcast(lab, dests, sent, flags=flags)
-    got = deliveries(lab, expect=len(dests) * len(sent))
-    assert_exactly_once(lab, got, dests, sent, kind="xcast" if flags & F_DONT_X2U else "udp")
-    d = delta(before, counters(lab))
+    reset_logs(e2e_lab)
+    before = counters(e2e_lab)
+    send_xcast(e2e_lab, dests, sent, flags=flags)
+    got = arrivals(e2e_lab, expect=len(dests) * len(sent))
+    assert_exactly_once(e2e_lab, got, dests, sent, kind="xcast" if flags & F_DONT_X2U else "udp")
+    d = delta(before, counters(e2e_lab))
     assert d["a"]["received"] == len(sent)
     if flags & F_DONT_X2U:
         assert d["a"].get("x2u_out", 0) == 0 and d["b"].get("x2u_out", 0) == 0
 
 
-def test_all_destinations_including_loopbacks_and_anonymous(lab: Topology) -> None:
-    dests = receivers(lab) + [h.loopbacks()[0] for h in lab.receivers]
+def test_all_destinations_including_loopbacks_and_anonymous(e2e_lab: Topology) -> None:
+    dests = receivers(e2e_lab) + [h.loopbacks()[0] for h in e2e_lab.receivers]
     sent = payloads("all+anon")
-    reset_logs(lab)
-    send_xcast(lab, dests, sent, flags=F_ANONYMOUS)
-    got = deliveries(lab, expect=len(dests) * len(sent))
-    assert_exactly_once(lab, got, dests, sent)
+    reset_logs(e2e_lab)
+    send_xcast(e2e_lab, dests, sent, flags=F_ANONYMOUS)
+    got = arrivals(e2e_lab, expect=len(dests) * len(sent))
+    assert_exactly_once(e2e_lab, got, dests, sent)
 
 
-def test_destination_without_route_is_counted(lab: Topology) -> None:
-    dests = [lab.receivers[0].addr, "2001:db8:dead::1", lab.receivers[3].addr]
+def test_destination_without_route_is_counted(e2e_lab: Topology) -> None:
+    dests = [e2e_lab.receivers[0].addr, "2001:db8:dead::1", e2e_lab.receivers[3].addr]
     sent = payloads("noroute", 1)
-    reset_logs(lab)
-    before = counters(lab)
-    send_xcast(lab, dests, sent)
-    got = deliveries(lab, expect=2)
-    assert_exactly_once(lab, got, [dests[0], dests[2]], sent)
-    d = delta(before, counters(lab))
+    reset_logs(e2e_lab)
+    before = counters(e2e_lab)
+    send_xcast(e2e_lab, dests, sent)
+    got = arrivals(e2e_lab, expect=2)
+    assert_exactly_once(e2e_lab, got, [dests[0], dests[2]], sent)
+    d = delta(before, counters(e2e_lab))
     assert d["a"].get("drop.no_route") == 1, d
 
 
-def test_hop_limit_runs_out_between_engines(lab: Topology) -> None:
+def test_hop_limit_runs_out_between_engines(e2e_lab: Topology) -> None:
     # sender 5 -> router A 4 -> engine A emits 3 -> router A 2 -> router B 1 -> engine B drops
-    dests = receivers(lab)
+    dests = receivers(e2e_lab)
     sent = payloads("hop", 1)
-    reset_logs(lab)
-    before = counters(lab)
-    send_xcast(lab, dests, sent, hop_limit=5)
-    got = deliveries(lab, expect=2)
-    a_side = [h.addr for h in lab.receivers if h.router == "a"]
-    assert_exactly_once(lab, got, a_side, sent)
-    d = delta(before, counters(lab))
+    reset_logs(e2e_lab)
+    before = counters(e2e_lab)
+    send_xcast(e2e_lab, dests, sent, hop_limit=5)
+    got = arrivals(e2e_lab, expect=2)
+    a_side = [h.addr for h in e2e_lab.receivers if h.router == "a"]
+    assert_exactly_once(e2e_lab, got, a_side, sent)
+    d = delta(before, counters(e2e_lab))
     assert d["b"]["received"] == 1
     assert d["b"].get("drop.hop_limit_exceeded") == 1, d
     assert d["b"].get("x2u_out", 0) == 0
 
 
-def test_126_destinations_on_loopbacks(lab: Topology) -> None:
-    dests = [a for h in lab.receivers for a in h.loopbacks()][:126]
+def test_126_destinations_on_loopbacks(e2e_lab: Topology) -> None:
+    dests = [a for h in e2e_lab.receivers for a in h.loopbacks()][:126]
     assert len(dests) == 126
     sent = payloads("126", 2)
-    reset_logs(lab)
-    before = counters(lab)
-    send_xcast(lab, dests, sent)
-    got = deliveries(lab, expect=126 * len(sent), timeout=5)
-    assert_exactly_once(lab, got, dests, sent, kind="xcast")
-    d = delta(before, counters(lab))
+    reset_logs(e2e_lab)
+    before = counters(e2e_lab)
+    send_xcast(e2e_lab, dests, sent)
+    got = arrivals(e2e_lab, expect=126 * len(sent), timeout=5)
+    assert_exactly_once(e2e_lab, got, dests, sent, kind="xcast")
+    d = delta(before, counters(e2e_lab))
     # engine A: one copy per A-side host + one to router B; engine B: one per B-side host
     assert d["a"]["copies_out"] == 3 * len(sent), d
     assert d["b"]["copies_out"] == 3 * len(sent), d
 
 
-def test_operator_cli_sender(lab: Topology) -> None:
+def test_operator_cli_sender(e2e_lab: Topology) -> None:
     """``xcast6-engine send`` (the core's sender) run inside the sender namespace."""
-    dests = receivers(lab)
+    dests = receivers(e2e_lab)
     payload = f"cli {os.getpid()} {time.time_ns()}".encode()
-    reset_logs(lab)
-    send_with_cli(lab, dests, payload, 2, flags=F_ANONYMOUS)
-    got = deliveries(lab, expect=2 * len(dests))
-    assert_exactly_once(lab, got, dests, [payload, payload], kind="udp")
+    reset_logs(e2e_lab)
+    send_with_cli(e2e_lab, dests, payload, 2, flags=F_ANONYMOUS)
+    got = arrivals(e2e_lab, expect=2 * len(dests))
+    assert_exactly_once(e2e_lab, got, dests, [payload, payload], kind="udp")
 
 
-def test_scapy_reference_packet(lab: Topology) -> None:
-    dests = receivers(lab)
+def test_scapy_reference_packet(e2e_lab: Topology) -> None:
+    dests = receivers(e2e_lab)
     sent = payloads("scapy", 1)
-    reset_logs(lab)
-    send_raw(lab, [xcast_packet(lab.sender.addr, dests, sent[0], sport=40000, dport=RECEIVER_PORT)])
-    got = deliveries(lab, expect=len(dests))
-    assert_exactly_once(lab, got, dests, sent, kind="udp")
+    reset_logs(e2e_lab)
+    send_raw(e2e_lab, [xcast_packet(e2e_lab.sender.addr, dests, sent[0], sport=40000, dport=RECEIVER_PORT)])
+    got = arrivals(e2e_lab, expect=len(dests))
+    assert_exactly_once(e2e_lab, got, dests, sent, kind="udp")
 
 
 def _udp_send(topo: Topology, dst: str, data: bytes, tclass: int = 0) -> None:
@@ -160,17 +196,17 @@ def _udp_send(topo: Topology, dst: str, data: bytes, tclass: int = 0) -> None:
         s.close()
 
 
-def test_non_xcast_traffic_untouched(lab: Topology) -> None:
-    reset_logs(lab)
-    before = counters(lab)
-    for h in lab.receivers:
-        _udp_send(lab, h.addr, b"plain " + h.name.encode(), tclass=0x28)
-    got = deliveries(lab, expect=5)
-    for h in lab.receivers:
+def test_non_xcast_traffic_untouched(e2e_lab: Topology) -> None:
+    reset_logs(e2e_lab)
+    before = counters(e2e_lab)
+    for h in e2e_lab.receivers:
+        _udp_send(e2e_lab, h.addr, b"plain " + h.name.encode(), tclass=0x28)
+    got = arrivals(e2e_lab, expect=5)
+    for h in e2e_lab.receivers:
         recs = got.get(h.addr, [])
         assert [bytes.fromhex(r["payload"]) for r in recs] == [b"plain " + h.name.encode()]
-        assert recs[0]["src"] == lab.sender.addr
-    d = delta(before, counters(lab))
+        assert recs[0]["src"] == e2e_lab.sender.addr
+    d = delta(before, counters(e2e_lab))
     assert d["a"].get("received", 0) == 0 and d["b"].get("received", 0) == 0, d
 
 
@@ -181,11 +217,12 @@ def _tx_packets(topo: Topology, ns: str, ifname: str) -> int:
 
 def _generation(topo: Topology, r: str) -> int:
     """Engine r's table generation from its daemon's ``/status`` (errors propagate: they say why)."""
-    return int(engine_api.get_json(topo, r, "/status", timeout=10)["sync"]["generation"])
+    return int(engine_api.get_json(topo, r, "/status", timeout=10 * SLOW)["sync"]["generation"])
 
 
 def _wait_engine_change(topo: Topology, r: str, gen_before: int, timeout: float = 15) -> None:
     """Wait until the daemon's table generation moved past ``gen_before`` (its sync applied a diff)."""
+    timeout *= SLOW
     deadline = time.monotonic() + timeout
     gen = gen_before
     while time.monotonic() < deadline:
@@ -196,37 +233,37 @@ def _wait_engine_change(topo: Topology, r: str, gen_before: int, timeout: float 
     raise AssertionError(f"engine {r} did not pick up the route change within {timeout}s: generation {gen}")
 
 
-def test_route_change_on_router_b(lab: Topology) -> None:
-    h5 = lab.host("h5")
-    rb = lab.router_ns("b")
-    dests = [h5.loopbacks()[0], h5.loopbacks()[1], lab.receivers[0].addr]
+def test_route_change_on_router_b(e2e_lab: Topology) -> None:
+    h5 = e2e_lab.host("h5")
+    rb = e2e_lab.router_ns("b")
+    dests = [h5.loopbacks()[0], h5.loopbacks()[1], e2e_lab.receivers[0].addr]
     loop_net = f"{h5.loop_net}/64"
-    reset_logs(lab)
+    reset_logs(e2e_lab)
     sent: list[bytes] = []
-    gen_before = _generation(lab, "b")
+    gen_before = _generation(e2e_lab, "b")
     assert gen_before >= 0
     # Stream while the route moves from rb-h5 to the spare link rb-h5b and engine B resyncs.
-    netns.ip(rb, "-6", "route", "replace", loop_net, "via", f"{lab.spare_net}2", "dev", "rb-h5b")
+    netns.ip(rb, "-6", "route", "replace", loop_net, "via", f"{e2e_lab.spare_net}2", "dev", "rb-h5b")
     try:
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             batch = payloads("change", 1)
-            send_xcast(lab, dests, batch)
+            send_xcast(e2e_lab, dests, batch)
             sent += batch
             time.sleep(0.05)
-        _wait_engine_change(lab, "b", gen_before)
-        got = deliveries(lab, expect=len(dests) * len(sent), timeout=5)
+        _wait_engine_change(e2e_lab, "b", gen_before)
+        got = arrivals(e2e_lab, expect=len(dests) * len(sent), timeout=5)
         for d in dests:
             seen = [r["payload"] for r in got.get(d, [])]
             assert len(seen) == len(set(seen)), f"{d}: duplicated during the route change"
         # after convergence: exactly once, and the copies now leave on the spare link
-        reset_logs(lab)
-        tx_before = _tx_packets(lab, rb, "rb-h5b")
+        reset_logs(e2e_lab)
+        tx_before = _tx_packets(e2e_lab, rb, "rb-h5b")
         after = payloads("converged", 3)
-        send_xcast(lab, dests, after)
-        got = deliveries(lab, expect=len(dests) * len(after))
-        assert_exactly_once(lab, got, dests, after)
-        assert _tx_packets(lab, rb, "rb-h5b") - tx_before >= len(after)
+        send_xcast(e2e_lab, dests, after)
+        got = arrivals(e2e_lab, expect=len(dests) * len(after))
+        assert_exactly_once(e2e_lab, got, dests, after)
+        assert _tx_packets(e2e_lab, rb, "rb-h5b") - tx_before >= len(after)
     finally:
         netns.ip(rb, "-6", "route", "replace", loop_net, "via", h5.addr, "dev", h5.router_if)
 
@@ -242,24 +279,24 @@ def _guard_drops(topo: Topology, r: str) -> int:
                for e in item["rule"]["expr"] if "counter" in e)
 
 
-def test_engine_kernel_neither_forwards_nor_answers(lab: Topology) -> None:
+def test_engine_kernel_neither_forwards_nor_answers(e2e_lab: Topology) -> None:
     """The diverted packets are the worker's alone: the engine's kernel drops its copy silently."""
-    ens = lab.engine_ns("a")
-    before, guard0 = _snmp6(ens), _guard_drops(lab, "a")
-    dests = [h.addr for h in lab.receivers] + ["2001:db8:dead::1"]     # one without any route
-    reset_logs(lab)
-    send_xcast(lab, dests, payloads("guard", 5))
-    deliveries(lab, expect=25)
+    ens = e2e_lab.engine_ns("a")
+    before, guard0 = _snmp6(ens), _guard_drops(e2e_lab, "a")
+    dests = [h.addr for h in e2e_lab.receivers] + ["2001:db8:dead::1"]     # one without any route
+    reset_logs(e2e_lab)
+    send_xcast(e2e_lab, dests, payloads("guard", 5))
+    arrivals(e2e_lab, expect=25)
     after = _snmp6(ens)
-    assert _guard_drops(lab, "a") - guard0 == 5
+    assert _guard_drops(e2e_lab, "a") - guard0 == 5
     for key in ("Ip6OutForwDatagrams", "Icmp6OutDestUnreachs", "Icmp6OutParmProblems", "Icmp6OutTimeExcds"):
         assert after[key] == before[key], f"engine kernel {key} moved: {before[key]} -> {after[key]}"
 
 
-def test_engine_counters_explain_every_packet(lab: Topology) -> None:
-    st = engine_counters(lab, "a")
+def test_engine_counters_explain_every_packet(e2e_lab: Topology) -> None:
+    st = engine_counters(e2e_lab, "a")
     assert st is not None
     t = st["totals"]
     assert t["received"] >= t["branched"] > 0
     assert st["latency"]["p50_us"] is not None
-    assert ipaddress.IPv6Address(lab.sender.addr)
+    assert ipaddress.IPv6Address(e2e_lab.sender.addr)
