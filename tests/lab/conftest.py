@@ -26,6 +26,12 @@ with contextlib.suppress(ImportError):
 
     globals().update({name: getattr(_vm, name) for name in _ROUTING_HOOKS if hasattr(_vm, name)})
 
+    def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+        """The harness's summary line (guest time) when only tests/lab was collected; when tests/vm
+        was collected too, its conftest prints it (once)."""
+        if not config.pluginmanager.is_registered(_vm):
+            _vm.pytest_terminal_summary(terminalreporter, config)
+
 # Modules the vlan lab uses; the guest does not autoload modules, so they are loaded up front.
 VLAN_LAB_MODULES = ("8021q", "veth", "nfnetlink", "nf_tables", "nft_chain_nat")
 
