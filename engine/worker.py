@@ -23,6 +23,11 @@ Design (why it looks like this):
   header bytes, other payload) are rendered from a flow template (engine/flowcache.py): one
   dict hit and a few buffer copies instead of parsing and branching again.  Cleared whenever
   the table generation or the link map changes.
+* **No collector pauses.**  A worker moves everything it inherited (the table: ~800k objects
+  for 250k routes) and every table update it applies into the collector's permanent
+  generation (``gc.freeze``): a full collection over the table took ~100 ms, a stall that
+  overflows the socket queue at line rate.  Routes hold no reference cycles, so nothing
+  that should be collected is kept.
 * **Counters.**  Each worker owns one slot in the shared counter file (engine/counters.py);
   per-packet counts are summed in plain ints and published once per write; latency is
   measured from the moment ``recvmmsg`` returned the frame to the moment the ``sendmmsg``
@@ -32,6 +37,7 @@ Design (why it looks like this):
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import multiprocessing
 import multiprocessing.connection
@@ -180,10 +186,12 @@ class Worker:
             apply_diff(self.fib, msg[1], msg[2])
             self.slot.add("table_updates")
             self.flows.clear(self.fib.generation)
+            gc.freeze()      # the new routes are long-lived: keep them out of collections
         elif kind == "replace":
             self.fib.replace(msg[1])
             self.slot.add("table_updates")
             self.flows.clear(self.fib.generation)
+            gc.freeze()
         elif kind == "links":
             self.set_links(LinkMap(msg[1]))
         elif kind == "stop":
@@ -405,6 +413,7 @@ def _worker_main(spec: WorkerSpec, fib: Fib, links: list[EngineLink], factory: B
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)                     # forked from an asyncio loop: not ours
     w = Worker(spec, fib, LinkMap(links), factory, control)
+    gc.freeze()    # the inherited table never needs a collector pass (see the module docstring)
     signal.signal(signal.SIGTERM, lambda *_: setattr(w, "stopping", True))
     control.send(("ready", spec.index, os.getpid()))
     w.run()

@@ -3,6 +3,7 @@ is byte for byte what the brancher makes of it, and only the forms the template 
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 from pathlib import Path
@@ -181,6 +182,12 @@ def test_worker_uses_the_template_and_relearns_after_a_table_change() -> None:
             frames = [addr[5 * i + 1] for i in range(w.sender.count)]
             assert sorted(frames) == [12, 13]
             assert cf.snapshot().totals["flow_cache_hits"] == 2       # relearned, not a stale hit
+            # a sync diff: applied as one generation, templates dropped, new routes frozen (no GC pauses)
+            frozen = gc.get_freeze_count()
+            w.handle_control(("diff", [route("2001:db8:1::/48", "ge-0/0/1", "fe80::1")], []))
+            assert w.flows.flows == {} and w.flows.generation == fib.generation
+            assert gc.get_freeze_count() > frozen
         finally:
+            gc.unfreeze()
             w.sender.close()
             w.rx_batch.close()
