@@ -323,15 +323,46 @@ def kernel_ceiling(topo: Topology, duration: float) -> dict[str, Any]:
             "delivered_pps": round((delivered(topo) - d0) / took)}
 
 
+def placement_plan(workers: int, placement: str) -> tuple[tuple[int, ...], int | None]:
+    """(worker CPUs, CPU for router A's handling of the copies) for a placement.
+
+    ``shared``: nothing pinned; router A's forwarding of the engine's copies runs in the softirq
+    of the worker's own ``sendmmsg`` (veth delivers on the sending CPU), so the worker's core pays
+    for the router too.  ``split``: the workers get the last CPUs, and RPS on router A's
+    engine-facing links hands the copies to CPU 0 -- as in a deployment, where the router is
+    another box and never runs on the engine's cores.  Needs more CPUs than workers.
+    """
+    ncpu = len(os.sched_getaffinity(0))
+    if placement == "shared" or workers >= ncpu:
+        return (), None
+    return tuple(range(ncpu - workers, ncpu)), 0
+
+
+def steer_router_rx(topo: Topology, cpu: int) -> None:
+    """RPS on router A's engine-facing links: frames from the engine are processed on ``cpu``."""
+    router = topo.routers["a"]
+    for ifname in (router.engine_link(k)[0] for k in range(len(router.interfaces))):
+        netns.run(["sh", "-c", f"echo {1 << cpu:x} > /sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
+                  ns=topo.router_ns("a"))
+
+
 def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float,
-                prefix: str = "xlb-") -> dict[str, Any]:
-    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab-{os.getpid()}"), workers=workers)
+                prefix: str = "xlb-", placement: str = "shared") -> dict[str, Any]:
+    cpus, router_cpu = placement_plan(workers, placement)
+    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab-{os.getpid()}"), workers=workers,
+                    worker_cpus=cpus)
     build.down(topo)
     build.up(topo)
     try:
         prepare(topo, max(ns_list))
-        out: dict[str, Any] = {"workers": workers, "kernel": kernel_ceiling(topo, duration), "by_n": {}}
-        print(f"\n== workers={workers}  kernel forwarding ceiling: {out['kernel']}")
+        if router_cpu is not None:
+            steer_router_rx(topo, router_cpu)
+        out: dict[str, Any] = {"workers": workers, "placement": "split" if cpus else "shared",
+                               "worker_cpus": list(cpus), "router_rx_cpu": router_cpu,
+                               "kernel": kernel_ceiling(topo, duration), "by_n": {}}
+        print(f"\n== workers={workers} placement={out['placement']} (worker CPUs {list(cpus) or 'any'}, "
+              f"router rx CPU {router_cpu if router_cpu is not None else 'sender'})  "
+              f"kernel forwarding ceiling: {out['kernel']}")
         for n in ns_list:
             dests = bench_dests(topo, n)
             frames = load_frames(topo, dests, xcast=True)
@@ -407,13 +438,14 @@ def plot(result: dict[str, Any], png: Path) -> None:
     for w in result["runs"]:
         for n, res in w["by_n"].items():
             lad = res["ladder"]
-            lbl = f"N={n}, {w['workers']}w"
+            lbl = f"N={n}, {w['workers']}w {w.get('placement', 'shared')}"
             offered = [r["offered_pps"] for r in lad]
             axes[0].plot(offered, [r["copies_out_pps"] for r in lad], "o-", label=lbl)
             axes[1].plot(offered, [100 * (r["loss"] or 0) for r in lad], "o-", label=lbl)
             lat = res["latency_half_load"]
-            axes[2].bar(f"{n}/{w['workers']}w", (lat["engine"]["p99_us"] or 0), color="tab:red", alpha=.7)
-            axes[2].bar(f"{n}/{w['workers']}w", (lat["no_engine"]["p99_us"] or 0), color="tab:blue", alpha=.7)
+            tag = f"{n}/{w['workers']}w{'' if w.get('placement', 'shared') == 'shared' else 's'}"
+            axes[2].bar(tag, (lat["engine"]["p99_us"] or 0), color="tab:red", alpha=.7)
+            axes[2].bar(tag, (lat["no_engine"]["p99_us"] or 0), color="tab:blue", alpha=.7)
         axes[0].axhline(w["kernel"]["forwarded_pps"], ls="--", color="gray")
     axes[0].set(xscale="log", yscale="log", xlabel="offered XCAST6 packets/s", ylabel="copies out/s",
                 title="throughput (dashed: kernel plain forwarding)")
@@ -434,6 +466,11 @@ def main() -> None:
                     help="highest offered rate of the doubling ladder (it stops earlier at > 20 %% loss)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/bench_lab.json"))
     ap.add_argument("--prefix", default="xlb-", help="name prefix of the lab's namespaces and links")
+    ap.add_argument("--placement", choices=["shared", "split", "both"], default="both",
+                    help="shared: scheduler decides, router A's forwarding of the copies runs on "
+                         "the worker's core; split: workers pinned, router A's handling of the copies "
+                         "steered to CPU 0 (RPS), as when the router is another box; both: one run each "
+                         "(split only when there are more CPUs than workers)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_lab needs root (network namespaces)")
@@ -441,7 +478,10 @@ def main() -> None:
     result: dict[str, Any] = {"started": time.time(), "cpus": os.cpu_count(),
                               "loadavg_start": os.getloadavg(), "kernel": os.uname().release, "runs": []}
     for w in a.workers:
-        result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix))
+        for placement in (["shared", "split"] if a.placement == "both" else [a.placement]):
+            if placement == "split" and not placement_plan(w, "split")[0]:
+                continue    # as many workers as CPUs: nothing to split
+            result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix, placement))
     result["loadavg_end"] = os.getloadavg()
     a.out.write_text(json.dumps(result, indent=1))
     png = a.out.with_suffix(".png")

@@ -135,6 +135,7 @@ class WorkerSpec:
     fanout: bool = True
     # write copies once this many are queued (mid-batch): bounds the wait of a batch's first packets
     flush_copies: int = 8
+    cpu: int | None = None     # pin the worker to this CPU (config workers.cpus)
 
 
 def apply_diff(fib: Fib, adds: Iterable[Route], removes: Iterable[ipaddress.IPv6Network]) -> None:
@@ -410,6 +411,10 @@ class Worker:
 def _worker_main(spec: WorkerSpec, fib: Fib, links: list[EngineLink], factory: BrancherFactory,
                  control: multiprocessing.connection.Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the supervisor decides when we stop
+    if spec.cpu is not None:
+        # A pinned worker keeps its caches warm and does not share a core with the sync/API
+        # threads or (in the lab) with the router's forwarding; validated by the config loader.
+        os.sched_setaffinity(0, {spec.cpu})
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)                     # forked from an asyncio loop: not ours
     w = Worker(spec, fib, LinkMap(links), factory, control)
@@ -430,6 +435,7 @@ class WorkerPool:
     counters_path: Path = Path("/run/xcast6-engine/stats.shm")
     factory: BrancherFactory = default_brancher_factory
     batch: int = 64
+    cpus: tuple[int, ...] = ()     # worker i runs on cpus[i % len(cpus)]; () = not pinned
     procs: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     conns: list[multiprocessing.connection.Connection] = field(default_factory=list)
 
@@ -440,7 +446,8 @@ class WorkerPool:
         # inherits today's table, not the one from boot.
         ctx = multiprocessing.get_context("fork")
         parent, child = ctx.Pipe()
-        spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch)
+        cpu = self.cpus[i % len(self.cpus)] if self.cpus else None
+        spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch, cpu=cpu)
         args = (spec, self.fib, self.links.links(), self.factory, child)
         p = ctx.Process(target=_worker_main, args=args, name=f"xcast6-worker-{i}", daemon=True)
         p.start()
