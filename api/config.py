@@ -178,6 +178,7 @@ class WorkersSection:
     ingress: tuple[str, ...] = ()
     restart_backoff: float = 1.0
     counters_file: Path = Path("/run/xcast6-engine/stats.shm")
+    cpus: tuple[int, ...] = ()      # worker i runs on cpus[i % len(cpus)]; () = scheduler decides
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,7 @@ class Config:
                 "ingress": list(self.workers.ingress),
                 "restart_backoff": self.workers.restart_backoff,
                 "counters_file": str(self.workers.counters_file),
+                "cpus": list(self.workers.cpus),
             },
             "api": {
                 "listen": self.api.listen,
@@ -379,6 +381,38 @@ def _ifname_list(v: object) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _cpu_list(v: object) -> tuple[int, ...]:
+    # Checked against the CPUs this process may run on: a pin to a missing or isolated-away CPU
+    # would otherwise only fail when the worker starts.
+    usable = sorted(os.sched_getaffinity(0))
+    here = _ranges(usable)
+    if not isinstance(v, list) or not v:
+        raise _Bad(f"must be a non-empty list of CPU numbers (this host: {here})")
+    seen: set[int] = set()
+    for item in v:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise _Bad(f"entry {_show(item)} is not a CPU number (this host: {here})")
+        if item not in usable:
+            raise _Bad(f"CPU {item} is not available to the engine (this host: {here})")
+        if item in seen:
+            raise _Bad(f"CPU {item} is listed twice")
+        seen.add(item)
+    return tuple(v)
+
+
+def _ranges(cpus: list[int]) -> str:
+    """0,1,2,5 -> '0-2,5' (how taskset and /proc/cpuinfo users read CPU sets)."""
+    out: list[str] = []
+    for c in cpus:
+        if out and "-" not in out[-1] and int(out[-1]) == c - 1:
+            out[-1] = f"{out[-1]}-{c}"
+        elif out and "-" in out[-1] and int(out[-1].split("-")[1]) == c - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{c}"
+        else:
+            out.append(str(c))
+    return ",".join(out)
+
+
 def _listen(v: object) -> str:
     if not isinstance(v, str):
         raise _Bad("must be an IP address string such as '127.0.0.1' or '::1'")
@@ -494,6 +528,7 @@ _SECTIONS: dict[str, _Spec] = {
         "ingress": (_ifname_list, "ingress"),
         "restart_backoff": (_number(positive=True), "restart_backoff"),
         "counters_file": (_path, "counters_file"),
+        "cpus": (_cpu_list, "cpus"),
     },
     "api": {
         "listen": (_listen, "listen"),

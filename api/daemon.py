@@ -263,6 +263,7 @@ class Daemon:
             ingress=ingress,
             workers=cfg.workers.count,
             counters_path=cfg.workers.counters_file,
+            cpus=cfg.workers.cpus,
         )
         workers = PoolWorkers(pool, backoff=cfg.workers.restart_backoff)
         await workers.start()

@@ -139,10 +139,18 @@ def render(view: EngineView) -> str:
             )
         ],
     )
+    # Every state is always exported (0 included) so a graph or alert never sees a series vanish;
+    # no_router_mac = the link is up but the router's MAC is not learned: its copies are dropped
+    # (counted as egress_no_mac) until neighbour discovery resolves it.
+    by_state = dict.fromkeys(("up", "no_router_mac", "down"), 0)
+    for link in view.links.links():
+        state = "down" if not link.oper_up else "no_router_mac" if link.router_mac is None else "up"
+        by_state[state] += 1
+    mode = view.links.mode()
     o.family(
         "xcast6_links",
         "gauge",
-        "Engine links by state.",
-        [({"mode": view.links.mode()}, len(view.links.links()))],
+        "Engine links by state (up, no_router_mac, down).",
+        [({"mode": mode, "state": state}, n) for state, n in by_state.items()],
     )
     return "\n".join(o.lines) + "\n"

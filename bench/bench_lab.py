@@ -107,14 +107,35 @@ def tx_packets(ns: str, ifname: str) -> int:
 
 
 # ------------------------------------------------------------------ load generator (child process)
+PACE_S = 50e-6     # load generator tick: how long it sleeps between sends when nothing is due
+
+
+def _set_timer_slack_ns(ns: int) -> None:
+    """Ask for precise short sleeps (the default 50 µs timer slack would double a 50 µs tick)."""
+    import ctypes
+
+    pr_set_timerslack = 29
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_timerslack, ns, 0, 0, 0)
+
+
 def _loadgen(ns: str, ifname: str, frames: list[bytes], rate: float, duration: float,
-             conn: multiprocessing.connection.Connection) -> None:
+             conn: multiprocessing.connection.Connection, pace_s: float) -> None:
+    """Offer ``rate`` frames/s (0: as fast as possible) for ``duration`` seconds.
+
+    Paced at ``pace_s`` ticks: each tick sends what is due since the start (constant bit rate,
+    never more than 256 frames per sendmmsg), so at 40k pkt/s and 50 µs ticks the engine sees
+    bursts of ~2-4 frames, as from a router merging many senders, instead of the 0.5 ms bursts
+    of ~20-40 frames that a coarse sleep produces (which queue behind each other and show up
+    as latency of the load generator, not of the engine).
+    """
+    _set_timer_slack_ns(1000)
     with netns.in_netns(ns):
         s = afpacket.BatchSender(capacity=256, slot_size=4096)
         ifindex = socket.if_nametoindex(ifname)
     conn.send("ready")
     conn.recv()
     sent = 0
+    flushes = 0
     i = 0
     nf = len(frames)
     t0 = time.monotonic()
@@ -125,26 +146,29 @@ def _loadgen(ns: str, ifname: str, frames: list[bytes], rate: float, duration: f
             break
         due = int(rate * (now - t0)) - sent if rate > 0 else 256
         if due <= 0:
-            time.sleep(0.0005)
+            time.sleep(pace_s)
             continue
         for _ in range(min(due, 256)):
             s.add(ifindex, b"", frames[i % nf])
             i += 1
         n, _ = s.flush()
         sent += n
-    conn.send((sent, time.monotonic() - t0))
+        flushes += 1
+    conn.send((sent, time.monotonic() - t0, flushes))
 
 
-def run_load(topo: Topology, frames: list[bytes], rate: float, duration: float) -> tuple[int, float]:
+def run_load(topo: Topology, frames: list[bytes], rate: float, duration: float,
+             pace_s: float = PACE_S) -> tuple[int, float, float]:
+    """Run the load generator; returns (frames sent, seconds, mean frames per burst)."""
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
-    p = ctx.Process(target=_loadgen, args=(topo.ns("snd"), "eth0", frames, rate, duration, child))
+    p = ctx.Process(target=_loadgen, args=(topo.ns("snd"), "eth0", frames, rate, duration, child, pace_s))
     p.start()
     parent.recv()
     parent.send("go")
-    sent, took = parent.recv()
+    sent, took, flushes = parent.recv()
     p.join()
-    return int(sent), float(took)
+    return int(sent), float(took), round(sent / flushes, 1) if flushes else 0.0
 
 
 def load_frames(topo: Topology, dests: list[str], xcast: bool) -> list[bytes]:
@@ -264,7 +288,7 @@ def step(topo: Topology, frames: list[bytes], n: int, rate: float, duration: flo
     # before the "before" sample so they are not charged to this step.
     time.sleep(0.7)
     c0, d0, p0 = counters(topo), delivered(topo), proc_sample(procs)
-    sent, took = run_load(topo, frames, rate, duration)
+    sent, took, burst = run_load(topo, frames, rate, duration)
     time.sleep(0.5)     # let queues drain before reading the counters
     c1, d1, p1 = counters(topo), delivered(topo), proc_sample(procs)
     got_in = c1["received"] - c0["received"]
@@ -273,7 +297,7 @@ def step(topo: Topology, frames: list[bytes], n: int, rate: float, duration: flo
     syscalls = sum(c1[k] - c0[k] for k in ("syscalls_rx", "syscalls_tx", "syscalls_poll"))
     expected = sent * n
     return {
-        "offered_pps": round(rate), "sent": sent, "sent_pps": round(sent / took),
+        "offered_pps": round(rate), "sent": sent, "sent_pps": round(sent / took), "mean_burst": burst,
         "engine_in_pps": round(got_in / took), "copies_out_pps": round(copies / took),
         "delivered_pps": round(dl / took), "loss": round(1 - dl / expected, 4) if expected else None,
         "engine_in_loss": round(1 - got_in / sent, 4) if sent else None,
@@ -292,22 +316,53 @@ def kernel_ceiling(topo: Topology, duration: float) -> dict[str, Any]:
     frames = load_frames(topo, dests, xcast=False)
     tx0 = tx_packets(topo.router_ns("a"), "ra-h1") + tx_packets(topo.router_ns("a"), "ra-h2")
     d0 = delivered(topo)
-    sent, took = run_load(topo, frames, 0, duration)     # rate 0 = as fast as the sender can
+    sent, took, _ = run_load(topo, frames, 0, duration)     # rate 0 = as fast as the sender can
     time.sleep(0.3)
     tx1 = tx_packets(topo.router_ns("a"), "ra-h1") + tx_packets(topo.router_ns("a"), "ra-h2")
     return {"offered_pps": round(sent / took), "forwarded_pps": round((tx1 - tx0) / took),
             "delivered_pps": round((delivered(topo) - d0) / took)}
 
 
+def placement_plan(workers: int, placement: str) -> tuple[tuple[int, ...], int | None]:
+    """(worker CPUs, CPU for router A's handling of the copies) for a placement.
+
+    ``shared``: nothing pinned; router A's forwarding of the engine's copies runs in the softirq
+    of the worker's own ``sendmmsg`` (veth delivers on the sending CPU), so the worker's core pays
+    for the router too.  ``split``: the workers get the last CPUs, and RPS on router A's
+    engine-facing links hands the copies to CPU 0 -- as in a deployment, where the router is
+    another box and never runs on the engine's cores.  Needs more CPUs than workers.
+    """
+    ncpu = len(os.sched_getaffinity(0))
+    if placement == "shared" or workers >= ncpu:
+        return (), None
+    return tuple(range(ncpu - workers, ncpu)), 0
+
+
+def steer_router_rx(topo: Topology, cpu: int) -> None:
+    """RPS on router A's engine-facing links: frames from the engine are processed on ``cpu``."""
+    router = topo.routers["a"]
+    for ifname in (router.engine_link(k)[0] for k in range(len(router.interfaces))):
+        netns.run(["sh", "-c", f"echo {1 << cpu:x} > /sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
+                  ns=topo.router_ns("a"))
+
+
 def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float,
-                prefix: str = "xlb-") -> dict[str, Any]:
-    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab-{os.getpid()}"), workers=workers)
+                prefix: str = "xlb-", placement: str = "shared") -> dict[str, Any]:
+    cpus, router_cpu = placement_plan(workers, placement)
+    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab-{os.getpid()}"), workers=workers,
+                    worker_cpus=cpus)
     build.down(topo)
     build.up(topo)
     try:
         prepare(topo, max(ns_list))
-        out: dict[str, Any] = {"workers": workers, "kernel": kernel_ceiling(topo, duration), "by_n": {}}
-        print(f"\n== workers={workers}  kernel forwarding ceiling: {out['kernel']}")
+        if router_cpu is not None:
+            steer_router_rx(topo, router_cpu)
+        out: dict[str, Any] = {"workers": workers, "placement": "split" if cpus else "shared",
+                               "worker_cpus": list(cpus), "router_rx_cpu": router_cpu,
+                               "kernel": kernel_ceiling(topo, duration), "by_n": {}}
+        print(f"\n== workers={workers} placement={out['placement']} (worker CPUs {list(cpus) or 'any'}, "
+              f"router rx CPU {router_cpu if router_cpu is not None else 'sender'})  "
+              f"kernel forwarding ceiling: {out['kernel']}")
         for n in ns_list:
             dests = bench_dests(topo, n)
             frames = load_frames(topo, dests, xcast=True)
@@ -316,14 +371,14 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
             rate = 500.0
             print(f"-- N={n}")
             print(f"{'offered':>8} {'in/s':>8} {'copies/s':>9} {'deliv/s':>9} {'loss':>7} {'cpu%':>6} "
-                  f"{'sysc/pkt':>8} {'ctx/s':>7} {'load':>5}")
+                  f"{'sysc/pkt':>8} {'ctx/s':>7} {'load':>5} {'burst':>5}")
             while rate <= max_rate:
                 r = step(topo, frames, n, rate, duration)
                 ladder.append(r)
                 print(f"{r['offered_pps']:>8} {r['engine_in_pps']:>8} {r['copies_out_pps']:>9} "
                       f"{r['delivered_pps']:>9} {r['loss']:>7} {r['cpu_pct']:>6} "
                       f"{r['syscalls_per_packet']!s:>8} "
-                      f"{r['ctx_switches_per_s']:>7} {r['loadavg_1m']:>5.2f}")
+                      f"{r['ctx_switches_per_s']:>7} {r['loadavg_1m']:>5.2f} {r['mean_burst']:>5}")
                 if r["loss"] is not None and r["loss"] > 0.2:
                     break
                 rate *= 2
@@ -383,13 +438,14 @@ def plot(result: dict[str, Any], png: Path) -> None:
     for w in result["runs"]:
         for n, res in w["by_n"].items():
             lad = res["ladder"]
-            lbl = f"N={n}, {w['workers']}w"
+            lbl = f"N={n}, {w['workers']}w {w.get('placement', 'shared')}"
             offered = [r["offered_pps"] for r in lad]
             axes[0].plot(offered, [r["copies_out_pps"] for r in lad], "o-", label=lbl)
             axes[1].plot(offered, [100 * (r["loss"] or 0) for r in lad], "o-", label=lbl)
             lat = res["latency_half_load"]
-            axes[2].bar(f"{n}/{w['workers']}w", (lat["engine"]["p99_us"] or 0), color="tab:red", alpha=.7)
-            axes[2].bar(f"{n}/{w['workers']}w", (lat["no_engine"]["p99_us"] or 0), color="tab:blue", alpha=.7)
+            tag = f"{n}/{w['workers']}w{'' if w.get('placement', 'shared') == 'shared' else 's'}"
+            axes[2].bar(tag, (lat["engine"]["p99_us"] or 0), color="tab:red", alpha=.7)
+            axes[2].bar(tag, (lat["no_engine"]["p99_us"] or 0), color="tab:blue", alpha=.7)
         axes[0].axhline(w["kernel"]["forwarded_pps"], ls="--", color="gray")
     axes[0].set(xscale="log", yscale="log", xlabel="offered XCAST6 packets/s", ylabel="copies out/s",
                 title="throughput (dashed: kernel plain forwarding)")
@@ -406,9 +462,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--dests", type=int, nargs="+", default=[2, 8, 32])
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per ladder step")
-    ap.add_argument("--max-rate", type=float, default=64000)
+    ap.add_argument("--max-rate", type=float, default=512000,
+                    help="highest offered rate of the doubling ladder (it stops earlier at > 20 %% loss)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/bench_lab.json"))
     ap.add_argument("--prefix", default="xlb-", help="name prefix of the lab's namespaces and links")
+    ap.add_argument("--placement", choices=["shared", "split", "both"], default="both",
+                    help="shared: scheduler decides, router A's forwarding of the copies runs on "
+                         "the worker's core; split: workers pinned, router A's handling of the copies "
+                         "steered to CPU 0 (RPS), as when the router is another box; both: one run each "
+                         "(split only when there are more CPUs than workers)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_lab needs root (network namespaces)")
@@ -416,7 +478,10 @@ def main() -> None:
     result: dict[str, Any] = {"started": time.time(), "cpus": os.cpu_count(),
                               "loadavg_start": os.getloadavg(), "kernel": os.uname().release, "runs": []}
     for w in a.workers:
-        result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix))
+        for placement in (["shared", "split"] if a.placement == "both" else [a.placement]):
+            if placement == "split" and not placement_plan(w, "split")[0]:
+                continue    # as many workers as CPUs: nothing to split
+            result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix, placement))
     result["loadavg_end"] = os.getloadavg()
     a.out.write_text(json.dumps(result, indent=1))
     png = a.out.with_suffix(".png")

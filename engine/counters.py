@@ -32,6 +32,7 @@ BASE_COUNTERS: tuple[str, ...] = (
     "rx_queue_drops",    # dropped by the kernel: the worker's socket queue was full (overload)
     "not_xcast",         # passed the kernel filter but the codec says not XCAST6
     "branched",          # packets that produced at least one copy
+    "flow_cache_hits",   # of those, rendered from a learned flow template (engine/flowcache.py)
     "copies_out",        # multi-destination XCAST copies written
     "x2u_out",           # X2U plain unicast copies written
     "bytes_out",

@@ -188,6 +188,7 @@ def engine_toml(topo: Topology, r: str) -> str:
         f"ingress = {_q(ingress)}",
         "restart_backoff = 0.5",
         f"counters_file = {_q(str(topo.counters_path(r)))}",
+        *([f"cpus = {list(topo.worker_cpus)}"] if topo.worker_cpus else []),
         "",
         "[api]",
         'listen = "127.0.0.1"',

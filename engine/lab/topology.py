@@ -72,6 +72,7 @@ class Topology:
     prefix: str = "xl-"
     state_dir: Path = field(default_factory=lambda: Path("/tmp/xl-lab"))
     workers: int = 1
+    worker_cpus: tuple[int, ...] = ()   # engines' [workers] cpus (pinning); () = not pinned
     poll_interval: float = 1.0
     # Jumbo links: a 126-destination XCAST6 header alone is 2,120 bytes (the draft assumes the
     # core runs a large MTU; so does the lab).

@@ -76,6 +76,9 @@ def test_status_routes_lookup_interfaces_stats_metrics(daemon: Daemon, router: R
         assert "xcast6_routes 23" in m.text and "xcast6_ready 1" in m.text
         assert 'xcast6_sync_state{state="idle"} 1' in m.text
         assert 'xcast6_latency_seconds_bucket{le="+Inf"} 0' in m.text
+        links = [line for line in m.text.splitlines() if line.startswith("xcast6_links{")]
+        assert [line.split('state="')[1].split('"')[0] for line in links] == ["up", "no_router_mac", "down"]
+        assert sum(int(line.rsplit(" ", 1)[1]) for line in links) == st["links"] == 1
 
 
 def test_auth_and_problem_documents(daemon: Daemon) -> None:

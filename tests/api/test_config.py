@@ -172,3 +172,20 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_example_is_real_toml() -> None:
     tomllib.loads(example_path().read_text())
+
+
+def test_worker_cpus_are_checked_against_this_host() -> None:
+    import os
+
+    usable = sorted(os.sched_getaffinity(0))
+    cfg = parse_config(_with("workers", cpus=[usable[-1]]), env={})
+    assert cfg.workers.cpus == (usable[-1],)
+    missing = max(usable) + 100
+    with pytest.raises(ConfigError) as ei:
+        parse_config(_with("workers", cpus=[usable[0], missing]), env={})
+    want = f"workers.cpus: [{usable[0]}, {missing}] is not allowed: CPU {missing} is not available"
+    assert want in str(ei.value)
+    for bad, why in (([], "non-empty list"), (["1"], "entry '1' is not a CPU number"),
+                     ([usable[0], usable[0]], f"CPU {usable[0]} is listed twice")):
+        with pytest.raises(ConfigError, match=why):
+            parse_config(_with("workers", cpus=bad), env={})

@@ -25,13 +25,14 @@ def test_daemon_supervises_the_worker_pool() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xapi-pool-"))
     router = _mk_router(ns, 20)
     port = free_port()
+    cpus = sorted(os.sched_getaffinity(0))[::-1]      # worker i pinned to cpus[i % len]
     cfg = tmp / "engine.toml"
     write_config(cfg, tmp / "state", f"kernel://{ns}", port, link=router.host_link, change_detect=0)
     cfg.write_text(
         cfg.read_text().replace(
             "count = 0",
             f'count = 2\nrestart_backoff = 0.5\ncounters_file = "{tmp}/stats.shm"\n'
-            f'ingress = ["{router.host_link}"]',
+            f'ingress = ["{router.host_link}"]\ncpus = {cpus}',
         )
     )
     d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
@@ -43,6 +44,8 @@ def test_daemon_supervises_the_worker_pool() -> None:
             assert "received" in stats["counters"] and "drop.no_route" in stats["counters"]
             assert len(stats["latency"]["buckets"]) > 10
             pid = stats["workers"][1]["pid"]
+            for i, w in enumerate(stats["workers"]):
+                assert os.sched_getaffinity(w["pid"]) == {cpus[i % len(cpus)]}
             gen = st["sync"]["generation"]
             os.kill(pid, signal.SIGKILL)
             assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)
@@ -52,6 +55,7 @@ def test_daemon_supervises_the_worker_pool() -> None:
             assert st["sync"]["generation"] == gen and st["sync"]["route_count"] == 23
             w1 = c.get("/stats").json()["workers"][1]
             assert w1["pid"] != pid and w1["last_exit"] == "signal SIGKILL" and w1["rss_bytes"] > 0
+            assert os.sched_getaffinity(w1["pid"]) == {cpus[1 % len(cpus)]}   # revived: pinned again
             assert 'xcast6_packets_total{reason="received"}' in c.get("/metrics").text
     finally:
         rc = d.stop()
