@@ -12,7 +12,9 @@ import json
 import pytest
 
 from engine.lab import netns
+from engine.lab.demo import deliveries, engine_counters, reset_logs, send_xcast
 from engine.lab.topology import Topology
+from tests.lab.test_lab_e2e import assert_exactly_once, payloads
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
 
@@ -29,3 +31,47 @@ def test_links_are_8021q_subinterfaces(vlan_lab: Topology, r: str) -> None:
             data = info["linkinfo"]["info_data"]
             assert (info["linkinfo"]["info_kind"], data["protocol"], data["id"]) == \
                 ("vlan", "802.1Q", vlan_lab.vlan_id(k)), f"{ns} {ifname}: {info['linkinfo']}"
+
+
+def _link_packets(ns: str, ifname: str) -> tuple[int, int]:
+    """(rx, tx) packets of one interface."""
+    stats = json.loads(netns.ip(ns, "-s", "-j", "link", "show", "dev", ifname).stdout)[0]["stats64"]
+    return int(stats["rx"]["packets"]), int(stats["tx"]["packets"])
+
+
+def test_copies_return_on_the_vlan_of_the_routers_egress_interface(vlan_lab: Topology) -> None:
+    """Engine A returns the X2U copy for h1 on VLAN 101 (router interface ra-h1) and the one for h2
+    on VLAN 102 (ra-h2), and nothing on the inter-router interface's VLAN 103 (no destination
+    behind router B): one 802.1Q subinterface per router interface, chosen by the next hop's
+    egress interface.  (VLAN 100, ra-snd, also carries the engine's SNMP polls, so its packet
+    counts say nothing about copies; the worker's own counter shows what came in.)"""
+    ens, rns = vlan_lab.engine_ns("a"), vlan_lab.router_ns("a")
+    router = vlan_lab.routers["a"]
+    k_of = {ifname: k for k, ifname in enumerate(router.interfaces)}
+    h1, h2 = vlan_lab.host("h1"), vlan_lab.host("h2")
+    links = {name: router.engine_link(k_of[name]) for name in ("ra-h1", "ra-h2", "ra-rb")}
+
+    def sample() -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+        return {name: (_link_packets(ens, eif), _link_packets(rns, rif))
+                for name, (rif, eif, _r, _e) in links.items()}
+
+    def received() -> int:
+        st = engine_counters(vlan_lab, "a")
+        assert st is not None, "engine a has no counter file"
+        return int(st["totals"]["received"])
+
+    before, received0 = sample(), received()
+    sent = payloads("vlan-egress", 3)
+    reset_logs(vlan_lab)
+    send_xcast(vlan_lab, [h1.addr, h2.addr], sent)
+    got = deliveries(vlan_lab, expect=2 * len(sent), timeout=20, settle=1.0)
+    assert_exactly_once(vlan_lab, got, [h1.addr, h2.addr], sent, kind="udp")
+    after, n = sample(), len(sent)
+    assert received() - received0 == n
+    # copies: engine tx on the subinterface == router rx on its peer (neighbour discovery may add one)
+    moved = {name: {"engine_tx": after[name][0][1] - before[name][0][1],
+                    "router_rx": after[name][1][0] - before[name][1][0]} for name in links}
+    for name in ("ra-h1", "ra-h2"):
+        assert moved[name]["engine_tx"] >= n and moved[name]["router_rx"] >= n, \
+            f"{name}: copies did not return on VLAN {vlan_lab.vlan_id(k_of[name])}: {moved}"
+    assert moved["ra-rb"]["engine_tx"] < n, f"copies left on VLAN {vlan_lab.vlan_id(k_of['ra-rb'])}: {moved}"
