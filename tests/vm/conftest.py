@@ -18,9 +18,9 @@ from tests.vm.harness import VmError, VmRun, run_pytest_in_vm
 
 IN_VM = os.environ.get("XCAST6_IN_VM") == "1"
 _RUN_KEY = pytest.StashKey["VmRun | VmError"]()
-# The whole guest run (every selected vm test in one boot).  Measured: ~300 s for the 26 vm tests
-# (the lab's end-to-end suite in vlan mode is most of it) on an otherwise idle 2-core host; the
-# default leaves room for a busy host.
+# The whole guest run (every selected vm test in one boot).  Measured on this 2-core host: 196-268 s
+# for the 27 vm tests, most of it the lab's end-to-end suite in vlan mode (its lab build alone
+# ~130-150 s); the default leaves room for a host busy with other work.
 DEFAULT_VM_TIMEOUT_S = 600.0
 # On top of the guest's deadline, for what the host does before booting (apt-get in CI, initramfs).
 HOST_SETUP_MARGIN_S = 300.0
