@@ -194,7 +194,7 @@ def _probe_rx(ns: str, port: int, seconds: float, conn: multiprocessing.connecti
     s.bind(("::", port))
     s.settimeout(0.2)
     conn.send("ready")
-    lat: dict[str, list[int]] = {"xcast": [], "plain": []}
+    arrivals: list[tuple[bytes, int, int]] = []     # (kind, sequence, CLOCK_MONOTONIC ns)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
@@ -202,12 +202,18 @@ def _probe_rx(ns: str, port: int, seconds: float, conn: multiprocessing.connecti
         except TimeoutError:
             continue
         now = time.monotonic_ns()
-        kind, ts = data[:1], struct.unpack("!Q", data[1:9])[0]
-        lat["xcast" if kind == b"X" else "plain"].append(now - ts)
-    conn.send(lat)
+        arrivals.append((data[:1], struct.unpack("!I", data[1:5])[0], now))
+    conn.send(arrivals)
 
 
 def probe_latency(topo: Topology, dst: str, seconds: float, pps: float = 500) -> dict[str, list[int]]:
+    """Sender-to-receiver latency of 1-destination XCAST6 probes and of the same probe as plain UDP.
+
+    Each pair (same sequence number) is sent back to back; the send time is taken right before
+    ``sendto`` (after building the packet) and the arrival time right after ``recv`` (all
+    namespaces share CLOCK_MONOTONIC).  Returns ``xcast`` and ``plain`` latencies and ``added``:
+    per pair, XCAST6 minus plain (what the engine's detour adds to that packet).
+    """
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
     rx = ctx.Process(target=_probe_rx, args=(topo.ns("h1"), PROBE_PORT, seconds + 1.0, child))
@@ -215,24 +221,30 @@ def probe_latency(topo: Topology, dst: str, seconds: float, pps: float = 500) ->
     parent.recv()
     with netns.in_netns(topo.ns("snd")):
         tx = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sent: dict[tuple[bytes, int], int] = {}
     end = time.monotonic() + seconds
     k = 0
     while time.monotonic() < end:
         for kind in (b"X", b"P"):
-            ts = time.monotonic_ns()
-            payload = kind + struct.pack("!Q", ts) + b"p" * 23
+            payload = kind + struct.pack("!I", k) + b"p" * 27
             if kind == b"X":
                 pkt = build_xcast(ip6(topo.sender.addr), [ip6(dst)], payload, sport=30000 + k % 64,
                                   dport=PROBE_PORT)
             else:
                 pkt = udp6(topo.sender.addr, dst, 30000 + k % 64, PROBE_PORT, payload)
+            sent[(kind, k)] = time.monotonic_ns()
             tx.sendto(pkt, (dst, 0))
         k += 1
         time.sleep(1 / pps)
     tx.close()
-    res: dict[str, list[int]] = parent.recv()
+    arrivals: list[tuple[bytes, int, int]] = parent.recv()
     rx.join()
-    return res
+    lat: dict[bytes, dict[int, int]] = {b"X": {}, b"P": {}}
+    for kind, seq, t in arrivals:
+        if (kind, seq) in sent:
+            lat[kind][seq] = t - sent[(kind, seq)]
+    added = [lat[b"X"][q] - lat[b"P"][q] for q in lat[b"X"] if q in lat[b"P"]]
+    return {"xcast": list(lat[b"X"].values()), "plain": list(lat[b"P"].values()), "added": added}
 
 
 def pct(values: list[int], q: float) -> float | None:
@@ -431,9 +443,11 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
                 "half_load_pps": round(half),
                 "at_80pct_capacity": at80,
                 "latency_half_load": {"engine": lat_summary(lat["xcast"]),
-                                      "no_engine": lat_summary(lat["plain"])},
+                                      "no_engine": lat_summary(lat["plain"]),
+                                      "added_per_pair": lat_summary(lat["added"])},
                 "latency_idle": {"engine": lat_summary(idle["xcast"]),
-                                 "no_engine": lat_summary(idle["plain"])},
+                                 "no_engine": lat_summary(idle["plain"]),
+                                 "added_per_pair": lat_summary(idle["added"])},
                 # the workers' own receive->send histogram over the half-load window
                 "worker_latency_half_load": histogram.summary(internal),
                 "copies_vs_kernel": round(capacity_copies / out["kernel"]["forwarded_pps"], 3)
@@ -444,6 +458,7 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
                 res["engine_added_p99_us_half_load"] = round(e["p99_us"] - b["p99_us"], 1)
             print(f"   capacity: {capacity_in} pkt/s in, {capacity_copies} copies/s "
                   f"({res['copies_vs_kernel']} of kernel); latency @half load engine {e} | no engine {b} "
+                  f"| added per pair {res['latency_half_load']['added_per_pair']} "
                   f"| worker receive->send {res['worker_latency_half_load']}")
             out["by_n"][str(n)] = res
         return out
