@@ -179,6 +179,7 @@ class WorkersSection:
     restart_backoff: float = 1.0
     counters_file: Path = Path("/run/xcast6-engine/stats.shm")
     cpus: tuple[int, ...] = ()      # worker i runs on cpus[i % len(cpus)]; () = scheduler decides
+    busy_poll_us: int = 0           # poll this long after traffic before sleeping (0 = always sleep)
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,7 @@ class Config:
                 "restart_backoff": self.workers.restart_backoff,
                 "counters_file": str(self.workers.counters_file),
                 "cpus": list(self.workers.cpus),
+                "busy_poll_us": self.workers.busy_poll_us,
             },
             "api": {
                 "listen": self.api.listen,
@@ -529,6 +531,7 @@ _SECTIONS: dict[str, _Spec] = {
         "restart_backoff": (_number(positive=True), "restart_backoff"),
         "counters_file": (_path, "counters_file"),
         "cpus": (_cpu_list, "cpus"),
+        "busy_poll_us": (_integer(0, 1_000_000, "integer number of microseconds (0 = off)"), "busy_poll_us"),
     },
     "api": {
         "listen": (_listen, "listen"),

@@ -264,6 +264,7 @@ class Daemon:
             workers=cfg.workers.count,
             counters_path=cfg.workers.counters_file,
             cpus=cfg.workers.cpus,
+            busy_poll_us=cfg.workers.busy_poll_us,
         )
         workers = PoolWorkers(pool, backoff=cfg.workers.restart_backoff)
         await workers.start()

@@ -129,6 +129,7 @@ def _loadgen(ns: str, ifname: str, frames: list[bytes], rate: float, duration: f
     as latency of the load generator, not of the engine).
     """
     _set_timer_slack_ns(1000)
+    _pin_traffic()
     with netns.in_netns(ns):
         s = afpacket.BatchSender(capacity=256, slot_size=4096)
         ifindex = socket.if_nametoindex(ifname)
@@ -187,12 +188,13 @@ def load_frames(topo: Topology, dests: list[str], xcast: bool) -> list[bytes]:
 
 # ------------------------------------------------------------------ latency probes (child processes)
 def _probe_rx(ns: str, port: int, seconds: float, conn: multiprocessing.connection.Connection) -> None:
+    _pin_traffic()
     with netns.in_netns(ns):
         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     s.bind(("::", port))
     s.settimeout(0.2)
     conn.send("ready")
-    lat: dict[str, list[int]] = {"xcast": [], "plain": []}
+    arrivals: list[tuple[bytes, int, int]] = []     # (kind, sequence, CLOCK_MONOTONIC ns)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
@@ -200,12 +202,18 @@ def _probe_rx(ns: str, port: int, seconds: float, conn: multiprocessing.connecti
         except TimeoutError:
             continue
         now = time.monotonic_ns()
-        kind, ts = data[:1], struct.unpack("!Q", data[1:9])[0]
-        lat["xcast" if kind == b"X" else "plain"].append(now - ts)
-    conn.send(lat)
+        arrivals.append((data[:1], struct.unpack("!I", data[1:5])[0], now))
+    conn.send(arrivals)
 
 
-def probe_latency(topo: Topology, dst: str, seconds: float, pps: float = 200) -> dict[str, list[int]]:
+def probe_latency(topo: Topology, dst: str, seconds: float, pps: float = 500) -> dict[str, list[int]]:
+    """Sender-to-receiver latency of 1-destination XCAST6 probes and of the same probe as plain UDP.
+
+    Each pair (same sequence number) is sent back to back; the send time is taken right before
+    ``sendto`` (after building the packet) and the arrival time right after ``recv`` (all
+    namespaces share CLOCK_MONOTONIC).  Returns ``xcast`` and ``plain`` latencies and ``added``:
+    per pair, XCAST6 minus plain (what the engine's detour adds to that packet).
+    """
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
     rx = ctx.Process(target=_probe_rx, args=(topo.ns("h1"), PROBE_PORT, seconds + 1.0, child))
@@ -213,24 +221,30 @@ def probe_latency(topo: Topology, dst: str, seconds: float, pps: float = 200) ->
     parent.recv()
     with netns.in_netns(topo.ns("snd")):
         tx = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sent: dict[tuple[bytes, int], int] = {}
     end = time.monotonic() + seconds
     k = 0
     while time.monotonic() < end:
         for kind in (b"X", b"P"):
-            ts = time.monotonic_ns()
-            payload = kind + struct.pack("!Q", ts) + b"p" * 23
+            payload = kind + struct.pack("!I", k) + b"p" * 27
             if kind == b"X":
                 pkt = build_xcast(ip6(topo.sender.addr), [ip6(dst)], payload, sport=30000 + k % 64,
                                   dport=PROBE_PORT)
             else:
                 pkt = udp6(topo.sender.addr, dst, 30000 + k % 64, PROBE_PORT, payload)
+            sent[(kind, k)] = time.monotonic_ns()
             tx.sendto(pkt, (dst, 0))
         k += 1
         time.sleep(1 / pps)
     tx.close()
-    res: dict[str, list[int]] = parent.recv()
+    arrivals: list[tuple[bytes, int, int]] = parent.recv()
     rx.join()
-    return res
+    lat: dict[bytes, dict[int, int]] = {b"X": {}, b"P": {}}
+    for kind, seq, t in arrivals:
+        if (kind, seq) in sent:
+            lat[kind][seq] = t - sent[(kind, seq)]
+    added = [lat[b"X"][q] - lat[b"P"][q] for q in lat[b"X"] if q in lat[b"P"]]
+    return {"xcast": list(lat[b"X"].values()), "plain": list(lat[b"P"].values()), "added": added}
 
 
 def pct(values: list[int], q: float) -> float | None:
@@ -289,7 +303,9 @@ def step(topo: Topology, frames: list[bytes], n: int, rate: float, duration: flo
     time.sleep(0.7)
     c0, d0, p0 = counters(topo), delivered(topo), proc_sample(procs)
     sent, took, burst = run_load(topo, frames, rate, duration)
-    time.sleep(0.5)     # let queues drain before reading the counters
+    # let queues drain, and let the workers fetch the kernel's queue-drop count (every 0.5 s,
+    # after an epoll wait of up to 0.5 s) before reading the counters
+    time.sleep(1.1)
     c1, d1, p1 = counters(topo), delivered(topo), proc_sample(procs)
     got_in = c1["received"] - c0["received"]
     copies = (c1["x2u_out"] - c0["x2u_out"]) + (c1["copies_out"] - c0["copies_out"])
@@ -328,14 +344,26 @@ def placement_plan(workers: int, placement: str) -> tuple[tuple[int, ...], int |
 
     ``shared``: nothing pinned; router A's forwarding of the engine's copies runs in the softirq
     of the worker's own ``sendmmsg`` (veth delivers on the sending CPU), so the worker's core pays
-    for the router too.  ``split``: the workers get the last CPUs, and RPS on router A's
-    engine-facing links hands the copies to CPU 0 -- as in a deployment, where the router is
-    another box and never runs on the engine's cores.  Needs more CPUs than workers.
+    for the router too.  ``pinned``: the workers get the last CPUs (``[workers] cpus``) and the
+    load generator and probes CPU 0, as an operator keeps a worker core for the engine alone.
+    ``polled``: pinned, and the workers busy-poll (``[workers] busy_poll_us``) instead of sleeping
+    between frames.  ``split``: pinned, and RPS on router A's engine-facing links hands the copies to CPU 0 as
+    well (the router is another box in a deployment; on 2 cores CPU 0 then carries the sender,
+    both routers and the receivers).  Pinning needs more CPUs than workers.
     """
     ncpu = len(os.sched_getaffinity(0))
     if placement == "shared" or workers >= ncpu:
         return (), None
-    return tuple(range(ncpu - workers, ncpu)), 0
+    return tuple(range(ncpu - workers, ncpu)), (0 if placement == "split" else None)
+
+
+# CPUs of the load generator and probe processes (None: not pinned); set per run.
+_TRAFFIC_CPUS: set[int] | None = None
+
+
+def _pin_traffic() -> None:
+    if _TRAFFIC_CPUS:
+        os.sched_setaffinity(0, _TRAFFIC_CPUS)
 
 
 def steer_router_rx(topo: Topology, cpu: int) -> None:
@@ -347,20 +375,27 @@ def steer_router_rx(topo: Topology, cpu: int) -> None:
 
 
 def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float,
-                prefix: str = "xlb-", placement: str = "shared") -> dict[str, Any]:
+                prefix: str = "xlb-", placement: str = "shared", busy_poll_us: int = 200) -> dict[str, Any]:
+    global _TRAFFIC_CPUS
     cpus, router_cpu = placement_plan(workers, placement)
+    _TRAFFIC_CPUS = set(range(min(cpus))) if cpus else None
+    poll = busy_poll_us if placement == "polled" and cpus else 0
     topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab-{os.getpid()}"), workers=workers,
-                    worker_cpus=cpus)
+                    worker_cpus=cpus, worker_busy_poll_us=poll)
     build.down(topo)
     build.up(topo)
+    own_cpus = os.sched_getaffinity(0)
+    if _TRAFFIC_CPUS:
+        os.sched_setaffinity(0, _TRAFFIC_CPUS)     # the probe sender runs in this process
     try:
         prepare(topo, max(ns_list))
         if router_cpu is not None:
             steer_router_rx(topo, router_cpu)
-        out: dict[str, Any] = {"workers": workers, "placement": "split" if cpus else "shared",
-                               "worker_cpus": list(cpus), "router_rx_cpu": router_cpu,
+        out: dict[str, Any] = {"workers": workers, "placement": placement if cpus else "shared",
+                               "worker_cpus": list(cpus), "router_rx_cpu": router_cpu, "busy_poll_us": poll,
                                "kernel": kernel_ceiling(topo, duration), "by_n": {}}
-        print(f"\n== workers={workers} placement={out['placement']} (worker CPUs {list(cpus) or 'any'}, "
+        print(f"\n== workers={workers} placement={out['placement']} busy_poll_us={poll} "
+              f"(worker CPUs {list(cpus) or 'any'}, "
               f"router rx CPU {router_cpu if router_cpu is not None else 'sender'})  "
               f"kernel forwarding ceiling: {out['kernel']}")
         for n in ns_list:
@@ -408,9 +443,11 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
                 "half_load_pps": round(half),
                 "at_80pct_capacity": at80,
                 "latency_half_load": {"engine": lat_summary(lat["xcast"]),
-                                      "no_engine": lat_summary(lat["plain"])},
+                                      "no_engine": lat_summary(lat["plain"]),
+                                      "added_per_pair": lat_summary(lat["added"])},
                 "latency_idle": {"engine": lat_summary(idle["xcast"]),
-                                 "no_engine": lat_summary(idle["plain"])},
+                                 "no_engine": lat_summary(idle["plain"]),
+                                 "added_per_pair": lat_summary(idle["added"])},
                 # the workers' own receive->send histogram over the half-load window
                 "worker_latency_half_load": histogram.summary(internal),
                 "copies_vs_kernel": round(capacity_copies / out["kernel"]["forwarded_pps"], 3)
@@ -421,10 +458,12 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
                 res["engine_added_p99_us_half_load"] = round(e["p99_us"] - b["p99_us"], 1)
             print(f"   capacity: {capacity_in} pkt/s in, {capacity_copies} copies/s "
                   f"({res['copies_vs_kernel']} of kernel); latency @half load engine {e} | no engine {b} "
+                  f"| added per pair {res['latency_half_load']['added_per_pair']} "
                   f"| worker receive->send {res['worker_latency_half_load']}")
             out["by_n"][str(n)] = res
         return out
     finally:
+        os.sched_setaffinity(0, own_cpus)
         build.down(topo)
 
 
@@ -466,11 +505,13 @@ def main() -> None:
                     help="highest offered rate of the doubling ladder (it stops earlier at > 20 %% loss)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/bench_lab.json"))
     ap.add_argument("--prefix", default="xlb-", help="name prefix of the lab's namespaces and links")
-    ap.add_argument("--placement", choices=["shared", "split", "both"], default="both",
-                    help="shared: scheduler decides, router A's forwarding of the copies runs on "
-                         "the worker's core; split: workers pinned, router A's handling of the copies "
-                         "steered to CPU 0 (RPS), as when the router is another box; both: one run each "
-                         "(split only when there are more CPUs than workers)")
+    ap.add_argument("--busy-poll-us", type=int, default=200, help="workers' busy_poll_us in 'polled' runs")
+    ap.add_argument("--placement", nargs="+", choices=["shared", "pinned", "polled", "split"],
+                    default=["shared", "pinned"],
+                    help="shared: the scheduler decides; pinned: workers on the last CPUs, load "
+                         "generator and probes on the others; polled: pinned + busy polling; split: "
+                         "pinned + router A's handling of the copies steered to CPU 0 by RPS (see "
+                         "placement_plan); all but shared only run when there are more CPUs than workers")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_lab needs root (network namespaces)")
@@ -478,10 +519,11 @@ def main() -> None:
     result: dict[str, Any] = {"started": time.time(), "cpus": os.cpu_count(),
                               "loadavg_start": os.getloadavg(), "kernel": os.uname().release, "runs": []}
     for w in a.workers:
-        for placement in (["shared", "split"] if a.placement == "both" else [a.placement]):
-            if placement == "split" and not placement_plan(w, "split")[0]:
-                continue    # as many workers as CPUs: nothing to split
-            result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix, placement))
+        for placement in a.placement:
+            if placement != "shared" and not placement_plan(w, placement)[0]:
+                continue    # as many workers as CPUs: nothing to pin
+            result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix, placement,
+                                              a.busy_poll_us))
     result["loadavg_end"] = os.getloadavg()
     a.out.write_text(json.dumps(result, indent=1))
     png = a.out.with_suffix(".png")

@@ -27,7 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.codec import NH_UDP, Encoding, XcastPacket
+from engine.checksum import fold, ones_sum
+from engine.codec import ALL_XCAST_NODES, NH_UDP, Encoding, XcastPacket
 from engine.x2u import addr_sum
 
 # Offset of N in the routing header and of the destination list (XCAST6 encoding):
@@ -35,7 +36,9 @@ from engine.x2u import addr_sum
 _N_OFF = 84
 _DEST_OFF = 104
 _MIN_LEN = 112            # the codec's fast-path minimum (one destination + UDP header)
-_NOT_ALL_XCAST = 0xFFFF - (int.from_bytes(bytes.fromhex("ff0e0000000000000000000000000114"), "big") % 0xFFFF)
+# one's complement of the word sum of ff0e::114, the pseudo-header destination X2U replaces
+# (the same constant as engine.branch's inline X2U)
+_NOT_ALL_XCAST = 0xFFFF - fold(ones_sum(ALL_XCAST_NODES))
 MAX_FLOWS = 4096
 
 

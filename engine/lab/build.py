@@ -189,6 +189,7 @@ def engine_toml(topo: Topology, r: str) -> str:
         "restart_backoff = 0.5",
         f"counters_file = {_q(str(topo.counters_path(r)))}",
         *([f"cpus = {list(topo.worker_cpus)}"] if topo.worker_cpus else []),
+        f"busy_poll_us = {topo.worker_busy_poll_us}",
         "",
         "[api]",
         'listen = "127.0.0.1"',

@@ -73,6 +73,7 @@ class Topology:
     state_dir: Path = field(default_factory=lambda: Path("/tmp/xl-lab"))
     workers: int = 1
     worker_cpus: tuple[int, ...] = ()   # engines' [workers] cpus (pinning); () = not pinned
+    worker_busy_poll_us: int = 0        # engines' [workers] busy_poll_us
     poll_interval: float = 1.0
     # Jumbo links: a 126-destination XCAST6 header alone is 2,120 bytes (the draft assumes the
     # core runs a large MTU; so does the lab).

@@ -63,6 +63,8 @@ def test_negative_interval_names_key_value_and_rule() -> None:
         ),
         ("engine", "state_dir", "relative/dir", "must be an absolute path"),
         ("workers", "count", "two", "workers.count: 'two' is not allowed: must be an integer"),
+        ("workers", "busy_poll_us", -1, "workers.busy_poll_us: -1 is not allowed: must be an integer number "
+         "of microseconds (0 = off) from 0 to 1000000"),
         ("links", "vlan_range", [10, 5], "links.vlan_range: [10, 5] is not allowed"),
         ("links", "mode", "bridge", "links.mode: 'bridge' is not allowed: must be one of 'vlan', 'direct'"),
     ],

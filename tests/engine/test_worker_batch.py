@@ -77,3 +77,50 @@ def test_burst_is_read_in_batches_and_every_copy_leaves_once(pair: tuple[str, st
         w.rx_batch.close()
         for s in [*w.rx, *socks.values()]:
             s.close()
+
+
+@pytest.mark.root
+@pytest.mark.netns
+@pytest.mark.parametrize("busy_poll_us", [0, 300_000])
+def test_busy_poll_keeps_polling_after_traffic_then_sleeps(pair: tuple[str, str], tmp_path: Path,
+                                                           busy_poll_us: int) -> None:
+    import threading
+    import time
+
+    r, e = pair
+    CounterFile.create(tmp_path / "stats.shm", 1)
+    spec = WorkerSpec(0, ["to-r-if1"], tmp_path / "stats.shm", fanout=False, busy_poll_us=busy_poll_us)
+    with netns.in_netns(e):
+        w = Worker(spec, Fib(ROUTES), _links(e), default_brancher_factory)
+    socks = _capture(r)
+    loop = threading.Thread(target=w.run, daemon=True)
+    loop.start()
+
+    def polls() -> int:
+        return int(CounterFile.open(tmp_path / "stats.shm").snapshot().totals["syscalls_poll"])
+
+    try:
+        time.sleep(0.2)
+        with netns.in_netns(r):
+            tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            tx.bind(("r-if1", 0))
+        p0 = polls()
+        tx.send(ethernet(netns.mac(e, "to-r-if1"), ROUTER_MACS["r-if1"],
+                         xcast_packet(SRC, ["2001:db8:2::10"], b"poll", sport=40000, hlim=10)))
+        tx.close()
+        time.sleep(0.1)
+        during = polls() - p0
+        if busy_poll_us:
+            assert during > 20, f"{during} epoll calls in the 0.1 s after a frame: not polling"
+            time.sleep(0.3 + 0.1)           # the polling window is over: back to 0.5 s sleeps
+            p1 = polls()
+            time.sleep(0.6)
+            assert polls() - p1 <= 3
+        else:
+            assert during <= 3, f"{during} epoll calls in 0.1 s without busy polling"
+        assert len(_data_from(_drain(socks)["r-if2"], netns.mac(e, "to-r-if2"))) == 1
+    finally:
+        w.stopping = True
+        loop.join(2)
+        for s in socks.values():
+            s.close()
