@@ -257,6 +257,10 @@ class Daemon:
             if cfg.links.mode == "vlan" and cfg.links.trunk
             else [m.link for m in cfg.links.map if m.link]
         )
+        if cfg.workers.busy_poll_us and not cfg.workers.cpus:
+            log.warning("workers.busy_poll_us = %d without workers.cpus: polling workers spin on CPUs "
+                        "the scheduler shares with sync, the API and other processes; pin them",
+                        cfg.workers.busy_poll_us)
         pool = WorkerPool(
             fib=fib,
             links=links.linkmap(),
