@@ -381,7 +381,9 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
     _TRAFFIC_CPUS = set(range(min(cpus))) if cpus else None
     poll = busy_poll_us if placement == "polled" and cpus else 0
     topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab-{os.getpid()}"), workers=workers,
-                    worker_cpus=cpus, worker_busy_poll_us=poll)
+                    worker_cpus=cpus, worker_busy_poll_us=poll,
+                    # only engine A is measured: engine B (idle here) must not share its worker's CPU
+                    tuned_engines=("a",))
     build.down(topo)
     build.up(topo)
     own_cpus = os.sched_getaffinity(0)
