@@ -404,15 +404,13 @@ def _cpu_list(v: object) -> tuple[int, ...]:
 
 def _ranges(cpus: list[int]) -> str:
     """0,1,2,5 -> '0-2,5' (how taskset and /proc/cpuinfo users read CPU sets)."""
-    out: list[str] = []
+    runs: list[list[int]] = []
     for c in cpus:
-        if out and "-" not in out[-1] and int(out[-1]) == c - 1:
-            out[-1] = f"{out[-1]}-{c}"
-        elif out and "-" in out[-1] and int(out[-1].split("-")[1]) == c - 1:
-            out[-1] = f"{out[-1].split('-')[0]}-{c}"
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
         else:
-            out.append(str(c))
-    return ",".join(out)
+            runs.append([c, c])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _listen(v: object) -> str:

@@ -55,7 +55,7 @@ from engine import afpacket
 from engine.branch import Brancher, BranchResult
 from engine.counters import CounterFile, Slot
 from engine.fib import Fib
-from engine.flowcache import FlowCache, learn, write_frames
+from engine.flowcache import FlowCache, applies, flow_key, learn, write_frames
 from engine.model import Route
 from engine.reasons import NOT_XCAST
 from engine.rxbatch import BatchReceiver
@@ -204,16 +204,14 @@ class Worker:
     def process(self, packet: bytes) -> None:
         """Branch one IPv6 packet (Ethernet header already stripped) and queue its copies."""
         slot = self.slot
-        key = None
-        if len(packet) >= 112:
-            # Flow cache (engine/flowcache.py): key = every header byte the branching reads.
-            key = packet[:110 + 16 * packet[84]]
+        # Flow cache (engine/flowcache.py): key = every header byte the branching reads.
+        key = flow_key(packet)
+        if key is not None:
             flows = self.flows
             if flows.generation != self.fib.generation:     # the table changed: relearn
                 flows.clear(self.fib.generation)
             tpl = flows.flows.get(key)
-            if tpl is not None and len(packet) == tpl.length and (
-                    tpl.ck_off < 0 or packet[tpl.ck_off] or packet[tpl.ck_off + 1]):
+            if tpl is not None and applies(tpl, packet):
                 sender = self.sender
                 i = sender.count
                 if i + len(tpl.frames) > sender.capacity:

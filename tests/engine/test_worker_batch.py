@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,14 +29,19 @@ from tests.lab.scapy_xcast import ethernet, xcast_packet
 pair = test_worker.pair     # the two-namespace fixture (router r, engine e, veth r-ifK <-> to-r-ifK)
 
 
+def _worker(e: str, counters: Path, **spec: object) -> Worker:
+    """An in-process worker on engine link to-r-if1 (no fanout) with its own counter file."""
+    CounterFile.create(counters, 1)
+    with netns.in_netns(e):
+        return Worker(WorkerSpec(0, ["to-r-if1"], counters, fanout=False, **spec),  # type: ignore[arg-type]
+                      Fib(ROUTES), _links(e), default_brancher_factory)
+
+
 @pytest.mark.root
 @pytest.mark.netns
 def test_burst_is_read_in_batches_and_every_copy_leaves_once(pair: tuple[str, str], tmp_path: Path) -> None:
     r, e = pair
-    CounterFile.create(tmp_path / "stats.shm", 1)
-    spec = WorkerSpec(0, ["to-r-if1"], tmp_path / "stats.shm", batch=64, fanout=False, flush_copies=16)
-    with netns.in_netns(e):
-        w = Worker(spec, Fib(ROUTES), _links(e), default_brancher_factory)
+    w = _worker(e, tmp_path / "stats.shm", batch=64, flush_copies=16)
     socks = _capture(r)
     for s in socks.values():
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -84,14 +91,8 @@ def test_burst_is_read_in_batches_and_every_copy_leaves_once(pair: tuple[str, st
 @pytest.mark.parametrize("busy_poll_us", [0, 300_000])
 def test_busy_poll_keeps_polling_after_traffic_then_sleeps(pair: tuple[str, str], tmp_path: Path,
                                                            busy_poll_us: int) -> None:
-    import threading
-    import time
-
     r, e = pair
-    CounterFile.create(tmp_path / "stats.shm", 1)
-    spec = WorkerSpec(0, ["to-r-if1"], tmp_path / "stats.shm", fanout=False, busy_poll_us=busy_poll_us)
-    with netns.in_netns(e):
-        w = Worker(spec, Fib(ROUTES), _links(e), default_brancher_factory)
+    w = _worker(e, tmp_path / "stats.shm", busy_poll_us=busy_poll_us)
     socks = _capture(r)
     loop = threading.Thread(target=w.run, daemon=True)
     loop.start()
