@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.procs import stop_process
+
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "xapi-test-token-0123456789"
@@ -387,11 +389,5 @@ def start_snmpd(router: Router, tmp: Path) -> SnmpRouter:
 
 
 def stop_snmpd(lab: SnmpRouter) -> None:
-    if lab.proc is not None and lab.proc.poll() is None:
-        lab.proc.terminate()
-        try:
-            lab.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            lab.proc.kill()
-            lab.proc.wait()
+    stop_process(lab.proc)
     sh("ip", "link", "del", lab.host_if, check=False)

@@ -24,6 +24,7 @@ from engine.model import NextHop, Route
 from sync.netconf_xml import hop_order
 from tests.netconf_server import kernel
 from tests.netconf_server.junos import junos_name
+from tests.procs import stop_process
 
 WORKTREE = Path(__file__).resolve().parents[2]
 PASSWORD = "xnc-s3cret-pw"
@@ -44,13 +45,7 @@ class ServerProc:
     port: int
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 class NetconfLab:

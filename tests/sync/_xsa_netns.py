@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from engine.model import NextHop, Route
 from sync.model import Interface, Snapshot
 from sync.source import Progress
+from tests.procs import stop_process
 
 _counter = itertools.count()
 
@@ -232,13 +233,7 @@ class XsaSnmpd:
                             f"1.3.6.1.4.1.8072.1.5.3.1.3.{subtree}", "i", "3"], capture_output=True)
 
     def stop_agent(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def __exit__(self, *exc: object) -> None:
         import shutil

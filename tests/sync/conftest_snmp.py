@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from engine.model import NextHop
+from tests.procs import stop_process
 
 SNMPD = "/usr/sbin/snmpd"
 V3_USERS = {
@@ -284,13 +285,7 @@ class SnmpsimAgent:
         return f"snmp://{community}@[::1]:{self.port}" + (f"?{query}" if query else "")
 
     def teardown(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -19,6 +19,7 @@ from sync.apply import Applier
 from sync.kernel import KernelMirror
 from sync.service import SyncConfig, SyncService
 from sync.sources import open_source
+from tests.procs import stop_process
 from tests.sync._xsa_netns import add_veth, expected_view, ip_batch, kernel_view, netns
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
@@ -61,12 +62,7 @@ def test_netconf_router_to_engine(flavor: str, tmp_path: Path, monkeypatch: pyte
             ifmap = {f"xsa-r{i}{suffix}": f"xsa-e{i}" for i in range(2)}
             asyncio.run(_scenario(url, router_ns, engine_ns, ifmap))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
 
 
 async def _scenario(url: str, router_ns: str, engine_ns: str, ifmap: dict[str, str]) -> None:
