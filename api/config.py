@@ -180,6 +180,7 @@ class WorkersSection:
     counters_file: Path = Path("/run/xcast6-engine/stats.shm")
     cpus: tuple[int, ...] = ()      # worker i runs on cpus[i % len(cpus)]; () = scheduler decides
     busy_poll_us: int = 0           # poll this long after traffic before sleeping (0 = always sleep)
+    rx_buffer_kb: int = 4096        # each ingress socket's receive queue (SO_RCVBUF), KiB
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,7 @@ class Config:
                 "counters_file": str(self.workers.counters_file),
                 "cpus": list(self.workers.cpus),
                 "busy_poll_us": self.workers.busy_poll_us,
+                "rx_buffer_kb": self.workers.rx_buffer_kb,
             },
             "api": {
                 "listen": self.api.listen,
@@ -530,6 +532,7 @@ _SECTIONS: dict[str, _Spec] = {
         "counters_file": (_path, "counters_file"),
         "cpus": (_cpu_list, "cpus"),
         "busy_poll_us": (_integer(0, 1_000_000, "integer number of microseconds (0 = off)"), "busy_poll_us"),
+        "rx_buffer_kb": (_integer(64, 1_048_576, "integer number of KiB"), "rx_buffer_kb"),
     },
     "api": {
         "listen": (_listen, "listen"),

@@ -269,6 +269,7 @@ class Daemon:
             counters_path=cfg.workers.counters_file,
             cpus=cfg.workers.cpus,
             busy_poll_us=cfg.workers.busy_poll_us,
+            rx_buffer=cfg.workers.rx_buffer_kb * 1024,
         )
         workers = PoolWorkers(pool, backoff=cfg.workers.restart_backoff)
         await workers.start()

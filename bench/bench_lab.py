@@ -8,9 +8,10 @@ destination is its own next hop and engine A writes N X2U copies per packet):
 * **ladder**: offered XCAST6 packets/s doubles until the loss exceeds 20 %; at each step the
   packets in / copies out / delivered per second, loss, CPU, RSS, context switches, system
   calls (worker counters) and the load average are recorded;
-* **latency**: at half the measured capacity, 1-destination probe packets (timestamped with
-  CLOCK_MONOTONIC, which all namespaces share) are sent along the load, and the same probe as
-  plain UDP (not diverted: the same path without the engine) is the baseline;
+* **latency**: at half the measured capacity, 1-destination probe packets are sent along the
+  load (send time right before ``sendto``, arrival time = the receiver kernel's timestamp, both
+  CLOCK_REALTIME, which all namespaces share), and the same probe as plain UDP (not diverted:
+  the same path without the engine) is the baseline;
 * **kernel ceiling**: plain unicast UDP forwarded by router A's kernel, offered as fast as the
   (same) sender can, counted on the router's egress.
 
@@ -187,21 +188,35 @@ def load_frames(topo: Topology, dests: list[str], xcast: bool) -> list[bytes]:
 
 
 # ------------------------------------------------------------------ latency probes (child processes)
+SO_TIMESTAMPNS = 35     # Linux: SCM_TIMESTAMPNS carries the kernel's receive time (CLOCK_REALTIME)
+
+
 def _probe_rx(ns: str, port: int, seconds: float, conn: multiprocessing.connection.Connection) -> None:
+    """Collect probe arrivals with the KERNEL's receive timestamp (``SO_TIMESTAMPNS``).
+
+    The time a packet reached the receiver's socket, not the time this process got around to
+    reading it: on a loaded 2-vCPU box the receiver's own wake-up takes up to tens of ms, which
+    is the measuring process's latency, not the path's (a NIC timestamp in a hardware lab).
+    """
     _pin_traffic()
     with netns.in_netns(ns):
         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     s.bind(("::", port))
     s.settimeout(0.2)
     conn.send("ready")
-    arrivals: list[tuple[bytes, int, int]] = []     # (kind, sequence, CLOCK_MONOTONIC ns)
+    arrivals: list[tuple[bytes, int, int]] = []     # (kind, sequence, CLOCK_REALTIME ns)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
-            data = s.recv(2048)
+            data, anc, _flags, _addr = s.recvmsg(2048, socket.CMSG_SPACE(16))
         except TimeoutError:
             continue
-        now = time.monotonic_ns()
+        now = time.time_ns()
+        for level, kind, cdata in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= 16:
+                sec, nsec = struct.unpack("qq", cdata[:16])
+                now = sec * 1_000_000_000 + nsec
         arrivals.append((data[:1], struct.unpack("!I", data[1:5])[0], now))
     conn.send(arrivals)
 
@@ -209,10 +224,11 @@ def _probe_rx(ns: str, port: int, seconds: float, conn: multiprocessing.connecti
 def probe_latency(topo: Topology, dst: str, seconds: float, pps: float = 500) -> dict[str, list[int]]:
     """Sender-to-receiver latency of 1-destination XCAST6 probes and of the same probe as plain UDP.
 
-    Each pair (same sequence number) is sent back to back; the send time is taken right before
-    ``sendto`` (after building the packet) and the arrival time right after ``recv`` (all
-    namespaces share CLOCK_MONOTONIC).  Returns ``xcast`` and ``plain`` latencies and ``added``:
-    per pair, XCAST6 minus plain (what the engine's detour adds to that packet).
+    Each pair (same sequence number) is built, then sent back to back; the send time is taken
+    right before ``sendto`` and the arrival time is the kernel's receive timestamp on the
+    receiver's socket (CLOCK_REALTIME, shared by all namespaces).  Returns ``xcast`` and
+    ``plain`` latencies and ``added``: per pair, XCAST6 minus plain (what the engine's detour
+    adds to that packet).
     """
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
@@ -225,14 +241,12 @@ def probe_latency(topo: Topology, dst: str, seconds: float, pps: float = 500) ->
     end = time.monotonic() + seconds
     k = 0
     while time.monotonic() < end:
-        for kind in (b"X", b"P"):
-            payload = kind + struct.pack("!I", k) + b"p" * 27
-            if kind == b"X":
-                pkt = build_xcast(ip6(topo.sender.addr), [ip6(dst)], payload, sport=30000 + k % 64,
-                                  dport=PROBE_PORT)
-            else:
-                pkt = udp6(topo.sender.addr, dst, 30000 + k % 64, PROBE_PORT, payload)
-            sent[(kind, k)] = time.monotonic_ns()
+        seq = struct.pack("!I", k) + b"p" * 27
+        xcast = build_xcast(ip6(topo.sender.addr), [ip6(dst)], b"X" + seq, sport=30000 + k % 64,
+                            dport=PROBE_PORT)
+        plain = udp6(topo.sender.addr, dst, 30000 + k % 64, PROBE_PORT, b"P" + seq)
+        for kind, pkt in ((b"X", xcast), (b"P", plain)):
+            sent[(kind, k)] = time.time_ns()
             tx.sendto(pkt, (dst, 0))
         k += 1
         time.sleep(1 / pps)
@@ -277,6 +291,20 @@ def proc_sample(procs: list[psutil.Process]) -> dict[str, float]:
         ctx += c.voluntary + c.involuntary
         rss += p.memory_info().rss
     return {"cpu_s": cpu, "ctx": ctx, "rss": rss}
+
+
+def steal_ms() -> list[int]:
+    """Per-CPU steal time so far (ms): time this VM's vCPU wanted to run and the host ran
+    something else.  A vCPU that is not running stalls whatever runs on it, the worker included,
+    so this is the part of a latency tail no software in the guest can remove."""
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0].startswith("cpu") and fields[0] != "cpu":
+                out.append(round(int(fields[8]) * tick_ms))
+    return out
 
 
 def counters(topo: Topology) -> dict[str, int]:
@@ -375,13 +403,14 @@ def steer_router_rx(topo: Topology, cpu: int) -> None:
 
 
 def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float,
-                prefix: str = "xlb-", placement: str = "shared", busy_poll_us: int = 200) -> dict[str, Any]:
+                prefix: str = "xlb-", placement: str = "shared", busy_poll_us: int = 200,
+                rx_buffer_kb: int = 0) -> dict[str, Any]:
     global _TRAFFIC_CPUS
     cpus, router_cpu = placement_plan(workers, placement)
     _TRAFFIC_CPUS = set(range(min(cpus))) if cpus else None
     poll = busy_poll_us if placement == "polled" and cpus else 0
     topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab-{os.getpid()}"), workers=workers,
-                    worker_cpus=cpus, worker_busy_poll_us=poll,
+                    worker_cpus=cpus, worker_busy_poll_us=poll, worker_rx_buffer_kb=rx_buffer_kb,
                     # only engine A is measured: engine B (idle here) must not share its worker's CPU
                     tuned_engines=("a",))
     build.down(topo)
@@ -395,6 +424,7 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
             steer_router_rx(topo, router_cpu)
         out: dict[str, Any] = {"workers": workers, "placement": placement if cpus else "shared",
                                "worker_cpus": list(cpus), "router_rx_cpu": router_cpu, "busy_poll_us": poll,
+                               "rx_buffer_kb": rx_buffer_kb or None,
                                "kernel": kernel_ceiling(topo, duration), "by_n": {}}
         print(f"\n== workers={workers} placement={out['placement']} busy_poll_us={poll} "
               f"(worker CPUs {list(cpus) or 'any'}, "
@@ -434,9 +464,10 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
             bg = ctx.Process(target=run_load, args=(topo, frames, half, 6.0))
             bg.start()
             time.sleep(0.5)
-            h0 = buckets(topo)
+            h0, st0 = buckets(topo), steal_ms()
             lat = probe_latency(topo, bench_dests(topo, 1)[0], 4.0)
             internal = [b - a for a, b in zip(h0, buckets(topo), strict=True)]
+            stolen = [b - a for a, b in zip(st0, steal_ms(), strict=True)]
             bg.join()
             idle = probe_latency(topo, bench_dests(topo, 1)[0], 2.0)
             res = {
@@ -452,6 +483,8 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
                                  "added_per_pair": lat_summary(idle["added"])},
                 # the workers' own receive->send histogram over the half-load window
                 "worker_latency_half_load": histogram.summary(internal),
+                # per CPU, ms the hypervisor ran something else during the 4 s half-load probe window
+                "steal_ms_half_load": stolen,
                 "copies_vs_kernel": round(capacity_copies / out["kernel"]["forwarded_pps"], 3)
                 if out["kernel"]["forwarded_pps"] else None,
             }
@@ -461,7 +494,8 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
             print(f"   capacity: {capacity_in} pkt/s in, {capacity_copies} copies/s "
                   f"({res['copies_vs_kernel']} of kernel); latency @half load engine {e} | no engine {b} "
                   f"| added per pair {res['latency_half_load']['added_per_pair']} "
-                  f"| worker receive->send {res['worker_latency_half_load']}")
+                  f"| worker receive->send {res['worker_latency_half_load']} "
+                  f"| steal ms per CPU {stolen}")
             out["by_n"][str(n)] = res
         return out
     finally:
@@ -501,11 +535,13 @@ def plot(result: dict[str, Any], png: Path) -> None:
 def summarize(result: dict[str, Any]) -> str:
     """One line per run and N: throughput against the best kernel ceiling of the whole invocation
     (each run measures its own; on a shared VM they swing by 2x, so the highest one is the fair,
-    conservative yardstick), loss at 80 % of capacity, and latency the engine adds at half load."""
+    conservative yardstick), loss at 80 % of capacity, latency the engine adds at half load, and the
+    time the hypervisor took from this VM's CPUs during that latency window (steal)."""
     best = max(r["kernel"]["forwarded_pps"] for r in result["runs"])
     lines = [f"kernel plain-UDP forwarding ceiling (best of {len(result['runs'])} runs): {best} pkt/s",
              f"{'workers':>7} {'placement':>9} {'N':>3} {'in pkt/s':>9} {'copies/s':>9} {'/kernel':>7} "
-             f"{'loss@80%':>8} {'added p50':>9} {'added p99':>9} {'worker p99':>10} {'worker p99.9':>12}"]
+             f"{'loss@80%':>8} {'added p50':>9} {'added p99':>9} {'worker p99':>10} {'worker p99.9':>12} "
+             f"{'steal ms':>8}"]
     for run in result["runs"]:
         for n, res in run["by_n"].items():
             res["copies_vs_best_kernel"] = round(res["capacity_copies_pps"] / best, 3)
@@ -516,7 +552,8 @@ def summarize(result: dict[str, Any]) -> str:
                 f"{res['capacity_copies_pps']:>9} {res['copies_vs_best_kernel']:>7} "
                 f"{res['at_80pct_capacity']['loss']!s:>8} {added.get('p50_us')!s:>9} "
                 f"{added.get('p99_us')!s:>9} "
-                f"{wl.get('p99_us')!s:>10} {wl.get('p999_us')!s:>12}")
+                f"{wl.get('p99_us')!s:>10} {wl.get('p999_us')!s:>12} "
+                f"{sum(res.get('steal_ms_half_load') or [0]) if 'steal_ms_half_load' in res else '-':>8}")
     return "\n".join(lines)
 
 
@@ -530,6 +567,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/bench_lab.json"))
     ap.add_argument("--prefix", default="xlb-", help="name prefix of the lab's namespaces and links")
     ap.add_argument("--busy-poll-us", type=int, default=200, help="workers' busy_poll_us in 'polled' runs")
+    ap.add_argument("--rx-buffer-kb", type=int, default=0,
+                    help="engine A's [workers] rx_buffer_kb (0: the engine's default)")
     ap.add_argument("--placement", nargs="+", choices=["shared", "pinned", "polled", "split"],
                     default=["shared", "pinned"],
                     help="shared: the scheduler decides; pinned: workers on the last CPUs, load "
@@ -551,7 +590,7 @@ def main() -> None:
             if placement != "shared" and not placement_plan(w, placement)[0]:
                 continue    # as many workers as CPUs: nothing to pin
             result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix, placement,
-                                              a.busy_poll_us))
+                                              a.busy_poll_us, a.rx_buffer_kb))
     result["loadavg_end"] = os.getloadavg()
     print("\n" + summarize(result))
     a.out.write_text(json.dumps(result, indent=1))

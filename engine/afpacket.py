@@ -45,7 +45,7 @@ class _SockaddrLL(ctypes.Structure):
 SO_RCVBUFFORCE = 33
 
 
-def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 1 << 20) -> socket.socket:
+def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 4 << 20) -> socket.socket:
     """A non-blocking packet socket on ``ifname`` that sees only candidate XCAST6 frames."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
@@ -53,9 +53,10 @@ def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 1 << 20) 
         # kernel < 4.20 lacks this option; the BPF pkttype test still drops our own frames
         with contextlib.suppress(OSError):
             s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        # 1 MiB: absorbs short stalls without letting a standing queue of ~100 ms form (a 4 MiB
-        # queue gave p99 > 100 ms when a shared CPU stalled the worker).  FORCE (root) applies it
-        # even when net.core.rmem_max is lower; otherwise best effort.
+        # The queue that rides out a worker stall (config workers.rx_buffer_kb; the kernel
+        # charges each queued frame its skb truesize, ~850 bytes for a small frame, against twice
+        # this value).  FORCE (root) applies it even when net.core.rmem_max is lower; otherwise
+        # best effort.
         try:
             s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, bufsize)
         except OSError:

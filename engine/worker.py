@@ -137,6 +137,7 @@ class WorkerSpec:
     flush_copies: int = 8
     cpu: int | None = None     # pin the worker to this CPU (config workers.cpus)
     busy_poll_us: int = 0      # keep polling this long after the last frame before sleeping in epoll
+    rx_buffer: int = 4 << 20   # ingress socket receive queue, bytes (config workers.rx_buffer_kb)
 
 
 def apply_diff(fib: Fib, adds: Iterable[Route], removes: Iterable[ipaddress.IPv6Network]) -> None:
@@ -172,7 +173,7 @@ class Worker:
         self.rx: list[socket.socket] = []
         for ifname in spec.ingress:
             group = afpacket.fanout_group_for(afpacket.ifindex_of(ifname)) if spec.fanout else None
-            self.rx.append(afpacket.open_ingress(ifname, group))
+            self.rx.append(afpacket.open_ingress(ifname, group, spec.rx_buffer))
         self.set_links(links)
         self.stopping = False
 
@@ -443,6 +444,7 @@ class WorkerPool:
     batch: int = 64
     cpus: tuple[int, ...] = ()     # worker i runs on cpus[i % len(cpus)]; () = not pinned
     busy_poll_us: int = 0
+    rx_buffer: int = 4 << 20       # bytes per ingress socket
     procs: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     conns: list[multiprocessing.connection.Connection] = field(default_factory=list)
 
@@ -455,7 +457,7 @@ class WorkerPool:
         parent, child = ctx.Pipe()
         cpu = self.cpus[i % len(self.cpus)] if self.cpus else None
         spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch, cpu=cpu,
-                          busy_poll_us=self.busy_poll_us)
+                          busy_poll_us=self.busy_poll_us, rx_buffer=self.rx_buffer)
         args = (spec, self.fib, self.links.links(), self.factory, child)
         p = ctx.Process(target=_worker_main, args=args, name=f"xcast6-worker-{i}", daemon=True)
         p.start()

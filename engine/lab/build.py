@@ -190,6 +190,8 @@ def engine_toml(topo: Topology, r: str) -> str:
         f"counters_file = {_q(str(topo.counters_path(r)))}",
         *([f"cpus = {list(topo.worker_cpus)}"] if topo.worker_cpus and r in topo.tuned_engines else []),
         f"busy_poll_us = {topo.worker_busy_poll_us if r in topo.tuned_engines else 0}",
+        *([f"rx_buffer_kb = {topo.worker_rx_buffer_kb}"]
+          if topo.worker_rx_buffer_kb and r in topo.tuned_engines else []),
         "",
         "[api]",
         'listen = "127.0.0.1"',

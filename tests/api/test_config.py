@@ -65,6 +65,8 @@ def test_negative_interval_names_key_value_and_rule() -> None:
         ("workers", "count", "two", "workers.count: 'two' is not allowed: must be an integer"),
         ("workers", "busy_poll_us", -1, "workers.busy_poll_us: -1 is not allowed: must be an integer number "
          "of microseconds (0 = off) from 0 to 1000000"),
+        ("workers", "rx_buffer_kb", 16, "workers.rx_buffer_kb: 16 is not allowed: must be an integer number "
+         "of KiB from 64 to 1048576"),
         ("links", "vlan_range", [10, 5], "links.vlan_range: [10, 5] is not allowed"),
         ("links", "mode", "bridge", "links.mode: 'bridge' is not allowed: must be one of 'vlan', 'direct'"),
     ],

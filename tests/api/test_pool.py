@@ -19,6 +19,12 @@ from tests.api.conftest import _mk_router, free_port, sh, start_daemon, wait_for
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 
+def _ingress_skmem(pid: int) -> str:
+    """``ss`` socket-memory line of the packet sockets a process holds (rb = receive buffer)."""
+    out = sh("ss", "-0", "-m", "-p", "-n", "-H").stdout
+    return "\n".join(line for line in out.splitlines() if f"pid={pid}," in line)
+
+
 def test_daemon_supervises_the_worker_pool() -> None:
     ns = f"xapi-q{os.getpid() % 100000}"
     sh("ip", "netns", "del", ns, check=False)
@@ -32,7 +38,7 @@ def test_daemon_supervises_the_worker_pool() -> None:
         cfg.read_text().replace(
             "count = 0",
             f'count = 2\nrestart_backoff = 0.5\ncounters_file = "{tmp}/stats.shm"\n'
-            f'ingress = ["{router.host_link}"]\ncpus = {cpus}',
+            f'ingress = ["{router.host_link}"]\ncpus = {cpus}\nrx_buffer_kb = 256',
         )
     )
     d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
@@ -46,6 +52,8 @@ def test_daemon_supervises_the_worker_pool() -> None:
             pid = stats["workers"][1]["pid"]
             for i, w in enumerate(stats["workers"]):
                 assert os.sched_getaffinity(w["pid"]) == {cpus[i % len(cpus)]}
+                # workers.rx_buffer_kb reached the ingress socket (the kernel reports twice the value)
+                assert f"rb{2 * 256 * 1024}," in _ingress_skmem(w["pid"]), _ingress_skmem(w["pid"])
             gen = st["sync"]["generation"]
             os.kill(pid, signal.SIGKILL)
             assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)
