@@ -375,9 +375,10 @@ def placement_plan(workers: int, placement: str) -> tuple[tuple[int, ...], int |
     for the router too.  ``pinned``: the workers get the last CPUs (``[workers] cpus``) and the
     load generator and probes CPU 0, as an operator keeps a worker core for the engine alone.
     ``polled``: pinned, and the workers busy-poll (``[workers] busy_poll_us``) instead of sleeping
-    between frames.  ``split``: pinned, and RPS on router A's engine-facing links hands the copies to CPU 0 as
-    well (the router is another box in a deployment; on 2 cores CPU 0 then carries the sender,
-    both routers and the receivers).  Pinning needs more CPUs than workers.
+    between frames.  ``split``: pinned, and router A's handling of the copies runs in
+    threaded-NAPI kernel threads on CPU 0 (``steer_router_rx``: the router is another box in a
+    deployment; on 2 cores CPU 0 then carries the sender, both routers and the receivers).
+    Pinning needs more CPUs than workers.
     """
     ncpu = len(os.sched_getaffinity(0))
     if placement == "shared" or workers >= ncpu:
@@ -394,12 +395,36 @@ def _pin_traffic() -> None:
         os.sched_setaffinity(0, _TRAFFIC_CPUS)
 
 
+def _napi_threads() -> set[int]:
+    """PIDs of the kernel's threaded-NAPI pollers (comm ``napi/<dev>-<id>``)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().startswith("napi/"):
+                    out.add(int(d.name))
+            except OSError:
+                continue
+    return out
+
+
 def steer_router_rx(topo: Topology, cpu: int) -> None:
-    """RPS on router A's engine-facing links: frames from the engine are processed on ``cpu``."""
+    """Router A's handling of the engine's copies runs on ``cpu``, not in the worker's ``sendmmsg``.
+
+    veth delivers a frame in the softirq of the sending CPU, so in this lab router A's forwarding
+    of every copy (and the receivers' input) is billed to the worker's ``sendmmsg``; on a real
+    deployment the router is another box.  Threaded NAPI on router A's engine-facing veths (needs
+    GRO on, which does not merge these UDP datagrams: no UDP GRO forwarding) queues the frames to a
+    ``napi/...`` kernel thread, pinned here to ``cpu``; the worker pays one wake-up per poll
+    instead of the router's work (RPS did the same with an IPI per frame, a VM exit each).
+    """
     router = topo.routers["a"]
+    before = _napi_threads()
     for ifname in (router.engine_link(k)[0] for k in range(len(router.interfaces))):
-        netns.run(["sh", "-c", f"echo {1 << cpu:x} > /sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
-                  ns=topo.router_ns("a"))
+        netns.run(["ethtool", "-K", ifname, "gro", "on"], ns=topo.router_ns("a"))
+        netns.run(["sh", "-c", f"echo 1 > /sys/class/net/{ifname}/threaded"], ns=topo.router_ns("a"))
+    for pid in _napi_threads() - before:
+        os.sched_setaffinity(pid, {cpu})
 
 
 def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float,
@@ -573,7 +598,7 @@ def main() -> None:
                     default=["shared", "pinned"],
                     help="shared: the scheduler decides; pinned: workers on the last CPUs, load "
                          "generator and probes on the others; polled: pinned + busy polling; split: "
-                         "pinned + router A's handling of the copies steered to CPU 0 by RPS (see "
+                         "pinned + router A's handling of the copies in threaded NAPI on CPU 0 (see "
                          "placement_plan); all but shared only run when there are more CPUs than workers")
     ap.add_argument("--summary", type=Path, help="print the summary table of an earlier result file and exit")
     a = ap.parse_args()
