@@ -370,9 +370,13 @@ def kernel_ceiling(topo: Topology, duration: float) -> dict[str, Any]:
 def placement_plan(workers: int, placement: str) -> tuple[tuple[int, ...], int | None]:
     """(worker CPUs, CPU for router A's handling of the copies) for a placement.
 
-    ``shared``: nothing pinned; router A's forwarding of the engine's copies runs in the softirq
-    of the worker's own ``sendmmsg`` (veth delivers on the sending CPU), so the worker's core pays
-    for the router too.  ``pinned``: the workers get the last CPUs (``[workers] cpus``) and the
+    Whenever the workers are pinned, the rest of the lab (snmpd, engine B, receivers: other boxes
+    in a deployment) is moved to the other CPUs too (``keep_lab_off``), and engine A's daemon keeps
+    its own threads off the worker CPUs.
+
+    ``shared``: nothing pinned; router A's forwarding of the engine's copies runs in the softirq of
+    the worker's own ``sendmmsg`` (veth delivers on the sending CPU), so the worker's core pays for
+    the router too.  ``pinned``: the workers get the last CPUs (``[workers] cpus``) and the
     load generator and probes CPU 0, as an operator keeps a worker core for the engine alone.
     ``polled``: pinned, and the workers busy-poll (``[workers] busy_poll_us``) instead of sleeping
     between frames.  ``split``: pinned, and router A's handling of the copies runs in
@@ -406,6 +410,32 @@ def _napi_threads() -> set[int]:
             except OSError:
                 continue
     return out
+
+
+def keep_lab_off(topo: Topology, cpus: set[int]) -> int:
+    """Move every lab process but engine A (snmpd, engine B and its workers, receivers) to ``cpus``.
+
+    They are other boxes in a deployment; here they would otherwise be scheduled on the CPU of
+    the worker under test (engine A's daemon moves its own threads: ``[workers] cpus``).  Each
+    lab process leads its own session, so its session id finds its children.  Returns the
+    number of threads moved.
+    """
+    leaders = {int(pf.read_text().strip()) for pf in topo.state_dir.glob("*.pid") if pf.stem != "engine-a"}
+    moved = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            sid = int(stat[stat.rindex(")") + 2:].split()[3])
+            if sid not in leaders:
+                continue
+            for tid in os.listdir(d / "task"):
+                os.sched_setaffinity(int(tid), cpus)
+                moved += 1
+        except (OSError, ValueError):
+            continue
+    return moved
 
 
 def steer_router_rx(topo: Topology, cpu: int) -> None:
@@ -447,9 +477,10 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
         prepare(topo, max(ns_list))
         if router_cpu is not None:
             steer_router_rx(topo, router_cpu)
+        moved = keep_lab_off(topo, _TRAFFIC_CPUS) if _TRAFFIC_CPUS else 0
         out: dict[str, Any] = {"workers": workers, "placement": placement if cpus else "shared",
                                "worker_cpus": list(cpus), "router_rx_cpu": router_cpu, "busy_poll_us": poll,
-                               "rx_buffer_kb": rx_buffer_kb or None,
+                               "rx_buffer_kb": rx_buffer_kb or None, "lab_threads_moved_off": moved,
                                "kernel": kernel_ceiling(topo, duration), "by_n": {}}
         print(f"\n== workers={workers} placement={out['placement']} busy_poll_us={poll} "
               f"(worker CPUs {list(cpus) or 'any'}, "

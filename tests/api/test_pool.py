@@ -6,11 +6,14 @@ error naming workers.count (that is what this test checks there).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,48 +28,69 @@ def _ingress_skmem(pid: int) -> str:
     return "\n".join(line for line in out.splitlines() if f"pid={pid}," in line)
 
 
-def test_daemon_supervises_the_worker_pool() -> None:
+@contextlib.contextmanager
+def _pool_daemon(workers_toml: str) -> Iterator[Any]:
+    """A daemon syncing a namespace router's kernel table, with ``[workers]`` extended."""
     ns = f"xapi-q{os.getpid() % 100000}"
     sh("ip", "netns", "del", ns, check=False)
     tmp = Path(tempfile.mkdtemp(prefix="xapi-pool-"))
     router = _mk_router(ns, 20)
     port = free_port()
-    cpus = sorted(os.sched_getaffinity(0))[::-1]      # worker i pinned to cpus[i % len]
     cfg = tmp / "engine.toml"
     write_config(cfg, tmp / "state", f"kernel://{ns}", port, link=router.host_link, change_detect=0)
     cfg.write_text(
         cfg.read_text().replace(
             "count = 0",
-            f'count = 2\nrestart_backoff = 0.5\ncounters_file = "{tmp}/stats.shm"\n'
-            f'ingress = ["{router.host_link}"]\ncpus = {cpus}\nrx_buffer_kb = 256',
+            f'restart_backoff = 0.5\ncounters_file = "{tmp}/stats.shm"\n'
+            f'ingress = ["{router.host_link}"]\n{workers_toml}',
         )
     )
     d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
     try:
-        with d.client() as c:
-            st = c.get("/status").json()
-            assert st["workers"] == {"configured": 2, "running": 2, "restarts": 0}, d.logs()
-            stats = c.get("/stats").json()
-            assert "received" in stats["counters"] and "drop.no_route" in stats["counters"]
-            assert len(stats["latency"]["buckets"]) > 10
-            pid = stats["workers"][1]["pid"]
-            for i, w in enumerate(stats["workers"]):
-                assert os.sched_getaffinity(w["pid"]) == {cpus[i % len(cpus)]}
-                # workers.rx_buffer_kb reached the ingress socket (the kernel reports twice the value)
-                assert f"rb{2 * 256 * 1024}," in _ingress_skmem(w["pid"]), _ingress_skmem(w["pid"])
-            gen = st["sync"]["generation"]
-            os.kill(pid, signal.SIGKILL)
-            assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)
-            assert wait_for(lambda: c.get("/readyz").status_code == 200, 15), d.logs()
-            st = c.get("/status").json()
-            assert st["workers"] == {"configured": 2, "running": 2, "restarts": 1}
-            assert st["sync"]["generation"] == gen and st["sync"]["route_count"] == 23
-            w1 = c.get("/stats").json()["workers"][1]
-            assert w1["pid"] != pid and w1["last_exit"] == "signal SIGKILL" and w1["rss_bytes"] > 0
-            assert os.sched_getaffinity(w1["pid"]) == {cpus[1 % len(cpus)]}   # revived: pinned again
-            assert 'xcast6_packets_total{reason="received"}' in c.get("/metrics").text
+        yield d
     finally:
         rc = d.stop()
         sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
         assert rc == 0, d.logs()
+
+
+def test_daemon_supervises_the_worker_pool() -> None:
+    cpus = sorted(os.sched_getaffinity(0))[::-1]      # worker i pinned to cpus[i % len]
+    with _pool_daemon(f"count = 2\ncpus = {cpus}\nrx_buffer_kb = 256") as d, d.client() as c:
+        st = c.get("/status").json()
+        assert st["workers"] == {"configured": 2, "running": 2, "restarts": 0}, d.logs()
+        stats = c.get("/stats").json()
+        assert "received" in stats["counters"] and "drop.no_route" in stats["counters"]
+        assert len(stats["latency"]["buckets"]) > 10
+        pid = stats["workers"][1]["pid"]
+        for i, w in enumerate(stats["workers"]):
+            assert os.sched_getaffinity(w["pid"]) == {cpus[i % len(cpus)]}
+            # workers.rx_buffer_kb reached the ingress socket (the kernel reports twice the value)
+            assert f"rb{2 * 256 * 1024}," in _ingress_skmem(w["pid"]), _ingress_skmem(w["pid"])
+        gen = st["sync"]["generation"]
+        os.kill(pid, signal.SIGKILL)
+        assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)
+        assert wait_for(lambda: c.get("/readyz").status_code == 200, 15), d.logs()
+        st = c.get("/status").json()
+        assert st["workers"] == {"configured": 2, "running": 2, "restarts": 1}
+        assert st["sync"]["generation"] == gen and st["sync"]["route_count"] == 23
+        w1 = c.get("/stats").json()["workers"][1]
+        assert w1["pid"] != pid and w1["last_exit"] == "signal SIGKILL" and w1["rss_bytes"] > 0
+        assert os.sched_getaffinity(w1["pid"]) == {cpus[1 % len(cpus)]}   # revived: pinned again
+        assert 'xcast6_packets_total{reason="received"}' in c.get("/metrics").text
+
+
+def test_daemon_threads_stay_off_the_worker_cpus() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs 2 CPUs: one for the worker, one for the rest of the daemon")
+    with _pool_daemon(f"count = 1\ncpus = [{allowed[-1]}]") as d:
+        with d.client() as c:
+            worker = c.get("/stats").json()["workers"][0]["pid"]
+        assert os.sched_getaffinity(worker) == {allowed[-1]}
+        tasks = os.listdir(f"/proc/{d.proc.pid}/task")
+        assert len(tasks) > 1      # sync, executor and API threads exist by now
+        for tid in tasks:
+            assert os.sched_getaffinity(int(tid)) == set(allowed[:-1]), (tid, d.logs())
+        assert f"daemon threads on CPUs {allowed[:-1]}, packet workers on [{allowed[-1]}]" in d.logs()
