@@ -88,7 +88,8 @@ def render(view: EngineView) -> str:
         [({"reason": k}, v) for k, v in sorted(counters.items())],
     )
     h = view.workers.latency()
-    o.lines.append("# HELP xcast6_latency_seconds Receive-to-send latency of branched packets.")
+    o.lines.append("# HELP xcast6_latency_seconds Arrival-to-send latency of branched packets "
+                   "(kernel arrival time on the engine link, queueing included, to the write of the copies).")
     o.lines.append("# TYPE xcast6_latency_seconds histogram")
     cum = 0
     for bound, c in zip(h.bounds_us, h.counts, strict=False):

@@ -537,7 +537,8 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
                 "latency_idle": {"engine": lat_summary(idle["xcast"]),
                                  "no_engine": lat_summary(idle["plain"]),
                                  "added_per_pair": lat_summary(idle["added"])},
-                # the workers' own receive->send histogram over the half-load window
+                # the workers' own arrival->send histogram over the half-load window (kernel arrival
+                # time on the engine link, queueing included, to the write of the copies)
                 "worker_latency_half_load": histogram.summary(internal),
                 # per CPU, ms the hypervisor ran something else during the 4 s half-load probe window
                 "steal_ms_half_load": stolen,
@@ -550,7 +551,7 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
             print(f"   capacity: {capacity_in} pkt/s in, {capacity_copies} copies/s "
                   f"({res['copies_vs_kernel']} of kernel); latency @half load engine {e} | no engine {b} "
                   f"| added per pair {res['latency_half_load']['added_per_pair']} "
-                  f"| worker receive->send {res['worker_latency_half_load']} "
+                  f"| worker arrival->send {res['worker_latency_half_load']} "
                   f"| steal ms per CPU {stolen}")
             out["by_n"][str(n)] = res
         return out

@@ -43,6 +43,7 @@ class _SockaddrLL(ctypes.Structure):
 
 
 SO_RCVBUFFORCE = 33
+SO_TIMESTAMPNS = 35
 
 
 def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 4 << 20) -> socket.socket:
@@ -61,6 +62,9 @@ def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 4 << 20) 
             s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, bufsize)
         except OSError:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
+        # The kernel's arrival time of each frame (read by the worker for its latency histogram,
+        # so the time a frame queued before the worker got to it is counted).
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         s.bind((ifname, ETH_P_IPV6))
         if fanout_group is not None:
             arg = (fanout_group & 0xFFFF) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16)

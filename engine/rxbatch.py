@@ -9,6 +9,10 @@ them out (optionally skipping a header) as ``bytes`` — the one copy the parser
 
 The arena is an anonymous ``mmap`` so a 64 KiB slot (no frame can be truncated: the largest
 possible IPv6 packet on a link fits) only costs resident memory for the pages actually written.
+
+With ``timestamps=True`` each message also gets room for one control message, so a socket with
+``SO_TIMESTAMPNS`` set hands over the kernel's arrival time of every frame (:meth:`stamp_ns`):
+the worker's latency then starts when the frame reached the engine's link, queueing included.
 """
 
 from __future__ import annotations
@@ -24,18 +28,22 @@ from engine.mmsg import libc as _libc
 
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
+SOL_SOCKET = 1
+SCM_TIMESTAMPNS = 35        # = SO_TIMESTAMPNS: struct timespec, CLOCK_REALTIME
+CMSG_SLOT = 32              # CMSG_SPACE(sizeof(struct timespec)) on LP64
 
 
 # struct mmsghdr is 64 bytes on LP64: msg_len is the 15th u32 word, msg_flags the 12th.
 _MMSG_WORDS = ctypes.sizeof(_MMsgHdr) // 4
 _LEN_WORD = _MMsgHdr.len.offset // 4
 _FLAGS_WORD = (_MMsgHdr.hdr.offset + _MsgHdr.flags.offset) // 4
+_CONTROLLEN_WORD = (_MMsgHdr.hdr.offset + _MsgHdr.controllen.offset) // 4    # low half of a size_t
 
 
 class BatchReceiver:
     """Up to ``capacity`` frames per ``recvmmsg`` into a preallocated arena (one per worker)."""
 
-    def __init__(self, capacity: int = 64, slot_size: int = 65536) -> None:
+    def __init__(self, capacity: int = 64, slot_size: int = 65536, timestamps: bool = False) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
@@ -52,15 +60,29 @@ class BatchReceiver:
             h = self._msgs[i].hdr
             h.iov = ctypes.pointer(self._iov[i])
             h.iovlen = 1
+        self._control = (ctypes.c_char * (capacity * CMSG_SLOT))()
+        self._cmsg_q = memoryview(self._control).cast("B").cast("q")   # 4 int64 words per slot
+        self.timestamps = timestamps
+        if timestamps:
+            cbase = ctypes.addressof(self._control)
+            for i in range(capacity):
+                self._msgs[i].hdr.control = cbase + i * CMSG_SLOT
+                self._msgs[i].hdr.controllen = CMSG_SLOT
         self._msgs_addr = ctypes.addressof(self._msgs)
+        self._msgs_b = memoryview(self._msgs).cast("B")
+        # The kernel rewrites msg_controllen (and msg_len, msg_flags) of every message it fills:
+        # each receive starts from this pristine copy (one 4 KiB memmove, not a loop of stores).
+        self._pristine = bytes(self._msgs_b)
         # u32 view of the mmsghdr array: msg_len and msg_flags without ctypes field access
-        self._words = memoryview(self._msgs).cast("B").cast("I")
+        self._words = self._msgs_b.cast("I")
         self.syscalls = 0
 
     def receive(self, fd: int, limit: int | None = None) -> int:
         """Frames now in the arena (0 when the socket is empty); raises OSError on a real error."""
         n = self.capacity if limit is None else min(limit, self.capacity)
         self.syscalls += 1
+        if self.timestamps:
+            self._msgs_b[:] = self._pristine
         while True:
             r: int = _libc.recvmmsg(fd, self._msgs_addr, n, MSG_DONTWAIT, None)
             if r >= 0:
@@ -77,6 +99,16 @@ class BatchReceiver:
 
     def truncated(self, i: int) -> bool:
         return bool(self._words[i * _MMSG_WORDS + _FLAGS_WORD] & MSG_TRUNC)
+
+    def stamp_ns(self, i: int) -> int:
+        """Kernel arrival time of frame ``i`` (CLOCK_REALTIME ns), 0 when the kernel gave none."""
+        if self._words[i * _MMSG_WORDS + _CONTROLLEN_WORD] < CMSG_SLOT:
+            return 0
+        q = self._cmsg_q
+        k = 4 * i
+        if q[k + 1] != SOL_SOCKET | SCM_TIMESTAMPNS << 32:    # cmsg_level, cmsg_type (two int32)
+            return 0
+        return int(q[k + 2] * 1_000_000_000 + q[k + 3])
 
     def frame(self, i: int, skip: int = 0) -> bytes:
         """Frame ``i`` as bytes, without its first ``skip`` bytes (e.g. the Ethernet header)."""
@@ -97,6 +129,8 @@ class BatchReceiver:
 
     def close(self) -> None:
         self._words.release()
+        self._msgs_b.release()
+        self._cmsg_q.release()
         del self._arena_c
         self._arena_mv.release()
         self._arena.close()

@@ -30,8 +30,9 @@ Design (why it looks like this):
   that should be collected is kept.
 * **Counters.**  Each worker owns one slot in the shared counter file (engine/counters.py);
   per-packet counts are summed in plain ints and published once per write; latency is
-  measured from the moment ``recvmmsg`` returned the frame to the moment the ``sendmmsg``
-  carrying its copies returned (one histogram update per write, weighted by its packets).
+  measured from the kernel's arrival time of a frame (``SO_TIMESTAMPNS``: the time it queued
+  for the worker counts) to the moment the ``sendmmsg`` carrying its copies returned (one
+  histogram update per write, from its oldest frame, weighted by its packets).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class Worker:
         self.slot: Slot = self.counters.slot(spec.index)
         self.ix = self.slot.index_of
         self.sender = afpacket.BatchSender(capacity=max(256, spec.batch * 4))
-        self.rx_batch = BatchReceiver(capacity=max(1, spec.batch))
+        self.rx_batch = BatchReceiver(capacity=max(1, spec.batch), timestamps=True)
         # branched, x2u_out, copies_out, bytes_out, flow_cache_hits: summed per packet, written per batch
         self._tally = [0, 0, 0, 0, 0]
         ix = self.ix
@@ -300,9 +301,10 @@ class Worker:
         Returns how many frames were read.  Copies are written every ``flush_copies`` queued
         copies (4x that when the batch came back full) and at the end, so the first packets of
         a batch do not wait for the last ones (latency), while a busy worker still writes many
-        frames per ``sendmmsg``.  Every
-        frame of the batch counts as received when the call returned; its latency sample is
-        taken when the ``sendmmsg`` carrying its copies returned.
+        frames per ``sendmmsg``.  Every frame of the batch counts as received when the call
+        returned.  Latency: for each group of frames written by one ``sendmmsg``, from the
+        kernel's arrival time of the group's oldest frame (time queued in the socket included)
+        to the moment that ``sendmmsg`` returned, one sample per frame of the group.
         """
         rx = self.rx_batch
         w = self.slot.words
@@ -315,31 +317,40 @@ class Worker:
         w[self._i_syscalls_rx] += 1
         if not n:
             return 0
-        clock = time.perf_counter_ns
-        t0 = clock()
+        t0 = time.perf_counter_ns()
         process = self.process
         sender = self.sender
         # A full batch means a queue is building: latency is the queue's then, so write 4x bigger
         # batches (fewer sendmmsg calls per packet, more capacity to drain the queue).
         flush_at = self.flush_copies if n < self.spec.batch else 4 * self.flush_copies
         latency = self.slot.latency
+        age = self._age
         hlen = afpacket.ETH_HLEN
         nbytes = 0
-        waiting = 0     # packets processed whose copies are not written yet
+        done = 0        # frames processed
+        first = 0       # the oldest frame whose copies are not written yet
         for packet in rx.frames(n, hlen):
             nbytes += len(packet)
             process(packet)
-            waiting += 1
+            done += 1
             if sender.count >= flush_at:
                 self.flush()
-                latency(clock() - t0, waiting)
-                waiting = 0
+                latency(age(first, t0), done - first)
+                first = done
         self.flush()
-        if waiting:
-            latency(clock() - t0, waiting)
+        if done > first:
+            latency(age(first, t0), done - first)
         w[self._i_received] += n
         w[self._i_received_bytes] += nbytes + n * hlen
         return n
+
+    def _age(self, i: int, t0: int) -> int:
+        """ns since frame ``i`` of the batch reached the link (since ``recvmmsg`` returned, ``t0``,
+        when the kernel gave no arrival time)."""
+        stamp = self.rx_batch.stamp_ns(i)
+        if stamp:
+            return max(0, time.time_ns() - stamp)
+        return time.perf_counter_ns() - t0
 
     def flush(self) -> None:
         """Write the queued copies and publish the per-batch counter sums."""

@@ -181,7 +181,7 @@ def format_counters(name: str, stats: dict[str, Any] | None) -> str:
     drops = " ".join(f"{k}={v}" for k, v in sorted(stats["drops"].items())) or "none"
     lat = stats["latency"]
     return (f"engine {name}: {line}\n  drops: {drops}\n"
-            f"  latency receive->send: p50={lat['p50_us']}us p90={lat['p90_us']}us "
+            f"  latency arrival->send: p50={lat['p50_us']}us p90={lat['p90_us']}us "
             f"p99={lat['p99_us']}us max={lat['max_us']}us")
 
 
@@ -215,7 +215,7 @@ def format_api_stats(name: str, stats: dict[str, Any], status: dict[str, Any] | 
              f"sync={sync.get('state')} source={sync.get('source')}") if status else "status unavailable"
     workers = ", ".join(f"#{w['index']} pid {w['pid']} {w['state']}" for w in stats.get("workers", []))
     return (f"engine {name}: {line}\n  drops: {drops}\n"
-            f"  latency receive->send: p50={lat['p50_us']}us p90={lat['p90_us']}us p99={lat['p99_us']}us "
+            f"  latency arrival->send: p50={lat['p50_us']}us p90={lat['p90_us']}us p99={lat['p99_us']}us "
             f"({lat['count']} packets)\n  table: {table}\n  workers: {workers or 'none'}")
 
 

@@ -1,8 +1,10 @@
-"""BatchReceiver: many datagrams per recvmmsg, exact lengths and bytes, empty socket = 0."""
+"""BatchReceiver: many datagrams per recvmmsg, exact lengths and bytes, empty socket = 0,
+the kernel's arrival time of each frame."""
 
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -92,3 +94,29 @@ def test_closed_descriptor_raises_named_error() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         BatchReceiver(capacity=0)
+
+
+def test_arrival_timestamps_are_the_kernels(udp_pair: tuple[socket.socket, socket.socket]) -> None:
+    rx, tx = udp_pair
+    rx.setsockopt(socket.SOL_SOCKET, 35, 1)      # SO_TIMESTAMPNS
+    time.sleep(0.05)        # the kernel enables arrival stamping a moment after the first user asks
+    sent_at = []
+    for i in range(6):
+        sent_at.append(time.time_ns())
+        tx.send(b"t%d" % i)
+    time.sleep(0.1)         # frames wait in the queue: their stamps must not be the read time
+    r = BatchReceiver(capacity=4, slot_size=64, timestamps=True)
+    plain = BatchReceiver(capacity=4, slot_size=64)
+    try:
+        stamps = []
+        while n := r.receive(rx.fileno()):
+            stamps += [r.stamp_ns(i) for i in range(n)]
+        read_at = time.time_ns()
+        assert len(stamps) == 6 and stamps == sorted(stamps)
+        for sent, stamp in zip(sent_at, stamps, strict=True):
+            assert sent <= stamp < sent + 50_000_000 < read_at
+        tx.send(b"no room for a timestamp")
+        assert plain.receive(rx.fileno()) == 1 and plain.stamp_ns(0) == 0
+    finally:
+        r.close()
+        plain.close()

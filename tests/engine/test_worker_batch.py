@@ -125,3 +125,34 @@ def test_busy_poll_keeps_polling_after_traffic_then_sleeps(pair: tuple[str, str]
         loop.join(2)
         for s in socks.values():
             s.close()
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_latency_counts_the_time_frames_queued_before_the_worker(pair: tuple[str, str],
+                                                                tmp_path: Path) -> None:
+    """The histogram starts at the kernel's arrival time, not when the worker read the frame."""
+    r, e = pair
+    w = _worker(e, tmp_path / "stats.shm")
+    socks = _capture(r)
+    try:
+        time.sleep(0.05)        # arrival stamping is switched on a moment after the socket asks
+        with netns.in_netns(r):
+            tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            tx.bind(("r-if1", 0))
+        for i in range(5):
+            tx.send(ethernet(netns.mac(e, "to-r-if1"), ROUTER_MACS["r-if1"],
+                             xcast_packet(SRC, ["2001:db8:2::10"], b"q%d" % i, sport=40000 + i, hlim=10)))
+        tx.close()
+        time.sleep(0.08)        # the worker is busy elsewhere: the frames wait in its socket
+        assert w.drain(w.rx[0]) == 5
+        t = CounterFile.open(tmp_path / "stats.shm").snapshot().totals
+        assert t["latency_count"] == 5
+        assert 80_000_000 <= t["latency_max_ns"] < 2_000_000_000
+        assert t["latency_sum_ns"] >= 5 * 80_000_000
+        assert len(_data_from(_drain(socks)["r-if2"], netns.mac(e, "to-r-if2"))) == 5
+    finally:
+        w.sender.close()
+        w.rx_batch.close()
+        for s in [*w.rx, *socks.values()]:
+            s.close()
