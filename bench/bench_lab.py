@@ -444,15 +444,20 @@ def steer_router_rx(topo: Topology, cpu: int) -> None:
     veth delivers a frame in the softirq of the sending CPU, so in this lab router A's forwarding
     of every copy (and the receivers' input) is billed to the worker's ``sendmmsg``; on a real
     deployment the router is another box.  Threaded NAPI on router A's engine-facing veths (needs
-    GRO on, which does not merge these UDP datagrams: no UDP GRO forwarding) queues the frames to a
+    GRO on, which does not merge these UDP datagrams: no UDP GRO forwarding, and TSO off on the
+    engine's end) queues the frames to a
     ``napi/...`` kernel thread, pinned here to ``cpu``; the worker pays one wake-up per poll
     instead of the router's work (RPS did the same with an IPI per frame, a VM exit each).
     """
     router = topo.routers["a"]
     before = _napi_threads()
-    for ifname in (router.engine_link(k)[0] for k in range(len(router.interfaces))):
-        netns.run(["ethtool", "-K", ifname, "gro", "on"], ns=topo.router_ns("a"))
-        netns.run(["sh", "-c", f"echo 1 > /sys/class/net/{ifname}/threaded"], ns=topo.router_ns("a"))
+    for k in range(len(router.interfaces)):
+        router_if, engine_if = router.engine_link(k)[:2]
+        netns.run(["ethtool", "-K", router_if, "gro", "on"], ns=topo.router_ns("a"))
+        netns.run(["sh", "-c", f"echo 1 > /sys/class/net/{router_if}/threaded"], ns=topo.router_ns("a"))
+        # veth only takes the NAPI path for a sender without TSO (veth_skb_is_eligible_for_gro);
+        # otherwise frames go to the sending CPU's backlog, i.e. still into the worker's sendmmsg
+        netns.run(["ethtool", "-K", engine_if, "tso", "off"], ns=topo.engine_ns("a"))
     for pid in _napi_threads() - before:
         os.sched_setaffinity(pid, {cpu})
 
