@@ -43,6 +43,7 @@ from engine.codec import build_xcast
 from engine.counters import CounterFile
 from engine.lab import build, netns
 from engine.lab.topology import Topology
+from engine.mmsg import SO_TIMESTAMPNS
 
 LOAD_PORT = 9
 PROBE_PORT = 7000
@@ -188,9 +189,6 @@ def load_frames(topo: Topology, dests: list[str], xcast: bool) -> list[bytes]:
 
 
 # ------------------------------------------------------------------ latency probes (child processes)
-SO_TIMESTAMPNS = 35     # Linux: SCM_TIMESTAMPNS carries the kernel's receive time (CLOCK_REALTIME)
-
-
 def _probe_rx(ns: str, port: int, seconds: float, conn: multiprocessing.connection.Connection) -> None:
     """Collect probe arrivals with the KERNEL's receive timestamp (``SO_TIMESTAMPNS``).
 
@@ -615,7 +613,7 @@ def summarize(result: dict[str, Any]) -> str:
                 f"{res['at_80pct_capacity']['loss']!s:>8} {added.get('p50_us')!s:>9} "
                 f"{added.get('p99_us')!s:>9} "
                 f"{wl.get('p99_us')!s:>10} {wl.get('p999_us')!s:>12} "
-                f"{sum(res.get('steal_ms_half_load') or [0]) if 'steal_ms_half_load' in res else '-':>8}")
+                f"{sum(res['steal_ms_half_load']) if 'steal_ms_half_load' in res else '-':>8}")
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ import socket
 import struct
 
 from engine import bpf
+from engine.mmsg import SO_TIMESTAMPNS
 from engine.mmsg import IoVec as _IoVec
 from engine.mmsg import MMsgHdr as _MMsgHdr
 from engine.mmsg import libc as _libc
@@ -43,10 +44,10 @@ class _SockaddrLL(ctypes.Structure):
 
 
 SO_RCVBUFFORCE = 33
-SO_TIMESTAMPNS = 35
+DEFAULT_RX_BUFFER = 4 << 20     # bytes; config workers.rx_buffer_kb = 4096 by default
 
 
-def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = 4 << 20) -> socket.socket:
+def open_ingress(ifname: str, fanout_group: int | None, bufsize: int = DEFAULT_RX_BUFFER) -> socket.socket:
     """A non-blocking packet socket on ``ifname`` that sees only candidate XCAST6 frames."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:

@@ -12,6 +12,11 @@ libc.recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c
 libc.recvmmsg.restype = ctypes.c_int
 
 
+# SOL_SOCKET option: timestamp every received datagram/frame; the same number is the type of
+# the control message carrying it (SCM_TIMESTAMPNS, a struct timespec, CLOCK_REALTIME).
+SO_TIMESTAMPNS = 35
+
+
 class IoVec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 

@@ -21,6 +21,7 @@ import ctypes
 import errno
 import mmap
 
+from engine.mmsg import SO_TIMESTAMPNS
 from engine.mmsg import IoVec as _IoVec
 from engine.mmsg import MMsgHdr as _MMsgHdr
 from engine.mmsg import MsgHdr as _MsgHdr
@@ -29,7 +30,7 @@ from engine.mmsg import libc as _libc
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
 SOL_SOCKET = 1
-SCM_TIMESTAMPNS = 35        # = SO_TIMESTAMPNS: struct timespec, CLOCK_REALTIME
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS     # the control message's type: struct timespec, CLOCK_REALTIME
 CMSG_SLOT = 32              # CMSG_SPACE(sizeof(struct timespec)) on LP64
 
 

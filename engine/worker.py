@@ -138,7 +138,7 @@ class WorkerSpec:
     flush_copies: int = 8
     cpu: int | None = None     # pin the worker to this CPU (config workers.cpus)
     busy_poll_us: int = 0      # keep polling this long after the last frame before sleeping in epoll
-    rx_buffer: int = 4 << 20   # ingress socket receive queue, bytes (config workers.rx_buffer_kb)
+    rx_buffer: int = afpacket.DEFAULT_RX_BUFFER   # ingress queue, bytes (config workers.rx_buffer_kb)
 
 
 def apply_diff(fib: Fib, adds: Iterable[Route], removes: Iterable[ipaddress.IPv6Network]) -> None:
@@ -420,10 +420,14 @@ class Worker:
                         spin_until = time.monotonic() + spin_s
         finally:
             ep.close()
-            for s in self.rx:
-                s.close()
-            self.sender.close()
-            self.rx_batch.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close the ingress sockets, the egress socket and the receive arena."""
+        for s in self.rx:
+            s.close()
+        self.sender.close()
+        self.rx_batch.close()
 
 
 def _worker_main(spec: WorkerSpec, fib: Fib, links: list[EngineLink], factory: BrancherFactory,
@@ -455,7 +459,7 @@ class WorkerPool:
     batch: int = 64
     cpus: tuple[int, ...] = ()     # worker i runs on cpus[i % len(cpus)]; () = not pinned
     busy_poll_us: int = 0
-    rx_buffer: int = 4 << 20       # bytes per ingress socket
+    rx_buffer: int = afpacket.DEFAULT_RX_BUFFER    # bytes per ingress socket
     procs: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     conns: list[multiprocessing.connection.Connection] = field(default_factory=list)
 

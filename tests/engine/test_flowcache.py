@@ -189,5 +189,4 @@ def test_worker_uses_the_template_and_relearns_after_a_table_change() -> None:
             assert gc.get_freeze_count() > frozen
         finally:
             gc.unfreeze()
-            w.sender.close()
-            w.rx_batch.close()
+            w.close()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from engine.mmsg import SO_TIMESTAMPNS
 from engine.rxbatch import BatchReceiver
 
 
@@ -98,7 +99,7 @@ def test_capacity_must_be_positive() -> None:
 
 def test_arrival_timestamps_are_the_kernels(udp_pair: tuple[socket.socket, socket.socket]) -> None:
     rx, tx = udp_pair
-    rx.setsockopt(socket.SOL_SOCKET, 35, 1)      # SO_TIMESTAMPNS
+    rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     time.sleep(0.05)        # the kernel enables arrival stamping a moment after the first user asks
     sent_at = []
     for i in range(6):

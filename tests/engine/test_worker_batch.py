@@ -80,9 +80,8 @@ def test_burst_is_read_in_batches_and_every_copy_leaves_once(pair: tuple[str, st
         assert t["bytes_out"] == sum(len(f) for f in on1 + on2)
         assert t["received_bytes"] > n_packets * 14
     finally:
-        w.sender.close()
-        w.rx_batch.close()
-        for s in [*w.rx, *socks.values()]:
+        w.close()
+        for s in socks.values():
             s.close()
 
 
@@ -152,7 +151,6 @@ def test_latency_counts_the_time_frames_queued_before_the_worker(pair: tuple[str
         assert t["latency_sum_ns"] >= 5 * 80_000_000
         assert len(_data_from(_drain(socks)["r-if2"], netns.mac(e, "to-r-if2"))) == 5
     finally:
-        w.sender.close()
-        w.rx_batch.close()
-        for s in [*w.rx, *socks.values()]:
+        w.close()
+        for s in socks.values():
             s.close()
