@@ -181,6 +181,7 @@ class WorkersSection:
     cpus: tuple[int, ...] = ()      # worker i runs on cpus[i % len(cpus)]; () = scheduler decides
     busy_poll_us: int = 0           # poll this long after traffic before sleeping (0 = always sleep)
     rx_buffer_kb: int = 4096        # each ingress socket's receive queue (SO_RCVBUF), KiB
+    cpu_resume_latency_us: int | None = None   # idle-state limit of the workers' CPUs; None = untouched
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ class Config:
                 "cpus": list(self.workers.cpus),
                 "busy_poll_us": self.workers.busy_poll_us,
                 "rx_buffer_kb": self.workers.rx_buffer_kb,
+                "cpu_resume_latency_us": self.workers.cpu_resume_latency_us,
             },
             "api": {
                 "listen": self.api.listen,
@@ -533,6 +535,10 @@ _SECTIONS: dict[str, _Spec] = {
         "cpus": (_cpu_list, "cpus"),
         "busy_poll_us": (_integer(0, 1_000_000, "integer number of microseconds (0 = off)"), "busy_poll_us"),
         "rx_buffer_kb": (_integer(64, 1_048_576, "integer number of KiB"), "rx_buffer_kb"),
+        "cpu_resume_latency_us": (
+            _integer(0, 10_000_000, "integer number of microseconds (0 = the idle loop polls)"),
+            "cpu_resume_latency_us",
+        ),
     },
     "api": {
         "listen": (_listen, "listen"),
@@ -624,6 +630,12 @@ def parse_config(
         problems.append("sync.source: missing (the router to mirror, e.g. 'snmp://public@[2001:db8::1]')")
     links = values.get("links", {})
     problems += _link_rules(links, list(zip(map_index, map_entries, strict=True)))
+    workers = values.get("workers", {})
+    raw_workers = data.get("workers")
+    cpus_given = isinstance(raw_workers, dict) and "cpus" in raw_workers and "cpus" not in workers
+    if "cpu_resume_latency_us" in workers and not workers.get("cpus") and not cpus_given:
+        problems.append("workers.cpu_resume_latency_us: needs workers.cpus (the limit applies to the CPUs "
+                        "the workers are pinned to)")
     if problems:
         raise ConfigError(problems, path)
 
@@ -631,7 +643,7 @@ def parse_config(
         engine=EngineSection(**values.get("engine", {})),
         sync=SyncSection(**sync),
         links=LinksSection(**links, map=tuple(map_entries), raw=dict(data.get("links", {}))),
-        workers=WorkersSection(**values.get("workers", {})),
+        workers=WorkersSection(**workers),
         api=ApiSection(**values.get("api", {})),
         path=path,
     )

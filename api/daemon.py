@@ -30,6 +30,7 @@ from api.state import EngineView
 from api.syncport import ServiceSync, open_route_source, sync_config
 from api.workers import ArgvFor, WorkerSupervisor
 from engine import __version__
+from engine.cpuidle import CpuIdleLimit
 from engine.fib import Fib
 from sync.source import RouteSource, SourceError
 
@@ -135,6 +136,28 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT or request_stop(); machine settings made for the workers
+        (their CPUs' idle-state limit) are undone on the way out, whatever ends the run."""
+        idle = self._limit_worker_idle()
+        try:
+            return await self._serve()
+        finally:
+            if idle is not None:
+                for problem in idle.restore():
+                    log.warning("workers.cpu_resume_latency_us: %s", problem)
+
+    def _limit_worker_idle(self) -> CpuIdleLimit | None:
+        """Apply ``workers.cpu_resume_latency_us`` to the workers' CPUs (None: not configured)."""
+        w = self.cfg.workers
+        if not w.count or not w.cpus or w.cpu_resume_latency_us is None:
+            return None
+        idle = CpuIdleLimit(tuple(w.cpus), w.cpu_resume_latency_us)
+        for problem in idle.apply():
+            # forwarding works without it (only wake-up latency suffers): say so, keep running
+            log.error("workers.cpu_resume_latency_us not applied: %s", problem)
+        return idle
+
+    async def _serve(self) -> int:
         import uvicorn
 
         from api.app import create_app

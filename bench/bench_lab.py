@@ -377,7 +377,9 @@ def placement_plan(workers: int, placement: str) -> tuple[tuple[int, ...], int |
     the router too.  ``pinned``: the workers get the last CPUs (``[workers] cpus``) and the
     load generator and probes CPU 0, as an operator keeps a worker core for the engine alone.
     ``polled``: pinned, and the workers busy-poll (``[workers] busy_poll_us``) instead of sleeping
-    between frames.  ``split``: pinned, and router A's handling of the copies runs in
+    between frames.  ``idle``: pinned, and the workers' CPUs may only idle in the polling loop
+    (``[workers] cpu_resume_latency_us = 0``): the workers sleep, their CPUs do not halt.
+    ``split``: pinned, and router A's handling of the copies runs in
     threaded-NAPI kernel threads on CPU 0 (``steer_router_rx``: the router is another box in a
     deployment; on 2 cores CPU 0 then carries the sender, both routers and the receivers).
     Pinning needs more CPUs than workers.
@@ -467,8 +469,10 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
     cpus, router_cpu = placement_plan(workers, placement)
     _TRAFFIC_CPUS = set(range(min(cpus))) if cpus else None
     poll = busy_poll_us if placement == "polled" and cpus else 0
+    resume_us = 0 if placement == "idle" and cpus else None
     topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab-{os.getpid()}"), workers=workers,
                     worker_cpus=cpus, worker_busy_poll_us=poll, worker_rx_buffer_kb=rx_buffer_kb,
+                    worker_cpu_resume_latency_us=resume_us,
                     # only engine A is measured: engine B (idle here) must not share its worker's CPU
                     tuned_engines=("a",))
     build.down(topo)
@@ -483,9 +487,11 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
         moved = keep_lab_off(topo, _TRAFFIC_CPUS) if _TRAFFIC_CPUS else 0
         out: dict[str, Any] = {"workers": workers, "placement": placement if cpus else "shared",
                                "worker_cpus": list(cpus), "router_rx_cpu": router_cpu, "busy_poll_us": poll,
+                               "cpu_resume_latency_us": resume_us,
                                "rx_buffer_kb": rx_buffer_kb or None, "lab_threads_moved_off": moved,
                                "kernel": kernel_ceiling(topo, duration), "by_n": {}}
         print(f"\n== workers={workers} placement={out['placement']} busy_poll_us={poll} "
+              f"cpu_resume_latency_us={resume_us} "
               f"(worker CPUs {list(cpus) or 'any'}, "
               f"router rx CPU {router_cpu if router_cpu is not None else 'sender'})  "
               f"kernel forwarding ceiling: {out['kernel']}")
@@ -629,10 +635,11 @@ def main() -> None:
     ap.add_argument("--busy-poll-us", type=int, default=200, help="workers' busy_poll_us in 'polled' runs")
     ap.add_argument("--rx-buffer-kb", type=int, default=0,
                     help="engine A's [workers] rx_buffer_kb (0: the engine's default)")
-    ap.add_argument("--placement", nargs="+", choices=["shared", "pinned", "polled", "split"],
+    ap.add_argument("--placement", nargs="+", choices=["shared", "pinned", "polled", "idle", "split"],
                     default=["shared", "pinned"],
                     help="shared: the scheduler decides; pinned: workers on the last CPUs, load "
-                         "generator and probes on the others; polled: pinned + busy polling; split: "
+                         "generator and probes on the others; polled: pinned + busy polling; idle: "
+                         "pinned + the worker CPUs idle by polling (cpu_resume_latency_us = 0); split: "
                          "pinned + router A's handling of the copies in threaded NAPI on CPU 0 (see "
                          "placement_plan); all but shared only run when there are more CPUs than workers")
     ap.add_argument("--summary", type=Path, help="print the summary table of an earlier result file and exit")

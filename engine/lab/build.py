@@ -192,6 +192,9 @@ def engine_toml(topo: Topology, r: str) -> str:
         f"busy_poll_us = {topo.worker_busy_poll_us if r in topo.tuned_engines else 0}",
         *([f"rx_buffer_kb = {topo.worker_rx_buffer_kb}"]
           if topo.worker_rx_buffer_kb and r in topo.tuned_engines else []),
+        *([f"cpu_resume_latency_us = {topo.worker_cpu_resume_latency_us}"]
+          if topo.worker_cpu_resume_latency_us is not None and topo.worker_cpus
+          and r in topo.tuned_engines else []),
         "",
         "[api]",
         'listen = "127.0.0.1"',

@@ -75,7 +75,8 @@ class Topology:
     worker_cpus: tuple[int, ...] = ()   # engines' [workers] cpus (pinning); () = not pinned
     worker_busy_poll_us: int = 0        # engines' [workers] busy_poll_us
     worker_rx_buffer_kb: int = 0        # engines' [workers] rx_buffer_kb; 0 = the engine's default
-    tuned_engines: tuple[str, ...] = ("a", "b")   # the engines worker_cpus/busy_poll_us apply to
+    worker_cpu_resume_latency_us: int | None = None   # engines' [workers] cpu_resume_latency_us
+    tuned_engines: tuple[str, ...] = ("a", "b")   # the engines the worker_* settings apply to
     poll_interval: float = 1.0
     # Jumbo links: a 126-destination XCAST6 header alone is 2,120 bytes (the draft assumes the
     # core runs a large MTU; so does the lab).

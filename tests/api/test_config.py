@@ -67,6 +67,9 @@ def test_negative_interval_names_key_value_and_rule() -> None:
          "of microseconds (0 = off) from 0 to 1000000"),
         ("workers", "rx_buffer_kb", 16, "workers.rx_buffer_kb: 16 is not allowed: must be an integer number "
          "of KiB from 64 to 1048576"),
+        ("workers", "cpu_resume_latency_us", -1, "workers.cpu_resume_latency_us: -1 is not allowed: must "
+         "be an integer number of microseconds (0 = the idle loop polls) from 0 to 10000000"),
+        ("workers", "cpu_resume_latency_us", 0, "workers.cpu_resume_latency_us: needs workers.cpus"),
         ("links", "vlan_range", [10, 5], "links.vlan_range: [10, 5] is not allowed"),
         ("links", "mode", "bridge", "links.mode: 'bridge' is not allowed: must be one of 'vlan', 'direct'"),
     ],
@@ -193,3 +196,12 @@ def test_worker_cpus_are_checked_against_this_host() -> None:
                      ([usable[0], usable[0]], f"CPU {usable[0]} is listed twice")):
         with pytest.raises(ConfigError, match=why):
             parse_config(_with("workers", cpus=bad), env={})
+
+
+def test_cpu_resume_latency_with_pinned_workers_is_accepted() -> None:
+    cfg = parse_config(_with("workers", count=1, cpus=[0], cpu_resume_latency_us=0), env={})
+    assert cfg.workers.cpu_resume_latency_us == 0
+    assert parse_config(BASE, env={}).workers.cpu_resume_latency_us is None     # default: untouched
+    with pytest.raises(ConfigError) as ei:     # a bad cpus list is reported once, not twice
+        parse_config(_with("workers", cpus="0", cpu_resume_latency_us=0), env={})
+    assert "needs workers.cpus" not in str(ei.value) and "workers.cpus" in str(ei.value)

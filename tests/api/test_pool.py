@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from engine.cpuidle import qos_path
 from tests.api.conftest import _mk_router, free_port, sh, start_daemon, wait_for, write_config
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
@@ -94,3 +95,19 @@ def test_daemon_threads_stay_off_the_worker_cpus() -> None:
         for tid in tasks:
             assert os.sched_getaffinity(int(tid)) == set(allowed[:-1]), (tid, d.logs())
         assert f"daemon threads on CPUs {allowed[:-1]}, packet workers on [{allowed[-1]}]" in d.logs()
+
+
+def test_worker_cpu_idle_limit_is_set_while_running_and_restored_at_stop() -> None:
+    """workers.cpu_resume_latency_us = 0: the worker CPU's PM QoS file reads 'n/a' (0 us: the
+    idle loop polls) while the daemon runs, and its old value again after a clean stop."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs 2 CPUs: one for the worker, one for the rest of the daemon")
+    cpu = allowed[-1]
+    qos = qos_path(cpu)
+    before = qos.read_text().strip()
+    assert before != "n/a", f"{qos} is already 'n/a' (left by a killed daemon?): cannot tell a change"
+    with _pool_daemon(f"count = 1\ncpus = [{cpu}]\ncpu_resume_latency_us = 0") as d:
+        assert qos.read_text().strip() == "n/a", d.logs()
+        assert f"CPU {cpu} idle states: resume latency limit 0 us (idle loop polls)" in d.logs()
+    assert qos.read_text().strip() == before

@@ -1,0 +1,48 @@
+"""Idle-state limit of the worker CPUs: the sysfs file's spelling, apply and restore, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.cpuidle import CpuIdleLimit, describe, qos_path, sysfs_value
+
+
+def _fake_sysfs(root: Path, values: dict[int, str]) -> None:
+    for cpu, value in values.items():
+        qos_path(cpu, root).parent.mkdir(parents=True)
+        qos_path(cpu, root).write_text(value + "\n")
+
+
+def test_file_spelling() -> None:
+    # the kernel file reads/takes "n/a" for a 0 us limit and "0" for no limit at all
+    assert sysfs_value(0) == "n/a"
+    assert sysfs_value(20) == "20"
+    with pytest.raises(ValueError, match="negative"):
+        sysfs_value(-1)
+    assert describe("n/a\n") == "0 us (idle loop polls)"
+    assert describe("0") == "no limit"
+    assert describe("20") == "20 us"
+
+
+def test_apply_then_restore_writes_back_exactly_what_was_there(tmp_path: Path) -> None:
+    _fake_sysfs(tmp_path, {1: "0", 2: "50", 3: "0"})
+    limit = CpuIdleLimit((1, 2), 0, root=tmp_path)
+    assert limit.apply() == []
+    assert [qos_path(c, tmp_path).read_text() for c in (1, 2, 3)] == ["n/a", "n/a", "0\n"]
+    assert limit.restore() == []
+    assert [qos_path(c, tmp_path).read_text().strip() for c in (1, 2, 3)] == ["0", "50", "0"]
+    assert limit.restore() == []     # twice is harmless: nothing saved any more
+
+
+def test_a_cpu_without_the_file_is_reported_and_the_others_still_set(tmp_path: Path) -> None:
+    _fake_sysfs(tmp_path, {0: "0"})
+    limit = CpuIdleLimit((0, 7), 5, root=tmp_path)
+    problems = limit.apply()
+    assert len(problems) == 1 and problems[0].startswith("CPU 7: cannot set ")
+    assert "cpu7/power/pm_qos_resume_latency_us" in problems[0]
+    assert qos_path(0, tmp_path).read_text() == "5"
+    assert limit.saved == {0: "0"}      # only what was changed is restored
+    limit.restore()
+    assert qos_path(0, tmp_path).read_text() == "0"
