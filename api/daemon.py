@@ -142,19 +142,22 @@ class Daemon:
         try:
             return await self._serve()
         finally:
-            if idle is not None:
-                for problem in idle.restore():
-                    log.warning("workers.cpu_resume_latency_us: %s", problem)
+            for problem in idle.restore():
+                log.warning("workers.cpu_resume_latency_us: %s", problem)
 
-    def _limit_worker_idle(self) -> CpuIdleLimit | None:
-        """Apply ``workers.cpu_resume_latency_us`` to the workers' CPUs (None: not configured)."""
+    def _limit_worker_idle(self) -> CpuIdleLimit:
+        """Apply ``workers.cpu_resume_latency_us`` to the workers' CPUs, and write back what a
+        killed earlier run left limited (also when the limit is no longer configured)."""
         w = self.cfg.workers
-        if not w.count or not w.cpus or w.cpu_resume_latency_us is None:
-            return None
-        idle = CpuIdleLimit(tuple(w.cpus), w.cpu_resume_latency_us)
+        wanted = bool(w.count and w.cpus and w.cpu_resume_latency_us is not None)
+        state_file = self.cfg.engine.state_dir / "cpu-idle-saved.json"
+        if wanted:
+            self.cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
+        idle = CpuIdleLimit(tuple(w.cpus) if wanted else (), w.cpu_resume_latency_us or 0,
+                            state_file=state_file)
         for problem in idle.apply():
             # forwarding works without it (only wake-up latency suffers): say so, keep running
-            log.error("workers.cpu_resume_latency_us not applied: %s", problem)
+            log.error("workers.cpu_resume_latency_us: %s", problem)
         return idle
 
     async def _serve(self) -> int:

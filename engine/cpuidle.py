@@ -14,13 +14,14 @@ operators give cores to poll-mode drivers, but the worker still sleeps and its C
 meaningful).  The file's own spelling is odd, hence :func:`sysfs_value`: it reads and takes
 ``"0"`` for *no limit* and ``"n/a"`` for *0 us*.
 
-The daemon applies the limit at start and writes the saved values back at stop; a killed
-daemon leaves the limit in place (harmless for forwarding, costs idle power) until the next
-start or a write of ``0`` to the file.
+The daemon applies the limit at start and writes the saved values back at stop.  A killed
+daemon leaves the limit in place (harmless for forwarding, costs idle power) until its next start,
+which finds the originals in the state directory and writes them back where no longer wanted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,14 +53,37 @@ def qos_path(cpu: int, root: Path = SYSFS_CPU) -> Path:
     return root / f"cpu{cpu}" / "power" / "pm_qos_resume_latency_us"
 
 
+def _load_saved(state_file: Path | None) -> dict[int, str]:
+    """CPU -> value that an earlier run saved and did not write back (it was killed)."""
+    if state_file is None:
+        return {}
+    try:
+        data = json.loads(state_file.read_text())
+        return {int(cpu): str(value) for cpu, value in data.items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("ignoring %s (%s): the CPUs' current idle limits are taken as the originals",
+                    state_file, exc)
+        return {}
+
+
 @dataclass
 class CpuIdleLimit:
-    """Limit the idle states of ``cpus`` to those resuming within ``limit_us``; undo with restore()."""
+    """Limit the idle states of ``cpus`` to those resuming within ``limit_us``; undo with restore().
+
+    With a ``state_file`` the original values survive a killed daemon: apply() records them there
+    before touching a CPU, and the next apply() (even one with no CPUs, i.e. the limit no longer
+    configured) writes back what a killed run left set, instead of taking the limit for the
+    machine's own setting.  restore() removes the file.
+    """
 
     cpus: tuple[int, ...]
     limit_us: int
     root: Path = SYSFS_CPU
+    state_file: Path | None = None
     saved: dict[int, str] = field(default_factory=dict)    # CPU -> the file's value before apply()
+    _stuck: dict[int, str] = field(default_factory=dict, repr=False)   # not written back (yet)
 
     def apply(self) -> list[str]:
         """Set the limit on every CPU; returns one problem per CPU where it could not be set.
@@ -69,28 +93,65 @@ class CpuIdleLimit:
         """
         want = sysfs_value(self.limit_us)
         problems = []
+        leftover = _load_saved(self.state_file)
+        self._stuck = dict(leftover)
         for cpu in self.cpus:
             path = qos_path(cpu, self.root)
             try:
-                before = path.read_text().strip()
+                before = leftover.pop(cpu, None) or path.read_text().strip()
+            except OSError as exc:
+                problems.append(f"CPU {cpu}: cannot read {path}: {exc.strerror or exc}")
+                continue
+            self._stuck.pop(cpu, None)
+            self.saved[cpu] = before
+            self._store()     # recorded before the CPU is touched
+            try:
                 path.write_text(want)
             except OSError as exc:
                 problems.append(f"CPU {cpu}: cannot set {path}: {exc.strerror or exc}")
+                del self.saved[cpu]
                 continue
-            self.saved[cpu] = before
             log.info("CPU %d idle states: resume latency limit %s (was %s)", cpu, describe(want),
                      describe(before))
+        # CPUs that a killed run limited and this one does not: back to what that run found
+        for cpu, before in sorted(leftover.items()):
+            if self._write_back(cpu, before, problems):
+                log.info("CPU %d idle states: resume latency limit %s again (left set by a run that "
+                         "was killed)", cpu, describe(before))
+        self._store()
         return problems
 
     def restore(self) -> list[str]:
         """Write back what apply() found; returns the CPUs that could not be restored."""
-        problems = []
+        problems: list[str] = []
         for cpu, before in sorted(self.saved.items()):
-            path = qos_path(cpu, self.root)
-            try:
-                path.write_text(before)
-            except OSError as exc:
-                problems.append(f"CPU {cpu}: cannot restore {path} to {before!r}: {exc.strerror or exc}")
+            self._write_back(cpu, before, problems)
         self.saved.clear()
+        self._store()
         return problems
 
+    def _write_back(self, cpu: int, before: str, problems: list[str]) -> bool:
+        path = qos_path(cpu, self.root)
+        try:
+            path.write_text(before)
+        except OSError as exc:
+            problems.append(f"CPU {cpu}: cannot restore {path} to {before!r}: {exc.strerror or exc}")
+            self._stuck[cpu] = before      # kept in the state file for the next run
+            return False
+        self._stuck.pop(cpu, None)
+        return True
+
+    def _store(self) -> None:
+        """Record the values still to be written back; no file when there are none."""
+        if self.state_file is None:
+            return
+        pending = {**self._stuck, **self.saved}
+        try:
+            if pending:
+                tmp = self.state_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps({str(c): v for c, v in sorted(pending.items())}))
+                tmp.replace(self.state_file)
+            else:
+                self.state_file.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot record the CPUs' original idle limits in %s: %s", self.state_file, exc)

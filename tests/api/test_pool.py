@@ -30,15 +30,16 @@ def _ingress_skmem(pid: int) -> str:
 
 
 @contextlib.contextmanager
-def _pool_daemon(workers_toml: str) -> Iterator[Any]:
+def _pool_daemon(workers_toml: str, state_dir: Path | None = None, expect_rc: int = 0) -> Iterator[Any]:
     """A daemon syncing a namespace router's kernel table, with ``[workers]`` extended."""
     ns = f"xapi-q{os.getpid() % 100000}"
     sh("ip", "netns", "del", ns, check=False)
     tmp = Path(tempfile.mkdtemp(prefix="xapi-pool-"))
+    state_dir = state_dir or tmp / "state"
     router = _mk_router(ns, 20)
     port = free_port()
     cfg = tmp / "engine.toml"
-    write_config(cfg, tmp / "state", f"kernel://{ns}", port, link=router.host_link, change_detect=0)
+    write_config(cfg, state_dir, f"kernel://{ns}", port, link=router.host_link, change_detect=0)
     cfg.write_text(
         cfg.read_text().replace(
             "count = 0",
@@ -53,7 +54,7 @@ def _pool_daemon(workers_toml: str) -> Iterator[Any]:
         rc = d.stop()
         sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
-        assert rc == 0, d.logs()
+        assert rc == expect_rc, d.logs()
 
 
 def test_daemon_supervises_the_worker_pool() -> None:
@@ -111,3 +112,18 @@ def test_worker_cpu_idle_limit_is_set_while_running_and_restored_at_stop() -> No
         assert qos.read_text().strip() == "n/a", d.logs()
         assert f"CPU {cpu} idle states: resume latency limit 0 us (idle loop polls)" in d.logs()
     assert qos.read_text().strip() == before
+    # A daemon killed with SIGKILL cannot write back; its next start does, even with the limit
+    # no longer configured (the originals wait in the state directory).
+    state = Path(tempfile.mkdtemp(prefix="xapi-pool-state-"))
+    try:
+        with _pool_daemon(f"count = 1\ncpus = [{cpu}]\ncpu_resume_latency_us = 0", state, -9) as d:
+            d.proc.kill()
+            d.proc.wait()
+        assert qos.read_text().strip() == "n/a"
+        with _pool_daemon(f"count = 1\ncpus = [{cpu}]", state) as d:
+            assert qos.read_text().strip() == before, d.logs()
+            assert "left set by a run that was killed" in d.logs()
+            assert not (state / "cpu-idle-saved.json").exists()
+    finally:
+        qos.write_text(before)
+        shutil.rmtree(state, ignore_errors=True)

@@ -40,9 +40,57 @@ def test_a_cpu_without_the_file_is_reported_and_the_others_still_set(tmp_path: P
     _fake_sysfs(tmp_path, {0: "0"})
     limit = CpuIdleLimit((0, 7), 5, root=tmp_path)
     problems = limit.apply()
-    assert len(problems) == 1 and problems[0].startswith("CPU 7: cannot set ")
+    assert len(problems) == 1 and problems[0].startswith("CPU 7: cannot read ")
     assert "cpu7/power/pm_qos_resume_latency_us" in problems[0]
     assert qos_path(0, tmp_path).read_text() == "5"
     assert limit.saved == {0: "0"}      # only what was changed is restored
     limit.restore()
     assert qos_path(0, tmp_path).read_text() == "0"
+
+
+def test_a_killed_run_is_undone_by_the_next_start(tmp_path: Path) -> None:
+    sysfs, state = tmp_path / "sys", tmp_path / "state.json"
+    _fake_sysfs(sysfs, {1: "0", 2: "20"})
+    killed = CpuIdleLimit((1, 2), 0, root=sysfs, state_file=state)
+    assert killed.apply() == []
+    assert state.exists()           # the originals are on disk while the limit is set
+    # (killed: no restore) -- the next run limits CPU 2 only: CPU 1 gets its original value back,
+    # and CPU 2's original is the one the killed run found, not the limit it left
+    nxt = CpuIdleLimit((2,), 5, root=sysfs, state_file=state)
+    assert nxt.apply() == []
+    assert qos_path(1, sysfs).read_text() == "0"
+    assert qos_path(2, sysfs).read_text() == "5"
+    assert nxt.saved == {2: "20"}
+    assert nxt.restore() == []
+    assert qos_path(2, sysfs).read_text() == "20"
+    assert not state.exists()
+
+
+def test_with_the_limit_no_longer_configured_a_start_still_undoes_a_killed_run(tmp_path: Path) -> None:
+    sysfs, state = tmp_path / "sys", tmp_path / "state.json"
+    _fake_sysfs(sysfs, {3: "0"})
+    assert CpuIdleLimit((3,), 0, root=sysfs, state_file=state).apply() == []
+    assert qos_path(3, sysfs).read_text() == "n/a"
+    assert CpuIdleLimit((), 0, root=sysfs, state_file=state).apply() == []
+    assert qos_path(3, sysfs).read_text() == "0" and not state.exists()
+
+
+def test_a_value_that_cannot_be_written_back_stays_recorded(tmp_path: Path) -> None:
+    sysfs, state = tmp_path / "sys", tmp_path / "state.json"
+    _fake_sysfs(sysfs, {4: "0"})
+    limit = CpuIdleLimit((4,), 0, root=sysfs, state_file=state)
+    assert limit.apply() == []
+    qos_path(4, sysfs).unlink()
+    qos_path(4, sysfs).mkdir()      # writing to it now fails
+    problems = limit.restore()
+    assert len(problems) == 1 and problems[0].startswith("CPU 4: cannot restore ")
+    assert state.read_text() == '{"4": "0"}'
+
+
+def test_an_unreadable_state_file_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sysfs, state = tmp_path / "sys", tmp_path / "state.json"
+    _fake_sysfs(sysfs, {1: "0"})
+    state.write_text("not json")
+    limit = CpuIdleLimit((1,), 0, root=sysfs, state_file=state)
+    assert limit.apply() == [] and limit.saved == {1: "0"}
+    assert "ignoring" in caplog.text
