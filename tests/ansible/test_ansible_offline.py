@@ -146,6 +146,38 @@ def test_inventory_rejects_divert_on_trunk(tmp_path: Path) -> None:
     assert "is on the engine trunk" in res.stdout
 
 
+def test_existing_input_filters_are_kept_not_replaced() -> None:
+    """A link with existing_input gets the divert added to what it already applies on input."""
+    junos = (GOLDEN / "mx1/router-junos.conf").read_text()
+    # ae0.0: the divert (without its accept-all term) chained in front of the operator's filters
+    assert ("set interfaces ae0 unit 0 family inet6 filter input-list [ XCAST6-DIVERT-CHAIN EDGE-PROTECT "
+            "EDGE-COUNT ]") in junos
+    assert "delete interfaces ae0 unit 0 family inet6 filter input\n" in junos
+    assert "filter XCAST6-DIVERT-CHAIN term other" not in junos
+    assert "set interfaces ae0 unit 0 family inet6 filter input XCAST6-DIVERT\n" not in junos
+    # the other links still get the single filter (with its accept-all term)
+    assert "set interfaces ge-0/0/0 unit 0 family inet6 filter input XCAST6-DIVERT\n" in junos
+    iosxe = (GOLDEN / "xe1/router-iosxe.conf").read_text()
+    assert "route-map PBR-TRANSIT permit 1\n match ipv6 address XCAST6-DIVERT\n" in iosxe
+    assert "interface GigabitEthernet0/0/1\n ipv6 policy route-map" not in iosxe
+    assert "interface GigabitEthernet0/0/0\n ipv6 policy route-map XCAST6-DIVERT" in iosxe
+    iosxr = (GOLDEN / "xr1/router-iosxr.conf").read_text()
+    assert "ipv6 access-list BE1-IN\n 1 permit ipv6 any any dscp 23 nexthop1 ipv6 " in iosxr
+    assert "interface Bundle-Ether1\n ipv6 access-group" not in iosxr
+
+
+def test_inventory_rejects_a_malformed_existing_input(tmp_path: Path) -> None:
+    inv = tmp_path / "inventory"
+    shutil.copytree(ANSIBLE_DIR / "inventories/example", inv)
+    path = inv / "host_vars" / "xe1.yml"
+    # IOS-XE applies one policy route-map per interface: a list cannot be what it already has
+    path.write_text(path.read_text().replace("existing_input: PBR-TRANSIT", "existing_input: [A, B]"))
+    res = _run(str(BIN / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "render.yml",
+               "-e", f"xcast6_render_dir={tmp_path / 'out'}", "--limit", "xe1")
+    assert res.returncode != 0
+    assert "existing_input" in res.stdout and "IOS-XE: one" in res.stdout
+
+
 def test_systemd_unit_exposure_below_threshold() -> None:
     threshold = 2.0  # documented in README (engine_host_max_exposure)
     res = subprocess.run(
