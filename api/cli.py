@@ -331,6 +331,8 @@ def stats(
             f"\nlatency: {lat['count']} samples, p50 {us(lat['p50_us'])}, p90 {us(lat['p90_us'])}, "
             f"p99 {us(lat['p99_us'])}"
         )
+        from api.config import cpu_ranges
+
         wrows = [
             [
                 str(w["index"]),
@@ -342,10 +344,12 @@ def stats(
                 "-"
                 if w["ctx_switches_voluntary"] is None
                 else f"{w['ctx_switches_voluntary']}/{w['ctx_switches_involuntary']}",
+                cpu_ranges(w["cpus"]) if w.get("cpus") else "-",
             ]
             for w in s["workers"]
         ]
-        typer.echo("\n" + _table(wrows, ["WORKER", "PID", "STATE", "RESTARTS", "CPU", "RSS", "CTXSW V/I"]))
+        typer.echo("\n" + _table(wrows, ["WORKER", "PID", "STATE", "RESTARTS", "CPU", "RSS", "CTXSW V/I",
+                                         "ON CPUS"]))
         return EXIT_OK
 
     _call(url, token, config, go)
@@ -390,6 +394,67 @@ def config_check(
             f"{path}: valid (source {cfg.sync.source_redacted()}, links {cfg.links.mode}, "
             f"{cfg.workers.count} workers, API {cfg.api_url()})"
         )
+
+
+cpu_idle_app = typer.Typer(
+    help="Idle-state limit of the worker CPUs (workers.cpu_resume_latency_us), for a service manager "
+    "whose daemon may not write /sys: run as root before (apply) and after (restore) the daemon.",
+    no_args_is_help=True,
+)
+
+
+def _config_or_exit(path: str) -> Config:
+    from api.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(f"xcast6-engine: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@cpu_idle_app.command("apply")
+def cpu_idle_apply(config: str = typer.Option(..., "--config", "-c", help="Engine config file")) -> None:
+    """Set workers.cpu_resume_latency_us on workers.cpus; the originals go to the state directory.
+
+    Also writes back what an earlier, killed run left limited.  Nothing to do (exit 0) when the
+    key is not set.  Exit 1 when a CPU could not be set (the daemon forwards anyway).
+    """
+    from engine import cpuidle
+
+    cfg = _config_or_exit(config)
+    w = cfg.workers
+    wanted = bool(w.count and w.cpus and w.cpu_resume_latency_us is not None)
+    if wanted:
+        cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
+    limit = cpuidle.CpuIdleLimit(tuple(w.cpus) if wanted else (), w.cpu_resume_latency_us or 0,
+                                 state_file=cpuidle.state_file(cfg.engine.state_dir))
+    problems = limit.apply()
+    for cpu, before in sorted(limit.saved.items()):
+        typer.echo(f"CPU {cpu}: resume latency limit {cpuidle.describe(cpuidle.sysfs_value(limit.limit_us))} "
+                   f"(was {cpuidle.describe(before)})")
+    for problem in problems:
+        typer.echo(f"xcast6-engine: {problem}", err=True)
+    if not wanted:
+        typer.echo("workers.cpu_resume_latency_us is not set (or no workers.cpus): nothing to limit")
+    raise typer.Exit(1 if problems else EXIT_OK)
+
+
+@cpu_idle_app.command("restore")
+def cpu_idle_restore(config: str = typer.Option(..., "--config", "-c", help="Engine config file")) -> None:
+    """Write back every value that ``apply`` recorded, and remove the record.  Exit 1 when one
+    could not be written back (it stays recorded for the next apply/restore)."""
+    from engine import cpuidle
+
+    cfg = _config_or_exit(config)
+    path = cpuidle.state_file(cfg.engine.state_dir)
+    recorded = cpuidle.recorded(path)
+    problems = cpuidle.CpuIdleLimit((), 0, state_file=path).apply()
+    for cpu, before in sorted(recorded.items()):
+        typer.echo(f"CPU {cpu}: resume latency limit {cpuidle.describe(before)} again")
+    for problem in problems:
+        typer.echo(f"xcast6-engine: {problem}", err=True)
+    raise typer.Exit(1 if problems else EXIT_OK)
 
 
 def _source_problems(cfg: Config) -> list[str]:
@@ -462,6 +527,7 @@ def register(app: typer.Typer) -> None:
     if "run" not in taken:
         app.command("run")(run)
     app.add_typer(config_app, name="config")
+    app.add_typer(cpu_idle_app, name="cpu-idle")
 
 
 def main() -> None:  # pragma: no cover - convenience for `python -m api.cli`

@@ -391,7 +391,7 @@ def _cpu_list(v: object) -> tuple[int, ...]:
     # Checked against the CPUs this process may run on: a pin to a missing or isolated-away CPU
     # would otherwise only fail when the worker starts.
     usable = sorted(os.sched_getaffinity(0))
-    here = _ranges(usable)
+    here = cpu_ranges(usable)
     if not isinstance(v, list) or not v:
         raise _Bad(f"must be a non-empty list of CPU numbers (this host: {here})")
     seen: set[int] = set()
@@ -406,7 +406,7 @@ def _cpu_list(v: object) -> tuple[int, ...]:
     return tuple(v)
 
 
-def _ranges(cpus: list[int]) -> str:
+def cpu_ranges(cpus: list[int]) -> str:
     """0,1,2,5 -> '0-2,5' (how taskset and /proc/cpuinfo users read CPU sets)."""
     runs: list[list[int]] = []
     for c in cpus:

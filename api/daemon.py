@@ -29,7 +29,7 @@ from api.pool import PoolWorkers
 from api.state import EngineView
 from api.syncport import ServiceSync, open_route_source, sync_config
 from api.workers import ArgvFor, WorkerSupervisor
-from engine import __version__
+from engine import __version__, cpuidle
 from engine.cpuidle import CpuIdleLimit
 from engine.fib import Fib
 from sync.source import RouteSource, SourceError
@@ -92,9 +92,19 @@ def keep_off_worker_cpus(worker_cpus: set[int]) -> set[int] | None:
         log.info("workers.cpus %s covers every CPU of the engine: the daemon shares them",
                  sorted(worker_cpus))
         return None
+    refused = None
     for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError):     # a thread that just ended
+        try:
             os.sched_setaffinity(int(tid), rest)
+        except ProcessLookupError:      # a thread that just ended
+            continue
+        except OSError as exc:          # e.g. a seccomp filter without sched_setaffinity
+            refused = exc
+    if refused is not None:
+        log.error("cannot move the daemon's threads off the worker CPUs %s: %s (a systemd unit must "
+                  "allow sched_setaffinity: SystemCallFilter=sched_setaffinity)", sorted(worker_cpus),
+                  refused.strerror or refused)
+        return None
     log.info("daemon threads on CPUs %s, packet workers on %s", sorted(rest), sorted(worker_cpus))
     return rest
 
@@ -150,15 +160,10 @@ class Daemon:
         killed earlier run left limited (also when the limit is no longer configured)."""
         w = self.cfg.workers
         wanted = bool(w.count and w.cpus and w.cpu_resume_latency_us is not None)
-        state_file = self.cfg.engine.state_dir / "cpu-idle-saved.json"
         if wanted:
             self.cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
-        idle = CpuIdleLimit(tuple(w.cpus) if wanted else (), w.cpu_resume_latency_us or 0,
-                            state_file=state_file)
-        for problem in idle.apply():
-            # forwarding works without it (only wake-up latency suffers): say so, keep running
-            log.error("workers.cpu_resume_latency_us: %s", problem)
-        return idle
+        return cpuidle.for_daemon(tuple(w.cpus), w.cpu_resume_latency_us if wanted else None,
+                                  cpuidle.state_file(self.cfg.engine.state_dir))
 
     async def _serve(self) -> int:
         import uvicorn

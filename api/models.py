@@ -143,6 +143,8 @@ class WorkerOut(BaseModel):
     rss_bytes: int | None
     ctx_switches_voluntary: int | None
     ctx_switches_involuntary: int | None
+    cpus: list[int] | None = Field(None, description="CPUs the worker may run on (its affinity; "
+                                   "one entry when workers.cpus pinned it)")
 
 
 class WorkersSummary(BaseModel):

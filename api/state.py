@@ -146,6 +146,7 @@ class WorkerInfo:
     rss_bytes: int | None = None
     ctx_switches_voluntary: int | None = None
     ctx_switches_involuntary: int | None = None
+    cpus: list[int] | None = None       # the CPUs the worker may run on (its affinity)
 
 
 @dataclass

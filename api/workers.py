@@ -39,6 +39,7 @@ def sample_resources(info: WorkerInfo, ps: psutil.Process) -> None:
             info.rss_bytes = ps.memory_info().rss
             ctx = ps.num_ctx_switches()
             info.ctx_switches_voluntary, info.ctx_switches_involuntary = ctx.voluntary, ctx.involuntary
+            info.cpus = sorted(ps.cpu_affinity())
     except psutil.Error:
         pass
 

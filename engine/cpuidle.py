@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,13 +49,21 @@ def describe(raw: str) -> str:
     return f"{raw} us"
 
 
+def state_file(state_dir: Path) -> Path:
+    """Where the originals wait while a limit is set (in the engine's state directory)."""
+    return state_dir / "cpu-idle-saved.json"
+
+
 def qos_path(cpu: int, root: Path = SYSFS_CPU) -> Path:
     """The resume-latency QoS file of one CPU."""
     return root / f"cpu{cpu}" / "power" / "pm_qos_resume_latency_us"
 
 
-def _load_saved(state_file: Path | None) -> dict[int, str]:
-    """CPU -> value that an earlier run saved and did not write back (it was killed)."""
+def _load_saved(state_file: Path | None, quiet: bool = False) -> dict[int, str]:
+    """CPU -> value that an earlier run saved and did not write back (it was killed).
+
+    ``quiet``: raise PermissionError (a file root wrote) instead of ignoring it with a warning.
+    """
     if state_file is None:
         return {}
     try:
@@ -62,10 +71,22 @@ def _load_saved(state_file: Path | None) -> dict[int, str]:
         return {int(cpu): str(value) for cpu, value in data.items()}
     except FileNotFoundError:
         return {}
+    except PermissionError:
+        if quiet:
+            raise
+        log.warning("cannot read %s: the CPUs' current idle limits are taken as the originals", state_file)
+        return {}
     except (OSError, ValueError, AttributeError) as exc:
+        if quiet:
+            return {}
         log.warning("ignoring %s (%s): the CPUs' current idle limits are taken as the originals",
                     state_file, exc)
         return {}
+
+
+def recorded(state_file: Path) -> dict[int, str]:
+    """The originals a state file holds (CPU -> value), {} when there is none."""
+    return _load_saved(state_file)
 
 
 @dataclass
@@ -84,6 +105,7 @@ class CpuIdleLimit:
     state_file: Path | None = None
     saved: dict[int, str] = field(default_factory=dict)    # CPU -> the file's value before apply()
     _stuck: dict[int, str] = field(default_factory=dict, repr=False)   # not written back (yet)
+    _recorded: set[int] = field(default_factory=set, repr=False)      # CPUs found in the state file
 
     def apply(self) -> list[str]:
         """Set the limit on every CPU; returns one problem per CPU where it could not be set.
@@ -95,6 +117,7 @@ class CpuIdleLimit:
         problems = []
         leftover = _load_saved(self.state_file)
         self._stuck = dict(leftover)
+        self._recorded = set(leftover)
         for cpu in self.cpus:
             path = qos_path(cpu, self.root)
             try:
@@ -110,6 +133,8 @@ class CpuIdleLimit:
             except OSError as exc:
                 problems.append(f"CPU {cpu}: cannot set {path}: {exc.strerror or exc}")
                 del self.saved[cpu]
+                if cpu in self._recorded:     # a killed run's original: still owed to the CPU
+                    self._stuck[cpu] = before
                 continue
             log.info("CPU %d idle states: resume latency limit %s (was %s)", cpu, describe(want),
                      describe(before))
@@ -155,3 +180,47 @@ class CpuIdleLimit:
                 self.state_file.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("cannot record the CPUs' original idle limits in %s: %s", self.state_file, exc)
+
+    def can_write(self) -> bool:
+        """Whether this process may change every CPU it would touch (its CPUs and those a killed
+        run left recorded): not so for a daemon started by systemd with ProtectKernelTunables or
+        as a non-root user, where ``xcast6-engine cpu-idle apply`` runs as root instead."""
+        try:
+            recorded = set(_load_saved(self.state_file, quiet=True))
+        except PermissionError:
+            return False
+        return all(os.access(qos_path(cpu, self.root), os.W_OK) for cpu in set(self.cpus) | recorded)
+
+
+def for_daemon(cpus: tuple[int, ...], limit_us: int | None, state_file: Path,
+               root: Path = SYSFS_CPU) -> CpuIdleLimit:
+    """The daemon's part: apply ``limit_us`` to ``cpus`` (None: not configured, only undo what a
+    killed run left) if this process may write the CPUs' files; otherwise leave it to the service
+    manager (``cpu-idle apply/restore`` as root around the run) and return a limit that does nothing.
+    """
+    limit = CpuIdleLimit(cpus if limit_us is not None else (), limit_us or 0, root=root,
+                         state_file=state_file)
+    if not limit.can_write():
+        if limit_us is None:
+            return CpuIdleLimit((), 0, root=root)
+        want = sysfs_value(limit_us)
+        if all(_read(cpu, root) == want for cpu in cpus):
+            log.info("CPUs %s idle states: resume latency limit %s, set by the service manager",
+                     list(cpus), describe(want))
+        else:
+            log.error("workers.cpu_resume_latency_us: this process may not write %s; run "
+                      "'xcast6-engine cpu-idle apply --config FILE' as root before the daemon (the "
+                      "Ansible unit does: ExecStartPre=+) and 'cpu-idle restore' after it",
+                      qos_path(cpus[0], root) if cpus else root)
+        return CpuIdleLimit((), 0, root=root)
+    for problem in limit.apply():
+        # forwarding works without it (only wake-up latency suffers): say so, keep running
+        log.error("workers.cpu_resume_latency_us: %s", problem)
+    return limit
+
+
+def _read(cpu: int, root: Path) -> str | None:
+    try:
+        return qos_path(cpu, root).read_text().strip()
+    except OSError:
+        return None

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import ipaddress
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -62,7 +63,10 @@ from engine.reasons import NOT_XCAST
 from engine.rxbatch import BatchReceiver
 from vlan.linkmap import EngineLink, LinkMap
 
+log = logging.getLogger(__name__)
+
 ETHERTYPE_IPV6 = b"\x86\xdd"
+
 ETH_HLEN = afpacket.ETH_HLEN
 
 
@@ -430,13 +434,30 @@ class Worker:
         self.rx_batch.close()
 
 
+def pin_to_cpu(cpu: int) -> str | None:
+    """Pin the calling process to ``cpu``; returns what went wrong instead of raising.
+
+    Refused pinning (a seccomp filter such as systemd's ``SystemCallFilter=~@resources`` answers
+    sched_setaffinity with EPERM) leaves the worker forwarding unpinned: better than a worker
+    that dies at start and is restarted forever.  The API shows each worker's CPUs.
+    """
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        return (f"cannot pin to CPU {cpu} (workers.cpus): {exc.strerror or exc}; forwarding unpinned "
+                "(a systemd unit must allow sched_setaffinity: SystemCallFilter=sched_setaffinity)")
+    return None
+
+
 def _worker_main(spec: WorkerSpec, fib: Fib, links: list[EngineLink], factory: BrancherFactory,
                  control: multiprocessing.connection.Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the supervisor decides when we stop
     if spec.cpu is not None:
         # A pinned worker keeps its caches warm and does not share a core with the sync/API
         # threads or (in the lab) with the router's forwarding; validated by the config loader.
-        os.sched_setaffinity(0, {spec.cpu})
+        problem = pin_to_cpu(spec.cpu)
+        if problem:
+            log.error("worker %d: %s", spec.index, problem)
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)                     # forked from an asyncio loop: not ours
     w = Worker(spec, fib, LinkMap(links), factory, control)

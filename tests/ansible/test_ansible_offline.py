@@ -218,3 +218,55 @@ def test_rendered_engine_config_passes_the_engines_own_check(engine: str) -> Non
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "valid" in res.stdout
+
+
+def _syscalls(spec: str) -> set[str]:
+    """Expand a SystemCallFilter= value (names and @groups) with systemd's own group tables."""
+    out: set[str] = set()
+    for item in spec.split():
+        if item.startswith("@"):
+            res = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager", item],
+                                 capture_output=True, text=True, timeout=60, check=True)
+            for line in res.stdout.splitlines()[1:]:
+                name = line.strip()
+                if name.startswith("@"):
+                    out |= _syscalls(name)
+                elif name and not name.startswith("#"):
+                    out.add(name)
+        else:
+            out.add(item)
+    return out
+
+
+def _allowed_syscalls(unit: str) -> set[str]:
+    """systemd's rule: the first SystemCallFilter= (an allow list here) sets the list, a later
+    '~' line removes from it, a later plain line adds to it."""
+    allowed: set[str] | None = None
+    for line in unit.splitlines():
+        if not line.startswith("SystemCallFilter="):
+            continue
+        value = line.split("=", 1)[1]
+        if allowed is None:
+            assert not value.startswith("~"), "the unit's first SystemCallFilter= must be an allow list"
+            allowed = _syscalls(value)
+        elif value.startswith("~"):
+            allowed -= _syscalls(value[1:])
+        else:
+            allowed |= _syscalls(value)
+    assert allowed is not None
+    return allowed
+
+
+@pytest.mark.parametrize(("engine", "pinned"), [("engine-mx1", True), ("engine-xe1", False)])
+def test_unit_allows_what_the_configured_worker_tuning_needs(engine: str, pinned: bool) -> None:
+    """engine-mx1 pins its worker (workers.cpus) and limits its CPU's idle states: the unit must let
+    the daemon call sched_setaffinity (else the worker runs unpinned), and root must set the /sys
+    limit around the run (the daemon may not write /sys: ProtectKernelTunables, non-root user)."""
+    unit = (GOLDEN / engine / "xcast6-engine.service").read_text()
+    allowed = _allowed_syscalls(unit)
+    assert "sched_setaffinity" not in _syscalls("@privileged")    # (sanity of the expansion)
+    assert ("sched_setaffinity" in allowed) is pinned
+    assert "mount" not in allowed and "reboot" not in allowed and "ptrace" not in allowed
+    apply = "ExecStartPre=+/opt/xcast6-engine/venv/bin/xcast6-engine cpu-idle apply --config "
+    restore = "ExecStopPost=+/opt/xcast6-engine/venv/bin/xcast6-engine cpu-idle restore --config "
+    assert (apply in unit and restore in unit) is pinned

@@ -10,6 +10,8 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +70,7 @@ def test_daemon_supervises_the_worker_pool() -> None:
         pid = stats["workers"][1]["pid"]
         for i, w in enumerate(stats["workers"]):
             assert os.sched_getaffinity(w["pid"]) == {cpus[i % len(cpus)]}
+            assert w["cpus"] == [cpus[i % len(cpus)]]      # the API shows where each worker runs
             # workers.rx_buffer_kb reached the ingress socket (the kernel reports twice the value)
             assert f"rb{2 * 256 * 1024}," in _ingress_skmem(w["pid"]), _ingress_skmem(w["pid"])
         gen = st["sync"]["generation"]
@@ -127,3 +130,36 @@ def test_worker_cpu_idle_limit_is_set_while_running_and_restored_at_stop() -> No
     finally:
         qos.write_text(before)
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_cpu_idle_cli_applies_and_restores_around_a_daemon(tmp_path: Path) -> None:
+    """`cpu-idle apply` / `cpu-idle restore` (what the systemd unit runs as root around the daemon):
+    the limit is set with the original recorded, then the original comes back and the record goes."""
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = allowed[-1]
+    qos = qos_path(cpu)
+    before = qos.read_text().strip()
+    assert before != "n/a", f"{qos} is already 'n/a' (left by a killed daemon?): cannot tell a change"
+    cfg = tmp_path / "engine.toml"
+    write_config(cfg, tmp_path / "state", "kernel://xapi-none", free_port(), link="lo")
+    workers = f"count = 1\ncpus = [{cpu}]\ncpu_resume_latency_us = 0"
+    cfg.write_text(cfg.read_text().replace("count = 0", workers))
+    record = tmp_path / "state" / "cpu-idle-saved.json"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine.cli", "cpu-idle", *args, "--config", str(cfg)],
+                              cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True,
+                              timeout=60)
+
+    try:
+        res = cli("apply")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"CPU {cpu}: resume latency limit 0 us (idle loop polls)" in res.stdout
+        assert qos.read_text().strip() == "n/a"
+        assert record.exists()
+        res = cli("restore")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert qos.read_text().strip() == before and not record.exists()
+        assert cli("restore").returncode == 0        # nothing recorded: nothing to do
+    finally:
+        qos.write_text(before)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine.cpuidle import CpuIdleLimit, describe, qos_path, sysfs_value
+from engine.cpuidle import CpuIdleLimit, describe, for_daemon, qos_path, sysfs_value
 
 
 def _fake_sysfs(root: Path, values: dict[int, str]) -> None:
@@ -94,3 +98,51 @@ def test_an_unreadable_state_file_is_ignored(tmp_path: Path, caplog: pytest.LogC
     limit = CpuIdleLimit((1,), 0, root=sysfs, state_file=state)
     assert limit.apply() == [] and limit.saved == {1: "0"}
     assert "ignoring" in caplog.text
+
+
+def test_a_failed_set_keeps_a_killed_runs_original_recorded(tmp_path: Path) -> None:
+    sysfs, state = tmp_path / "sys", tmp_path / "state.json"
+    _fake_sysfs(sysfs, {1: "n/a"})
+    state.write_text('{"1": "0"}')             # a killed run limited CPU 1, whose original was "0"
+    qos_path(1, sysfs).unlink()
+    qos_path(1, sysfs).mkdir()                 # readable as nothing, not writable: set fails
+    limit = CpuIdleLimit((1,), 0, root=sysfs, state_file=state)
+    assert limit.apply()                       # reported ...
+    assert state.read_text() == '{"1": "0"}'   # ... and the original is still owed to CPU 1
+
+
+@pytest.fixture
+def readonly_sysfs(tmp_path: Path) -> Iterator[Path]:
+    """A fake sysfs that is a read-only bind mount, as /sys is for a systemd unit with
+    ProtectKernelTunables=yes (root included)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind-mount")
+    sysfs = tmp_path / "sys"
+    _fake_sysfs(sysfs, {1: "n/a"})
+    subprocess.run(["mount", "--bind", str(sysfs), str(sysfs)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(sysfs)], check=True)
+        yield sysfs
+    finally:
+        subprocess.run(["umount", str(sysfs)], check=True)
+
+
+def test_daemon_leaves_a_limit_it_may_not_write_to_the_service_manager(
+    readonly_sysfs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    state = tmp_path / "state.json"
+    state.write_text('{"1": "0"}')           # what `cpu-idle apply` (root, ExecStartPre) recorded
+    limit = for_daemon((1,), 0, state, root=readonly_sysfs)
+    assert "set by the service manager" in caplog.text
+    assert limit.restore() == []             # the daemon's stop touches nothing ...
+    assert state.read_text() == '{"1": "0"}'     # ... and keeps the record for `cpu-idle restore`
+    assert qos_path(1, readonly_sysfs).read_text() == "n/a\n"
+
+
+def test_daemon_names_the_fix_when_the_limit_is_not_set_and_it_may_not_set_it(
+    readonly_sysfs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for_daemon((1,), 20, tmp_path / "state.json", root=readonly_sysfs)    # file says n/a, want 20
+    assert "xcast6-engine cpu-idle apply --config FILE' as root before the daemon" in caplog.text
+    assert not (tmp_path / "state.json").exists()

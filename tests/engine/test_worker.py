@@ -265,3 +265,20 @@ def _batch_sender_checks(s: afpacket.BatchSender, lo: int) -> None:
     assert s.syscalls == 3
     assert not s.add(lo, b"", b"x" * (s.slot_size + 1))
     s.close()
+
+
+def test_refused_pinning_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seccomp filter without sched_setaffinity (systemd SystemCallFilter=~@resources) answers
+    EPERM: the worker says so and forwards unpinned instead of dying and being restarted forever."""
+    import errno
+
+    from engine import worker
+
+    def refuse(pid: int, cpus: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(worker.os, "sched_setaffinity", refuse)
+    problem = worker.pin_to_cpu(1)
+    assert problem is not None
+    assert problem.startswith("cannot pin to CPU 1 (workers.cpus): Operation not permitted")
+    assert "SystemCallFilter=sched_setaffinity" in problem
