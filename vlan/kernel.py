@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ def set_ipv6_sysctl(netns: str | None, ifname: str, key: str, value: str) -> Non
 
     There is no netlink call for these, and /proc/sys/net follows the *thread's* namespace, so
     the write happens in a short-lived thread that joins ``netns`` (the process stays put).
+    A value that is already right is not written: a daemon under systemd's
+    ``ProtectKernelTunables=yes`` sees /proc/sys read-only, and the Ansible role sets the
+    ``default`` of such keys at boot, which new interfaces inherit.
     """
     path = f"/proc/sys/net/ipv6/conf/{ifname}/{key}"
     errors: list[BaseException] = []
@@ -115,8 +119,17 @@ def set_ipv6_sysctl(netns: str | None, ifname: str, key: str, value: str) -> Non
                 from pyroute2 import netns as pr_netns
 
                 pr_netns.setns(netns, flags=0)
+            with open(path) as fh:
+                if fh.read().strip() == value:
+                    return
             with open(path, "w") as fh:
                 fh.write(value)
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                hint = (f"set net.ipv6.conf.default.{key} = {value} at boot, as the Ansible role's "
+                        "sysctl file does, or let the engine write /proc/sys/net/ipv6/conf")
+                exc = OSError(exc.errno, f"{exc.strerror} ({hint})")
+            errors.append(exc)
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
 
