@@ -267,6 +267,6 @@ def test_unit_allows_what_the_configured_worker_tuning_needs(engine: str, pinned
     assert "sched_setaffinity" not in _syscalls("@privileged")    # (sanity of the expansion)
     assert ("sched_setaffinity" in allowed) is pinned
     assert "mount" not in allowed and "reboot" not in allowed and "ptrace" not in allowed
-    apply = "ExecStartPre=+/opt/xcast6-engine/venv/bin/xcast6-engine cpu-idle apply --config "
-    restore = "ExecStopPost=+/opt/xcast6-engine/venv/bin/xcast6-engine cpu-idle restore --config "
+    apply = "ExecStartPre=-+/opt/xcast6-engine/venv/bin/xcast6-engine cpu-idle apply --config "
+    restore = "ExecStopPost=-+/opt/xcast6-engine/venv/bin/xcast6-engine cpu-idle restore --config "
     assert (apply in unit and restore in unit) is pinned

@@ -6,6 +6,11 @@ virtualenv with the engine, engine.toml (validated by ``xcast6-engine config che
 secrets file, sysctls, modules-load, the hardened unit. The second run must change nothing.
 Runtime-only steps (modprobe, sysctl -w, starting the unit, /readyz) need a booted system and are
 switched off with engine_host_runtime=false; there is no systemd running in a chroot.
+
+The unit itself is then run for real: a second root (lab inventory, engine ea) gets systemd and
+boots in systemd-nspawn inside the namespace lab's engine-A namespace, where systemd starts the
+hardened unit and the engine must sync, report ready and forward (it found the unit's read-only
+/run, the hidden /proc/sys and the blocked sched_setaffinity).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -204,3 +210,156 @@ def test_engine_host_role_applies_and_is_idempotent(
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "valid" in check.stdout
+
+
+# ------------------------------------------------------------------ the unit, run by systemd
+def _lab_inventory(tmp: Path, root: Path, wheels: tuple[Path, Path]) -> Path:
+    """The lab inventory (engine ea beside router ra, direct links) with ea reached by chroot."""
+    inv = tmp / "lab-inventory"
+    shutil.copytree(ANSIBLE_DIR / "inventories/lab", inv)
+    ea = inv / "host_vars" / "ea.yml"
+    ea.write_text(ea.read_text() + "\n".join([
+        "ansible_connection: community.general.chroot",
+        f"ansible_host: {root}",
+        "ansible_become: false",
+        "engine_host_runtime: false",
+        f"engine_host_package_src: {wheels[1]}",
+        f"engine_host_wheelhouse: {wheels[0]}",
+        # the worker tuning the unit must make room for: pinning (sched_setaffinity under the
+        # syscall filter) and the idle limit (root ExecStartPre; /sys is read-only in the container)
+        f"engine_host_worker_cpus: [{max(os.sched_getaffinity(0))}]",
+        "engine_host_worker_cpu_resume_latency_us: 0",
+        "",
+    ]))
+    return inv / "hosts.yml"
+
+
+def _container_pid1(nspawn_pid: int, timeout: float = 60) -> int:
+    """The container's init: the process named systemd below systemd-nspawn (its inner helper
+    forks it into the container's PID namespace)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        todo = [nspawn_pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                if pid != nspawn_pid and Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                    return pid
+            except OSError:
+                continue
+            todo += [int(k) for k in kids]
+        time.sleep(0.2)
+    raise AssertionError("the container's systemd did not start")
+
+
+def test_the_deployed_unit_runs_the_engine_under_systemd(
+    wheelhouse: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """engine.yml's result booted for real: a Debian root with the role applied (lab inventory,
+    engine ea) boots systemd in systemd-nspawn inside the lab's engine-A namespace; the hardened
+    unit starts the engine as user xcast6, it syncs router A over SNMP, reports ready, and XCAST6
+    datagrams sent into the lab reach every receiver exactly once through it. Then a clean
+    shutdown stops the unit."""
+    import time
+
+    import httpx
+
+    from engine.lab import build, demo, netns
+    from engine.lab.topology import API_PORT, Topology
+
+    if shutil.which("systemd-nspawn") is None:
+        res = _sh("apt-get", "install", "-y", "-qq", "systemd-container",
+                  env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        assert res.returncode == 0, res.stderr
+    tmp = tmp_path_factory.mktemp("xans-unit")
+    root = tmp / "root"
+    root.mkdir()
+    assert _sh("tar", "-C", str(root), "-xf", str(_base_tarball())).returncode == 0
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    res = _sh("chroot", str(root), "sh", "-c",
+              "apt-get update -qq && "
+              "apt-get install -y -qq --no-install-recommends systemd systemd-sysv dbus",
+              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    play = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(_lab_inventory(tmp, root, wheelhouse)), "engine.yml",
+         "--limit", "ea"],
+        cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=1800,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+             "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+    )
+    assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-3000:]
+
+    prefix = f"xlu{os.getpid() % 10000}-"
+    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5)
+    build.down(topo)
+    build.up(topo)
+    nspawn = None
+    console = tmp / "console.log"
+    try:
+        build.stop_engine(topo, "a")       # the systemd-run engine takes engine A's place
+        with console.open("w") as out:
+            nspawn = subprocess.Popen(
+                # nspawn keeps CAP_NET_ADMIN out of a container that joins a network namespace
+                # it did not create: the unit's own bounding set is what is under test
+                ["systemd-nspawn", "-q", "-D", str(root), "--register=no", "--keep-unit",
+                 "--capability=CAP_NET_ADMIN",
+                 f"--network-namespace-path=/run/netns/{topo.engine_ns('a')}", "--console=passive", "-b"],
+                stdout=out, stderr=subprocess.STDOUT)
+        pid1 = _container_pid1(nspawn.pid)
+
+        def inside(*cmd: str) -> subprocess.CompletedProcess[str]:
+            return _sh("nsenter", "-t", str(pid1), "-m", "-u", "-i", "-p", "-n", *cmd, timeout=60)
+
+        def readyz() -> int:
+            try:
+                with netns.in_netns(topo.engine_ns("a")):
+                    url = f"http://127.0.0.1:{API_PORT}/readyz"
+                    return httpx.get(url, timeout=2, trust_env=False).status_code
+            except httpx.HTTPError:
+                return 0
+
+        deadline = time.monotonic() + 120
+        while readyz() != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        journal = inside("journalctl", "-u", "xcast6-engine", "--no-pager", "-o", "cat").stdout
+        assert readyz() == 200, inside("systemctl", "status", "xcast6-engine", "--no-pager").stdout + journal
+        assert inside("systemctl", "is-active", "xcast6-engine").stdout.strip() == "active"
+        main_pid = inside("systemctl", "show", "-p", "MainPID", "--value", "xcast6-engine").stdout.strip()
+        status = inside("cat", f"/proc/{main_pid}/status").stdout
+        uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))        # type: ignore[union-attr]
+        assert uid != 0                                                       # runs as user xcast6
+        assert re.search(r"^Seccomp:\s+2", status, re.M)                      # under its syscall filter
+        assert inside("test", "-e", "/run/xcast6-engine/stats.shm").returncode == 0
+
+        # XCAST6 through the systemd-run engine A (and the lab's engine B) to every receiver
+        dests = [h.addr for h in topo.receivers]
+        payloads = [f"unit-{i}".encode() for i in range(3)]
+        demo.reset_logs(topo)
+        demo.send_xcast(topo, dests, payloads)
+        got = demo.deliveries(topo, expect=len(dests) * len(payloads), timeout=10)
+        for d in dests:
+            assert sorted(r["payload"] for r in got.get(d, [])) == sorted(p.hex() for p in payloads), (d, got)
+        # the daemon's own log (not the cpu-idle helper, which cannot write /sys in a container)
+        helper = [line for line in journal.splitlines() if line.startswith("xcast6-engine: CPU")]
+        assert helper or "resume latency limit 0 us" in journal, journal    # ExecStartPre ran
+        daemon_log = "\n".join(line for line in journal.splitlines() if line not in helper)
+        for word in ("Permission denied", "Operation not permitted", "Read-only file system", "Traceback"):
+            assert word not in daemon_log, journal
+        with netns.in_netns(topo.engine_ns("a")):
+            stats = httpx.get(f"http://127.0.0.1:{API_PORT}/stats", timeout=5, trust_env=False,
+                              headers={"Authorization": "Bearer lab-token-not-secret"}).json()
+        assert [w["cpus"] for w in stats["workers"]] == [[max(os.sched_getaffinity(0))]], stats["workers"]
+
+        # a clean stop of the container stops the unit (SIGRTMIN+3 = halt for systemd as init)
+        os.kill(pid1, signal.SIGRTMIN + 3)
+        nspawn.wait(timeout=60)
+        nspawn = None
+    finally:
+        if nspawn is not None:
+            nspawn.kill()
+            nspawn.wait()
+        build.down(topo)
