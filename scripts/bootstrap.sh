@@ -9,7 +9,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev gcc make
   iproute2 nftables snmpd snmp tshark tcpdump ethtool kmod
   qemu-system-x86 linux-image-amd64 busybox-static
-  libyang2-tools libyuma-base openssh-client debootstrap systemd
+  libyang2-tools libyuma-base openssh-client debootstrap systemd systemd-container
 )
 
 if [ "$(id -u)" -ne 0 ]; then
