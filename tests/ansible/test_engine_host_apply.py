@@ -15,6 +15,7 @@ hardened unit and the engine must sync, report ready and forward (it found the u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -298,6 +299,7 @@ def test_the_deployed_unit_runs_the_engine_under_systemd(
     build.down(topo)
     build.up(topo)
     nspawn = None
+    pid1 = 0
     console = tmp / "console.log"
     try:
         build.stop_engine(topo, "a")       # the systemd-run engine takes engine A's place
@@ -360,6 +362,14 @@ def test_the_deployed_unit_runs_the_engine_under_systemd(
         nspawn = None
     finally:
         if nspawn is not None:
-            nspawn.kill()
-            nspawn.wait()
+            # killing the container's init ends its whole PID namespace (SIGKILL to nspawn alone
+            # would leave the booted container running)
+            if pid1:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid1, signal.SIGKILL)
+            try:
+                nspawn.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                nspawn.kill()
+                nspawn.wait()
         build.down(topo)
