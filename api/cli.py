@@ -423,11 +423,8 @@ def cpu_idle_apply(config: str = typer.Option(..., "--config", "-c", help="Engin
     from engine import cpuidle
 
     cfg = _config_or_exit(config)
-    w = cfg.workers
-    wanted = bool(w.count and w.cpus and w.cpu_resume_latency_us is not None)
-    if wanted:
-        cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
-    limit = cpuidle.CpuIdleLimit(tuple(w.cpus) if wanted else (), w.cpu_resume_latency_us or 0,
+    limit_us = cfg.workers.idle_limit_us
+    limit = cpuidle.CpuIdleLimit(cfg.workers.cpus if limit_us is not None else (), limit_us or 0,
                                  state_file=cpuidle.state_file(cfg.engine.state_dir))
     problems = limit.apply()
     for cpu, before in sorted(limit.saved.items()):
@@ -435,7 +432,7 @@ def cpu_idle_apply(config: str = typer.Option(..., "--config", "-c", help="Engin
                    f"(was {cpuidle.describe(before)})")
     for problem in problems:
         typer.echo(f"xcast6-engine: {problem}", err=True)
-    if not wanted:
+    if limit_us is None:
         typer.echo("workers.cpu_resume_latency_us is not set (or no workers.cpus): nothing to limit")
     raise typer.Exit(1 if problems else EXIT_OK)
 

@@ -183,6 +183,11 @@ class WorkersSection:
     rx_buffer_kb: int = 4096        # each ingress socket's receive queue (SO_RCVBUF), KiB
     cpu_resume_latency_us: int | None = None   # idle-state limit of the workers' CPUs; None = untouched
 
+    @property
+    def idle_limit_us(self) -> int | None:
+        """``cpu_resume_latency_us`` when it applies (pinned workers exist), else None."""
+        return self.cpu_resume_latency_us if self.count and self.cpus else None
+
 
 @dataclass(frozen=True)
 class ApiSection:

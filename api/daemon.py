@@ -159,11 +159,7 @@ class Daemon:
         """Apply ``workers.cpu_resume_latency_us`` to the workers' CPUs, and write back what a
         killed earlier run left limited (also when the limit is no longer configured)."""
         w = self.cfg.workers
-        wanted = bool(w.count and w.cpus and w.cpu_resume_latency_us is not None)
-        if wanted:
-            self.cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
-        return cpuidle.for_daemon(tuple(w.cpus), w.cpu_resume_latency_us if wanted else None,
-                                  cpuidle.state_file(self.cfg.engine.state_dir))
+        return cpuidle.for_daemon(w.cpus, w.idle_limit_us, cpuidle.state_file(self.cfg.engine.state_dir))
 
     async def _serve(self) -> int:
         import uvicorn

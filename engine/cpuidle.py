@@ -173,6 +173,7 @@ class CpuIdleLimit:
         pending = {**self._stuck, **self.saved}
         try:
             if pending:
+                self.state_file.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self.state_file.with_suffix(".tmp")
                 tmp.write_text(json.dumps({str(c): v for c, v in sorted(pending.items())}))
                 tmp.replace(self.state_file)
