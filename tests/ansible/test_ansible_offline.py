@@ -42,6 +42,25 @@ def _render(inventory: Path, out: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def _edited_example(tmp_path: Path, edits: list[tuple[str, str, str]]) -> Path:
+    """A copy of the example inventory with, per (host, old, new), the one ``old`` in that host's
+    vars replaced by ``new``; returns its hosts.yml."""
+    inv = tmp_path / "inventory"
+    shutil.copytree(ANSIBLE_DIR / "inventories/example", inv)
+    for host, old, new in edits:
+        path = inv / "host_vars" / f"{host}.yml"
+        text = path.read_text()
+        assert text.count(old) == 1, (host, old)
+        path.write_text(text.replace(old, new))
+    return inv / "hosts.yml"
+
+
+def _render_one(inventory: Path, host: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """render.yml for one host of ``inventory`` (the result is returned, not asserted)."""
+    return _run(str(BIN / "ansible-playbook"), "-i", str(inventory), "render.yml",
+                "-e", f"xcast6_render_dir={out}", "--limit", host)
+
+
 @pytest.mark.parametrize("inventory", INVENTORIES)
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_syntax_check(playbook: str, inventory: str) -> None:
@@ -72,19 +91,13 @@ def test_render_example_matches_golden(tmp_path: Path) -> None:
 
 
 def test_changing_one_link_changes_exactly_its_lines(tmp_path: Path) -> None:
-    inv = tmp_path / "inventory"
-    shutil.copytree(ANSIBLE_DIR / "inventories/example", inv)
-    for host, old, new in [
+    inventory = _edited_example(tmp_path, [
         ("mx1", "vlan: 102", "vlan: 142"),
         ("xe1", "vlan: 202", "vlan: 242"),
         ("xr1", "vlan: 302", "vlan: 342"),
-    ]:
-        path = inv / "host_vars" / f"{host}.yml"
-        text = path.read_text()
-        assert text.count(old) == 1
-        path.write_text(text.replace(old, new))
+    ])
     out = tmp_path / "out"
-    _render(inv / "hosts.yml", out)
+    _render(inventory, out)
 
     def changed(rel: str) -> tuple[set[str], set[str]]:
         before = set((GOLDEN / rel).read_text().splitlines())
@@ -128,20 +141,8 @@ def test_divert_never_on_engine_trunk() -> None:
 
 
 def test_inventory_rejects_divert_on_trunk(tmp_path: Path) -> None:
-    inv = tmp_path / "inventory"
-    shutil.copytree(ANSIBLE_DIR / "inventories/example", inv)
-    path = inv / "host_vars" / "mx1.yml"
-    path.write_text(path.read_text().replace("router_interface: ge-0/0/1.0", "router_interface: xe-0/1/0.7"))
-    res = _run(
-        str(BIN / "ansible-playbook"),
-        "-i",
-        str(inv / "hosts.yml"),
-        "render.yml",
-        "-e",
-        f"xcast6_render_dir={tmp_path / 'out'}",
-        "--limit",
-        "mx1",
-    )
+    inventory = _edited_example(tmp_path, [("mx1", "router_interface: ge-0/0/1.0", "router_interface: xe-0/1/0.7")])
+    res = _render_one(inventory, "mx1", tmp_path / "out")
     assert res.returncode != 0
     assert "is on the engine trunk" in res.stdout
 
@@ -167,13 +168,9 @@ def test_existing_input_filters_are_kept_not_replaced() -> None:
 
 
 def test_inventory_rejects_a_malformed_existing_input(tmp_path: Path) -> None:
-    inv = tmp_path / "inventory"
-    shutil.copytree(ANSIBLE_DIR / "inventories/example", inv)
-    path = inv / "host_vars" / "xe1.yml"
     # IOS-XE applies one policy route-map per interface: a list cannot be what it already has
-    path.write_text(path.read_text().replace("existing_input: PBR-TRANSIT", "existing_input: [A, B]"))
-    res = _run(str(BIN / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "render.yml",
-               "-e", f"xcast6_render_dir={tmp_path / 'out'}", "--limit", "xe1")
+    inventory = _edited_example(tmp_path, [("xe1", "existing_input: PBR-TRANSIT", "existing_input: [A, B]")])
+    res = _render_one(inventory, "xe1", tmp_path / "out")
     assert res.returncode != 0
     assert "existing_input" in res.stdout and "IOS-XE: one" in res.stdout
 
