@@ -1,6 +1,6 @@
 """Benchmark: N IPv6 routes over NETCONF (real SSH server, real kernel table), fetch + parse.
 
-    /work/venv/bin/python bench/bench_netconf.py [--routes 10000] [--runs 3] [--json out.json]
+    .venv/bin/python bench/bench_netconf.py [--routes 10000] [--runs 3] [--json out.json]
 
 Builds a namespace ``xnc-rb<pid>`` with N kernel routes (every 10th 2-way multipath), serves it
 with tests/netconf_server (the ``netconf`` package over SSH) and measures, per flavor (junos,

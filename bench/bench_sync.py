@@ -3,7 +3,7 @@
 Runs as root in a throw-away network namespace (``xsa-bench-<pid>``) with one veth pair
 standing for the engine links.  Prints a table and writes ``<out>/sync.json``.
 
-    /work/venv/bin/python bench/bench_sync.py [--routes 250000] [--change 1000] [--out bench-results]
+    .venv/bin/python bench/bench_sync.py [--routes 250000] [--change 1000] [--out bench-results]
 
 Measured (each step separately and end to end):
 * full: diff(None, table) + kernel mirror install + Fib build          target < 30 s at 250k

@@ -459,7 +459,13 @@ def plot(res: dict[str, Any], path: Path) -> bool:
     """Bar charts of packets/s and copies/s per (N, next hops); False if nothing to plot."""
     if not res.get("branch"):
         return False
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        # A production install has no plotting library; the JSON is the result, the PNG a view of it.
+        print(f"plot skipped: matplotlib is not installed (pip install 'xcast6-engine[bench]'); "
+              f"the numbers are in the JSON beside {path.name}")
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -1,9 +1,10 @@
 """``xcast6-engine interfaces plan|apply|show``: engine links on this host's kernel (local operations).
 
-Inputs: the ``[interfaces]`` section of the engine's TOML config (or a file holding just that
-table) and the router's interface list, either fetched from the router (``--router URL``,
-through the sync sources) or read from a file (``--router-interfaces``: JSON list of
-``{"name", "index", "oper_up"}`` objects, or text lines ``NAME [up|down]``).
+Inputs: the ``[links]`` section of the engine's TOML config (the daemon's own file, validated by
+the same rules the daemon applies to it) and the router's interface list, either fetched from
+the router (``--router URL``, through the sync sources) or read from a file
+(``--router-interfaces``: JSON list of ``{"name", "index", "oper_up"}`` objects, or text lines
+``NAME [up|down]``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ interfaces_app = typer.Typer(
     no_args_is_help=True,
 )
 
-ConfigOpt = typer.Option(..., "--config", "-c", help="TOML file with an [interfaces] table.")
+ConfigOpt = typer.Option(..., "--config", "-c", help="The engine configuration (its [links] table is used).")
 RouterOpt = typer.Option(
     None, "--router", help="Fetch the interface list from this router URL (snmp://, netconf://)."
 )
@@ -47,17 +48,19 @@ BenchModeOpt = typer.Option("direct", "--mode", help="Kernel part: direct (veths
 
 
 def load_config(path: Path) -> InterfacesConfig:
-    """Read and validate the ``[interfaces]`` table of a TOML file."""
+    """Read and validate the ``[links]`` table of the engine's TOML configuration."""
     try:
         raw = tomllib.loads(path.read_text())
     except OSError as exc:
         raise PlanError("--config", f"cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PlanError("--config", f"{path} is not valid TOML: {exc}") from None
-    table = raw.get("interfaces", raw)
+    table = raw.get("links")
+    if table is None:
+        raise PlanError("links", f"{path} has no [links] table (the engine links: mode, trunk, map)")
     if not isinstance(table, dict):
-        raise PlanError("interfaces", "must be a table")
-    return InterfacesConfig.from_dict(table)
+        raise PlanError("links", "must be a table")
+    return InterfacesConfig.from_dict(table, where="links")
 
 
 def parse_router_interfaces(text: str, origin: str = "router interfaces") -> list[Interface]:

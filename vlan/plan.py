@@ -48,7 +48,7 @@ class MapEntry:
 
 @dataclass(frozen=True, slots=True)
 class InterfacesConfig:
-    """The ``[interfaces]`` configuration section, validated."""
+    """The ``[links]`` section of the engine configuration, validated."""
 
     mode: Mode = "vlan"
     trunk: str | None = None
@@ -62,8 +62,8 @@ class InterfacesConfig:
     entries: tuple[MapEntry, ...] = ()
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], where: str = "interfaces") -> InterfacesConfig:
-        """Validate a parsed ``[interfaces]`` table; errors name the field (``interfaces.map[1].vlan``)."""
+    def from_dict(cls, raw: Mapping[str, Any], where: str = "links") -> InterfacesConfig:
+        """Validate a parsed ``[links]`` table; errors name the field (``links.map[1].vlan``)."""
         known = {
             "mode",
             "trunk",
@@ -128,7 +128,7 @@ class InterfacesConfig:
             raise PlanError(f"{where}.exclude", "must be a list of interface names or glob patterns")
         raw_map = raw.get("map", [])
         if not isinstance(raw_map, list | tuple):
-            raise PlanError(f"{where}.map", "must be a list of tables ([[interfaces.map]])")
+            raise PlanError(f"{where}.map", f"must be a list of tables ([[{where}.map]])")
         entries = tuple(_entry(e, f"{where}.map[{i}]", mode) for i, e in enumerate(raw_map))
         seen_vlan: dict[int, int] = {}
         seen_link: dict[str, int] = {}
@@ -161,7 +161,7 @@ class InterfacesConfig:
                 raise PlanError(f"{where}.map[{i}].link", "only meaningful in direct mode")
         if mode == "vlan" and not entries and vlan_range is None:
             raise PlanError(
-                f"{where}.map", "give a mapping ([[interfaces.map]]) or a vlan_range to allocate from"
+                f"{where}.map", f"give a mapping ([[{where}.map]]) or a vlan_range to allocate from"
             )
         if mode == "direct" and not entries:
             raise PlanError(f"{where}.map", "direct mode needs one entry per router interface (with link)")
@@ -273,7 +273,7 @@ class DesiredLink:
     engine_addr: IPv6Interface
     router_addr: IPv6Address | None
     oper_up: bool
-    source: str  # which config line produced it: "interfaces.map[0]" or "auto"
+    source: str  # which config line produced it: "links.map[0]" or "auto"
 
     @property
     def alias(self) -> str:
@@ -340,7 +340,7 @@ def build_plan(
         where = "auto"
         for i, candidate_entry in enumerate(config.entries):
             if fnmatch.fnmatchcase(iface.name, candidate_entry.router_if):
-                match, where = candidate_entry, f"interfaces.map[{i}]"
+                match, where = candidate_entry, f"links.map[{i}]"
                 break
         if match is None and (config.entries or config.vlan_range is None):
             plan.unmapped[iface.name] = "no mapping entry matches"
@@ -411,7 +411,7 @@ def build_plan(
         if config.mode == "vlan" and vlan_of[iface.name] is None:
             if config.vlan_range is None:
                 raise PlanError(
-                    f"{where}.vlan", f"no VLAN for {iface.name}: give vlan or interfaces.vlan_range"
+                    f"{where}.vlan", f"no VLAN for {iface.name}: give vlan or links.vlan_range"
                 )
             lo, hi = config.vlan_range
             # Allocation only ever adds, so the lowest free VLAN never moves down: resume there.
@@ -421,21 +421,21 @@ def build_plan(
             free = vlan_cursor if vlan_cursor <= hi else None
             if free is None:
                 raise PlanError(
-                    "interfaces.vlan_range", f"exhausted: no free VLAN in {lo}..{hi} for {iface.name}"
+                    "links.vlan_range", f"exhausted: no free VLAN in {lo}..{hi} for {iface.name}"
                 )
             used_vlans[free] = iface.name
             vlan_of[iface.name] = free
         if subnet_of[iface.name] is None:
             if config.pool is None:
                 raise PlanError(
-                    f"{where}.subnet", f"no subnet for {iface.name}: give subnet or interfaces.pool"
+                    f"{where}.subnet", f"no subnet for {iface.name}: give subnet or links.pool"
                 )
             index = subnet_cursor
             while True:
                 candidate = _subnet_at(config.pool, config.subnet_prefixlen, index)
                 if candidate is None:
                     raise PlanError(
-                        "interfaces.pool",
+                        "links.pool",
                         f"exhausted: no free /{config.subnet_prefixlen} in {config.pool} for {iface.name}",
                     )
                 if used_subnets.overlapping(candidate) is None:

@@ -111,7 +111,7 @@ def _diff_vlan(config: InterfacesConfig, plan: Plan, view: KernelView) -> list[A
     assert config.trunk is not None
     trunk = view.links.get(config.trunk)
     if trunk is None:
-        raise ReconcileError(f"interfaces.trunk: {config.trunk} does not exist in this network namespace")
+        raise ReconcileError(f"links.trunk: {config.trunk} does not exist in this network namespace")
     actions: list[Action] = []
     desired = {link.engine_ifname: link for link in plan.links}
     owned = {lk.name: lk for lk in view.links.values() if is_owned(lk, config)}
@@ -142,7 +142,7 @@ def _diff_vlan(config: InterfacesConfig, plan: Plan, view: KernelView) -> list[A
         if existing is not None and name not in owned:
             raise ReconcileError(
                 f"{name} exists but is not owned by xcast6-engine (no '{want.alias}' alias); "
-                "rename it or change interfaces.name_prefix"
+                "rename it or change links.name_prefix"
             )
         clash = foreign_vlans.get(want.vlan_id)
         if clash is not None:
@@ -186,7 +186,7 @@ def _diff_direct(config: InterfacesConfig, plan: Plan, view: KernelView) -> list
         existing = view.links.get(want.engine_ifname)
         if existing is None:
             raise ReconcileError(
-                f"interfaces.map: link {want.engine_ifname} for router interface {want.router_ifname} "
+                f"links.map: link {want.engine_ifname} for router interface {want.router_ifname} "
                 "does not exist (direct mode uses links that already exist)"
             )
         state = "up" if want.oper_up else "down"

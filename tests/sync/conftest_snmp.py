@@ -228,7 +228,17 @@ _SNMPSIM_MAIN = (
     "import encodings.latin_1, encodings.ascii, encodings.hex_codec;"
     "from snmpsim.commands.responder import main; sys.argv[0] = 'snmpsim-command-responder'; sys.exit(main())"
 )
-RECORDINGS = Path("/work/venv/lib/python3.11/site-packages/snmpsim_data/data/network/router")
+
+
+def _recordings() -> Path:
+    """snmpsim-data's router recordings, wherever the package is installed (it is a test extra)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("snmpsim_data")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the snmpsim-data package is not installed (pip install -e '.[test]')")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "network" / "router"
+
 
 
 @dataclass
@@ -248,7 +258,7 @@ class SnmpsimAgent:
         """Decompress one of snmpsim-data's router recordings under ``community``."""
         import bz2
 
-        raw = bz2.decompress((RECORDINGS / f"{name}.snmprec.bz2").read_bytes())
+        raw = bz2.decompress((_recordings() / f"{name}.snmprec.bz2").read_bytes())
         self.add_recording(community, raw.decode())
 
     def start(self) -> None:

@@ -15,10 +15,10 @@ from vlan.cli import parse_router_interfaces
 from vlan.plan import PlanError
 
 DIRECT = """
-[interfaces]
+[links]
 mode = "direct"
 pool = "2001:db8:aa::/56"
-[[interfaces.map]]
+[[links.map]]
 router_if = "ge-0/0/1.0"
 link = "xe1"
 """
@@ -46,12 +46,12 @@ def test_router_interface_file_formats() -> None:
 
 def test_bad_config_exits_2_and_names_the_field(tmp_path: Path) -> None:
     cfg = tmp_path / "engine.toml"
-    cfg.write_text('[interfaces]\ntrunk = "eth1"\n[[interfaces.map]]\nrouter_if = "a"\nvlan = 5000\n')
+    cfg.write_text('[links]\ntrunk = "eth1"\n[[links.map]]\nrouter_if = "a"\nvlan = 5000\n')
     ifs = tmp_path / "ifs.txt"
     ifs.write_text("a\n")
     code, _, err = invoke("plan", "-c", str(cfg), "--router-interfaces", str(ifs))
     assert code == 2
-    assert "error: interfaces.map[0].vlan: VLAN 5000 is outside 1..4094" in err
+    assert "error: links.map[0].vlan: VLAN 5000 is outside 1..4094" in err
 
 
 def test_missing_router_input_is_explained(tmp_path: Path) -> None:
@@ -101,3 +101,33 @@ def test_plan_apply_show_in_a_namespace(tmp_path: Path) -> None:
         assert [(r["engine_if"], r["router_if"], r["addrs"]) for r in rows] == [
             ("xe1", "ge-0/0/1.0", ["2001:db8:aa::1/64"])
         ]
+
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "api" / "engine.example.toml"
+
+
+@pytest.mark.root
+@pytest.mark.netns
+def test_plan_reads_the_daemons_own_config(tmp_path: Path) -> None:
+    """The README's command on the shipped example: the daemon's file, its [links] table."""
+    ifs = tmp_path / "ifs.txt"
+    ifs.write_text("ge-0/0/1.0 up\nge-0/0/2.0 up\nfxp0.0 up\n")
+    with namespaces("xvl-ex") as (ns,):
+        sh("link", "add", "eth1", "type", "veth", "peer", "name", "eth9", ns=ns)
+        args = ["plan", "-c", str(EXAMPLE_CONFIG), "--router-interfaces", str(ifs), "--netns", ns]
+        code, out, err = invoke(*args)
+        assert code == 0, err
+        # the map's explicit addresses and the automatic ones agree: router ::1, engine ::2
+        assert "+ xc-v101         address 2001:db8:ffff:101::2/64" in out
+        assert "+ xc-v100         address 2001:db8:ffff::2/64" in out
+        assert "fxp0.0: not mapped (excluded)" in out
+
+
+def test_a_file_without_links_table_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text('[interfaces]\ntrunk = "eth1"\n')
+    ifs = tmp_path / "ifs.txt"
+    ifs.write_text("a\n")
+    code, _, err = invoke("plan", "-c", str(cfg), "--router-interfaces", str(ifs))
+    assert code == 2
+    assert f"error: links: {cfg} has no [links] table" in err

@@ -19,8 +19,8 @@ def test_plan_from_a_live_snmp_agent_follows_oper_status(snmpd_lab: SnmpdLab, tm
     snmpd_lab.start()
     cfg = tmp_path / "engine.toml"
     cfg.write_text(
-        '[interfaces]\ntrunk = "xtrunk"\nvlan_range = [200, 299]\npool = "2001:db8:ff::/56"\n'
-        '[[interfaces.map]]\nrouter_if = "xsnmp-r?"\n'
+        '[links]\ntrunk = "xtrunk"\nvlan_range = [200, 299]\npool = "2001:db8:ff::/56"\n'
+        '[[links.map]]\nrouter_if = "xsnmp-r?"\n'
     )
     cli._register()
     with namespaces("xvl-seng") as (eng,):

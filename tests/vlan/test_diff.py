@@ -122,7 +122,7 @@ def test_vlan_used_by_a_foreign_subinterface_is_an_error_naming_it() -> None:
 
 def test_missing_trunk_is_an_error_naming_the_field() -> None:
     plan = build_plan(CFG, [Interface("a", 1)])
-    with pytest.raises(ReconcileError, match=r"interfaces.trunk: eth1 does not exist"):
+    with pytest.raises(ReconcileError, match=r"links.trunk: eth1 does not exist"):
         diff(CFG, plan, KernelView({}))
 
 

@@ -38,7 +38,7 @@ def test_explicit_mapping_gives_exact_values() -> None:
     assert link.vlan_id == 101
     assert link.engine_addr == IPv6Interface("2001:db8:101::a/64")
     assert link.router_addr == IPv6Address("2001:db8:101::b")
-    assert link.source == "interfaces.map[0]"
+    assert link.source == "links.map[0]"
     assert plan.unmapped == {"lo0.0": "no mapping entry matches"}
     assert owner_router_if(link.alias) == "ge-0/0/1.0"
 
@@ -95,7 +95,7 @@ def test_vlan_range_exhausted() -> None:
     cfg = InterfacesConfig.from_dict({**AUTO, "vlan_range": [100, 101]})
     with pytest.raises(PlanError) as err:
         build_plan(cfg, ifs("a", "b", "c"))
-    assert err.value.field == "interfaces.vlan_range"
+    assert err.value.field == "links.vlan_range"
     assert "exhausted" in str(err.value) and "for c" in str(err.value)
 
 
@@ -103,7 +103,7 @@ def test_pool_exhausted() -> None:
     cfg = InterfacesConfig.from_dict({**AUTO, "vlan_range": [100, 199], "pool": "2001:db8:ff::/63"})
     with pytest.raises(PlanError) as err:
         build_plan(cfg, ifs("a", "b", "c"))
-    assert err.value.field == "interfaces.pool"
+    assert err.value.field == "links.pool"
     assert "no free /64 in 2001:db8:ff::/63 for c" in str(err.value)
 
 
@@ -137,21 +137,21 @@ def test_direct_mode_maps_existing_links() -> None:
 @pytest.mark.parametrize(
     ("raw", "field", "words"),
     [
-        ({"trunk": "eth1", "vlan_range": [0, 10]}, "interfaces.vlan_range[0]", "outside 1..4094"),
-        ({"trunk": "eth1", "map": [{"router_if": "a", "vlan": 4095}]}, "interfaces.map[0].vlan", "4095"),
+        ({"trunk": "eth1", "vlan_range": [0, 10]}, "links.vlan_range[0]", "outside 1..4094"),
+        ({"trunk": "eth1", "map": [{"router_if": "a", "vlan": 4095}]}, "links.map[0].vlan", "4095"),
         (
             {"trunk": "eth1", "map": [{"router_if": "a", "vlan": 7}, {"router_if": "b", "vlan": 7}]},
-            "interfaces.map[1].vlan",
-            "VLAN 7 already used by interfaces.map[0]",
+            "links.map[1].vlan",
+            "VLAN 7 already used by links.map[0]",
         ),
         (
             {"trunk": "eth1", "map": [{"router_if": "a", "vlan": 7, "subnet": "10.0.0.0/24"}]},
-            "interfaces.map[0].subnet",
+            "links.map[0].subnet",
             "not an IPv6 subnet",
         ),
         (
             {"trunk": "eth1", "map": [{"router_if": "a", "vlan": 7, "subnet": "2001:db8::1/64"}]},
-            "interfaces.map[0].subnet",
+            "links.map[0].subnet",
             "host bits set",
         ),
         (
@@ -161,7 +161,7 @@ def test_direct_mode_maps_existing_links() -> None:
                     {"router_if": "a", "vlan": 7, "subnet": "2001:db8::/64", "engine_addr": "2001:db9::1"}
                 ],
             },
-            "interfaces.map[0].engine_addr",
+            "links.map[0].engine_addr",
             "not inside subnet 2001:db8::/64",
         ),
         (
@@ -177,20 +177,20 @@ def test_direct_mode_maps_existing_links() -> None:
                     }
                 ],
             },
-            "interfaces.map[0].router_addr",
+            "links.map[0].router_addr",
             "same as engine_addr",
         ),
-        ({"vlan_range": [1, 2]}, "interfaces.trunk", "required in vlan mode"),
-        ({"trunk": "a-name-that-is-too-long", "vlan_range": [1, 2]}, "interfaces.trunk", "not a valid"),
-        ({"mode": "bridge"}, "interfaces.mode", "'bridge' is not one of vlan, direct"),
+        ({"vlan_range": [1, 2]}, "links.trunk", "required in vlan mode"),
+        ({"trunk": "a-name-that-is-too-long", "vlan_range": [1, 2]}, "links.trunk", "not a valid"),
+        ({"mode": "bridge"}, "links.mode", "'bridge' is not one of vlan, direct"),
         (
             {"trunk": "eth1", "vlan_range": [1, 2], "pool": "2001:db8::/70"},
-            "interfaces.pool",
+            "links.pool",
             "smaller than one /64",
         ),
-        ({"trunk": "eth1", "vlan_range": [1, 2], "vlans": 3}, "interfaces.vlans", "unknown setting"),
-        ({"mode": "direct", "map": [{"router_if": "a"}]}, "interfaces.map[0].link", "required in direct"),
-        ({"trunk": "eth1"}, "interfaces.map", "give a mapping"),
+        ({"trunk": "eth1", "vlan_range": [1, 2], "vlans": 3}, "links.vlans", "unknown setting"),
+        ({"mode": "direct", "map": [{"router_if": "a"}]}, "links.map[0].link", "required in direct"),
+        ({"trunk": "eth1"}, "links.map", "give a mapping"),
     ],
 )
 def test_config_errors_name_the_field(raw: dict[str, object], field: str, words: str) -> None:
@@ -206,7 +206,7 @@ def test_pattern_with_fixed_vlan_matching_several_interfaces_is_refused() -> Non
     )
     with pytest.raises(PlanError) as err:
         build_plan(cfg, ifs("ge-1", "ge-2"))
-    assert err.value.field == "interfaces.map[0].router_if"
+    assert err.value.field == "links.map[0].router_if"
     assert "matches 2 interfaces" in str(err.value)
 
 
@@ -222,7 +222,7 @@ def test_overlapping_explicit_subnets_are_refused() -> None:
     )
     with pytest.raises(PlanError) as err:
         build_plan(cfg, ifs("a", "b"))
-    assert err.value.field == "interfaces.map[1].subnet"
+    assert err.value.field == "links.map[1].subnet"
     assert "overlaps 2001:db8::/64 of a" in str(err.value)
 
 
@@ -237,4 +237,4 @@ def test_the_same_router_interface_mapped_twice_is_refused() -> None:
         InterfacesConfig.from_dict(
             {"trunk": "eth1", "map": [{"router_if": "a", "vlan": 1}, {"router_if": "a", "vlan": 2}]}
         )
-    assert err.value.field == "interfaces.map[1].router_if"
+    assert err.value.field == "links.map[1].router_if"

@@ -24,7 +24,7 @@ def test_unique_vlans_disjoint_subnets_and_stable_survivors(first: list[str], se
     try:
         plan1 = build_plan(CFG, as_ifs(first))
     except PlanError as exc:
-        assert len(first) > 31 and exc.field == "interfaces.vlan_range"
+        assert len(first) > 31 and exc.field == "links.vlan_range"
         return
     vlans = [lk.vlan_id for lk in plan1.links]
     assert len(set(vlans)) == len(vlans) and all(v is not None and 10 <= v <= 40 for v in vlans)
@@ -35,7 +35,7 @@ def test_unique_vlans_disjoint_subnets_and_stable_survivors(first: list[str], se
     try:
         plan2 = build_plan(CFG, as_ifs(second), previous)
     except PlanError as exc:
-        assert len(second) > 31 and exc.field == "interfaces.vlan_range"
+        assert len(second) > 31 and exc.field == "links.vlan_range"
         return
     for lk in plan2.links:
         if lk.router_ifname in previous:  # survivors keep VLAN and subnet whatever else changed

@@ -186,8 +186,8 @@ def test_cli_dry_run_then_apply(lab: tuple[str, str], tmp_path: Path) -> None:
     eng, _ = lab
     cfg = tmp_path / "engine.toml"
     cfg.write_text(
-        '[interfaces]\nmode = "vlan"\ntrunk = "xtrunk"\n'
-        '[[interfaces.map]]\nrouter_if = "ge-1/0/0.0"\nvlan = 42\nsubnet = "2001:db8:42::/64"\n'
+        '[links]\nmode = "vlan"\ntrunk = "xtrunk"\n'
+        '[[links.map]]\nrouter_if = "ge-1/0/0.0"\nvlan = 42\nsubnet = "2001:db8:42::/64"\n'
     )
     ifs = tmp_path / "ifs.txt"
     ifs.write_text("ge-1/0/0.0 up\n")
