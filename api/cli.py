@@ -501,37 +501,33 @@ def _default_group(command: str) -> type[TyperGroup]:
     return type(f"DefaultTo{command.title()}Group", (_DefaultCommandGroup,), {"default_command": command})
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``run``, ``config`` and the client commands; every client command is also under ``api``
-    so that a top-level name another package already uses (e.g. ``routes`` or ``interfaces``
-    groups) never hides it."""
-    taken = {c.name for c in app.registered_commands}
-    groups = {g.name: g.typer_instance for g in app.registered_groups if g.typer_instance is not None}
+def register(app: typer.Typer, *, routes: typer.Typer, interfaces: typer.Typer) -> None:
+    """Add ``run``, ``config``, ``cpu-idle`` and the client commands.
+
+    ``routes`` and ``interfaces`` are the local tool groups (sync's ``routes fetch|diff|history``,
+    vlan's ``interfaces plan|apply|show``); the running engine's view joins each as its default
+    sub-command under a fixed name (``routes show``, ``interfaces live``), so ``routes [PREFIX]``
+    and a bare ``interfaces`` ask the engine.  Every client command is also under ``api``.
+    """
+    joins = {"routes": (routes, "show"), "interfaces": (interfaces, "live")}
     api_app = typer.Typer(help="Engine API client commands.", no_args_is_help=True)
     for name, fn in CLIENT_COMMANDS.items():
         api_app.command(name)(fn)
-        if name in groups:
-            # Join a local tool group (sync's `routes fetch|diff`, vlan's `interfaces plan|apply|show`)
-            # as its default command, so `routes [PREFIX]` and a bare `interfaces` ask the engine.
-            sub = "show" if "show" not in {c.name for c in groups[name].registered_commands} else "live"
-            groups[name].command(sub)(fn)
-            groups[name].info.cls = _default_group(sub)
-            groups[name].info.no_args_is_help = False
-        elif name not in taken:
+        if name in joins:
+            group, sub = joins[name]
+            group.command(sub)(fn)
+            group.info.cls = _default_group(sub)
+            group.info.no_args_is_help = False
+            app.add_typer(group, name=name)
+        else:
             app.command(name)(fn)
-    taken |= set(groups)
     app.add_typer(api_app, name="api")
-    if "run" not in taken:
-        app.command("run")(run)
+    app.command("run")(run)
     app.add_typer(config_app, name="config")
     app.add_typer(cpu_idle_app, name="cpu-idle")
 
 
-def main() -> None:  # pragma: no cover - convenience for `python -m api.cli`
-    app = typer.Typer(no_args_is_help=True, add_completion=False)
-    register(app)
-    app()
+if __name__ == "__main__":  # pragma: no cover - `python -m api.cli` is the whole command
+    from api.main import main
 
-
-if __name__ == "__main__":  # pragma: no cover
     main()

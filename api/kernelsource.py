@@ -16,8 +16,7 @@ import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from engine.model import NextHop, Route
-from sync.model import Interface, Snapshot
+from engine.model import Interface, NextHop, Route, Snapshot
 from sync.source import Progress, SourceError
 
 RTN_UNICAST = 1

@@ -1,12 +1,12 @@
 """The engine links behind :class:`api.state.LinkPort`.
 
 vlan/ owns the real work (plan, reconcile, neighbour learning) and produces a
-:class:`vlan.linkmap.LinkMap`; the daemon hands each new map to :meth:`LinkHolder.set`.
+:class:`engine.model.LinkMap`; the daemon hands each new map to :meth:`LinkHolder.set`.
 """
 
 from __future__ import annotations
 
-from vlan.linkmap import EngineLink, LinkMap
+from engine.model import EngineLink, LinkMap
 
 
 class LinkHolder:

@@ -23,10 +23,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.fib import Fib
-from engine.model import NextHop, Route
-from sync.model import Interface, Snapshot
+from engine.model import EngineLink, Interface, NextHop, Route, Snapshot
 from sync.source import Progress
-from vlan.linkmap import EngineLink
 
 # ---------------------------------------------------------------------------------------------
 # Diffs

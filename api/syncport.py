@@ -15,10 +15,9 @@ import logging
 from api.config import Config, redact_url
 from api.state import ResyncJob, SyncOutcome, SyncStatus
 from engine.fib import Fib
-from engine.model import NextHop, Route
+from engine.model import Interface, NextHop, Route, Snapshot
 from sync.apply import Applier, IfnameMap
 from sync.kernel import KernelMirror
-from sync.model import Interface, Snapshot
 from sync.service import SyncConfig, SyncJob, SyncService
 from sync.source import Progress, RouteSource, SourceError
 from sync.store import SyncStore

@@ -20,7 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import afpacket
-from engine.lab import netns
+from lab import netns
 
 
 def cpu() -> float:

@@ -41,9 +41,9 @@ import psutil
 from engine import afpacket, histogram
 from engine.codec import build_xcast
 from engine.counters import CounterFile
-from engine.lab import build, netns
-from engine.lab.topology import Topology
 from engine.mmsg import SO_TIMESTAMPNS
+from lab import build, netns
+from lab.topology import Topology
 
 LOAD_PORT = 9
 PROBE_PORT = 7000
@@ -211,8 +211,8 @@ def _probe_rx(ns: str, port: int, seconds: float, conn: multiprocessing.connecti
         except TimeoutError:
             continue
         now = time.time_ns()
-        for level, kind, cdata in anc:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= 16:
+        for level, cmsg_type, cdata in anc:
+            if level == socket.SOL_SOCKET and cmsg_type == SO_TIMESTAMPNS and len(cdata) >= 16:
                 sec, nsec = struct.unpack("qq", cdata[:16])
                 now = sec * 1_000_000_000 + nsec
         arrivals.append((data[:1], struct.unpack("!I", data[1:5])[0], now))
@@ -252,9 +252,9 @@ def probe_latency(topo: Topology, dst: str, seconds: float, pps: float = 500) ->
     arrivals: list[tuple[bytes, int, int]] = parent.recv()
     rx.join()
     lat: dict[bytes, dict[int, int]] = {b"X": {}, b"P": {}}
-    for kind, seq, t in arrivals:
-        if (kind, seq) in sent:
-            lat[kind][seq] = t - sent[(kind, seq)]
+    for probe_kind, probe_seq, t in arrivals:
+        if (probe_kind, probe_seq) in sent:
+            lat[probe_kind][probe_seq] = t - sent[(probe_kind, probe_seq)]
     added = [lat[b"X"][q] - lat[b"P"][q] for q in lat[b"X"] if q in lat[b"P"]]
     return {"xcast": list(lat[b"X"].values()), "plain": list(lat[b"P"].values()), "added": added}
 
@@ -274,7 +274,7 @@ def lat_summary(values: list[int]) -> dict[str, Any]:
 # ------------------------------------------------------------------ measurement of one step
 def engine_procs(topo: Topology) -> list[psutil.Process]:
     """Engine A's worker processes, from its daemon's ``/stats`` (pid per worker)."""
-    from engine.lab import engine_api
+    from lab import engine_api
 
     stats = engine_api.get_json(topo, "a", "/stats")
     return [psutil.Process(int(w["pid"])) for w in stats.get("workers", []) if w.get("pid")]

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_netconf.py [--routes 10000] [--runs 3] [--json out.json]
 
 Builds a namespace ``xnc-rb<pid>`` with N kernel routes (every 10th 2-way multipath), serves it
-with tests/netconf_server (the ``netconf`` package over SSH) and measures, per flavor (junos,
+with lab/netconf_server (the ``netconf`` package over SSH) and measures, per flavor (junos,
 ietf), on one kept-open session:
 
 * fetch: wall and client CPU time of ``NetconfSource.fetch_sync`` (RPCs + incremental parse);
@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from lxml import etree  # noqa: E402
 
+from lab.netconf_server.lab import PASSWORD, NetconfLab  # noqa: E402
 from sync import netconf_ietf, netconf_junos  # noqa: E402
 from sync.netconf import PASSWORD_ENV, NetconfSource  # noqa: E402
-from tests.netconf_server.lab import PASSWORD, NetconfLab  # noqa: E402
 
 
 def _load() -> float:

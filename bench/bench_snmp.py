@@ -1,7 +1,7 @@
 """Benchmark: SnmpSource fetch of N IPv6 routes vs net-snmp's snmpbulkwalk, same agent, same run.
 
 Builds a namespace whose kernel holds N routes, runs a real snmpd in it (see
-tests/sync/conftest_snmp.py), then times, each ``--repeat`` times (median reported):
+lab/snmpd.py), then times, each ``--repeat`` times (median reported):
 
 * ``snmpbulkwalk -v2c -Cr50 ... 1.3.6.1.2.1.4.24.7.1.7``  (net-snmp, C, one column), and the
   same with ``-v3 -l authPriv -a SHA-256 -x AES``
@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lab.snmpd import SnmpdLab, route_batch
 from sync import mib
 from sync.snmp import SnmpSource
 from sync.snmp_url import parse_snmp_url
 from sync.snmp_walk import NativeV2cWalker
-from tests.sync.conftest_snmp import SnmpdLab, route_batch
 
 
 def timed(fn, repeat: int) -> tuple[float, list[float], object]:

@@ -33,11 +33,10 @@ import psutil
 
 from engine.fib import Fib
 from engine.fib_synth import internet_table, router_nexthops
-from engine.model import Route
+from engine.model import Interface, Route, Snapshot
 from sync.apply import Applier
 from sync.diff import diff, index_routes
 from sync.kernel import KernelMirror
-from sync.model import Interface, Snapshot
 from sync.store import SyncStore, pack_routes, unpack_routes
 
 
@@ -254,7 +253,7 @@ async def measure_change(url: str, rns: str, ens: str, ifmap: dict[str, str], ro
 
 
 def netconf_change_latency(n_routes: int, rounds: int, flavor: str, poll_s: float = 1.0) -> dict[str, object]:
-    """The project's NETCONF/SSH test server (``python -m tests.netconf_server``, real SSH and
+    """The project's NETCONF/SSH test server (``python -m lab.netconf_server``, real SSH and
     framing) serving a namespace's kernel routes; same rounds as the snmpd case."""
     import asyncio
 
@@ -283,7 +282,7 @@ def netconf_change_latency(n_routes: int, rounds: int, flavor: str, poll_s: floa
         key.write_private_key_file(str(tmp / "host_rsa"))
         password = "xsa-bench-pw"
         env = dict(os.environ, XNC_SERVER_PASSWORD=password, PYTHONPATH=str(worktree))
-        proc = subprocess.Popen([sys.executable, "-m", "tests.netconf_server", "--netns", rns, "--host-key",
+        proc = subprocess.Popen([sys.executable, "-m", "lab.netconf_server", "--netns", rns, "--host-key",
                                  str(tmp / "host_rsa"), "--user", "xcast", "--chunk", "16384"],
                                 cwd=worktree, env=env, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None

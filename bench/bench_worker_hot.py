@@ -26,9 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.codec import build_xcast
 from engine.counters import CounterFile
 from engine.fib import Fib
-from engine.model import NextHop, Route
+from engine.model import EngineLink, LinkMap, NextHop, Route
 from engine.worker import Worker, WorkerSpec, default_brancher_factory
-from vlan.linkmap import EngineLink, LinkMap
 
 
 def _a(text: str) -> bytes:

@@ -150,7 +150,7 @@ class Brancher:
     """Branches XCAST6/XOU packets over a :class:`engine.fib.Fib`.
 
     ``source_for(router_ifname)`` gives the engine's address (16 bytes) on the link standing
-    for that router interface (``vlan.linkmap.LinkMap.source_for``).  ``drop_icmp_echo``
+    for that router interface (``engine.model.LinkMap.source_for``).  ``drop_icmp_echo``
     enables the RFC 5058 §14 smurf protection.  ``egress_ok(router_ifname)``, when given, says
     whether the engine can send on that router interface (an engine link stands for it): a
     destination whose route only leaves through interfaces without one (the router's own

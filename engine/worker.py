@@ -58,10 +58,9 @@ from engine.branch import Brancher, BranchResult
 from engine.counters import CounterFile, Slot
 from engine.fib import Fib
 from engine.flowcache import FlowCache, applies, flow_key, learn, write_frames
-from engine.model import Route
+from engine.model import EngineLink, LinkMap, Route
 from engine.reasons import NOT_XCAST
 from engine.rxbatch import BatchReceiver
-from vlan.linkmap import EngineLink, LinkMap
 
 log = logging.getLogger(__name__)
 

@@ -7,4 +7,5 @@ bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff";  ruff check .
 echo "== mypy";  mypy
+echo "== import layers"; lint-imports --no-cache
 echo "== pytest"; pytest "$@"

@@ -17,11 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.fib import Fib
+from engine.model import LinkMap, Snapshot
 from sync.diff import SnapshotDiff
 from sync.gcpause import gc_paused
 from sync.kernel import KernelApplyError, KernelMirror, MirrorResult
-from sync.model import Snapshot
-from vlan.linkmap import LinkMap
 
 IfnameMap = Callable[[str], str | None]
 

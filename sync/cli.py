@@ -15,9 +15,8 @@ from typing import Any
 
 import typer
 
-from engine.model import Route
+from engine.model import Route, Snapshot
 from sync.diff import SnapshotDiff, diff
-from sync.model import Snapshot
 from sync.source import SourceError
 from sync.sources import SourceUrlError, open_source, strip_secrets
 from sync.store import StoreError, SyncStore
@@ -26,11 +25,6 @@ DEFAULT_STATE_DIR = Path("/var/lib/xcast6-engine")
 
 routes_app = typer.Typer(help="Route sync tools: fetch a router's table, diff it against the engine's.",
                          no_args_is_help=True)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``routes`` sub-commands to the root app."""
-    app.add_typer(routes_app, name="routes")
 
 
 def route_to_dict(r: Route) -> dict[str, Any]:

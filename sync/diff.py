@@ -9,76 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from engine.model import Route
+from engine.model import Interface, InterfaceDiff, Route, RouteChange, Snapshot, SnapshotDiff
 from sync.gcpause import gc_paused
-from sync.model import Interface, Snapshot
-
-
-@dataclass(frozen=True, slots=True)
-class RouteChange:
-    """One prefix whose next hops, protocol or metric changed."""
-
-    old: Route
-    new: Route
-
-
-@dataclass(slots=True)
-class InterfaceDiff:
-    """Interface list changes, by interface name."""
-
-    added: list[Interface] = field(default_factory=list)
-    removed: list[Interface] = field(default_factory=list)
-    oper_changed: list[tuple[Interface, Interface]] = field(default_factory=list)  # (old, new)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.removed or self.oper_changed)
-
-    def counts(self) -> dict[str, int]:
-        return {"added": len(self.added), "removed": len(self.removed),
-                "oper_changed": len(self.oper_changed)}
-
-
-@dataclass(slots=True)
-class SnapshotDiff:
-    """Result of :func:`diff`: route and interface changes plus table sizes before/after."""
-
-    added: list[Route]
-    removed: list[Route]
-    changed: list[RouteChange]
-    interfaces: InterfaceDiff
-    old_count: int
-    new_count: int
-    new_index: dict[int, Route] = field(default_factory=dict, repr=False)  # prefix_key -> route
-
-    @property
-    def empty(self) -> bool:
-        """True when nothing at all changed (routes and interfaces)."""
-        return not (self.added or self.removed or self.changed) and self.interfaces.empty
-
-    @property
-    def route_changes(self) -> int:
-        return len(self.added) + len(self.removed) + len(self.changed)
-
-    @property
-    def removed_share(self) -> float:
-        """Share of the old table this diff removes (0.0 for an empty old table)."""
-        return len(self.removed) / self.old_count if self.old_count else 0.0
-
-    def counts(self) -> dict[str, int]:
-        """Flat counters for logs, history and the API."""
-        return {
-            "added": len(self.added),
-            "removed": len(self.removed),
-            "changed": len(self.changed),
-            "old_count": self.old_count,
-            "new_count": self.new_count,
-            "interfaces_added": len(self.interfaces.added),
-            "interfaces_removed": len(self.interfaces.removed),
-            "interfaces_oper_changed": len(self.interfaces.oper_changed),
-        }
 
 
 def same_route(a: Route, b: Route) -> bool:

@@ -39,8 +39,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from lxml import etree
 
+from engine.model import Interface, Snapshot
 from sync import netconf_ietf, netconf_junos
-from sync.model import Interface, Snapshot
 from sync.netconf_junos import RouteParse
 from sync.netconf_xml import NetconfReplyError
 from sync.source import Progress, SourceError

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from engine.model import NO_EXTRA, NextHop, Route
-from sync.model import Interface
+from engine.model import NO_EXTRA, Interface, NextHop, Route
 from sync.netconf_junos import PROGRESS_EVERY, RouteParse
 from sync.netconf_xml import (
     child_text,

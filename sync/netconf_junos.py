@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from engine.model import NO_EXTRA, NextHop, Route
-from sync.model import Interface
+from engine.model import NO_EXTRA, Interface, NextHop, Route
 from sync.netconf_xml import (
     child_text,
     children,

@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.fib import Fib
-from engine.model import Route
+from engine.model import Interface, Route, Snapshot
 from sync.apply import Applier, ApplyError, ApplyResult, IfnameMap
 from sync.diff import InterfaceDiff, SnapshotDiff, diff
 from sync.gcpause import gc_paused
 from sync.kernel import DEFAULT_PROTOCOL, DEFAULT_TABLE, KernelMirror, MirrorResult, to_model
-from sync.model import Interface, Snapshot
 from sync.source import Progress, RouteSource, SourceError
 from sync.sources import open_source, strip_secrets
 from sync.store import HistoryEntry, StoreError, SyncStore

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from engine.model import Snapshot
 from sync import mib
 from sync.mib import Oid
-from sync.model import Snapshot
 from sync.snmp_ber import EXCEPTIONS, Value
 from sync.snmp_table import (
     RouteRow,

@@ -25,10 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from engine.model import NextHop, Route
+from engine.model import Interface, NextHop, Route
 from sync import mib
 from sync.mib import Oid, oid_text
-from sync.model import Interface
 from sync.snmp_ber import Value
 from sync.source import SourceError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from sync.model import Snapshot
+from engine.model import Snapshot
 
 # progress(rows_so_far, phase) -- phase is a short word such as "routes" or "interfaces".
 Progress = Callable[[int, str], None]

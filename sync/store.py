@@ -29,9 +29,8 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.model import NextHop, Route
+from engine.model import Interface, NextHop, Route, Snapshot
 from sync.gcpause import gc_paused
-from sync.model import Interface, Snapshot
 
 MAGIC = b"XS6R"
 VERSION = 2

@@ -7,8 +7,11 @@ Tests that build namespaces or use raw sockets carry the ``root`` marker; they f
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from lab.snmpd import SnmpdLab
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -18,3 +21,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def snmpd_lab() -> Iterator[SnmpdLab]:
+    """A fresh namespace with three router links and snmpd not yet started."""
+    lab = SnmpdLab()
+    try:
+        lab.setup()
+        yield lab
+    finally:
+        lab.teardown()

@@ -1,6 +1,6 @@
 from typer.testing import CliRunner
 
-from engine import cli
+from api import main as cli
 
 
 def test_version() -> None:

@@ -17,9 +17,8 @@ from typing import Any
 
 import typer
 
-from sync.model import Interface
+from engine.model import Interface, LinkMap
 from vlan.kernel import mac_text, read_kernel
-from vlan.linkmap import LinkMap
 from vlan.neighbors import read_neighbors
 from vlan.plan import InterfacesConfig, PlanError, owner_router_if
 from vlan.reconcile import ReconcileError, ReconcileResult, is_owned, open_ipr, reconcile
@@ -41,10 +40,6 @@ RouterFileOpt = typer.Option(
 )
 NetnsOpt = typer.Option(None, "--netns", help="Operate in this network namespace (default: the current one).")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
-BenchOutOpt = typer.Option(Path("bench-results"), "--out", help="Directory for vlan-bench.json.")
-BenchPlanOpt = typer.Option("100,1000,4094", "--plan", help="Interface counts for the pure plan+diff.")
-BenchKernelOpt = typer.Option("", "--kernel", help="Link counts for real reconciles (root).")
-BenchModeOpt = typer.Option("direct", "--mode", help="Kernel part: direct (veths) or vlan (needs 802.1Q).")
 
 
 def load_config(path: Path) -> InterfacesConfig:
@@ -280,26 +275,3 @@ def show_cmd(
         )
     if not rows:
         typer.echo("# no engine links in the kernel")
-
-
-@interfaces_app.command("bench")
-def bench_cmd(
-    out: Path = BenchOutOpt,
-    plan_counts: str = BenchPlanOpt,
-    kernel_counts: str = BenchKernelOpt,
-    mode: str = BenchModeOpt,
-) -> None:
-    """Benchmark planning (pure) and reconciling on the kernel; prints a table, writes JSON."""
-    from vlan import bench
-
-    def counts(text: str) -> list[int]:
-        return [int(x) for x in text.split(",") if x.strip()]
-
-    if mode not in ("vlan", "direct"):
-        raise _fail(PlanError("--mode", f"{mode!r} is not one of vlan, direct"))
-    bench.run(out, counts(plan_counts), counts(kernel_counts), mode)
-
-
-def register(app: typer.Typer) -> None:
-    """Hook the ``interfaces`` sub-app into the root ``xcast6-engine`` app."""
-    app.add_typer(interfaces_app, name="interfaces")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import Any
 
-from vlan.linkmap import LinkMap
+from engine.model import LinkMap
 
 NUD_INCOMPLETE = 0x01
 NUD_REACHABLE = 0x02

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 from typing import Any, Literal
 
-from sync.model import Interface
+from engine.model import Interface
 
 Mode = Literal["vlan", "direct"]
 MODES: tuple[str, ...] = ("vlan", "direct")

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from ipaddress import IPv6Interface, IPv6Network
 from typing import Any
 
-from sync.model import Interface
+from engine.model import EngineLink, Interface, LinkMap
 from vlan.kernel import KernelLink, KernelView, addr_bytes, read_kernel, set_ipv6_sysctl
-from vlan.linkmap import EngineLink, LinkMap
 from vlan.neighbors import NeighborTarget, learn_router_macs
 from vlan.plan import Allocation, InterfacesConfig, Plan, build_plan, owner_router_if
 

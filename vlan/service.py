@@ -22,8 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sync.model import Interface
-from vlan.linkmap import LinkMap
+from engine.model import Interface, LinkMap
 from vlan.neighbors import NeighborRefresher
 from vlan.plan import InterfacesConfig, PlanError
 from vlan.reconcile import ReconcileError, ReconcileResult, open_ipr, reconcile

@@ -206,7 +206,7 @@ def test_rendered_engine_config_passes_the_engines_own_check(engine: str) -> Non
         "XCAST6_NETCONF_PASSWORD": "password",
     }
     res = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "config", "check", str(GOLDEN / engine / "engine.toml")],
+        [sys.executable, "-m", "api.main", "config", "check", str(GOLDEN / engine / "engine.toml")],
         cwd=ANSIBLE_DIR.parent,
         env=env,
         capture_output=True,

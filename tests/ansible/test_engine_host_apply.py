@@ -268,8 +268,8 @@ def test_the_deployed_unit_runs_the_engine_under_systemd(
 
     import httpx
 
-    from engine.lab import build, demo, netns
-    from engine.lab.topology import API_PORT, Topology
+    from lab import build, demo, netns
+    from lab.topology import API_PORT, Topology
 
     if shutil.which("systemd-nspawn") is None:
         res = _sh("apt-get", "install", "-y", "-qq", "systemd-container",

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import stop_process
+from lab.procs import stop_process
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,7 +203,7 @@ def start_daemon(
     full_env.pop("XCAST6_API_TOKEN", None) if env is None or "XCAST6_API_TOKEN" not in env else None
     fh = log.open("w")
     proc = subprocess.Popen(
-        [PY, "-m", "engine.cli", "run", "--config", str(config)],
+        [PY, "-m", "api.main", "run", "--config", str(config)],
         cwd=ROOT,
         env=full_env,
         stdout=fh,

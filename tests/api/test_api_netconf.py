@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.netconf_server.lab import PASSWORD, NetconfLab, ServerProc
 from tests.api.conftest import Router, free_port, start_daemon, wait_for, write_config
-from tests.netconf_server.lab import PASSWORD, NetconfLab, ServerProc
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
 

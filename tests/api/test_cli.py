@@ -43,7 +43,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     full = {k: v for k, v in os.environ.items() if not k.startswith("XCAST6_")}
     full.update({"PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})})
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "api.main", *args],
         cwd=ROOT,
         env=full,
         text=True,

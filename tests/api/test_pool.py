@@ -147,7 +147,7 @@ def test_cpu_idle_cli_applies_and_restores_around_a_daemon(tmp_path: Path) -> No
     record = tmp_path / "state" / "cpu-idle-saved.json"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "engine.cli", "cpu-idle", *args, "--config", str(cfg)],
+        return subprocess.run([sys.executable, "-m", "api.main", "cpu-idle", *args, "--config", str(cfg)],
                               cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True,
                               timeout=60)
 

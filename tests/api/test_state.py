@@ -10,8 +10,7 @@ from api.state import EngineView, Histogram, StaticSync, diff_routes
 from api.workers import WorkerSupervisor
 from engine.fib import Fib
 from engine.fib_synth import internet_table
-from engine.model import NextHop, Route
-from sync.model import Snapshot
+from engine.model import NextHop, Route, Snapshot
 
 
 def _view(routes: list[Route]) -> EngineView:

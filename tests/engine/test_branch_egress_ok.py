@@ -7,11 +7,10 @@ import ipaddress
 from engine.branch import Brancher
 from engine.codec import FLAG_DONT_X2U, build_xcast
 from engine.fib import Fib
-from engine.model import NextHop, Route
+from engine.model import EngineLink, LinkMap, NextHop, Route
 from engine.reasons import DropReason
 from engine.worker import default_brancher_factory
 from tests.engine.helpers import ENGINE_ADDR, SENDER, a, route
-from vlan.linkmap import EngineLink, LinkMap
 
 
 def _fib() -> Fib:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from engine import bench, cli
+from api import main as cli
+from bench import engine as bench
 from engine.fib import Fib
 from engine.fib_synth import LENGTH_MIX, internet_table
 

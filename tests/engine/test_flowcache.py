@@ -17,10 +17,10 @@ from engine.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, build_xcast
 from engine.counters import CounterFile
 from engine.fib import Fib
 from engine.flowcache import FlowCache, applies, flow_key, learn, render, write_frames
+from engine.model import EngineLink, LinkMap
 from engine.worker import Egress, Worker, WorkerSpec, default_brancher_factory
 from engine.xou import build_xou
 from tests.engine.helpers import SENDER, a, example_fib, route
-from vlan.linkmap import EngineLink, LinkMap
 
 SLOT = 9216
 # ge-0/0/4 has a route but no engine link: its destinations count as no_route (egress_ok).

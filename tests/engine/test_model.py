@@ -1,5 +1,4 @@
-from engine.model import NextHop, Route, ip6
-from sync.model import Snapshot
+from engine.model import NextHop, Route, Snapshot, ip6
 
 
 def test_nexthops_with_connected_and_gateway_sort_and_digest() -> None:

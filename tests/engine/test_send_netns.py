@@ -91,7 +91,7 @@ def capture_while(run: list[str], count: int) -> list[bytes]:
 
 def test_send_puts_xcast6_on_the_wire(netns: str) -> None:
     frames = capture_while(
-        [PY, "-m", "engine.cli", "send", "--port", "7000", "--sport", "6000", "--hop-limit", "9",
+        [PY, "-m", "api.main", "send", "--port", "7000", "--sport", "6000", "--hop-limit", "9",
          "--payload", "hello wire", "--count", "3", "--rate", "50",
          "{2001:db8:77::1,2001:db8:77::2}", "2001:db8:77::3"],
         count=3,
@@ -111,7 +111,7 @@ def test_send_puts_xcast6_on_the_wire(netns: str) -> None:
 
 
 def test_send_xou_on_the_wire(netns: str) -> None:
-    frames = capture_while([PY, "-m", "engine.cli", "send", "--xou", "-i", "xcs0", "--port", "7001",
+    frames = capture_while([PY, "-m", "api.main", "send", "--xou", "-i", "xcs0", "--port", "7001",
                             "--payload", "xou",
                             "2001:db8:77::5,2001:db8:77::6"], count=1)
     p = parse(frames[0], l2=True)
@@ -119,23 +119,23 @@ def test_send_xou_on_the_wire(netns: str) -> None:
 
 
 def test_send_unreachable_is_one_line(netns: str) -> None:
-    res = sh(PY, "-m", "engine.cli", "send", "2001:db8:99::1", check=False)
+    res = sh(PY, "-m", "api.main", "send", "2001:db8:99::1", check=False)
     assert res.returncode == 1
     assert res.stderr.strip().startswith("error: ") and "2001:db8:99::1" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_decode_cli_reads_the_capture(netns: str, tmp_path: Path) -> None:
-    frames = capture_while([PY, "-m", "engine.cli", "send", "--port", "1", "2001:db8:77::9"], count=1)
+    frames = capture_while([PY, "-m", "api.main", "send", "--port", "1", "2001:db8:77::9"], count=1)
     raw = tmp_path / "frame.bin"
     raw.write_bytes(frames[0])
-    out = subprocess.run([PY, "-m", "engine.cli", "decode", "--json", str(raw)], capture_output=True,
+    out = subprocess.run([PY, "-m", "api.main", "decode", "--json", str(raw)], capture_output=True,
                          text=True, cwd=ROOT, timeout=60)
     doc = json.loads(out.stdout)
     assert doc["valid"] and doc["packet"]["destinations"][0]["address"] == "2001:db8:77::9"
 
 
 def test_send_bad_interface_is_one_line(netns: str) -> None:
-    res = sh(PY, "-m", "engine.cli", "send", "-i", "xcore-nope0", "2001:db8:77::1", check=False)
+    res = sh(PY, "-m", "api.main", "send", "-i", "xcore-nope0", "2001:db8:77::1", check=False)
     assert res.returncode == 1 and "interface xcore-nope0" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine import cli
+from api import main as cli
 from engine.codec import build_l2, build_xcast
 from engine.pcapread import read_capture
 from engine.routefile import RouteFileError, parse_json, parse_text

@@ -14,13 +14,11 @@ import pytest
 from engine import afpacket, histogram
 from engine.counters import CounterFile
 from engine.fib import Fib
-from engine.lab import netns
-from engine.model import NextHop, Route
+from engine.model import EngineLink, LinkMap, NextHop, Route, Snapshot
 from engine.worker import Egress, WorkerPool
+from lab import netns
 from sync.diff import diff
-from sync.model import Snapshot
 from tests.lab.scapy_xcast import ethernet, xcast_packet
-from vlan.linkmap import EngineLink, LinkMap
 
 
 def ip6(a: str) -> bytes:

@@ -11,8 +11,8 @@ import pytest
 
 from engine.counters import CounterFile
 from engine.fib import Fib
-from engine.lab import netns
 from engine.worker import Worker, WorkerSpec, default_brancher_factory
+from lab import netns
 from tests.engine import test_worker
 from tests.engine.test_worker import (
     ROUTER_MACS,

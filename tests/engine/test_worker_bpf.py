@@ -12,7 +12,7 @@ from scapy.layers.inet import UDP
 from scapy.layers.inet6 import IPv6
 
 from engine import afpacket, bpf
-from engine.lab import netns
+from lab import netns
 from tests.lab.scapy_xcast import ethernet, xcast_packet
 
 MAC_A = bytes.fromhex("020000000a01")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.lab import build
-from engine.lab.topology import Topology
+from lab import build
+from lab.topology import Topology
 
 _ROUTING_HOOKS = ("pytest_runtest_protocol", "pytest_collection_modifyitems")
 

@@ -1,7 +1,7 @@
 """The engine API against the product daemons running in the lab: real SNMP sync from the
 routers' snmpd, real workers forwarding the demo's packets (fixture ``lab`` in conftest.py).
 
-Requests go to 127.0.0.1 inside each engine namespace (engine.lab.engine_api); the CLI runs
+Requests go to 127.0.0.1 inside each engine namespace (lab.engine_api); the CLI runs
 there too, with ``ip netns exec``, the way an operator on the appliance uses it."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.lab import build, engine_api, netns
-from engine.lab.demo import deliveries, reset_logs, send_xcast
-from engine.lab.topology import Topology
+from lab import build, engine_api, netns
+from lab.demo import deliveries, reset_logs, send_xcast
+from lab.topology import Topology
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
 
@@ -35,7 +35,7 @@ def get(lab: Topology, r: str, path: str, **kw: Any) -> Any:
 
 def cli(lab: Topology, r: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``xcast6-engine ARGS --config <engine r's toml>`` inside engine r's namespace."""
-    return netns.run([sys.executable, "-m", "engine.cli", *args, "--config", str(lab.config_path(r))],
+    return netns.run([sys.executable, "-m", "api.main", *args, "--config", str(lab.config_path(r))],
                      ns=lab.engine_ns(r), check=False, timeout=timeout)
 
 
@@ -222,7 +222,7 @@ def test_auth_failures_are_401_problem_documents(lab: Topology) -> None:
                               headers={"Authorization": "Bearer not-the-lab-token"})
     assert resp.status_code == 401 and resp.json()["detail"] == "wrong bearer token"
     # the CLI says why in one line and exits non-zero
-    p = netns.run([sys.executable, "-m", "engine.cli", "status", "--url", engine_api.api_url(lab),
+    p = netns.run([sys.executable, "-m", "api.main", "status", "--url", engine_api.api_url(lab),
                    "--token", "wrong"], ns=lab.engine_ns("a"), check=False, timeout=60)
     assert p.returncode != 0 and p.stderr.strip() == "xcast6-engine: unauthorized: wrong bearer token"
     # the token never reaches the daemon's log

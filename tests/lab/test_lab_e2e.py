@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from engine.lab import build, engine_api, netns
-from engine.lab.demo import deliveries, engine_counters, reset_logs, send_raw, send_with_cli, send_xcast
-from engine.lab.topology import RECEIVER_PORT, Topology
+from lab import build, engine_api, netns
+from lab.demo import deliveries, engine_counters, reset_logs, send_raw, send_with_cli, send_xcast
+from lab.topology import RECEIVER_PORT, Topology
 from tests.lab.scapy_xcast import F_ANONYMOUS, F_DONT_X2U, xcast_packet
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from engine import cli
+from api import main as cli
 from engine.counters import CounterFile
-from engine.lab.receiver import xcast_deliveries
-from engine.lab.topology import Topology
+from lab.receiver import xcast_deliveries
+from lab.topology import Topology
 from tests.lab.scapy_xcast import xcast_packet
 
 
@@ -68,8 +68,8 @@ def test_lab_prefix_is_validated() -> None:
 
 def test_generated_daemon_config_is_valid_and_maps_every_router_interface(tmp_path: Path) -> None:
     from api.config import load_config
-    from engine.lab.build import engine_toml
-    from engine.lab.topology import API_PORT, KERNEL_TABLE
+    from lab.build import engine_toml
+    from lab.topology import API_PORT, KERNEL_TABLE
 
     for mode in ("direct", "vlan"):
         t = Topology(prefix="xq-", state_dir=tmp_path / mode, mode=mode, workers=2)
@@ -98,7 +98,7 @@ def test_kill_escalates_to_sigkill_of_the_process_group(tmp_path: Path) -> None:
     import sys
     import time
 
-    from engine.lab.build import _kill, _running
+    from lab.build import _kill, _running
 
     code = ("import os, signal, time\n"
             "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"

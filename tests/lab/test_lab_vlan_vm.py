@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from engine.lab import netns
-from engine.lab.demo import deliveries, engine_counters, reset_logs, send_xcast
-from engine.lab.topology import Topology
+from lab import netns
+from lab.demo import deliveries, engine_counters, reset_logs, send_xcast
+from lab.topology import Topology
 from tests.lab.test_lab_e2e import assert_exactly_once, payloads
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.netns, pytest.mark.slow]

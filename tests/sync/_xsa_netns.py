@@ -18,10 +18,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from engine.model import NextHop, Route
-from sync.model import Interface, Snapshot
+from engine.model import Interface, NextHop, Route, Snapshot
+from lab.procs import stop_process
 from sync.source import Progress
-from tests.procs import stop_process
 
 _counter = itertools.count()
 

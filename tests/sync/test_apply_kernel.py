@@ -9,11 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.fib import Fib
-from engine.model import NextHop, Route, ip6
+from engine.model import NextHop, Route, Snapshot, ip6
 from sync.apply import Applier, ApplyError
 from sync.diff import diff
 from sync.kernel import KernelApplyError, KernelMirror
-from sync.model import Snapshot
 from tests.sync._xsa_netns import add_veth, expected_view, kernel_routes, kernel_view, netns, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]

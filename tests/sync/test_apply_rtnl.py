@@ -70,7 +70,7 @@ def test_plan_maps_interfaces_and_counts_skips() -> None:
 
 
 def test_ifname_map_from_linkmap() -> None:
-    from vlan.linkmap import EngineLink, LinkMap
+    from engine.model import EngineLink, LinkMap
 
     lm = LinkMap([EngineLink("ge-0/0/1.0", "xc-trunk.101", 7, 101, ip6("fe80::e"), ip6("fe80::1"),
                              b"\x02\0\0\0\0\x01", None)])

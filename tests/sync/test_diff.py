@@ -7,9 +7,8 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.model import NextHop, Route, ip6
+from engine.model import Interface, NextHop, Route, Snapshot, ip6
 from sync.diff import diff, diff_routes, index_routes, prefix_key
-from sync.model import Interface, Snapshot
 
 
 def r(prefix: str, *hops: tuple[str, str | None], proto: str = "bgp", metric: int = 0) -> Route:

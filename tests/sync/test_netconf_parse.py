@@ -278,7 +278,7 @@ def test_progress_reported_every_thousand_routes() -> None:
 
 
 def test_reproduced_junos_summary_counts_match_the_route_reply() -> None:
-    from tests.netconf_server import junos, kernel
+    from lab.netconf_server import junos, kernel
 
     links = [kernel.KernelLink("xnc-ge0", 2, True, True, ("2001:db8::1/64", "fe80::1/64"))]
     routes = [

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from lab.netconf_server import ietf, junos, kernel
+from lab.netconf_server.lab import expected_from
 from sync import netconf_ietf, netconf_junos
-from tests.netconf_server import ietf, junos, kernel
-from tests.netconf_server.lab import expected_from
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 LINKS = [kernel.KernelLink(f"xnc-ge{n}", n + 2, True, True, (f"2001:db8:0:{n + 1}::1/64",)) for n in range(3)]

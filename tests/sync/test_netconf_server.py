@@ -1,6 +1,6 @@
 """NetconfSource against a REAL NETCONF/SSH server serving a namespace's REAL kernel routes.
 
-Server: tests/netconf_server (the ``netconf`` package: real SSH + NETCONF framing; the ietf
+Server: lab/netconf_server (the ``netconf`` package: real SSH + NETCONF framing; the ietf
 data is real YANG data; the Junos replies are a reproduction of the documented format).
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import paramiko
 import pytest
 
+from lab.netconf_server.lab import PASSWORD, USER, NetconfLab, ServerProc
 from sync.netconf import PASSWORD_ENV, NetconfSource
 from sync.source import SourceError
-from tests.netconf_server.lab import PASSWORD, USER, NetconfLab, ServerProc
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 FLAVORS = ("junos", "ietf")
@@ -134,10 +134,10 @@ def test_cli_routes_fetch_json(lab: NetconfLab, server: ServerProc) -> None:
     import subprocess
     import sys
 
-    from tests.netconf_server.lab import WORKTREE
+    from lab.netconf_server.lab import WORKTREE
 
     env = dict(os.environ, **{PASSWORD_ENV: PASSWORD})
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "routes", "fetch", "--json", "-q",
+    done = subprocess.run([sys.executable, "-m", "api.main", "routes", "fetch", "--json", "-q",
                            lab.url(server, "junos")], cwd=WORKTREE, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
@@ -145,7 +145,7 @@ def test_cli_routes_fetch_json(lab: NetconfLab, server: ServerProc) -> None:
     assert out["route_count"] == len(lab.expected_routes("junos"))
     assert {i["name"] for i in out["interfaces"]} >= {"ge-0/0/0.0", "ge-0/0/1.0", "ge-0/0/2.0"}
     env[PASSWORD_ENV] = "nope"
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "routes", "fetch", lab.url(server, "ietf")],
+    done = subprocess.run([sys.executable, "-m", "api.main", "routes", "fetch", lab.url(server, "ietf")],
                           cwd=WORKTREE, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "authentication failed for user 'xcast'" in done.stderr
     assert "nope" not in done.stderr + done.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from tests.netconf_server.subtree import subtree_filter
+from lab.netconf_server.subtree import subtree_filter
 
 DATA = """<data xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
 <top xmlns="urn:x"><users><user><name>a</name><uid>1</uid><shell>sh</shell></user>

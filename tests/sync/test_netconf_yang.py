@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from lab.netconf_server.lab import PASSWORD, NetconfLab
 from sync import netconf_ietf
 from sync.netconf import PASSWORD_ENV, NetconfSource
-from tests.netconf_server.lab import PASSWORD, NetconfLab
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 MODULES = Path("/usr/share/yuma/modules/ietf")

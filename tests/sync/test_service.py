@@ -238,8 +238,7 @@ def test_link_map_change_and_interface_hook(tmp_path: Path) -> None:
 def test_corrupt_store_starts_empty_and_says_why(tmp_path: Path) -> None:
     import sqlite3
 
-    from engine.model import NextHop, Route
-    from sync.model import Snapshot
+    from engine.model import NextHop, Route, Snapshot
 
     store = SyncStore(tmp_path)
     route = Route(ipaddress.IPv6Network("2001:db8::/32"), (NextHop("ge-0/0/1.0"),))

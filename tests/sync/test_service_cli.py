@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine import cli
-from engine.model import NextHop, Route, ip6
+from api import main as cli
+from engine.model import NextHop, Route, Snapshot, ip6
 from sync import sources
-from sync.model import Snapshot
 from sync.store import HistoryEntry, SyncStore
 from tests.sync._xsa_netns import add_veth, ip_batch, netns
 

@@ -15,11 +15,11 @@ import paramiko
 import pytest
 
 from engine.fib import Fib
+from lab.procs import stop_process
 from sync.apply import Applier
 from sync.kernel import KernelMirror
 from sync.service import SyncConfig, SyncService
 from sync.sources import open_source
-from tests.procs import stop_process
 from tests.sync._xsa_netns import add_veth, expected_view, ip_batch, kernel_view, netns
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
@@ -47,7 +47,7 @@ def test_netconf_router_to_engine(flavor: str, tmp_path: Path, monkeypatch: pyte
                      "nexthop via 2001:db8:1::2 dev xsa-r1")
         ip_batch(router_ns, lines)
         env = dict(os.environ, XNC_SERVER_PASSWORD=PASSWORD, PYTHONPATH=str(WORKTREE))
-        cmd = [sys.executable, "-m", "tests.netconf_server", "--netns", router_ns,
+        cmd = [sys.executable, "-m", "lab.netconf_server", "--netns", router_ns,
                "--host-key", str(tmp_path / "host_rsa"), "--user", "xcast", "--chunk", "16384"]
         proc = subprocess.Popen(cmd, cwd=WORKTREE, env=env, stdout=subprocess.PIPE, text=True)
         try:

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.model import NextHop
+from engine.model import Interface, NextHop
 from sync import mib
-from sync.model import Interface
 from sync.snmp_ber import (
     END_OF_MIB,
     BerError,

@@ -8,12 +8,11 @@ import time
 
 import pytest
 
+from lab.snmpd import SnmpdLab, UdpFaultProxy, route_batch
 from sync.snmp import SnmpSource
 from sync.source import SourceError
-from tests.sync.conftest_snmp import SnmpdLab, UdpFaultProxy, route_batch, snmpd_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
-__all__ = ["snmpd_lab"]
 
 FAST = "timeout=0.3&retries=1"
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from engine.model import NextHop
+from lab.snmpd import SnmpsimAgent
 from sync.mib import parse_oid
 from sync.snmp import SnmpSource
 from sync.source import SourceError
-from tests.sync.conftest_snmp import SnmpsimAgent
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,10 @@ import ipaddress
 import pytest
 
 from engine.model import NextHop
+from lab.snmpd import SnmpdLab, route_batch
 from sync.snmp import SnmpSource
-from tests.sync.conftest_snmp import SnmpdLab, route_batch, snmpd_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
-__all__ = ["snmpd_lab"]  # fixture re-export
 
 
 def fetched_table(snapshot, metric: bool) -> dict[ipaddress.IPv6Network, tuple[frozenset[NextHop], int]]:

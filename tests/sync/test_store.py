@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.model import NextHop, Route, ip6
+from engine.model import Interface, NextHop, Route, Snapshot, ip6
 from sync.diff import index_routes
-from sync.model import Interface, Snapshot
 from sync.store import HistoryEntry, StoreError, SyncStore, pack_routes, unpack_routes
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine import cli
-from sync.model import Interface
+from api import main as cli
+from engine.model import Interface
 from tests.vlan.nsutil import addrs, namespaces, sh
 from vlan.cli import parse_router_interfaces
 from vlan.plan import PlanError

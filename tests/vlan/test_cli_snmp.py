@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine import cli
-from tests.sync.conftest_snmp import SnmpdLab, snmpd_lab
+from api import main as cli
+from lab.snmpd import SnmpdLab
 from tests.vlan.nsutil import namespaces, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
-__all__ = ["snmpd_lab"]  # fixture re-export
 
 
 def test_plan_from_a_live_snmp_agent_follows_oper_status(snmpd_lab: SnmpdLab, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from ipaddress import IPv6Interface
 
 import pytest
 
-from sync.model import Interface
+from engine.model import Interface
 from vlan.kernel import KernelLink, KernelView
 from vlan.plan import InterfacesConfig, build_plan
 from vlan.reconcile import ReconcileError, diff, is_owned, previous_allocations

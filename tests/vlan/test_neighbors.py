@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sync.model import Interface
+from engine.model import Interface, LinkMap
 from tests.vlan.nsutil import namespaces, sh
-from vlan.linkmap import LinkMap
 from vlan.neighbors import NeighborRefresher, refresh_linkmap
 from vlan.plan import InterfacesConfig
 from vlan.reconcile import open_ipr, reconcile

@@ -6,7 +6,7 @@ from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
 import pytest
 
-from sync.model import Interface
+from engine.model import Interface
 from vlan.plan import Allocation, InterfacesConfig, PlanError, build_plan, owner_router_if
 
 AUTO = {"mode": "vlan", "trunk": "eth1", "vlan_range": [100, 103], "pool": "2001:db8:ff::/62"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.model import Interface
+from engine.model import Interface
 from vlan.plan import Allocation, InterfacesConfig, PlanError, build_plan
 
 CFG = InterfacesConfig.from_dict(

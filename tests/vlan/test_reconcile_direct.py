@@ -7,7 +7,7 @@ from ipaddress import IPv6Address
 
 import pytest
 
-from sync.model import Interface
+from engine.model import Interface
 from tests.vlan.nsutil import addrs, link_json, namespaces, sh
 from vlan.plan import InterfacesConfig
 from vlan.reconcile import ReconcileError, reconcile

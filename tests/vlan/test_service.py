@@ -6,9 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sync.model import Interface
+from engine.model import Interface, LinkMap
 from tests.vlan.nsutil import namespaces, sh
-from vlan.linkmap import LinkMap
 from vlan.plan import InterfacesConfig
 from vlan.service import LinkService
 

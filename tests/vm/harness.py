@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run pytest args (default: the vm tests) or ``--cmd COMMAND...`` in one guest.
 
     ``python -m tests.vm.harness tests/vm -q`` or
-    ``python -m tests.vm.harness --cmd python -m engine.cli interfaces bench --mode vlan
+    ``python -m tests.vm.harness --cmd python -m api.main bench links --mode vlan
     --kernel 100,500 --out /xc-results/bench`` (files the command writes under /xc-results are
     kept on the host; the path is printed).
     """

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine import cli
-from sync.model import Interface
+from api import main as cli
+from engine.model import Interface
 from tests.vlan.nettraffic import capture, socket_in_netns
 from tests.vlan.nsutil import addrs, link_json, links, namespaces, sh
 from vlan.plan import InterfacesConfig
@@ -221,7 +221,7 @@ def test_cli_dry_run_then_apply(lab: tuple[str, str], tmp_path: Path) -> None:
 
 def test_link_service_over_vlans(lab: tuple[str, str]) -> None:
     """The daemon path: LinkService reconciles on router lists, learns MACs, keeps the last good map."""
-    from vlan.linkmap import LinkMap
+    from engine.model import LinkMap
     from vlan.service import LinkService
 
     eng, rtr = lab

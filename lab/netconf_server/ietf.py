@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from tests.netconf_server.kernel import KernelLink, KernelRoute
+from lab.netconf_server.kernel import KernelLink, KernelRoute
 
 NC_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
 RT_NS = "urn:ietf:params:xml:ns:yang:ietf-routing"

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.counters import CounterFile
-from engine.lab import netns
-from engine.lab.sender import RawSender
-from engine.lab.topology import RECEIVER_PORT, Topology
+from lab import netns
+from lab.sender import RawSender
+from lab.topology import RECEIVER_PORT, Topology
 
 
 def packed(a: str) -> bytes:
@@ -56,7 +56,7 @@ def cli_sender_available() -> bool:
 def send_with_cli(topo: Topology, dests: list[str], payload: bytes, count: int, *, sport: int = 40000,
                   dport: int = RECEIVER_PORT, flags: int = 0, hop_limit: int = 64) -> str:
     """Run ``xcast6-engine send`` inside the sender namespace (what an operator would type)."""
-    cmd = [sys.executable, "-m", "engine.cli", "send", *dests, "--port", str(dport), "--sport", str(sport),
+    cmd = [sys.executable, "-m", "api.main", "send", *dests, "--port", str(dport), "--sport", str(sport),
            "--payload", payload.decode(), "--count", str(count), "--source", topo.sender.addr,
            "--hop-limit", str(hop_limit)]
     if flags & 0x40:
@@ -188,7 +188,7 @@ def format_counters(name: str, stats: dict[str, Any] | None) -> str:
 def api_stats(topo: Topology, r: str) -> tuple[str, dict[str, Any] | None, str]:
     """(command line, parsed output, error) of ``xcast6-engine stats --json`` against engine ``r``'s
     daemon, run inside its namespace the way an operator on the appliance would."""
-    cmd = [sys.executable, "-m", "engine.cli", "stats", "--json", "--config", str(topo.config_path(r))]
+    cmd = [sys.executable, "-m", "api.main", "stats", "--json", "--config", str(topo.config_path(r))]
     shown = f"ip netns exec {topo.engine_ns(r)} xcast6-engine stats --json --config {topo.config_path(r)}"
     try:
         p = netns.run(cmd, ns=topo.engine_ns(r), check=False, timeout=30)
@@ -221,7 +221,7 @@ def format_api_stats(name: str, stats: dict[str, Any], status: dict[str, Any] | 
 
 def print_engine_stats(topo: Topology) -> None:
     """Each engine's counters read through its daemon's API, and its table from ``/status``."""
-    from engine.lab import engine_api
+    from lab import engine_api
 
     for eng in ("a", "b"):
         shown, stats, err = api_stats(topo, eng)

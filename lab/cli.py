@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from engine.counters import DEFAULT_PATH, CounterFile
-from engine.lab.netns import LabError
-from engine.lab.topology import API_PORT, Topology
+from lab.netns import LabError
+from lab.topology import API_PORT, Topology
 
 lab_app = typer.Typer(help="Namespace lab: two routers, two engines, a sender, five receivers.",
                       no_args_is_help=True)
@@ -37,7 +37,7 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
        mode: str = typer.Option("direct", help="Router-engine links: direct (veths) or vlan (802.1Q).")
        ) -> None:
     """Build the lab and start snmpd, receivers and both engines (waits for their first sync)."""
-    from engine.lab import build
+    from lab import build
 
     if mode not in ("direct", "vlan"):
         raise typer.BadParameter(f"{mode!r}: use direct or vlan", param_hint="--mode")
@@ -62,8 +62,8 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
 def demo(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
          count: int = typer.Option(3, min=1, max=1000, help="Datagrams to send.")) -> None:
     """Send XCAST6 datagrams to every receiver; print the delivery matrix and the counters."""
-    from engine.lab import build, netns
-    from engine.lab.demo import run_demo
+    from lab import build, netns
+    from lab.demo import run_demo
 
     topo = _topo(prefix, state_dir)
     missing = set(topo.all_namespaces()) - set(netns.namespaces())
@@ -84,7 +84,7 @@ def demo(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
 def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
     """Engines' daemon ``/status`` through their APIs (JSON)."""
     topo = _topo(prefix, state_dir)
-    from engine.lab import engine_api
+    from lab import engine_api
 
     out: dict[str, object] = {}
     try:
@@ -101,7 +101,7 @@ def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
 @lab_app.command("down")
 def down(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
     """Stop the lab's processes (by pid file) and delete its namespaces."""
-    from engine.lab import build
+    from lab import build
 
     removed = build.down(_topo(prefix, state_dir))
     typer.echo(f"lab down: removed {len(removed)} namespace(s)")
@@ -113,7 +113,7 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 
 def counters(path: Path = FileOpt, as_json: bool = JsonOpt) -> None:
     """Read the workers' counters and latency histogram from shared memory (no API needed)."""
-    from engine.lab.demo import format_counters
+    from lab.demo import format_counters
 
     try:
         cf = CounterFile.open(path)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from xml.sax.saxutils import escape
 
-from tests.netconf_server.kernel import KernelLink, KernelRoute
+from lab.netconf_server.kernel import KernelLink, KernelRoute
 
 RELEASE = "23.4R1"
 JUNOS_NS = f"http://xml.juniper.net/junos/{RELEASE}/junos"

@@ -529,11 +529,8 @@ def run(routes_n: int, rounds: int, seed: int, packets_per_case: int) -> dict[st
     return res
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``bench engine`` to the root app."""
-    bench_app = typer.Typer(
-        help="Benchmarks (print a table, write JSON and a PNG plot).", no_args_is_help=True
-    )
+def register(bench_app: typer.Typer) -> None:
+    """Add ``engine`` to the ``bench`` group."""
 
     @bench_app.command("engine")
     def engine_cmd(
@@ -555,5 +552,3 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {out / 'engine.json'}")
         if not no_plot and plot(res, out / "engine.png"):
             typer.echo(f"wrote {out / 'engine.png'}")
-
-    app.add_typer(bench_app, name="bench")

@@ -40,7 +40,7 @@ class KernelLink:
 
 def _ip_json(netns: str, *args: str) -> list[dict[str, object]]:
     out = subprocess.run(["ip", "-n", netns, "-j", *args], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout or "[]")  # type: ignore[no-any-return]
+    return json.loads(out.stdout or "[]")
 
 
 def routes(netns: str) -> list[KernelRoute]:

@@ -2,7 +2,7 @@
 
 Creates ``xnc-r<id>`` (the "router", interfaces ``xnc-ge0..N``) and ``xnc-n<id>`` (the far
 ends of the veth pairs), a temp dir ``xnc-*`` with the SSH host key and known_hosts, and
-starts ``python -m tests.netconf_server`` as a subprocess.  Everything is removed by
+starts ``python -m lab.netconf_server`` as a subprocess.  Everything is removed by
 :meth:`NetconfLab.down` (servers stopped by PID).
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 import paramiko
 
 from engine.model import NextHop, Route
+from lab.netconf_server import kernel
+from lab.netconf_server.junos import junos_name
+from lab.procs import stop_process
 from sync.netconf_xml import hop_order
-from tests.netconf_server import kernel
-from tests.netconf_server.junos import junos_name
-from tests.procs import stop_process
 
 WORKTREE = Path(__file__).resolve().parents[2]
 PASSWORD = "xnc-s3cret-pw"
@@ -116,7 +116,7 @@ class NetconfLab:
     # -- server --
     def start_server(self, *, fault: str = "none", chunk: int = 16384, authorized_key: bool = False,
                      xml_header: bool = False, nmda: bool = False, base10: bool = False) -> ServerProc:
-        cmd = [sys.executable, "-m", "tests.netconf_server", "--netns", self.netns, "--host-key",
+        cmd = [sys.executable, "-m", "lab.netconf_server", "--netns", self.netns, "--host-key",
                str(self.host_key), "--user", USER, "--fault", fault, "--chunk", str(chunk)]
         if xml_header:
             cmd.append("--xml-header")

@@ -1,7 +1,7 @@
 """API benchmark: request latency and throughput of every read endpoint over an Internet-size
 table, through a real uvicorn server on loopback.  Prints a table and writes JSON.
 
-    python -m api.bench --routes 250000 --requests 200 --out bench-api.json
+    python -m bench.api --routes 250000 --requests 200 --out bench-api.json
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from api.state import EngineView, StaticSync
 from api.workers import WorkerSupervisor
 from engine.fib import Fib
 from engine.fib_synth import address_in, internet_table
-from sync.model import Snapshot
+from engine.model import Snapshot
 
 TOKEN = "bench-token"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from api.config import read_or_create_token
-from engine.lab import netns
-from engine.lab.netns import LabError
-from engine.lab.topology import API_PORT, DIVERT_MARK, DIVERT_TABLE, KERNEL_TABLE, RECEIVER_PORT, Topology
+from lab import netns
+from lab.netns import LabError
+from lab.topology import API_PORT, DIVERT_MARK, DIVERT_TABLE, KERNEL_TABLE, RECEIVER_PORT, Topology
 
 PYTHON = sys.executable
 ENGINE_STOP_TIMEOUT = 10.0
@@ -223,7 +223,7 @@ def start_engine(topo: Topology, r: str) -> None:
     d.mkdir(parents=True, exist_ok=True)
     cfg = topo.config_path(r)
     cfg.write_text(engine_toml(topo, r))
-    _spawn(topo, f"engine-{r}", topo.engine_ns(r), [PYTHON, "-m", "engine.cli", "run", "--config", str(cfg)])
+    _spawn(topo, f"engine-{r}", topo.engine_ns(r), [PYTHON, "-m", "api.main", "run", "--config", str(cfg)])
 
 
 def _log_tail(topo: Topology, r: str, lines: int = 5) -> str:
@@ -281,7 +281,7 @@ def wait_engines(topo: Topology, timeout: float = 60.0) -> dict[str, dict[str, A
 
 def read_status(topo: Topology, r: str) -> dict[str, Any] | None:
     """Engine ``r``'s ``GET /status`` through its API (None while it does not answer)."""
-    from engine.lab import engine_api
+    from lab import engine_api
 
     return engine_api.status(topo, r)
 
@@ -291,7 +291,7 @@ def start_receivers(topo: Topology) -> None:
         log = topo.receiver_log(h.name)
         log.write_text("")
         _spawn(topo, f"recv-{h.name}", topo.ns(h.name),
-               [PYTHON, "-m", "engine.lab.receiver", "--port", str(RECEIVER_PORT), "--log", str(log),
+               [PYTHON, "-m", "lab.receiver", "--port", str(RECEIVER_PORT), "--log", str(log),
                 "--ready", str(topo.state_dir / f"recv-{h.name}.ready")])
     deadline = time.monotonic() + topo.start_timeout
     for h in topo.receivers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from engine.lab import netns
+from lab import netns
 
 
 class RawSender:

@@ -1,6 +1,6 @@
 """A real NETCONF-over-SSH server (the ``netconf`` package) serving a namespace's routes.
 
-Run: ``python -m tests.netconf_server --netns NS --host-key FILE --user U`` (password from
+Run: ``python -m lab.netconf_server --netns NS --host-key FILE --user U`` (password from
 ``$XNC_SERVER_PASSWORD``, optional ``--authorized-key FILE.pub``).  Prints ``READY port=N``.
 
 * ``<get>`` answers ietf-routing ``/routing-state`` + ietf-interfaces ``/interfaces-state``
@@ -33,7 +33,7 @@ import paramiko
 from lxml import etree
 from netconf import server as ncserver
 
-from tests.netconf_server import ietf, junos, kernel, subtree
+from lab.netconf_server import ietf, junos, kernel, subtree
 
 FAULTS = ("none", "rpc-error", "cut", "garbage-xml", "garbage-row", "slow")
 
@@ -160,7 +160,7 @@ def _patch_framing(chunk: int) -> None:
             data += b"]]>]]>"
         self.stream.sendall(data)
 
-    netconf.base.NetconfFramingTransport.send_pdu = send_pdu  # type: ignore[method-assign]
+    netconf.base.NetconfFramingTransport.send_pdu = send_pdu
 
 
 def _only_base10() -> None:
@@ -170,14 +170,14 @@ def _only_base10() -> None:
     def send_hello(self: Any, caplist: Any, session_id: Any = None) -> Any:
         return original(self, [c for c in caplist if c.endswith("base:1.0")], session_id)
 
-    netconf.base.NetconfSession.send_hello = send_hello  # type: ignore[method-assign]
+    netconf.base.NetconfSession.send_hello = send_hello
     # The package switches to 1.1 framing when the *client* offers 1.1, even if the server did
     # not (RFC 6242 requires both): make it never recognise 1.1.
-    netconf.base.NC_BASE_11 = "urn:xnc:disabled:base:1.1"  # type: ignore[attr-defined]
+    netconf.base.NC_BASE_11 = "urn:xnc:disabled:base:1.1"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.netconf_server")
+    ap = argparse.ArgumentParser(prog="python -m lab.netconf_server")
     ap.add_argument("--netns", required=True)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host-key", required=True)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if not args.xml_header:
-        netconf.base.XML_HEADER = ""  # type: ignore[attr-defined]
+        netconf.base.XML_HEADER = ""
     if args.chunk:
         _patch_framing(args.chunk)
     if args.base10:

@@ -22,14 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from engine.model import NextHop
-from tests.procs import stop_process
+from lab.procs import stop_process
 
 SNMPD = "/usr/sbin/snmpd"
 V3_USERS = {
@@ -210,17 +207,6 @@ def route_batch(count: int, nlinks: int, start: int = 0) -> list[str]:
         else:
             lines.append(f"route add {prefix} via 2001:db8:{link}::{2 + n % 9:x} dev xsnmp-r{link}")
     return lines
-
-
-@pytest.fixture
-def snmpd_lab() -> Iterator[SnmpdLab]:
-    """A fresh namespace with three router links and snmpd not yet started."""
-    lab = SnmpdLab()
-    try:
-        lab.setup()
-        yield lab
-    finally:
-        lab.teardown()
 
 
 _SNMPSIM_MAIN = (

@@ -1,13 +1,13 @@
 """Benchmark of engine-link programming: plan+diff (pure) and reconcile on a real kernel.
 
-``xcast6-engine interfaces bench`` measures
+``xcast6-engine bench links`` measures
 
 * ``plan``: build_plan + diff for N router interfaces (auto VLAN + subnet allocation) against an
   empty and an already-matching kernel view, in CPU time (best and median of several rounds);
 * ``kernel`` (root; in a private network namespace it creates and deletes): a full reconcile of
   N links from nothing, the idempotent second pass, a pass where every 10th router interface
   went oper-down, and the tear-down.  In ``vlan`` mode this needs 802.1Q (run it in the QEMU
-  guest: ``python -m tests.vm.harness --cmd python -m engine.cli interfaces bench --mode vlan``);
+  guest: ``python -m tests.vm.harness --cmd python -m api.main bench links --mode vlan``);
   in ``direct`` mode it uses N veth pairs and works on any kernel.
 
 Prints a table and writes ``<out>/vlan-bench.json``.
@@ -26,7 +26,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sync.model import Interface
+import typer
+
+from engine.model import Interface
 from vlan.kernel import KernelLink, KernelView
 from vlan.plan import InterfacesConfig, build_plan
 from vlan.reconcile import diff, reconcile
@@ -162,3 +164,27 @@ def run(out: Path, plan_counts: list[int], kernel_counts: list[int], mode: str |
     (out / "vlan-bench.json").write_text(json.dumps(doc, indent=2))
     print(f"wrote {out / 'vlan-bench.json'}")
     return doc
+
+
+OutOpt = typer.Option(Path("bench-results"), "--out", help="Directory for vlan-bench.json.")
+PlanOpt = typer.Option("100,1000,4094", "--plan", help="Interface counts for the pure plan+diff.")
+KernelOpt = typer.Option("", "--kernel", help="Link counts for real reconciles (root).")
+ModeOpt = typer.Option("direct", "--mode", help="Kernel part: direct (veths) or vlan (needs 802.1Q).")
+
+
+def register(bench_app: typer.Typer) -> None:
+    """Add ``links`` to the ``bench`` group."""
+
+    @bench_app.command("links")
+    def links_cmd(out: Path = OutOpt, plan_counts: str = PlanOpt, kernel_counts: str = KernelOpt,
+                  mode: str = ModeOpt) -> None:
+        """Benchmark planning (pure) and reconciling engine links on the kernel; prints a table and
+        writes JSON."""
+
+        def counts(text: str) -> list[int]:
+            return [int(x) for x in text.split(",") if x.strip()]
+
+        if mode not in ("vlan", "direct"):
+            typer.echo(f"error: --mode: {mode!r} is not one of vlan, direct", err=True)
+            raise typer.Exit(2)
+        run(out, counts(plan_counts), counts(kernel_counts), mode)

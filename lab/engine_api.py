@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from engine.lab import netns
-from engine.lab.topology import API_PORT, Topology
+from lab import netns
+from lab.topology import API_PORT, Topology
 
 
 def api_url(topo: Topology, path: str = "") -> str:
