@@ -304,7 +304,7 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         route, hop = hit
         links = {link.router_ifname: link.engine_ifname for link in view.links.links()}
         if hop.ifname not in links:
-            # the workers skip ECMP members without an engine link (engine.branch egress_ok)
+            # the workers skip ECMP members without an engine link (engine.forwarding.branch egress_ok)
             usable = [h for h in route.nexthops if h.ifname in links]
             if usable:
                 hop = usable[int.from_bytes(addr.packed[12:], "big") % len(usable)]

@@ -420,7 +420,7 @@ def cpu_idle_apply(config: str = typer.Option(..., "--config", "-c", help="Engin
     Also writes back what an earlier, killed run left limited.  Nothing to do (exit 0) when the
     key is not set.  Exit 1 when a CPU could not be set (the daemon forwards anyway).
     """
-    from engine import cpuidle
+    from engine.dataplane import cpuidle
 
     cfg = _config_or_exit(config)
     limit_us = cfg.workers.idle_limit_us
@@ -441,7 +441,7 @@ def cpu_idle_apply(config: str = typer.Option(..., "--config", "-c", help="Engin
 def cpu_idle_restore(config: str = typer.Option(..., "--config", "-c", help="Engine config file")) -> None:
     """Write back every value that ``apply`` recorded, and remove the record.  Exit 1 when one
     could not be written back (it stays recorded for the next apply/restore)."""
-    from engine import cpuidle
+    from engine.dataplane import cpuidle
 
     cfg = _config_or_exit(config)
     path = cpuidle.state_file(cfg.engine.state_dir)

@@ -29,9 +29,10 @@ from api.pool import PoolWorkers
 from api.state import EngineView
 from api.syncport import ServiceSync, open_route_source, sync_config
 from api.workers import ArgvFor, WorkerSupervisor
-from engine import __version__, cpuidle
-from engine.cpuidle import CpuIdleLimit
-from engine.fib import Fib
+from engine import __version__
+from engine.dataplane import cpuidle
+from engine.dataplane.cpuidle import CpuIdleLimit
+from engine.forwarding.fib import Fib
 from sync.source import RouteSource, SourceError
 
 log = logging.getLogger("xcast6.daemon")
@@ -300,7 +301,7 @@ class Daemon:
             )
             await sup.start()
             return sup
-        from engine.worker import WorkerPool
+        from engine.dataplane.worker import WorkerPool
 
         ingress = list(cfg.workers.ingress) or (
             [cfg.links.trunk]

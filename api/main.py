@@ -1,12 +1,13 @@
 """The ``xcast6-engine`` command: the one root CLI, in the top layer, assembled with fixed names.
 
-Each package owns its commands (engine/tools_cli.py packet tools, sync/cli.py ``routes`` tools,
-vlan/cli.py ``interfaces`` tools, api/cli.py daemon and API client); this module is the only place
-that gathers them, so no lower package imports another package's CLI.  The namespace lab and the
-benchmarks sit above the product (they drive the daemon and its API), so they join through the
-``xcast6_engine.commands`` entry points (pyproject.toml) instead of an import that would point up.  Group names are fixed here: ``routes`` and ``interfaces`` hold the local
-tools plus the running engine's view as their default sub-command (``routes show``,
-``interfaces live``); every API client command is also under ``api``.
+Each package owns its commands (engine/tools/tools_cli.py packet tools, sync/cli.py ``routes``
+tools, vlan/cli.py ``interfaces`` tools, api/cli.py daemon and API client); this module is the only
+place that gathers them, so no lower package imports another package's CLI.  The namespace lab
+and the benchmarks sit above the product (they drive the daemon and its API), so they join through
+the ``xcast6_engine.commands`` entry points (pyproject.toml) instead of an import that would point
+up.  Group names are fixed here: ``routes`` and ``interfaces`` hold the local tools plus the
+running engine's view as their default sub-command (``routes show``, ``interfaces live``); every
+API client command is also under ``api``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _register() -> None:
         return
     _registered = True
     from api import cli as api_cli
-    from engine import tools_cli
+    from engine.tools import tools_cli
     from sync import cli as sync_cli
     from vlan import cli as vlan_cli
 

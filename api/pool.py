@@ -1,4 +1,4 @@
-"""The packet workers behind :class:`api.state.WorkerPort`: engine.worker.WorkerPool supervised.
+"""The packet workers behind :class:`api.state.WorkerPort`: engine.dataplane.worker.WorkerPool supervised.
 
 The pool forks its workers after the table is loaded (they inherit the Fib copy-on-write) and
 applies sync diffs to them (``WorkerPool.routes_hook`` on ``SyncService.on_routes``).  This
@@ -30,7 +30,7 @@ _STABLE_AFTER = 60.0
 
 
 class PoolWorkers:
-    """WorkerPort over an ``engine.worker.WorkerPool`` (see module docstring)."""
+    """WorkerPort over an ``engine.dataplane.worker.WorkerPool`` (see module docstring)."""
 
     def __init__(self, pool: Any, *, backoff: float = 1.0, poll_s: float = 0.2) -> None:
         self.pool = pool
@@ -151,7 +151,7 @@ class PoolWorkers:
         return list(self._info)
 
     def _stats(self) -> Any:
-        from engine.counters import CounterFile
+        from engine.dataplane.counters import CounterFile
 
         if self._counters is None:
             try:
@@ -167,7 +167,7 @@ class PoolWorkers:
         return {k: int(v) for k, v in st.totals.items() if not k.startswith("latency_")}
 
     def latency(self) -> Histogram:
-        import engine.histogram as histogram
+        import engine.dataplane.histogram as histogram
 
         st = self._stats()
         if st is None:

@@ -5,7 +5,7 @@ built by the daemon from three ports:
 
 * :class:`SyncPort`    -- the route sync (sync/service.py, or the daemon's adapter around it):
   status, fresh fetch, kernel mirror read-back, resync with the safety valve.
-* :class:`WorkerPort`  -- the packet workers (engine/worker.py under the daemon's supervisor):
+* :class:`WorkerPort`  -- the packet workers (engine/dataplane/worker.py under the daemon's supervisor):
   per-process state and resource use, drop/forward counters, latency histogram.
 * :class:`LinkPort`    -- the engine links (vlan/ LinkMap) and the router's interface list.
 
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from engine.fib import Fib
+from engine.forwarding.fib import Fib
 from engine.model import EngineLink, Interface, NextHop, Route, Snapshot
 from sync.source import Progress
 

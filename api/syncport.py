@@ -14,7 +14,7 @@ import logging
 
 from api.config import Config, redact_url
 from api.state import ResyncJob, SyncOutcome, SyncStatus
-from engine.fib import Fib
+from engine.forwarding.fib import Fib
 from engine.model import Interface, NextHop, Route, Snapshot
 from sync.apply import Applier, IfnameMap
 from sync.kernel import KernelMirror

@@ -25,8 +25,8 @@ from api.app import create_app
 from api.links import LinkHolder
 from api.state import EngineView, StaticSync
 from api.workers import WorkerSupervisor
-from engine.fib import Fib
-from engine.fib_synth import address_in, internet_table
+from engine.forwarding.fib import Fib
+from engine.forwarding.fib_synth import address_in, internet_table
 from engine.model import Snapshot
 
 TOKEN = "bench-token"

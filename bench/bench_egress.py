@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Egress syscall strategy: one ``sendto`` per frame vs ``sendmmsg`` batches (engine/afpacket.py).
+"""Egress syscall strategy: one ``sendto`` per frame vs ``sendmmsg`` batches (engine/dataplane/afpacket.py).
 
 Writes N frames of a realistic copy size onto a veth inside a private namespace pair (the
 peer drops them) and reports frames/s, syscalls and CPU per strategy.  Prints, writes JSON.
@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import afpacket
+from engine.dataplane import afpacket
 from lab import netns
 
 

@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
-from engine import afpacket, histogram
-from engine.codec import build_xcast
-from engine.counters import CounterFile
-from engine.mmsg import SO_TIMESTAMPNS
+from engine.dataplane import afpacket, histogram
+from engine.dataplane.counters import CounterFile
+from engine.dataplane.mmsg import SO_TIMESTAMPNS
+from engine.wire.codec import build_xcast
 from lab import build, netns
 from lab.topology import Topology
 

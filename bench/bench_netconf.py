@@ -96,7 +96,7 @@ def service_latency(lab: NetconfLab, url: str, runs: int) -> list[float]:
     """SyncService + Applier(Fib): route added on the router -> LPM in the engine FIB finds it."""
     import asyncio
 
-    from engine.fib import Fib
+    from engine.forwarding.fib import Fib
     from sync.apply import Applier
     from sync.service import SyncConfig, SyncService
 

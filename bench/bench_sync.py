@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from engine.fib import Fib
-from engine.fib_synth import internet_table, router_nexthops
+from engine.forwarding.fib import Fib
+from engine.forwarding.fib_synth import internet_table, router_nexthops
 from engine.model import Interface, Route, Snapshot
 from sync.apply import Applier
 from sync.diff import diff, index_routes

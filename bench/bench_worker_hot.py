@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Worker hot path without the network: µs per packet of branch + egress queueing + counters.
 
-Runs :meth:`engine.worker.Worker.process` (branch, resolve the egress link, copy into the
+Runs :meth:`engine.dataplane.worker.Worker.process` (branch, resolve the egress link, copy into the
 sendmmsg arena, tally counters) on prebuilt XCAST6 packets with N = 2, 8, 32 destinations,
 and the bare branch function alone for comparison, so the cost the worker adds around the
 engine core is visible.  Nothing is sent (the arena is reset instead of flushed).  Needs root
@@ -23,11 +23,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.codec import build_xcast
-from engine.counters import CounterFile
-from engine.fib import Fib
+from engine.dataplane.counters import CounterFile
+from engine.dataplane.worker import Worker, WorkerSpec, default_brancher_factory
+from engine.forwarding.fib import Fib
 from engine.model import EngineLink, LinkMap, NextHop, Route
-from engine.worker import Worker, WorkerSpec, default_brancher_factory
+from engine.wire.codec import build_xcast
 
 
 def _a(text: str) -> bytes:

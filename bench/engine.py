@@ -1,12 +1,12 @@
 """Engine-core benchmark: forwarding table, codec and branching, single core, no I/O.
 
 ``xcast6-engine bench engine`` builds a synthetic 250,000-prefix Internet table
-(:mod:`engine.fib_synth`) and measures
+(:mod:`engine.forwarding.fib_synth`) and measures
 
 * the table: build time, memory (route objects vs. the LPM index), next-hop groups, cached and
   uncached lookup latency, 1,000 incremental adds/removes, a 1,000-change batch, a full replace;
 * the codec: parse and build cost per packet for N = 2, 8, 32, 126 destinations;
-* branching (``engine.branch.Brancher``): packets/s and copies/s for N = 2, 8, 32, 126
+* branching (``engine.forwarding.branch.Brancher``): packets/s and copies/s for N = 2, 8, 32, 126
   destinations spread over 1, 3 and 8 next hops, from raw bytes (parse + branch) and from
   already-parsed packets.
 
@@ -37,8 +37,8 @@ from typing import Any, TypeVar
 import psutil
 import typer
 
-from engine.fib import Fib
-from engine.fib_synth import address_in, internet_table
+from engine.forwarding.fib import Fib
+from engine.forwarding.fib_synth import address_in, internet_table
 from engine.model import NextHop, Route
 
 DEST_COUNTS = (2, 8, 32, 126)
@@ -289,10 +289,11 @@ def pick_destinations(
 
 # ----------------------------------------------------------------------------- codec + branch
 def _core() -> Any:
-    """engine.codec / engine.branch, or None when the engine core is not in this tree yet."""
+    """engine.forwarding.branch / engine.wire.codec, or None when the engine core is not in this tree."""
     # Imported by name so this module (and its FIB part) also works before the core lands.
     try:
-        return importlib.import_module("engine.branch"), importlib.import_module("engine.codec")
+        branch = importlib.import_module("engine.forwarding.branch")
+        return branch, importlib.import_module("engine.wire.codec")
     except ImportError:
         return None
 
@@ -301,7 +302,7 @@ def bench_codec(packets: dict[int, list[bytes]], rounds: int) -> dict[str, Any]:
     """Parse and build cost per packet, per destination count."""
     core = _core()
     if core is None:
-        return {"skipped": "engine.codec not available"}
+        return {"skipped": "engine.wire.codec not available"}
     _, codec = core
     out: dict[str, Any] = {"parse": {}, "build": {}}
     for n, pkts in packets.items():
@@ -451,7 +452,7 @@ def render_table(res: dict[str, Any]) -> str:
             f"Target N=8 over 3 next hops >= {t['pps_required']:,} pkt/s: {t['pps_measured']:,} -> {verdict}"
         )
     else:
-        lines.append("Branching: skipped (engine.branch not in this tree)")
+        lines.append("Branching: skipped (engine.forwarding.branch not in this tree)")
     return "\n".join(lines)
 
 
@@ -497,7 +498,7 @@ def run(routes_n: int, rounds: int, seed: int, packets_per_case: int) -> dict[st
     _say("branching ...")
     branch_rows, packets = bench_branch(fib, routes, rounds, seed, packets_per_case)
     _say("codec ...")
-    codec_res = bench_codec(packets, rounds) if packets else {"skipped": "engine.codec not available"}
+    codec_res = bench_codec(packets, rounds) if packets else {"skipped": "engine.wire.codec not available"}
     res: dict[str, Any] = {
         "meta": {
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from engine.counters import DEFAULT_PATH, CounterFile
+from engine.dataplane.counters import DEFAULT_PATH, CounterFile
 from lab.netns import LabError
 from lab.topology import API_PORT, Topology
 

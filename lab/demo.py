@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.counters import CounterFile
+from engine.dataplane.counters import CounterFile
 from lab import netns
 from lab.sender import RawSender
 from lab.topology import RECEIVER_PORT, Topology
@@ -29,8 +29,8 @@ def packed(a: str) -> bytes:
 
 def build(src: str, dests: list[str], payload: bytes, *, sport: int = 40000, dport: int = RECEIVER_PORT,
           hop_limit: int = 64, flags: int = 0) -> bytes:
-    """An XCAST6 packet as a sender emits it (engine.codec's builder)."""
-    from engine.codec import build_xcast  # type: ignore[import-not-found,unused-ignore]
+    """An XCAST6 packet as a sender emits it (engine.wire.codec's builder)."""
+    from engine.wire.codec import build_xcast  # type: ignore[import-not-found,unused-ignore]
 
     pkt: bytes = build_xcast(packed(src), [packed(d) for d in dests], payload, sport=sport, dport=dport,
                              hop_limit=hop_limit, flags=flags)
@@ -45,9 +45,9 @@ def send_xcast(topo: Topology, dests: list[str], payloads: list[bytes], **kw: An
 
 
 def cli_sender_available() -> bool:
-    """True when the core's ``xcast6-engine send`` (engine.sender) is installed."""
+    """True when the core's ``xcast6-engine send`` (engine.tools.sender) is installed."""
     try:
-        import engine.sender  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+        import engine.tools.sender  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
     except ImportError:
         return False
     return True
@@ -245,7 +245,7 @@ def run_demo(topo: Topology, count: int = 3) -> bool:
         print("  $ " + send_with_cli(topo, dests, payloads[0], count))
     else:   # the core's sender is not installed: same packets, built in-process
         payloads = [f"xcast6 demo {stamp} #{i}".encode() for i in range(count)]
-        print("  (engine.sender not installed: packets built with engine.codec.build_xcast)")
+        print("  (engine.tools.sender not installed: packets built with engine.wire.codec.build_xcast)")
         send_xcast(topo, dests, payloads)
     got = deliveries(topo, expect=count * len(dests))
     rows = matrix(topo, dests, payloads, got)

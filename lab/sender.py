@@ -1,4 +1,4 @@
-"""Send complete IPv6 packets (XCAST6 built by engine.codec) from a lab namespace.
+"""Send complete IPv6 packets (XCAST6 built by engine.wire.codec) from a lab namespace.
 
 A raw ``IPPROTO_RAW`` IPv6 socket means "header included" on Linux: the kernel routes the
 packet by its destination and sends our bytes as they are (traffic class, flow label, hop

@@ -2,7 +2,7 @@
 
 Order and atomicity: the kernel mirror is written first; if the kernel refuses any request,
 :class:`sync.kernel.KernelMirror` undoes what it already changed and we raise before the
-engine :class:`engine.fib.Fib` is touched, so the previous generation keeps serving in both
+engine :class:`engine.forwarding.fib.Fib` is touched, so the previous generation keeps serving in both
 places.  Only when the kernel succeeded is the Fib updated — a whole-generation swap
 (``Fib.replace``) or, for a small diff, one ``Fib.update`` — either way one new generation.
 The Fib gets *every* route of the router (branching needs the router's view even for
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.fib import Fib
+from engine.forwarding.fib import Fib
 from engine.model import LinkMap, Snapshot
 from sync.diff import SnapshotDiff
 from sync.gcpause import gc_paused

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.fib import Fib
+from engine.forwarding.fib import Fib
 from engine.model import Interface, Route, Snapshot
 from sync.apply import Applier, ApplyError, ApplyResult, IfnameMap
 from sync.diff import InterfaceDiff, SnapshotDiff, diff

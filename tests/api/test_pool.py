@@ -1,4 +1,4 @@
-"""The daemon with engine.worker's WorkerPool: real workers, crash -> revive, counters.
+"""The daemon with engine.dataplane.worker's WorkerPool: real workers, crash -> revive, counters.
 
 In a build without the packet worker the same configuration must be refused with a clear
 error naming workers.count (that is what this test checks there).
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from engine.cpuidle import qos_path
+from engine.dataplane.cpuidle import qos_path
 from tests.api.conftest import _mk_router, free_port, sh, start_daemon, wait_for, write_config
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]

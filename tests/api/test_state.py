@@ -8,8 +8,8 @@ import random
 from api.links import LinkHolder
 from api.state import EngineView, Histogram, StaticSync, diff_routes
 from api.workers import WorkerSupervisor
-from engine.fib import Fib
-from engine.fib_synth import internet_table
+from engine.forwarding.fib import Fib
+from engine.forwarding.fib_synth import internet_table
 from engine.model import NextHop, Route, Snapshot
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from engine.fib import Fib
+from engine.forwarding.fib import Fib
 from engine.model import NextHop, Route, ip6
 
 SENDER = ip6("2001:db8:ff::1")

@@ -6,12 +6,12 @@ import pytest
 from scapy.layers.inet import UDP
 from scapy.layers.inet6 import IPv6
 
-from engine.branch import Brancher, BranchResult, is_valid_unicast
-from engine.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, XcastPacket, build_xcast, parse
-from engine.fib import Fib
+from engine.forwarding.branch import Brancher, BranchResult, is_valid_unicast
+from engine.forwarding.fib import Fib
 from engine.model import NextHop
-from engine.reasons import DropReason
-from engine.xou import build_xou, xou_checksum_ok
+from engine.wire.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, XcastPacket, build_xcast, parse
+from engine.wire.reasons import DropReason
+from engine.wire.xou import build_xou, xou_checksum_ok
 from tests.engine.helpers import ENGINE_ADDR, SENDER, a, example_fib, route
 
 

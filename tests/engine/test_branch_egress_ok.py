@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from engine.branch import Brancher
-from engine.codec import FLAG_DONT_X2U, build_xcast
-from engine.fib import Fib
+from engine.dataplane.worker import default_brancher_factory
+from engine.forwarding.branch import Brancher
+from engine.forwarding.fib import Fib
 from engine.model import EngineLink, LinkMap, NextHop, Route
-from engine.reasons import DropReason
-from engine.worker import default_brancher_factory
+from engine.wire.codec import FLAG_DONT_X2U, build_xcast
+from engine.wire.reasons import DropReason
 from tests.engine.helpers import ENGINE_ADDR, SENDER, a, route
 
 

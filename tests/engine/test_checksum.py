@@ -7,7 +7,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine import checksum
+from engine.wire import checksum
 
 
 def naive_checksum(data: bytes) -> int:

@@ -6,10 +6,10 @@ import struct
 
 import pytest
 
-from engine import codec
-from engine.codec import Encoding, Reject, XcastPacket, build_xcast, parse
-from engine.reasons import DropReason
-from engine.xou import X6BONE_DUMMY_SOURCE, build_xou, xou_checksum_ok
+from engine.wire import codec
+from engine.wire.codec import Encoding, Reject, XcastPacket, build_xcast, parse
+from engine.wire.reasons import DropReason
+from engine.wire.xou import X6BONE_DUMMY_SOURCE, build_xou, xou_checksum_ok
 from tests.engine.helpers import SENDER, a
 
 DESTS = [a("2001:db8:1::1"), a("2001:db8:2::1"), a("2001:db8:3::1")]

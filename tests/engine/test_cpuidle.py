@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cpuidle import CpuIdleLimit, describe, for_daemon, qos_path, sysfs_value
+from engine.dataplane.cpuidle import CpuIdleLimit, describe, for_daemon, qos_path, sysfs_value
 
 
 def _fake_sysfs(root: Path, values: dict[int, str]) -> None:

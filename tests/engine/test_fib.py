@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.fib import Fib, FibSnapshot, pick_member
-from engine.fib_synth import address_in, internet_table, router_nexthops
+from engine.forwarding.fib import Fib, FibSnapshot, pick_member
+from engine.forwarding.fib_synth import address_in, internet_table, router_nexthops
 from engine.model import NextHop, Route, ip6
 
 Net = ipaddress.IPv6Network

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from api import main as cli
 from bench import engine as bench
-from engine.fib import Fib
-from engine.fib_synth import LENGTH_MIX, internet_table
+from engine.forwarding.fib import Fib
+from engine.forwarding.fib_synth import LENGTH_MIX, internet_table
 
 
 def test_synthetic_table_is_unique_deterministic_and_mostly_48() -> None:

@@ -1,4 +1,4 @@
-"""Flow templates (engine/flowcache.py): a later packet of a session rendered from the template
+"""Flow templates (engine/forwarding/flowcache.py): a later packet of a session rendered from the template
 is byte for byte what the brancher makes of it, and only the forms the template covers are learned."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from engine.branch import Brancher
-from engine.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, build_xcast
-from engine.counters import CounterFile
-from engine.fib import Fib
-from engine.flowcache import FlowCache, applies, flow_key, learn, render, write_frames
+from engine.dataplane.counters import CounterFile
+from engine.dataplane.worker import Egress, Worker, WorkerSpec, default_brancher_factory
+from engine.forwarding.branch import Brancher
+from engine.forwarding.fib import Fib
+from engine.forwarding.flowcache import FlowCache, applies, flow_key, learn, render, write_frames
 from engine.model import EngineLink, LinkMap
-from engine.worker import Egress, Worker, WorkerSpec, default_brancher_factory
-from engine.xou import build_xou
+from engine.wire.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, build_xcast
+from engine.wire.xou import build_xou
 from tests.engine.helpers import SENDER, a, example_fib, route
 
 SLOT = 9216

@@ -8,10 +8,10 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.branch import Brancher
-from engine.codec import Reject, XcastPacket, build_l2, build_xcast, parse, parse_checked
-from engine.reasons import DropReason
-from engine.xou import build_xou
+from engine.forwarding.branch import Brancher
+from engine.wire.codec import Reject, XcastPacket, build_l2, build_xcast, parse, parse_checked
+from engine.wire.reasons import DropReason
+from engine.wire.xou import build_xou
 from tests.engine.helpers import ENGINE_ADDR, SENDER, a, example_fib
 
 SEEDS = [

@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 from scapy.layers.inet import UDP
 from scapy.layers.inet6 import IPv6
 
-from engine.branch import Brancher
-from engine.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, XcastPacket, build_xcast, parse
-from engine.fib import Fib
+from engine.forwarding.branch import Brancher
+from engine.forwarding.fib import Fib
 from engine.model import NextHop, Route
-from engine.xou import build_xou, xou_checksum_ok
+from engine.wire.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, XcastPacket, build_xcast, parse
+from engine.wire.xou import build_xou, xou_checksum_ok
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

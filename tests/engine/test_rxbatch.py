@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.mmsg import SO_TIMESTAMPNS
-from engine.rxbatch import BatchReceiver
+from engine.dataplane.mmsg import SO_TIMESTAMPNS
+from engine.dataplane.rxbatch import BatchReceiver
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.codec import XcastPacket, parse
-from engine.pcapread import read_capture, to_ipv6_or_l2
+from engine.tools.pcapread import read_capture, to_ipv6_or_l2
+from engine.wire.codec import XcastPacket, parse
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 

@@ -12,7 +12,7 @@ from scapy.layers.inet6 import HBHOptUnknown, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHd
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from engine.codec import XcastPacket, build_xcast, parse
+from engine.wire.codec import XcastPacket, build_xcast, parse
 
 
 def scapy_xcast(src: str, dests: list[str], bitmap: int, flags: int, payload: bytes, *, hl: int = 64,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import afpacket, histogram
-from engine.counters import CounterFile
-from engine.fib import Fib
+from engine.dataplane import afpacket, histogram
+from engine.dataplane.counters import CounterFile
+from engine.dataplane.worker import Egress, WorkerPool
+from engine.forwarding.fib import Fib
 from engine.model import EngineLink, LinkMap, NextHop, Route, Snapshot
-from engine.worker import Egress, WorkerPool
 from lab import netns
 from sync.diff import diff
 from tests.lab.scapy_xcast import ethernet, xcast_packet
@@ -270,7 +270,7 @@ def test_refused_pinning_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) 
     EPERM: the worker says so and forwards unpinned instead of dying and being restarted forever."""
     import errno
 
-    from engine import worker
+    from engine.dataplane import worker
 
     def refuse(pid: int, cpus: object) -> None:
         raise PermissionError(errno.EPERM, "Operation not permitted")

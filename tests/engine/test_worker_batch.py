@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.counters import CounterFile
-from engine.fib import Fib
-from engine.worker import Worker, WorkerSpec, default_brancher_factory
+from engine.dataplane.counters import CounterFile
+from engine.dataplane.worker import Worker, WorkerSpec, default_brancher_factory
+from engine.forwarding.fib import Fib
 from lab import netns
 from tests.engine import test_worker
 from tests.engine.test_worker import (

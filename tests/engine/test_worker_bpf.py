@@ -11,7 +11,7 @@ import pytest
 from scapy.layers.inet import UDP
 from scapy.layers.inet6 import IPv6
 
-from engine import afpacket, bpf
+from engine.dataplane import afpacket, bpf
 from lab import netns
 from tests.lab.scapy_xcast import ethernet, xcast_packet
 

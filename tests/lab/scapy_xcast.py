@@ -1,6 +1,6 @@
 """An XCAST6 packet builder written from docs/xcast6-wire-format.md with scapy only.
 
-Deliberately independent of engine.codec: it plays the part of the reference (WIDE/libxcast)
+Deliberately independent of engine.wire.codec: it plays the part of the reference (WIDE/libxcast)
 senders, so the engine is checked against the note, not against itself.
 """
 

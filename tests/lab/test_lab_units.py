@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from api import main as cli
-from engine.counters import CounterFile
+from engine.dataplane.counters import CounterFile
 from lab.receiver import xcast_deliveries
 from lab.topology import Topology
 from tests.lab.scapy_xcast import xcast_packet

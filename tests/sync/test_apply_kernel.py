@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.fib import Fib
+from engine.forwarding.fib import Fib
 from engine.model import NextHop, Route, Snapshot, ip6
 from sync.apply import Applier, ApplyError
 from sync.diff import diff

@@ -341,7 +341,7 @@ def test_sync_service_follows_router_change_via_marker(lab: NetconfLab, server: 
     engine FIB through the change trigger (the periodic poll is set far away)."""
     import asyncio
 
-    from engine.fib import Fib
+    from engine.forwarding.fib import Fib
     from sync.apply import Applier
     from sync.service import SyncConfig, SyncService
 

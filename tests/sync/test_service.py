@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.fib import Fib
+from engine.forwarding.fib import Fib
 from engine.model import ip6
 from sync.apply import Applier
 from sync.kernel import KernelMirror

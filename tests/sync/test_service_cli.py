@@ -94,7 +94,7 @@ def test_strip_secrets() -> None:
 
 
 def test_build_service_validates_and_wires(tmp_path: Path) -> None:
-    from engine.fib import Fib
+    from engine.forwarding.fib import Fib
     from sync.service import build_service
 
     svc = build_service("snmp://public@[2001:db8::1]", Fib(), str(tmp_path), kernel_table=0)

@@ -14,7 +14,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from engine.fib import Fib
+from engine.forwarding.fib import Fib
 from lab.procs import stop_process
 from sync.apply import Applier
 from sync.kernel import KernelMirror

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.fib import Fib
+from engine.forwarding.fib import Fib
 from sync.apply import Applier
 from sync.kernel import KernelMirror
 from sync.service import SyncConfig, SyncService

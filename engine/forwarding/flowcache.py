@@ -4,7 +4,7 @@ A sender's packets repeat the same header bytes packet after packet — outer he
 header, routing header with bitmap and destination list, UDP ports and length — and differ
 only in the UDP checksum and the payload.  Everything the branching rules decide (validity,
 next hops, bitmaps, X2U, outer addresses, hop limit) is a function of those header bytes and
-of the forwarding table, so once :class:`engine.branch.Brancher` has branched one packet of a
+of the forwarding table, so once :class:`engine.forwarding.branch.Brancher` has branched one packet of a
 session, the frames for the next packets of the same session are: a constant prefix (Ethernet
 header + rewritten headers), for an X2U copy a UDP checksum fixed up incrementally (RFC 1624,
 the same arithmetic as the brancher's inline X2U), and the packet's own bytes from a fixed
@@ -27,9 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.checksum import fold, ones_sum
-from engine.codec import ALL_XCAST_NODES, NH_UDP, Encoding, XcastPacket
-from engine.x2u import addr_sum
+from engine.wire.checksum import fold, ones_sum
+from engine.wire.codec import ALL_XCAST_NODES, NH_UDP, Encoding, XcastPacket
+from engine.wire.x2u import addr_sum
 
 # Offset of N in the routing header and of the destination list (XCAST6 encoding):
 # outer IPv6 (40) + inner IPv6 (40) + RH fixed part (8) + bitmap (16).
@@ -37,7 +37,7 @@ _N_OFF = 84
 _DEST_OFF = 104
 _MIN_LEN = 112            # the codec's fast-path minimum (one destination + UDP header)
 # one's complement of the word sum of ff0e::114, the pseudo-header destination X2U replaces
-# (the same constant as engine.branch's inline X2U)
+# (the same constant as engine.forwarding.branch's inline X2U)
 _NOT_ALL_XCAST = 0xFFFF - fold(ones_sum(ALL_XCAST_NODES))
 MAX_FLOWS = 4096
 
@@ -103,7 +103,7 @@ def write_frames(tpl: FlowTemplate, packet: bytes, arena: Any, iov_len: Any, add
                  slot_size: int, i: int) -> int:
     """Write ``packet``'s frames into sendmmsg slots ``i``, ``i+1``...; returns the next free slot.
 
-    Same layout as :class:`engine.afpacket.BatchSender` (frame at ``arena[slot * slot_size]``,
+    Same layout as :class:`engine.dataplane.afpacket.BatchSender` (frame at ``arena[slot * slot_size]``,
     its length in iovec word ``2*slot+1``, ifindex in sockaddr word ``5*slot+1``).  The caller
     checked :func:`applies` and that ``len(tpl.frames)`` slots are free.
     """

@@ -20,7 +20,7 @@ header's next header is 60, a destination-options header follows it::
 Other options in that header are skipped; option data length != 2N is ``bad_port_list``.  With a
 port list the UDP destination port is 0 and X2U writes the destination's listed port.
 
-XCAST6-over-UDP (XOU) is in :mod:`engine.xou`; :func:`parse` recognises both encodings.
+XCAST6-over-UDP (XOU) is in :mod:`engine.wire.xou`; :func:`parse` recognises both encodings.
 
 Hot path: only ``struct``/slicing/``int.from_bytes``; no scapy, no ``ipaddress`` objects.
 """
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
-from engine import checksum
-from engine.reasons import DropReason
+from engine.wire import checksum
+from engine.wire.reasons import DropReason
 
 ALL_XCAST_NODES = bytes.fromhex("ff0e0000000000000000000000000114")  # ff0e::114
 XCAST_TC = 0x5C            # 010111xx with ECN 00
@@ -261,7 +261,7 @@ class XcastPacket:
 
 
 class XouPacket(XcastPacket):
-    """An XCAST6-over-UDP packet: same fields, XOU offsets (see :mod:`engine.xou`)."""
+    """An XCAST6-over-UDP packet: same fields, XOU offsets (see :mod:`engine.wire.xou`)."""
 
     __slots__ = ()
     encoding: ClassVar[Encoding] = Encoding.XOU
@@ -384,7 +384,7 @@ def parse_checked(data: bytes, vlan: int | None = None) -> XcastPacket | Reject:
     inner_dst = data[64:80]
     if inner_dst != ALL_XCAST_NODES:
         if inner_dst == XOU_MARK_DST:
-            return engine.xou.parse_xou_body(data, vlan)
+            return engine.wire.xou.parse_xou_body(data, vlan)
         return Reject(
             DropReason.WRONG_INNER_DESTINATION,
             f"inner destination {_txt(inner_dst)} is neither ff0e::114 nor the XOU mark ff35::ffff:ffff",
@@ -582,4 +582,4 @@ def build_l2(ipv6: bytes, *, dst_mac: bytes, src_mac: bytes, vlan: int | None = 
 
 # XOU lives in its own module but parse() dispatches to it; imported last (module reference,
 # resolved at call time) so either module can be imported first.
-import engine.xou  # noqa: E402
+import engine.wire.xou  # noqa: E402

@@ -21,11 +21,11 @@ import ctypes
 import errno
 import mmap
 
-from engine.mmsg import SO_TIMESTAMPNS
-from engine.mmsg import IoVec as _IoVec
-from engine.mmsg import MMsgHdr as _MMsgHdr
-from engine.mmsg import MsgHdr as _MsgHdr
-from engine.mmsg import libc as _libc
+from engine.dataplane.mmsg import SO_TIMESTAMPNS
+from engine.dataplane.mmsg import IoVec as _IoVec
+from engine.dataplane.mmsg import MMsgHdr as _MMsgHdr
+from engine.dataplane.mmsg import MsgHdr as _MsgHdr
+from engine.dataplane.mmsg import libc as _libc
 
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20

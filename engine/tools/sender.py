@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from engine.branch import is_valid_unicast
-from engine.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, MAX_DESTS, build_xcast
-from engine.xou import build_xou
+from engine.forwarding.branch import is_valid_unicast
+from engine.wire.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, MAX_DESTS, build_xcast
+from engine.wire.xou import build_xou
 
 SOL_SOCKET = socket.SOL_SOCKET
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)

@@ -18,13 +18,13 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.branch import Brancher, BranchResult
-from engine.codec import Reject, XcastPacket, parse
-from engine.fib import Fib
+from engine.forwarding.branch import Brancher, BranchResult
+from engine.forwarding.fib import Fib
 from engine.model import NextHop, Route
-from engine.pcapread import CaptureError, is_capture, read_capture, to_ipv6_or_l2
-from engine.reasons import NOT_XCAST
-from engine.routefile import RouteFileError, load, parse_text
+from engine.tools.pcapread import CaptureError, is_capture, read_capture, to_ipv6_or_l2
+from engine.tools.routefile import RouteFileError, load, parse_text
+from engine.wire.codec import Reject, XcastPacket, parse
+from engine.wire.reasons import NOT_XCAST
 
 DEFAULT_ENGINE_SOURCE = "2001:db8:ffff::e"
 
@@ -321,7 +321,7 @@ def _send_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the packet as hex, do not send")] = False,
 ) -> None:
     """Send XCAST6 packets from this host (xcast_sendto) through a raw IPv6 socket."""
-    from engine.sender import SendError, SendRequest, build_packet, resolve_all, send
+    from engine.tools.sender import SendError, SendRequest, build_packet, resolve_all, send
 
     try:
         if payload is not None and payload_file is not None:
@@ -383,7 +383,7 @@ def run_demo(echo: Any = typer.echo) -> dict[str, Any]:
     from scapy.layers.inet import UDP
     from scapy.layers.inet6 import IPv6
 
-    from engine.codec import build_xcast
+    from engine.wire.codec import build_xcast
 
     routes: list[Route] = parse_text(DEMO_ROUTES, "demo-routes")
     ifnames = sorted({r.nexthops[0].ifname for r in routes})

@@ -18,11 +18,11 @@ import errno
 import socket
 import struct
 
-from engine import bpf
-from engine.mmsg import SO_TIMESTAMPNS
-from engine.mmsg import IoVec as _IoVec
-from engine.mmsg import MMsgHdr as _MMsgHdr
-from engine.mmsg import libc as _libc
+from engine.dataplane import bpf
+from engine.dataplane.mmsg import SO_TIMESTAMPNS
+from engine.dataplane.mmsg import IoVec as _IoVec
+from engine.dataplane.mmsg import MMsgHdr as _MMsgHdr
+from engine.dataplane.mmsg import libc as _libc
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6

@@ -2,7 +2,7 @@
 
 Implements the eight rules of shared/docs/xcast6-wire-format.md ("Branching"):
 
-1-2. classification and validation are :func:`engine.codec.parse` (a ``Reject`` is one drop);
+1-2. classification and validation are :func:`engine.wire.codec.parse` (a ``Reject`` is one drop);
 3.   a live destination that is not global unicast drops the whole packet
      (``invalid_destination``); a live destination without a route has its bit cleared and
      is counted once as ``no_route``;
@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from engine.checksum import fold, ones_sum
-from engine.codec import (
+from engine.model import NextHop, Route
+from engine.wire.checksum import fold, ones_sum
+from engine.wire.codec import (
     ALL_XCAST_NODES,
     FLAG_ANONYMOUS,
     FLAG_DONT_X2U,
@@ -40,9 +41,8 @@ from engine.codec import (
     _parse_ipv6,
     parse,
 )
-from engine.model import NextHop, Route
-from engine.reasons import DropReason
-from engine.x2u import X2uMaker, addr_sum
+from engine.wire.reasons import DropReason
+from engine.wire.x2u import X2uMaker, addr_sum
 
 _ZERO16 = bytes(16)
 _XCAST6 = Encoding.XCAST6
@@ -147,7 +147,7 @@ def is_valid_unicast(d: bytes) -> bool:
 
 
 class Brancher:
-    """Branches XCAST6/XOU packets over a :class:`engine.fib.Fib`.
+    """Branches XCAST6/XOU packets over a :class:`engine.forwarding.fib.Fib`.
 
     ``source_for(router_ifname)`` gives the engine's address (16 bytes) on the link standing
     for that router interface (``engine.model.LinkMap.source_for``).  ``drop_icmp_echo``
@@ -388,7 +388,7 @@ class Brancher:
                 removed += addr_sum(bytes(buf[o : o + 16]))
                 buf[o : o + 16] = _ZERO16
         if pkt.encoding is Encoding.XOU and removed:
-            from engine.checksum import incremental
+            from engine.wire.checksum import incremental
 
             t = pkt.transport_off
             old = buf[t + 6] << 8 | buf[t + 7]

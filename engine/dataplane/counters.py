@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import histogram
+from engine.dataplane import histogram
 
 MAGIC = b"XC6STAT1"
 DEFAULT_PATH = Path("/run/xcast6-engine/stats.shm")
@@ -32,7 +32,7 @@ BASE_COUNTERS: tuple[str, ...] = (
     "rx_queue_drops",    # dropped by the kernel: the worker's socket queue was full (overload)
     "not_xcast",         # passed the kernel filter but the codec says not XCAST6
     "branched",          # packets that produced at least one copy
-    "flow_cache_hits",   # of those, rendered from a learned flow template (engine/flowcache.py)
+    "flow_cache_hits",   # of those, rendered from a learned flow template (engine/forwarding/flowcache.py)
     "copies_out",        # multi-destination XCAST copies written
     "x2u_out",           # X2U plain unicast copies written
     "bytes_out",
@@ -49,7 +49,7 @@ BASE_COUNTERS: tuple[str, ...] = (
     "latency_max_ns",
 )
 
-# Known drop reasons (engine.reasons.DropReason values when that module is present).
+# Known drop reasons (engine.wire.reasons.DropReason values when that module is present).
 FALLBACK_REASONS: tuple[str, ...] = (
     "malformed", "hop_limit", "no_route", "invalid_destination", "other",
 )
@@ -58,7 +58,7 @@ FALLBACK_REASONS: tuple[str, ...] = (
 def drop_reasons() -> tuple[str, ...]:
     """The drop-reason names: the core's ``DropReason`` values plus ``other``."""
     try:
-        from engine.reasons import DropReason  # type: ignore[import-not-found,unused-ignore]
+        from engine.wire.reasons import DropReason  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return FALLBACK_REASONS
     names = [str(getattr(r, "value", r.name)) for r in DropReason]

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import struct
 
-from engine import checksum
-from engine.codec import (
+from engine.wire import checksum
+from engine.wire.codec import (
     MAX_DESTS,
     NH_UDP,
     XCAST_TC,
@@ -43,7 +43,7 @@ from engine.codec import (
     _ipv6_header,
     bitmap_bytes,
 )
-from engine.reasons import DropReason
+from engine.wire.reasons import DropReason
 
 #: What we write as the mark header's source (documentation prefix; the real one was never assigned).
 X6BONE_DUMMY_SOURCE = bytes.fromhex("20010db8ffffffff00000000ffffffff")  # 2001:db8:ffff:ffff::ffff:ffff

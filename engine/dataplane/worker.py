@@ -9,9 +9,9 @@ Design (why it looks like this):
   between batches, which is a generation swap inside the Fib, so traffic never stops and
   no packet sees half an update.  The link map (small) is sent whole when vlan/ changes it.
 * **Kernel does the sorting.**  Ingress sockets carry the hand-written BPF filter
-  (engine/bpf.py) and join a ``PACKET_FANOUT_HASH`` group per link, so each flow sticks to one
+  (engine/dataplane/bpf.py) and join a ``PACKET_FANOUT_HASH`` group per link, so each flow sticks to one
   worker and non-XCAST traffic never reaches Python.
-* **Batching.**  A worker reads up to ``batch`` frames with ONE ``recvmmsg`` (engine/rxbatch.py,
+* **Batching.**  A worker reads up to ``batch`` frames with ONE ``recvmmsg`` (engine/dataplane/rxbatch.py,
   preallocated arena), branches each, queues every copy into the preallocated ``sendmmsg``
   arena and writes them every ``flush_copies`` queued copies and at the end of the batch: a
   busy worker makes a few system calls per batch instead of one per frame, and the first
@@ -20,7 +20,7 @@ Design (why it looks like this):
 * **Destination cache.**  Route lookups are cached per destination by the Fib (keyed by its
   generation); the egress side caches router-interface -> (ifindex, Ethernet header).
 * **Flow cache.**  After a session's first packet has been branched, its later packets (same
-  header bytes, other payload) are rendered from a flow template (engine/flowcache.py): one
+  header bytes, other payload) are rendered from a flow template (engine/forwarding/flowcache.py): one
   dict hit and a few buffer copies instead of parsing and branching again.  Cleared whenever
   the table generation or the link map changes.
 * **No collector pauses.**  A worker moves everything it inherited (the table: ~800k objects
@@ -28,7 +28,7 @@ Design (why it looks like this):
   generation (``gc.freeze``): a full collection over the table took ~100 ms, a stall that
   overflows the socket queue at line rate.  Routes hold no reference cycles, so nothing
   that should be collected is kept.
-* **Counters.**  Each worker owns one slot in the shared counter file (engine/counters.py);
+* **Counters.**  Each worker owns one slot in the shared counter file (engine/dataplane/counters.py);
   per-packet counts are summed in plain ints and published once per write; latency is
   measured from the kernel's arrival time of a frame (``SO_TIMESTAMPNS``: the time it queued
   for the worker counts) to the moment the ``sendmmsg`` carrying its copies returned (one
@@ -53,14 +53,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine import afpacket
-from engine.branch import Brancher, BranchResult
-from engine.counters import CounterFile, Slot
-from engine.fib import Fib
-from engine.flowcache import FlowCache, applies, flow_key, learn, write_frames
+from engine.dataplane import afpacket
+from engine.dataplane.counters import CounterFile, Slot
+from engine.dataplane.rxbatch import BatchReceiver
+from engine.forwarding.branch import Brancher, BranchResult
+from engine.forwarding.fib import Fib
+from engine.forwarding.flowcache import FlowCache, applies, flow_key, learn, write_frames
 from engine.model import EngineLink, LinkMap, Route
-from engine.reasons import NOT_XCAST
-from engine.rxbatch import BatchReceiver
+from engine.wire.reasons import NOT_XCAST
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ BrancherFactory = Callable[[Fib, LinkMap], BranchFn]
 
 
 def default_brancher_factory(fib: Fib, links: LinkMap) -> BranchFn:
-    """The engine core's RFC 5058 branching (engine/branch.py).
+    """The engine core's RFC 5058 branching (engine/forwarding/branch.py).
 
     Next hops on router interfaces that no engine link stands for are not forwarding paths for
     copies (the router's own engine-facing interfaces): such destinations count as no_route.
@@ -209,7 +209,7 @@ class Worker:
     def process(self, packet: bytes) -> None:
         """Branch one IPv6 packet (Ethernet header already stripped) and queue its copies."""
         slot = self.slot
-        # Flow cache (engine/flowcache.py): key = every header byte the branching reads.
+        # Flow cache (engine/forwarding/flowcache.py): key = every header byte the branching reads.
         key = flow_key(packet)
         if key is not None:
             flows = self.flows

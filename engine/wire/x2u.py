@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import struct
 
-from engine import checksum
-from engine.codec import ALL_XCAST_NODES, Encoding, XcastPacket
+from engine.wire import checksum
+from engine.wire.codec import ALL_XCAST_NODES, Encoding, XcastPacket
 
 _ALL_XCAST_SUM = checksum.ones_sum(ALL_XCAST_NODES)
 _hdr = struct.Struct("!HBB")

@@ -1,0 +1,1 @@
+"""Operator packet tools: decode, explain, send, demo (route files, pcap reading, the sender)."""
