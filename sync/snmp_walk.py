@@ -55,22 +55,29 @@ class Walker(Protocol):
 def _check_walk_step(
     host: str, column: Oid, last: Oid, varbinds: list[tuple[Oid, Value]], rows: list[tuple[Oid, Value]]
 ) -> Oid | None:
-    """Append this reply's in-column varbinds to ``rows``; return the next OID or None when done."""
+    """Append this reply's in-column varbinds to ``rows``; return the next OID or None when done.
+
+    The column ends at endOfMibView or at the first OID past the column's subtree.  Any other
+    OID must be the lexicographic successor GETBULK promises: one that is not greater than the
+    previous (outside the column or not) is a garbled or hostile reply, and an error rather
+    than a silently shortened table.
+    """
     if not varbinds:
         raise SourceError(
             f"{host}: empty GETBULK reply while walking {oid_text(column)} after {oid_text(last)}"
         )
     n = len(column)
     for oid, value in varbinds:
-        if value == END_OF_MIB or oid[:n] != column:
-            return None
-        if value in EXCEPTIONS:
+        if value == END_OF_MIB:
             return None
         if oid <= last:
             raise SourceError(
                 f"{host}: agent returned non-increasing OID {oid_text(oid)} after {oid_text(last)} "
                 f"walking {oid_text(column)}"
             )
+        # Greater than ``last`` (which is in the column) and outside it: past the column's end.
+        if oid[:n] != column or value in EXCEPTIONS:
+            return None
         rows.append((oid[n:], value))
         last = oid
     return last

@@ -174,3 +174,26 @@ def test_walk_step_stops_at_column_end_and_refuses_non_increasing_oids() -> None
         _check_walk_step("r1", column, (*column, 2), [((*column, 1), 5)], rows)
     with pytest.raises(SourceError, match="empty GETBULK reply"):
         _check_walk_step("r1", column, (*column, 2), [], rows)
+
+
+def test_walk_step_refuses_an_oid_before_the_column_instead_of_ending_it() -> None:
+    # A garbled or hostile reply jumping backwards out of the column used to end it silently
+    # (a truncated table); only an OID past the column's end may end it.
+    from sync.snmp_walk import _check_walk_step
+
+    column = (1, 3, 6, 1, 2, 1, 4, 24, 7, 1, 7, 2, 16)
+    if_descr_1 = (1, 3, 6, 1, 2, 1, 2, 2, 1, 2, 1)  # lexicographically before the column
+    rows: list = []
+    expected = r"r1: agent returned non-increasing OID 1\.3\.6\.1\.2\.1\.2\.2\.1\.2\.1 after 1\.3\.6"
+    with pytest.raises(SourceError, match=expected):
+        _check_walk_step("r1", column, column, [(if_descr_1, b"eth0")], rows)
+    row = (*column, 0, 5)
+    with pytest.raises(SourceError, match="non-increasing OID"):
+        _check_walk_step("r1", column, column, [(row, 1), ((1, 3, 6, 1, 2, 1, 4, 24, 7, 1, 6, 9), 1)], rows)
+    with pytest.raises(SourceError, match="non-increasing OID"):  # the column's own OID is not a row
+        _check_walk_step("r1", column, row, [(column, 1)], [])
+    rows = []
+    past_end = (1, 3, 6, 1, 2, 1, 4, 24, 7, 1, 7, 3)
+    assert _check_walk_step("r1", column, column, [(row, 1), (past_end, 1)], rows) is None
+    assert rows == [((0, 5), 1)]
+    assert _check_walk_step("r1", column, row, [(row, END_OF_MIB)], rows) is None  # name = request
