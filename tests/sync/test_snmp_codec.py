@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import time
 
 import pytest
 from hypothesis import given
@@ -197,3 +198,33 @@ def test_walk_step_refuses_an_oid_before_the_column_instead_of_ending_it() -> No
     assert _check_walk_step("r1", column, column, [(row, 1), (past_end, 1)], rows) is None
     assert rows == [((0, 5), 1)]
     assert _check_walk_step("r1", column, row, [(row, END_OF_MIB)], rows) is None  # name = request
+
+
+def oid_content(oid: tuple[int, ...]) -> bytes:
+    encoded = encode_oid(oid)
+    return encoded[2 + (encoded[1] & 0x7F if encoded[1] & 0x80 else 0) :]
+
+
+def test_oid_sub_identifier_and_length_caps() -> None:
+    # RFC 2578 3.5: sub-identifiers up to 2^32-1, at most 128 of them.  A 64 KB sub-identifier
+    # used to take ~0.6 s (quadratic) and then break oid_text() with a ValueError.
+    assert decode_oid(oid_content((1, 3, 2**32 - 1))) == (1, 3, 2**32 - 1)
+    for bad in ((1, 3, 2**32), (1, 3, 2**40), (2, 2**32)):
+        with pytest.raises(BerError, match="above 2"):
+            decode_oid(oid_content(bad))
+    started = time.monotonic()
+    with pytest.raises(BerError):
+        decode_oid(b"\x2b" + b"\xff" * 65535 + b"\x7f")
+    with pytest.raises(BerError):
+        decode_oid(b"\x2b" + b"\x8f\xff\xff\xff\x7f" * 20000)
+    assert time.monotonic() - started < 0.1
+    longest = (1, 3) + (1,) * 126
+    assert decode_oid(oid_content(longest)) == longest
+    for too_long in ((1, 3) + (1,) * 127, (1, 3) + (200,) * 127, (1, 3) + (20000,) * 127):
+        with pytest.raises(BerError, match="129 sub-identifiers"):
+            decode_oid(oid_content(too_long))
+    # In a whole reply it is a BerError too (the walker's "malformed reply"), not a ValueError.
+    varbind = _tlv(0x30, _tlv(0x06, b"\x2b" + b"\xff" * 300 + b"\x7f") + b"\x05\x00")
+    pdu = _tlv(0xA2, encode_integer(1) + encode_integer(0) + encode_integer(0) + _tlv(0x30, varbind))
+    with pytest.raises(BerError):
+        decode_response(_tlv(0x30, encode_integer(1) + _tlv(0x04, b"public") + pdu))
