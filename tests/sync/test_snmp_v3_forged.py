@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from typing import Any
 
 import pytest
@@ -46,7 +47,10 @@ async def fetch_from(agent: fake.FakeV3Agent, walkers: list[Any]) -> Any:
         agent.close()
 
 
-def test_plaintext_replies_to_authpriv_requests_are_dropped_and_counted() -> None:
+def test_plaintext_replies_to_authpriv_requests_are_dropped_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sync.snmp_walk")
     agent = fake.FakeV3Agent(lambda msg_id: [fake.forged_routes(msg_id, flags=0)])
     walkers: list[Any] = []
     with pytest.raises(SourceError) as info:
@@ -60,6 +64,11 @@ def test_plaintext_replies_to_authpriv_requests_are_dropped_and_counted() -> Non
     assert walker.drops["unauthenticated"] >= 1
     assert walker.unauthenticated_drops == walker.drops["unauthenticated"]
     assert "authpass" not in message and "privpass" not in message
+    # Logged once (per reason and walker) however many were dropped, naming the target only.
+    warnings = [r.getMessage() for r in caplog.records if "dropped an SNMPv3 reply" in r.getMessage()]
+    assert len(warnings) == 1 and walker.drops["unauthenticated"] > 1
+    assert warnings[0].startswith(f"snmpv3://ops@[::1]:{agent.port}: dropped an SNMPv3 reply: unauth")
+    assert "authpass" not in caplog.text and "privpass" not in caplog.text
 
 
 def test_authenticated_but_unencrypted_response_is_dropped() -> None:
