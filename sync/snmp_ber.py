@@ -137,15 +137,25 @@ def _header(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
     return tag, pos, pos + length
 
 
+MAX_OID_ARCS = 128  # RFC 2578 3.5: at most 128 sub-identifiers ...
+MAX_ARC = 0xFFFFFFFF  # ... each at most 2^32-1, i.e. at most 5 base-128 octets
+
+
 def decode_oid(content: bytes) -> Oid:
-    """Decode OBJECT IDENTIFIER content octets to a tuple of arcs."""
+    """Decode OBJECT IDENTIFIER content octets to a tuple of arcs.
+
+    Raises BerError for an OID SNMP does not allow (RFC 2578 3.5: a sub-identifier above
+    2^32-1, more than 128 sub-identifiers); the caps also keep decoding linear in the input.
+    """
     if not content:
         raise BerError("empty OID")
+    if len(content) >= MAX_OID_ARCS * 5:
+        raise BerError(f"OID of {len(content)} octets: more than {MAX_OID_ARCS} sub-identifiers")
     first = content[0]
     if first < 0x80 and content[-1] < 0x80:
         head = (first // 40, first % 40) if first < 80 else (2, first - 80)
         if content.isascii():  # every arc < 128
-            return head + tuple(content[1:])
+            return _capped(head + tuple(content[1:]))
         if content.translate(None, b"\x81").isascii():
             # Route-table OIDs carry address octets and prefix lengths: arcs up to 255, whose
             # BER form is 0x81 + (arc - 128).  Split on 0x81 so the work per arc stays in C.
@@ -158,19 +168,32 @@ def decode_oid(content: bytes) -> Oid:
             except IndexError:
                 pass  # 0x81 0x81: an arc >= 16384, use the generic loop
             else:
-                return head + tuple(fast)
+                return _capped(head + tuple(fast))
     arcs: list[int] = []
     value = 0
+    octets = 0
     for byte in content:
         value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            arcs.append(value)
-            value = 0
+        if byte & 0x80:
+            octets += 1
+            if octets >= 5:  # a sixth octet would follow: more than 2^35, never a valid arc
+                raise BerError("OID sub-identifier above 2^32-1")
+            continue
+        if value > MAX_ARC:
+            raise BerError("OID sub-identifier above 2^32-1")
+        arcs.append(value)
+        value = octets = 0
     if content[-1] & 0x80:
         raise BerError("OID ends inside a sub-identifier")
     first = arcs[0]
     head = (first // 40, first % 40) if first < 80 else (2, first - 80)
-    return head + tuple(arcs[1:])
+    return _capped(head + tuple(arcs[1:]))
+
+
+def _capped(oid: Oid) -> Oid:
+    if len(oid) > MAX_OID_ARCS:
+        raise BerError(f"OID of {len(oid)} sub-identifiers (at most {MAX_OID_ARCS})")
+    return oid
 
 
 def _integer(buf: bytes, start: int, end: int) -> int:

@@ -74,6 +74,13 @@ USM_REPORTS: dict[tuple[int, ...], str] = {
 NOT_IN_TIME_WINDOW = (1, 3, 6, 1, 6, 3, 15, 1, 1, 2, 0)
 UNKNOWN_ENGINE_ID = (1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0)
 
+MAX_ENGINE_BOOTS = 2147483647  # snmpEngineBoots latches here: the engine is unusable (RFC 3414 2.2.2)
+TIME_WINDOW = 150  # seconds (RFC 3414 2.2.3)
+
+
+class AuthenticationError(ValueError):
+    """A reply claims authentication but its MAC does not verify (forged, corrupted or wrong key)."""
+
 
 def password_to_key(password: bytes, hash_factory: Callable[..., hashlib._Hash]) -> bytes:
     """RFC 3414 A.2: hash one megabyte of the repeated passphrase."""
@@ -158,19 +165,77 @@ def encode_authpriv(
 
 @dataclass(frozen=True, slots=True)
 class V3Reply:
-    """A decoded SNMPv3 reply."""
+    """A decoded SNMPv3 reply.  ``flags`` is the reply's msgFlags: whether it was authenticated
+    (MAC verified) and encrypted is for the caller to check against the configured level."""
 
     msg_id: int
     engine_id: bytes
     boots: int
     time: int
     response: Response
+    flags: int = 0
+
+    @property
+    def authenticated(self) -> bool:
+        """The MAC was present and verified with the localized auth key."""
+        return bool(self.flags & FLAG_AUTH)
+
+    @property
+    def encrypted(self) -> bool:
+        """The scoped PDU was encrypted (only ever together with authentication)."""
+        return bool(self.flags & FLAG_PRIV)
+
+
+@dataclass(slots=True)
+class EngineClock:
+    """This (non-authoritative) side's notion of the agent's snmpEngineBoots/Time (RFC 3414 2.3).
+
+    It starts from the unauthenticated discovery Report (RFC 3414 4: the one exchange that
+    cannot be authenticated); ``synced`` turns True once an authenticated message confirmed it.
+    """
+
+    boots: int = 0
+    time: int = 0
+    latest: int = 0  # latestReceivedEngineTime
+    at: float = 0.0  # local monotonic clock when ``time`` was taken
+    synced: bool = False
+
+    def now(self, mono: float) -> int:
+        """The locally estimated snmpEngineTime at monotonic time ``mono``."""
+        return self.time + int(mono - self.at)
+
+    def accept(self, boots: int, time: int, mono: float, *, time_report: bool = False) -> bool:
+        """RFC 3414 3.2 step 7b for an *authenticated* message: update the notion of the
+        agent's clock, then say whether the message is inside the time window.
+
+        The non-authoritative side's check is one-sided on purpose (RFC 3414 3.2 step 7b): a
+        message newer than our estimate moves the estimate forward (only the agent can make an
+        authenticated message, and a replay is never newer); one older than the estimate by
+        more than 150 s, or from an earlier boot, is a replay and is rejected.
+        ``time_report``: the message is a usmStatsNotInTimeWindows Report; before any
+        authenticated message confirmed the discovery values it is taken as it is (that is the
+        time synchronisation step of RFC 3414 4, and it undoes a tampered discovery).
+        """
+        if boots >= MAX_ENGINE_BOOTS:
+            return False
+        if time_report and not self.synced:
+            self.boots, self.time, self.latest, self.at, self.synced = boots, time, time, mono, True
+            return True
+        if boots > self.boots or (boots == self.boots and time > self.latest):
+            self.boots, self.time, self.latest, self.at = boots, time, time, mono
+        if boots < self.boots or time < self.now(mono) - TIME_WINDOW:
+            return False
+        self.synced = True
+        return True
 
 
 def decode_v3(buf: bytes, keys: UsmKeys | None) -> V3Reply:
     """Decode a v3 reply; with ``keys`` the MAC is verified and the scoped PDU decrypted.
 
-    Raises BerError for malformed input and ValueError("authentication failed") for a bad MAC.
+    Raises BerError for malformed input and AuthenticationError (a ValueError) for a bad MAC;
+    nothing else, whatever the bytes (the walker treats both as a dropped datagram).  It does
+    not judge the security level: the caller checks ``flags`` (a reply without FLAG_AUTH is
+    returned as decoded, unauthenticated).
     """
     end = len(buf)
     tag, pos, msg_end = _header(buf, 0, end)
@@ -183,10 +248,16 @@ def decode_v3(buf: bytes, keys: UsmKeys | None) -> V3Reply:
     if tag != TAG_SEQUENCE:
         raise BerError("bad msgGlobalData")
     tag, start, stop = _header(buf, hd_pos, hd_end)
+    if tag != TAG_INTEGER:
+        raise BerError("bad msgID")
     msg_id = _integer(buf, start, stop)
     tag, start, stop = _header(buf, stop, hd_end)  # msgMaxSize
     tag, start, stop = _header(buf, stop, hd_end)
-    flags = buf[start] if stop > start else 0
+    if tag != TAG_OCTETS or stop - start != 1:
+        raise BerError("bad msgFlags")
+    flags = buf[start]
+    if flags & FLAG_PRIV and not flags & FLAG_AUTH:
+        raise BerError("msgFlags say privacy without authentication (invalid, RFC 3412 6.4)")
     tag, start, stop = _header(buf, hd_end, msg_end)
     if tag != TAG_OCTETS:
         raise BerError("bad msgSecurityParameters")
@@ -195,23 +266,27 @@ def decode_v3(buf: bytes, keys: UsmKeys | None) -> V3Reply:
     if tag != TAG_SEQUENCE:
         raise BerError("bad UsmSecurityParameters")
     parts: list[tuple[int, int]] = []
-    for _ in range(6):
+    for want in (TAG_OCTETS, TAG_INTEGER, TAG_INTEGER, TAG_OCTETS, TAG_OCTETS, TAG_OCTETS):
         tag, s0, sp = _header(buf, sp, sec_end)
+        if tag != want:
+            raise BerError("bad UsmSecurityParameters field")
         parts.append((s0, sp))
     engine_id = buf[parts[0][0] : parts[0][1]]
     boots = _integer(buf, *parts[1])
     time = _integer(buf, *parts[2])
+    if not (0 <= boots <= MAX_ENGINE_BOOTS and 0 <= time <= MAX_ENGINE_BOOTS):
+        raise BerError(f"msgAuthoritativeEngineBoots/Time out of range ({boots}, {time})")
     mac_start, mac_end = parts[4]
     salt = buf[parts[5][0] : parts[5][1]]
     if flags & FLAG_AUTH:
         if keys is None:
             raise BerError("authenticated reply before keys are known")
         if mac_end - mac_start != keys.mac_len:
-            raise ValueError("authentication failed: MAC of the wrong length")
+            raise AuthenticationError("authentication failed: MAC of the wrong length")
         zeroed = buf[:mac_start] + bytes(keys.mac_len) + buf[mac_end:]
         expected = hmac.new(keys.auth_key, zeroed, keys.hash_factory).digest()[: keys.mac_len]
         if not hmac.compare_digest(expected, buf[mac_start:mac_end]):
-            raise ValueError("authentication failed: reply MAC does not match (wrong auth key?)")
+            raise AuthenticationError("authentication failed: reply MAC does not match (wrong auth key?)")
     if flags & FLAG_PRIV:
         tag, start, stop = _header(buf, data_pos, msg_end)
         if tag != TAG_OCTETS or keys is None or len(salt) != 8:
@@ -226,4 +301,4 @@ def decode_v3(buf: bytes, keys: UsmKeys | None) -> V3Reply:
     tag, _, spos = _header(scoped, spos, scoped_end)  # contextEngineID
     tag, _, spos = _header(scoped, spos, scoped_end)  # contextName
     response = decode_pdu(scoped, spos, scoped_end, allowed=(PDU_RESPONSE, PDU_REPORT))
-    return V3Reply(msg_id, engine_id, boots, time, response)
+    return V3Reply(msg_id, engine_id, boots, time, response, flags)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from sync.mib import Oid, oid_text
 from sync.snmp_ber import END_OF_MIB, EXCEPTIONS, BerError, Value
 from sync.snmp_url import SnmpConfig
 from sync.source import SourceError
+
+log = logging.getLogger(__name__)
 
 RowCallback = Callable[[int], None]
 # Called with each reply's new (index, value) rows; the native walker calls it after the next
@@ -52,22 +55,29 @@ class Walker(Protocol):
 def _check_walk_step(
     host: str, column: Oid, last: Oid, varbinds: list[tuple[Oid, Value]], rows: list[tuple[Oid, Value]]
 ) -> Oid | None:
-    """Append this reply's in-column varbinds to ``rows``; return the next OID or None when done."""
+    """Append this reply's in-column varbinds to ``rows``; return the next OID or None when done.
+
+    The column ends at endOfMibView or at the first OID past the column's subtree.  Any other
+    OID must be the lexicographic successor GETBULK promises: one that is not greater than the
+    previous (outside the column or not) is a garbled or hostile reply, and an error rather
+    than a silently shortened table.
+    """
     if not varbinds:
         raise SourceError(
             f"{host}: empty GETBULK reply while walking {oid_text(column)} after {oid_text(last)}"
         )
     n = len(column)
     for oid, value in varbinds:
-        if value == END_OF_MIB or oid[:n] != column:
-            return None
-        if value in EXCEPTIONS:
+        if value == END_OF_MIB:
             return None
         if oid <= last:
             raise SourceError(
                 f"{host}: agent returned non-increasing OID {oid_text(oid)} after {oid_text(last)} "
                 f"walking {oid_text(column)}"
             )
+        # Greater than ``last`` (which is in the column) and outside it: past the column's end.
+        if oid[:n] != column or value in EXCEPTIONS:
+            return None
         rows.append((oid[n:], value))
         last = oid
     return last
@@ -165,15 +175,19 @@ class NativeV2cWalker:
                     where = oids[position - 1] if 0 < position <= len(oids) else oids[0]
                     raise SourceError(f"{self.target}: agent error {status} for {oid_text(where)}")
                 return response
-            tries = self.config.retries + 1
-            raise SourceError(
-                f"{self.target}: no reply to {'GETBULK' if bulk else 'GET'} {oid_text(oids[0])} after "
-                f"{tries} tries x {self.config.timeout:g}s ({self._silence_hint})"
-            )
+            raise self._no_reply(request_id, oids, bulk)
         finally:
             self._pending.pop(request_id, None)
             if not future.done():
                 future.cancel()
+
+    def _no_reply(self, request_id: int, oids: list[Oid], bulk: bool) -> SourceError:
+        """The error for a request that got no usable reply in all its tries."""
+        tries = self.config.retries + 1
+        return SourceError(
+            f"{self.target}: no reply to {'GETBULK' if bulk else 'GET'} {oid_text(oids[0])} after "
+            f"{tries} tries x {self.config.timeout:g}s ({self._silence_hint})"
+        )
 
     def _encode(self, request_id: int, oids: list[Oid], bulk: bool) -> bytes:
         return snmp_ber.encode_request(
@@ -231,61 +245,151 @@ class NativeV2cWalker:
             self._transport = None
 
 
+# Why a reply was dropped (NativeV3Walker.drops keys) -> what the operator is told.
+DROP_REASONS: dict[str, str] = {
+    "malformed": "undecodable",
+    "wrong_digest": "MAC did not verify",
+    "unauthenticated": "unauthenticated (noAuthNoPriv) Response",
+    "unencrypted": "authenticated but unencrypted (authNoPriv) Response",
+    "unauthenticated_report": "unauthenticated Report",
+    "not_in_time_window": "authenticated but outside the time window (replay?)",
+    "wrong_engine_id": "from another engine ID",
+    "unexpected_discovery_reply": "not a usmStatsUnknownEngineIDs Report during discovery",
+}
+# The reasons that mean "not authenticated at the configured level (authPriv)".
+UNAUTHENTICATED_REASONS = ("wrong_digest", "unauthenticated", "unencrypted", "unauthenticated_report")
+
+
 class NativeV3Walker(NativeV2cWalker):
-    """SNMPv3 authPriv with the flat codec and :mod:`sync.snmp_usm` (engine discovery first)."""
+    """SNMPv3 authPriv with the flat codec and :mod:`sync.snmp_usm` (engine discovery first).
+
+    Once the keys exist, only authenticated and encrypted Responses (and authenticated Reports)
+    inside the RFC 3414 time window complete a request.  Anything else is dropped, counted in
+    :attr:`drops` by reason and logged once per reason: the request keeps waiting for the
+    agent's genuine reply, so a forged or garbled datagram can neither inject data nor end
+    the walk by itself.
+    """
 
     def __init__(self, config: SnmpConfig) -> None:
         super().__init__(config)
         self._keys: snmp_usm.UsmKeys | None = None
         self._engine_id = b""
-        self._boots = 0
-        self._time = 0
-        self._clock_at = 0.0
+        self._clock = snmp_usm.EngineClock()
         self._salt = random.getrandbits(64)
         self._discovery: asyncio.Lock | None = None
         self._discovering = False
+        # msgID -> what an unauthenticated usmStats Report said about that request.
+        self._refusals: dict[int, str] = {}
+        self.drops: dict[str, int] = {}
+        self.resyncs = 0  # authenticated usmStatsNotInTimeWindows Reports acted on
         self._silence_hint = (
             "agent down, unreachable, or wrong priv key/protocol: agents drop requests they "
             "cannot decrypt without a word"
         )
 
+    @property
+    def unauthenticated_drops(self) -> int:
+        """Replies dropped because they were not authenticated and encrypted as configured."""
+        return sum(self.drops.get(reason, 0) for reason in UNAUTHENTICATED_REASONS)
+
+    def _drop(self, reason: str, detail: str = "") -> None:
+        count = self.drops.get(reason, 0) + 1
+        self.drops[reason] = count
+        if count == 1:  # once per reason and walker: a flood must not flood the log too
+            log.warning("%s: dropped an SNMPv3 reply: %s%s (further ones are only counted)",
+                        self.target, DROP_REASONS[reason], f": {detail}" if detail else "")
+
     def _on_datagram(self, data: bytes) -> None:
         try:
             reply = snmp_usm.decode_v3(data, self._keys)
-        except BerError as exc:
-            self._fail_all(SourceError(f"{self.target}: malformed SNMPv3 reply ({len(data)} bytes): {exc}"))
+        except snmp_usm.AuthenticationError as exc:
+            self._drop("wrong_digest", str(exc))
             return
-        except ValueError as exc:
-            self._fail_all(SourceError(f"{self.target}: {exc}"))
+        except ValueError as exc:  # BerError and anything else decode_v3 refuses
+            self._drop("malformed", f"{len(data)} bytes: {exc}")
+            return
+        response = reply.response
+        is_report = response.pdu_tag == snmp_ber.PDU_REPORT
+        first_oid = response.varbinds[0][0] if response.varbinds else ()
+        if self._keys is None:
+            # Engine discovery is the one unauthenticated exchange (RFC 3414 4): only its
+            # usmStatsUnknownEngineIDs Report, and its boots/time only to send the first request.
+            if not (self._discovering and is_report and first_oid == snmp_usm.UNKNOWN_ENGINE_ID
+                    and reply.engine_id):
+                self._drop("unexpected_discovery_reply")
+                return
+            future = self._pending.get(reply.msg_id)
+            if future is None or future.done():
+                return
+            self._engine_id = reply.engine_id
+            self._clock = snmp_usm.EngineClock(reply.boots, reply.time, reply.time, time.monotonic())
+            future.set_result(response)
+            return
+        if not reply.authenticated:
+            if is_report:
+                # Agents send usmStatsWrongDigests/UnknownUserNames/... unauthenticated (they
+                # could not authenticate us).  Anyone can forge one, so it must not end the
+                # request: it is only remembered, and named if the request then times out.
+                if reply.msg_id in self._pending:
+                    what = snmp_usm.USM_REPORTS.get(first_oid, f"report {oid_text(first_oid) or '(empty)'}")
+                    # Forget finished requests' notes: at most one per pending request is kept.
+                    for done in [k for k in self._refusals if k not in self._pending]:
+                        del self._refusals[done]
+                    self._refusals[reply.msg_id] = what
+                self._drop("unauthenticated_report")
+            else:
+                self._drop("unauthenticated")
+            return
+        if not reply.encrypted and not is_report:
+            # authPriv is configured: a plaintext Response is not what the agent would send.
+            # (Reports may be authNoPriv: usmStatsNotInTimeWindows is, RFC 3414 3.2 step 7a.)
+            self._drop("unencrypted")
+            return
+        if reply.engine_id != self._engine_id:
+            self._drop("wrong_engine_id")
+            return
+        time_report = is_report and first_oid == snmp_usm.NOT_IN_TIME_WINDOW
+        if not self._clock.accept(reply.boots, reply.time, time.monotonic(), time_report=time_report):
+            self._drop("not_in_time_window", f"boots {reply.boots} time {reply.time}")
             return
         future = self._pending.get(reply.msg_id)
         if future is None or future.done():
-            return
-        if reply.engine_id and (self._discovering or reply.engine_id == self._engine_id):
-            self._engine_id = reply.engine_id
-            self._boots, self._time, self._clock_at = reply.boots, reply.time, time.monotonic()
-        future.set_result(reply.response)
+            return  # a late reply to a retransmitted request
+        future.set_result(response)
 
     def _encode(self, request_id: int, oids: list[Oid], bulk: bool) -> bytes:
         pdu = snmp_ber.encode_pdu(request_id, oids, bulk=bulk, max_repetitions=self.max_repetitions)
         if self._keys is None:
             return snmp_usm.encode_discovery(request_id, snmp_ber.encode_pdu(request_id, []))
         self._salt = (self._salt + 1) & 0xFFFFFFFFFFFFFFFF
-        now = self._time + int(time.monotonic() - self._clock_at)
         return snmp_usm.encode_authpriv(
-            request_id, pdu, engine_id=self._engine_id, boots=self._boots, time=now,
-            user=self.config.user.encode(), context=self.config.context.encode(), keys=self._keys,
-            salt=self._salt.to_bytes(8, "big"),
+            request_id, pdu, engine_id=self._engine_id, boots=self._clock.boots,
+            time=self._clock.now(time.monotonic()), user=self.config.user.encode(),
+            context=self.config.context.encode(), keys=self._keys, salt=self._salt.to_bytes(8, "big"),
         )
 
     def _check_reply(self, response: snmp_ber.Response, oids: list[Oid]) -> None:
+        # Only authenticated Reports get here once the keys exist (see _on_datagram).
         if response.pdu_tag != snmp_ber.PDU_REPORT or self._discovering:
             return
         oid = response.varbinds[0][0] if response.varbinds else ()
         if oid == snmp_usm.NOT_IN_TIME_WINDOW:
-            raise _Resync  # the reply carried the agent's clock; _on_datagram took it
+            raise _Resync  # the authenticated Report carried the agent's clock; _on_datagram took it
         what = snmp_usm.USM_REPORTS.get(oid, f"report {oid_text(oid) if oid else '(empty)'}")
         raise SourceError(f"{self.target}: agent refused the request for {oid_text(oids[0])}: {what}")
+
+    def _no_reply(self, request_id: int, oids: list[Oid], bulk: bool) -> SourceError:
+        refusal = self._refusals.pop(request_id, None)
+        if refusal is not None:
+            return SourceError(
+                f"{self.target}: agent refused the request for {oid_text(oids[0])}: {refusal} "
+                "(said by an unauthenticated Report, so only believed once the request timed out)"
+            )
+        error = super()._no_reply(request_id, oids, bulk)
+        if not self.drops:
+            return error
+        counts = ", ".join(f"{n} {DROP_REASONS[reason]}" for reason, n in sorted(self.drops.items()))
+        return SourceError(f"{error}; replies dropped so far: {counts}")
 
     async def _ensure_keys(self) -> None:
         if self._discovery is None:
@@ -310,6 +414,7 @@ class NativeV3Walker(NativeV2cWalker):
             try:
                 return await super()._request(oids, bulk=bulk)
             except _Resync:
+                self.resyncs += 1
                 continue
         raise SourceError(f"{self.target}: agent keeps saying 'not in time window' for {oid_text(oids[0])}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import time
 
 import pytest
 from hypothesis import given
@@ -173,3 +174,56 @@ def test_walk_step_stops_at_column_end_and_refuses_non_increasing_oids() -> None
         _check_walk_step("r1", column, (*column, 2), [((*column, 1), 5)], rows)
     with pytest.raises(SourceError, match="empty GETBULK reply"):
         _check_walk_step("r1", column, (*column, 2), [], rows)
+
+
+def test_walk_step_refuses_an_oid_before_the_column_instead_of_ending_it() -> None:
+    # A garbled or hostile reply jumping backwards out of the column used to end it silently
+    # (a truncated table); only an OID past the column's end may end it.
+    from sync.snmp_walk import _check_walk_step
+
+    column = (1, 3, 6, 1, 2, 1, 4, 24, 7, 1, 7, 2, 16)
+    if_descr_1 = (1, 3, 6, 1, 2, 1, 2, 2, 1, 2, 1)  # lexicographically before the column
+    rows: list = []
+    expected = r"r1: agent returned non-increasing OID 1\.3\.6\.1\.2\.1\.2\.2\.1\.2\.1 after 1\.3\.6"
+    with pytest.raises(SourceError, match=expected):
+        _check_walk_step("r1", column, column, [(if_descr_1, b"eth0")], rows)
+    row = (*column, 0, 5)
+    with pytest.raises(SourceError, match="non-increasing OID"):
+        _check_walk_step("r1", column, column, [(row, 1), ((1, 3, 6, 1, 2, 1, 4, 24, 7, 1, 6, 9), 1)], rows)
+    with pytest.raises(SourceError, match="non-increasing OID"):  # the column's own OID is not a row
+        _check_walk_step("r1", column, row, [(column, 1)], [])
+    rows = []
+    past_end = (1, 3, 6, 1, 2, 1, 4, 24, 7, 1, 7, 3)
+    assert _check_walk_step("r1", column, column, [(row, 1), (past_end, 1)], rows) is None
+    assert rows == [((0, 5), 1)]
+    assert _check_walk_step("r1", column, row, [(row, END_OF_MIB)], rows) is None  # name = request
+
+
+def oid_content(oid: tuple[int, ...]) -> bytes:
+    encoded = encode_oid(oid)
+    return encoded[2 + (encoded[1] & 0x7F if encoded[1] & 0x80 else 0) :]
+
+
+def test_oid_sub_identifier_and_length_caps() -> None:
+    # RFC 2578 3.5: sub-identifiers up to 2^32-1, at most 128 of them.  A 64 KB sub-identifier
+    # used to take ~0.6 s (quadratic) and then break oid_text() with a ValueError.
+    assert decode_oid(oid_content((1, 3, 2**32 - 1))) == (1, 3, 2**32 - 1)
+    for bad in ((1, 3, 2**32), (1, 3, 2**40), (2, 2**32)):
+        with pytest.raises(BerError, match="above 2"):
+            decode_oid(oid_content(bad))
+    started = time.monotonic()
+    with pytest.raises(BerError):
+        decode_oid(b"\x2b" + b"\xff" * 65535 + b"\x7f")
+    with pytest.raises(BerError):
+        decode_oid(b"\x2b" + b"\x8f\xff\xff\xff\x7f" * 20000)
+    assert time.monotonic() - started < 0.1
+    longest = (1, 3) + (1,) * 126
+    assert decode_oid(oid_content(longest)) == longest
+    for too_long in ((1, 3) + (1,) * 127, (1, 3) + (200,) * 127, (1, 3) + (20000,) * 127):
+        with pytest.raises(BerError, match="129 sub-identifiers"):
+            decode_oid(oid_content(too_long))
+    # In a whole reply it is a BerError too (the walker's "malformed reply"), not a ValueError.
+    varbind = _tlv(0x30, _tlv(0x06, b"\x2b" + b"\xff" * 300 + b"\x7f") + b"\x05\x00")
+    pdu = _tlv(0xA2, encode_integer(1) + encode_integer(0) + encode_integer(0) + _tlv(0x30, varbind))
+    with pytest.raises(BerError):
+        decode_response(_tlv(0x30, encode_integer(1) + _tlv(0x04, b"public") + pdu))
