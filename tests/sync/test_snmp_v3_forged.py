@@ -17,16 +17,14 @@ from typing import Any
 import pytest
 from pysnmp.proto import rfc1902
 
+from lab.snmpd import SnmpdLab
 from sync import mib, snmp_ber, snmp_usm
 from sync.snmp import SnmpSource
 from sync.snmp_url import SnmpConfig, parse_snmp_url
 from sync.snmp_walk import NativeV3Walker, Walker, make_walker
 from sync.source import SourceError
 from tests.sync import v3_fake_agent as fake
-from tests.sync.conftest_snmp import SnmpdLab, snmpd_lab
 from tests.sync.test_snmp_snmpd import assert_matches_kernel, small_table
-
-__all__ = ["snmpd_lab"]
 
 
 def capturing_factory(walkers: list[Any]) -> Any:
