@@ -18,7 +18,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import metrics
-from api.config import redact_url
 from api.models import (
     DiffCounts,
     DiffOut,
@@ -43,6 +42,7 @@ from api.models import (
     WorkersSummary,
 )
 from api.state import EngineView, ResyncJob, diff_routes
+from sync.sources import strip_secrets
 
 PROBLEM = "application/problem+json"
 
@@ -213,7 +213,7 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
             ready=ok,
             not_ready_because=why,
             sync=SyncStatusOut(
-                source=redact_url(st.source),
+                source=strip_secrets(st.source),
                 state=st.state,
                 last_success=st.last_success,
                 last_attempt=st.last_attempt,
@@ -340,7 +340,7 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         return RouteDiffReport(
             router=TableInfo(
                 route_count=len(snap.routes),
-                detail=f"{redact_url(snap.source)} fetched in {snap.duration_s:.2f} s",
+                detail=f"{strip_secrets(snap.source)} fetched in {snap.duration_s:.2f} s",
             ),
             engine=TableInfo(route_count=len(engine_routes), detail=f"generation {view.fib.generation}"),
             kernel=None

@@ -331,7 +331,7 @@ def stats(
             f"\nlatency: {lat['count']} samples, p50 {us(lat['p50_us'])}, p90 {us(lat['p90_us'])}, "
             f"p99 {us(lat['p99_us'])}"
         )
-        from api.config import cpu_ranges
+        from engine.dataplane.config import cpu_ranges
 
         wrows = [
             [
@@ -456,23 +456,14 @@ def cpu_idle_restore(config: str = typer.Option(..., "--config", "-c", help="Eng
 
 def _source_problems(cfg: Config) -> list[str]:
     """Let the source driver parse its URL and find its secrets (no connection is made)."""
-    from api.daemon import _export_source_secrets
     from api.syncport import open_route_source
     from sync.source import SourceError
 
     problems = []
-    _export_source_secrets(cfg)
     try:
-        open_route_source(cfg.sync.source)
+        open_route_source(cfg.sync.source, cfg.sync.credentials())
     except (SourceError, ValueError) as exc:
         problems.append(f"sync.source: {exc}")
-    # the links section is vlan/'s plan input: let it apply its own rules too
-    from vlan.plan import InterfacesConfig, PlanError
-
-    try:
-        InterfacesConfig.from_dict(cfg.links.raw, where="links")
-    except PlanError as exc:
-        problems.append(str(exc))
     return problems
 
 

@@ -23,17 +23,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from api.config import Config, ConfigError, load_config, read_or_create_token, redact_url
+from api.config import Config, ConfigError, load_config, read_or_create_token
 from api.links import LinkHolder
 from api.pool import PoolWorkers
 from api.state import EngineView
-from api.syncport import ServiceSync, open_route_source, sync_config
+from api.syncport import ServiceSync, open_route_source
 from api.workers import ArgvFor, WorkerSupervisor
 from engine import __version__
 from engine.dataplane import cpuidle
 from engine.dataplane.cpuidle import CpuIdleLimit
 from engine.forwarding.fib import Fib
-from sync.source import RouteSource, SourceError
+from sync.source import Credentials, RouteSource, SourceError
+from sync.sources import strip_secrets
 
 log = logging.getLogger("xcast6.daemon")
 TOKEN_FILE = "api-token"
@@ -110,19 +111,6 @@ def keep_off_worker_cpus(worker_cpus: set[int]) -> set[int] | None:
     return rest
 
 
-def _export_source_secrets(cfg: Config) -> None:
-    """Sources read their secrets from the environment; the file's values go there (never logged)."""
-    pairs = {
-        "XCAST6_SNMP_COMMUNITY": cfg.sync.snmp_community,
-        "XCAST6_SNMP_AUTH_KEY": cfg.sync.snmp_auth_key,
-        "XCAST6_SNMP_PRIV_KEY": cfg.sync.snmp_priv_key,
-        "XCAST6_NETCONF_PASSWORD": cfg.sync.netconf_password,
-    }
-    for var, secret in pairs.items():
-        if secret is not None:
-            os.environ[var] = secret.reveal()
-
-
 class Daemon:
     """One engine: build with a validated config, then ``await run()``."""
 
@@ -131,7 +119,7 @@ class Daemon:
         cfg: Config,
         *,
         argv_for: ArgvFor | None = None,
-        source_factory: Callable[[str], RouteSource] = open_route_source,
+        source_factory: Callable[[str, Credentials], RouteSource] = open_route_source,
     ) -> None:
         self.cfg = cfg
         self._argv_for = argv_for
@@ -171,8 +159,7 @@ class Daemon:
         if cfg.workers.count and cfg.workers.cpus:
             keep_off_worker_cpus(set(cfg.workers.cpus))
         cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
-        _export_source_secrets(cfg)
-        source = self._source_factory(cfg.sync.source)
+        source = self._source_factory(cfg.sync.source, cfg.sync.credentials())
         fib = Fib()
         # 1. last good table from the store (forwarding can start before the router answers);
         #    SyncService.start() restores it and then queues the first fetch
@@ -217,7 +204,7 @@ class Daemon:
         log.info(
             "xcast6-engine %s running: source %s, %d routes, %d workers, API %s",
             __version__,
-            redact_url(cfg.sync.source),
+            strip_secrets(cfg.sync.source),
             len(fib),
             cfg.workers.count,
             cfg.api_url() if cfg.api.enabled else "disabled",
@@ -249,14 +236,9 @@ class Daemon:
     async def _start_links(self, links: LinkHolder, sync: ServiceSync) -> Any:
         """vlan/'s LinkService: reconcile on every router interface list, router MACs kept fresh."""
         cfg = self.cfg
-        from vlan.plan import InterfacesConfig, PlanError
         from vlan.service import LinkService
 
-        try:
-            icfg = InterfacesConfig.from_dict(cfg.links.raw, where="links")
-        except PlanError as exc:
-            raise ConfigError([str(exc)], cfg.path) from None
-        service = LinkService(icfg)
+        service = LinkService(cfg.links)
         loop = asyncio.get_running_loop()
 
         def on_links(new_map: Any) -> None:
@@ -306,7 +288,7 @@ class Daemon:
         ingress = list(cfg.workers.ingress) or (
             [cfg.links.trunk]
             if cfg.links.mode == "vlan" and cfg.links.trunk
-            else [m.link for m in cfg.links.map if m.link]
+            else [m.link for m in cfg.links.entries if m.link]
         )
         if cfg.workers.busy_poll_us and not cfg.workers.cpus:
             log.warning("workers.busy_poll_us = %d without workers.cpus: polling workers spin on CPUs "
@@ -339,17 +321,16 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
         try:
-            source = self._source_factory(new.sync.source)
+            source = self._source_factory(new.sync.source, new.sync.credentials())
         except (SourceError, ValueError) as exc:
             log.error("reload refused, keeping the running configuration: sync.source: %s", exc)
             return
-        _export_source_secrets(new)
-        self.sync.reconfigure(source, sync_config(new))
+        self.sync.reconfigure(source, new.sync)
         others = [s for s in ("engine", "links", "workers", "api") if getattr(new, s) != getattr(self.cfg, s)]
         self.cfg = new
         log.info(
             "reloaded route-source settings: source %s, interval %g s",
-            redact_url(new.sync.source),
+            strip_secrets(new.sync.source),
             new.sync.interval,
         )
         if others:

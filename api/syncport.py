@@ -12,14 +12,16 @@ import contextlib
 import ipaddress
 import logging
 
-from api.config import Config, redact_url
+from api.config import Config
 from api.state import ResyncJob, SyncOutcome, SyncStatus
 from engine.forwarding.fib import Fib
 from engine.model import Interface, NextHop, Route, Snapshot
 from sync.apply import Applier, IfnameMap
+from sync.config import SyncConfig
 from sync.kernel import KernelMirror
-from sync.service import SyncConfig, SyncJob, SyncService
-from sync.source import Progress, RouteSource, SourceError
+from sync.service import SyncJob, SyncService
+from sync.source import Credentials, Progress, RouteSource, SourceError
+from sync.sources import strip_secrets
 from sync.store import SyncStore
 
 log = logging.getLogger("xcast6.sync")
@@ -34,7 +36,7 @@ _JOB_STATE = {
 }
 
 
-def open_route_source(url: str) -> RouteSource:
+def open_route_source(url: str, credentials: Credentials | None = None) -> RouteSource:
     """A RouteSource for a configured URL: kernel:// here, snmp/snmpv3/netconf via sync.sources.
 
     Raises SourceError (or ValueError for a malformed URL) naming the bad part.
@@ -45,16 +47,7 @@ def open_route_source(url: str) -> RouteSource:
         return KernelSource(url)
     from sync.sources import open_source
 
-    return open_source(url)
-
-
-def sync_config(cfg: Config) -> SyncConfig:
-    return SyncConfig(
-        interval_s=cfg.sync.interval,
-        change_poll_s=cfg.sync.change_detect,
-        max_removal_share=cfg.sync.safety_valve,
-        fetch_timeout_s=cfg.sync.timeout,
-    )
+    return open_source(url, credentials)
 
 
 class ServiceSync:
@@ -77,7 +70,7 @@ class ServiceSync:
             mirror = KernelMirror(table=cfg.sync.kernel_table, protocol=cfg.sync.kernel_proto)
         applier = Applier(fib, mirror) if ifname_map is None else Applier(fib, mirror, ifname_map)
         store = SyncStore(cfg.engine.state_dir)
-        return cls(SyncService(source, applier, store, sync_config(cfg)), fib, mirror)
+        return cls(SyncService(source, applier, store, cfg.sync), fib, mirror)
 
     async def start(self) -> None:
         """Serve the stored snapshot at once, then start the loops (first fetch queued)."""
@@ -125,7 +118,7 @@ class ServiceSync:
         else:
             state = "idle"
         return SyncStatus(
-            source=redact_url(self.service.source.url),
+            source=strip_secrets(self.service.source.url),
             state=state,
             last_success=st["last_success"],
             last_attempt=st["last_attempt"],
@@ -150,12 +143,12 @@ class ServiceSync:
         return [] if s is None else list(s.interfaces)
 
     async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot:
-        timeout = self.service.config.fetch_timeout_s
+        timeout = self.service.config.timeout
         try:
             return await asyncio.wait_for(self.service.source.fetch(progress), timeout)
         except TimeoutError:
             raise SourceError(
-                f"{redact_url(self.service.source.url)}: no complete answer within "
+                f"{strip_secrets(self.service.source.url)}: no complete answer within "
                 f"{timeout:g} s (sync.timeout)"
             ) from None
 

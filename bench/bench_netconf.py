@@ -12,7 +12,7 @@ ietf), on one kept-open session:
   objects built -- a lower bound for any DOM-based parser, which also holds the whole tree);
 * change detection: a route added in the namespace -> change_marker() differs (polled back
   to back) -> full fetch containing it;
-* SyncService (change_poll_s=1.0) + Applier(Fib): route added -> found by the engine FIB;
+* SyncService (change_detect=1.0) + Applier(Fib): route added -> found by the engine FIB;
 * change_marker(): wall time; server CPU per fetch/marker (from /proc); reply size;
   client peak RSS; the host load average (this machine is shared: wall times move with
   the load, CPU times much less).
@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from sync.config import SyncConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -98,13 +100,13 @@ def service_latency(lab: NetconfLab, url: str, runs: int) -> list[float]:
 
     from engine.forwarding.fib import Fib
     from sync.apply import Applier
-    from sync.service import SyncConfig, SyncService
+    from sync.service import SyncService
 
     async def scenario() -> list[float]:
         fib = Fib()
         src = NetconfSource.from_url(url)
         # The service's default change poll (1 s); the full poll is pushed out of the way.
-        svc = SyncService(src, Applier(fib), config=SyncConfig(interval_s=3600, change_poll_s=1.0))
+        svc = SyncService(src, Applier(fib), config=SyncConfig(interval=3600, change_detect=1.0))
         await svc.start()
         out = []
         try:

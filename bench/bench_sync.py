@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sync.config import SyncConfig
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
@@ -89,13 +91,13 @@ def restart_time(state_dir: str, ns: str, ifmap: dict[str, str]) -> dict[str, fl
     answers, and until the kernel mirror (still installed) has been reconciled."""
     import asyncio
 
-    from sync.service import SyncConfig, SyncService
+    from sync.service import SyncService
 
     async def run() -> dict[str, float]:
         fib = Fib()
         mirror = KernelMirror(netns=ns)
         svc = SyncService(_NoRouter(), Applier(fib, mirror, ifmap.get), SyncStore(state_dir),
-                          SyncConfig(change_poll_s=0, link_watch_s=0))
+                          SyncConfig(change_detect=0, link_watch_s=0))
         t0 = time.perf_counter()
         await svc.start(initial_sync=False)
         serving = time.perf_counter() - t0
@@ -204,7 +206,7 @@ async def measure_change(url: str, rns: str, ens: str, ifmap: dict[str, str], ro
     import asyncio
     import statistics
 
-    from sync.service import SyncConfig, SyncService
+    from sync.service import SyncService
     from sync.sources import open_source
 
     out: dict[str, object] = {}
@@ -212,7 +214,7 @@ async def measure_change(url: str, rns: str, ens: str, ifmap: dict[str, str], ro
     fib = Fib()
     mirror = KernelMirror(netns=ens)
     svc = SyncService(source, Applier(fib, mirror, ifmap.get), None,
-                      SyncConfig(interval_s=3600, change_poll_s=poll_s, link_watch_s=0))
+                      SyncConfig(interval=3600, change_detect=poll_s, link_watch_s=0))
     t0 = time.perf_counter()
     await svc.start()
     first = await svc.jobs()[0].wait(120)

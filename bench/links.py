@@ -29,8 +29,9 @@ from typing import Any
 import typer
 
 from engine.model import Interface
+from vlan.config import LinksConfig
 from vlan.kernel import KernelLink, KernelView
-from vlan.plan import InterfacesConfig, build_plan
+from vlan.plan import build_plan
 from vlan.reconcile import diff, reconcile
 
 NS_PREFIX = "xvl-bench"
@@ -49,7 +50,7 @@ def bench_plan(counts: list[int], rounds: int = 5) -> list[dict[str, Any]]:
     """Pure planning cost: N interfaces, auto allocation, diff against empty and matching kernels."""
     rows = []
     for n in counts:
-        cfg = InterfacesConfig.from_dict({"trunk": "eth1", "vlan_range": [1, 4094], "pool": "2001:db8::/32"})
+        cfg = LinksConfig.from_dict({"trunk": "eth1", "vlan_range": [1, 4094], "pool": "2001:db8::/32"})
         ifs = [Interface(f"ge-0/0/{i}.0", i + 1, oper_up=i % 10 != 0) for i in range(n)]
         trunk = KernelLink(2, "eth1", None, None, None, None, 1500, True, "UP", b"\x02" * 6, frozenset())
         empty = KernelView({"eth1": trunk})
@@ -103,13 +104,13 @@ def bench_kernel(counts: list[int], mode: str) -> list[dict[str, Any]]:
             if mode == "vlan":
                 _ip("-n", ns, "link", "add", "trunk0", "type", "veth", "peer", "name", "trunk1")
                 _ip("-n", ns, "link", "set", "trunk0", "up")
-                cfg = InterfacesConfig.from_dict(
+                cfg = LinksConfig.from_dict(
                     {"trunk": "trunk0", "vlan_range": [1, 4094], "pool": "2001:db8::/32"}
                 )
             else:
                 batch = "".join(f"link add e{i} type veth peer name r{i}\n" for i in range(n))
                 subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, text=True, check=True)
-                cfg = InterfacesConfig.from_dict(
+                cfg = LinksConfig.from_dict(
                     {
                         "mode": "direct",
                         "pool": "2001:db8::/32",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -43,7 +44,7 @@ from engine.model import Interface, Snapshot
 from sync import netconf_ietf, netconf_junos
 from sync.netconf_junos import RouteParse
 from sync.netconf_xml import NetconfReplyError
-from sync.source import Progress, SourceError
+from sync.source import Credentials, Progress, SourceError
 
 log = logging.getLogger(__name__)
 # paramiko's transport thread logs (through ncclient's logger) a traceback for every failed
@@ -76,6 +77,9 @@ class NetconfParams:
     tree: str = "routing-state"
     marker: bool = True
     password: str | None = field(default=None, repr=False, compare=False)
+    # Without credentials from the caller (the operator's CLI), $XCAST6_NETCONF_PASSWORD is read
+    # when the session opens; the daemon hands its configured password over instead.
+    password_from_env: bool = field(default=True, repr=False, compare=False)
 
     @property
     def where(self) -> str:
@@ -217,7 +221,9 @@ class _Session:
         self.lock = threading.Lock()
 
     def _password(self) -> str | None:
-        return self.params.password or os.environ.get(PASSWORD_ENV) or None
+        if self.params.password:
+            return self.params.password
+        return (os.environ.get(PASSWORD_ENV) or None) if self.params.password_from_env else None
 
     def _open(self) -> Any:
         import ncclient.transport.ssh as ncssh
@@ -361,9 +367,17 @@ class NetconfSource:
         return f"netconf://{p.user}@{p.where}?flavor={p.flavor}"
 
     @classmethod
-    def from_url(cls, url: str) -> NetconfSource:
-        """Build from ``netconf://USER@HOST[:PORT]?flavor=junos|ietf&...`` (SourceError if bad)."""
-        return cls(parse_url(url), url)
+    def from_url(cls, url: str, credentials: Credentials | None = None) -> NetconfSource:
+        """Build from ``netconf://USER@HOST[:PORT]?flavor=junos|ietf&...`` (SourceError if bad).
+
+        ``credentials`` (the daemon's) replace the ``$XCAST6_NETCONF_PASSWORD`` fallback.
+        """
+        params = parse_url(url)
+        if credentials is not None:
+            params = dataclasses.replace(
+                params, password=credentials.netconf_password, password_from_env=False
+            )
+        return cls(params, url)
 
     def __repr__(self) -> str:
         return f"NetconfSource({self.url!r})"

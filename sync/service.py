@@ -3,15 +3,15 @@
 Triggers (all end up as a :class:`SyncJob` run one at a time by a single worker task):
 
 * ``startup``  — after the last good snapshot from the store is serving again;
-* ``poll``     — every ``interval_s`` (a full fetch, the safety net);
-* ``change``   — the source's cheap ``change_marker()`` (polled every ``change_poll_s``,
+* ``poll``     — every ``interval`` (a full fetch, the safety net);
+* ``change``   — the source's cheap ``change_marker()`` (polled every ``change_detect``,
   ~1 s) differs from last time: a route change reaches the engine in about
-  ``change_poll_s`` + fetch + apply, without walking the full table every second;
+  ``change_detect`` + fetch + apply, without walking the full table every second;
 * ``manual``   — :meth:`SyncService.request_resync` (API/CLI), optionally ``force``.
 
 Requests coalesce: while a job is queued, further requests return that job (a ``force``
 request upgrades it).  Safety valve: a fetched table that is empty, or that would remove
-more than ``max_removal_share`` of the serving table, is *held back* (reported with reason
+more than ``safety_valve`` of the serving table, is *held back* (reported with reason
 and counts) until forced (:meth:`apply_held` or ``request_resync(force=True)``).
 """
 
@@ -30,6 +30,7 @@ from typing import Any
 from engine.forwarding.fib import Fib
 from engine.model import Interface, Route, Snapshot
 from sync.apply import Applier, ApplyError, ApplyResult, IfnameMap
+from sync.config import SyncConfig
 from sync.diff import InterfaceDiff, SnapshotDiff, diff
 from sync.gcpause import gc_paused
 from sync.kernel import DEFAULT_PROTOCOL, DEFAULT_TABLE, KernelMirror, MirrorResult, to_model
@@ -42,39 +43,6 @@ log = logging.getLogger("xcast6.sync")
 # (new snapshot, diff from the previous one, apply result or None when restored from the store)
 RoutesHook = Callable[[Snapshot, SnapshotDiff, ApplyResult | None], None]
 InterfacesHook = Callable[[list[Interface], InterfaceDiff], None]
-
-
-@dataclass(slots=True)
-class SyncConfig:
-    """Tunables of the sync loop (validated: a bad value names itself)."""
-
-    interval_s: float = 300.0
-    change_poll_s: float = 1.0
-    max_removal_share: float = 0.5
-    fetch_timeout_s: float = 120.0   # a hung walk must not block syncs for long
-    # Saving 250k routes costs ~0.5 s of CPU; under constant churn save at most this often
-    # (the newest table is saved when the interval is up, and on stop).  0 = every apply.
-    store_min_interval_s: float = 10.0
-    # How often to look at the engine links for the kernel mirror (a link that comes back
-    # gets its routes again without waiting for a router change).  0 disables.
-    link_watch_s: float = 5.0
-    # On the periodic poll, re-read the kernel mirror and repair drift (someone deleted one
-    # of our routes, or added one with our protocol): one table dump (~4 s at 250k).
-    verify_kernel_on_poll: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.interval_s > 0:
-            raise ValueError(f"sync interval_s must be > 0, got {self.interval_s}")
-        if not self.change_poll_s >= 0:
-            raise ValueError(f"sync change_poll_s must be >= 0 (0 disables), got {self.change_poll_s}")
-        if not 0.0 < self.max_removal_share <= 1.0:
-            raise ValueError(f"sync max_removal_share must be in (0, 1], got {self.max_removal_share}")
-        if not self.fetch_timeout_s > 0:
-            raise ValueError(f"sync fetch_timeout_s must be > 0, got {self.fetch_timeout_s}")
-        if not self.link_watch_s >= 0:
-            raise ValueError(f"sync link_watch_s must be >= 0 (0 disables), got {self.link_watch_s}")
-        if not self.store_min_interval_s >= 0:
-            raise ValueError(f"sync store_min_interval_s must be >= 0, got {self.store_min_interval_s}")
 
 
 @dataclass(slots=True)
@@ -303,10 +271,10 @@ class SyncService:
     async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot:
         """Walk the router now without applying (for ``diff`` views); raises SourceError."""
         try:
-            return await asyncio.wait_for(self.source.fetch(progress), self.config.fetch_timeout_s)
+            return await asyncio.wait_for(self.source.fetch(progress), self.config.timeout)
         except TimeoutError:
             raise SourceError(f"fetch from {strip_secrets(self.source.url)} timed out after "
-                              f"{self.config.fetch_timeout_s:g} s") from None
+                              f"{self.config.timeout:g} s") from None
 
     async def kernel_routes(self) -> list[Route] | None:
         """Routes in the kernel mirror table as read back from the kernel (None: no mirror)."""
@@ -342,7 +310,7 @@ class SyncService:
 
     async def _poll_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.interval_s)
+            await asyncio.sleep(self.config.interval)
             self.request_resync(trigger="poll")
 
     async def _link_watch_loop(self) -> None:
@@ -364,21 +332,21 @@ class SyncService:
     async def _change_loop(self) -> None:
         last: str | None = None
         while True:
-            if self.config.change_poll_s <= 0:
+            if self.config.change_detect <= 0:
                 # Disabled (possibly by a reload): idle, forget the marker, look again in a second.
                 self.change_detection, last = "disabled", None
                 await asyncio.sleep(1.0)
                 continue
             t0 = time.perf_counter()
             try:
-                marker = await asyncio.wait_for(self.source.change_marker(), self.config.fetch_timeout_s)
+                marker = await asyncio.wait_for(self.source.change_marker(), self.config.timeout)
                 self.last_marker_s = time.perf_counter() - t0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.counters["marker_errors"] += 1
                 self.change_detection = f"error: {exc}"
-                await asyncio.sleep(max(self.config.change_poll_s, 1.0))
+                await asyncio.sleep(max(self.config.change_detect, 1.0))
                 continue
             if marker is None:
                 self.change_detection = "unsupported by source (periodic polling only)"
@@ -389,7 +357,7 @@ class SyncService:
                 self.request_resync(trigger="change")
             last = marker
             # fixed rate: the poll's own duration counts against the period
-            await asyncio.sleep(max(0.05, self.config.change_poll_s - (time.perf_counter() - t0)))
+            await asyncio.sleep(max(0.05, self.config.change_detect - (time.perf_counter() - t0)))
 
     # -- one run ------------------------------------------------------------------------
     async def _run(self, job: SyncJob) -> None:
@@ -403,10 +371,10 @@ class SyncService:
 
         t0 = time.perf_counter()
         try:
-            snap = await asyncio.wait_for(self.source.fetch(progress), self.config.fetch_timeout_s)
+            snap = await asyncio.wait_for(self.source.fetch(progress), self.config.timeout)
         except TimeoutError:
             self._record_failure(job, started, f"fetch from {strip_secrets(self.source.url)} timed out after "
-                                              f"{self.config.fetch_timeout_s:g} s; previous table kept")
+                                              f"{self.config.timeout:g} s; previous table kept")
             return
         except SourceError as exc:
             self._record_failure(job, started, f"{exc}; previous table kept")
@@ -533,9 +501,9 @@ class SyncService:
             return None
         if d.new_count == 0:
             return f"fetched table is empty but {d.old_count} routes are serving (router rebooting?)"
-        if d.removed_share > self.config.max_removal_share:
+        if d.removed_share > self.config.safety_valve:
             return (f"would remove {len(d.removed)} of {d.old_count} routes ({d.removed_share:.0%} > "
-                    f"max_removal_share {self.config.max_removal_share:.0%})")
+                    f"sync.safety_valve {self.config.safety_valve:.0%})")
         return None
 
     def _notify(self, snap: Snapshot, d: SnapshotDiff, res: ApplyResult | None) -> None:
@@ -614,9 +582,9 @@ class SyncService:
             "queued_job": None if self._queued is None else self._queued.id,
             "change_detection": self.change_detection,
             "last_marker_s": self.last_marker_s,
-            "interval_s": self.config.interval_s,
-            "change_poll_s": self.config.change_poll_s,
-            "max_removal_share": self.config.max_removal_share,
+            "interval_s": self.config.interval,
+            "change_poll_s": self.config.change_detect,
+            "max_removal_share": self.config.safety_valve,
             "counters": dict(self.counters),
         }
 

@@ -38,7 +38,7 @@ from sync.snmp_table import (
 )
 from sync.snmp_url import SnmpConfig, parse_snmp_url
 from sync.snmp_walk import Walker, make_walker
-from sync.source import Progress, SourceError
+from sync.source import Credentials, Progress, SourceError
 
 _V6 = (2, 16)
 
@@ -71,9 +71,10 @@ class SnmpSource:
         self.last_stats = TableStats()
 
     @classmethod
-    def from_url(cls, url: str, env: Mapping[str, str] | None = None) -> SnmpSource:
+    def from_url(cls, url: str, env: Mapping[str, str] | None = None,
+                 credentials: Credentials | None = None) -> SnmpSource:
         """Build from ``snmp://`` / ``snmpv3://``; raises SnmpUrlError (a ValueError) naming bad fields."""
-        return cls(parse_snmp_url(url, env))
+        return cls(parse_snmp_url(url, env, credentials))
 
     def __repr__(self) -> str:
         return f"SnmpSource({self.url!r})"

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from sync.source import Credentials
+
 AUTH_PROTOCOLS = ("md5", "sha", "sha224", "sha256", "sha384", "sha512")
 # aes256 is the net-snmp/Blumenthal key extension; aes256c/aes192c the Cisco ("Reeder") one.
 PRIV_PROTOCOLS = ("des", "aes128", "aes192", "aes256", "aes192c", "aes256c")
@@ -76,9 +78,16 @@ def _one(query: Mapping[str, list[str]], key: str) -> str | None:
     return values[-1] if values else None
 
 
-def parse_snmp_url(url: str, env: Mapping[str, str] | None = None) -> SnmpConfig:
-    """Parse a source string; raises :class:`SnmpUrlError` naming every bad field."""
-    env = os.environ if env is None else env
+def parse_snmp_url(url: str, env: Mapping[str, str] | None = None,
+                   credentials: Credentials | None = None) -> SnmpConfig:
+    """Parse a source string; raises :class:`SnmpUrlError` naming every bad field.
+
+    Secrets not in the URL come from ``credentials`` (the daemon's configuration) or, when none
+    are given, from the ``XCAST6_SNMP_*`` variables of ``env`` (default: this process's).
+    """
+    if credentials is None:
+        credentials = Credentials.from_env(os.environ if env is None else env)
+    creds = credentials
     problems: list[str] = []
     try:
         parts = urlsplit(url)
@@ -117,7 +126,7 @@ def parse_snmp_url(url: str, env: Mapping[str, str] | None = None) -> SnmpConfig
     auth_proto = (_one(query, "auth_proto") or "sha256").lower()
     priv_proto = (_one(query, "priv_proto") or "aes128").lower()
     if version == "2c":
-        community = userinfo or env.get("XCAST6_SNMP_COMMUNITY", "")
+        community = userinfo or creds.snmp_community or ""
         if not community:
             problems.append("community: missing (snmp://COMMUNITY@host or XCAST6_SNMP_COMMUNITY)")
         for key in ("auth_proto", "priv_proto", "auth_key", "priv_key"):
@@ -131,8 +140,8 @@ def parse_snmp_url(url: str, env: Mapping[str, str] | None = None) -> SnmpConfig
             problems.append(f"auth_proto: {auth_proto!r} not one of {', '.join(AUTH_PROTOCOLS)}")
         if priv_proto not in PRIV_PROTOCOLS:
             problems.append(f"priv_proto: {priv_proto!r} not one of {', '.join(PRIV_PROTOCOLS)}")
-        auth_key = _one(query, "auth_key") or env.get("XCAST6_SNMP_AUTH_KEY", "")
-        priv_key = _one(query, "priv_key") or env.get("XCAST6_SNMP_PRIV_KEY", "")
+        auth_key = _one(query, "auth_key") or creds.snmp_auth_key or ""
+        priv_key = _one(query, "priv_key") or creds.snmp_priv_key or ""
         # RFC 3414 2.6: passphrases shorter than 8 characters are refused by agents.
         if len(auth_key) < 8:
             problems.append(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
 from engine.model import Snapshot
 
@@ -13,6 +14,32 @@ Progress = Callable[[int, str], None]
 
 class SourceError(Exception):
     """A fetch failed; the message names what failed (host, OID/RPC, field). Never partial data."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The secrets a source may need, handed to its constructor (never through the environment).
+
+    The daemon builds them from its configuration; the operator's command-line tools read the
+    documented ``XCAST6_*`` variables once, at the edge (:meth:`from_env`).
+    """
+
+    snmp_community: str | None = field(default=None, repr=False)
+    snmp_auth_key: str | None = field(default=None, repr=False)
+    snmp_priv_key: str | None = field(default=None, repr=False)
+    netconf_password: str | None = field(default=None, repr=False)
+
+    ENV: ClassVar[dict[str, str]] = {
+        "snmp_community": "XCAST6_SNMP_COMMUNITY",
+        "snmp_auth_key": "XCAST6_SNMP_AUTH_KEY",
+        "snmp_priv_key": "XCAST6_SNMP_PRIV_KEY",
+        "netconf_password": "XCAST6_NETCONF_PASSWORD",
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Credentials:
+        """The ``XCAST6_*`` variables of ``env`` (empty ones count as unset)."""
+        return cls(**{key: env.get(var) or None for key, var in cls.ENV.items()})
 
 
 class RouteSource(Protocol):

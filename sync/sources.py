@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import importlib
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sync.source import RouteSource, SourceError
+from sync.source import Credentials, RouteSource, SourceError
 
 # scheme -> (module, class)
 SCHEMES: dict[str, tuple[str, str]] = {
@@ -18,8 +19,9 @@ SCHEMES: dict[str, tuple[str, str]] = {
     "netconf": ("sync.netconf", "NetconfSource"),
 }
 
-_SECRET_PARAMS = {"community", "password", "passwd", "pass", "secret", "key", "authkey", "auth_key",
-                  "privkey", "priv_key", "auth_password", "priv_password", "passphrase"}
+# A query parameter whose name contains one of these words holds a secret (authkey, priv_key,
+# password, passphrase, token, ...): better one hidden too many than one shown.
+_SECRET_PARAM = re.compile(r"key|pass|secret|token|community", re.IGNORECASE)
 
 
 class SourceUrlError(ValueError):
@@ -34,8 +36,12 @@ def scheme_of(url: str) -> str:
     return url.split("://", 1)[0].lower()
 
 
-def open_source(url: str) -> RouteSource:
-    """Build the RouteSource for ``url`` (raises SourceUrlError for a bad URL or unknown scheme)."""
+def open_source(url: str, credentials: Credentials | None = None) -> RouteSource:
+    """Build the RouteSource for ``url`` (raises SourceUrlError for a bad URL or unknown scheme).
+
+    ``credentials``: the secrets the URL does not carry; without them the source reads the
+    operator's ``XCAST6_*`` environment variables (command-line use).
+    """
     scheme = scheme_of(url)
     if scheme not in SCHEMES:
         raise SourceUrlError(f"unknown source scheme {scheme!r} in {strip_secrets(url)!r}; expected one of "
@@ -46,12 +52,14 @@ def open_source(url: str) -> RouteSource:
     except ImportError as exc:
         raise SourceError(f"{scheme}:// sources are not available in this build ({exc})") from exc
     cls = getattr(module, class_name)
-    source: RouteSource = cls.from_url(url)
+    source: RouteSource = cls.from_url(url, credentials=credentials)
     return source
 
 
 def strip_secrets(url: str) -> str:
     """The URL with community strings, passwords and key parameters replaced by ``***``.
+
+    The one redaction rule for source URLs: logs, the API, ``config check`` and errors use it.
 
     SNMPv1/v2c put the community in the user part (``snmp://public@host``): that *is* the
     secret, so the whole user part is hidden; for user@host schemes only a password is.
@@ -71,5 +79,5 @@ def strip_secrets(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*:/[]")
+        query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*:/[]")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -18,9 +18,10 @@ from typing import Any
 import typer
 
 from engine.model import Interface, LinkMap
+from vlan.config import LinksConfig, PlanError
 from vlan.kernel import mac_text, read_kernel
 from vlan.neighbors import read_neighbors
-from vlan.plan import InterfacesConfig, PlanError, owner_router_if
+from vlan.plan import owner_router_if
 from vlan.reconcile import ReconcileError, ReconcileResult, is_owned, open_ipr, reconcile
 
 interfaces_app = typer.Typer(
@@ -42,7 +43,7 @@ NetnsOpt = typer.Option(None, "--netns", help="Operate in this network namespace
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 
 
-def load_config(path: Path) -> InterfacesConfig:
+def load_config(path: Path) -> LinksConfig:
     """Read and validate the ``[links]`` table of the engine's TOML configuration."""
     try:
         raw = tomllib.loads(path.read_text())
@@ -55,7 +56,7 @@ def load_config(path: Path) -> InterfacesConfig:
         raise PlanError("links", f"{path} has no [links] table (the engine links: mode, trunk, map)")
     if not isinstance(table, dict):
         raise PlanError("links", "must be a table")
-    return InterfacesConfig.from_dict(table, where="links")
+    return LinksConfig.from_dict(table, where="links")
 
 
 def parse_router_interfaces(text: str, origin: str = "router interfaces") -> list[Interface]:

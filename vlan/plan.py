@@ -10,245 +10,14 @@ the kernel's owned links) it keeps; only new interfaces get the lowest free VLAN
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
-from typing import Any, Literal
 
 from engine.model import Interface
+from vlan.config import LinksConfig, MapEntry, PlanError
 
-Mode = Literal["vlan", "direct"]
-MODES: tuple[str, ...] = ("vlan", "direct")
-VLAN_MIN, VLAN_MAX = 1, 4094
-IFNAMSIZ = 15  # kernel interface names are at most 15 bytes
 OWNER_ALIAS_PREFIX = "xcast6-engine:"  # IFLA_IFALIAS marker on links the engine created
-
-
-class PlanError(ValueError):
-    """A configuration or allocation problem, naming the offending field."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class MapEntry:
-    """One operator mapping line: router interface name or glob -> link parameters (any may be None)."""
-
-    router_if: str
-    vlan_id: int | None = None
-    subnet: IPv6Network | None = None
-    engine_addr: IPv6Address | None = None
-    router_addr: IPv6Address | None = None
-    link: str | None = None  # direct mode: the existing engine interface for this router interface
-
-
-@dataclass(frozen=True, slots=True)
-class InterfacesConfig:
-    """The ``[links]`` section of the engine configuration, validated."""
-
-    mode: Mode = "vlan"
-    trunk: str | None = None
-    name_prefix: str = "xc-v"
-    vlan_range: tuple[int, int] | None = None
-    pool: IPv6Network | None = None
-    subnet_prefixlen: int = 64
-    engine_host: int = 1  # engine address = subnet base + engine_host
-    router_host: int = 2  # router address = subnet base + router_host
-    exclude: tuple[str, ...] = ()
-    entries: tuple[MapEntry, ...] = ()
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], where: str = "links") -> InterfacesConfig:
-        """Validate a parsed ``[links]`` table; errors name the field (``links.map[1].vlan``)."""
-        known = {
-            "mode",
-            "trunk",
-            "name_prefix",
-            "vlan_range",
-            "pool",
-            "subnet_prefixlen",
-            "engine_host",
-            "router_host",
-            "exclude",
-            "map",
-        }
-        for key in raw:
-            if key not in known:
-                raise PlanError(f"{where}.{key}", f"unknown setting (known: {', '.join(sorted(known))})")
-        mode = raw.get("mode", "vlan")
-        if mode not in MODES:
-            raise PlanError(f"{where}.mode", f"{mode!r} is not one of {', '.join(MODES)}")
-        trunk = raw.get("trunk")
-        if trunk is not None:
-            trunk = _ifname(trunk, f"{where}.trunk")
-        if mode == "vlan" and not trunk:
-            raise PlanError(f"{where}.trunk", "required in vlan mode (the engine port facing the router)")
-        prefix = raw.get("name_prefix", "xc-v")
-        if not isinstance(prefix, str) or not prefix or len(prefix) > IFNAMSIZ - 4:
-            raise PlanError(
-                f"{where}.name_prefix", f"{prefix!r} must be a string of 1..{IFNAMSIZ - 4} characters"
-            )
-        vlan_range = None
-        if "vlan_range" in raw:
-            vr = raw["vlan_range"]
-            if not (isinstance(vr, list | tuple) and len(vr) == 2):
-                raise PlanError(f"{where}.vlan_range", f"{vr!r} must be [first, last]")
-            lo = _vlan(vr[0], f"{where}.vlan_range[0]")
-            hi = _vlan(vr[1], f"{where}.vlan_range[1]")
-            if lo > hi:
-                raise PlanError(f"{where}.vlan_range", f"first {lo} is above last {hi}")
-            vlan_range = (lo, hi)
-        plen = raw.get("subnet_prefixlen", 64)
-        if not isinstance(plen, int) or isinstance(plen, bool) or not 1 <= plen <= 127:
-            raise PlanError(f"{where}.subnet_prefixlen", f"{plen!r} must be an integer 1..127")
-        pool = None
-        if "pool" in raw:
-            pool = _network(raw["pool"], f"{where}.pool")
-            if pool.prefixlen > plen:
-                raise PlanError(f"{where}.pool", f"{pool} is smaller than one /{plen} subnet")
-        hosts = {}
-        for key, default in (("engine_host", 1), ("router_host", 2)):
-            value = raw.get(key, default)
-            if (
-                not isinstance(value, int)
-                or isinstance(value, bool)
-                or value < 1
-                or value >= 2 ** (128 - plen)
-            ):
-                raise PlanError(f"{where}.{key}", f"{value!r} must be a host number inside a /{plen}")
-            hosts[key] = value
-        if hosts["engine_host"] == hosts["router_host"]:
-            raise PlanError(f"{where}.router_host", "must differ from engine_host")
-        exclude = raw.get("exclude", [])
-        if not isinstance(exclude, list | tuple) or not all(isinstance(x, str) for x in exclude):
-            raise PlanError(f"{where}.exclude", "must be a list of interface names or glob patterns")
-        raw_map = raw.get("map", [])
-        if not isinstance(raw_map, list | tuple):
-            raise PlanError(f"{where}.map", f"must be a list of tables ([[{where}.map]])")
-        entries = tuple(_entry(e, f"{where}.map[{i}]", mode) for i, e in enumerate(raw_map))
-        seen_vlan: dict[int, int] = {}
-        seen_link: dict[str, int] = {}
-        seen_name: dict[str, int] = {}
-        for i, e in enumerate(entries):
-            if e.router_if in seen_name:
-                raise PlanError(
-                    f"{where}.map[{i}].router_if",
-                    f"{e.router_if!r} already mapped by {where}.map[{seen_name[e.router_if]}]",
-                )
-            seen_name[e.router_if] = i
-            if e.vlan_id is not None:
-                if e.vlan_id in seen_vlan:
-                    raise PlanError(
-                        f"{where}.map[{i}].vlan",
-                        f"VLAN {e.vlan_id} already used by {where}.map[{seen_vlan[e.vlan_id]}]",
-                    )
-                seen_vlan[e.vlan_id] = i
-            if e.link is not None:
-                if e.link in seen_link:
-                    raise PlanError(
-                        f"{where}.map[{i}].link", f"{e.link} already used by {where}.map[{seen_link[e.link]}]"
-                    )
-                seen_link[e.link] = i
-            if mode == "direct" and e.link is None:
-                raise PlanError(
-                    f"{where}.map[{i}].link", "required in direct mode (the existing engine link)"
-                )
-            if mode == "vlan" and e.link is not None:
-                raise PlanError(f"{where}.map[{i}].link", "only meaningful in direct mode")
-        if mode == "vlan" and not entries and vlan_range is None:
-            raise PlanError(
-                f"{where}.map", f"give a mapping ([[{where}.map]]) or a vlan_range to allocate from"
-            )
-        if mode == "direct" and not entries:
-            raise PlanError(f"{where}.map", "direct mode needs one entry per router interface (with link)")
-        return cls(
-            mode,
-            trunk,
-            prefix,
-            vlan_range,
-            pool,
-            plen,
-            hosts["engine_host"],
-            hosts["router_host"],
-            tuple(exclude),
-            entries,
-        )
-
-
-def _ifname(value: object, field_name: str) -> str:
-    if (
-        not isinstance(value, str)
-        or not value
-        or len(value.encode()) > IFNAMSIZ
-        or "/" in value
-        or " " in value
-    ):
-        raise PlanError(
-            field_name, f"{value!r} is not a valid Linux interface name (1..15 chars, no '/' or space)"
-        )
-    return value
-
-
-def _vlan(value: object, field_name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not VLAN_MIN <= value <= VLAN_MAX:
-        raise PlanError(field_name, f"VLAN {value!r} is outside {VLAN_MIN}..{VLAN_MAX}")
-    return value
-
-
-def _network(value: object, field_name: str) -> IPv6Network:
-    try:
-        net = ipaddress.ip_network(str(value), strict=True)
-    except ValueError as exc:
-        raise PlanError(field_name, f"{value!r} is not a network ({exc})") from None
-    if not isinstance(net, IPv6Network):
-        raise PlanError(field_name, f"{value} is not an IPv6 subnet")
-    return net
-
-
-def _address(value: object, field_name: str) -> IPv6Address:
-    try:
-        addr = ipaddress.ip_address(str(value))
-    except ValueError:
-        raise PlanError(field_name, f"{value!r} is not an IP address") from None
-    if not isinstance(addr, IPv6Address):
-        raise PlanError(field_name, f"{value} is not an IPv6 address")
-    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
-        raise PlanError(field_name, f"{value} is not a unicast address")
-    return addr
-
-
-def _entry(raw: object, where: str, mode: str) -> MapEntry:
-    if not isinstance(raw, Mapping):
-        raise PlanError(where, "must be a table")
-    known = {"router_if", "vlan", "subnet", "engine_addr", "router_addr", "link"}
-    for key in raw:
-        if key not in known:
-            raise PlanError(f"{where}.{key}", f"unknown setting (known: {', '.join(sorted(known))})")
-    router_if = raw.get("router_if")
-    if not isinstance(router_if, str) or not router_if:
-        raise PlanError(f"{where}.router_if", "required: the router's interface name or a glob pattern")
-    vlan_id = _vlan(raw["vlan"], f"{where}.vlan") if "vlan" in raw else None
-    if vlan_id is not None and mode == "direct":
-        raise PlanError(f"{where}.vlan", "only meaningful in vlan mode")
-    subnet = _network(raw["subnet"], f"{where}.subnet") if "subnet" in raw else None
-    engine = _address(raw["engine_addr"], f"{where}.engine_addr") if "engine_addr" in raw else None
-    router = _address(raw["router_addr"], f"{where}.router_addr") if "router_addr" in raw else None
-    if engine is not None and subnet is None:
-        raise PlanError(f"{where}.subnet", "required when engine_addr is given")
-    if subnet is not None:
-        for name, addr in (("engine_addr", engine), ("router_addr", router)):
-            if addr is not None and addr not in subnet:
-                raise PlanError(f"{where}.{name}", f"{addr} is not inside subnet {subnet}")
-    if engine is not None and engine == router:
-        raise PlanError(f"{where}.router_addr", f"{router} is the same as engine_addr")
-    link = _ifname(raw["link"], f"{where}.link") if "link" in raw else None
-    if link is not None and _is_glob(router_if):
-        raise PlanError(f"{where}.router_if", f"{router_if!r}: a pattern cannot map to one fixed link")
-    return MapEntry(router_if, vlan_id, subnet, engine, router, link)
 
 
 def _is_glob(name: str) -> bool:
@@ -313,7 +82,7 @@ def _subnet_at(pool: IPv6Network, plen: int, index: int) -> IPv6Network | None:
 
 
 def build_plan(
-    config: InterfacesConfig,
+    config: LinksConfig,
     router_interfaces: Iterable[Interface],
     previous: Mapping[str, Allocation] | None = None,
     reserved_vlans: Iterable[int] = (),
@@ -509,7 +278,7 @@ class _SubnetSet:
         return None
 
 
-def _auto_vlan_ok(config: InterfacesConfig, vid: int) -> bool:
+def _auto_vlan_ok(config: LinksConfig, vid: int) -> bool:
     """A previous automatic VLAN is kept only while it is still inside the configured range."""
     if config.vlan_range is None:
         return False

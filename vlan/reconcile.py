@@ -17,9 +17,10 @@ from ipaddress import IPv6Interface, IPv6Network
 from typing import Any
 
 from engine.model import EngineLink, Interface, LinkMap
+from vlan.config import LinksConfig
 from vlan.kernel import KernelLink, KernelView, addr_bytes, read_kernel, set_ipv6_sysctl
 from vlan.neighbors import NeighborTarget, learn_router_macs
-from vlan.plan import Allocation, InterfacesConfig, Plan, build_plan, owner_router_if
+from vlan.plan import Allocation, Plan, build_plan, owner_router_if
 
 IFA_F_NODAD = 0x02  # point-to-point VLAN with a planned address: no DAD delay before first use
 
@@ -48,7 +49,7 @@ class Action:
         return f"{sign} {self.ifname:<15} {self.detail}"
 
 
-def is_owned(link: KernelLink, config: InterfacesConfig) -> bool:
+def is_owned(link: KernelLink, config: LinksConfig) -> bool:
     """Created by the engine: our name prefix, our alias marker, and a VLAN subinterface."""
     return (
         link.kind == "vlan"
@@ -57,14 +58,14 @@ def is_owned(link: KernelLink, config: InterfacesConfig) -> bool:
     )
 
 
-def _managed_subnets(config: InterfacesConfig) -> list[IPv6Network]:
+def _managed_subnets(config: LinksConfig) -> list[IPv6Network]:
     nets = [e.subnet for e in config.entries if e.subnet is not None]
     if config.pool is not None:
         nets.append(config.pool)
     return nets
 
 
-def foreign_trunk_vlans(config: InterfacesConfig, view: KernelView) -> set[int]:
+def foreign_trunk_vlans(config: LinksConfig, view: KernelView) -> set[int]:
     """VLAN ids on the trunk held by subinterfaces the engine does not own (never auto-picked)."""
     trunk = view.links.get(config.trunk or "")
     if config.mode != "vlan" or trunk is None:
@@ -79,7 +80,7 @@ def foreign_trunk_vlans(config: InterfacesConfig, view: KernelView) -> set[int]:
     }
 
 
-def previous_allocations(config: InterfacesConfig, view: KernelView) -> dict[str, Allocation]:
+def previous_allocations(config: LinksConfig, view: KernelView) -> dict[str, Allocation]:
     """What each router interface already has in the kernel, so a re-plan keeps it stable."""
     prev: dict[str, Allocation] = {}
     if config.mode == "vlan":
@@ -101,12 +102,12 @@ def previous_allocations(config: InterfacesConfig, view: KernelView) -> dict[str
     return prev
 
 
-def diff(config: InterfacesConfig, plan: Plan, view: KernelView) -> list[Action]:
+def diff(config: LinksConfig, plan: Plan, view: KernelView) -> list[Action]:
     """The actions that turn ``view`` into ``plan``.  Empty when the kernel already matches."""
     return _diff_vlan(config, plan, view) if config.mode == "vlan" else _diff_direct(config, plan, view)
 
 
-def _diff_vlan(config: InterfacesConfig, plan: Plan, view: KernelView) -> list[Action]:
+def _diff_vlan(config: LinksConfig, plan: Plan, view: KernelView) -> list[Action]:
     assert config.trunk is not None
     trunk = view.links.get(config.trunk)
     if trunk is None:
@@ -178,7 +179,7 @@ def _diff_vlan(config: InterfacesConfig, plan: Plan, view: KernelView) -> list[A
     return actions
 
 
-def _diff_direct(config: InterfacesConfig, plan: Plan, view: KernelView) -> list[Action]:
+def _diff_direct(config: LinksConfig, plan: Plan, view: KernelView) -> list[Action]:
     actions: list[Action] = []
     managed = _managed_subnets(config)
     for want in plan.links:
@@ -336,7 +337,7 @@ class ReconcileResult:
 
 
 def reconcile(
-    config: InterfacesConfig,
+    config: LinksConfig,
     router_interfaces: Iterable[Interface],
     *,
     netns: str | None = None,

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.model import Interface, LinkMap
+from vlan.config import LinksConfig, PlanError
 from vlan.neighbors import NeighborRefresher
-from vlan.plan import InterfacesConfig, PlanError
 from vlan.reconcile import ReconcileError, ReconcileResult, open_ipr, reconcile
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class LinkService:
 
     def __init__(
         self,
-        config: InterfacesConfig,
+        config: LinksConfig,
         *,
         netns: str | None = None,
         neighbor_interval_s: float = 5.0,

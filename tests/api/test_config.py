@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from api.config import ConfigError, Secret, example_path, load_config, parse_config, redact_url
+from api.config import ConfigError, example_path, load_config, parse_config
+from engine.settings import Secret
+from sync.sources import strip_secrets
 
 BASE = {
     "sync": {"source": "snmp://public@[2001:db8::1]"},
@@ -26,8 +28,8 @@ def test_example_file_is_valid() -> None:
     cfg = load_config(example_path(), env={})
     assert cfg.sync.interval == 300
     assert cfg.links.mode == "vlan" and cfg.links.trunk == "eth1"
-    assert [m.vlan for m in cfg.links.map] == [101, None]
-    assert cfg.links.raw["map"][1]["router_if"] == "ge-0/0/2.*"  # handed to vlan/ as written
+    assert [m.vlan_id for m in cfg.links.entries] == [101, None]
+    assert cfg.links.entries[1].router_if == "ge-0/0/2.*"  # a glob, matched by the plan
     assert cfg.api.listen == "127.0.0.1"
 
 
@@ -164,8 +166,8 @@ def test_bad_secret_value_is_not_echoed() -> None:
         ),
     ],
 )
-def test_redact_url(url: str, shown: str) -> None:
-    assert redact_url(url) == shown
+def test_source_urls_are_shown_without_secrets(url: str, shown: str) -> None:
+    assert strip_secrets(url) == shown
 
 
 def test_load_errors_name_the_file(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ class KernelTableSource:
         self.fail_next: str | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> KernelTableSource:
+    def from_url(cls, url: str, credentials: object = None) -> KernelTableSource:
         """``kernel://<netns>[?table=N]`` (registered as a scheme by tests only)."""
         from urllib.parse import parse_qs, urlsplit
 

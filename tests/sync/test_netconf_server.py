@@ -14,6 +14,7 @@ import paramiko
 import pytest
 
 from lab.netconf_server.lab import PASSWORD, USER, NetconfLab, ServerProc
+from sync.config import SyncConfig
 from sync.netconf import PASSWORD_ENV, NetconfSource
 from sync.source import SourceError
 
@@ -343,12 +344,12 @@ def test_sync_service_follows_router_change_via_marker(lab: NetconfLab, server: 
 
     from engine.forwarding.fib import Fib
     from sync.apply import Applier
-    from sync.service import SyncConfig, SyncService
+    from sync.service import SyncService
 
     async def scenario() -> tuple[int, float]:
         fib = Fib()
         src = NetconfSource.from_url(lab.url(server, flavor))
-        svc = SyncService(src, Applier(fib), config=SyncConfig(interval_s=3600, change_poll_s=0.2))
+        svc = SyncService(src, Applier(fib), config=SyncConfig(interval=3600, change_detect=0.2))
         await svc.start()
         try:
             probe = ipaddress_packed("2001:db8:5555::1")

@@ -13,8 +13,9 @@ import pytest
 from engine.forwarding.fib import Fib
 from engine.model import ip6
 from sync.apply import Applier
+from sync.config import SyncConfig
 from sync.kernel import KernelMirror
-from sync.service import SyncConfig, SyncService
+from sync.service import SyncService
 from sync.store import SyncStore
 from tests.sync._xsa_netns import KernelTableSource, add_veth, expected_view, ip_batch, kernel_view, netns, sh
 
@@ -34,7 +35,7 @@ def build(ns: str, state: Path, **cfg: float) -> tuple[SyncService, KernelTableS
     fib = Fib()
     km = KernelMirror(netns=ns)
     svc = SyncService(source, Applier(fib, km, identity), SyncStore(state),
-                      SyncConfig(**{"interval_s": 3600, "change_poll_s": 0.5, **cfg}))
+                      SyncConfig(**{"interval": 3600, "change_detect": 0.5, **cfg}))
     return svc, source, fib, km
 
 
@@ -108,7 +109,7 @@ def test_safety_valve_holds_until_forced(tmp_path: Path) -> None:
         with netns() as ns:
             add_veth(ns, "xsa-a", "xsa-b")
             router_routes(ns, 400)
-            svc, _, fib, km = build(ns, tmp_path, change_poll_s=0)
+            svc, _, fib, km = build(ns, tmp_path, change_detect=0)
             await svc.start()
             await svc.jobs()[0].wait(30)
             serving = len(fib)
@@ -130,8 +131,8 @@ def test_safety_valve_holds_until_forced(tmp_path: Path) -> None:
             assert len(fib) == serving - 300 and svc.state()["held"] is None
             assert len(kernel_view(ns, 6464, "245")) == serving - 300
 
-            # an empty table is held too, even though the share rule allows it with max_removal_share=1
-            svc.config.max_removal_share = 1.0
+            # an empty table is held too, even though the share rule allows it with safety_valve=1
+            svc.config.safety_valve = 1.0
             sh(f"ip -n {ns} link del xsa-a")   # takes every route with it: the router's table is empty
             job = await svc.request_resync().wait(30)
             assert job.status == "held" and "empty" in (job.error or "")
@@ -151,7 +152,7 @@ def test_source_failure_keeps_serving_and_requests_coalesce(tmp_path: Path) -> N
         with netns() as ns:
             add_veth(ns, "xsa-a", "xsa-b")
             router_routes(ns, 50)
-            svc, source, fib, km = build(ns, tmp_path, change_poll_s=0)
+            svc, source, fib, km = build(ns, tmp_path, change_detect=0)
             await svc.start()
             await svc.jobs()[0].wait(30)
             gen = fib.generation
@@ -190,10 +191,10 @@ def test_source_failure_keeps_serving_and_requests_coalesce(tmp_path: Path) -> N
 
 
 def test_config_values_are_validated() -> None:
-    with pytest.raises(ValueError, match="max_removal_share"):
-        SyncConfig(max_removal_share=1.5)
-    with pytest.raises(ValueError, match="interval_s"):
-        SyncConfig(interval_s=0)
+    with pytest.raises(ValueError, match="safety_valve"):
+        SyncConfig(safety_valve=1.5)
+    with pytest.raises(ValueError, match=r"sync\.interval"):
+        SyncConfig(interval=0)
 
 
 def test_link_map_change_and_interface_hook(tmp_path: Path) -> None:
@@ -207,7 +208,7 @@ def test_link_map_change_and_interface_hook(tmp_path: Path) -> None:
             km = KernelMirror(netns=ns)
             only_a = {"xsa-a": "xsa-a"}
             svc = SyncService(source, Applier(fib, km, only_a.get), SyncStore(tmp_path),
-                              SyncConfig(interval_s=3600, change_poll_s=0))
+                              SyncConfig(interval=3600, change_detect=0))
             iface_events: list[list[tuple[str, bool]]] = []
             svc.on_interfaces.append(
                 lambda ifaces, d: iface_events.append([(n.name, n.oper_up) for _, n in d.oper_changed]))
@@ -260,7 +261,7 @@ def test_corrupt_store_starts_empty_and_says_why(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         fib = Fib()
-        svc = SyncService(NoRouter(), Applier(fib), SyncStore(tmp_path), SyncConfig(change_poll_s=0))
+        svc = SyncService(NoRouter(), Applier(fib), SyncStore(tmp_path), SyncConfig(change_detect=0))
         await svc.start(initial_sync=False)
         st = svc.state()
         assert st["serving"] is None and len(fib) == 0
@@ -280,7 +281,7 @@ def test_snapshot_saves_are_rate_limited_and_flushed_on_stop(tmp_path: Path) -> 
             source = KernelTableSource(ns)
             store = SyncStore(tmp_path)
             svc = SyncService(source, Applier(Fib()), store,
-                              SyncConfig(interval_s=3600, change_poll_s=0, store_min_interval_s=3600))
+                              SyncConfig(interval=3600, change_detect=0, store_min_interval_s=3600))
             await svc.start()
             first = await svc.jobs()[0].wait(30)
             assert first.status == "applied" and "store_s" in first.timings     # first save: at once
@@ -306,7 +307,7 @@ def test_engine_link_back_up_restores_its_routes_without_a_router_change(tmp_pat
             engine_links = {"xsa-a": "xsa-a", "xsa-b": "xsa-c"}     # router xsa-b -> engine xsa-c
             km = KernelMirror(netns=ns)
             svc = SyncService(KernelTableSource(ns), Applier(Fib(), km, engine_links.get), None,
-                              SyncConfig(interval_s=3600, change_poll_s=0, link_watch_s=0.2))
+                              SyncConfig(interval=3600, change_detect=0, link_watch_s=0.2))
             sh(f"ip -n {ns} link set xsa-c down")
             await svc.start()
             job = await svc.jobs()[0].wait(30)
@@ -335,7 +336,7 @@ def test_poll_repairs_kernel_mirror_drift(tmp_path: Path) -> None:
             router_routes(ns, 50)
             km = KernelMirror(netns=ns)
             svc = SyncService(KernelTableSource(ns), Applier(Fib(), km, identity), None,
-                              SyncConfig(interval_s=3600, change_poll_s=0, link_watch_s=0))
+                              SyncConfig(interval=3600, change_detect=0, link_watch_s=0))
             await svc.start()
             assert (await svc.jobs()[0].wait(30)).status == "applied"
             serving = svc.serving
@@ -363,7 +364,7 @@ def test_change_detection_follows_a_reload(tmp_path: Path) -> None:
         with netns() as ns:
             add_veth(ns, "xsa-a", "xsa-b")
             router_routes(ns, 20)
-            svc, source, _, _ = build(ns, tmp_path / "xsa-state", change_poll_s=0.2)
+            svc, source, _, _ = build(ns, tmp_path / "xsa-state", change_detect=0.2)
             polls = 0
             real_marker = source.change_marker
 
@@ -377,13 +378,13 @@ def test_change_detection_follows_a_reload(tmp_path: Path) -> None:
             try:
                 await asyncio.sleep(1.0)
                 assert svc.state()["change_detection"] == "active" and polls >= 2
-                svc.config.change_poll_s = 0          # what a reload with change_detect = 0 does
+                svc.config.change_detect = 0          # what a reload with change_detect = 0 does
                 await asyncio.sleep(1.2)
                 assert svc.state()["change_detection"] == "disabled"
                 frozen = polls
                 await asyncio.sleep(1.5)
                 assert polls == frozen                 # no busy polling of the router
-                svc.config.change_poll_s = 0.2
+                svc.config.change_detect = 0.2
                 await asyncio.sleep(2.0)
                 assert svc.state()["change_detection"] == "active" and polls > frozen
             finally:

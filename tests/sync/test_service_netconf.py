@@ -17,8 +17,9 @@ import pytest
 from engine.forwarding.fib import Fib
 from lab.procs import stop_process
 from sync.apply import Applier
+from sync.config import SyncConfig
 from sync.kernel import KernelMirror
-from sync.service import SyncConfig, SyncService
+from sync.service import SyncService
 from sync.sources import open_source
 from tests.sync._xsa_netns import add_veth, expected_view, ip_batch, kernel_view, netns
 
@@ -70,7 +71,7 @@ async def _scenario(url: str, router_ns: str, engine_ns: str, ifmap: dict[str, s
     km = KernelMirror(netns=engine_ns)
     source = open_source(url)
     svc = SyncService(source, Applier(fib, km, ifmap.get), None,
-                      SyncConfig(interval_s=3600, change_poll_s=0.5, link_watch_s=0))
+                      SyncConfig(interval=3600, change_detect=0.5, link_watch_s=0))
     try:
         await svc.start()
         job = await svc.jobs()[0].wait(60)

@@ -13,8 +13,9 @@ import pytest
 
 from engine.forwarding.fib import Fib
 from sync.apply import Applier
+from sync.config import SyncConfig
 from sync.kernel import KernelMirror
-from sync.service import SyncConfig, SyncService
+from sync.service import SyncService
 from sync.sources import open_source
 from sync.store import SyncStore
 from tests.sync._xsa_netns import XsaSnmpd, add_veth, expected_view, ip_batch, kernel_view, netns, sh
@@ -52,7 +53,7 @@ def test_snmp_router_to_engine(tmp_path: Path) -> None:
         fib = Fib()
         km = KernelMirror(netns=engine_ns)
         svc = SyncService(open_source(router.url()), Applier(fib, km, IFMAP.get), SyncStore(tmp_path),
-                          SyncConfig(interval_s=3600, change_poll_s=0.5, fetch_timeout_s=60))
+                          SyncConfig(interval=3600, change_detect=0.5, timeout=60))
         await svc.start()
         job = await svc.jobs()[0].wait(120)
         assert job.status == "applied", job.error
@@ -90,7 +91,7 @@ def test_snmp_router_to_engine(tmp_path: Path) -> None:
         # the agent disappears: a specific error, the table keeps serving
         gen, count = fib.generation, len(fib)
         router.stop_agent()
-        svc.config.fetch_timeout_s = 30
+        svc.config.timeout = 30
         job = await svc.request_resync().wait(60)
         assert job.status == "failed" and job.error is not None and router.agent in job.error
         assert (fib.generation, len(fib)) == (gen, count)

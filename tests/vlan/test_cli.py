@@ -12,7 +12,7 @@ from api import main as cli
 from engine.model import Interface
 from tests.vlan.nsutil import addrs, namespaces, sh
 from vlan.cli import parse_router_interfaces
-from vlan.plan import PlanError
+from vlan.config import PlanError
 
 DIRECT = """
 [links]
@@ -48,7 +48,7 @@ def test_router_interface_file_formats() -> None:
     ("text", "error"),
     [
         ('[links]\ntrunk = "eth1"\n[[links.map]]\nrouter_if = "a"\nvlan = 5000\n',
-         "error: links.map[0].vlan: VLAN 5000 is outside 1..4094"),
+         "error: links.map[0].vlan: 5000 is not allowed: must be an integer VLAN id from 1 to 4094"),
         # the daemon's file has no [interfaces] table: the section is named for what is missing
         ('[interfaces]\ntrunk = "eth1"\n', "error: links: {cfg} has no [links] table"),
     ],

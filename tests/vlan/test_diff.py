@@ -7,11 +7,12 @@ from ipaddress import IPv6Interface
 import pytest
 
 from engine.model import Interface
+from vlan.config import LinksConfig
 from vlan.kernel import KernelLink, KernelView
-from vlan.plan import InterfacesConfig, build_plan
+from vlan.plan import build_plan
 from vlan.reconcile import ReconcileError, diff, is_owned, previous_allocations
 
-CFG = InterfacesConfig.from_dict({"trunk": "eth1", "vlan_range": [100, 199], "pool": "2001:db8:ff::/56"})
+CFG = LinksConfig.from_dict({"trunk": "eth1", "vlan_range": [100, 199], "pool": "2001:db8:ff::/56"})
 TRUNK = KernelLink(2, "eth1", "veth", None, None, None, 9000, True, "UP", b"\x02" * 6, frozenset())
 
 
@@ -98,7 +99,7 @@ def test_owned_links_no_longer_wanted_are_deleted_foreign_ones_are_not() -> None
 
 
 def test_owned_link_with_wrong_vlan_is_recreated() -> None:
-    cfg = InterfacesConfig.from_dict(
+    cfg = LinksConfig.from_dict(
         {"trunk": "eth1", "map": [{"router_if": "a", "vlan": 100, "subnet": "2001:db8:1::/64"}]}
     )
     kernel = view(vlan_link(10, "xc-v100", 999, "xcast6-engine:a", ("2001:db8:1::1/64",)))

@@ -9,13 +9,13 @@ import pytest
 
 from engine.model import Interface, LinkMap
 from tests.vlan.nsutil import namespaces, sh
+from vlan.config import LinksConfig
 from vlan.neighbors import NeighborRefresher, refresh_linkmap
-from vlan.plan import InterfacesConfig
 from vlan.reconcile import open_ipr, reconcile
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
-CONFIG = InterfacesConfig.from_dict(
+CONFIG = LinksConfig.from_dict(
     {"mode": "direct", "pool": "2001:db8:aa::/56", "map": [{"router_if": "ge-0/0/1.0", "link": "xe1"}]}
 )
 MAC1 = "02:00:00:00:aa:01"

@@ -7,7 +7,8 @@ from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 import pytest
 
 from engine.model import Interface
-from vlan.plan import Allocation, InterfacesConfig, PlanError, build_plan, owner_router_if
+from vlan.config import LinksConfig, PlanError
+from vlan.plan import Allocation, build_plan, owner_router_if
 
 AUTO = {"mode": "vlan", "trunk": "eth1", "vlan_range": [100, 103], "pool": "2001:db8:ff::/62"}
 
@@ -17,7 +18,7 @@ def ifs(*names: str, down: tuple[str, ...] = ()) -> list[Interface]:
 
 
 def test_explicit_mapping_gives_exact_values() -> None:
-    cfg = InterfacesConfig.from_dict(
+    cfg = LinksConfig.from_dict(
         {
             "trunk": "eth1",
             "map": [
@@ -44,7 +45,7 @@ def test_explicit_mapping_gives_exact_values() -> None:
 
 
 def test_auto_allocation_lowest_free_in_ifindex_order() -> None:
-    cfg = InterfacesConfig.from_dict(AUTO)
+    cfg = LinksConfig.from_dict(AUTO)
     plan = build_plan(cfg, ifs("ge-0/0/0.0", "ge-0/0/1.0", down=("ge-0/0/1.0",)))
     got = {
         lk.router_ifname: (lk.vlan_id, str(lk.engine_addr), str(lk.router_addr), lk.oper_up)
@@ -57,7 +58,7 @@ def test_auto_allocation_lowest_free_in_ifindex_order() -> None:
 
 
 def test_auto_allocation_is_stable_when_interfaces_come_and_go() -> None:
-    cfg = InterfacesConfig.from_dict(AUTO)
+    cfg = LinksConfig.from_dict(AUTO)
     first = build_plan(cfg, ifs("a", "b", "c"))
     previous = {lk.router_ifname: Allocation(lk.vlan_id, lk.engine_addr.network) for lk in first.links}
     # "a" disappears and a new "d" shows up with a lower ifIndex than everyone: b and c keep theirs.
@@ -69,7 +70,7 @@ def test_auto_allocation_is_stable_when_interfaces_come_and_go() -> None:
 
 
 def test_explicit_value_wins_over_a_previous_auto_allocation() -> None:
-    cfg = InterfacesConfig.from_dict(
+    cfg = LinksConfig.from_dict(
         {
             **AUTO,
             "map": [
@@ -85,14 +86,14 @@ def test_explicit_value_wins_over_a_previous_auto_allocation() -> None:
 
 
 def test_exclude_and_pattern() -> None:
-    cfg = InterfacesConfig.from_dict({**AUTO, "exclude": ["fxp*", "lo*"], "map": [{"router_if": "ge-*"}]})
+    cfg = LinksConfig.from_dict({**AUTO, "exclude": ["fxp*", "lo*"], "map": [{"router_if": "ge-*"}]})
     plan = build_plan(cfg, ifs("fxp0", "lo0.0", "ge-1/0/0", "xe-0/0/0"))
     assert [lk.router_ifname for lk in plan.links] == ["ge-1/0/0"]
     assert plan.unmapped == {"fxp0": "excluded", "lo0.0": "excluded", "xe-0/0/0": "no mapping entry matches"}
 
 
 def test_vlan_range_exhausted() -> None:
-    cfg = InterfacesConfig.from_dict({**AUTO, "vlan_range": [100, 101]})
+    cfg = LinksConfig.from_dict({**AUTO, "vlan_range": [100, 101]})
     with pytest.raises(PlanError) as err:
         build_plan(cfg, ifs("a", "b", "c"))
     assert err.value.field == "links.vlan_range"
@@ -100,7 +101,7 @@ def test_vlan_range_exhausted() -> None:
 
 
 def test_pool_exhausted() -> None:
-    cfg = InterfacesConfig.from_dict({**AUTO, "vlan_range": [100, 199], "pool": "2001:db8:ff::/63"})
+    cfg = LinksConfig.from_dict({**AUTO, "vlan_range": [100, 199], "pool": "2001:db8:ff::/63"})
     with pytest.raises(PlanError) as err:
         build_plan(cfg, ifs("a", "b", "c"))
     assert err.value.field == "links.pool"
@@ -108,7 +109,7 @@ def test_pool_exhausted() -> None:
 
 
 def test_direct_mode_maps_existing_links() -> None:
-    cfg = InterfacesConfig.from_dict(
+    cfg = LinksConfig.from_dict(
         {
             "mode": "direct",
             "pool": "2001:db8:aa::/56",
@@ -137,7 +138,7 @@ def test_direct_mode_maps_existing_links() -> None:
 @pytest.mark.parametrize(
     ("raw", "field", "words"),
     [
-        ({"trunk": "eth1", "vlan_range": [0, 10]}, "links.vlan_range[0]", "outside 1..4094"),
+        ({"trunk": "eth1", "vlan_range": [0, 10]}, "links.vlan_range", "1 <= first <= last <= 4094"),
         ({"trunk": "eth1", "map": [{"router_if": "a", "vlan": 4095}]}, "links.map[0].vlan", "4095"),
         (
             {"trunk": "eth1", "map": [{"router_if": "a", "vlan": 7}, {"router_if": "b", "vlan": 7}]},
@@ -181,27 +182,27 @@ def test_direct_mode_maps_existing_links() -> None:
             "same as engine_addr",
         ),
         ({"vlan_range": [1, 2]}, "links.trunk", "required in vlan mode"),
-        ({"trunk": "a-name-that-is-too-long", "vlan_range": [1, 2]}, "links.trunk", "not a valid"),
-        ({"mode": "bridge"}, "links.mode", "'bridge' is not one of vlan, direct"),
+        ({"trunk": "a-name-that-is-too-long", "vlan_range": [1, 2]}, "links.trunk", "Linux interface name"),
+        ({"mode": "bridge"}, "links.mode", "'bridge' is not allowed: must be one of 'vlan', 'direct'"),
         (
             {"trunk": "eth1", "vlan_range": [1, 2], "pool": "2001:db8::/70"},
             "links.pool",
             "smaller than one /64",
         ),
-        ({"trunk": "eth1", "vlan_range": [1, 2], "vlans": 3}, "links.vlans", "unknown setting"),
+        ({"trunk": "eth1", "vlan_range": [1, 2], "vlans": 3}, "links.vlans", "unknown key"),
         ({"mode": "direct", "map": [{"router_if": "a"}]}, "links.map[0].link", "required in direct"),
         ({"trunk": "eth1"}, "links.map", "give a mapping"),
     ],
 )
 def test_config_errors_name_the_field(raw: dict[str, object], field: str, words: str) -> None:
     with pytest.raises(PlanError) as err:
-        InterfacesConfig.from_dict(raw)
+        LinksConfig.from_dict(raw)
     assert err.value.field == field
     assert words in str(err.value)
 
 
 def test_pattern_with_fixed_vlan_matching_several_interfaces_is_refused() -> None:
-    cfg = InterfacesConfig.from_dict(
+    cfg = LinksConfig.from_dict(
         {"trunk": "eth1", "pool": "2001:db8::/48", "map": [{"router_if": "ge-*", "vlan": 5}]}
     )
     with pytest.raises(PlanError) as err:
@@ -211,7 +212,7 @@ def test_pattern_with_fixed_vlan_matching_several_interfaces_is_refused() -> Non
 
 
 def test_overlapping_explicit_subnets_are_refused() -> None:
-    cfg = InterfacesConfig.from_dict(
+    cfg = LinksConfig.from_dict(
         {
             "trunk": "eth1",
             "map": [
@@ -227,14 +228,14 @@ def test_overlapping_explicit_subnets_are_refused() -> None:
 
 
 def test_duplicate_router_interface_is_refused() -> None:
-    cfg = InterfacesConfig.from_dict(AUTO)
+    cfg = LinksConfig.from_dict(AUTO)
     with pytest.raises(PlanError, match="reported twice"):
         build_plan(cfg, [Interface("a", 1), Interface("a", 2)])
 
 
 def test_the_same_router_interface_mapped_twice_is_refused() -> None:
     with pytest.raises(PlanError) as err:
-        InterfacesConfig.from_dict(
+        LinksConfig.from_dict(
             {"trunk": "eth1", "map": [{"router_if": "a", "vlan": 1}, {"router_if": "a", "vlan": 2}]}
         )
     assert err.value.field == "links.map[1].router_if"

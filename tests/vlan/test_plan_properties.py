@@ -6,9 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.model import Interface
-from vlan.plan import Allocation, InterfacesConfig, PlanError, build_plan
+from vlan.config import LinksConfig, PlanError
+from vlan.plan import Allocation, build_plan
 
-CFG = InterfacesConfig.from_dict(
+CFG = LinksConfig.from_dict(
     {"trunk": "eth1", "vlan_range": [10, 40], "pool": "2001:db8:ff::/59"}  # 31 VLANs, 32 subnets
 )
 names = st.lists(st.sampled_from([f"ge-0/0/{i}.0" for i in range(40)]), unique=True, max_size=40)

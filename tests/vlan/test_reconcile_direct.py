@@ -9,7 +9,7 @@ import pytest
 
 from engine.model import Interface
 from tests.vlan.nsutil import addrs, link_json, namespaces, sh
-from vlan.plan import InterfacesConfig
+from vlan.config import LinksConfig
 from vlan.reconcile import ReconcileError, reconcile
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
@@ -44,7 +44,7 @@ def router_ifs(down: tuple[str, ...] = ()) -> list[Interface]:
 
 def test_direct_reconcile_addresses_links_and_learns_router_macs(lab: tuple[str, str]) -> None:
     eng, rtr = lab
-    cfg = InterfacesConfig.from_dict(CONFIG)
+    cfg = LinksConfig.from_dict(CONFIG)
     result = reconcile(cfg, router_ifs(), netns=eng, neighbor_wait_s=5.0)
     assert result.applied
     ops = sorted((a.op, a.ifname) for a in result.actions)
@@ -69,7 +69,7 @@ def test_direct_reconcile_addresses_links_and_learns_router_macs(lab: tuple[str,
 
 def test_direct_reconcile_is_idempotent_and_follows_oper_status(lab: tuple[str, str]) -> None:
     eng, _ = lab
-    cfg = InterfacesConfig.from_dict(CONFIG)
+    cfg = LinksConfig.from_dict(CONFIG)
     reconcile(cfg, router_ifs(), netns=eng)
     again = reconcile(cfg, router_ifs(), netns=eng)
     assert again.actions == []
@@ -86,7 +86,7 @@ def test_direct_reconcile_removes_only_its_own_stale_addresses(lab: tuple[str, s
     eng, _ = lab
     sh("addr", "add", "2001:db8:aa:7::1/64", "dev", "xe1", "nodad", ns=eng)  # inside the pool: ours
     sh("addr", "add", "2001:db8:cafe::1/64", "dev", "xe1", "nodad", ns=eng)  # operator's: untouched
-    cfg = InterfacesConfig.from_dict(
+    cfg = LinksConfig.from_dict(
         {
             **CONFIG,
             "map": [
@@ -101,7 +101,7 @@ def test_direct_reconcile_removes_only_its_own_stale_addresses(lab: tuple[str, s
 
 def test_dry_run_changes_nothing(lab: tuple[str, str]) -> None:
     eng, _ = lab
-    cfg = InterfacesConfig.from_dict(CONFIG)
+    cfg = LinksConfig.from_dict(CONFIG)
     result = reconcile(cfg, router_ifs(), netns=eng, dry_run=True)
     assert not result.applied
     assert [a.describe() for a in result.actions if a.op == "addr-add"] == [
@@ -113,7 +113,7 @@ def test_dry_run_changes_nothing(lab: tuple[str, str]) -> None:
 
 def test_missing_direct_link_is_a_clear_error(lab: tuple[str, str]) -> None:
     eng, _ = lab
-    cfg = InterfacesConfig.from_dict(
+    cfg = LinksConfig.from_dict(
         {"mode": "direct", "pool": "2001:db8:aa::/56", "map": [{"router_if": "ge-0/0/9.0", "link": "xe9"}]}
     )
     with pytest.raises(ReconcileError, match=r"link xe9 for router interface ge-0/0/9.0 does not exist"):
@@ -121,6 +121,6 @@ def test_missing_direct_link_is_a_clear_error(lab: tuple[str, str]) -> None:
 
 
 def test_unknown_namespace_is_a_clear_error() -> None:
-    cfg = InterfacesConfig.from_dict(CONFIG)
+    cfg = LinksConfig.from_dict(CONFIG)
     with pytest.raises(ReconcileError, match="xvl-no-such-ns"):
         reconcile(cfg, router_ifs(), netns="xvl-no-such-ns")

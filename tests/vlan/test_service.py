@@ -8,12 +8,12 @@ import pytest
 
 from engine.model import Interface, LinkMap
 from tests.vlan.nsutil import namespaces, sh
-from vlan.plan import InterfacesConfig
+from vlan.config import LinksConfig
 from vlan.service import LinkService
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
-CONFIG = InterfacesConfig.from_dict(
+CONFIG = LinksConfig.from_dict(
     {
         "mode": "direct",
         "pool": "2001:db8:aa::/56",

@@ -18,7 +18,7 @@ from api import main as cli
 from engine.model import Interface
 from tests.vlan.nettraffic import capture, socket_in_netns
 from tests.vlan.nsutil import addrs, link_json, links, namespaces, sh
-from vlan.plan import InterfacesConfig
+from vlan.config import LinksConfig
 from vlan.reconcile import ReconcileError, reconcile
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.netns]
@@ -79,7 +79,7 @@ def test_creates_subinterfaces_learns_router_macs_and_carries_tagged_traffic(
     lab: tuple[str, str], tmp_path: Path
 ) -> None:
     eng, rtr = lab
-    cfg = InterfacesConfig.from_dict(CONFIG)
+    cfg = LinksConfig.from_dict(CONFIG)
     ifs = [Interface("ge-0/0/0.0", 1), Interface("ge-0/0/1.0", 2)]
     # The router side as the plan says (engine ::1, router ::2 in consecutive /64s of the pool).
     router_vlan(rtr, 100, "2001:db8:ff::2/64")
@@ -123,7 +123,7 @@ def test_creates_subinterfaces_learns_router_macs_and_carries_tagged_traffic(
 
 def test_follows_the_router_interface_list_and_is_idempotent(lab: tuple[str, str]) -> None:
     eng, _rtr = lab
-    cfg = InterfacesConfig.from_dict(CONFIG)
+    cfg = LinksConfig.from_dict(CONFIG)
     reconcile(cfg, [Interface("a", 1), Interface("b", 2), Interface("c", 3)], netns=eng)
     assert {n: v[0] for n, v in owned(eng).items()} == {"xc-v100": 100, "xc-v101": 101, "xc-v102": 102}
     assert reconcile(cfg, [Interface("a", 1), Interface("b", 2), Interface("c", 3)], netns=eng).actions == []
@@ -165,7 +165,7 @@ def test_never_touches_links_it_does_not_own(lab: tuple[str, str]) -> None:
     sh("link", "add", "link", "xtrunk", "name", "xtrunk.100", "type", "vlan", "id", "100", ns=eng)
     sh("link", "add", "link", "xtrunk", "name", "xc-v150", "type", "vlan", "id", "150", ns=eng)
     sh("link", "set", "xc-v150", "alias", "operator test link", ns=eng)
-    cfg = InterfacesConfig.from_dict(CONFIG)
+    cfg = LinksConfig.from_dict(CONFIG)
     result = reconcile(cfg, [Interface("a", 1)], netns=eng)
     # Auto allocation skipped the operator's VLAN 100.
     assert [(a.op, a.ifname) for a in result.actions] == [("create", "xc-v101"), ("addr-add", "xc-v101")]
@@ -173,10 +173,10 @@ def test_never_touches_links_it_does_not_own(lab: tuple[str, str]) -> None:
     assert {"xtrunk.100", "xc-v150"} <= links(eng)
     assert link_json(eng, "xc-v150").get("ifalias") == "operator test link"
 
-    explicit = InterfacesConfig.from_dict({**CONFIG, "map": [{"router_if": "a", "vlan": 150}]})
+    explicit = LinksConfig.from_dict({**CONFIG, "map": [{"router_if": "a", "vlan": 150}]})
     with pytest.raises(ReconcileError, match="xc-v150 exists but is not owned by xcast6-engine"):
         reconcile(explicit, [Interface("a", 1)], netns=eng)
-    clash = InterfacesConfig.from_dict({**CONFIG, "map": [{"router_if": "a", "vlan": 100}]})
+    clash = LinksConfig.from_dict({**CONFIG, "map": [{"router_if": "a", "vlan": 100}]})
     with pytest.raises(ReconcileError, match=r"VLAN 100 on xtrunk is already used by xtrunk\.100"):
         reconcile(clash, [Interface("a", 1)], netns=eng)
     assert {"xtrunk.100", "xc-v150"} <= links(eng)
@@ -227,7 +227,7 @@ def test_link_service_over_vlans(lab: tuple[str, str]) -> None:
     eng, rtr = lab
     router_vlan(rtr, 100, "2001:db8:ff::2/64")
     router_vlan(rtr, 101, "2001:db8:ff:1::2/64")
-    cfg = InterfacesConfig.from_dict({**CONFIG, "map": [{"router_if": "ge-*"}]})
+    cfg = LinksConfig.from_dict({**CONFIG, "map": [{"router_if": "ge-*"}]})
     service = LinkService(cfg, netns=eng, neighbor_wait_s=10.0)
     maps: list[LinkMap] = []
     service.listeners.append(maps.append)
