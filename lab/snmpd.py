@@ -195,8 +195,9 @@ class SnmpdLab:
     def agent_ip(self) -> str:
         return f"fd58:736e:{int(self.tag, 16):x}::2"
 
-    def setup(self, nlinks: int = 3) -> None:
-        """The namespace, its veth to the host, and ``nlinks`` router links ``xsnmp-r<i>``."""
+    def setup(self, nlinks: int = 3, link_base: str = "xsnmp-r") -> None:
+        """The namespace, its veth to the host, and ``nlinks`` router links ``<link_base><i>``
+        (2001:db8:<i>::1/64, each a veth whose peer ``...p`` stays in the namespace)."""
         (self.ns,) = self._ns.enter_context(netns.temporary(f"xsnmp-{self.tag}"))
         host_if, ns_if = f"xsnmp-{self.tag}h", f"xsnmp-{self.tag}n"
         netns.veth(None, host_if, self.ns, ns_if)
@@ -204,7 +205,7 @@ class SnmpdLab:
         cmds = [f"addr add {self.agent_ip}/64 dev {ns_if} nodad"]
         # Router "interfaces": veth pairs inside the namespace (no dummy driver in this kernel).
         for i in range(nlinks):
-            name = f"xsnmp-r{i}"
+            name = f"{link_base}{i}"
             self.links.append(name)
             cmds += [f"link add {name} type veth peer name {name}p", f"link set {name} up",
                      f"link set {name}p up", f"addr add 2001:db8:{i}::1/64 dev {name} nodad"]
