@@ -29,11 +29,7 @@ def cpu() -> float:
 
 
 def run(frames: int, size: int, batch: int) -> dict[str, Any]:
-    tag = os.getpid() % 10000
-    a, b = f"xleg{tag}a", f"xleg{tag}b"
-    netns.add_ns(a)
-    netns.add_ns(b)
-    try:
+    with netns.temporary("xleg-a", "xleg-b") as (a, b):
         netns.veth(a, "xeg0", b, "xeg1")
         # What the worker has per copy: the link's Ethernet header and the IPv6 packet, apart.
         l2 = b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd"
@@ -62,9 +58,6 @@ def run(frames: int, size: int, batch: int) -> dict[str, Any]:
         plain.close()
         bs.close()
         return out
-    finally:
-        netns.del_ns(a)
-        netns.del_ns(b)
 
 
 def main() -> None:

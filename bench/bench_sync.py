@@ -36,6 +36,11 @@ import psutil
 from engine.forwarding.fib import Fib
 from engine.forwarding.fib_synth import internet_table, router_nexthops
 from engine.model import Interface, Route, Snapshot
+from lab import netns
+from lab.netconf_server.junos import junos_name
+from lab.netconf_server.lab import PASSWORD as NETCONF_PASSWORD
+from lab.netconf_server.lab import NetconfLab
+from lab.snmpd import SnmpdLab
 from sync.apply import Applier
 from sync.diff import diff, index_routes
 from sync.kernel import KernelMirror
@@ -112,9 +117,6 @@ def restart_time(state_dir: str, ns: str, ifmap: dict[str, str]) -> dict[str, fl
     return asyncio.run(run())
 
 
-SNMPD = "/usr/sbin/snmpd"
-
-
 def snmp_change_latency(n_routes: int, rounds: int, poll_s: float = 1.0,
                         prime: bool = False) -> dict[str, object]:
     """Real snmpd in a namespace holding ``n_routes``; SyncService with change detection.
@@ -126,83 +128,37 @@ def snmp_change_latency(n_routes: int, rounds: int, poll_s: float = 1.0,
     which is what an agent without such a cache looks like.  Needs sync.snmp.
     """
     import asyncio
-    import signal
-    import socket
 
-    pid = os.getpid()
-    rns, ens = f"xsa-snr-{pid}", f"xsa-sne-{pid}"
-    host_if, ns_if = f"xsa-h{pid % 100000}", f"xsa-n{pid % 100000}"
-    agent = "fd58:7873:6100::2"
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6:
-        s6.bind(("::", 0))
-        port = s6.getsockname()[1]
-    tmp = Path(tempfile.mkdtemp(prefix="xsa-snmp-"))
-    proc: subprocess.Popen[bytes] | None = None
     out: dict[str, object] = {"routes": n_routes, "change_poll_s": poll_s, "primed": prime}
+    router = SnmpdLab()
     try:
-        sh(f"ip netns add {rns} && ip netns add {ens}")
-        sh(f"ip netns exec {rns} sysctl -q -w net.ipv6.conf.all.accept_dad=0 "
-           "net.ipv6.conf.default.accept_dad=0")
-        sh(f"ip link add {host_if} type veth peer name {ns_if} && ip link set {ns_if} netns {rns}")
-        sh(f"ip addr add fd58:7873:6100::1/64 dev {host_if} nodad && ip link set {host_if} up")
-        cmds = ["link set lo up", f"addr add {agent}/64 dev {ns_if} nodad", f"link set {ns_if} up"]
-        for i in range(3):
-            cmds += [f"link add xsa-r{i} type veth peer name xsa-r{i}p", f"link set xsa-r{i} up",
-                     f"link set xsa-r{i}p up", f"addr add 2001:db8:{i}::1/64 dev xsa-r{i} nodad"]
-        cmds += [f"route add 2001:db8:{0x8000 + n // 0x10000:x}:{n % 0x10000:x}::/64 "
-                 f"via 2001:db8:{n % 3}::2 dev xsa-r{n % 3}" for n in range(n_routes)]
-        subprocess.run(["ip", "-n", rns, "-batch", "-"], input="\n".join(cmds) + "\n", text=True, check=True)
-        for i in range(3):
-            sh(f"ip -n {ens} link add xsa-e{i} type veth peer name xsa-e{i}p && "
-               f"ip -n {ens} link set xsa-e{i} up")
-        conf = tmp / "snmpd.conf"
-        conf.write_text(f"agentAddress udp6:[{agent}]:{port}\nrocommunity6 public default\n"
-                        "rwcommunity6 xsarw default\n")
-        env = dict(os.environ, MIBS="", SNMP_PERSISTENT_DIR=str(tmp))
-        proc = subprocess.Popen(["ip", "netns", "exec", rns, SNMPD, "-f", "-Lo", "-C", "-c", str(conf)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        target = f"udp6:[{agent}]:{port}"
-        for _ in range(100):
-            if subprocess.run(["snmpget", "-v2c", "-c", "public", "-t", "0.3", "-r", "0", target,
-                               "1.3.6.1.2.1.1.3.0"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
+        router.setup(link_base="xsa-r")
+        router.ip_batch([f"route add 2001:db8:{0x8000 + n // 0x10000:x}:{n % 0x10000:x}::/64 "
+                         f"via 2001:db8:{n % 3}::2 dev xsa-r{n % 3}" for n in range(n_routes)])
+        router.start()
+        with netns.temporary("xsa-sne") as (ens,):
+            for i in range(3):
+                netns.veth(ens, f"xsa-e{i}", ens, f"xsa-e{i}p")
+            ifmap = {f"xsa-r{i}": f"xsa-e{i}" for i in range(3)}
 
-        def expire() -> None:
-            for subtree in ("1.3.6.1.2.1.4.24.7", "1.3.6.1.2.1.2.2", "1.3.6.1.2.1.4.34"):
-                subprocess.run(["snmpset", "-v2c", "-c", "xsarw", target,
-                                f"1.3.6.1.4.1.8072.1.5.3.1.3.{subtree}", "i", "3"], capture_output=True)
+            def after_add() -> None:
+                # snmpd's own 60 s cache; the clock starts once the agent can see it
+                router.expire_route_cache()
+                if prime and router.snmpd is not None:
+                    router.snmpd.request("snmpget", "public", "1.3.6.1.2.1.4.24.6.0", retries=5)
 
-        ifmap = {f"xsa-r{i}": f"xsa-e{i}" for i in range(3)}
-
-        def after_add() -> None:
-            expire()      # snmpd's own 60 s cache; the clock starts once the agent can see it
-            if prime:
-                subprocess.run(["snmpget", "-v2c", "-c", "public", target, "1.3.6.1.2.1.4.24.6.0"],
-                               capture_output=True)
-
-        out.update(asyncio.run(measure_change(f"snmp://public@[{agent}]:{port}?marker=counts", rns, ens,
-                                              ifmap, rounds, poll_s, after_add)))
+            out.update(asyncio.run(measure_change(router.url("marker=counts"), router.ns, ens, ifmap, rounds,
+                                                  poll_s, after_add)))
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", rns], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ens], capture_output=True)
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        router.teardown()
     return out
 
 
 async def measure_change(url: str, rns: str, ens: str, ifmap: dict[str, str], rounds: int, poll_s: float,
-                         after_add: Callable[[], None] | None = None) -> dict[str, object]:
-    """SyncService on ``url`` with change detection; each round adds a route in the router
-    namespace ``rns`` and times until the engine Fib resolves it."""
+                         after_add: Callable[[], None] | None = None,
+                         via: str = "via 2001:db8:1::2 dev xsa-r1") -> dict[str, object]:
+    """SyncService on ``url`` with change detection; each round adds a route (next hop ``via``)
+    in the router namespace ``rns`` and times until the engine Fib resolves it."""
     import asyncio
     import statistics
 
@@ -227,7 +183,7 @@ async def measure_change(url: str, rns: str, ens: str, ifmap: dict[str, str], ro
     for k in range(rounds):
         await asyncio.sleep(1.2)
         dst = f"2001:db8:7fff:{k:x}::/64"
-        sh(f"ip -n {rns} -6 route add {dst} via 2001:db8:1::2 dev xsa-r1")
+        sh(f"ip -n {rns} -6 route add {dst} {via}")
         if after_add is not None:
             after_add()
         t = time.perf_counter()
@@ -259,57 +215,26 @@ def netconf_change_latency(n_routes: int, rounds: int, flavor: str, poll_s: floa
     framing) serving a namespace's kernel routes; same rounds as the snmpd case."""
     import asyncio
 
-    import paramiko
-
     from sync.netconf import PASSWORD_ENV
 
-    pid = os.getpid()
-    rns, ens = f"xsa-ncr-{pid}", f"xsa-nce-{pid}"
-    tmp = Path(tempfile.mkdtemp(prefix="xsa-netconf-"))
-    proc: subprocess.Popen[str] | None = None
     out: dict[str, object] = {"routes": n_routes, "change_poll_s": poll_s, "flavor": flavor}
-    worktree = Path(__file__).resolve().parent.parent
+    router = NetconfLab("b", prefix="xsa-nc")
     try:
-        sh(f"ip netns add {rns} && ip netns add {ens}")
-        cmds = ["link set lo up"]
-        for i in range(3):
-            cmds += [f"link add xsa-r{i} type veth peer name xsa-r{i}p", f"link set xsa-r{i} up",
-                     f"link set xsa-r{i}p up", f"addr add 2001:db8:{i}::1/64 dev xsa-r{i} nodad"]
-            sh(f"ip -n {ens} link add xsa-e{i} type veth peer name xsa-e{i}p && "
-               f"ip -n {ens} link set xsa-e{i} up")
-        cmds += [f"route add 2001:db8:{0x8000 + n // 0x10000:x}:{n % 0x10000:x}::/64 "
-                 f"via 2001:db8:{n % 3}::2 dev xsa-r{n % 3}" for n in range(n_routes)]
-        subprocess.run(["ip", "-n", rns, "-batch", "-"], input="\n".join(cmds) + "\n", text=True, check=True)
-        key = paramiko.RSAKey.generate(2048)
-        key.write_private_key_file(str(tmp / "host_rsa"))
-        password = "xsa-bench-pw"
-        env = dict(os.environ, XNC_SERVER_PASSWORD=password, PYTHONPATH=str(worktree))
-        proc = subprocess.Popen([sys.executable, "-m", "lab.netconf_server", "--netns", rns, "--host-key",
-                                 str(tmp / "host_rsa"), "--user", "xcast", "--chunk", "16384"],
-                                cwd=worktree, env=env, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY port="):
-            raise RuntimeError(f"netconf server did not start: {line!r}")
-        port = int(line.split("=")[1])
-        (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {key.get_name()} {key.get_base64()}\n")
-        os.environ[PASSWORD_ENV] = password
-        suffix = ".0" if flavor == "junos" else ""
-        ifmap = {f"xsa-r{i}{suffix}": f"xsa-e{i}" for i in range(3)}
-        url = f"netconf://xcast@127.0.0.1:{port}?flavor={flavor}&known_hosts={tmp / 'known_hosts'}&timeout=30"
-        out.update(asyncio.run(measure_change(url, rns, ens, ifmap, rounds, poll_s)))
+        router.up()
+        router.batch([f"route add 2001:db8:{0x8000 + n // 0x10000:x}:{n % 0x10000:x}::/64 "
+                      f"via {router.gateway(n % 3)} dev xnc-ge{n % 3}" for n in range(n_routes)])
+        srv = router.start_server()
+        os.environ[PASSWORD_ENV] = NETCONF_PASSWORD
+        with netns.temporary("xsa-nce") as (ens,):
+            for i in range(3):
+                netns.veth(ens, f"xsa-e{i}", ens, f"xsa-e{i}p")
+            ifmap = {(junos_name(f"xnc-ge{i}") if flavor == "junos" else f"xnc-ge{i}"): f"xsa-e{i}"
+                     for i in range(3)}
+            via = f"via {router.gateway(1)} dev xnc-ge1"
+            out.update(asyncio.run(measure_change(router.url(srv, flavor, timeout="30"), router.netns, ens,
+                                                  ifmap, rounds, poll_s, via=via)))
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        subprocess.run(["ip", "netns", "del", rns], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ens], capture_output=True)
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        router.down()
     return out
 
 
@@ -371,9 +296,7 @@ def main() -> int:
     snap = Snapshot(table, ifaces, "bench://synthetic")
     res["rss_table_mb"] = rss_mb() - rss0
 
-    ns = f"xsa-bench-{os.getpid()}"
-    sh(f"ip netns add {ns}")
-    try:
+    with netns.temporary("xsa-bench") as (ns,):
         # 8 router interfaces -> 4 veth pairs (8 engine links) in the namespace
         for i in range(4):
             sh(f"ip -n {ns} link add xsa-e{2 * i} type veth peer name xsa-e{2 * i + 1}")
@@ -448,8 +371,6 @@ def main() -> int:
         mirror.apply([], ifmap.get)
         res["kernel_flush_s"] = time.perf_counter() - t0
         mirror.close()
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["load_avg_end"] = os.getloadavg()
 

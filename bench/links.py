@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from functools import partial
@@ -29,6 +28,7 @@ from typing import Any
 import typer
 
 from engine.model import Interface
+from lab import netns
 from vlan.config import LinksConfig
 from vlan.kernel import KernelLink, KernelView
 from vlan.plan import build_plan
@@ -89,27 +89,18 @@ def bench_plan(counts: list[int], rounds: int = 5) -> list[dict[str, Any]]:
     return rows
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 def bench_kernel(counts: list[int], mode: str) -> list[dict[str, Any]]:
     """Wall time of real reconciles of N links in a private namespace (deleted afterwards)."""
     rows = []
     for n in counts:
-        ns = f"{NS_PREFIX}-{os.getpid()}-{n}"
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        _ip("netns", "add", ns)
-        try:
+        with netns.temporary(f"{NS_PREFIX}-{n}") as (ns,):
             if mode == "vlan":
-                _ip("-n", ns, "link", "add", "trunk0", "type", "veth", "peer", "name", "trunk1")
-                _ip("-n", ns, "link", "set", "trunk0", "up")
+                netns.veth(ns, "trunk0", ns, "trunk1")
                 cfg = LinksConfig.from_dict(
                     {"trunk": "trunk0", "vlan_range": [1, 4094], "pool": "2001:db8::/32"}
                 )
             else:
-                batch = "".join(f"link add e{i} type veth peer name r{i}\n" for i in range(n))
-                subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, text=True, check=True)
+                netns.batch(ns, [f"link add e{i} type veth peer name r{i}" for i in range(n)])
                 cfg = LinksConfig.from_dict(
                     {
                         "mode": "direct",
@@ -131,8 +122,6 @@ def bench_kernel(counts: list[int], mode: str) -> list[dict[str, Any]]:
                 row["teardown_s"] = time.perf_counter() - start
                 row["teardown_actions"] = len(result.actions)
             rows.append(row)
-        finally:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     return rows
 
 

@@ -16,30 +16,23 @@ from typing import Any
 from api.config import read_or_create_token
 from lab import netns
 from lab.netns import LabError
+from lab.snmpd import NS_CACHE_TIMEOUT, Snmpd
 from lab.topology import API_PORT, DIVERT_MARK, DIVERT_TABLE, KERNEL_TABLE, RECEIVER_PORT, Topology
 
 PYTHON = sys.executable
 ENGINE_STOP_TIMEOUT = 10.0
-# NET-SNMP-AGENT-MIB::nsCacheTimeout, indexed by the cached table's OID (IMPLIED, no length).
-NS_CACHE_TIMEOUT = "1.3.6.1.4.1.8072.1.5.3.1.2"
-SNMP_CACHED_TABLES = (
-    "1.3.6.1.2.1.4.24.7",   # inetCidrRouteTable (default cache 60 s)
-    "1.3.6.1.2.1.4.24.4",   # ipCidrRouteTable
-    "1.3.6.1.2.1.2.2",      # ifTable
-    "1.3.6.1.2.1.4.34",     # ipAddressTable
-)
 
 
 def _pidfile(topo: Topology, what: str) -> Path:
     return topo.state_dir / f"{what}.pid"
 
 
-def _spawn(topo: Topology, what: str, ns: str, cmd: list[str]) -> int:
+def _spawn(topo: Topology, what: str, ns: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
     """Start a long-running process inside a namespace; its PID goes to a pid file."""
     log = open(topo.state_dir / f"{what}.log", "ab")   # noqa: SIM115 - handed to the child
     p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdout=log, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+                         env={**(env or os.environ), "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     log.close()
     _pidfile(topo, what).write_text(str(p.pid))
     return p.pid
@@ -108,30 +101,20 @@ def _routing(topo: Topology) -> None:
 
 
 def _snmpd(topo: Topology, r: str) -> None:
-    d = topo.engine_dir(r)
-    d.mkdir(parents=True, exist_ok=True)
-    conf = d / "snmpd.conf"
-    # Read-only community for the engine's link network only; Debian ships no MIB files, so
-    # everything is numeric and MIB loading is switched off (-M/-m) to keep the log clean.
-    # A write community on the router's own loopback only: the lab lowers the agent's table
-    # caches (below) so a route change is visible within a second, not after 60 s.
-    conf.write_text(f"rocommunity6 public 2001:db8:e{r}0::/64\nrocommunity6 public ::1/128\n"
-                    "rwcommunity6 xl-lab-rw ::1/128\n")
+    """Router ``r``'s snmpd, started like every lab process (pid file, own session), its table
+    caches lowered to 1 s so a route change is visible within a second, not after 60 s."""
     ns = topo.router_ns(r)
-    addr = topo.routers[r].snmp_addr
-    netns.run(["snmpd", "-Lf", str(d / "snmpd.log"), "-C", "-c", str(conf), "-p",
-               str(_pidfile(topo, f"snmpd-{r}")), "-M", "/dev/null", "-m", "",
-               f"udp6:[{addr}]:161", "udp6:[::1]:161"], ns=ns)
-    deadline = time.monotonic() + 10
-    for oid in SNMP_CACHED_TABLES:
-        while True:
-            p = netns.run(["snmpset", "-v2c", "-c", "xl-lab-rw", "-t", "0.5", "-r", "1", "udp6:[::1]:161",
-                           f"{NS_CACHE_TIMEOUT}.{oid}", "i", "1"], ns=ns, check=False)
-            if p.returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                raise LabError(f"snmpd on router {r}: cannot set cache timeout of {oid}: {p.stderr.strip()}")
-            time.sleep(0.2)
+    snmpd = Snmpd(ns, topo.engine_dir(r), [f"udp6:[{topo.routers[r].snmp_addr}]:161", "udp6:[::1]:161"],
+                  target="udp6:[::1]:161", client_ns=ns)
+    # Read-only community for the engine's link network only; a write community on the
+    # router's own loopback only, for the cache timeouts below.
+    snmpd.write_conf([f"rocommunity6 public 2001:db8:e{r}0::/64", "rocommunity6 public ::1/128",
+                      "rwcommunity6 xl-lab-rw ::1/128"])
+    _spawn(topo, f"snmpd-{r}", ns, snmpd.command(), env=snmpd.env())
+    try:
+        snmpd.set_caches("xl-lab-rw", NS_CACHE_TIMEOUT, 1, timeout=10)
+    except RuntimeError as exc:
+        raise LabError(f"snmpd on router {r}: {exc}") from exc
 
 
 def _q(value: object) -> str:

@@ -1,10 +1,12 @@
-"""Real net-snmp ``snmpd`` inside a network namespace whose kernel holds the routes.
+"""Real net-snmp ``snmpd`` in network namespaces, for tests, the lab and bench.
 
-The namespace ``xsnmp-XXXX`` gets a veth to the host (ULA /64, no DAD) on which snmpd
-listens; the test talks to it from the host side.  Routes are added with ``ip -batch``;
-the expected table is read back with ``ip -j -6 route show table main``.  snmpd runs with
-``-f -Lo -C -c <our conf>`` and a private persistent dir (v3 users are created there).
-Everything is removed by PID / name on teardown.
+:class:`Snmpd` is the one way anything here runs snmpd: it writes the config, starts the
+agent inside a namespace (foreground, log to a file), waits until it answers, lowers or
+expires its table caches, and stops it by PID.  :class:`SnmpdLab` is the test and benchmark
+"router": a namespace ``xsnmp-XXXX`` with a veth to the host (ULA /64, no DAD) on which
+snmpd listens, router links inside, routes added with ``ip -batch``; the expected table is
+read back with ``ip -j -6 route show table main``.  Everything is removed by PID / name on
+teardown.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.model import NextHop
+from lab import netns
 from lab.procs import stop_process
 
 SNMPD = "/usr/sbin/snmpd"
@@ -35,6 +38,16 @@ V3_USERS = {
     "xs384": ("SHA-384", "authpass384", "AES-192", "privpass192", "sha384", "aes192"),
     "xs512": ("SHA-512", "authpass512", "AES-256", "privpass256", "sha512", "aes256"),
 }
+# NET-SNMP-AGENT-MIB nsCacheTable columns, indexed by the cached table's OID (IMPLIED, no length).
+NS_CACHE_TIMEOUT = "1.3.6.1.4.1.8072.1.5.3.1.2"
+NS_CACHE_STATUS = "1.3.6.1.4.1.8072.1.5.3.1.3"   # write 3 (expired): reload on the next request
+CACHED_TABLES = (
+    "1.3.6.1.2.1.4.24.7",   # inetCidrRouteTable (default cache 60 s)
+    "1.3.6.1.2.1.4.24.4",   # ipCidrRouteTable
+    "1.3.6.1.2.1.2.2",      # ifTable (ifXTable reads the same cache)
+    "1.3.6.1.2.1.4.34",     # ipAddressTable
+)
+SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 
 
 def run(*args: str, input_text: str | None = None) -> str:
@@ -46,9 +59,119 @@ def run(*args: str, input_text: str | None = None) -> str:
 
 
 def free_udp_port() -> int:
+    """A UDP port nothing listens on now (for an agent's non-standard port)."""
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
         sock.bind(("::", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass
+class Snmpd:
+    """One net-snmp ``snmpd`` in namespace ``ns``, its files in ``workdir``.
+
+    ``listen`` are the agent's transport addresses (``udp6:[addr]:port``); ``target`` is the
+    one the readiness and cache requests go to (default: the first), sent from ``client_ns``
+    (``None``: the host).  MIB loading is off (Debian ships no MIB files: everything is
+    numeric) and the persistent dir is private, so v3 users are created there and two agents
+    never share ``/var/lib/snmp``.
+    """
+
+    ns: str
+    workdir: Path
+    listen: Sequence[str]
+    target: str = ""
+    client_ns: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.target = self.target or self.listen[0]
+
+    @property
+    def conf_path(self) -> Path:
+        return self.workdir / "snmpd.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "snmpd.log"
+
+    def write_conf(self, lines: Iterable[str]) -> Path:
+        """Write the agent's snmpd.conf (communities, users, views: the agent addresses are
+        on the command line)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text("".join(f"{line}\n" for line in lines))
+        return self.conf_path
+
+    def command(self) -> list[str]:
+        """snmpd's argv to run inside the namespace: foreground (stopped by its PID), log on stdout."""
+        return [SNMPD, "-f", "-Lo", "-C", "-c", str(self.conf_path), *self.listen]
+
+    def env(self) -> dict[str, str]:
+        """The environment snmpd needs: no MIBs, a private persistent dir."""
+        persist = self.workdir / "persist"
+        persist.mkdir(parents=True, exist_ok=True)
+        return dict(os.environ, MIBS="", MIBDIRS=str(self.workdir / "nomibs"),
+                    SNMP_PERSISTENT_DIR=str(persist))
+
+    def start(self, conf: Iterable[str], community: str = "public", timeout: float = 10.0) -> None:
+        """Write ``conf``, start snmpd and wait until it answers ``community``."""
+        self.write_conf(conf)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *self.command()],
+                                         stdout=log, stderr=subprocess.STDOUT, env=self.env())
+        try:
+            self.wait_ready(community, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def request(self, tool: str, community: str, *args: str, timeout: float = 1.0,
+                retries: int = 0) -> subprocess.CompletedProcess[str]:
+        """Run ``snmpget``/``snmpset``/... v2c against ``target`` (from ``client_ns``)."""
+        cmd = [tool, "-v2c", "-c", community, "-On", "-t", str(timeout), "-r", str(retries),
+               self.target, *args]
+        if self.client_ns:
+            cmd = ["ip", "netns", "exec", self.client_ns, *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+    def wait_ready(self, community: str = "public", timeout: float = 10.0) -> None:
+        """Poll sysUpTime until the agent answers; raise with its log when it does not (or died)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.request("snmpget", community, SYS_UPTIME, timeout=0.3).returncode == 0:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+        raise RuntimeError(f"snmpd in {self.ns} did not answer on {self.target}: {log}")
+
+    def set_caches(self, community: str, column: str, value: int,
+                   tables: Sequence[str] = CACHED_TABLES, timeout: float = 0.0) -> None:
+        """Set an nsCacheTable column for each cached table (needs a write community).
+
+        ``timeout`` 0: one try each, failures ignored (expiring a cache is best effort).
+        Otherwise each is retried until it works and a RuntimeError names the one that did not.
+        """
+        deadline = time.monotonic() + timeout
+        for oid in tables:
+            while True:
+                p = self.request("snmpset", community, f"{column}.{oid}", "i", str(value), timeout=0.5,
+                                 retries=1 if timeout else 0)
+                if p.returncode == 0 or not timeout:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"snmpd in {self.ns}: cannot set {column}.{oid}: {p.stderr.strip()}")
+                time.sleep(0.2)
+
+    def expire_caches(self, community: str) -> None:
+        """Make snmpd reload its route and interface tables on the next request (a real router
+        has no such 60 s cache)."""
+        self.set_caches(community, NS_CACHE_STATUS, 3)
+
+    def stop(self) -> None:
+        """Stop the agent by its PID (SIGTERM, then SIGKILL); no-op if not running."""
+        stop_process(self.proc)
+        self.proc = None
 
 
 @dataclass
@@ -59,32 +182,30 @@ class SnmpdLab:
     port: int = field(default_factory=free_udp_port)
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="xsnmp-")))
     links: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
+    snmpd: Snmpd | None = None
+    ns: str = ""                  # the namespace, named by setup()
+    _ns: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
-    def ns(self) -> str:
-        return f"xsnmp-{self.tag}"
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The running snmpd (None when stopped)."""
+        return self.snmpd.proc if self.snmpd else None
 
     @property
     def agent_ip(self) -> str:
         return f"fd58:736e:{int(self.tag, 16):x}::2"
 
-    def setup(self, nlinks: int = 3) -> None:
+    def setup(self, nlinks: int = 3, link_base: str = "xsnmp-r") -> None:
+        """The namespace, its veth to the host, and ``nlinks`` router links ``<link_base><i>``
+        (2001:db8:<i>::1/64, each a veth whose peer ``...p`` stays in the namespace)."""
+        (self.ns,) = self._ns.enter_context(netns.temporary(f"xsnmp-{self.tag}"))
         host_if, ns_if = f"xsnmp-{self.tag}h", f"xsnmp-{self.tag}n"
-        run("ip", "netns", "add", self.ns)
-        # No DAD: link-local addresses finishing DAD add local-table routes while snmpd reads
-        # /proc/net/ipv6_route, and that seq-file walk then skips rows (seen: 6 of 10k missing).
-        run("ip", "netns", "exec", self.ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
-            "net.ipv6.conf.default.accept_dad=0")
-        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        run("ip", "link", "set", ns_if, "netns", self.ns)
-        run("ip", "netns", "exec", self.ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{ns_if}.accept_dad=0")
-        run("ip", "addr", "add", f"fd58:736e:{int(self.tag, 16):x}::1/64", "dev", host_if, "nodad")
-        run("ip", "link", "set", host_if, "up")
-        cmds = ["link set lo up", f"addr add {self.agent_ip}/64 dev {ns_if} nodad", f"link set {ns_if} up"]
+        netns.veth(None, host_if, self.ns, ns_if)
+        netns.addr(None, host_if, f"fd58:736e:{int(self.tag, 16):x}::1/64")
+        cmds = [f"addr add {self.agent_ip}/64 dev {ns_if} nodad"]
         # Router "interfaces": veth pairs inside the namespace (no dummy driver in this kernel).
         for i in range(nlinks):
-            name = f"xsnmp-r{i}"
+            name = f"{link_base}{i}"
             self.links.append(name)
             cmds += [f"link add {name} type veth peer name {name}p", f"link set {name} up",
                      f"link set {name}p up", f"addr add 2001:db8:{i}::1/64 dev {name} nodad"]
@@ -92,60 +213,29 @@ class SnmpdLab:
 
     def ip_batch(self, commands: list[str]) -> None:
         """Apply ``ip`` commands inside the namespace in one ``ip -batch``."""
-        run("ip", "-n", self.ns, "-batch", "-", input_text="\n".join(commands) + "\n")
+        netns.batch(self.ns, commands)
 
     def start(self, extra_conf: str = "") -> None:
-        persist = self.tmp / "persist"
-        persist.mkdir(exist_ok=True)
+        """Start snmpd: v2c ``public`` (read) and ``xsnmprw`` (caches only), the v3 users."""
         lines = [
-            f"agentAddress udp6:[{self.agent_ip}]:{self.port}",
             "rocommunity6 public default",
             "rwcommunity6 xsnmprw default",  # only to expire snmpd's 60 s caches (nsCacheStatus)
         ]
         for user, (auth, akey, priv, pkey, _, _) in V3_USERS.items():
             lines.append(f"createUser {user} {auth} {akey} {priv} {pkey}")
             lines.append(f"rouser {user} authpriv")
-        conf = self.tmp / "snmpd.conf"
-        conf.write_text("\n".join(lines) + "\n" + extra_conf)
-        env = dict(os.environ, MIBS="", MIBDIRS=str(self.tmp / "nomibs"), SNMP_PERSISTENT_DIR=str(persist))
-        log = (self.tmp / "snmpd.log").open("wb")
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, SNMPD, "-f", "-Lo", "-C", "-c", str(conf)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            proc = subprocess.run(
-                ["snmpget", "-v2c", "-c", "public", "-t", "0.3", "-r", "0", "-On",
-                 f"udp6:[{self.agent_ip}]:{self.port}", "1.3.6.1.2.1.1.3.0"],
-                capture_output=True, text=True, check=False,
-            )
-            if proc.returncode == 0:
-                return
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"snmpd did not come up: {(self.tmp / 'snmpd.log').read_text()[-2000:]}")
+        self.snmpd = Snmpd(self.ns, self.tmp, [f"udp6:[{self.agent_ip}]:{self.port}"])
+        self.snmpd.start([*lines, *extra_conf.splitlines()])
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        """Stop snmpd (the namespace stays)."""
+        if self.snmpd is not None:
+            self.snmpd.stop()
 
     def teardown(self) -> None:
+        """Stop snmpd, delete the namespace (the host's veth end goes with it) and the files."""
         self.stop()
-        with contextlib.suppress(RuntimeError):
-            run("ip", "link", "del", f"xsnmp-{self.tag}h")
-        with contextlib.suppress(RuntimeError):
-            run("ip", "netns", "del", self.ns)
+        self._ns.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def url(self, query: str = "", community: str = "public") -> str:
@@ -159,11 +249,8 @@ class SnmpdLab:
 
     def expire_route_cache(self) -> None:
         """Make snmpd reload its route and interface tables now (nsCacheStatus = expired)."""
-        target = f"udp6:[{self.agent_ip}]:{self.port}"
-        for subtree in ("1.3.6.1.2.1.4.24.7", "1.3.6.1.2.1.2.2", "1.3.6.1.2.1.4.34"):
-            subprocess.run(["snmpset", "-v2c", "-c", "xsnmprw", "-On", target,
-                            f"1.3.6.1.4.1.8072.1.5.3.1.3.{subtree}", "i", "3"],
-                           capture_output=True, check=False)
+        if self.snmpd is not None:
+            self.snmpd.expire_caches("xsnmprw")
 
     def kernel_routes(self) -> dict[ipaddress.IPv6Network, tuple[frozenset[NextHop], int]]:
         """The namespace's main IPv6 table as the SNMP source should see it."""

@@ -1,13 +1,15 @@
 """Test/benchmark harness: a router namespace filled with real kernel routes + the NETCONF server.
 
-Creates ``xnc-r<id>`` (the "router", interfaces ``xnc-ge0..N``) and ``xnc-n<id>`` (the far
-ends of the veth pairs), a temp dir ``xnc-*`` with the SSH host key and known_hosts, and
-starts ``python -m lab.netconf_server`` as a subprocess.  Everything is removed by
+Creates ``<prefix>-r<tag>-<pid>`` (the "router", interfaces ``xnc-ge0..N``) and
+``<prefix>-n<tag>-<pid>`` (the far ends of the veth pairs) with :func:`lab.netns.temporary`, a
+temp dir ``<prefix>-*`` with the SSH host key and known_hosts, and starts
+``python -m lab.netconf_server`` as a subprocess.  Everything is removed by
 :meth:`NetconfLab.down` (servers stopped by PID).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -21,6 +23,7 @@ from pathlib import Path
 import paramiko
 
 from engine.model import NextHop, Route
+from lab import netns
 from lab.netconf_server import kernel
 from lab.netconf_server.junos import junos_name
 from lab.procs import stop_process
@@ -29,12 +32,6 @@ from sync.netconf_xml import hop_order
 WORKTREE = Path(__file__).resolve().parents[2]
 PASSWORD = "xnc-s3cret-pw"
 USER = "xcast"
-
-
-def _ip(*args: str, stdin: str | None = None) -> None:
-    done = subprocess.run(["ip", *args], input=stdin, text=True, capture_output=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
 
 
 @dataclass
@@ -51,29 +48,33 @@ class ServerProc:
 class NetconfLab:
     """Router namespace + NETCONF server(s) for one test module."""
 
-    def __init__(self, tag: str, n_ifaces: int = 3) -> None:
-        uid = f"{tag}{os.getpid() % 100000}"
-        self.netns = f"xnc-r{uid}"
-        self.peer_ns = f"xnc-n{uid}"
+    def __init__(self, tag: str, n_ifaces: int = 3, prefix: str = "xnc") -> None:
+        """``tag`` tells one module's lab from another's; ``prefix`` is the suite's name prefix
+        (namespaces and temp dir)."""
+        self.tag, self.prefix = tag, prefix
+        self.netns = self.peer_ns = ""    # named by up()
         self.n_ifaces = n_ifaces
-        self.tmp = Path(tempfile.mkdtemp(prefix="xnc-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
         self.host_key = self.tmp / "host_rsa"
         self.known_hosts = self.tmp / "known_hosts"
         self.client_key = self.tmp / "client_ed25519"
         self.servers: list[ServerProc] = []
+        self._namespaces = contextlib.ExitStack()
 
     # -- namespace --
     def up(self) -> NetconfLab:
-        for ns in (self.netns, self.peer_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-            _ip("netns", "add", ns)
-        lines = ["link set lo up"]
-        for n in range(self.n_ifaces):
-            _ip("-n", self.netns, "link", "add", f"xnc-ge{n}", "type", "veth", "peer", "name", f"xnc-pe{n}",
-                "netns", self.peer_ns)
-            _ip("-n", self.peer_ns, "link", "set", f"xnc-pe{n}", "up")
-            lines += [f"link set xnc-ge{n} up", f"addr add 2001:db8:0:{n + 1}::1/64 dev xnc-ge{n} nodad"]
-        self.batch(lines)
+        """Create both namespaces, the veth pairs with the router's addresses, the host key."""
+        self.netns, self.peer_ns = self._namespaces.enter_context(
+            netns.temporary(f"{self.prefix}-r{self.tag}", f"{self.prefix}-n{self.tag}"))
+        try:
+            lines = []
+            for n in range(self.n_ifaces):
+                netns.veth(self.netns, f"xnc-ge{n}", self.peer_ns, f"xnc-pe{n}")
+                lines.append(f"addr add 2001:db8:0:{n + 1}::1/64 dev xnc-ge{n} nodad")
+            self.batch(lines)
+        except BaseException:
+            self.down()   # callers only tear down what up() returned
+            raise
         key = paramiko.RSAKey.generate(2048)
         key.write_private_key_file(str(self.host_key))
         self._host_pub = f"{key.get_name()} {key.get_base64()}"
@@ -81,7 +82,7 @@ class NetconfLab:
 
     def batch(self, lines: list[str]) -> None:
         """Apply ``ip -batch`` lines inside the router namespace."""
-        _ip("-6", "-n", self.netns, "-batch", "-", stdin="\n".join(lines) + "\n")
+        netns.batch(self.netns, lines)
 
     def gateway(self, n: int) -> str:
         return f"2001:db8:0:{n + 1}::2"
@@ -135,7 +136,7 @@ class NetconfLab:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith("READY port="):
-            proc.kill()
+            stop_process(proc)
             raise RuntimeError(f"netconf server did not start: {line!r}")
         srv = ServerProc(proc, int(line.split("=")[1]))
         self.servers.append(srv)
@@ -150,8 +151,7 @@ class NetconfLab:
     def down(self) -> None:
         for srv in self.servers:
             srv.stop()
-        for ns in (self.netns, self.peer_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self._namespaces.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- expectations from the REAL kernel table --

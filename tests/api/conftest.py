@@ -3,9 +3,9 @@ real daemon process syncing from it, with its API on a loopback port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lab import netns
 from lab.procs import stop_process
+from lab.snmpd import Snmpd, free_udp_port
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,10 +43,10 @@ class Router:
         return host_link(self.ns)
 
     def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return sh("ip", "-n", self.ns, *args, check=check)
+        return netns.ip(self.ns, *args, check=check)
 
     def batch(self, lines: list[str]) -> None:
-        sh("ip", "-n", self.ns, "-batch", "-", input="\n".join(lines) + "\n")
+        netns.batch(self.ns, lines)
 
     def add_routes(self, start: int, count: int, via: str = "2001:db8:a::2", dev: str = "xapi-e0") -> None:
         self.batch(
@@ -63,20 +65,15 @@ def host_link(ns: str) -> str:
 
 
 def _mk_router(ns: str, routes: int) -> Router:
-    sh("ip", "netns", "add", ns)
+    """Fill namespace ``ns`` as the router: two links with routes, ECMP, a direct engine link."""
     r = Router(ns)
-    r.ip("link", "set", "lo", "up")
     for a, b, net in (("xapi-e0", "xapi-p0", "2001:db8:a::1/64"), ("xapi-e1", "xapi-p1", "2001:db8:b::1/64")):
-        r.ip("link", "add", a, "type", "veth", "peer", "name", b)
-        r.ip("link", "set", a, "up")
-        r.ip("link", "set", b, "up")
-        r.ip("-6", "addr", "add", net, "dev", a, "nodad")
+        netns.veth(ns, a, ns, b)
+        netns.addr(ns, a, net)
     # a direct engine link: host side (the "engine") <-> xapi-e2 in the router (no global address,
     # so it adds no connected route); the daemon's [links] map points at it
     sh("ip", "link", "del", r.host_link, check=False)
-    sh("ip", "link", "add", r.host_link, "type", "veth", "peer", "name", "xapi-e2", "netns", ns)
-    sh("ip", "link", "set", r.host_link, "up")
-    r.ip("link", "set", "xapi-e2", "up")
+    netns.veth(None, r.host_link, ns, "xapi-e2")
     r.add_routes(0, routes)
     r.ip(
         "-6",
@@ -97,6 +94,14 @@ def _mk_router(ns: str, routes: int) -> Router:
     return r
 
 
+@contextlib.contextmanager
+def router_namespace(base: str, routes: int = 20) -> Iterator[Router]:
+    """A router namespace ``<base>-<pid>`` (lab.netns.temporary) with ``routes`` routes; always
+    deleted (the host end of its engine link goes with it)."""
+    with netns.temporary(base) as (ns,):
+        yield _mk_router(ns, routes)
+
+
 @pytest.fixture
 def xtmp() -> Iterator[Path]:
     """A temp dir with this suite's prefix (pytest's shared tmp_path root is pruned by other runs)."""
@@ -109,13 +114,8 @@ def xtmp() -> Iterator[Path]:
 
 @pytest.fixture
 def router() -> Iterator[Router]:
-    ns = f"xapi-r{os.getpid() % 100000}"
-    sh("ip", "netns", "del", ns, check=False)
-    r = _mk_router(ns, 20)
-    try:
+    with router_namespace("xapi-r") as r:
         yield r
-    finally:
-        sh("ip", "netns", "del", ns, check=False)
 
 
 def free_port() -> int:
@@ -182,15 +182,10 @@ class Daemon:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, trust_env=False)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return -9
-        return self.proc.returncode
+        """SIGTERM (SIGKILL after 15 s); the exit status (-9: it had to be killed)."""
+        rc = stop_process(self.proc, grace=15)
+        assert rc is not None
+        return rc
 
     def logs(self) -> str:
         return self.log.read_text()
@@ -297,9 +292,8 @@ class SnmpRouter:
     router: Router
     agent: str
     port: int
-    tmp: Path
     host_if: str
-    proc: subprocess.Popen[bytes] | None = None
+    snmpd: Snmpd
 
     def url(self) -> str:
         return f"snmp://{SNMP_COMMUNITY}@[{self.agent}]:{self.port}?timeout=2&retries=1"
@@ -313,19 +307,7 @@ class SnmpRouter:
 
     def expire_cache(self) -> None:
         """snmpd caches its route/interface tables for 60 s: expire them (nsCacheStatus = 3)."""
-        for subtree in ("1.3.6.1.2.1.4.24.7", "1.3.6.1.2.1.2.2", "1.3.6.1.2.1.31.1.1"):
-            sh(
-                "snmpset",
-                "-v2c",
-                "-c",
-                "xapirw",
-                "-On",
-                f"udp6:[{self.agent}]:{self.port}",
-                f"1.3.6.1.4.1.8072.1.5.3.1.3.{subtree}",
-                "i",
-                "3",
-                check=False,
-            )
+        self.snmpd.expire_caches("xapirw")
 
 
 SNMP_COMMUNITY = "xapi-community"
@@ -333,61 +315,34 @@ SNMP_V3_USER, SNMP_V3_AUTH, SNMP_V3_PRIV = "xapiv3", "xapi-auth-secret", "xapi-p
 
 
 def start_snmpd(router: Router, tmp: Path) -> SnmpRouter:
+    """snmpd in the router namespace on a ULA veth from the host (v2c community, one v3 user)."""
     tag = os.getpid() % 0xFFFF
     host_if, ns_if = f"xapi-h{tag:x}", "xapi-n0"
     agent = f"fd58:6170:{tag:x}::2"
     sh("ip", "link", "del", host_if, check=False)
-    sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-    sh("ip", "link", "set", ns_if, "netns", router.ns)
-    sh("ip", "addr", "add", f"fd58:6170:{tag:x}::1/64", "dev", host_if, "nodad")
-    sh("ip", "link", "set", host_if, "up")
-    router.batch([f"addr add {agent}/64 dev {ns_if} nodad", f"link set {ns_if} up"])
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-        s.bind(("::1", 0))
-        port = int(s.getsockname()[1])
-    conf = tmp / "snmpd.conf"
-    conf.write_text(
-        f"agentAddress udp6:[{agent}]:{port}\nrocommunity6 {SNMP_COMMUNITY} default\n"
-        "rwcommunity6 xapirw default\n"
-        f"createUser {SNMP_V3_USER} SHA-256 {SNMP_V3_AUTH} AES {SNMP_V3_PRIV}\n"
-        f"rouser {SNMP_V3_USER} authpriv\n"
-    )
-    (tmp / "persist").mkdir(exist_ok=True)
-    env = dict(os.environ, MIBS="", MIBDIRS=str(tmp / "nomibs"), SNMP_PERSISTENT_DIR=str(tmp / "persist"))
-    log = (tmp / "snmpd.log").open("wb")
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", router.ns, "/usr/sbin/snmpd", "-f", "-Lo", "-C", "-c", str(conf)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    lab = SnmpRouter(router, agent, port, tmp, host_if, proc)
-    ok = wait_for(
-        lambda: (
-            sh(
-                "snmpget",
-                "-v2c",
-                "-c",
-                SNMP_COMMUNITY,
-                "-t",
-                "0.3",
-                "-r",
-                "0",
-                "-On",
-                f"udp6:[{agent}]:{port}",
-                "1.3.6.1.2.1.1.3.0",
-                check=False,
-            ).returncode
-            == 0
-        ),
-        10,
-    )
-    if not ok:
+    netns.veth(None, host_if, router.ns, ns_if)
+    netns.addr(None, host_if, f"fd58:6170:{tag:x}::1/64")
+    netns.addr(router.ns, ns_if, f"{agent}/64")
+    port = free_udp_port()
+    snmpd = Snmpd(router.ns, tmp, [f"udp6:[{agent}]:{port}"])
+    lab = SnmpRouter(router, agent, port, host_if, snmpd)
+    try:
+        snmpd.start(
+            [
+                f"rocommunity6 {SNMP_COMMUNITY} default",
+                "rwcommunity6 xapirw default",
+                f"createUser {SNMP_V3_USER} SHA-256 {SNMP_V3_AUTH} AES {SNMP_V3_PRIV}",
+                f"rouser {SNMP_V3_USER} authpriv",
+            ],
+            community=SNMP_COMMUNITY,
+        )
+    except RuntimeError as exc:
         stop_snmpd(lab)
-        raise AssertionError(f"snmpd did not start: {(tmp / 'snmpd.log').read_text()[-2000:]}")
+        raise AssertionError(f"snmpd did not start: {exc}") from exc
     return lab
 
 
 def stop_snmpd(lab: SnmpRouter) -> None:
-    stop_process(lab.proc)
+    """Stop snmpd and remove its veth (the router namespace stays)."""
+    lab.snmpd.stop()
     sh("ip", "link", "del", lab.host_if, check=False)

@@ -4,9 +4,6 @@ goes after a resync, and the NETCONF password (from the config file) never leaks
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,23 +15,9 @@ from tests.api.conftest import Router, free_port, start_daemon, wait_for, write_
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
 
 
-class XapiNetconfLab(NetconfLab):
-    """The sync suite's NETCONF lab under this suite's name prefix."""
-
-    def __init__(self) -> None:
-        super().__init__("a")
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        uid = os.getpid() % 100000
-        self.netns, self.peer_ns = f"xapi-ncr{uid}", f"xapi-ncn{uid}"
-        self.tmp = Path(tempfile.mkdtemp(prefix="xapi-nc-"))
-        self.host_key = self.tmp / "host_rsa"
-        self.known_hosts = self.tmp / "known_hosts"
-        self.client_key = self.tmp / "client_ed25519"
-
-
 @pytest.fixture(scope="module")
-def nc() -> Iterator[tuple[XapiNetconfLab, ServerProc]]:
-    lab = XapiNetconfLab().up()
+def nc() -> Iterator[tuple[NetconfLab, ServerProc]]:
+    lab = NetconfLab("a", prefix="xapi-nc").up()   # this suite's name prefix
     try:
         lab.fill_basic()
         yield lab, lab.start_server()
@@ -44,7 +27,7 @@ def nc() -> Iterator[tuple[XapiNetconfLab, ServerProc]]:
 
 @pytest.mark.parametrize("flavor", ["junos", "ietf"])
 def test_daemon_over_netconf(
-    nc: tuple[XapiNetconfLab, ServerProc], flavor: str, router: Router, xtmp: Path
+    nc: tuple[NetconfLab, ServerProc], flavor: str, router: Router, xtmp: Path
 ) -> None:
     lab, srv = nc
     port = free_port()

@@ -28,9 +28,8 @@ from tests.api.conftest import (
     TOKEN,
     Daemon,
     Router,
-    _mk_router,
     free_port,
-    sh,
+    router_namespace,
     start_daemon,
     wait_for,
     write_config,
@@ -54,21 +53,19 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[tuple[Router, Daemon, Path]]:
-    ns = f"xapi-c{os.getpid() % 100000}"
-    sh("ip", "netns", "del", ns, check=False)
     tmp = Path(tempfile.mkdtemp(prefix="xapi-cli-"))
-    router = _mk_router(ns, 20)
-    port = free_port()
-    cfg = tmp / "engine.toml"
-    write_config(cfg, tmp / "state", f"kernel://{ns}", port, link=router.host_link, change_detect=0)
-    d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
-    try:
-        yield router, d, cfg
-    finally:
-        rc = d.stop()
-        sh("ip", "netns", "del", ns, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
-        assert rc == 0
+    with router_namespace("xapi-c") as router:
+        port = free_port()
+        cfg = tmp / "engine.toml"
+        write_config(cfg, tmp / "state", f"kernel://{router.ns}", port, link=router.host_link,
+                     change_detect=0)
+        d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
+        try:
+            yield router, d, cfg
+        finally:
+            rc = d.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+            assert rc == 0
 
 
 def env_of(d: Daemon) -> dict[str, str]:

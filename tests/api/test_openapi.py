@@ -3,7 +3,6 @@ responses match their declared status codes, media types, headers and schemas.""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,26 +19,24 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.api.conftest import TOKEN, InProcessDaemon, _mk_router, free_port, host_link, sh, write_config
+from tests.api.conftest import TOKEN, InProcessDaemon, free_port, router_namespace, write_config
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 
 @pytest.fixture(scope="module")
 def engine_api() -> Iterator[str]:
-    ns = f"xapi-s{os.getpid() % 100000}"
-    sh("ip", "netns", "del", ns, check=False)
     tmp = Path(tempfile.mkdtemp(prefix="xapi-st-"))
-    _mk_router(ns, 20)
-    cfg = tmp / "engine.toml"
-    write_config(cfg, tmp / "state", f"kernel://{ns}", free_port(), link=host_link(ns), change_detect=0)
-    d = InProcessDaemon(cfg)
-    try:
-        yield d.url
-    finally:
-        d.stop()
-        sh("ip", "netns", "del", ns, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with router_namespace("xapi-s") as router:
+        cfg = tmp / "engine.toml"
+        write_config(cfg, tmp / "state", f"kernel://{router.ns}", free_port(), link=router.host_link,
+                     change_detect=0)
+        d = InProcessDaemon(cfg)
+        try:
+            yield d.url
+        finally:
+            d.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from engine.dataplane.cpuidle import qos_path
-from tests.api.conftest import _mk_router, free_port, sh, start_daemon, wait_for, write_config
+from tests.api.conftest import free_port, router_namespace, sh, start_daemon, wait_for, write_config
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -34,29 +34,26 @@ def _ingress_skmem(pid: int) -> str:
 @contextlib.contextmanager
 def _pool_daemon(workers_toml: str, state_dir: Path | None = None, expect_rc: int = 0) -> Iterator[Any]:
     """A daemon syncing a namespace router's kernel table, with ``[workers]`` extended."""
-    ns = f"xapi-q{os.getpid() % 100000}"
-    sh("ip", "netns", "del", ns, check=False)
     tmp = Path(tempfile.mkdtemp(prefix="xapi-pool-"))
     state_dir = state_dir or tmp / "state"
-    router = _mk_router(ns, 20)
-    port = free_port()
-    cfg = tmp / "engine.toml"
-    write_config(cfg, state_dir, f"kernel://{ns}", port, link=router.host_link, change_detect=0)
-    cfg.write_text(
-        cfg.read_text().replace(
-            "count = 0",
-            f'restart_backoff = 0.5\ncounters_file = "{tmp}/stats.shm"\n'
-            f'ingress = ["{router.host_link}"]\n{workers_toml}',
+    with router_namespace("xapi-q") as router:
+        port = free_port()
+        cfg = tmp / "engine.toml"
+        write_config(cfg, state_dir, f"kernel://{router.ns}", port, link=router.host_link, change_detect=0)
+        cfg.write_text(
+            cfg.read_text().replace(
+                "count = 0",
+                f'restart_backoff = 0.5\ncounters_file = "{tmp}/stats.shm"\n'
+                f'ingress = ["{router.host_link}"]\n{workers_toml}',
+            )
         )
-    )
-    d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
-    try:
-        yield d
-    finally:
-        rc = d.stop()
-        sh("ip", "netns", "del", ns, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
-        assert rc == expect_rc, d.logs()
+        d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
+        try:
+            yield d
+        finally:
+            rc = d.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+            assert rc == expect_rc, d.logs()
 
 
 def test_daemon_supervises_the_worker_pool() -> None:

@@ -90,18 +90,11 @@ ROUTER_MACS = {"r-if1": bytes.fromhex("02000000a001"), "r-if2": bytes.fromhex("0
 
 @pytest.fixture
 def pair() -> Iterator[tuple[str, str]]:
-    tag = os.getpid() % 10000
-    r, e = f"xlw{tag}r", f"xlw{tag}e"
-    netns.add_ns(r)
-    netns.add_ns(e)
-    try:
+    with netns.temporary("xlw-r", "xlw-e") as (r, e):
         for k in (1, 2):
             netns.veth(r, f"r-if{k}", e, f"to-r-if{k}")
             netns.ip(r, "link", "set", f"r-if{k}", "address", ROUTER_MACS[f"r-if{k}"].hex(":"))
         yield r, e
-    finally:
-        netns.del_ns(r)
-        netns.del_ns(e)
 
 
 def _links(e: str) -> LinkMap:
@@ -243,15 +236,11 @@ def test_copies_leave_on_the_right_link_with_router_mac(pair: tuple[str, str], t
 @pytest.mark.root
 @pytest.mark.netns
 def test_batch_sender_flushes_more_than_capacity() -> None:
-    ns = f"xlbs{os.getpid() % 10000}"
-    netns.add_ns(ns)
-    try:
+    with netns.temporary("xlbs") as (ns,):
         with netns.in_netns(ns):
             s = afpacket.BatchSender(capacity=4)
             lo = socket.if_nametoindex("lo")
         _batch_sender_checks(s, lo)
-    finally:
-        netns.del_ns(ns)
 
 
 def _batch_sender_checks(s: afpacket.BatchSender, lo: int) -> None:

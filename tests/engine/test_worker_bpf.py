@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -65,15 +64,9 @@ def test_listing_documents_every_instruction() -> None:
 
 @pytest.fixture
 def veth_pair() -> Iterator[tuple[str, str]]:
-    a, b = f"xlb{os.getpid() % 10000}a", f"xlb{os.getpid() % 10000}b"
-    netns.add_ns(a)
-    netns.add_ns(b)
-    try:
+    with netns.temporary("xlb-a", "xlb-b") as (a, b):
         netns.veth(a, "xlbpf0", b, "xlbpf1")
         yield a, b
-    finally:
-        netns.del_ns(a)
-        netns.del_ns(b)
 
 
 @pytest.mark.root

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from engine.forwarding.fib import Fib
+from lab.snmpd import SnmpdLab
 from sync.apply import Applier
 from sync.config import SyncConfig
 from sync.kernel import KernelMirror
 from sync.service import SyncService
 from sync.sources import open_source
 from sync.store import SyncStore
-from tests.sync._xsa_netns import XsaSnmpd, add_veth, expected_view, ip_batch, kernel_view, netns, sh
+from tests.sync._xsa_netns import add_veth, expected_view, ip_batch, kernel_view, netns, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
 
@@ -39,7 +40,7 @@ def router_prefixes(ns: str) -> set[str]:
 
 
 def test_snmp_router_to_engine(tmp_path: Path) -> None:
-    async def scenario(router: XsaSnmpd, engine_ns: str) -> None:
+    async def scenario(router: SnmpdLab, engine_ns: str) -> None:
         lines = []
         for n in range(1000):
             link, other = n % 3, (n + 1) % 3
@@ -52,7 +53,8 @@ def test_snmp_router_to_engine(tmp_path: Path) -> None:
         ip_batch(router.ns, lines)
         fib = Fib()
         km = KernelMirror(netns=engine_ns)
-        svc = SyncService(open_source(router.url()), Applier(fib, km, IFMAP.get), SyncStore(tmp_path),
+        svc = SyncService(open_source(router.url("marker=counts")), Applier(fib, km, IFMAP.get),
+                          SyncStore(tmp_path),
                           SyncConfig(interval=3600, change_detect=0.5, timeout=60))
         await svc.start()
         job = await svc.jobs()[0].wait(120)
@@ -65,7 +67,7 @@ def test_snmp_router_to_engine(tmp_path: Path) -> None:
 
         # a route added on the router arrives through change detection (not the hourly poll)
         ip_batch(router.ns, ["route add 2001:dbb::/48 via 2001:db8:1::7 dev xsa-r1"])
-        router.expire()
+        router.expire_route_cache()
         t0 = time.monotonic()
         probe = ipaddress.IPv6Address("2001:dbb::1").packed
         while fib.lookup(probe) is None and time.monotonic() - t0 < 15:
@@ -79,7 +81,7 @@ def test_snmp_router_to_engine(tmp_path: Path) -> None:
 
         # a router link goes down: its routes leave the router table, the engine follows
         sh(f"ip -n {router.ns} link set xsa-r2 down")
-        router.expire()
+        router.expire_route_cache()
         job = await svc.request_resync().wait(60)
         assert job.status == "applied", job.error
         assert {str(r.prefix) for r in fib.routes()} == router_prefixes(router.ns)
@@ -90,16 +92,22 @@ def test_snmp_router_to_engine(tmp_path: Path) -> None:
 
         # the agent disappears: a specific error, the table keeps serving
         gen, count = fib.generation, len(fib)
-        router.stop_agent()
+        router.stop()
         svc.config.timeout = 30
         job = await svc.request_resync().wait(60)
-        assert job.status == "failed" and job.error is not None and router.agent in job.error
+        assert job.status == "failed" and job.error is not None and router.agent_ip in job.error
         assert (fib.generation, len(fib)) == (gen, count)
         assert svc.state()["last_error"] == job.error
         await svc.stop()
         km.close()
 
-    with XsaSnmpd() as router, netns() as engine_ns:
-        for i in range(3):
-            add_veth(engine_ns, f"xsa-e{i}", f"xsa-e{i}p")
-        asyncio.run(scenario(router, engine_ns))
+    router = SnmpdLab()
+    try:
+        router.setup(link_base="xsa-r")
+        router.start()
+        with netns() as engine_ns:
+            for i in range(3):
+                add_veth(engine_ns, f"xsa-e{i}", f"xsa-e{i}p")
+            asyncio.run(scenario(router, engine_ns))
+    finally:
+        router.teardown()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,27 +13,14 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from pathlib import Path
 
+from lab import netns
+from lab.procs import stop_process
+
 
 def socket_in_netns(ns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
     """A socket created inside ``ns`` (a socket keeps the namespace it was created in)."""
-    made: list[socket.socket | BaseException] = []
-
-    def create() -> None:
-        try:
-            from pyroute2 import netns as pr_netns
-
-            pr_netns.setns(ns, flags=0)  # this thread only
-            made.append(socket.socket(family, kind, proto))
-        except BaseException as exc:
-            made.append(exc)
-
-    worker = threading.Thread(target=create)
-    worker.start()
-    worker.join()
-    result = made[0]
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    with netns.in_netns(ns):
+        return socket.socket(family, kind, proto)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +110,5 @@ def capture(ns: str, ifname: str, out: Path) -> Iterator[list[Frame]]:
         yield frames
         time.sleep(0.3)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace=10, sig=signal.SIGINT)   # SIGINT: tcpdump flushes the file
     frames.extend(parse_pcap(out.read_bytes()))

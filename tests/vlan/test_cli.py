@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from api import main as cli
 from engine.model import Interface
-from tests.vlan.nsutil import addrs, namespaces, sh
+from lab import netns
+from tests.vlan.nsutil import addrs, sh
 from vlan.cli import parse_router_interfaces
 from vlan.config import PlanError
 
@@ -77,7 +78,7 @@ def test_plan_apply_show_in_a_namespace(tmp_path: Path) -> None:
     cfg.write_text(DIRECT)
     ifs = tmp_path / "ifs.txt"
     ifs.write_text("ge-0/0/1.0 up\nfxp0.0 up\n")
-    with namespaces("xvl-cli") as (ns,):
+    with netns.temporary("xvl-cli") as (ns,):
         sh("link", "add", "xe1", "type", "veth", "peer", "name", "xr1", ns=ns)
         sh("link", "set", "xr1", "up", ns=ns)
         code, out, _ = invoke("plan", "-c", str(cfg), "--router-interfaces", str(ifs), "--netns", ns)
@@ -121,7 +122,7 @@ def test_plan_reads_the_daemons_own_config(tmp_path: Path) -> None:
     """The README's command on the shipped example: the daemon's file, its [links] table."""
     ifs = tmp_path / "ifs.txt"
     ifs.write_text("ge-0/0/1.0 up\nge-0/0/2.0 up\nfxp0.0 up\n")
-    with namespaces("xvl-ex") as (ns,):
+    with netns.temporary("xvl-ex") as (ns,):
         sh("link", "add", "eth1", "type", "veth", "peer", "name", "eth9", ns=ns)
         args = ["plan", "-c", str(EXAMPLE_CONFIG), "--router-interfaces", str(ifs), "--netns", ns]
         code, out, err = invoke(*args)

@@ -8,8 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from api import main as cli
+from lab import netns
 from lab.snmpd import SnmpdLab
-from tests.vlan.nsutil import namespaces, sh
+from tests.vlan.nsutil import sh
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -22,7 +23,7 @@ def test_plan_from_a_live_snmp_agent_follows_oper_status(snmpd_lab: SnmpdLab, tm
         '[[links.map]]\nrouter_if = "xsnmp-r?"\n'
     )
     cli._register()
-    with namespaces("xvl-seng") as (eng,):
+    with netns.temporary("xvl-seng") as (eng,):
         sh("link", "add", "xtrunk", "type", "veth", "peer", "name", "xtrunk-p", ns=eng)
         args = ["interfaces", "plan", "-c", str(cfg), "--router", snmpd_lab.url(), "--netns", eng]
         result = CliRunner().invoke(cli.app, args)

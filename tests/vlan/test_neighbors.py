@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from engine.model import Interface, LinkMap
-from tests.vlan.nsutil import namespaces, sh
+from lab import netns
+from tests.vlan.nsutil import sh
 from vlan.config import LinksConfig
 from vlan.neighbors import NeighborRefresher, refresh_linkmap
 from vlan.reconcile import open_ipr, reconcile
@@ -24,7 +25,7 @@ MAC2 = "02:00:00:00:aa:02"
 
 @pytest.fixture
 def lab() -> Iterator[tuple[str, str]]:
-    with namespaces("xvl-neng", "xvl-nrtr") as (eng, rtr):
+    with netns.temporary("xvl-neng", "xvl-nrtr") as (eng, rtr):
         sh("link", "add", "xe1", "type", "veth", "peer", "name", "xr1", "netns", rtr, ns=eng)
         sh("link", "set", "xr1", "address", MAC1, "up", ns=rtr)
         sh("addr", "add", "2001:db8:aa::2/64", "dev", "xr1", "nodad", ns=rtr)

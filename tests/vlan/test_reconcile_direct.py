@@ -8,7 +8,8 @@ from ipaddress import IPv6Address
 import pytest
 
 from engine.model import Interface
-from tests.vlan.nsutil import addrs, link_json, namespaces, sh
+from lab import netns
+from tests.vlan.nsutil import addrs, sh
 from vlan.config import LinksConfig
 from vlan.reconcile import ReconcileError, reconcile
 
@@ -27,7 +28,7 @@ CONFIG = {
 @pytest.fixture
 def lab() -> Iterator[tuple[str, str]]:
     """Engine and router namespaces joined by two veth pairs (xe1<->xr1, xe2<->xr2)."""
-    with namespaces("xvl-eng", "xvl-rtr") as (eng, rtr):
+    with netns.temporary("xvl-eng", "xvl-rtr") as (eng, rtr):
         for i in (1, 2):
             sh("link", "add", f"xe{i}", "type", "veth", "peer", "name", f"xr{i}", "netns", rtr, ns=eng)
             sh("link", "set", f"xr{i}", "up", ns=rtr)
@@ -54,8 +55,8 @@ def test_direct_reconcile_addresses_links_and_learns_router_macs(lab: tuple[str,
     for i, router_if in ((1, "ge-0/0/1.0"), (2, "ge-0/0/2.0")):
         link = result.linkmap.for_router_if(router_if)
         assert link is not None
-        kernel = link_json(eng, f"xe{i}")
-        peer = link_json(rtr, f"xr{i}")
+        kernel = netns.link_info(eng, f"xe{i}")
+        peer = netns.link_info(rtr, f"xr{i}")
         assert link.engine_ifname == f"xe{i}" and link.vlan_id is None
         assert link.engine_ifindex == kernel["ifindex"]
         assert link.engine_mac == bytes.fromhex(str(kernel["address"]).replace(":", ""))
@@ -75,7 +76,7 @@ def test_direct_reconcile_is_idempotent_and_follows_oper_status(lab: tuple[str, 
     assert again.actions == []
     down = reconcile(cfg, router_ifs(down=("ge-0/0/2.0",)), netns=eng)
     assert [(a.op, a.ifname, a.up) for a in down.actions] == [("set", "xe2", False)]
-    assert "DOWN" in str(link_json(eng, "xe2")["operstate"])
+    assert "DOWN" in str(netns.link_info(eng, "xe2")["operstate"])
     lk = down.linkmap.for_router_if("ge-0/0/2.0")
     assert lk is not None and not lk.oper_up
     # Addresses kept across a restart: the plan reads them back from the kernel (stable allocation).

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from engine.model import Interface, LinkMap
-from tests.vlan.nsutil import namespaces, sh
+from lab import netns
+from tests.vlan.nsutil import sh
 from vlan.config import LinksConfig
 from vlan.service import LinkService
 
@@ -24,7 +25,7 @@ CONFIG = LinksConfig.from_dict(
 
 @pytest.fixture
 def eng() -> Iterator[str]:
-    with namespaces("xvl-seng") as (ns,):
+    with netns.temporary("xvl-seng") as (ns,):
         sh("link", "add", "xe1", "type", "veth", "peer", "name", "xr1", ns=ns)
         sh("link", "set", "xr1", "up", ns=ns)
         yield ns

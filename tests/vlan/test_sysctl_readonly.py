@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vlan.nsutil import namespaces
+from lab import netns
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -37,13 +37,13 @@ def _in_readonly_proc_sys(ns: str, value: str) -> str:
 
 
 def test_value_already_set_needs_no_write() -> None:
-    with namespaces("xvl-ro") as (ns,):
+    with netns.temporary("xvl-ro") as (ns,):
         # a fresh namespace's lo starts from the kernel default, 0
         assert _in_readonly_proc_sys(ns, "0") == "OK"
 
 
 def test_needed_write_on_readonly_proc_sys_names_the_fix() -> None:
-    with namespaces("xvl-ro") as (ns,):
+    with netns.temporary("xvl-ro") as (ns,):
         out = _in_readonly_proc_sys(ns, "1")
     assert out.startswith("ERROR ")
     assert "Read-only file system" in out

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from lab import netns
+
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
 
@@ -26,9 +28,7 @@ def test_guest_runs_the_host_interpreter_on_a_writable_overlay(tmp_path: Path) -
 
 
 def test_vlan_subinterface_on_a_veth() -> None:
-    ns = "xcvm-probe"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
+    with netns.temporary("xcvm-probe") as (ns,):
         sh = ["ip", "-n", ns]
         subprocess.run([*sh, "link", "add", "t0", "type", "veth", "peer", "name", "t1"], check=True)
         subprocess.run(
@@ -38,5 +38,3 @@ def test_vlan_subinterface_on_a_veth() -> None:
             [*sh, "-d", "link", "show", "t0.101"], check=True, capture_output=True, text=True
         )
         assert "vlan protocol 802.1Q id 101" in out.stdout
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
