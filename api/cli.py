@@ -457,13 +457,13 @@ def cpu_idle_restore(config: str = typer.Option(..., "--config", "-c", help="Eng
 def _source_problems(cfg: Config) -> list[str]:
     """Let the source driver parse its URL and find its secrets (no connection is made)."""
     from api.daemon import _export_source_secrets
-    from api.syncport import open_route_source
     from sync.source import SourceError
+    from sync.sources import open_source
 
     problems = []
     _export_source_secrets(cfg)
     try:
-        open_route_source(cfg.sync.source)
+        open_source(cfg.sync.source)
     except (SourceError, ValueError) as exc:
         problems.append(f"sync.source: {exc}")
     # the links section is vlan/'s plan input: let it apply its own rules too

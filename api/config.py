@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from sync.sources import SCHEMES as SOURCE_SCHEMES
+
 DEFAULT_PORT = 8406
-SOURCE_SCHEMES = ("snmp", "snmpv3", "netconf", "kernel")
 # Environment variables that override secrets (and the key each one sets).
 ENV_SECRETS: dict[str, tuple[str, str]] = {
     "XCAST6_API_TOKEN": ("api", "token"),

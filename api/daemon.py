@@ -27,13 +27,14 @@ from api.config import Config, ConfigError, load_config, read_or_create_token, r
 from api.links import LinkHolder
 from api.pool import PoolWorkers
 from api.state import EngineView
-from api.syncport import ServiceSync, open_route_source, sync_config
+from api.syncport import ServiceSync, sync_config
 from api.workers import ArgvFor, WorkerSupervisor
 from engine import __version__
 from engine.dataplane import cpuidle
 from engine.dataplane.cpuidle import CpuIdleLimit
 from engine.forwarding.fib import Fib
 from sync.source import RouteSource, SourceError
+from sync.sources import open_source
 
 log = logging.getLogger("xcast6.daemon")
 TOKEN_FILE = "api-token"
@@ -131,7 +132,7 @@ class Daemon:
         cfg: Config,
         *,
         argv_for: ArgvFor | None = None,
-        source_factory: Callable[[str], RouteSource] = open_route_source,
+        source_factory: Callable[[str], RouteSource] = open_source,
     ) -> None:
         self.cfg = cfg
         self._argv_for = argv_for

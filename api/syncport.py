@@ -34,20 +34,6 @@ _JOB_STATE = {
 }
 
 
-def open_route_source(url: str) -> RouteSource:
-    """A RouteSource for a configured URL: kernel:// here, snmp/snmpv3/netconf via sync.sources.
-
-    Raises SourceError (or ValueError for a malformed URL) naming the bad part.
-    """
-    if url.startswith("kernel://"):
-        from api.kernelsource import KernelSource
-
-        return KernelSource(url)
-    from sync.sources import open_source
-
-    return open_source(url)
-
-
 def sync_config(cfg: Config) -> SyncConfig:
     return SyncConfig(
         interval_s=cfg.sync.interval,

@@ -1,7 +1,9 @@
 """Open a route source from its URL, and show URLs without their secrets.
 
+The one registry of source schemes (the daemon, the CLI and the configuration check use it):
 ``snmp://`` and ``snmpv3://`` go to :class:`sync.snmp.SnmpSource`, ``netconf://`` to
-:class:`sync.netconf.NetconfSource`; each parses and validates its own URL fields.
+:class:`sync.netconf.NetconfSource`, ``kernel://`` (a Linux router's kernel table) to
+:class:`sync.kernelsource.KernelSource`; each parses and validates its own URL fields.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ SCHEMES: dict[str, tuple[str, str]] = {
     "snmp": ("sync.snmp", "SnmpSource"),
     "snmpv3": ("sync.snmp", "SnmpSource"),
     "netconf": ("sync.netconf", "NetconfSource"),
+    "kernel": ("sync.kernelsource", "KernelSource"),
 }
 
 _SECRET_PARAMS = {"community", "password", "passwd", "pass", "secret", "key", "authkey", "auth_key",

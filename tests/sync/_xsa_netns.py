@@ -1,26 +1,23 @@
 """Test helpers for sync apply tests: namespaces (prefix ``xsa``) and a kernel-table RouteSource.
 
-``KernelTableSource`` is a real route source: it reads a namespace's kernel IPv6 table over
-netlink (pyroute2) the way an SNMP agent on a Linux router would, so sync can be tested
-end to end before the SNMP/NETCONF sources land.
+``KernelTableSource`` is sync's own ``kernel://`` source (:mod:`sync.kernelsource`) with a fetch
+counter and an injectable failure: a namespace's kernel IPv6 table is a real router's table.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import itertools
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from engine.model import Interface, NextHop, Route, Snapshot
+from engine.model import Route, Snapshot
 from lab.procs import stop_process
-from sync.source import Progress
+from sync.kernelsource import KernelSource
+from sync.source import Progress, SourceError
 
 _counter = itertools.count()
 
@@ -91,73 +88,24 @@ def expected_view(routes: list[Route], ifmap: dict[str, str]) -> set[tuple[str, 
     return out
 
 
-class KernelTableSource:
-    """RouteSource reading a namespace's main IPv6 table through pyroute2 (a Linux 'router')."""
+class KernelTableSource(KernelSource):
+    """sync's ``kernel://`` source for one namespace's table, counting fetches and able to fail
+    the next one on request (for the failure paths of the sync tests)."""
 
     def __init__(self, ns: str, table: int = 254) -> None:
+        super().__init__(f"kernel://{ns}?table={table}")
         self.ns = ns
-        self.table = table
-        self.url = f"kernel://{ns}?table={table}"
         self.fetches = 0
         self.fail_next: str | None = None
 
-    @classmethod
-    def from_url(cls, url: str) -> KernelTableSource:
-        """``kernel://<netns>[?table=N]`` (registered as a scheme by tests only)."""
-        from urllib.parse import parse_qs, urlsplit
-
-        parts = urlsplit(url)
-        return cls(parts.netloc, int(parse_qs(parts.query).get("table", ["254"])[0]))
-
-    def _read(self) -> tuple[list[Route], list[Interface]]:
-        from pyroute2 import IPRoute
-
-        with IPRoute(netns=self.ns) as ipr:
-            links = {int(x["index"]): x for x in ipr.get_links()}
-            names = {i: str(x.get("ifname")) for i, x in links.items()}
-            routes = []
-            for m in ipr.get_routes(family=socket.AF_INET6, table=self.table):
-                if m["type"] != 1 or m["dst_len"] is None:
-                    continue
-                dst = m.get("dst") or "::"
-                net = ipaddress.IPv6Network(f"{dst}/{m['dst_len']}")
-                if net.is_link_local or net.is_multicast:
-                    continue
-                hops = []
-                for nh in m.get("multipath") or [m]:
-                    gw = nh.get("gateway")
-                    gw16 = ipaddress.IPv6Address(gw).packed if gw else None
-                    hops.append(NextHop(names[int(nh.get("oif"))], gw16))
-                proto = {2: "kernel", 3: "boot", 4: "static"}.get(m["proto"], str(m["proto"]))
-                routes.append(Route(net, tuple(hops), proto, int(m.get("priority") or 0)))
-            ifaces = [Interface(names[i], i, str(x.get("operstate")) in ("UP", "UNKNOWN"))
-                      for i, x in links.items()]
-        return routes, ifaces
-
     async def fetch(self, progress: Progress | None = None) -> Snapshot:
-        import asyncio
-
-        from sync.source import SourceError
-
+        """The table as sync's KernelSource reads it, or the failure asked for."""
         if self.fail_next:
             msg, self.fail_next = self.fail_next, None
             raise SourceError(msg)
-        t0 = time.perf_counter()
-        routes, ifaces = await asyncio.to_thread(self._read)
+        snap = await super().fetch(progress)
         self.fetches += 1
-        if progress:
-            progress(len(routes), "routes")
-        return Snapshot(routes, ifaces, self.url, time.time(), time.perf_counter() - t0)
-
-    async def change_marker(self) -> str | None:
-        """Hash of ``ip -6 route show table N`` (tens of ms, like a router's change counter)."""
-        import asyncio
-
-        proc = await asyncio.create_subprocess_exec(
-            "ip", "-6", "-n", self.ns, "route", "show", "table", str(self.table),
-            stdout=asyncio.subprocess.PIPE)
-        out, _ = await proc.communicate()
-        return hashlib.sha256(out).hexdigest()
+        return snap
 
 
 class XsaSnmpd:

@@ -3,7 +3,7 @@
 ``kernel://NETNS?table=254`` reads the IPv6 unicast routes of table 254 in namespace NETNS
 (``kernel://localhost`` = the daemon's own namespace).  A Linux box (FRR, BIRD, the lab's
 router namespaces) is a real router, so this serves as a source for such routers and for
-tests; it is also how the kernel mirror table is read back for ``/routes/diff``.
+tests.  Registered as the ``kernel://`` scheme in :mod:`sync.sources`.
 """
 
 from __future__ import annotations
@@ -165,7 +165,13 @@ class KernelSource:
         except ValueError:
             raise SourceError(f"source {url!r}: table must be an integer table id") from None
 
+    @classmethod
+    def from_url(cls, url: str) -> KernelSource:
+        """The constructor under the name every registered source has (:mod:`sync.sources`)."""
+        return cls(url)
+
     async def fetch(self, progress: Progress | None = None) -> Snapshot:
+        """Read the table and the interface list (raises SourceError)."""
         t0 = time.monotonic()
         routes, interfaces = await read_kernel_table(self.netns, self.table)
         if progress:
@@ -175,5 +181,6 @@ class KernelSource:
         )
 
     async def change_marker(self) -> str | None:
+        """Digest of the table and interfaces: no cheaper change counter exists in the kernel."""
         routes, interfaces = await read_kernel_table(self.netns, self.table)
         return Snapshot(routes=routes, interfaces=interfaces).digest()
