@@ -27,12 +27,13 @@ from api.config import Config, ConfigError, load_config, read_or_create_token, r
 from api.links import LinkHolder
 from api.pool import PoolWorkers
 from api.state import EngineView
-from api.syncport import ServiceSync, sync_config
+from api.syncport import SyncServiceView, sync_config
 from api.workers import ArgvFor, WorkerSupervisor
 from engine import __version__
 from engine.dataplane import cpuidle
 from engine.dataplane.cpuidle import CpuIdleLimit
 from engine.forwarding.fib import Fib
+from sync.service import SyncService, build_service
 from sync.source import RouteSource, SourceError
 from sync.sources import open_source
 
@@ -139,7 +140,7 @@ class Daemon:
         self._source_factory = source_factory
         self._stop = asyncio.Event()
         self.view: EngineView | None = None
-        self.sync: ServiceSync | None = None
+        self.sync: SyncService | None = None
         self.workers: WorkerSupervisor | PoolWorkers | None = None
         self.link_service: Any = None
         self.started = asyncio.Event()
@@ -177,8 +178,11 @@ class Daemon:
         fib = Fib()
         # 1. last good table from the store (forwarding can start before the router answers);
         #    SyncService.start() restores it and then queues the first fetch
-        self.sync = sync = ServiceSync.build(cfg, source, fib)
-        await sync.start()
+        self.sync = sync = build_service(
+            source, fib, cfg.engine.state_dir, kernel_table=cfg.sync.kernel_table,
+            kernel_protocol=cfg.sync.kernel_proto, config=sync_config(cfg),
+        )
+        await sync.start(initial_sync=True)
         await sync.wait_first_fetch(min(cfg.sync.timeout, 10.0))
         # 2. links
         links = LinkHolder(cfg.links.mode)
@@ -186,7 +190,9 @@ class Daemon:
         # 3. workers (forked from the loaded table)
         self.workers = workers = await self._start_workers(fib, links, sync)
         # 4. API
-        self.view = view = EngineView(fib=fib, sync=sync, workers=workers, links=links, version=__version__)
+        self.view = view = EngineView(
+            fib=fib, sync=SyncServiceView(sync), workers=workers, links=links, version=__version__
+        )
         server = None
         tasks: list[asyncio.Task[object]] = []
         loop = asyncio.get_running_loop()
@@ -247,7 +253,7 @@ class Daemon:
         log.info("stopped")
         return 0
 
-    async def _start_links(self, links: LinkHolder, sync: ServiceSync) -> Any:
+    async def _start_links(self, links: LinkHolder, sync: SyncService) -> Any:
         """vlan/'s LinkService: reconcile on every router interface list, router MACs kept fresh."""
         cfg = self.cfg
         from vlan.plan import InterfacesConfig, PlanError
@@ -277,7 +283,7 @@ class Daemon:
             # reconcile does blocking netlink work: never on the event loop
             loop.run_in_executor(None, reconcile, interfaces)
 
-        sync.service.on_interfaces.append(on_interfaces)
+        sync.on_interfaces.append(on_interfaces)
         if sync.router_interfaces():
             await asyncio.to_thread(service.update, sync.router_interfaces())
         service.start()
@@ -288,12 +294,12 @@ class Daemon:
         if self.sync is None:
             return
         try:
-            await self.sync.service.set_ifname_map(service.engine_ifname)
+            await self.sync.set_ifname_map(service.engine_ifname)
         except Exception as exc:
             log.error("kernel mirror not re-planned for the new links: %s", exc)
 
     async def _start_workers(
-        self, fib: Fib, links: LinkHolder, sync: ServiceSync
+        self, fib: Fib, links: LinkHolder, sync: SyncService
     ) -> WorkerSupervisor | PoolWorkers:
         cfg = self.cfg
         if self._argv_for is not None or not cfg.workers.count:
@@ -325,7 +331,7 @@ class Daemon:
         )
         workers = PoolWorkers(pool, backoff=cfg.workers.restart_backoff)
         await workers.start()
-        sync.service.on_routes.append(workers.routes_hook)
+        sync.on_routes.append(workers.routes_hook)
         if self.link_service is not None:
             self.link_service.listeners.append(workers.set_links)
         return workers

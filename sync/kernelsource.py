@@ -9,6 +9,7 @@ tests.  Registered as the ``kernel://`` scheme in :mod:`sync.sources`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import socket
@@ -69,7 +70,9 @@ async def read_kernel_table(
         except BaseException as exc:
             error.append(exc)
         finally:
-            loop.call_soon_threadsafe(_finish)
+            # a cancelled read (the service stopping) may find its loop already closed
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_finish)
 
     threading.Thread(target=work, name=f"kernel-read-{netns or 'host'}", daemon=True).start()
     await done

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from sync.kernel import DEFAULT_PROTOCOL, DEFAULT_TABLE, KernelMirror, MirrorRes
 from sync.source import Progress, RouteSource, SourceError
 from sync.sources import open_source, strip_secrets
 from sync.store import HistoryEntry, StoreError, SyncStore
+from sync.verify import Verification, check_mirror, route_drift
 
 log = logging.getLogger("xcast6.sync")
 
@@ -169,6 +171,7 @@ class SyncService:
         self._store_dirty = False
         self._last_save = float("-inf")
         self.restored_routes = 0        # routes served from the store at startup
+        self.loaded_from_store = False  # the table serving since start came from the store
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, initial_sync: bool = True) -> None:
@@ -218,6 +221,7 @@ class SyncService:
         d = await asyncio.to_thread(diff, None, snap)      # indexes the serving table (~0.5 s at 250k)
         self.serving, self._serving_index = snap, d.new_index
         self.restored_routes = len(snap.routes)
+        self.loaded_from_store = True
         log.info("serving %d stored routes from %s", len(snap.routes), strip_secrets(snap.source))
         self._notify(snap, d, None)
         if self.applier.mirror is not None:
@@ -256,7 +260,25 @@ class SyncService:
         return job
 
     def job(self, job_id: str) -> SyncJob | None:
+        """A job by id (the last 100 are kept), or None."""
         return self._jobs.get(job_id)
+
+    async def wait_first_fetch(self, timeout: float) -> None:
+        """Without a stored table, give the start-up fetch up to ``timeout`` seconds, so that
+        what starts next (links, workers) starts from the router's table and interfaces (a slow
+        router only delays them; the sync keeps retrying in the background)."""
+        if self.serving is not None:
+            return
+        for job in self.jobs():
+            if job.trigger == "startup":
+                with contextlib.suppress(TimeoutError):
+                    await job.wait(timeout)
+
+    def reconfigure(self, source: RouteSource, config: SyncConfig) -> None:
+        """New source settings (SIGHUP): the serving table stays, a resync follows at once."""
+        self.source = source
+        self.config = config
+        self.request_resync(trigger="reload")
 
     def jobs(self) -> list[SyncJob]:
         return list(self._jobs.values())
@@ -321,6 +343,23 @@ class SyncService:
 
         async with self._apply_lock:      # one user of the mirror's netlink socket at a time
             return await asyncio.to_thread(read)
+
+    async def verify(self, progress: Progress | None = None) -> Verification:
+        """Router (a fresh fetch) vs the Fib vs the kernel mirror (:mod:`sync.verify`); changes
+        nothing.  Raises SourceError when the router cannot be read."""
+        # The fetch takes seconds and touches nothing of ours: outside the lock, so syncs go on.
+        router = await self.fetch_fresh(progress)
+        # Fib and mirror are read together under the apply lock: a half-applied change would
+        # look like drift, and the mirror's netlink socket has one user at a time.
+        async with self._apply_lock:
+            fib = self.applier.fib
+            routes = list(fib.routes())
+            generation = fib.generation
+            mirror = self.applier.mirror
+            kernel = None if mirror is None else await asyncio.to_thread(
+                check_mirror, routes, mirror, self.applier.ifname_map)
+        drift = await asyncio.to_thread(route_drift, routes, router.routes)
+        return Verification(router, len(routes), generation, drift, kernel)
 
     # -- loops --------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -622,9 +661,9 @@ class SyncService:
 
 
 def build_service(
-    source_url: str,
+    source: str | RouteSource,
     fib: Fib,
-    state_dir: str | None,
+    state_dir: str | os.PathLike[str] | None,
     *,
     kernel_table: int = DEFAULT_TABLE,
     kernel_protocol: int = DEFAULT_PROTOCOL,
@@ -634,9 +673,12 @@ def build_service(
 ) -> SyncService:
     """Wire a SyncService from configuration values (``kernel_table=0``: no kernel mirror).
 
-    Raises SourceUrlError/ValueError naming the bad value, StoreError for an unusable state dir.
+    ``source`` is a URL (opened through the registry in :mod:`sync.sources`) or a source already
+    opened.  Raises SourceUrlError/ValueError naming the bad value, StoreError for an unusable
+    state dir.
     """
-    source = open_source(source_url)
+    if isinstance(source, str):
+        source = open_source(source)
     mirror = None if kernel_table == 0 else KernelMirror(kernel_table, kernel_protocol, netns=kernel_netns)
     applier = Applier(fib, mirror) if ifname_map is None else Applier(fib, mirror, ifname_map)
     store = None if state_dir is None else SyncStore(state_dir)
