@@ -25,13 +25,13 @@ from typing import Any
 
 from api.config import Config, ConfigError, load_config, read_or_create_token, redact_url
 from api.links import LinkHolder
-from api.pool import PoolWorkers
 from api.state import EngineView
 from api.syncport import SyncServiceView, sync_config
-from api.workers import ArgvFor, WorkerSupervisor
 from engine import __version__
 from engine.dataplane import cpuidle
 from engine.dataplane.cpuidle import CpuIdleLimit
+from engine.dataplane.supervisor import WorkerSupervisor
+from engine.dataplane.worker import WorkerPool
 from engine.forwarding.fib import Fib
 from sync.service import SyncService, build_service
 from sync.source import RouteSource, SourceError
@@ -132,16 +132,14 @@ class Daemon:
         self,
         cfg: Config,
         *,
-        argv_for: ArgvFor | None = None,
         source_factory: Callable[[str], RouteSource] = open_source,
     ) -> None:
         self.cfg = cfg
-        self._argv_for = argv_for
         self._source_factory = source_factory
         self._stop = asyncio.Event()
         self.view: EngineView | None = None
         self.sync: SyncService | None = None
-        self.workers: WorkerSupervisor | PoolWorkers | None = None
+        self.workers: WorkerSupervisor | None = None
         self.link_service: Any = None
         self.started = asyncio.Event()
 
@@ -298,18 +296,10 @@ class Daemon:
         except Exception as exc:
             log.error("kernel mirror not re-planned for the new links: %s", exc)
 
-    async def _start_workers(
-        self, fib: Fib, links: LinkHolder, sync: SyncService
-    ) -> WorkerSupervisor | PoolWorkers:
+    async def _start_workers(self, fib: Fib, links: LinkHolder, sync: SyncService) -> WorkerSupervisor:
         cfg = self.cfg
-        if self._argv_for is not None or not cfg.workers.count:
-            sup = WorkerSupervisor(
-                cfg.workers.count, self._argv_for or (lambda i: []), backoff=cfg.workers.restart_backoff
-            )
-            await sup.start()
-            return sup
-        from engine.dataplane.worker import WorkerPool
-
+        if not cfg.workers.count:
+            return WorkerSupervisor(None)
         ingress = list(cfg.workers.ingress) or (
             [cfg.links.trunk]
             if cfg.links.mode == "vlan" and cfg.links.trunk
@@ -329,9 +319,9 @@ class Daemon:
             busy_poll_us=cfg.workers.busy_poll_us,
             rx_buffer=cfg.workers.rx_buffer_kb * 1024,
         )
-        workers = PoolWorkers(pool, backoff=cfg.workers.restart_backoff)
+        workers = WorkerSupervisor(pool, backoff=cfg.workers.restart_backoff)
         await workers.start()
-        sync.on_routes.append(workers.routes_hook)
+        sync.on_routes.append(lambda _snap, d, _res: workers.feed(d))
         if self.link_service is not None:
             self.link_service.listeners.append(workers.set_links)
         return workers

@@ -5,7 +5,7 @@ built by the daemon from three ports:
 
 * :class:`SyncPort`    -- the route sync (sync/service.py, translated by api/syncport.py):
   status, verification (router vs engine vs kernel mirror), resync with the safety valve.
-* :class:`WorkerPort`  -- the packet workers (engine/dataplane/worker.py under the daemon's supervisor):
+* :class:`WorkerPort`  -- the packet workers (engine/dataplane/supervisor.py):
   per-process state and resource use, drop/forward counters, latency histogram.
 * :class:`LinkPort`    -- the engine links (vlan/ LinkMap) and the router's interface list.
 
@@ -19,9 +19,10 @@ import bisect
 import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
+from engine.dataplane.supervisor import Histogram, WorkerInfo
 from engine.forwarding.fib import Fib
 from engine.model import EngineLink, Interface, NextHop, Route, Snapshot
 from sync.source import Progress
@@ -84,48 +85,6 @@ class SyncPort(Protocol):
         ...
 
     def get_job(self, job_id: str) -> ResyncJob | None: ...
-
-
-@dataclass
-class WorkerInfo:
-    index: int
-    pid: int | None
-    state: str  # running | restarting | stopped | failed
-    restarts: int = 0
-    started_at: float | None = None
-    last_exit: str | None = None
-    cpu_percent: float | None = None
-    cpu_seconds: float | None = None
-    rss_bytes: int | None = None
-    ctx_switches_voluntary: int | None = None
-    ctx_switches_involuntary: int | None = None
-    cpus: list[int] | None = None       # the CPUs the worker may run on (its affinity)
-
-
-@dataclass
-class Histogram:
-    """Latency histogram: cumulative-free bucket counts with upper bounds in microseconds."""
-
-    bounds_us: list[float] = field(default_factory=list)  # last bucket is +Inf (not listed)
-    counts: list[int] = field(default_factory=list)  # len(bounds_us) + 1
-    sum_us: float = 0.0
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding quantile ``q`` (None if empty or in +Inf)."""
-        total = self.count
-        if total == 0:
-            return None
-        want = q * total
-        seen = 0
-        for bound, c in zip(self.bounds_us, self.counts, strict=False):
-            seen += c
-            if seen >= want:
-                return bound
-        return None
 
 
 class WorkerPort(Protocol):

@@ -7,7 +7,7 @@ import random
 
 from api.links import LinkHolder
 from api.state import EngineView, Histogram, StaticSync
-from api.workers import WorkerSupervisor
+from engine.dataplane.supervisor import WorkerSupervisor
 from engine.forwarding.fib import Fib
 from engine.forwarding.fib_synth import internet_table
 from engine.model import NextHop, Route, Snapshot
@@ -17,7 +17,7 @@ def _view(routes: list[Route]) -> EngineView:
     fib = Fib()
     sync = StaticSync(fib, Snapshot(routes=routes, interfaces=[], source="static"))
     return EngineView(
-        fib=fib, sync=sync, workers=WorkerSupervisor(0, lambda i: []), links=LinkHolder("vlan"), version="t"
+        fib=fib, sync=sync, workers=WorkerSupervisor(None), links=LinkHolder("vlan"), version="t"
     )
 
 
