@@ -24,9 +24,8 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from engine.forwarding.fib import Fib
 from engine.model import Interface, Route, Snapshot
@@ -41,9 +40,22 @@ from sync.verify import Verification, check_mirror, route_drift
 
 log = logging.getLogger("xcast6.sync")
 
-# (new snapshot, diff from the previous one, apply result or None when restored from the store)
-RoutesHook = Callable[[Snapshot, SnapshotDiff, ApplyResult | None], None]
-InterfacesHook = Callable[[list[Interface], InterfaceDiff], None]
+
+
+class SyncSubscriber(Protocol):
+    """The one party told what sync applied (the runtime pipeline, api/pipeline.py; tests).
+
+    Called on the event loop, right after the apply: keep it short, hand blocking work on.
+    """
+
+    def table_applied(self, snap: Snapshot, d: SnapshotDiff, res: ApplyResult | None) -> None:
+        """The engine serves ``snap`` now (``d`` from the previous table; ``res`` None when it
+        was restored from the store)."""
+        ...
+
+    def interfaces_changed(self, interfaces: list[Interface], d: InterfaceDiff) -> None:
+        """The router's interface list changed (added, removed, oper status)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -147,8 +159,7 @@ class SyncService:
         self.serving: Snapshot | None = None
         self._serving_index: dict[int, Route] | None = None   # prefix_key -> route of `serving`
         self.held: HeldDiff | None = None
-        self.on_routes: list[RoutesHook] = []
-        self.on_interfaces: list[InterfacesHook] = []
+        self.subscriber: SyncSubscriber | None = None
         self.last_attempt: float | None = None
         self.last_success: float | None = None
         self.last_duration_s: float | None = None
@@ -165,6 +176,8 @@ class SyncService:
         self._running: SyncJob | None = None
         self._wakeup = asyncio.Event()
         self._apply_lock = asyncio.Lock()   # one writer of Fib + kernel mirror at a time
+        self._links_told = asyncio.Event()  # links_updated() wakes the link watch
+        self._new_ifname_map: IfnameMap | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._restore_task: asyncio.Task[None] | None = None
         self._save_task: asyncio.Task[None] | None = None
@@ -181,8 +194,7 @@ class SyncService:
                        asyncio.create_task(self._poll_loop(), name="sync-poll")]
         # Always running: a reload (SIGHUP) may switch change detection on or off.
         self._tasks.append(asyncio.create_task(self._change_loop(), name="sync-change"))
-        if self.config.link_watch_s > 0 and self.applier.mirror is not None:
-            self._tasks.append(asyncio.create_task(self._link_watch_loop(), name="sync-links"))
+        self._tasks.append(asyncio.create_task(self._link_watch_loop(), name="sync-links"))
         if initial_sync:
             self.request_resync(trigger="startup")
 
@@ -313,6 +325,12 @@ class SyncService:
                 self.last_apply = {**(self.last_apply or {}), "kernel": res.to_dict()}
             return res
 
+    def links_updated(self, ifname_map: IfnameMap) -> None:
+        """The engine links changed (a new link map): the link watch re-plans the kernel mirror
+        for them at once.  Call on the event loop; returns without waiting for the remap."""
+        self._new_ifname_map = ifname_map
+        self._links_told.set()
+
     # -- reading, for the API ------------------------------------------------------------
     def table_loaded(self) -> bool:
         """True once a table serves (from the store or a sync)."""
@@ -385,15 +403,24 @@ class SyncService:
             self.request_resync(trigger="poll")
 
     async def _link_watch_loop(self) -> None:
-        mirror = self.applier.mirror
-        assert mirror is not None
+        """The one link watch of the kernel mirror: re-plan it when told of new engine links
+        (:meth:`links_updated`) or when the kernel's links changed (one went down or came back:
+        the kernel flushes a down link's routes itself), looked at every ``link_watch_s``."""
         while True:
-            await asyncio.sleep(self.config.link_watch_s)
+            period = self.config.link_watch_s if self.applier.mirror is not None else 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._links_told.wait(), period or None)
+            self._links_told.clear()
+            new_map, self._new_ifname_map = self._new_ifname_map, None
+            mirror = self.applier.mirror
             try:
-                changed = await asyncio.to_thread(mirror.links_changed)
-                if changed and self.serving is not None:
+                if new_map is None:
+                    if mirror is None or not await asyncio.to_thread(mirror.links_changed):
+                        continue
+                    new_map = self.applier.ifname_map
+                if self.serving is not None:
                     self.counters["link_changes"] += 1
-                    await self.set_ifname_map(self.applier.ifname_map)
+                await self.set_ifname_map(new_map)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:     # reported, retried next round
@@ -578,17 +605,18 @@ class SyncService:
         return None
 
     def _notify(self, snap: Snapshot, d: SnapshotDiff, res: ApplyResult | None) -> None:
-        for hook in self.on_routes:
-            try:
-                hook(snap, d, res)
-            except Exception:
-                log.exception("routes hook %r failed", hook)
+        sub = self.subscriber
+        if sub is None:
+            return
+        try:
+            sub.table_applied(snap, d, res)
+        except Exception:      # the table is applied whatever a subscriber does with the news
+            log.exception("sync subscriber %r failed on a table change", sub)
         if not d.interfaces.empty:
-            for ihook in self.on_interfaces:
-                try:
-                    ihook(list(snap.interfaces), d.interfaces)
-                except Exception:
-                    log.exception("interfaces hook %r failed", ihook)
+            try:
+                sub.interfaces_changed(list(snap.interfaces), d.interfaces)
+            except Exception:
+                log.exception("sync subscriber %r failed on an interface change", sub)
 
     def _success(self, started: float) -> None:
         self.last_success = time.time()

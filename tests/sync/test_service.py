@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.forwarding.fib import Fib
-from engine.model import ip6
-from sync.apply import Applier
+from engine.model import Interface, InterfaceDiff, Snapshot, SnapshotDiff, ip6
+from sync.apply import Applier, ApplyResult
 from sync.kernel import KernelMirror
 from sync.service import SyncConfig, SyncService
 from sync.store import SyncStore
@@ -27,6 +27,20 @@ def identity(name: str) -> str | None:
 
 def router_routes(ns: str, n: int, start: int = 0) -> None:
     ip_batch(ns, [f"route add 2001:db8:{i:x}::/64 via fe80::1 dev xsa-a" for i in range(start, start + n)])
+
+
+class Seen:
+    """A SyncSubscriber that records what it is told."""
+
+    def __init__(self) -> None:
+        self.tables: list[int] = []                          # route count of each applied table
+        self.oper_changes: list[list[tuple[str, bool]]] = []
+
+    def table_applied(self, snap: Snapshot, d: SnapshotDiff, res: ApplyResult | None) -> None:
+        self.tables.append(len(snap.routes))
+
+    def interfaces_changed(self, interfaces: list[Interface], d: InterfaceDiff) -> None:
+        self.oper_changes.append([(n.name, n.oper_up) for _, n in d.oper_changed])
 
 
 def build(ns: str, state: Path, **cfg: float) -> tuple[SyncService, KernelTableSource, Fib, KernelMirror]:
@@ -47,8 +61,8 @@ def test_first_sync_change_trigger_and_restart(tmp_path: Path) -> None:
                           "route add 2001:dba::/48 dev xsa-b"])
             router_routes(ns, 1000)
             svc, source, fib, km = build(ns, tmp_path / "xsa-state")
-            seen: list[int] = []
-            svc.on_routes.append(lambda snap, d, res: seen.append(len(snap.routes)))
+            svc.subscriber = sub = Seen()
+            seen = sub.tables
             await svc.start()
             first = svc.jobs()[0]
             await first.wait(30)
@@ -196,7 +210,7 @@ def test_config_values_are_validated() -> None:
         SyncConfig(interval_s=0)
 
 
-def test_link_map_change_and_interface_hook(tmp_path: Path) -> None:
+def test_link_map_change_and_interface_subscriber(tmp_path: Path) -> None:
     async def scenario() -> None:
         with netns() as ns:
             add_veth(ns, "xsa-a", "xsa-b")
@@ -208,9 +222,8 @@ def test_link_map_change_and_interface_hook(tmp_path: Path) -> None:
             only_a = {"xsa-a": "xsa-a"}
             svc = SyncService(source, Applier(fib, km, only_a.get), SyncStore(tmp_path),
                               SyncConfig(interval_s=3600, change_poll_s=0))
-            iface_events: list[list[tuple[str, bool]]] = []
-            svc.on_interfaces.append(
-                lambda ifaces, d: iface_events.append([(n.name, n.oper_up) for _, n in d.oper_changed]))
+            svc.subscriber = sub = Seen()
+            iface_events = sub.oper_changes
             await svc.start()
             job = await svc.jobs()[0].wait(30)
             assert job.status == "applied"
@@ -219,11 +232,18 @@ def test_link_map_change_and_interface_hook(tmp_path: Path) -> None:
             assert skipped["no_engine_link"] >= 5          # the xsa-b routes (+ its connected fe80::/64)
             assert not any(dev == "xsa-b" for _, hops in kernel_view(ns, 6464, "245") for _, dev in hops)
             assert fib.lookup(ip6("2001:dc8:1::1")) is not None     # the Fib keeps the router's full view
+            # new engine links (the pipeline tells the link watch): the mirror follows at once
+            svc.links_updated(identity)
+            want = expected_view(svc.serving.routes, {"xsa-a": "xsa-a", "xsa-b": "xsa-b"})  # type: ignore[union-attr]
+            t0 = time.monotonic()
+            while kernel_view(ns, 6464, "245") != want and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.05)
+            assert kernel_view(ns, 6464, "245") == want and svc.counters["link_changes"] == 1
             res = await svc.set_ifname_map(identity)
             assert res is not None and res.skipped["no_engine_link"] == 0
             assert expected_view(svc.serving.routes, {"xsa-a": "xsa-a", "xsa-b": "xsa-b"}) == \
                 kernel_view(ns, 6464, "245")  # type: ignore[union-attr]
-            # an interface going down on the router reaches the interface hook
+            # an interface going down on the router reaches the subscriber
             sh(f"ip -n {ns} link set xsa-b down")
             job = await svc.request_resync().wait(30)
             assert job.status == "applied", job.error

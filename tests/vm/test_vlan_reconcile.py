@@ -228,10 +228,9 @@ def test_link_service_over_vlans(lab: tuple[str, str]) -> None:
     router_vlan(rtr, 100, "2001:db8:ff::2/64")
     router_vlan(rtr, 101, "2001:db8:ff:1::2/64")
     cfg = InterfacesConfig.from_dict({**CONFIG, "map": [{"router_if": "ge-*"}]})
-    service = LinkService(cfg, netns=eng, neighbor_wait_s=10.0)
     maps: list[LinkMap] = []
-    service.listeners.append(maps.append)
-    service.on_router_interfaces(
+    service = LinkService(cfg, netns=eng, neighbor_wait_s=10.0, on_linkmap=maps.append)
+    service.update(
         [Interface("ge-0/0/0.0", 1), Interface("ge-0/0/1.0", 2), Interface("lo0.0", 3)]
     )
     assert service.engine_ifname("ge-0/0/0.0") == "xc-v100"
