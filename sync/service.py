@@ -206,6 +206,11 @@ class SyncService:
         for t in tasks:
             t.cancel()
         for t in tasks:
+            # Python 3.11's wait_for returns its result when a cancel lands just as the awaited
+            # fetch or marker completes (the cancel is lost): cancel again until the task ends.
+            while not t.done():
+                await asyncio.wait({t}, timeout=0.5)
+                t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks, self._save_task = [], None
