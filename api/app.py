@@ -41,7 +41,7 @@ from api.models import (
     WorkerOut,
     WorkersSummary,
 )
-from api.state import EngineView, ResyncJob, diff_routes
+from api.state import EngineView, ResyncJob
 from sync.sources import strip_secrets
 
 PROBLEM = "application/problem+json"
@@ -323,32 +323,28 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         responses=_problem_responses(401, 502),
     )
     async def route_diff() -> RouteDiffReport:
-        """Router (fresh fetch) vs engine table vs kernel mirror."""
+        """Router (fresh fetch) vs engine table vs kernel mirror (sync's own verification)."""
         try:
-            snap = await view.sync.fetch_fresh()
+            v = await view.sync.verify()
         except Exception as exc:
             raise ApiProblem(502, "Router fetch failed", str(exc) or type(exc).__name__) from None
-        engine_routes = list(view.fib.routes())
-        kernel = await view.sync.kernel_routes()
-        rv = diff_routes(engine_routes, snap.routes)
-        linked = {link.router_ifname for link in view.links.links()}
-        ek = (
-            None
-            if kernel is None
-            else diff_routes(_gateways_only(kernel), _mirrorable(engine_routes, linked))
-        )
+        snap, k = v.router, v.kernel
+        kernel_detail = ""
+        if k is not None:
+            left_out = ", ".join(f"{n} {why}" for why, n in k.skipped.items() if n)
+            kernel_detail = f"kernel mirror table {k.table}"
+            if left_out:
+                kernel_detail += f"; not mirrored: {left_out}"
         return RouteDiffReport(
             router=TableInfo(
                 route_count=len(snap.routes),
                 detail=f"{strip_secrets(snap.source)} fetched in {snap.duration_s:.2f} s",
             ),
-            engine=TableInfo(route_count=len(engine_routes), detail=f"generation {view.fib.generation}"),
-            kernel=None
-            if kernel is None
-            else TableInfo(route_count=len(kernel), detail="kernel mirror table"),
-            router_vs_engine=DiffOut.of(rv),
-            engine_vs_kernel=None if ek is None else DiffOut.of(ek),
-            in_sync=rv.empty and (ek is None or ek.empty),
+            engine=TableInfo(route_count=v.engine_routes, detail=f"generation {v.generation}"),
+            kernel=None if k is None else TableInfo(route_count=k.routes, detail=kernel_detail),
+            router_vs_engine=DiffOut.of(v.router_vs_engine),
+            engine_vs_kernel=None if k is None else DiffOut.of(k.drift),
+            in_sync=v.in_sync,
         )
 
     # -- resync ----------------------------------------------------------------------------------
@@ -461,40 +457,6 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         return PlainTextResponse(metrics.render(view), media_type=metrics.CONTENT_TYPE)
 
     return app
-
-
-def _mirrorable(routes: list[Any], linked: set[str]) -> list[Any]:
-    """What the kernel mirror should hold for the engine table: only next hops whose router
-    interface has an engine link (device-only legs dropped beside gateway legs, as the kernel
-    cannot mix them), compared by prefix and gateways."""
-    from engine.model import NextHop, Route
-
-    out = []
-    for r in routes:
-        gws = {h.gateway for h in r.nexthops if h.ifname in linked}
-        if len(gws) > 1 and None in gws:
-            gws.discard(None)
-        if gws:
-            hops = tuple(sorted((NextHop("", g) for g in gws), key=lambda h: h.gateway or b""))
-            out.append(Route(prefix=r.prefix, nexthops=hops, protocol="", metric=0))
-    return out
-
-
-def _gateways_only(routes: list[Any]) -> list[Any]:
-    """The kernel mirror names engine-side devices, so compare prefixes and gateways only."""
-    from engine.model import NextHop, Route
-
-    return [
-        Route(
-            prefix=r.prefix,
-            nexthops=tuple(
-                sorted({NextHop("", h.gateway) for h in r.nexthops}, key=lambda h: h.gateway or b"")
-            ),
-            protocol="",
-            metric=0,
-        )
-        for r in routes
-    ]
 
 
 def _mac(b: bytes | None) -> str | None:

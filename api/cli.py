@@ -456,12 +456,12 @@ def cpu_idle_restore(config: str = typer.Option(..., "--config", "-c", help="Eng
 
 def _source_problems(cfg: Config) -> list[str]:
     """Let the source driver parse its URL and find its secrets (no connection is made)."""
-    from api.syncport import open_route_source
     from sync.source import SourceError
+    from sync.sources import open_source
 
     problems = []
     try:
-        open_route_source(cfg.sync.source, cfg.sync.credentials())
+        open_source(cfg.sync.source, cfg.sync.credentials())
     except (SourceError, ValueError) as exc:
         problems.append(f"sync.source: {exc}")
     return problems

@@ -1,8 +1,6 @@
-"""``xcast6-engine run``: sync, workers and the API under one asyncio supervisor.
+"""``xcast6-engine run``: the runtime pipeline (api/pipeline.py) and the API under one event loop.
 
-Start-up order: last good snapshot from the state directory (the table serves at once; the
-sync loops start with it; without a stored table the first fetch gets up to 10 s) -> engine
-links -> packet workers (forked from the loaded table) -> API.
+Start-up order: the pipeline (stored table, first fetch, engine links, packet workers) -> API.
 SIGTERM/SIGINT stop gracefully (API first, then sync, then workers); SIGHUP re-reads the
 file and applies new route-source settings without dropping the table; a crashed worker is
 restarted by the supervisor while the table, the sync and the API keep running here.
@@ -21,20 +19,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from api.config import Config, ConfigError, load_config, read_or_create_token
-from api.links import LinkHolder
-from api.pool import PoolWorkers
+from api.pipeline import Pipeline
 from api.state import EngineView
-from api.syncport import ServiceSync, open_route_source
-from api.workers import ArgvFor, WorkerSupervisor
+from api.syncport import SyncServiceView
 from engine import __version__
 from engine.dataplane import cpuidle
 from engine.dataplane.cpuidle import CpuIdleLimit
-from engine.forwarding.fib import Fib
 from sync.source import Credentials, RouteSource, SourceError
-from sync.sources import strip_secrets
+from sync.sources import open_source, strip_secrets
 
 log = logging.getLogger("xcast6.daemon")
 TOKEN_FILE = "api-token"
@@ -118,17 +112,13 @@ class Daemon:
         self,
         cfg: Config,
         *,
-        argv_for: ArgvFor | None = None,
-        source_factory: Callable[[str, Credentials], RouteSource] = open_route_source,
+        source_factory: Callable[[str, Credentials], RouteSource] = open_source,
     ) -> None:
         self.cfg = cfg
-        self._argv_for = argv_for
         self._source_factory = source_factory
         self._stop = asyncio.Event()
         self.view: EngineView | None = None
-        self.sync: ServiceSync | None = None
-        self.workers: WorkerSupervisor | PoolWorkers | None = None
-        self.link_service: Any = None
+        self.pipeline: Pipeline | None = None
         self.started = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -160,19 +150,15 @@ class Daemon:
             keep_off_worker_cpus(set(cfg.workers.cpus))
         cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
         source = self._source_factory(cfg.sync.source, cfg.sync.credentials())
-        fib = Fib()
-        # 1. last good table from the store (forwarding can start before the router answers);
-        #    SyncService.start() restores it and then queues the first fetch
-        self.sync = sync = ServiceSync.build(cfg, source, fib)
-        await sync.start()
-        await sync.wait_first_fetch(min(cfg.sync.timeout, 10.0))
-        # 2. links
-        links = LinkHolder(cfg.links.mode)
-        self.link_service = await self._start_links(links, sync)
-        # 3. workers (forked from the loaded table)
-        self.workers = workers = await self._start_workers(fib, links, sync)
-        # 4. API
-        self.view = view = EngineView(fib=fib, sync=sync, workers=workers, links=links, version=__version__)
+        self.pipeline = pipeline = Pipeline(cfg, source)
+        await pipeline.start()
+        self.view = view = EngineView(
+            fib=pipeline.fib,
+            sync=SyncServiceView(pipeline.sync),
+            workers=pipeline.workers,
+            links=pipeline.links,
+            version=__version__,
+        )
         server = None
         tasks: list[asyncio.Task[object]] = []
         loop = asyncio.get_running_loop()
@@ -205,7 +191,7 @@ class Daemon:
             "xcast6-engine %s running: source %s, %d routes, %d workers, API %s",
             __version__,
             strip_secrets(cfg.sync.source),
-            len(fib),
+            len(pipeline.fib),
             cfg.workers.count,
             cfg.api_url() if cfg.api.enabled else "disabled",
         )
@@ -213,107 +199,26 @@ class Daemon:
             while not server.started and not tasks[0].done():
                 await asyncio.sleep(0.02)
             if tasks[0].done():
-                await workers.stop()
+                await pipeline.stop()
                 exc = tasks[0].exception()
                 raise SystemExit(
                     f"API could not start on {cfg.api.listen}:{cfg.api.port}: {exc or 'bind failed'}"
                 )
         self.started.set()
         await self._stop.wait()
-        log.info("stopping: API, sync, workers")
+        log.info("stopping: API, sync, workers, links")
         if server is not None:
             server.should_exit = True
         for t in tasks[1:]:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await sync.stop()
-        await workers.stop()
-        if self.link_service is not None:
-            await asyncio.to_thread(self.link_service.stop)
+        await pipeline.stop()
         log.info("stopped")
         return 0
 
-    async def _start_links(self, links: LinkHolder, sync: ServiceSync) -> Any:
-        """vlan/'s LinkService: reconcile on every router interface list, router MACs kept fresh."""
-        cfg = self.cfg
-        from vlan.service import LinkService
-
-        service = LinkService(cfg.links)
-        loop = asyncio.get_running_loop()
-
-        def on_links(new_map: Any) -> None:
-            links.set(new_map)
-            # the kernel mirror follows the links (its routes name engine interfaces)
-            loop.call_soon_threadsafe(lambda: loop.create_task(self._remap(service)))
-
-        service.listeners.append(on_links)
-
-        def reconcile(interfaces: list[Any]) -> None:
-            try:
-                service.update(interfaces)
-            except Exception:
-                log.exception("engine links not reconciled")
-
-        def on_interfaces(interfaces: list[Any], _diff: object = None) -> None:
-            # reconcile does blocking netlink work: never on the event loop
-            loop.run_in_executor(None, reconcile, interfaces)
-
-        sync.service.on_interfaces.append(on_interfaces)
-        if sync.router_interfaces():
-            await asyncio.to_thread(service.update, sync.router_interfaces())
-        service.start()
-        log.info("engine links (%s mode): %d", cfg.links.mode, len(links.links()))
-        return service
-
-    async def _remap(self, service: Any) -> None:
-        if self.sync is None:
-            return
-        try:
-            await self.sync.service.set_ifname_map(service.engine_ifname)
-        except Exception as exc:
-            log.error("kernel mirror not re-planned for the new links: %s", exc)
-
-    async def _start_workers(
-        self, fib: Fib, links: LinkHolder, sync: ServiceSync
-    ) -> WorkerSupervisor | PoolWorkers:
-        cfg = self.cfg
-        if self._argv_for is not None or not cfg.workers.count:
-            sup = WorkerSupervisor(
-                cfg.workers.count, self._argv_for or (lambda i: []), backoff=cfg.workers.restart_backoff
-            )
-            await sup.start()
-            return sup
-        from engine.dataplane.worker import WorkerPool
-
-        ingress = list(cfg.workers.ingress) or (
-            [cfg.links.trunk]
-            if cfg.links.mode == "vlan" and cfg.links.trunk
-            else [m.link for m in cfg.links.entries if m.link]
-        )
-        if cfg.workers.busy_poll_us and not cfg.workers.cpus:
-            log.warning("workers.busy_poll_us = %d without workers.cpus: polling workers spin on CPUs "
-                        "the scheduler shares with sync, the API and other processes; pin them",
-                        cfg.workers.busy_poll_us)
-        pool = WorkerPool(
-            fib=fib,
-            links=links.linkmap(),
-            ingress=ingress,
-            workers=cfg.workers.count,
-            counters_path=cfg.workers.counters_file,
-            cpus=cfg.workers.cpus,
-            busy_poll_us=cfg.workers.busy_poll_us,
-            rx_buffer=cfg.workers.rx_buffer_kb * 1024,
-        )
-        workers = PoolWorkers(pool, backoff=cfg.workers.restart_backoff)
-        await workers.start()
-        sync.service.on_routes.append(workers.routes_hook)
-        if self.link_service is not None:
-            self.link_service.listeners.append(workers.set_links)
-        return workers
-
     async def reload(self) -> None:
         """SIGHUP: re-read the file; apply route-source settings; keep everything else running."""
-        if self.cfg.path is None or self.sync is None:
+        if self.cfg.path is None or self.pipeline is None:
             return
         try:
             new = load_config(self.cfg.path)
@@ -325,7 +230,7 @@ class Daemon:
         except (SourceError, ValueError) as exc:
             log.error("reload refused, keeping the running configuration: sync.source: %s", exc)
             return
-        self.sync.reconfigure(source, new.sync)
+        self.pipeline.reconfigure(source, new)
         others = [s for s in ("engine", "links", "workers", "api") if getattr(new, s) != getattr(self.cfg, s)]
         self.cfg = new
         log.info(

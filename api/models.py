@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.state import RouteDiff
 from engine.model import NextHop, Route
+from sync.verify import RouteDrift
 
 
 class Problem(BaseModel):
@@ -83,15 +83,13 @@ class DiffOut(BaseModel):
     changed: list[ChangeOut]
 
     @classmethod
-    def of(cls, d: RouteDiff) -> DiffOut:
+    def of(cls, d: RouteDrift) -> DiffOut:
         return cls(
             counts=DiffCounts(**d.counts()),
             added=[RouteOut.of(r) for r in d.added],
             removed=[RouteOut.of(r) for r in d.removed],
             changed=[
-                ChangeOut(
-                    prefix=str(c.after.prefix), before=RouteOut.of(c.before), after=RouteOut.of(c.after)
-                )
+                ChangeOut(prefix=str(c.new.prefix), before=RouteOut.of(c.old), after=RouteOut.of(c.new))
                 for c in d.changed
             ],
         )
@@ -108,7 +106,9 @@ class RouteDiffReport(BaseModel):
     kernel: TableInfo | None = Field(description="Kernel mirror table; null when not configured")
     router_vs_engine: DiffOut = Field(description="What a resync would change in the engine table")
     engine_vs_kernel: DiffOut | None = Field(
-        description="What the kernel mirror lacks against the engine (prefixes and gateways only)"
+        description="What a mirror reconcile would change in the kernel table for the engine table "
+        "(kernel routes: engine interfaces, protocol proto-N); routes left out on purpose (no engine "
+        "link, link down, foreign route) are not drift"
     )
     in_sync: bool
 

@@ -3,13 +3,13 @@
 The app never touches sockets, SNMP or netlink itself; it talks to an :class:`EngineView`
 built by the daemon from three ports:
 
-* :class:`SyncPort`    -- the route sync (sync/service.py, or the daemon's adapter around it):
-  status, fresh fetch, kernel mirror read-back, resync with the safety valve.
-* :class:`WorkerPort`  -- the packet workers (engine/dataplane/worker.py under the daemon's supervisor):
+* :class:`SyncPort`    -- the route sync (sync/service.py, translated by api/syncport.py):
+  status, verification (router vs engine vs kernel mirror), resync with the safety valve.
+* :class:`WorkerPort`  -- the packet workers (engine/dataplane/supervisor.py):
   per-process state and resource use, drop/forward counters, latency histogram.
 * :class:`LinkPort`    -- the engine links (vlan/ LinkMap) and the router's interface list.
 
-Everything here is pure logic (filtering, paging, diffing, job bookkeeping), testable without
+Everything here is pure logic (filtering, paging, job bookkeeping), testable without
 root; the I/O lives behind the ports.
 """
 
@@ -18,62 +18,19 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
+from engine.dataplane.supervisor import Histogram, WorkerInfo
 from engine.forwarding.fib import Fib
 from engine.model import EngineLink, Interface, NextHop, Route, Snapshot
 from sync.source import Progress
-
-# ---------------------------------------------------------------------------------------------
-# Diffs
-
-
-@dataclass(frozen=True)
-class RouteChange:
-    before: Route
-    after: Route
-
-
-@dataclass(frozen=True)
-class RouteDiff:
-    """``added``: in ``new`` only; ``removed``: in ``old`` only; ``changed``: same prefix, other content."""
-
-    added: list[Route] = field(default_factory=list)
-    removed: list[Route] = field(default_factory=list)
-    changed: list[RouteChange] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.removed or self.changed)
-
-    def counts(self) -> dict[str, int]:
-        return {"added": len(self.added), "removed": len(self.removed), "changed": len(self.changed)}
-
-
-def _same(a: Route, b: Route) -> bool:
-    return sorted(a.nexthops) == sorted(b.nexthops) and a.protocol == b.protocol and a.metric == b.metric
+from sync.verify import Verification, route_drift
 
 
 def _route_sort_key(r: Route) -> tuple[bytes, int]:
     return (r.prefix.network_address.packed, r.prefix.prefixlen)
-
-
-def diff_routes(old: Iterable[Route], new: Iterable[Route], *, compare_meta: bool = True) -> RouteDiff:
-    """Per-prefix diff of two route sets (sorted output). ``compare_meta=False`` ignores
-    protocol and metric (the kernel mirror keeps only next hops)."""
-    before = {r.prefix: r for r in old}
-    after = {r.prefix: r for r in new}
-    same = _same if compare_meta else (lambda a, b: sorted(a.nexthops) == sorted(b.nexthops))
-    added = sorted((r for p, r in after.items() if p not in before), key=_route_sort_key)
-    removed = sorted((r for p, r in before.items() if p not in after), key=_route_sort_key)
-    changed = [
-        RouteChange(before[p], after[p])
-        for p in sorted(after.keys() & before.keys(), key=lambda n: (n.network_address.packed, n.prefixlen))
-        if not same(before[p], after[p])
-    ]
-    return RouteDiff(added, removed, changed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,10 +75,9 @@ class SyncPort(Protocol):
 
     def router_interfaces(self) -> list[Interface]: ...
 
-    async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot: ...
-
-    async def kernel_routes(self) -> list[Route] | None:
-        """Routes in the kernel mirror table (prefix + gateways), or None without a mirror."""
+    async def verify(self, progress: Progress | None = None) -> Verification:
+        """Router (fresh fetch) vs engine table vs kernel mirror (sync.verify); raises on a
+        failed fetch."""
         ...
 
     def start_resync(self, force: bool) -> ResyncJob:
@@ -129,48 +85,6 @@ class SyncPort(Protocol):
         ...
 
     def get_job(self, job_id: str) -> ResyncJob | None: ...
-
-
-@dataclass
-class WorkerInfo:
-    index: int
-    pid: int | None
-    state: str  # running | restarting | stopped | failed
-    restarts: int = 0
-    started_at: float | None = None
-    last_exit: str | None = None
-    cpu_percent: float | None = None
-    cpu_seconds: float | None = None
-    rss_bytes: int | None = None
-    ctx_switches_voluntary: int | None = None
-    ctx_switches_involuntary: int | None = None
-    cpus: list[int] | None = None       # the CPUs the worker may run on (its affinity)
-
-
-@dataclass
-class Histogram:
-    """Latency histogram: cumulative-free bucket counts with upper bounds in microseconds."""
-
-    bounds_us: list[float] = field(default_factory=list)  # last bucket is +Inf (not listed)
-    counts: list[int] = field(default_factory=list)  # len(bounds_us) + 1
-    sum_us: float = 0.0
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding quantile ``q`` (None if empty or in +Inf)."""
-        total = self.count
-        if total == 0:
-            return None
-        want = q * total
-        seen = 0
-        for bound, c in zip(self.bounds_us, self.counts, strict=False):
-            seen += c
-            if seen >= want:
-                return bound
-        return None
 
 
 class WorkerPort(Protocol):
@@ -344,11 +258,11 @@ class StaticSync:
     def router_interfaces(self) -> list[Interface]:
         return list(self.snapshot.interfaces)
 
-    async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot:
-        return self.snapshot
-
-    async def kernel_routes(self) -> list[Route] | None:
-        return None
+    async def verify(self, progress: Progress | None = None) -> Verification:
+        """The fixed snapshot is the router; there is no kernel mirror."""
+        routes = list(self.fib.routes())
+        return Verification(self.snapshot, len(routes), self.fib.generation,
+                            route_drift(routes, self.snapshot.routes), None)
 
     def start_resync(self, force: bool) -> ResyncJob:
         now = time.time()

@@ -1,30 +1,18 @@
-"""The route sync behind :class:`api.state.SyncPort`: an adapter over sync.service.SyncService.
+"""The API's view of sync.service.SyncService: its state and jobs translated into the API's models.
 
 SyncService (sync/) owns fetch -> diff -> safety valve -> apply (kernel mirror, then Fib) ->
-store; this module only builds it from the configuration and translates its state and jobs
-into what the API shows.
+store, and the router/engine/mirror verification; it is built and run by the pipeline
+(api/pipeline.py).  Nothing here reads the router or the kernel: this is translation only.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ipaddress
-import logging
-
-from api.config import Config
 from api.state import ResyncJob, SyncOutcome, SyncStatus
-from engine.forwarding.fib import Fib
-from engine.model import Interface, NextHop, Route, Snapshot
-from sync.apply import Applier, IfnameMap
-from sync.config import SyncConfig
-from sync.kernel import KernelMirror
+from engine.model import Interface
 from sync.service import SyncJob, SyncService
-from sync.source import Credentials, Progress, RouteSource, SourceError
+from sync.source import Progress
 from sync.sources import strip_secrets
-from sync.store import SyncStore
-
-log = logging.getLogger("xcast6.sync")
+from sync.verify import Verification
 
 _JOB_STATE = {
     "queued": "queued",
@@ -36,72 +24,16 @@ _JOB_STATE = {
 }
 
 
-def open_route_source(url: str, credentials: Credentials | None = None) -> RouteSource:
-    """A RouteSource for a configured URL: kernel:// here, snmp/snmpv3/netconf via sync.sources.
+class SyncServiceView:
+    """:class:`api.state.SyncPort` of a SyncService (see module docstring)."""
 
-    Raises SourceError (or ValueError for a malformed URL) naming the bad part.
-    """
-    if url.startswith("kernel://"):
-        from api.kernelsource import KernelSource
-
-        return KernelSource(url)
-    from sync.sources import open_source
-
-    return open_source(url, credentials)
-
-
-class ServiceSync:
-    """SyncPort over a SyncService (see module docstring)."""
-
-    def __init__(self, service: SyncService, fib: Fib, mirror: KernelMirror | None = None) -> None:
+    def __init__(self, service: SyncService) -> None:
         self.service = service
-        self.fib = fib
-        self.mirror = mirror
-        self.loaded_from_store = False
 
-    @classmethod
-    def build(
-        cls, cfg: Config, source: RouteSource, fib: Fib, ifname_map: IfnameMap | None = None
-    ) -> ServiceSync:
-        """SyncService with the SQLite store in the state directory and, when configured, the
-        kernel mirror table."""
-        mirror = None
-        if cfg.sync.kernel_table:
-            mirror = KernelMirror(table=cfg.sync.kernel_table, protocol=cfg.sync.kernel_proto)
-        applier = Applier(fib, mirror) if ifname_map is None else Applier(fib, mirror, ifname_map)
-        store = SyncStore(cfg.engine.state_dir)
-        return cls(SyncService(source, applier, store, cfg.sync), fib, mirror)
-
-    async def start(self) -> None:
-        """Serve the stored snapshot at once, then start the loops (first fetch queued)."""
-        await self.service.start(initial_sync=True)
-        # start() restores the store before it queues the first fetch: serving now = from the store
-        self.loaded_from_store = self.service.serving is not None
-
-    async def wait_first_fetch(self, timeout: float) -> None:
-        """Without a stored table, give the start-up fetch up to ``timeout`` seconds, so that
-        the links and workers start from the router's interfaces (a slow router only delays
-        them; everything keeps retrying in the background)."""
-        if self.service.serving is not None:
-            return
-        for job in self.service.jobs():
-            if job.trigger == "startup":
-                with contextlib.suppress(TimeoutError):
-                    await job.wait(timeout)
-
-    async def stop(self) -> None:
-        await self.service.stop()
-
-    def reconfigure(self, source: RouteSource, config: SyncConfig) -> None:
-        """SIGHUP: new source settings; the serving table stays, a resync follows at once."""
-        svc = self.service
-        svc.source = source
-        svc.config = config
-        svc.request_resync(trigger="reload")
-
-    # -- SyncPort ---------------------------------------------------------------------------
     def status(self) -> SyncStatus:
-        st = self.service.state()
+        """The service's state in the API's terms (one word for what it is doing)."""
+        svc = self.service
+        st = svc.state()
         held = st["held"]
         running = st["running_job"]
         if running is not None:
@@ -113,64 +45,36 @@ class ServiceSync:
             st["last_success"] is None or (st["last_attempt"] or 0) > (st["last_success"] or 0)
         ):
             state = "error"
-        elif self.service.serving is None:
+        elif svc.serving is None:
             state = "starting"
         else:
             state = "idle"
         return SyncStatus(
-            source=strip_secrets(self.service.source.url),
+            source=strip_secrets(svc.source.url),
             state=state,
             last_success=st["last_success"],
             last_attempt=st["last_attempt"],
             last_duration_s=st["last_duration_s"],
             last_error=st["last_error"],
-            generation=self.fib.generation,
-            route_count=len(self.fib),
+            generation=st["generation"],
+            route_count=st["route_count"],
             interval_s=st["interval_s"],
             held_back=None
             if held is None
             else {k: int(held["counts"].get(k, 0)) for k in ("added", "removed", "changed")},
             held_reason=None if held is None else held["reason"],
-            loaded_from_store=self.loaded_from_store,
+            loaded_from_store=svc.loaded_from_store,
             change_detection=st["change_detection"],
         )
 
     def table_loaded(self) -> bool:
-        return self.service.serving is not None
+        return self.service.table_loaded()
 
     def router_interfaces(self) -> list[Interface]:
-        s = self.service.serving
-        return [] if s is None else list(s.interfaces)
+        return self.service.router_interfaces()
 
-    async def fetch_fresh(self, progress: Progress | None = None) -> Snapshot:
-        timeout = self.service.config.timeout
-        try:
-            return await asyncio.wait_for(self.service.source.fetch(progress), timeout)
-        except TimeoutError:
-            raise SourceError(
-                f"{strip_secrets(self.service.source.url)}: no complete answer within "
-                f"{timeout:g} s (sync.timeout)"
-            ) from None
-
-    async def kernel_routes(self) -> list[Route] | None:
-        mirror = self.mirror
-        if mirror is None:
-            return None
-        ours, _foreign = await asyncio.to_thread(mirror.dump)
-        out = []
-        for kr in ours.values():
-            hops = tuple(
-                sorted({NextHop("", nh.gateway) for nh in kr.nexthops}, key=lambda h: h.gateway or b"")
-            ) or (NextHop(""),)
-            out.append(
-                Route(
-                    prefix=ipaddress.IPv6Network((kr.dst, kr.dst_len)),
-                    nexthops=hops,
-                    protocol=str(kr.protocol),
-                    metric=kr.priority,
-                )
-            )
-        return out
+    async def verify(self, progress: Progress | None = None) -> Verification:
+        return await self.service.verify(progress)
 
     def start_resync(self, force: bool) -> ResyncJob:
         return self._job(self.service.request_resync(force=force, trigger="manual"))
@@ -180,6 +84,7 @@ class ServiceSync:
         return None if job is None else self._job(job)
 
     def _job(self, job: SyncJob) -> ResyncJob:
+        fib = self.service.applier.fib
         res = job.result or {}
         outcome = None
         if job.status in ("applied", "unchanged", "held"):
@@ -188,8 +93,8 @@ class ServiceSync:
                 counts={k: int(counts.get(k, 0)) for k in ("added", "removed", "changed")},
                 applied=job.status == "applied",
                 held_back=job.status == "held",
-                generation=int(res.get("apply", {}).get("generation", self.fib.generation)),
-                route_count=int(counts.get("new_count", len(self.fib))),
+                generation=int(res.get("apply", {}).get("generation", fib.generation)),
+                route_count=int(counts.get("new_count", len(fib))),
                 message=res.get("reason") or ("no change" if job.status == "unchanged" else "applied"),
             )
         return ResyncJob(

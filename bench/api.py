@@ -24,7 +24,7 @@ import httpx
 from api.app import create_app
 from api.links import LinkHolder
 from api.state import EngineView, StaticSync
-from api.workers import WorkerSupervisor
+from engine.dataplane.supervisor import WorkerSupervisor
 from engine.forwarding.fib import Fib
 from engine.forwarding.fib_synth import address_in, internet_table
 from engine.model import Snapshot
@@ -90,7 +90,7 @@ def run(routes: int, requests: int, seed: int = 1) -> dict[str, Any]:
     view = EngineView(
         fib=fib,
         sync=sync,
-        workers=WorkerSupervisor(0, lambda i: []),
+        workers=WorkerSupervisor(None),
         links=LinkHolder("vlan"),
         version="bench",
     )

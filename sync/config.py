@@ -26,8 +26,7 @@ from engine.settings import (
 from sync.source import Credentials
 from sync.sources import SCHEMES, strip_secrets
 
-# kernel:// (the engine host's own table, for labs) is opened by the daemon, not sync.sources.
-SOURCE_SCHEMES: tuple[str, ...] = (*SCHEMES, "kernel")
+SOURCE_SCHEMES: tuple[str, ...] = tuple(SCHEMES)  # the one registry (sync.sources), kernel:// included
 
 
 @dataclass(slots=True)

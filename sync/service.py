@@ -21,11 +21,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from engine.forwarding.fib import Fib
 from engine.model import Interface, Route, Snapshot
@@ -37,12 +37,26 @@ from sync.kernel import DEFAULT_PROTOCOL, DEFAULT_TABLE, KernelMirror, MirrorRes
 from sync.source import Progress, RouteSource, SourceError
 from sync.sources import open_source, strip_secrets
 from sync.store import HistoryEntry, StoreError, SyncStore
+from sync.verify import Verification, check_mirror, route_drift
 
 log = logging.getLogger("xcast6.sync")
 
-# (new snapshot, diff from the previous one, apply result or None when restored from the store)
-RoutesHook = Callable[[Snapshot, SnapshotDiff, ApplyResult | None], None]
-InterfacesHook = Callable[[list[Interface], InterfaceDiff], None]
+
+
+class SyncSubscriber(Protocol):
+    """The one party told what sync applied (the runtime pipeline, api/pipeline.py; tests).
+
+    Called on the event loop, right after the apply: keep it short, hand blocking work on.
+    """
+
+    def table_applied(self, snap: Snapshot, d: SnapshotDiff, res: ApplyResult | None) -> None:
+        """The engine serves ``snap`` now (``d`` from the previous table; ``res`` None when it
+        was restored from the store)."""
+        ...
+
+    def interfaces_changed(self, interfaces: list[Interface], d: InterfaceDiff) -> None:
+        """The router's interface list changed (added, removed, oper status)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -113,8 +127,7 @@ class SyncService:
         self.serving: Snapshot | None = None
         self._serving_index: dict[int, Route] | None = None   # prefix_key -> route of `serving`
         self.held: HeldDiff | None = None
-        self.on_routes: list[RoutesHook] = []
-        self.on_interfaces: list[InterfacesHook] = []
+        self.subscriber: SyncSubscriber | None = None
         self.last_attempt: float | None = None
         self.last_success: float | None = None
         self.last_duration_s: float | None = None
@@ -131,12 +144,15 @@ class SyncService:
         self._running: SyncJob | None = None
         self._wakeup = asyncio.Event()
         self._apply_lock = asyncio.Lock()   # one writer of Fib + kernel mirror at a time
+        self._links_told = asyncio.Event()  # links_updated() wakes the link watch
+        self._new_ifname_map: IfnameMap | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._restore_task: asyncio.Task[None] | None = None
         self._save_task: asyncio.Task[None] | None = None
         self._store_dirty = False
         self._last_save = float("-inf")
         self.restored_routes = 0        # routes served from the store at startup
+        self.loaded_from_store = False  # the table serving since start came from the store
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, initial_sync: bool = True) -> None:
@@ -146,8 +162,7 @@ class SyncService:
                        asyncio.create_task(self._poll_loop(), name="sync-poll")]
         # Always running: a reload (SIGHUP) may switch change detection on or off.
         self._tasks.append(asyncio.create_task(self._change_loop(), name="sync-change"))
-        if self.config.link_watch_s > 0 and self.applier.mirror is not None:
-            self._tasks.append(asyncio.create_task(self._link_watch_loop(), name="sync-links"))
+        self._tasks.append(asyncio.create_task(self._link_watch_loop(), name="sync-links"))
         if initial_sync:
             self.request_resync(trigger="startup")
 
@@ -159,6 +174,11 @@ class SyncService:
         for t in tasks:
             t.cancel()
         for t in tasks:
+            # Python 3.11's wait_for returns its result when a cancel lands just as the awaited
+            # fetch or marker completes (the cancel is lost): cancel again until the task ends.
+            while not t.done():
+                await asyncio.wait({t}, timeout=0.5)
+                t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks, self._save_task = [], None
@@ -186,6 +206,7 @@ class SyncService:
         d = await asyncio.to_thread(diff, None, snap)      # indexes the serving table (~0.5 s at 250k)
         self.serving, self._serving_index = snap, d.new_index
         self.restored_routes = len(snap.routes)
+        self.loaded_from_store = True
         log.info("serving %d stored routes from %s", len(snap.routes), strip_secrets(snap.source))
         self._notify(snap, d, None)
         if self.applier.mirror is not None:
@@ -224,7 +245,25 @@ class SyncService:
         return job
 
     def job(self, job_id: str) -> SyncJob | None:
+        """A job by id (the last 100 are kept), or None."""
         return self._jobs.get(job_id)
+
+    async def wait_first_fetch(self, timeout: float) -> None:
+        """Without a stored table, give the start-up fetch up to ``timeout`` seconds, so that
+        what starts next (links, workers) starts from the router's table and interfaces (a slow
+        router only delays them; the sync keeps retrying in the background)."""
+        if self.serving is not None:
+            return
+        for job in self.jobs():
+            if job.trigger == "startup":
+                with contextlib.suppress(TimeoutError):
+                    await job.wait(timeout)
+
+    def reconfigure(self, source: RouteSource, config: SyncConfig) -> None:
+        """New source settings (SIGHUP): the serving table stays, a resync follows at once."""
+        self.source = source
+        self.config = config
+        self.request_resync(trigger="reload")
 
     def jobs(self) -> list[SyncJob]:
         return list(self._jobs.values())
@@ -259,6 +298,12 @@ class SyncService:
                 self.last_apply = {**(self.last_apply or {}), "kernel": res.to_dict()}
             return res
 
+    def links_updated(self, ifname_map: IfnameMap) -> None:
+        """The engine links changed (a new link map): the link watch re-plans the kernel mirror
+        for them at once.  Call on the event loop; returns without waiting for the remap."""
+        self._new_ifname_map = ifname_map
+        self._links_told.set()
+
     # -- reading, for the API ------------------------------------------------------------
     def table_loaded(self) -> bool:
         """True once a table serves (from the store or a sync)."""
@@ -290,6 +335,23 @@ class SyncService:
         async with self._apply_lock:      # one user of the mirror's netlink socket at a time
             return await asyncio.to_thread(read)
 
+    async def verify(self, progress: Progress | None = None) -> Verification:
+        """Router (a fresh fetch) vs the Fib vs the kernel mirror (:mod:`sync.verify`); changes
+        nothing.  Raises SourceError when the router cannot be read."""
+        # The fetch takes seconds and touches nothing of ours: outside the lock, so syncs go on.
+        router = await self.fetch_fresh(progress)
+        # Fib and mirror are read together under the apply lock: a half-applied change would
+        # look like drift, and the mirror's netlink socket has one user at a time.
+        async with self._apply_lock:
+            fib = self.applier.fib
+            routes = list(fib.routes())
+            generation = fib.generation
+            mirror = self.applier.mirror
+            kernel = None if mirror is None else await asyncio.to_thread(
+                check_mirror, routes, mirror, self.applier.ifname_map)
+        drift = await asyncio.to_thread(route_drift, routes, router.routes)
+        return Verification(router, len(routes), generation, drift, kernel)
+
     # -- loops --------------------------------------------------------------------------
     async def _worker(self) -> None:
         while True:
@@ -314,15 +376,24 @@ class SyncService:
             self.request_resync(trigger="poll")
 
     async def _link_watch_loop(self) -> None:
-        mirror = self.applier.mirror
-        assert mirror is not None
+        """The one link watch of the kernel mirror: re-plan it when told of new engine links
+        (:meth:`links_updated`) or when the kernel's links changed (one went down or came back:
+        the kernel flushes a down link's routes itself), looked at every ``link_watch_s``."""
         while True:
-            await asyncio.sleep(self.config.link_watch_s)
+            period = self.config.link_watch_s if self.applier.mirror is not None else 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._links_told.wait(), period or None)
+            self._links_told.clear()
+            new_map, self._new_ifname_map = self._new_ifname_map, None
+            mirror = self.applier.mirror
             try:
-                changed = await asyncio.to_thread(mirror.links_changed)
-                if changed and self.serving is not None:
+                if new_map is None:
+                    if mirror is None or not await asyncio.to_thread(mirror.links_changed):
+                        continue
+                    new_map = self.applier.ifname_map
+                if self.serving is not None:
                     self.counters["link_changes"] += 1
-                    await self.set_ifname_map(self.applier.ifname_map)
+                await self.set_ifname_map(new_map)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:     # reported, retried next round
@@ -507,17 +578,18 @@ class SyncService:
         return None
 
     def _notify(self, snap: Snapshot, d: SnapshotDiff, res: ApplyResult | None) -> None:
-        for hook in self.on_routes:
-            try:
-                hook(snap, d, res)
-            except Exception:
-                log.exception("routes hook %r failed", hook)
+        sub = self.subscriber
+        if sub is None:
+            return
+        try:
+            sub.table_applied(snap, d, res)
+        except Exception:      # the table is applied whatever a subscriber does with the news
+            log.exception("sync subscriber %r failed on a table change", sub)
         if not d.interfaces.empty:
-            for ihook in self.on_interfaces:
-                try:
-                    ihook(list(snap.interfaces), d.interfaces)
-                except Exception:
-                    log.exception("interfaces hook %r failed", ihook)
+            try:
+                sub.interfaces_changed(list(snap.interfaces), d.interfaces)
+            except Exception:
+                log.exception("sync subscriber %r failed on an interface change", sub)
 
     def _success(self, started: float) -> None:
         self.last_success = time.time()
@@ -590,9 +662,9 @@ class SyncService:
 
 
 def build_service(
-    source_url: str,
+    source: str | RouteSource,
     fib: Fib,
-    state_dir: str | None,
+    state_dir: str | os.PathLike[str] | None,
     *,
     kernel_table: int = DEFAULT_TABLE,
     kernel_protocol: int = DEFAULT_PROTOCOL,
@@ -602,9 +674,12 @@ def build_service(
 ) -> SyncService:
     """Wire a SyncService from configuration values (``kernel_table=0``: no kernel mirror).
 
-    Raises SourceUrlError/ValueError naming the bad value, StoreError for an unusable state dir.
+    ``source`` is a URL (opened through the registry in :mod:`sync.sources`) or a source already
+    opened.  Raises SourceUrlError/ValueError naming the bad value, StoreError for an unusable
+    state dir.
     """
-    source = open_source(source_url)
+    if isinstance(source, str):
+        source = open_source(source)
     mirror = None if kernel_table == 0 else KernelMirror(kernel_table, kernel_protocol, netns=kernel_netns)
     applier = Applier(fib, mirror) if ifname_map is None else Applier(fib, mirror, ifname_map)
     store = None if state_dir is None else SyncStore(state_dir)

@@ -1,7 +1,9 @@
 """Open a route source from its URL, and show URLs without their secrets.
 
+The one registry of source schemes (the daemon, the CLI and the configuration check use it):
 ``snmp://`` and ``snmpv3://`` go to :class:`sync.snmp.SnmpSource`, ``netconf://`` to
-:class:`sync.netconf.NetconfSource`; each parses and validates its own URL fields.
+:class:`sync.netconf.NetconfSource`, ``kernel://`` (a Linux router's kernel table) to
+:class:`sync.kernelsource.KernelSource`; each parses and validates its own URL fields.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ SCHEMES: dict[str, tuple[str, str]] = {
     "snmp": ("sync.snmp", "SnmpSource"),
     "snmpv3": ("sync.snmp", "SnmpSource"),
     "netconf": ("sync.netconf", "NetconfSource"),
+    "kernel": ("sync.kernelsource", "KernelSource"),
 }
 
 # A query parameter whose name contains one of these words holds a secret (authkey, priv_key,

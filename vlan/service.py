@@ -1,13 +1,8 @@
 """Keeps the engine links in step with the router at run time, for the daemon.
 
-Wiring (done by the daemon supervisor)::
-
-    links = LinkService(config.interfaces, netns=None)
-    sync.on_interfaces.append(links.on_router_interfaces)      # interface list changed
-    links.listeners.append(lambda m: worker.set_linkmap(m))    # hand the new map to the worker
-    links.listeners.append(lambda m: asyncio.run_coroutine_threadsafe(
-        sync.set_ifname_map(links.engine_ifname), loop))       # kernel mirror follows the links
-    links.start()                                              # router MACs kept fresh
+The runtime pipeline (api/pipeline.py) calls :meth:`LinkService.update` with each new router
+interface list and is the one ``on_linkmap`` subscriber: it hands each new LinkMap to the
+workers and the kernel mirror.  :meth:`LinkService.start` keeps router MACs fresh.
 
 A failed reconcile (bad mapping for a new interface, netlink refusal) keeps the last good
 LinkMap in service, counts the error and remembers its message for ``state()``.
@@ -41,10 +36,12 @@ class LinkService:
         netns: str | None = None,
         neighbor_interval_s: float = 5.0,
         neighbor_wait_s: float = 1.0,
+        on_linkmap: LinkMapListener | None = None,
     ) -> None:
         self.config = config
         self.netns = netns
-        self.listeners: list[LinkMapListener] = []
+        # told of every new map, from the thread that made it (a reconcile or the MAC refresher)
+        self.on_linkmap = on_linkmap
         self._map = LinkMap([])
         self._lock = threading.Lock()
         self._neighbor_wait_s = neighbor_wait_s
@@ -88,10 +85,6 @@ class LinkService:
             self._swap(result.linkmap)
             return result
 
-    def on_router_interfaces(self, interfaces: list[Interface], _diff: object = None) -> None:
-        """``SyncService.on_interfaces`` hook."""
-        self.update(interfaces)
-
     def _merge_macs(self, fresh: LinkMap) -> None:
         """Take refreshed router MACs, but only for links still the same (a reconcile may have
         swapped the map while the refresher was reading the neighbor table)."""
@@ -109,11 +102,11 @@ class LinkService:
 
     def _swap(self, new_map: LinkMap) -> None:
         self._map = new_map
-        for listener in self.listeners:
+        if self.on_linkmap is not None:
             try:
-                listener(new_map)
-            except Exception:  # one bad listener must not stop the others
-                log.exception("link map listener %r failed", listener)
+                self.on_linkmap(new_map)
+            except Exception:  # the map is in service whatever the subscriber does with it
+                log.exception("link map subscriber %r failed", self.on_linkmap)
 
     def start(self) -> None:
         """Start keeping router MACs fresh (background thread)."""

@@ -59,7 +59,7 @@ from engine.dataplane.rxbatch import BatchReceiver
 from engine.forwarding.branch import Brancher, BranchResult
 from engine.forwarding.fib import Fib
 from engine.forwarding.flowcache import FlowCache, applies, flow_key, learn, write_frames
-from engine.model import EngineLink, LinkMap, Route
+from engine.model import EngineLink, LinkMap, Route, SnapshotDiff
 from engine.wire.reasons import NOT_XCAST
 
 log = logging.getLogger(__name__)
@@ -468,7 +468,8 @@ def _worker_main(spec: WorkerSpec, fib: Fib, links: list[EngineLink], factory: B
 
 @dataclass
 class WorkerPool:
-    """Supervisor side: owns the master Fib, forks workers, fans out table/link changes."""
+    """Parent side of the workers: forks them from the master Fib, fans out table/link changes
+    (blocking; engine/dataplane/supervisor.py runs it from the event loop and restarts workers)."""
 
     fib: Fib
     links: LinkMap
@@ -546,27 +547,19 @@ class WorkerPool:
                 raise RuntimeError(f"worker {i} did not acknowledge {msg[0]} within {timeout}s")
             c.recv()
 
-    def apply_diff(self, adds: list[Route], removes: list[ipaddress.IPv6Network]) -> None:
-        """Apply a sync diff to the master table and every worker (waits for their acks)."""
-        apply_diff(self.fib, adds, removes)
-        self._broadcast(("diff", adds, removes))
+    def send_diff(self, d: SnapshotDiff) -> None:
+        """Send a sync diff to every worker (waits for their acks).
 
-    def routes_hook(self, snap: Any, d: Any, res: Any = None) -> None:
-        """``SyncService.on_routes`` hook: forward a sync diff to the workers.
-
-        The daemon's Applier has already written the master Fib (this pool's ``fib``, shared by
-        reference), so only the workers are updated here; ``d`` is a ``sync.diff.SnapshotDiff``.
+        Sync's apply has already written the master Fib (this pool's ``fib``, shared by
+        reference), so only the workers are updated here.
         """
         adds = [*d.added, *(c.new for c in d.changed)]
         removes = [r.prefix for r in d.removed]
         if adds or removes:
             self._broadcast(("diff", adds, removes))
 
-    def replace_routes(self, routes: list[Route]) -> None:
-        self.fib.replace(routes)
-        self._broadcast(("replace", routes))
-
     def set_links(self, links: LinkMap) -> None:
+        """Send a new link map to every worker (waits for their acks)."""
         self.links = links
         self._broadcast(("links", links.links()))
 

@@ -293,3 +293,37 @@ def test_diff_against_the_kernel_mirror(router: Router, xtmp: Path) -> None:
     finally:
         assert d.stop() == 0
         sh("ip", "-6", "route", "flush", "table", str(table), check=False)
+
+
+def test_diff_does_not_count_a_prefix_a_foreign_route_holds_as_drift(router: Router, xtmp: Path) -> None:
+    """The mirror never overwrites a foreign route (other protocol) in its table: that prefix is
+    left out by the mirror's plan, so /routes/diff (sync's verification) shows no drift for it,
+    where the API's former diff said the mirror lacked it."""
+    table = 7000 + (os.getpid() + 450) % 900
+    router.batch([f"route add 2001:db8:e3{i}::/48 via fe80::99 dev xapi-e2" for i in range(3)])
+    sh("ip", "-6", "route", "add", "2001:db8:e31::/48", "dev", router.host_link, "table", str(table),
+       "proto", "static", "metric", "1024")
+    port = free_port()
+    cfg = xtmp / "engine.toml"
+    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, link=router.host_link, change_detect=0)
+    cfg.write_text(cfg.read_text().replace("timeout = 10", f"timeout = 10\nkernel_table = {table}"))
+    d = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
+    try:
+        with d.client() as c:
+            def mirrored() -> dict | None:  # type: ignore[type-arg]
+                doc = c.get("/routes/diff").json()
+                return doc if doc["kernel"]["route_count"] == 2 else None
+
+            doc = wait_for(mirrored, 10)
+            assert doc, d.logs()
+            assert doc["engine_vs_kernel"]["counts"] == {"added": 0, "removed": 0, "changed": 0}, doc
+            assert doc["in_sync"] is True
+            assert "1 foreign_conflict" in doc["kernel"]["detail"]
+            # a real drift next to it is still reported
+            sh("ip", "-6", "route", "del", "2001:db8:e32::/48", "table", str(table), "proto", "245")
+            doc = c.get("/routes/diff").json()
+            assert doc["in_sync"] is False and doc["kernel"]["route_count"] == 1
+            assert [r["prefix"] for r in doc["engine_vs_kernel"]["added"]] == ["2001:db8:e32::/48"]
+    finally:
+        assert d.stop() == 0
+        sh("ip", "-6", "route", "flush", "table", str(table), check=False)

@@ -6,8 +6,8 @@ import ipaddress
 import random
 
 from api.links import LinkHolder
-from api.state import EngineView, Histogram, StaticSync, diff_routes
-from api.workers import WorkerSupervisor
+from api.state import EngineView, Histogram, StaticSync
+from engine.dataplane.supervisor import WorkerSupervisor
 from engine.forwarding.fib import Fib
 from engine.forwarding.fib_synth import internet_table
 from engine.model import NextHop, Route, Snapshot
@@ -17,7 +17,7 @@ def _view(routes: list[Route]) -> EngineView:
     fib = Fib()
     sync = StaticSync(fib, Snapshot(routes=routes, interfaces=[], source="static"))
     return EngineView(
-        fib=fib, sync=sync, workers=WorkerSupervisor(0, lambda i: []), links=LinkHolder("vlan"), version="t"
+        fib=fib, sync=sync, workers=WorkerSupervisor(None), links=LinkHolder("vlan"), version="t"
     )
 
 
@@ -50,16 +50,6 @@ def test_sorted_cache_follows_generation() -> None:
     assert view.routes().total == 1
     view.fib.add(Route(ipaddress.IPv6Network("2001:db8:1::/48"), (hop,)))
     assert [str(r.prefix) for r in view.routes().routes] == ["2001:db8::/32", "2001:db8:1::/48"]
-
-
-def test_diff_routes_counts() -> None:
-    a, b = NextHop("a"), NextHop("b")
-    old = [Route(ipaddress.IPv6Network(f"2001:db8:{i}::/48"), (a,)) for i in range(5)]
-    new = [*old[1:4], Route(old[4].prefix, (b,)), Route(ipaddress.IPv6Network("2001:db8:99::/48"), (a,))]
-    d = diff_routes(old, new)
-    assert d.counts() == {"added": 1, "removed": 1, "changed": 1}
-    assert d.changed[0].before.nexthops == (a,) and d.changed[0].after.nexthops == (b,)
-    assert diff_routes(new, new).empty
 
 
 def test_histogram_quantiles() -> None:

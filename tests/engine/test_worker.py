@@ -190,12 +190,12 @@ def test_copies_leave_on_the_right_link_with_router_mac(pair: tuple[str, str], t
         if workers == 2:
             assert all(w["received"] > 0 for w in st.per_worker), "fanout did not spread flows"
 
-        # a sync diff (as SyncService hands it to its hooks) reaches every worker without a
-        # restart: d3's prefix goes away
+        # a sync diff (as the pipeline hands it on from SyncService) reaches every worker without
+        # a restart: d3's prefix goes away
         old = Snapshot(routes=list(ROUTES), interfaces=[])
         new = Snapshot(routes=[ROUTES[0]], interfaces=[])
         pool.fib.update(remove=[ROUTES[1].prefix])      # what the daemon's Applier does
-        pool.routes_hook(new, diff(old, new), None)
+        pool.send_diff(diff(old, new))
         with netns.in_netns(r):
             tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             tx.bind(("r-if1", 0))

@@ -49,6 +49,19 @@ def test_ecmp_order_metric_and_protocol() -> None:
     assert len(diff_routes([c], [r("2001:db8::/32", ("ge-0/0/1.0", "fe80::1"), proto="ospf")])[2]) == 1
 
 
+def test_route_drift_counts() -> None:
+    """The per-prefix drift /routes/diff shows (moved from api/state.py's own diff)."""
+    from sync.verify import route_drift
+
+    a, b = NextHop("a"), NextHop("b")
+    old = [Route(ipaddress.IPv6Network(f"2001:db8:{i}::/48"), (a,)) for i in range(5)]
+    new = [*old[1:4], Route(old[4].prefix, (b,)), Route(ipaddress.IPv6Network("2001:db8:99::/48"), (a,))]
+    d = route_drift(old, new)
+    assert d.counts() == {"added": 1, "removed": 1, "changed": 1}
+    assert d.changed[0].old.nexthops == (a,) and d.changed[0].new.nexthops == (b,)
+    assert route_drift(new, new).empty
+
+
 def test_first_sync_and_identical() -> None:
     snap = Snapshot([r("::/0", ("ge-0/0/1.0", "fe80::1"))], [Interface("ge-0/0/1.0")])
     d = diff(None, snap)

@@ -1,4 +1,4 @@
-"""``xcast6-engine routes fetch|diff|history`` against a namespace 'router' (kernel:// test scheme)."""
+"""``xcast6-engine routes fetch|diff|history`` against a namespace 'router' (kernel:// scheme)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def kernel_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sources.SCHEMES, "kernel", ("tests.sync._xsa_netns", "KernelTableSource"))
+def commands() -> None:
     cli._register()
 
 
@@ -106,3 +105,16 @@ def test_build_service_validates_and_wires(tmp_path: Path) -> None:
         build_service("snmp://public@[2001:db8::1]", Fib(), None, kernel_protocol=2)
     with pytest.raises(ValueError, match="unknown source scheme 'ftp'"):
         build_service("ftp://router", Fib(), None)
+
+
+def test_kernel_scheme_is_in_the_one_registry() -> None:
+    from sync.kernelsource import KernelSource
+    from sync.source import SourceError
+
+    src = sources.open_source("kernel://localhost?table=100")
+    assert isinstance(src, KernelSource) and src.netns is None and src.table == 100
+    assert isinstance(sources.open_source("kernel://xsa-r1"), KernelSource)
+    with pytest.raises(SourceError, match="unknown parameter 'tabel'"):
+        sources.open_source("kernel://xsa-r1?tabel=1")
+    with pytest.raises(ValueError, match="expected one of snmp://, snmpv3://, netconf://, kernel://"):
+        sources.open_source("ftp://router")

@@ -32,10 +32,9 @@ def eng() -> Iterator[str]:
 
 
 def test_updates_swap_the_map_and_notify_and_errors_keep_the_last_good_one(eng: str) -> None:
-    service = LinkService(CONFIG, netns=eng, neighbor_wait_s=0)
     seen: list[LinkMap] = []
-    service.listeners.append(seen.append)
-    service.on_router_interfaces([Interface("ge-0/0/1.0", 1)])
+    service = LinkService(CONFIG, netns=eng, neighbor_wait_s=0, on_linkmap=seen.append)
+    service.update([Interface("ge-0/0/1.0", 1)])
     assert service.engine_ifname("ge-0/0/1.0") == "xe1"
     assert service.engine_ifname("ge-0/0/2.0") is None
     assert len(seen) == 1 and seen[0] is service.linkmap

@@ -3,12 +3,13 @@
 ``kernel://NETNS?table=254`` reads the IPv6 unicast routes of table 254 in namespace NETNS
 (``kernel://localhost`` = the daemon's own namespace).  A Linux box (FRR, BIRD, the lab's
 router namespaces) is a real router, so this serves as a source for such routers and for
-tests; it is also how the kernel mirror table is read back for ``/routes/diff``.
+tests.  Registered as the ``kernel://`` scheme in :mod:`sync.sources`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import socket
@@ -17,7 +18,7 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 from engine.model import Interface, NextHop, Route, Snapshot
-from sync.source import Progress, SourceError
+from sync.source import Credentials, Progress, SourceError
 
 RTN_UNICAST = 1
 _PROTO_NAMES = {
@@ -69,7 +70,9 @@ async def read_kernel_table(
         except BaseException as exc:
             error.append(exc)
         finally:
-            loop.call_soon_threadsafe(_finish)
+            # a cancelled read (the service stopping) may find its loop already closed
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_finish)
 
     threading.Thread(target=work, name=f"kernel-read-{netns or 'host'}", daemon=True).start()
     await done
@@ -165,7 +168,14 @@ class KernelSource:
         except ValueError:
             raise SourceError(f"source {url!r}: table must be an integer table id") from None
 
+    @classmethod
+    def from_url(cls, url: str, credentials: Credentials | None = None) -> KernelSource:
+        """The constructor under the name every registered source has (:mod:`sync.sources`);
+        the host's own table needs no credentials."""
+        return cls(url)
+
     async def fetch(self, progress: Progress | None = None) -> Snapshot:
+        """Read the table and the interface list (raises SourceError)."""
         t0 = time.monotonic()
         routes, interfaces = await read_kernel_table(self.netns, self.table)
         if progress:
@@ -175,5 +185,6 @@ class KernelSource:
         )
 
     async def change_marker(self) -> str | None:
+        """Digest of the table and interfaces: no cheaper change counter exists in the kernel."""
         routes, interfaces = await read_kernel_table(self.netns, self.table)
         return Snapshot(routes=routes, interfaces=interfaces).digest()
