@@ -25,10 +25,8 @@ from engine.model import LinkMap
 from tests.api.conftest import (
     TOKEN,
     InProcessDaemon,
-    _mk_router,
     free_port,
-    host_link,
-    sh,
+    router_namespace,
     wait_for,
     write_config,
 )
@@ -108,36 +106,34 @@ def test_no_workers_configured() -> None:
 @pytest.mark.root
 @pytest.mark.netns
 def test_daemon_restarts_crashed_worker_without_losing_the_table() -> None:
-    ns = f"xapi-w{os.getpid() % 100000}"
-    sh("ip", "netns", "del", ns, check=False)
     tmp = Path(tempfile.mkdtemp(prefix="xapi-wk-"))
-    _mk_router(ns, 20)
-    cfg = tmp / "engine.toml"
-    write_config(cfg, tmp / "state", f"kernel://{ns}", free_port(), link=host_link(ns), change_detect=0)
-    cfg.write_text(
-        cfg.read_text()
-        .replace("count = 0", f'count = 2\ncounters_file = "{tmp}/stats.shm"')
-        .replace("[workers]", "[workers]\nrestart_backoff = 0.5")
-    )
-    d = InProcessDaemon(cfg)
-    try:
-        c = httpx.Client(base_url=d.url, headers={"Authorization": f"Bearer {TOKEN}"}, trust_env=False)
-        st = c.get("/status").json()
-        assert st["workers"] == {"configured": 2, "running": 2, "restarts": 0}
-        gen, routes = st["sync"]["generation"], st["sync"]["route_count"]
-        pid = c.get("/stats").json()["workers"][0]["pid"]
-        os.kill(pid, signal.SIGKILL)
-        assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)  # 1 of 2 running
-        assert c.get("/readyz").json()["reasons"] == ["1 of 2 workers running"]
-        assert c.get("/routes/lookup", params={"dst": "2001:db8:1001::1"}).status_code == 200
-        assert wait_for(lambda: c.get("/readyz").status_code == 200, 10)
-        st = c.get("/status").json()
-        assert st["workers"] == {"configured": 2, "running": 2, "restarts": 1}
-        assert (st["sync"]["generation"], st["sync"]["route_count"]) == (gen, routes)
-        m = c.get("/metrics").text
-        assert 'xcast6_worker_restarts_total{worker="0"} 1' in m and 'xcast6_worker_up{worker="1"} 1' in m
-        c.close()
-    finally:
-        d.stop()
-        sh("ip", "netns", "del", ns, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with router_namespace("xapi-w") as router:
+        cfg = tmp / "engine.toml"
+        write_config(cfg, tmp / "state", f"kernel://{router.ns}", free_port(), link=router.host_link,
+                     change_detect=0)
+        cfg.write_text(
+            cfg.read_text()
+            .replace("count = 0", f'count = 2\ncounters_file = "{tmp}/stats.shm"')
+            .replace("[workers]", "[workers]\nrestart_backoff = 0.5")
+        )
+        d = InProcessDaemon(cfg)
+        try:
+            c = httpx.Client(base_url=d.url, headers={"Authorization": f"Bearer {TOKEN}"}, trust_env=False)
+            st = c.get("/status").json()
+            assert st["workers"] == {"configured": 2, "running": 2, "restarts": 0}
+            gen, routes = st["sync"]["generation"], st["sync"]["route_count"]
+            pid = c.get("/stats").json()["workers"][0]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)  # 1 of 2 running
+            assert c.get("/readyz").json()["reasons"] == ["1 of 2 workers running"]
+            assert c.get("/routes/lookup", params={"dst": "2001:db8:1001::1"}).status_code == 200
+            assert wait_for(lambda: c.get("/readyz").status_code == 200, 10)
+            st = c.get("/status").json()
+            assert st["workers"] == {"configured": 2, "running": 2, "restarts": 1}
+            assert (st["sync"]["generation"], st["sync"]["route_count"]) == (gen, routes)
+            m = c.get("/metrics").text
+            assert 'xcast6_worker_restarts_total{worker="0"} 1' in m and 'xcast6_worker_up{worker="1"} 1' in m
+            c.close()
+        finally:
+            d.stop()
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 from api import main as cli
 from engine.model import Interface
+from lab import netns
 from tests.vlan.nettraffic import capture, socket_in_netns
-from tests.vlan.nsutil import addrs, link_json, links, namespaces, sh
+from tests.vlan.nsutil import addrs, links, sh
 from vlan.config import LinksConfig
 from vlan.reconcile import ReconcileError, reconcile
 
@@ -35,7 +36,7 @@ PORT = 7777
 
 @pytest.fixture
 def lab() -> Iterator[tuple[str, str]]:
-    with namespaces("xvl-eng", "xvl-rtr") as (eng, rtr):
+    with netns.temporary("xvl-eng", "xvl-rtr") as (eng, rtr):
         sh(
             "link",
             "add",
@@ -67,7 +68,7 @@ def owned(eng: str) -> dict[str, tuple[int, str, int, str]]:
     """Engine links with our marker: name -> (vlan, alias, mtu, operstate)."""
     result = {}
     for name in links(eng):
-        info = link_json(eng, name)
+        info = netns.link_info(eng, name)
         alias = str(info.get("ifalias", ""))
         if alias.startswith("xcast6-engine:"):
             vid = int(info["linkinfo"]["info_data"]["id"])  # type: ignore[index]
@@ -94,12 +95,12 @@ def test_creates_subinterfaces_learns_router_macs_and_carries_tagged_traffic(
     }
     assert addrs(eng, "xc-v100") == {"2001:db8:ff::1/64"}
     assert addrs(eng, "xc-v101") == {"2001:db8:ff:1::1/64"}
-    router_mac = bytes.fromhex(str(link_json(rtr, "rtrunk")["address"]).replace(":", ""))
+    router_mac = bytes.fromhex(str(netns.link_info(rtr, "rtrunk")["address"]).replace(":", ""))
     for router_if, vid in (("ge-0/0/0.0", 100), ("ge-0/0/1.0", 101)):
         lk = result.linkmap.for_router_if(router_if)
         assert lk is not None
         assert lk.vlan_id == vid and lk.engine_ifname == f"xc-v{vid}" and lk.mtu == 4000 and lk.oper_up
-        assert lk.engine_ifindex == link_json(eng, f"xc-v{vid}")["ifindex"]
+        assert lk.engine_ifindex == netns.link_info(eng, f"xc-v{vid}")["ifindex"]
         assert lk.router_mac == router_mac, f"router MAC on VLAN {vid} not learned"
 
     # Traffic: one UDP datagram per VLAN from the engine address to the router address.
@@ -171,7 +172,7 @@ def test_never_touches_links_it_does_not_own(lab: tuple[str, str]) -> None:
     assert [(a.op, a.ifname) for a in result.actions] == [("create", "xc-v101"), ("addr-add", "xc-v101")]
     reconcile(cfg, [], netns=eng)
     assert {"xtrunk.100", "xc-v150"} <= links(eng)
-    assert link_json(eng, "xc-v150").get("ifalias") == "operator test link"
+    assert netns.link_info(eng, "xc-v150").get("ifalias") == "operator test link"
 
     explicit = LinksConfig.from_dict({**CONFIG, "map": [{"router_if": "a", "vlan": 150}]})
     with pytest.raises(ReconcileError, match="xc-v150 exists but is not owned by xcast6-engine"):
@@ -236,7 +237,7 @@ def test_link_service_over_vlans(lab: tuple[str, str]) -> None:
     assert service.engine_ifname("ge-0/0/0.0") == "xc-v100"
     assert service.engine_ifname("ge-0/0/1.0") == "xc-v101"
     assert service.engine_ifname("lo0.0") is None
-    router_mac = bytes.fromhex(str(link_json(rtr, "rtrunk")["address"]).replace(":", ""))
+    router_mac = bytes.fromhex(str(netns.link_info(rtr, "rtrunk")["address"]).replace(":", ""))
     assert all(lk.router_mac == router_mac for lk in service.linkmap.links())
     assert service.state()["links_unresolved_mac"] == 0
     good = service.linkmap
