@@ -13,16 +13,19 @@ Design (why it looks like this):
   worker and non-XCAST traffic never reaches Python.
 * **Batching.**  A worker reads up to ``batch`` frames with ONE ``recvmmsg`` (engine/dataplane/rxbatch.py,
   preallocated arena), branches each, queues every copy into the preallocated ``sendmmsg``
-  arena and writes them every ``flush_copies`` queued copies and at the end of the batch: a
+  ring (``afpacket.TxRing``: one ``put()`` per packet, the only code that knows its layout)
+  and writes them every ``flush_copies`` queued copies and at the end of the batch: a
   busy worker makes a few system calls per batch instead of one per frame, and the first
   packets of a batch do not wait for the last.  A quiet worker never waits to fill a batch
   (epoll wakes it on the first frame; what is there is processed and written at once).
 * **Destination cache.**  Route lookups are cached per destination by the Fib (keyed by its
-  generation); the egress side caches router-interface -> (ifindex, Ethernet header).
+  generation); the egress side caches router-interface -> (ifindex, Ethernet header), decided
+  by the one egress rule (engine/dataplane/egress.py).
 * **Flow cache.**  After a session's first packet has been branched, its later packets (same
   header bytes, other payload) are rendered from a flow template (engine/forwarding/flowcache.py): one
-  dict hit and a few buffer copies instead of parsing and branching again.  Cleared whenever
-  the table generation or the link map changes.
+  dict hit and a few buffer copies instead of parsing and branching again.  Emptied with the
+  egress cache whenever the table generation or the link map changes (one rule:
+  engine/forwarding/generation.py).
 * **No collector pauses.**  A worker moves everything it inherited (the table: ~800k objects
   for 250k routes) and every table update it applies into the collector's permanent
   generation (``gc.freeze``): a full collection over the table took ~100 ms, a stall that

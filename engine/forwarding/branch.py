@@ -169,6 +169,7 @@ class Brancher:
     whether the engine can send on that router interface (an engine link stands for it): a
     destination whose route only leaves through interfaces without one (the router's own
     engine-facing links, say) counts as ``no_route``; ECMP members without one are skipped.
+    The worker passes ``Egress.routable`` (engine/dataplane/egress.py, the one egress rule).
     """
 
     def __init__(
