@@ -1,14 +1,8 @@
 """XCAST6 v2.0 wire codec: parse and validate, build sender packets.
 
-Layout (offsets from the outer IPv6 header; see shared/docs/xcast6-wire-format.md; every offset
-and constant is named once, in :mod:`engine.wire.layout`)::
-
-    0   outer IPv6  TC 010111xx, next header 41, src = sender/last branch, dst = lowest live dest
-    40  inner IPv6  next header 43, src = original sender, dst = ff0e::114 (ALL_XCAST_NODES)
-    80  routing hdr nh, hdr-ext-len = 2+2N, type 253, segleft 0, N, flags, icmpoff, reserved
-    88  bitmap      16 bytes, destination i live when bitmap[i>>3] & (1 << (i&7))
-    104 dests       N x 16 bytes
-    104+16N         [destination options with the port list] transport (UDP) + payload
+The packet layout (outer IPv6, inner IPv6, routing header type 253, bitmap, destinations,
+transport) is drawn and named once, in :mod:`engine.wire.layout`; see also
+shared/docs/xcast6-wire-format.md.
 
 Port list (our exact layout; RFC 5058 §8.1/§9.3.2.2 leaves Figure 7 out).  When the routing
 header's next header is 60, a destination-options header follows it::
