@@ -20,7 +20,6 @@ import errno
 import socket
 import struct
 from collections.abc import Sequence
-from typing import cast
 
 from engine.dataplane import bpf
 from engine.dataplane.mmsg import SO_TIMESTAMPNS
@@ -149,53 +148,63 @@ class TxRing:
         """
         return array.array("i", ifindexes), array.array("Q", sizes), self.offsets[len(sizes)]
 
-    def put(self, ifindexes: Sequence[int], sizes: Sequence[int]) -> int:
-        """Queue frames (link ``ifindexes[k]``, ``sizes[k]`` bytes); return where their bytes go.
+    def put(self, frames: list[tuple[int, bytes, bytes]] | Prepared) -> int:
+        """Queue frames; returns the arena offset of the first one (``base``).
 
-        Frame k's bytes go to ``arena[base + offsets[k]:...]``, ``sizes[k]`` of them, with
-        ``base`` the result and ``offsets`` = ``self.offsets[len(sizes)]`` (the caller
-        checked the sizes against :attr:`slot_size`).  One call per packet, not per frame (a
-        call per copy was a third of the worker's per-copy cost).  Lists (one packet's copies)
-        are stored frame by frame; what :meth:`prepare` made, with one slice assignment each.
-        A packet's frames never straddle a flush: when they do not fit, what is queued is
-        written first.
+        ``frames`` is either one packet's copies, a list of ``(ifindex, l2 header, packet)``
+        that put() copies into the arena itself, or what :meth:`prepare` made (a flow
+        template's frames): then put() records their links and lengths and the caller writes
+        frame k's bytes at ``arena[base + offsets[k]:...]``.  The caller checked every length
+        against :attr:`slot_size`.  One call per packet, not per frame (a call per copy was a
+        third of the worker's per-copy cost).  A packet's frames never straddle a flush: when
+        they do not fit, what is queued is written first.
         """
         i = self.count
-        j = i + len(sizes)
-        if j > self.capacity:
-            if j - i > self.capacity:
-                raise ValueError(f"{j - i} frames do not fit a ring of {self.capacity}")
-            self.flush()
-            i, j = 0, j - i
         # struct iovec k is two u64 words (base, len); struct sockaddr_ll k is five i32 words
         # (family|protocol, ifindex, ...).
-        if type(sizes) is list:     # converting to arrays would cost more than it saves
+        if isinstance(frames, list):    # one packet's copies: arrays would cost more than they save
+            j = i + len(frames)
+            if j > self.capacity:
+                i, j = self._make_room(j - i)
             iov_q = self._iov_q
-            k = 2 * i + 1
-            for size in sizes:
-                iov_q[k] = size
-                k += 2
             addr_i = self._addr_i
-            k = 5 * i + 1
-            for ifindex in ifindexes:
-                addr_i[k] = ifindex
-                k += 5
-        else:
-            self._iov_q[2 * i + 1:2 * j:2] = cast(array.array, sizes)
-            self._addr_i[5 * i + 1:5 * j:5] = cast(array.array, ifindexes)
+            arena = self.arena
+            step = self.slot_size
+            off = i * step
+            a = 2 * i + 1
+            b = 5 * i + 1
+            for ifindex, l2, packet in frames:
+                h = off + len(l2)
+                end = h + len(packet)
+                arena[off:h] = l2
+                arena[h:end] = packet
+                iov_q[a] = end - off
+                addr_i[b] = ifindex
+                off += step
+                a += 2
+                b += 5
+        else:                           # prepare()d
+            ifindexes, sizes, _ = frames
+            j = i + len(sizes)
+            if j > self.capacity:
+                i, j = self._make_room(j - i)
+            self._iov_q[2 * i + 1:2 * j:2] = sizes
+            self._addr_i[5 * i + 1:5 * j:5] = ifindexes
         self.count = j
         return i * self.slot_size
 
+    def _make_room(self, k: int) -> tuple[int, int]:
+        """Write what is queued so ``k`` frames fit from slot 0; returns their slots (0, k)."""
+        if k > self.capacity:
+            raise ValueError(f"{k} frames do not fit a ring of {self.capacity}")
+        self.flush()
+        return 0, k
+
     def add(self, ifindex: int, l2: bytes, packet: bytes) -> bool:
         """Queue one frame (``l2`` header + IPv6 packet); False if it does not fit a slot."""
-        h = len(l2)
-        n = h + len(packet)
-        if n > self.slot_size:
+        if len(l2) + len(packet) > self.slot_size:
             return False
-        off = self.put([ifindex], [n])
-        mv = self.arena
-        mv[off:off + h] = l2
-        mv[off + h:off + n] = packet
+        self.put([(ifindex, l2, packet)])
         return True
 
     def frames(self) -> list[tuple[int, bytes]]:

@@ -56,7 +56,7 @@ _KEY_END_0 = DEST_OFF + UDP_CSUM_OFF
 _X2U_PREFIX = IP6_HLEN + UDP_CSUM_OFF
 # The transmit ring's converter of (ifindexes, lengths) into its own form (TxRing.prepare):
 # (ifindexes, lengths, offsets), offsets[k] = frame k's place relative to what put() returns.
-Prepare = Callable[[Sequence[int], Sequence[int]], tuple[Sequence[int], Sequence[int], Sequence[int]]]
+Prepare = Callable[[Sequence[int], Sequence[int]], tuple[Any, Any, Sequence[int]]]
 # one's complement of the word sum of ff0e::114, the pseudo-header destination X2U replaces
 # (the same constant as engine.forwarding.branch's inline X2U)
 _NOT_ALL_XCAST = 0xFFFF - fold(ones_sum(ALL_XCAST_NODES))
@@ -69,28 +69,26 @@ class FlowTemplate:
     ``frames`` holds per copy ``(ifindex, prefix, len(prefix), checksum_base, frame_length)``.
     An X2U copy (``checksum_base >= 0``) is ``prefix`` + the fixed-up UDP checksum +
     ``packet[x2u_tail:]``; a multi-destination copy is ``prefix`` + ``packet[multi_tail:]``.
-    ``tx_ifindexes``/``tx_sizes`` are the copies' links and lengths in the transmit ring's form
-    (what its ``prepare`` made, for its ``put()``; empty when :func:`learn` was not given
-    ``prepare``), and ``placed`` per copy ``(start, checksum/body offset, checksum_base, end,
-    prefix)``, offsets relative to what ``put()`` returns (the ring's offsets folded in once,
-    not per packet).
+    ``tx`` is the copies' links and lengths in the transmit ring's form (what its ``prepare``
+    made, for its ``put()``; None when :func:`learn` was not given ``prepare``), and ``placed``
+    per copy ``(start, checksum/body offset, checksum_base, end, prefix)``, offsets relative
+    to what ``put()`` returns (the ring's offsets folded in once, not per packet).
     ``drops`` are the per-packet drop counts the brancher reported (destinations without a
     route, copies without a source address), as ``(counter name, n)``.
     """
 
     __slots__ = ("ck_off", "drops", "frames", "length", "multi", "multi_tail", "nbytes", "placed",
-                 "tx_ifindexes", "tx_sizes", "x2u", "x2u_tail")
+                 "tx", "x2u", "x2u_tail")
 
     def __init__(self, length: int, udp_off: int, frames: tuple[tuple[int, bytes, int, int, int], ...],
                  drops: tuple[tuple[str, int], ...], prepare: Prepare | None = None) -> None:
         self.length = length
         self.frames = frames
-        self.tx_ifindexes: Sequence[int] = ()
-        self.tx_sizes: Sequence[int] = ()
+        self.tx: Any = None
         self.placed: tuple[tuple[int, int, int, int, bytes], ...] = ()
         if prepare is not None:
-            ifindexes, sizes = [f[0] for f in frames], [f[4] for f in frames]
-            self.tx_ifindexes, self.tx_sizes, offsets = prepare(ifindexes, sizes)
+            self.tx = prepare([f[0] for f in frames], [f[4] for f in frames])
+            offsets = self.tx[2]
             self.placed = tuple((rel, rel + f[2], f[3], rel + f[4], f[1])
                                 for f, rel in zip(frames, offsets, strict=True))
         self.drops = drops
@@ -133,8 +131,7 @@ def _fixed_checksum(nck: int, base: int) -> bytes:
     return x.to_bytes(2, "big")
 
 
-def write_frames(tpl: FlowTemplate, packet: bytes, arena: Any,
-                 put: Callable[[Sequence[int], Sequence[int]], int]) -> bool:
+def write_frames(tpl: FlowTemplate, packet: bytes, arena: Any, put: Callable[[Any], int]) -> bool:
     """Render ``packet``'s frames into the transmit ring, or return False if ``tpl`` does not apply.
 
     ``put`` is the ring's ``put()``: it queues the template's frames (links and lengths) and
@@ -156,7 +153,7 @@ def write_frames(tpl: FlowTemplate, packet: bytes, arena: Any,
         body_x2u = packet[tpl.x2u_tail:]
     if tpl.multi:
         body_multi = packet[tpl.multi_tail:]
-    base = put(tpl.tx_ifindexes, tpl.tx_sizes)
+    base = put(tpl.tx)
     for start, mid, ck_base, end, prefix in tpl.placed:
         p = base + mid
         arena[base + start:p] = prefix
