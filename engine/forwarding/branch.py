@@ -61,6 +61,10 @@ _XCAST6 = Encoding.XCAST6
 _x2u_hdr = struct.Struct("!HBB")
 # ECMP member choice among linked members: the destination's low 32 bits (interface id half)
 _ECMP_HASH_OFF = 12
+# Constant slices of the per-packet path: one global load instead of two constants + BUILD_SLICE.
+_HEAD = slice(0, OUTER_HLIM_OFF)                    # outer header up to the hop limit
+_INNER_FLOW = slice(INNER_OFF, INNER_FLOW_END)      # inner version | traffic class | flow label
+_INNER_SRC = slice(INNER_SRC_OFF, INNER_SRC_END)    # the original sender
 # one's complement of the folded word sum of ff0e::114 (the pseudo-header destination X2U replaces)
 _NOT_ALL_XCAST = 0xFFFF - fold(ones_sum(ALL_XCAST_NODES))
 _NO_SRC = DropReason.NO_SOURCE_ADDRESS
@@ -342,7 +346,7 @@ class Brancher:
         maker: X2uMaker | None = None
         pre = b""          # inline X2U for the common XCAST6 case (no port list, checksum present)
         if groups:
-            head = data[:OUTER_HLIM_OFF] + bytes((new_hl,))   # outer header up to the hop limit
+            head = data[_HEAD] + bytes((new_hl,))             # outer header up to the hop limit
             mid = data[INNER_OFF:bo]                          # inner header .. routing header
             tail = data[bo + BITMAP_LEN :]                    # destinations and the rest
             anonymous = flags & FLAG_ANONYMOUS
@@ -352,13 +356,13 @@ class Brancher:
                 if can_x2u and len(idx) == 1:
                     if not pre:
                         t = pkt.transport_off
-                        ck0 = data[t + UDP_CSUM_OFF] << 8 | data[t + UDP_CSUM_OFF + 1]
+                        c = t + UDP_CSUM_OFF
+                        ck0 = data[c] << 8 | data[c + 1]
                         if pkt.encoding is _XCAST6 and pkt.ports is None and ck0:
                             # RFC 1624: HC' = ~(~HC + ~m + m'); m = ff0e::114 words, m' = dest words
-                            pre = (data[INNER_OFF:INNER_FLOW_END]
-                                   + _x2u_hdr.pack(len(data) - t, NH_UDP, new_hl)
-                                   + data[INNER_SRC_OFF:INNER_SRC_END])
-                            u6 = data[t : t + UDP_CSUM_OFF]
+                            pre = (data[_INNER_FLOW] + _x2u_hdr.pack(len(data) - t, NH_UDP, new_hl)
+                                   + data[_INNER_SRC])
+                            u6 = data[t:c]
                             body = data[t + UDP_HLEN :]
                             base = ((~ck0) & 0xFFFF) + _NOT_ALL_XCAST
                         else:

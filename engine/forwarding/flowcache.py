@@ -100,11 +100,16 @@ class FlowTemplate:
         self.nbytes = sum(f[4] for f in frames)
 
 
-def flow_key(packet: bytes) -> bytes | None:
-    """The header bytes a flow template is keyed by (None: too short to be the common form)."""
-    if len(packet) < FAST_MIN_LEN:
+def flow_key(packet: bytes, _min_len: int = FAST_MIN_LEN, _key_end_0: int = _KEY_END_0,
+             _dest_len: int = DEST_LEN, _n_off: int = RH_N_OFF) -> bytes | None:
+    """The header bytes a flow template is keyed by (None: too short to be the common form).
+
+    Called with ``packet`` only: the layout constants are positional defaults so this per-packet
+    function reads locals, not module globals.
+    """
+    if len(packet) < _min_len:
         return None
-    return packet[: _KEY_END_0 + DEST_LEN * packet[RH_N_OFF]]
+    return packet[: _key_end_0 + _dest_len * packet[_n_off]]
 
 
 def render(tpl: FlowTemplate, packet: bytes) -> list[tuple[int, bytes]] | None:
