@@ -7,22 +7,27 @@ bound to the same device), so the kernel spreads flows over the workers.
 
 Egress: one unbound socket; every frame names its link in a ``sockaddr_ll``, so frames for
 different links still go out in one ``sendmmsg`` call.  Frames are copied into a preallocated
-ctypes arena (no per-packet allocation, no Python-side concatenation).
+ctypes arena (no per-packet allocation, no Python-side concatenation) whose layout only
+:class:`TxRing` knows: writers get offsets from its one :meth:`TxRing.put`.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import errno
 import socket
 import struct
+from collections.abc import Sequence
 
 from engine.dataplane import bpf
 from engine.dataplane.mmsg import SO_TIMESTAMPNS
 from engine.dataplane.mmsg import IoVec as _IoVec
 from engine.dataplane.mmsg import MMsgHdr as _MMsgHdr
 from engine.dataplane.mmsg import libc as _libc
+from engine.wire.layout import ETH_HLEN as ETH_HLEN  # re-exported: the worker strips this many bytes
+from engine.wire.layout import ETH_P_IPV6
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -31,8 +36,6 @@ PACKET_IGNORE_OUTGOING = 23
 PACKET_QDISC_BYPASS = 20
 PACKET_FANOUT_HASH = 0
 PACKET_FANOUT_FLAG_DEFRAG = 0x8000
-ETH_P_IPV6 = 0x86DD
-ETH_HLEN = 14
 
 
 class _SockaddrLL(ctypes.Structure):
@@ -91,17 +94,24 @@ def fanout_group_for(ifindex: int, base: int = 0x5800) -> int:
     return (base + ifindex) & 0xFFFF
 
 
-class BatchSender:
-    """Collects frames and writes them with one ``sendmmsg`` per batch."""
+# What TxRing.prepare returns: (ifindexes, sizes) in the ring's word types, relative offsets.
+Prepared = tuple[array.array, array.array, tuple[int, ...]]
 
-    def __init__(self, capacity: int = 256, slot_size: int = 9216, qdisc_bypass: bool = False) -> None:
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
-        if qdisc_bypass:
-            self.sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-        self.fd = self.sock.fileno()
+
+class TxRing:
+    """The ``sendmmsg`` buffer: ``capacity`` frame slots and their message headers, built once.
+
+    The one owner of the buffer layout (which slot, where its bytes go, where its length and its
+    link are written for the kernel).  Writers ask :meth:`put` for slots and write each frame's
+    bytes into :attr:`arena` where it says; nobody else indexes the ``iovec`` or
+    ``sockaddr_ll`` arrays.  Without a socket (``fd`` -1, for tests and offline rendering)
+    :meth:`frames` reads back what was queued and :meth:`flush` fails every frame with EBADF.
+    """
+
+    def __init__(self, capacity: int = 256, slot_size: int = 9216) -> None:
+        self.fd = -1
         self.capacity = capacity
-        self.slot_size = slot_size
+        self.slot_size = slot_size      # the largest frame one slot holds
         self._arena = ctypes.create_string_buffer(capacity * slot_size)
         self._base = ctypes.addressof(self._arena)
         self._iov = (_IoVec * capacity)()
@@ -119,35 +129,89 @@ class BatchSender:
             h.iovlen = 1
         # Byte/integer views over the ctypes arrays: slice assignment and item stores on a
         # memoryview are several times cheaper than ctypes.memmove and field setters.
-        self._arena_mv = memoryview(self._arena).cast("B")
+        self.arena = memoryview(self._arena).cast("B")                    # frame bytes (write here)
         self._iov_q = memoryview(self._iov).cast("B").cast("Q")          # base, len pairs
         self._addr_i = memoryview(self._addr).cast("B").cast("i")        # 5 ints per sockaddr_ll
-        # For callers that inline add() in a hot loop: (arena bytes, iovec u64 words,
-        # sockaddr_ll i32 words, slot size, capacity).  Slot i: frame at arena[i * slot size],
-        # its length in iovec word 2i+1, its ifindex in sockaddr word 5i+1; then count = i + 1.
-        self.views = (self._arena_mv, self._iov_q, self._addr_i, slot_size, capacity)
-        self.count = 0
+        # offsets[k]: the places of k frames put together, relative to what put() returns
+        self.offsets = tuple(tuple(range(0, k * slot_size, slot_size)) for k in range(capacity + 1))
+        self.count = 0           # frames queued (slots 0 .. count-1)
         self.syscalls = 0
-        self.failed_total = 0    # frames the kernel refused (also those flushed by add())
+        self.failed_total = 0    # frames the kernel refused (also those flushed by put())
         self.last_errno = 0
+
+    def prepare(self, ifindexes: Sequence[int], sizes: Sequence[int]) -> Prepared:
+        """A set of frames that is put again and again (a flow template's), in the ring's form.
+
+        Returns ``(ifindexes, sizes, offsets)``: the first two in the ring's own word types, for
+        :meth:`put` to store with one slice assignment each instead of two stores per frame;
+        ``offsets`` are the frames' places relative to what :meth:`put` returns.
+        """
+        return array.array("i", ifindexes), array.array("Q", sizes), self.offsets[len(sizes)]
+
+    def put(self, frames: list[tuple[int, bytes, bytes]] | Prepared) -> int:
+        """Queue frames; returns the arena offset of the first one (``base``).
+
+        ``frames`` is either one packet's copies, a list of ``(ifindex, l2 header, packet)``
+        that put() copies into the arena itself, or what :meth:`prepare` made (a flow
+        template's frames): then put() records their links and lengths and the caller writes
+        frame k's bytes at ``arena[base + offsets[k]:...]``.  The caller checked every length
+        against :attr:`slot_size`.  One call per packet, not per frame (a call per copy was a
+        third of the worker's per-copy cost).  A packet's frames never straddle a flush: when
+        they do not fit, what is queued is written first.
+        """
+        i = self.count
+        # struct iovec k is two u64 words (base, len); struct sockaddr_ll k is five i32 words
+        # (family|protocol, ifindex, ...).
+        if isinstance(frames, list):    # one packet's copies: arrays would cost more than they save
+            j = i + len(frames)
+            if j > self.capacity:
+                i, j = self._make_room(j - i)
+            iov_q = self._iov_q
+            addr_i = self._addr_i
+            arena = self.arena
+            step = self.slot_size
+            off = i * step
+            a = 2 * i + 1
+            b = 5 * i + 1
+            for ifindex, l2, packet in frames:
+                h = off + len(l2)
+                end = h + len(packet)
+                arena[off:h] = l2
+                arena[h:end] = packet
+                iov_q[a] = end - off
+                addr_i[b] = ifindex
+                off += step
+                a += 2
+                b += 5
+        else:                           # prepare()d
+            ifindexes, sizes, _ = frames
+            j = i + len(sizes)
+            if j > self.capacity:
+                i, j = self._make_room(j - i)
+            self._iov_q[2 * i + 1:2 * j:2] = sizes
+            self._addr_i[5 * i + 1:5 * j:5] = ifindexes
+        self.count = j
+        return i * self.slot_size
+
+    def _make_room(self, k: int) -> tuple[int, int]:
+        """Write what is queued so ``k`` frames fit from slot 0; returns their slots (0, k)."""
+        if k > self.capacity:
+            raise ValueError(f"{k} frames do not fit a ring of {self.capacity}")
+        self.flush()
+        return 0, k
 
     def add(self, ifindex: int, l2: bytes, packet: bytes) -> bool:
         """Queue one frame (``l2`` header + IPv6 packet); False if it does not fit a slot."""
-        n = len(l2) + len(packet)
-        if n > self.slot_size:
+        if len(l2) + len(packet) > self.slot_size:
             return False
-        if self.count == self.capacity:
-            self.flush()
-        i = self.count
-        off = i * self.slot_size
-        h = len(l2)
-        mv = self._arena_mv
-        mv[off:off + h] = l2
-        mv[off + h:off + n] = packet
-        self._iov_q[2 * i + 1] = n
-        self._addr_i[5 * i + 1] = ifindex
-        self.count = i + 1
+        self.put([(ifindex, l2, packet)])
         return True
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        """The queued frames as ``(ifindex, frame bytes)`` (tests and tools; not hot path)."""
+        s = self.slot_size
+        return [(self._addr_i[5 * i + 1], bytes(self.arena[i * s:i * s + self._iov_q[2 * i + 1]]))
+                for i in range(self.count)]
 
     def flush(self) -> tuple[int, list[tuple[int, int]]]:
         """Send everything queued; returns (frames sent, [(message index, errno)] failures)."""
@@ -175,7 +239,20 @@ class BatchSender:
         self.count = 0
         return sent, failures
 
+
+class BatchSender(TxRing):
+    """A :class:`TxRing` with its AF_PACKET socket: frames written with one ``sendmmsg`` per batch."""
+
+    def __init__(self, capacity: int = 256, slot_size: int = 9216, qdisc_bypass: bool = False) -> None:
+        super().__init__(capacity, slot_size)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        if qdisc_bypass:
+            self.sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        self.fd = self.sock.fileno()
+
     def close(self) -> None:
+        """Close the socket."""
         self.sock.close()
 
 

@@ -23,6 +23,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from engine.wire.layout import ETH_HLEN, ETH_P_IPV6, ETH_TYPE_OFF, INNER_DST_OFF, OUTER_NH_OFF
+
 # Instruction classes / modes (linux/filter.h, linux/bpf_common.h).
 BPF_LD, BPF_ALU, BPF_JMP, BPF_RET = 0x00, 0x04, 0x05, 0x06
 BPF_W, BPF_H, BPF_B = 0x00, 0x08, 0x10
@@ -38,18 +40,17 @@ PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = 26
 SO_LOCK_FILTER = 44
 
-ETH_P_IPV6 = 0x86DD
 XCAST_TC_MASK_HALF = 0xFFC0    # version (4 bits) + top 6 bits of the traffic class
 XCAST_TC_VALUE_HALF = 0x65C0   # version 6, TC 010111xx -> 0x6 << 12 | 0x5C << 4
 ALL_XCAST_NODES_HI = 0xFF0E0000
 XOU_MARK_HI = 0xFF350000
 ACCEPT_SNAPLEN = 0x40000       # "whole frame"
 
-# Offsets in the Ethernet frame.
-OFF_ETHERTYPE = 12
-OFF_IP6 = 14
-OFF_OUTER_NH = OFF_IP6 + 6
-OFF_INNER_DST = OFF_IP6 + 40 + 24
+# Offsets in the Ethernet frame (the wire layout's, shifted by the Ethernet header).
+OFF_ETHERTYPE = ETH_TYPE_OFF
+OFF_IP6 = ETH_HLEN
+OFF_OUTER_NH = OFF_IP6 + OUTER_NH_OFF
+OFF_INNER_DST = OFF_IP6 + INNER_DST_OFF
 
 
 @dataclass(frozen=True, slots=True)

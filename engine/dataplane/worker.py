@@ -13,16 +13,19 @@ Design (why it looks like this):
   worker and non-XCAST traffic never reaches Python.
 * **Batching.**  A worker reads up to ``batch`` frames with ONE ``recvmmsg`` (engine/dataplane/rxbatch.py,
   preallocated arena), branches each, queues every copy into the preallocated ``sendmmsg``
-  arena and writes them every ``flush_copies`` queued copies and at the end of the batch: a
+  ring (``afpacket.TxRing``: one ``put()`` per packet, the only code that knows its layout)
+  and writes them every ``flush_copies`` queued copies and at the end of the batch: a
   busy worker makes a few system calls per batch instead of one per frame, and the first
   packets of a batch do not wait for the last.  A quiet worker never waits to fill a batch
   (epoll wakes it on the first frame; what is there is processed and written at once).
 * **Destination cache.**  Route lookups are cached per destination by the Fib (keyed by its
-  generation); the egress side caches router-interface -> (ifindex, Ethernet header).
+  generation); the egress side caches router-interface -> (ifindex, Ethernet header), decided
+  by the one egress rule (engine/dataplane/egress.py).
 * **Flow cache.**  After a session's first packet has been branched, its later packets (same
   header bytes, other payload) are rendered from a flow template (engine/forwarding/flowcache.py): one
-  dict hit and a few buffer copies instead of parsing and branching again.  Cleared whenever
-  the table generation or the link map changes.
+  dict hit and a few buffer copies instead of parsing and branching again.  Emptied with the
+  egress cache whenever the table generation or the link map changes (one rule:
+  engine/forwarding/generation.py).
 * **No collector pauses.**  A worker moves everything it inherited (the table: ~800k objects
   for 250k routes) and every table update it applies into the collector's permanent
   generation (``gc.freeze``): a full collection over the table took ~100 ms, a stall that
@@ -55,16 +58,17 @@ from typing import Any
 
 from engine.dataplane import afpacket
 from engine.dataplane.counters import CounterFile, Slot
+from engine.dataplane.egress import Egress as Egress
+from engine.dataplane.egress import EgressEntry as EgressEntry
 from engine.dataplane.rxbatch import BatchReceiver
 from engine.forwarding.branch import Brancher, BranchResult
 from engine.forwarding.fib import Fib
-from engine.forwarding.flowcache import FlowCache, applies, flow_key, learn, write_frames
+from engine.forwarding.flowcache import FlowCache, flow_key, learn, write_frames
+from engine.forwarding.generation import DerivedCaches
 from engine.model import EngineLink, LinkMap, Route, SnapshotDiff
 from engine.wire.reasons import NOT_XCAST
 
 log = logging.getLogger(__name__)
-
-ETHERTYPE_IPV6 = b"\x86\xdd"
 
 ETH_HLEN = afpacket.ETH_HLEN
 
@@ -80,11 +84,9 @@ def default_brancher_factory(fib: Fib, links: LinkMap) -> BranchFn:
 
     Next hops on router interfaces that no engine link stands for are not forwarding paths for
     copies (the router's own engine-facing interfaces): such destinations count as no_route.
+    The one egress rule (engine/dataplane/egress.py) decides that and the per-copy verdict.
     """
-    def egress_ok(router_ifname: str) -> bool:
-        return links.for_router_if(router_ifname) is not None
-
-    return Brancher(fib, links.source_for, egress_ok=egress_ok).branch
+    return Brancher(fib, links.source_for, egress_ok=Egress(links).routable).branch
 
 
 def reason_name(reason: object) -> str:
@@ -94,38 +96,6 @@ def reason_name(reason: object) -> str:
         return value
     name = getattr(reason, "name", None)
     return str(name.lower() if isinstance(name, str) else reason)
-
-
-@dataclass(slots=True)
-class EgressEntry:
-    ifindex: int
-    l2: bytes          # Ethernet header: router MAC, link MAC, 0x86dd
-    mtu: int
-
-
-class Egress:
-    """Router interface -> (engine link ifindex, Ethernet header), cached per link map."""
-
-    def __init__(self, links: LinkMap) -> None:
-        self.links = links
-        self._cache: dict[str, EgressEntry | str] = {}
-
-    def resolve(self, router_ifname: str) -> EgressEntry | str:
-        """The egress entry, or the name of the counter explaining why there is none."""
-        hit = self._cache.get(router_ifname)
-        if hit is not None:
-            return hit
-        link = self.links.for_router_if(router_ifname)
-        res: EgressEntry | str
-        if link is None or not link.oper_up:
-            res = "egress_no_link"
-        elif link.router_mac is None:
-            res = "egress_no_mac"
-        else:
-            l2 = link.router_mac + link.engine_mac + ETHERTYPE_IPV6
-            res = EgressEntry(link.engine_ifindex, l2, link.mtu)
-        self._cache[router_ifname] = res
-        return res
 
 
 @dataclass(slots=True)
@@ -162,6 +132,7 @@ class Worker:
         self.slot: Slot = self.counters.slot(spec.index)
         self.ix = self.slot.index_of
         self.sender = afpacket.BatchSender(capacity=max(256, spec.batch * 4))
+        self._tx_arena, self._tx_put = self.sender.arena, self.sender.put    # bound once: per-packet use
         self.rx_batch = BatchReceiver(capacity=max(1, spec.batch), timestamps=True)
         # branched, x2u_out, copies_out, bytes_out, flow_cache_hits: summed per packet, written per batch
         self._tally = [0, 0, 0, 0, 0]
@@ -184,20 +155,24 @@ class Worker:
     def set_links(self, links: LinkMap) -> None:
         self.links = links
         self.egress = Egress(links)
-        self.branch = self.factory(self.fib, links)
-        self.flows.clear(self.fib.generation)
+        self.branch = self.factory(self.fib, links)    # a new brancher: its own caches start empty
+        # Everything derived from (table, link map) on this side is emptied together
+        # (engine/forwarding/generation.py): on a table generation change, checked per packet,
+        # and now, for the new link map.
+        self.derived = DerivedCaches(self.flows, self.egress)
+        self.derived.renew(self.fib.generation)
 
     def handle_control(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if kind == "diff":
             apply_diff(self.fib, msg[1], msg[2])
             self.slot.add("table_updates")
-            self.flows.clear(self.fib.generation)
+            self.derived.renew(self.fib.generation)
             gc.freeze()      # the new routes are long-lived: keep them out of collections
         elif kind == "replace":
             self.fib.replace(msg[1])
             self.slot.add("table_updates")
-            self.flows.clear(self.fib.generation)
+            self.derived.renew(self.fib.generation)
             gc.freeze()
         elif kind == "links":
             self.set_links(LinkMap(msg[1]))
@@ -209,29 +184,22 @@ class Worker:
     def process(self, packet: bytes) -> None:
         """Branch one IPv6 packet (Ethernet header already stripped) and queue its copies."""
         slot = self.slot
+        derived = self.derived
+        if derived.generation != self.fib.generation:     # the table changed: relearn
+            derived.renew(self.fib.generation)
         # Flow cache (engine/forwarding/flowcache.py): key = every header byte the branching reads.
         key = flow_key(packet)
         if key is not None:
-            flows = self.flows
-            if flows.generation != self.fib.generation:     # the table changed: relearn
-                flows.clear(self.fib.generation)
-            tpl = flows.flows.get(key)
-            if tpl is not None and applies(tpl, packet):
-                sender = self.sender
-                i = sender.count
-                if i + len(tpl.frames) > sender.capacity:
-                    sender.flush()
-                    i = 0
-                arena, iov_len, addr_ifindex, size, _cap = sender.views
-                sender.count = write_frames(tpl, packet, arena, iov_len, addr_ifindex, size, i)
-                for name, n in tpl.drops:
-                    slot.add(name, n)
+            tpl = self.flows.flows.get(key)
+            if tpl is not None and write_frames(tpl, packet, self._tx_arena, self._tx_put):
+                if tpl.drops:
+                    for name, n in tpl.drops:
+                        slot.add(name, n)
                 t = self._tally
-                t[0] += 1
                 t[1] += tpl.x2u
                 t[2] += tpl.multi
                 t[3] += tpl.nbytes
-                t[4] += 1
+                t[4] += 1      # a flow cache hit; branched = t[0] + t[4] (published by flush_tally)
                 return
         try:
             result = self.branch(packet)
@@ -253,17 +221,17 @@ class Worker:
         if not copies:
             return
         if key is not None:
-            tpl = learn(packet, result, self.egress.resolve, self.sender.slot_size, drop_names)
+            tpl = learn(packet, result, self.egress.resolve, self.sender.slot_size, drop_names,
+                        self.sender.prepare)
             if tpl is not None:
                 self.flows.put(key, tpl)
-        # Hot loop, BatchSender.add inlined (a method call per copy was ~1/3 of the per-copy
-        # cost): copy the Ethernet header and the packet into the sendmmsg arena slot.
-        # Counts are summed in plain ints and published to shared memory once per batch.
+        # Hot loop: resolve each copy's link, then ONE put() for the packet's frames (a call per
+        # copy was ~1/3 of the per-copy cost), which copies each Ethernet header and packet into
+        # the ring.  Counts are summed in plain ints, published once per batch.
         cache = self.egress._cache
         resolve = self.egress.resolve
-        sender = self.sender
-        arena, iov_len, addr_ifindex, size, cap = sender.views
-        i = sender.count
+        size = self.sender.slot_size
+        frames: list[tuple[int, bytes, bytes]] = []      # (ifindex, Ethernet header, packet)
         x2u = multi = nbytes = 0
         for c in copies:
             name = c.nexthop.ifname
@@ -276,22 +244,14 @@ class Worker:
             if n > e.mtu or n + ETH_HLEN > size:
                 slot.add("egress_mtu")
                 continue
-            if i == cap:
-                sender.count = i
-                sender.flush()
-                i = 0
-            off = i * size
-            arena[off:off + ETH_HLEN] = e.l2
-            arena[off + ETH_HLEN:off + ETH_HLEN + n] = data
-            iov_len[2 * i + 1] = n + ETH_HLEN
-            addr_ifindex[5 * i + 1] = e.ifindex
-            i += 1
+            frames.append((e.ifindex, e.l2, data))
             if c.x2u:
                 x2u += 1
             else:
                 multi += 1
             nbytes += n + ETH_HLEN
-        sender.count = i
+        if frames:
+            self._tx_put(frames)
         t = self._tally
         t[0] += 1
         t[1] += x2u
@@ -373,8 +333,8 @@ class Worker:
         """Publish the branched/copies/bytes sums of the packets processed since the last call."""
         w = self.slot.words
         t = self._tally
-        if t[0]:
-            w[self._i_branched] += t[0]
+        if t[0] or t[4]:
+            w[self._i_branched] += t[0] + t[4]
             w[self._i_x2u_out] += t[1]
             w[self._i_copies_out] += t[2]
             w[self._i_bytes_out] += t[3]

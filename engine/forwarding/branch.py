@@ -17,7 +17,8 @@ Implements the eight rules of shared/docs/xcast6-wire-format.md ("Branching"):
 8.   destinations in ``local_addresses`` are delivered locally (``BranchResult.local``, X2U form).
 
 Hot path: no scapy, no ``ipaddress``; per destination one dict hit (cache of validity, next
-hop id and address word sum, invalidated when ``Fib.generation`` changes).
+hop id and address word sum, emptied when ``Fib.generation`` changes: the rule is
+:mod:`engine.forwarding.generation`'s).
 """
 
 from __future__ import annotations
@@ -27,26 +28,43 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from engine.forwarding.generation import DerivedCaches
 from engine.model import NextHop, Route
 from engine.wire.checksum import fold, ones_sum
-from engine.wire.codec import (
+from engine.wire.codec import _parse_ipv6, parse
+from engine.wire.layout import (
     ALL_XCAST_NODES,
+    BITMAP_LEN,
+    DEST_LEN,
     FLAG_ANONYMOUS,
     FLAG_DONT_X2U,
+    INNER_FLOW_END,
+    INNER_OFF,
+    INNER_SRC_END,
+    INNER_SRC_OFF,
     NH_ICMPV6,
     NH_UDP,
-    Encoding,
-    Reject,
-    XcastPacket,
-    _parse_ipv6,
-    parse,
+    OUTER_DST_END,
+    OUTER_DST_OFF,
+    OUTER_HLIM_OFF,
+    OUTER_SRC_END,
+    OUTER_SRC_OFF,
+    UDP_CSUM_OFF,
+    UDP_HLEN,
 )
+from engine.wire.packet import Encoding, Reject, XcastPacket
 from engine.wire.reasons import DropReason
 from engine.wire.x2u import X2uMaker, addr_sum
 
-_ZERO16 = bytes(16)
+_ZERO16 = bytes(DEST_LEN)
 _XCAST6 = Encoding.XCAST6
 _x2u_hdr = struct.Struct("!HBB")
+# ECMP member choice among linked members: the destination's low 32 bits (interface id half)
+_ECMP_HASH_OFF = 12
+# Constant slices of the per-packet path: one global load instead of two constants + BUILD_SLICE.
+_HEAD = slice(0, OUTER_HLIM_OFF)                    # outer header up to the hop limit
+_INNER_FLOW = slice(INNER_OFF, INNER_FLOW_END)      # inner version | traffic class | flow label
+_INNER_SRC = slice(INNER_SRC_OFF, INNER_SRC_END)    # the original sender
 # one's complement of the folded word sum of ff0e::114 (the pseudo-header destination X2U replaces)
 _NOT_ALL_XCAST = 0xFFFF - fold(ones_sum(ALL_XCAST_NODES))
 _NO_SRC = DropReason.NO_SOURCE_ADDRESS
@@ -155,6 +173,7 @@ class Brancher:
     whether the engine can send on that router interface (an engine link stands for it): a
     destination whose route only leaves through interfaces without one (the router's own
     engine-facing links, say) counts as ``no_route``; ECMP members without one are skipped.
+    The worker passes ``Egress.routable`` (engine/dataplane/egress.py, the one egress rule).
     """
 
     def __init__(
@@ -172,11 +191,19 @@ class Brancher:
         self.local_addresses = frozenset(local_addresses)
         self.drop_icmp_echo = drop_icmp_echo
         self._cache: dict[bytes, tuple[int, int, NextHop | None, Route | None, int]] = {}
-        self._gen: object = None
         self._lookup: Callable[[bytes], Any] = fib.lookup
         self._hop_ids: dict[NextHop, int] = {}
         self._hops: list[NextHop] = []
         self._plans: dict[bytes, _Plan] = {}
+        # The brancher's caches derive from one table generation (engine.forwarding.generation).
+        self._derived = DerivedCaches(self)
+
+    def clear(self, generation: object = None) -> None:
+        """Forget every per-destination result, next-hop id and plan (their table changed)."""
+        self._cache = {}
+        self._hop_ids = {}
+        self._hops = []
+        self._plans = {}
 
     # ------------------------------------------------------------------ per-destination cache
     def _usable_member(self, d: bytes, route: Route) -> tuple[Route, NextHop] | None:
@@ -185,7 +212,7 @@ class Brancher:
         usable = [h for h in route.nexthops if ok is not None and ok(h.ifname)]
         if not usable:
             return None
-        return route, usable[int.from_bytes(d[12:], "big") % len(usable)]
+        return route, usable[int.from_bytes(d[_ECMP_HASH_OFF:], "big") % len(usable)]
 
     def _resolve(self, d: bytes) -> tuple[int, int, NextHop | None, Route | None, int]:
         if not is_valid_unicast(d):
@@ -219,13 +246,9 @@ class Brancher:
         snapshot = getattr(self.fib, "snapshot", None)
         table = snapshot() if snapshot is not None else self.fib
         gen = table.generation
-        if gen != self._gen:
-            self._cache = {}
-            self._hop_ids = {}
-            self._hops = []
-            self._plans = {}
+        if gen != self._derived.generation:
             self._lookup = table.lookup
-            self._gen = gen
+            self._derived.renew(gen)
 
     # ------------------------------------------------------------------ plans
     def _plan(self, pkt: XcastPacket, key: bytes) -> _Plan:
@@ -246,8 +269,8 @@ class Brancher:
             low = rest & -rest
             rest ^= low
             i = low.bit_length() - 1
-            o = doff + 16 * i
-            d = data[o : o + 16]
+            o = doff + DEST_LEN * i
+            d = data[o : o + DEST_LEN]
             ent = cache.get(d) or resolve(d)
             kind = ent[0]
             if kind == _ROUTED:
@@ -266,11 +289,11 @@ class Brancher:
             out = []
             for hid, bits in groups.items():
                 first = (bits & -bits).bit_length() - 1
-                o = doff + 16 * first
-                dst = data[o : o + 16]
+                o = doff + DEST_LEN * first
+                dst = data[o : o + DEST_LEN]
                 ent = cache.get(dst) or resolve(dst)
                 out.append((self._hops[hid], bits, first, dst, ent[4], _indexes(bits), ent[3],
-                            bits.to_bytes(16, "little")))
+                            bits.to_bytes(BITMAP_LEN, "little")))
             plan = _Plan(None, no_route, tuple(out), tuple(local))
         if len(self._plans) >= _MAX_PLANS:
             self._plans.clear()
@@ -287,7 +310,7 @@ class Brancher:
             if isinstance(p, Reject):
                 return BranchResult(drops={p.reason: 1}, reject=p, detail=p.detail)
             pkt = p
-        if self.fib.generation != self._gen:
+        if self.fib.generation != self._derived.generation:
             self._check_generation()
         res = BranchResult(None, None, None, pkt)   # positional: measurably cheaper per packet
         drops = res.drops
@@ -302,7 +325,7 @@ class Brancher:
 
         data = pkt.data
         bo = pkt.bitmap_off
-        key = data[bo : pkt.dest_off + 16 * pkt.n]
+        key = data[bo : pkt.dest_off + DEST_LEN * pkt.n]
         plan = self._plans.get(key) or self._plan(pkt, key)
         if plan.invalid is not None:
             drops[DropReason.INVALID_DESTINATION] = 1
@@ -323,9 +346,9 @@ class Brancher:
         maker: X2uMaker | None = None
         pre = b""          # inline X2U for the common XCAST6 case (no port list, checksum present)
         if groups:
-            head = data[:7] + bytes((new_hl,))
-            mid = data[40:bo]
-            tail = data[bo + 16 :]
+            head = data[_HEAD] + bytes((new_hl,))             # outer header up to the hop limit
+            mid = data[INNER_OFF:bo]                          # inner header .. routing header
+            tail = data[bo + BITMAP_LEN :]                    # destinations and the rest
             anonymous = flags & FLAG_ANONYMOUS
             source_for = self.source_for
             copies = res.copies
@@ -333,12 +356,14 @@ class Brancher:
                 if can_x2u and len(idx) == 1:
                     if not pre:
                         t = pkt.transport_off
-                        ck0 = data[t + 6] << 8 | data[t + 7]
+                        c = t + UDP_CSUM_OFF
+                        ck0 = data[c] << 8 | data[c + 1]
                         if pkt.encoding is _XCAST6 and pkt.ports is None and ck0:
                             # RFC 1624: HC' = ~(~HC + ~m + m'); m = ff0e::114 words, m' = dest words
-                            pre = data[40:44] + _x2u_hdr.pack(len(data) - t, 17, new_hl) + data[48:64]
-                            u6 = data[t : t + 6]
-                            body = data[t + 8 :]
+                            pre = (data[_INNER_FLOW] + _x2u_hdr.pack(len(data) - t, NH_UDP, new_hl)
+                                   + data[_INNER_SRC])
+                            u6 = data[t:c]
+                            body = data[t + UDP_HLEN :]
                             base = ((~ck0) & 0xFFFF) + _NOT_ALL_XCAST
                         else:
                             pre = b"-"
@@ -376,26 +401,27 @@ class Brancher:
     def _anonymous_copy(self, pkt: XcastPacket, head: bytes, src: bytes, dst: bytes, bits: int) -> bytes:
         """Copy with the addresses of destinations not live in it zeroed (XOU: checksum fixed)."""
         buf = bytearray(pkt.data)
-        buf[0:8] = head
-        buf[8:24] = src
-        buf[24:40] = dst
-        buf[pkt.bitmap_off : pkt.bitmap_off + 16] = bits.to_bytes(16, "little")
+        buf[0:OUTER_SRC_OFF] = head
+        buf[OUTER_SRC_OFF:OUTER_SRC_END] = src
+        buf[OUTER_DST_OFF:OUTER_DST_END] = dst
+        buf[pkt.bitmap_off : pkt.bitmap_off + BITMAP_LEN] = bits.to_bytes(BITMAP_LEN, "little")
         removed = 0
         doff = pkt.dest_off
         for j in range(pkt.n):
             if not bits >> j & 1:
-                o = doff + 16 * j
-                removed += addr_sum(bytes(buf[o : o + 16]))
-                buf[o : o + 16] = _ZERO16
+                o = doff + DEST_LEN * j
+                removed += addr_sum(bytes(buf[o : o + DEST_LEN]))
+                buf[o : o + DEST_LEN] = _ZERO16
         if pkt.encoding is Encoding.XOU and removed:
             from engine.wire.checksum import incremental
 
             t = pkt.transport_off
-            old = buf[t + 6] << 8 | buf[t + 7]
+            c = t + UDP_CSUM_OFF
+            old = buf[c] << 8 | buf[c + 1]
             if old:
                 new = incremental(old, removed, 0)
-                buf[t + 6] = new >> 8
-                buf[t + 7] = new & 0xFF
+                buf[c] = new >> 8
+                buf[c + 1] = new & 0xFF
         return bytes(buf)
 
     # ------------------------------------------------------------------ explain

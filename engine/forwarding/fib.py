@@ -380,12 +380,16 @@ class Fib:
         self._lock = threading.Lock()
         self._groups = NextHopGroups()
         self._t = _build(routes, self._groups, 1, cache_size)
+        # Increases by at least one on every change.  A plain attribute, not a property: every
+        # packet compares it (worker, brancher), and a property call cost ~50 ns of that.
+        # Published after the table it names, so a reader that sees it new gets the new table.
+        self.generation: int = self._t.generation
+
+    def _publish(self, table: FibSnapshot) -> None:
+        self._t = table
+        self.generation = table.generation
 
     # -- reading -----------------------------------------------------------------------
-    @property
-    def generation(self) -> int:
-        """Increases by at least one on every change."""
-        return self._t.generation
 
     def snapshot(self) -> FibSnapshot:
         """The current generation; immutable, safe to keep and to read from any thread."""
@@ -448,7 +452,7 @@ class Fib:
             groups = NextHopGroups()
             table = _build(routes, groups, self._t.generation + 1, self._t.cache_size)
             self._groups = groups
-            self._t = table
+            self._publish(table)
 
     def update(
         self, add: Iterable[Route] = (), remove: Iterable[ipaddress.IPv6Network] = ()
@@ -460,7 +464,7 @@ class Fib:
         """
         with self._lock:
             table, previous, removed = _derive(self._t, add, remove, self._groups)
-            self._t = table
+            self._publish(table)
         return previous, removed
 
     def add(self, route: Route) -> Route | None:
@@ -472,5 +476,5 @@ class Fib:
         with self._lock:
             if self._t.get(prefix) is None:
                 return False
-            self._t = _derive(self._t, (), (prefix,), self._groups)[0]
+            self._publish(_derive(self._t, (), (prefix,), self._groups)[0])
         return True

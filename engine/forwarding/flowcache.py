@@ -19,7 +19,13 @@ Correctness rests on three rules:
   after the routing header, no local delivery, every copy's egress link resolved), and is
   checked at learning time by rendering the learning packet and comparing with the brancher's
   own frames byte for byte — anything else keeps taking the full path;
-* the owner clears the cache whenever the table generation or the link map changes.
+* the owner clears the cache whenever the table generation or the link map changes (with
+  every other derived cache: :mod:`engine.forwarding.generation`).
+
+Frames are written into the worker's transmit ring (:class:`engine.dataplane.afpacket.TxRing`):
+the template carries ``slots`` (link and length per frame) for the ring's ``put()``, and
+:func:`write_frames` writes the bytes at the offsets ``put()`` returned.  The ring alone knows
+its buffer layout; this layer cannot import it (forwarding sits below dataplane).
 """
 
 from __future__ import annotations
@@ -28,14 +34,29 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.wire.checksum import fold, ones_sum
-from engine.wire.codec import ALL_XCAST_NODES, NH_UDP, Encoding, XcastPacket
+from engine.wire.layout import (
+    ALL_XCAST_NODES,
+    DEST_LEN,
+    DEST_OFF,
+    FAST_MIN_LEN,
+    IP6_HLEN,
+    NH_UDP,
+    OUTER_DST_END,
+    OUTER_DST_OFF,
+    RH_N_OFF,
+    UDP_CSUM_OFF,
+    UDP_HLEN,
+)
+from engine.wire.packet import Encoding, XcastPacket
 from engine.wire.x2u import addr_sum
 
-# Offset of N in the routing header and of the destination list (XCAST6 encoding):
-# outer IPv6 (40) + inner IPv6 (40) + RH fixed part (8) + bitmap (16).
-_N_OFF = 84
-_DEST_OFF = 104
-_MIN_LEN = 112            # the codec's fast-path minimum (one destination + UDP header)
+# The key ends before the UDP checksum: packet[:_KEY_END_0 + DEST_LEN * N] (XCAST6 encoding).
+_KEY_END_0 = DEST_OFF + UDP_CSUM_OFF
+# An X2U copy's constant prefix: its IPv6 header and the UDP ports and length.
+_X2U_PREFIX = IP6_HLEN + UDP_CSUM_OFF
+# The transmit ring's converter of (ifindexes, lengths) into its own form (TxRing.prepare):
+# (ifindexes, lengths, offsets), offsets[k] = frame k's place relative to what put() returns.
+Prepare = Callable[[Sequence[int], Sequence[int]], tuple[Any, Any, Sequence[int]]]
 # one's complement of the word sum of ff0e::114, the pseudo-header destination X2U replaces
 # (the same constant as engine.forwarding.branch's inline X2U)
 _NOT_ALL_XCAST = 0xFFFF - fold(ones_sum(ALL_XCAST_NODES))
@@ -48,35 +69,51 @@ class FlowTemplate:
     ``frames`` holds per copy ``(ifindex, prefix, len(prefix), checksum_base, frame_length)``.
     An X2U copy (``checksum_base >= 0``) is ``prefix`` + the fixed-up UDP checksum +
     ``packet[x2u_tail:]``; a multi-destination copy is ``prefix`` + ``packet[multi_tail:]``.
+    ``tx`` is the copies' links and lengths in the transmit ring's form (what its ``prepare``
+    made, for its ``put()``; None when :func:`learn` was not given ``prepare``), and ``placed``
+    per copy ``(start, checksum/body offset, checksum_base, end, prefix)``, offsets relative
+    to what ``put()`` returns (the ring's offsets folded in once, not per packet).
     ``drops`` are the per-packet drop counts the brancher reported (destinations without a
     route, copies without a source address), as ``(counter name, n)``.
     """
 
-    __slots__ = ("ck_off", "drops", "frames", "length", "multi", "multi_tail", "nbytes", "x2u",
-                 "x2u_tail")
+    __slots__ = ("ck_off", "drops", "frames", "length", "multi", "multi_tail", "nbytes", "placed",
+                 "tx", "x2u", "x2u_tail")
 
     def __init__(self, length: int, udp_off: int, frames: tuple[tuple[int, bytes, int, int, int], ...],
-                 drops: tuple[tuple[str, int], ...]) -> None:
+                 drops: tuple[tuple[str, int], ...], prepare: Prepare | None = None) -> None:
         self.length = length
         self.frames = frames
+        self.tx: Any = None
+        self.placed: tuple[tuple[int, int, int, int, bytes], ...] = ()
+        if prepare is not None:
+            self.tx = prepare([f[0] for f in frames], [f[4] for f in frames])
+            offsets = self.tx[2]
+            self.placed = tuple((rel, rel + f[2], f[3], rel + f[4], f[1])
+                                for f, rel in zip(frames, offsets, strict=True))
         self.drops = drops
         self.x2u = sum(1 for f in frames if f[3] >= 0)
         self.multi = len(frames) - self.x2u
-        self.ck_off = udp_off + 6 if self.x2u else -1   # the original UDP checksum; -1: not needed
-        self.x2u_tail = udp_off + 8                      # X2U copies carry the payload after UDP
-        self.multi_tail = udp_off + 6                    # multi copies: everything after the key
+        self.ck_off = udp_off + UDP_CSUM_OFF if self.x2u else -1   # the original checksum; -1: unused
+        self.x2u_tail = udp_off + UDP_HLEN          # X2U copies carry the payload after UDP
+        self.multi_tail = udp_off + UDP_CSUM_OFF    # multi copies: everything after the key
         self.nbytes = sum(f[4] for f in frames)
 
 
-def flow_key(packet: bytes) -> bytes | None:
-    """The header bytes a flow template is keyed by (None: too short to be the common form)."""
-    if len(packet) < _MIN_LEN:
+def flow_key(packet: bytes, _min_len: int = FAST_MIN_LEN, _key_end_0: int = _KEY_END_0,
+             _dest_len: int = DEST_LEN, _n_off: int = RH_N_OFF) -> bytes | None:
+    """The header bytes a flow template is keyed by (None: too short to be the common form).
+
+    Called with ``packet`` only: the layout constants are positional defaults so this per-packet
+    function reads locals, not module globals.
+    """
+    if len(packet) < _min_len:
         return None
-    return packet[: _DEST_OFF + 16 * packet[_N_OFF] + 6]
+    return packet[: _key_end_0 + _dest_len * packet[_n_off]]
 
 
 def render(tpl: FlowTemplate, packet: bytes) -> list[tuple[int, bytes]] | None:
-    """The frames of ``packet`` as ``(ifindex, frame)`` (reference form of :func:`write_frames`).
+    """The frames of ``packet`` as ``(ifindex, frame)`` (the reference :func:`write_frames` must match).
 
     None when the template does not apply (see :func:`applies`).
     """
@@ -99,39 +136,42 @@ def _fixed_checksum(nck: int, base: int) -> bytes:
     return x.to_bytes(2, "big")
 
 
-def write_frames(tpl: FlowTemplate, packet: bytes, arena: Any, iov_len: Any, addr_ifindex: Any,
-                 slot_size: int, i: int) -> int:
-    """Write ``packet``'s frames into sendmmsg slots ``i``, ``i+1``...; returns the next free slot.
+def write_frames(tpl: FlowTemplate, packet: bytes, arena: Any, put: Callable[[Any], int]) -> bool:
+    """Render ``packet``'s frames into the transmit ring, or return False if ``tpl`` does not apply.
 
-    Same layout as :class:`engine.dataplane.afpacket.BatchSender` (frame at ``arena[slot * slot_size]``,
-    its length in iovec word ``2*slot+1``, ifindex in sockaddr word ``5*slot+1``).  The caller
-    checked :func:`applies` and that ``len(tpl.frames)`` slots are free.
+    ``put`` is the ring's ``put()``: it queues the template's frames (links and lengths) and
+    returns the base offset in ``arena``; frame k goes at that base plus its place in
+    ``tpl.placed``, with the room and the length the ring recorded for it.  The
+    :func:`applies` test is repeated inline here: this runs once per cached packet and a
+    function call is a tenth of it.
     """
+    if len(packet) != tpl.length:
+        return False
     nck = 0
     body_x2u = body_multi = b""
     if tpl.x2u:
         o = tpl.ck_off
-        nck = (~(packet[o] << 8 | packet[o + 1])) & 0xFFFF
+        ck = packet[o] << 8 | packet[o + 1]
+        if not ck:
+            return False
+        nck = (~ck) & 0xFFFF
         body_x2u = packet[tpl.x2u_tail:]
     if tpl.multi:
         body_multi = packet[tpl.multi_tail:]
-    for ifindex, prefix, plen, base, size in tpl.frames:
-        off = i * slot_size
-        p = off + plen
-        arena[off:p] = prefix
-        if base >= 0:
-            x = nck + base
+    base = put(tpl.tx)
+    for start, mid, ck_base, end, prefix in tpl.placed:
+        p = base + mid
+        arena[base + start:p] = prefix
+        if ck_base >= 0:
+            x = nck + ck_base
             x = (x & 0xFFFF) + (x >> 16)
             x = (~((x & 0xFFFF) + (x >> 16))) & 0xFFFF or 0xFFFF
             arena[p] = x >> 8
             arena[p + 1] = x & 0xFF
-            arena[p + 2:off + size] = body_x2u
+            arena[p + 2:base + end] = body_x2u
         else:
-            arena[p:off + size] = body_multi
-        iov_len[2 * i + 1] = size
-        addr_ifindex[5 * i + 1] = ifindex
-        i += 1
-    return i
+            arena[p:base + end] = body_multi
+    return True
 
 
 def applies(tpl: FlowTemplate, packet: bytes) -> bool:
@@ -146,12 +186,14 @@ EgressLookup = Callable[[str], Any]     # router ifname -> object with .ifindex/
 
 
 def learn(packet: bytes, result: Any, egress: EgressLookup, slot_size: int,
-          drop_names: Sequence[tuple[str, int]]) -> FlowTemplate | None:
+          drop_names: Sequence[tuple[str, int]], prepare: Prepare | None = None) -> FlowTemplate | None:
     """A template for ``packet``'s session from the brancher's ``result``, or None.
 
     ``egress`` resolves a router interface to the worker's egress entry (``ifindex``, ``l2``,
     ``mtu``) or to the name of the counter that explains why not; ``drop_names`` are the drop
-    counters the worker already counted for this result (repeated on every hit).
+    counters the worker already counted for this result (repeated on every hit).  ``prepare``
+    is the transmit ring's (``TxRing.prepare``): the template keeps its frames' links and
+    lengths in the ring's form, so each hit stores them in one go.
     """
     pkt = result.packet
     if (
@@ -179,12 +221,13 @@ def learn(packet: bytes, result: Any, egress: EgressLookup, slot_size: int,
         expected.append((e.ifindex, e.l2 + c.data))
         size = len(e.l2) + len(c.data)
         if c.x2u:
-            prefix = e.l2 + c.data[:46]     # IPv6 header + UDP ports and length
-            frames.append((e.ifindex, prefix, len(prefix), _NOT_ALL_XCAST + addr_sum(c.data[24:40]), size))
+            prefix = e.l2 + c.data[:_X2U_PREFIX]
+            dsum = addr_sum(c.data[OUTER_DST_OFF:OUTER_DST_END])
+            frames.append((e.ifindex, prefix, len(prefix), _NOT_ALL_XCAST + dsum, size))
         else:
             prefix = e.l2 + c.data[:key_end]
             frames.append((e.ifindex, prefix, len(prefix), -1, size))
-    tpl = FlowTemplate(len(packet), t, tuple(frames), tuple(drop_names))
+    tpl = FlowTemplate(len(packet), t, tuple(frames), tuple(drop_names), prepare)
     # The proof: the template renders the learning packet exactly as the brancher did.
     return tpl if render(tpl, packet) == expected else None
 
@@ -200,7 +243,11 @@ class FlowCache:
         self.generation: object = None
 
     def clear(self, generation: object = None) -> None:
-        """Forget every template (the table generation or the link map changed)."""
+        """Forget every template (the table generation or the link map changed).
+
+        Called through the owner's :class:`engine.forwarding.generation.DerivedCaches`, which
+        decides when; ``generation`` is the one the (now empty) cache is valid for.
+        """
         self.flows = {}
         self.generation = generation
 

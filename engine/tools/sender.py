@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from engine.forwarding.branch import is_valid_unicast
 from engine.wire.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, MAX_DESTS, build_xcast
+from engine.wire.layout import OUTER_DST_END, OUTER_DST_OFF
 from engine.wire.xou import build_xou
 
 SOL_SOCKET = socket.SOL_SOCKET
@@ -162,7 +163,7 @@ def send(req: SendRequest, sock: socket.socket | None = None) -> tuple[int, int]
     pkt = build_packet(req)
     own = sock is None
     s = sock or open_raw_socket(req.interface)
-    dst = str(ipaddress.IPv6Address(pkt[24:40]))
+    dst = str(ipaddress.IPv6Address(pkt[OUTER_DST_OFF:OUTER_DST_END]))
     interval = 1.0 / req.rate if req.rate > 0 else 0.0
     sent = nbytes = 0
     t0 = time.monotonic()

@@ -24,6 +24,14 @@ from engine.model import NextHop, Route
 from engine.tools.pcapread import CaptureError, is_capture, read_capture, to_ipv6_or_l2
 from engine.tools.routefile import RouteFileError, load, parse_text
 from engine.wire.codec import Reject, XcastPacket, parse
+from engine.wire.layout import (
+    IP6_HLEN,
+    OUTER_DST_END,
+    OUTER_DST_OFF,
+    OUTER_HLIM_OFF,
+    OUTER_SRC_END,
+    OUTER_SRC_OFF,
+)
 from engine.wire.reasons import NOT_XCAST
 
 DEFAULT_ENGINE_SOURCE = "2001:db8:ffff::e"
@@ -104,7 +112,7 @@ def describe(p: XcastPacket) -> list[str]:
     lines = [
         f"  encoding   {enc}" + (f"   vlan {p.vlan}" if p.vlan is not None else ""),
         f"  outer      {_txt(p.src)} -> {_txt(p.dst)}  tc 0x{p.tc:02x}  flow 0x{p.flow:05x}  "
-        f"hop-limit {p.hop_limit}  payload {len(p.data) - 40}",
+        f"hop-limit {p.hop_limit}  payload {len(p.data) - IP6_HLEN}",
         f"  inner      {_txt(p.inner_src)} -> {_txt(p.inner_dst)}  tc 0x{p.inner_tc:02x}  "
         f"flow 0x{p.inner_flow:05x}",
         f"  sender     {_txt(p.orig_src)}",
@@ -205,11 +213,11 @@ def explain_result(p: XcastPacket, r: BranchResult) -> dict[str, Any]:
             "copy": k,
             "kind": "local" if k >= len(r.copies) else ("x2u" if c.x2u else "xcast6"),
             "interface": c.nexthop.ifname,
-            "next_hop": _hop_text(c.nexthop, c.data[24:40]),
+            "next_hop": _hop_text(c.nexthop, c.data[OUTER_DST_OFF:OUTER_DST_END]),
             "destinations": list(c.dest_indexes),
-            "outer_src": _txt(c.data[8:24]),
-            "outer_dst": _txt(c.data[24:40]),
-            "hop_limit": c.data[7],
+            "outer_src": _txt(c.data[OUTER_SRC_OFF:OUTER_SRC_END]),
+            "outer_dst": _txt(c.data[OUTER_DST_OFF:OUTER_DST_END]),
+            "hop_limit": c.data[OUTER_HLIM_OFF],
             "length": len(c.data),
             "hex": c.data.hex(),
         })

@@ -20,7 +20,17 @@ from __future__ import annotations
 import struct
 
 from engine.wire import checksum
-from engine.wire.codec import ALL_XCAST_NODES, Encoding, XcastPacket
+from engine.wire.layout import (
+    ALL_XCAST_NODES,
+    INNER_FLOW_END,
+    INNER_OFF,
+    NH_UDP,
+    UDP_CSUM_OFF,
+    UDP_DPORT_OFF,
+    UDP_HLEN,
+    UDP_LEN_OFF,
+)
+from engine.wire.packet import Encoding, XcastPacket
 
 _ALL_XCAST_SUM = checksum.ones_sum(ALL_XCAST_NODES)
 _hdr = struct.Struct("!HBB")
@@ -47,34 +57,34 @@ class X2uMaker:
         self.pkt = pkt
         data = pkt.data
         t = pkt.transport_off
-        old_ck = data[t + 6] << 8 | data[t + 7]
-        self._vtf = data[40:44]                  # TC / flow label of the inner header
+        old_ck = data[t + UDP_CSUM_OFF] << 8 | data[t + UDP_CSUM_OFF + 1]
+        self._vtf = data[INNER_OFF:INNER_FLOW_END]   # TC / flow label of the inner header
         self._orig = pkt.orig_src
-        self._sport = data[t : t + 2]
+        self._sport = data[t : t + UDP_DPORT_OFF]
         self._ports = pkt.ports
         self._full = False
         if pkt.encoding is Encoding.XOU:
             old_len = len(data) - t
-            new_len = len(data) - pkt.payload_off + 8
-            header_sum = checksum.ones_sum(data[t + 8 : pkt.bitmap_off]) + checksum.ones_sum(
+            new_len = len(data) - pkt.payload_off + UDP_HLEN
+            header_sum = checksum.ones_sum(data[t + UDP_HLEN : pkt.bitmap_off]) + checksum.ones_sum(
                 data[pkt.dest_off : pkt.payload_off]
             )
             old_words = addr_sum(pkt.inner_src) + addr_sum(pkt.inner_dst) + 2 * old_len + header_sum
             new_words = addr_sum(self._orig) + 2 * new_len
             self._base = ((~old_ck) & 0xFFFF) + (0xFFFF - _fold(old_words)) + _fold(new_words)
-            self._hdr = _hdr.pack(new_len, 17, hop_limit)
-            self._mid = data[t + 2 : t + 4] + _u16.pack(new_len)     # dport, new length
+            self._hdr = _hdr.pack(new_len, NH_UDP, hop_limit)
+            self._mid = data[t + UDP_DPORT_OFF : t + UDP_LEN_OFF] + _u16.pack(new_len)   # dport, new length
             self._body = data[pkt.payload_off :]
             self._ports = None
         else:
             ulen = len(data) - t
-            old_dport = data[t + 2] << 8 | data[t + 3]
+            old_dport = data[t + UDP_DPORT_OFF] << 8 | data[t + UDP_DPORT_OFF + 1]
             # a sender that left the checksum out (0 is invalid over IPv6): compute it fully
             self._full = old_ck == 0
             self._base = ((~old_ck) & 0xFFFF) + (0xFFFF - _fold(_ALL_XCAST_SUM + old_dport))
-            self._hdr = _hdr.pack(ulen, 17, hop_limit)
-            self._mid = data[t + 2 : t + 6]                            # dport, length
-            self._body = data[t + 8 :]
+            self._hdr = _hdr.pack(ulen, NH_UDP, hop_limit)
+            self._mid = data[t + UDP_DPORT_OFF : t + UDP_CSUM_OFF]         # dport, length
+            self._body = data[t + UDP_HLEN :]
 
     def make(self, index: int, dest: bytes, dest_sum: int) -> bytes:
         """The unicast IPv6+UDP packet for destination ``index`` (address ``dest``)."""

@@ -23,7 +23,9 @@ its prose (§7.2, §7.3), fixed here so sender, engine and tests agree::
 The header is 36 + 16N bytes (a multiple of 4), so the payload keeps 16-bit alignment and the
 UDP checksum can be updated incrementally when the header is removed (X2U).  The parser
 classifies on the mark destination only: X6Bone_DUMMY_SOURCE was never assigned, so any
-source is accepted and :data:`X6BONE_DUMMY_SOURCE` is just what we emit.
+source is accepted and :data:`X6BONE_DUMMY_SOURCE` is just what we emit.  The offsets are named
+in :mod:`engine.wire.layout` (``XOU_*``); the packet model is :mod:`engine.wire.packet`, so this
+module and the codec (which dispatches here) do not import each other.
 """
 
 from __future__ import annotations
@@ -31,47 +33,55 @@ from __future__ import annotations
 import struct
 
 from engine.wire import checksum
-from engine.wire.codec import (
+from engine.wire.layout import (
+    BITMAP_LEN,
+    DEST_LEN,
+    INNER_NH_OFF,
+    IP6_HLEN,
     MAX_DESTS,
+    NH_IPV6,
     NH_UDP,
+    OUTER_HLIM_OFF,
+    UDP_HLEN,
+    UDP_LEN_OFF,
     XCAST_TC,
+    XOU_BITMAP_OFF,
+    XOU_DEST_OFF,
+    XOU_FIXED_LEN,
+    XOU_FLAGS_OFF,
     XOU_FLOW,
+    XOU_ICMPOFF_OFF,
     XOU_MARK_DST,
-    Reject,
-    XcastPacket,
-    XouPacket,
-    _ipv6_header,
-    bitmap_bytes,
+    XOU_N_OFF,
+    XOU_UDP_OFF,
 )
+from engine.wire.packet import Reject, XcastPacket, XouPacket, bitmap_bytes, ipv6_header
 from engine.wire.reasons import DropReason
 
 #: What we write as the mark header's source (documentation prefix; the real one was never assigned).
 X6BONE_DUMMY_SOURCE = bytes.fromhex("20010db8ffffffff00000000ffffffff")  # 2001:db8:ffff:ffff::ffff:ffff
 
-UDP_OFF = 80
-XOU_OFF = 88
-XOU_BITMAP_OFF = XOU_OFF + 20
-XOU_DEST_OFF = XOU_OFF + 36
-
-
 def xou_header_len(n: int) -> int:
-    return 36 + 16 * n
+    """Bytes of the XOU header for ``n`` destinations (36 + 16N)."""
+    return XOU_FIXED_LEN + DEST_LEN * n
 
 
 def parse_xou_body(data: bytes, vlan: int | None) -> XcastPacket | Reject:
     """Validate the part after the mark header (outer + mark headers already checked by codec)."""
     blen = len(data)
-    if data[46] != NH_UDP:
-        return Reject(DropReason.XOU_NOT_UDP, f"XOU mark header next header {data[46]}, expected 17 (UDP)")
+    if data[INNER_NH_OFF] != NH_UDP:
+        return Reject(DropReason.XOU_NOT_UDP,
+                      f"XOU mark header next header {data[INNER_NH_OFF]}, expected 17 (UDP)")
     if blen < XOU_DEST_OFF:
         return Reject(DropReason.TRUNCATED, f"{blen} bytes ends inside the UDP/XOU header")
-    ulen = data[UDP_OFF + 4] << 8 | data[UDP_OFF + 5]
-    if ulen != blen - UDP_OFF:
-        return Reject(DropReason.BAD_TRANSPORT_LENGTH, f"UDP length {ulen} but {blen - UDP_OFF} bytes follow")
-    n = data[XOU_OFF + 16]
+    ulen = data[XOU_UDP_OFF + UDP_LEN_OFF] << 8 | data[XOU_UDP_OFF + UDP_LEN_OFF + 1]
+    if ulen != blen - XOU_UDP_OFF:
+        return Reject(DropReason.BAD_TRANSPORT_LENGTH,
+                      f"UDP length {ulen} but {blen - XOU_UDP_OFF} bytes follow")
+    n = data[XOU_N_OFF]
     if not 1 <= n <= MAX_DESTS:
         return Reject(DropReason.N_OUT_OF_RANGE, f"N = {n}, must be 1..126")
-    poff = XOU_DEST_OFF + 16 * n
+    poff = XOU_DEST_OFF + DEST_LEN * n
     if blen < poff:
         return Reject(DropReason.XOU_BAD_HEADER, f"{blen} bytes ends inside the XOU destination list")
     bitmap = int.from_bytes(data[XOU_BITMAP_OFF:XOU_DEST_OFF], "little")
@@ -79,14 +89,14 @@ def parse_xou_body(data: bytes, vlan: int | None) -> XcastPacket | Reject:
         return Reject(DropReason.BITMAP_BEYOND_N, f"bitmap bit {bitmap.bit_length() - 1} set but N = {n}")
     return XouPacket(
         data=data,
-        hop_limit=data[7],
+        hop_limit=data[OUTER_HLIM_OFF],
         n=n,
-        flags=data[XOU_OFF + 17],
-        icmpoff=data[XOU_OFF + 18],
+        flags=data[XOU_FLAGS_OFF],
+        icmpoff=data[XOU_ICMPOFF_OFF],
         bitmap=bitmap,
         rh_next_header=NH_UDP,
         transport=NH_UDP,
-        transport_off=UDP_OFF,
+        transport_off=XOU_UDP_OFF,
         payload_off=poff,
         ports=None,
         vlan=vlan,
@@ -114,24 +124,24 @@ def build_xou(
     n = len(dests)
     if not 1 <= n <= MAX_DESTS:
         raise ValueError(f"{n} destinations: XOU carries 1..126")
-    if any(len(d) != 16 for d in dests):
+    if any(len(d) != DEST_LEN for d in dests):
         raise ValueError("destinations must be 16 bytes each")
     if bitmap is None:
         bitmap = (1 << n) - 1
     if not bitmap or bitmap >> n:
         raise ValueError("bitmap must have live bits only below N")
-    ulen = 8 + xou_header_len(n) + len(payload)
-    if ulen > 0xFFFF - 40:
+    ulen = UDP_HLEN + xou_header_len(n) + len(payload)
+    if ulen > 0xFFFF - IP6_HLEN:
         raise ValueError(f"XOU datagram of {ulen} bytes is too long")
     head = src + bytes([n, flags & 0xFF, icmpoff & 0xFF, 0])
     body = b"".join(dests) + payload
     # checksum over the datagram with the bitmap zero-filled (WIDE report §7.2)
-    zeroed = struct.pack("!HHHH", sport, dport, ulen, 0) + head + bytes(16) + body
+    zeroed = struct.pack("!HHHH", sport, dport, ulen, 0) + head + bytes(BITMAP_LEN) + body
     ck = checksum.udp6_checksum(mark_src, XOU_MARK_DST, zeroed)
     udp = struct.pack("!HHHH", sport, dport, ulen, ck) + head + bitmap_bytes(bitmap) + body
-    mark = _ipv6_header(inner_tc, inner_flow, ulen, NH_UDP, 64, mark_src, XOU_MARK_DST)
+    mark = ipv6_header(inner_tc, inner_flow, ulen, NH_UDP, 64, mark_src, XOU_MARK_DST)
     first = dests[(bitmap & -bitmap).bit_length() - 1]
-    outer = _ipv6_header(tc, XOU_FLOW, 40 + ulen, 41, hop_limit, outer_src or src, first)
+    outer = ipv6_header(tc, XOU_FLOW, IP6_HLEN + ulen, NH_IPV6, hop_limit, outer_src or src, first)
     return outer + mark + udp
 
 
