@@ -22,7 +22,7 @@ from lab.procs import stop_process
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "xapi-test-token-0123456789"
+TOKEN = "xapi-test-token-0123456789abcdefghij"
 
 
 def sh(*cmd: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
