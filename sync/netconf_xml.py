@@ -30,9 +30,10 @@ NC_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
 _RPC_REPLY = f"{{{NC_NS}}}rpc-reply"
 _RPC_ERROR = f"{{{NC_NS}}}rpc-error"
 FEED_SLICE = 1 << 16
-# The largest reply parsed.  A full Junos table of 1M IPv6 routes is ~600 B per <rt>, so a few
-# hundred MB; a bigger reply is taken for a runaway or hostile one (it would cost several times its
-# size in memory), refused with an error that names its size instead of ending in a MemoryError.
+# The largest reply parsed.  Junos sends ~1.1 KB per route (README: 11.3 MB for 10k), so 512 MiB
+# is ~450k IPv6 routes, well above a full table today; a bigger reply is taken for a runaway or
+# hostile one (it costs several times its size in memory on the way in), refused with an error
+# that names its size instead of ending in a MemoryError or the unit's MemoryMax.
 MAX_REPLY_BYTES = 512 << 20
 
 
