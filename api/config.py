@@ -11,8 +11,10 @@ which never prints its value; source URLs are shown through ``sync.sources.strip
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,14 +61,80 @@ class ConfigError(ValueError):
         )
 
 
+# A token is the only thing between the network and the API, which does not slow down wrong
+# guesses: 32 characters of the URL-safe alphabet are >= 192 bits, far beyond an online guess (the
+# generated ones have 43).  A shorter one is more likely a placeholder ("changeme", a test value).
+TOKEN_MIN_LENGTH = 32
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` may not be used as the API token (None: it may); never repeats the value."""
+    if not token:
+        return "is empty"
+    if len(token) < TOKEN_MIN_LENGTH:
+        return (f"is {len(token)} characters long: must be at least {TOKEN_MIN_LENGTH} (the API does "
+                "not slow down guesses; a short token is also most likely a placeholder)")
+    return None
+
+
 def read_or_create_token(path: Path, nbytes: int = 32) -> str:
-    """The token kept in ``path``, or a new random one written there once (mode 0600, never replaced)."""
+    """The token kept in ``path``, or a new random one written there once (mode 0600, never replaced).
+
+    Refuses (:class:`ConfigError` naming the file and the problem, never the value) a file that is
+    a symbolic link or not a regular file, is not owned by this process's effective user, that the
+    group or others may read or write (mode & 0o077), or whose token is empty or shorter than
+    :data:`TOKEN_MIN_LENGTH`: each would otherwise leak the token or lock every client out with
+    an unexplained 401.
+    """
     try:
-        return path.read_text().strip()
+        # O_NOFOLLOW and fstat of the opened file: the checks are of the file actually read.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        pass
+        return _create_token(path, nbytes)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(["API token file is a symbolic link: not followed"], str(path)) from None
+        raise ConfigError([f"cannot read the API token file: {exc.strerror or exc}"], str(path)) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        problem = _token_file_problem(st)
+        if problem is not None:
+            raise ConfigError([f"API token file {problem}"], str(path))
+        raw = f.read(64 * 1024)
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(["API token file is not UTF-8 text"], str(path)) from None
+    problem = token_problem(token)
+    if problem is not None:
+        hint = "; remove the file and the engine generates a new token" if not token else ""
+        raise ConfigError([f"API token in this file {problem}{hint}"], str(path))
+    return token
+
+
+def _token_file_problem(st: os.stat_result) -> str | None:
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_uid != os.geteuid():
+        return (f"is owned by uid {st.st_uid}, not by the engine's user (uid {os.geteuid()}): "
+                "chown it to the engine's user")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        return (f"has mode {mode:04o}: the group or others may read or write it "
+                "(the token grants the whole API): chmod 600")
+    return None
+
+
+def _create_token(path: Path, nbytes: int) -> str:
     token = secrets.token_urlsafe(nbytes)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if token_problem(token) is not None:
+        raise ValueError(f"nbytes={nbytes} gives a token shorter than {TOKEN_MIN_LENGTH} characters")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:  # created meanwhile (another process): use that one, checked
+        return read_or_create_token(path, nbytes)
+    except OSError as exc:
+        raise ConfigError([f"cannot create the API token file: {exc.strerror or exc}"], str(path)) from None
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
@@ -167,6 +235,14 @@ def parse_config(
     api = check_table(table_of(data, "api", problems), _OWN_KEYS["api"], "api.", problems)
     if env.get(API_TOKEN_ENV):
         api["token"] = Secret(env[API_TOKEN_ENV])
+        token_from = f"api.token (from ${API_TOKEN_ENV})"
+    else:
+        token_from = "api.token"
+    if api.get("token") is not None:
+        # Named by key and length only: a secret's value never appears in a problem line.
+        problem = token_problem(api["token"].reveal())
+        if problem is not None:
+            problems.append(f"{token_from}: this value {problem}")
     problems += sync_problems + link_problems + worker_problems
     if problems or sync is None or links is None or workers is None:
         raise ConfigError(problems, path)

@@ -149,6 +149,9 @@ class Daemon:
         if cfg.workers.count and cfg.workers.cpus:
             keep_off_worker_cpus(set(cfg.workers.cpus))
         cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
+        # The token first: a bad token file (ConfigError, exit 2) must stop the start before the
+        # sync, the links and the workers are up, not leave an engine whose API answers only 401.
+        token = api_token(cfg) if cfg.api.enabled else ""
         source = self._source_factory(cfg.sync.source, cfg.sync.credentials())
         self.pipeline = pipeline = Pipeline(cfg, source)
         await pipeline.start()
@@ -168,7 +171,7 @@ class Daemon:
                     "API listens on %s, beyond this host: keep the token secret and firewall the port",
                     cfg.api.listen,
                 )
-            app = create_app(view, api_token(cfg))
+            app = create_app(view, token)
             server = uvicorn.Server(
                 uvicorn.Config(
                     app,

@@ -43,7 +43,7 @@ from lxml import etree
 from engine.model import Interface, Snapshot
 from sync import netconf_ietf, netconf_junos
 from sync.netconf_junos import RouteParse
-from sync.netconf_xml import NetconfReplyError
+from sync.netconf_xml import NetconfReplyError, reply_too_big, safe_parser_options
 from sync.source import Credentials, Progress, SourceError
 
 log = logging.getLogger(__name__)
@@ -174,6 +174,23 @@ def parse_url(url: str) -> NetconfParams:
     )
 
 
+def harden_ncclient() -> None:
+    """Make ncclient parse with :func:`sync.netconf_xml.safe_parser_options` too.
+
+    Our replies bypass ncclient's DOM, but it still parses the server's ``<hello>`` (and, in
+    error paths, replies) with module-level lxml parsers that substitute internal entities;
+    its ``huge_parser`` also lifts libxml2's size guards.  Both are replaced (idempotent).
+    """
+    from ncclient import xml_ as ncxml
+
+    if getattr(ncxml, "_xcast6_hardened", False):
+        return
+    safe = etree.XMLParser(recover=False, **safe_parser_options())
+    ncxml.parser = safe
+    ncxml.huge_parser = safe
+    ncxml._xcast6_hardened = True
+
+
 class _RawReplies:
     """ncclient plumbing: an RPC whose reply is kept as raw text (no DOM), built lazily."""
 
@@ -230,6 +247,8 @@ class _Session:
         from ncclient import manager as ncmanager
         from ncclient.transport import SSHSession
         from ncclient.transport import errors as terr
+
+        harden_ncclient()
 
         # ncclient re-scans its whole receive buffer after every recv(); with its default
         # 4 KiB reads a multi-MB reply sent as one 1.1 chunk costs seconds of CPU (measured:
@@ -317,7 +336,7 @@ class _Session:
             try:
                 rpc = _RawReplies.rpc_class()(mgr._session, mgr._device_handler, timeout=p.timeout)
                 reply = rpc.request(op)
-                return str(reply.xml)
+                text = str(reply.xml)
             except oerr.TimeoutExpiredError:
                 self._drop()
                 raise SourceError(f"netconf {p.where}: {what}: no reply within {p.timeout:g} s") from None
@@ -327,6 +346,11 @@ class _Session:
                     f"netconf {p.where}: {what}: session lost mid-reply "
                     f"({_clean(exc, self._password()) or type(exc).__name__}); no data used"
                 ) from None
+        # Also the marker's reply, which is hashed without a parse: too big is refused alike.
+        too_big = reply_too_big(len(text), what)
+        if too_big is not None:
+            raise SourceError(f"netconf {p.where}: {too_big}")
+        return text
 
     def _drop(self) -> None:
         mgr, self.manager = self.manager, None

@@ -7,6 +7,12 @@ the reply is parsed exactly once.  ``<rpc-error>`` anywhere in the reply becomes
 :class:`NetconfReplyError`; a reply that is cut short or is not XML becomes
 :class:`NetconfReplyError` too -- the caller turns both into ``SourceError`` and keeps its
 last good snapshot.
+
+The reply comes from a router over SSH, but is parsed as untrusted input: every parser here is
+made by :func:`safe_parser_options` (no entity substitution, no network, no external DTD; a
+``<!DOCTYPE>`` is refused, NETCONF has none), libxml2's size guards stay on (no ``huge_tree``:
+it also lifts the guard against entity amplification), and a reply above
+:data:`MAX_REPLY_BYTES` is refused before it is parsed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,32 @@ NC_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
 _RPC_REPLY = f"{{{NC_NS}}}rpc-reply"
 _RPC_ERROR = f"{{{NC_NS}}}rpc-error"
 FEED_SLICE = 1 << 16
+# The largest reply parsed.  Junos sends ~1.1 KB per route (README: 11.3 MB for 10k), so 512 MiB
+# is ~450k IPv6 routes, well above a full table today; a bigger reply is taken for a runaway or
+# hostile one (it costs several times its size in memory on the way in), refused with an error
+# that names its size instead of ending in a MemoryError or the unit's MemoryMax.
+MAX_REPLY_BYTES = 512 << 20
+
+
+def safe_parser_options() -> dict[str, bool]:
+    """lxml parser options for untrusted NETCONF XML, spelled out rather than left to defaults.
+
+    No entity is substituted (lxml's default expands internal entities: a reply could define
+    its own route text, or a billion-laughs tree), nothing is fetched from the network and no
+    external DTD is loaded (no XXE).  ``huge_tree`` stays off: libxml2 then refuses text nodes
+    over 10 MB and entity amplification, which no genuine reply needs.
+    """
+    return {"resolve_entities": False, "no_network": True, "load_dtd": False, "huge_tree": False}
+
+
+def reply_too_big(size: int, context: str, limit: int | None = None) -> NetconfReplyError | None:
+    """The error for a reply of ``size`` bytes, or None when it is within the limit."""
+    limit = MAX_REPLY_BYTES if limit is None else limit
+    if size <= limit:
+        return None
+    return NetconfReplyError(
+        f"{context}: reply is {size} bytes, more than the {limit} bytes (MAX_REPLY_BYTES) parsed: refused"
+    )
 
 
 class NetconfReplyError(Exception):
@@ -111,6 +143,7 @@ def stream_records(
     handle: Callable[[etree._Element], None],
     *,
     context: str,
+    max_bytes: int | None = None,
 ) -> int:
     """Feed ``raw`` (a whole ``<rpc-reply>``) through a pull parser, calling ``handle`` per record.
 
@@ -119,17 +152,25 @@ def stream_records(
     ``getparent()`` (e.g. the enclosing ``<route-table>`` or ``<rib>``, whose leading leaves
     such as ``<table-name>`` are kept).  Records are cleared after ``handle``.  Returns the
     number of records.  ``context`` names the RPC in error messages.  Raises
-    :class:`NetconfReplyError` for ``<rpc-error>`` (warnings are ignored), for malformed XML
-    and for a reply that ends before ``</rpc-reply>``.
+    :class:`NetconfReplyError` for ``<rpc-error>`` (warnings are ignored), for malformed XML,
+    for a reply that ends before ``</rpc-reply>``, that carries a ``<!DOCTYPE>``, or that is
+    larger than ``max_bytes`` (default :data:`MAX_REPLY_BYTES`).
     """
     names = frozenset([record]) if isinstance(record, str) else record
-    # Only end events of the records and of <rpc-error> reach Python (lxml filters in C);
-    # huge_tree: one Junos reply can exceed libxml2's default 10 MB text-node guard.
+    limit = MAX_REPLY_BYTES if max_bytes is None else max_bytes
+    if isinstance(raw, str | bytes):
+        # Whole replies are refused before any parse (a str has at most as many characters
+        # as its UTF-8 bytes); streamed ones are counted below, slice by slice.
+        too_big = reply_too_big(len(raw), context, limit)
+        if too_big is not None:
+            raise too_big
+    # Only end events of the records and of <rpc-error> reach Python (lxml filters in C).
     parser = etree.XMLPullParser(
-        events=("end",), tag=[_RPC_ERROR, *(f"{{*}}{n}" for n in names)], huge_tree=True,
-        remove_comments=True, remove_pis=True,
+        events=("end",), tag=[_RPC_ERROR, *(f"{{*}}{n}" for n in names)],
+        remove_comments=True, remove_pis=True, **safe_parser_options(),
     )
     count = 0
+    fed = 0
     errors: list[RpcErrorInfo] = []
 
     def drain() -> None:
@@ -153,6 +194,10 @@ def stream_records(
 
     try:
         for piece in _slices(raw):
+            fed += len(piece)
+            too_big = reply_too_big(fed, context, limit)
+            if too_big is not None:
+                raise too_big
             parser.feed(piece)
             drain()
         root = parser.close()
@@ -164,6 +209,10 @@ def stream_records(
     if errors:
         extra = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise NetconfReplyError(f"{context}: rpc-error: {errors[0]}{extra}")
+    if root is not None and root.getroottree().docinfo.doctype:
+        # RFC 6241 messages carry no DTD; one here only serves entity tricks.  (Its entities
+        # were not substituted, so the records already handled saw no entity text.)
+        raise NetconfReplyError(f"{context}: reply carries a <!DOCTYPE> declaration: refused")
     if root is None or root.tag != _RPC_REPLY:
         tag = "nothing" if root is None else f"<{root.tag}>"
         raise NetconfReplyError(f"{context}: reply root is {tag}, expected <rpc-reply>")

@@ -17,13 +17,29 @@ meaningful).  The file's own spelling is odd, hence :func:`sysfs_value`: it read
 The daemon applies the limit at start and writes the saved values back at stop.  A killed
 daemon leaves the limit in place (harmless for forwarding, costs idle power) until its next start,
 which finds the originals in the state directory and writes them back where no longer wanted.
+
+The record of the originals is written and read by whoever writes /sys: under the systemd unit
+that is root (``cpu-idle apply/restore``, ``ExecStartPre=-+``/``ExecStopPost=-+``), in a state
+directory the service user owns.  So the record lives in a directory of its own,
+``<state_dir>/cpu-idle/`` (:func:`state_file`), created 0700 by the writer; it is used only when
+it is a real directory (not a symbolic link) owned by this process's effective user with no
+group/other access, and every file in it is opened through that directory's descriptor with
+O_NOFOLLOW (the temporary file also O_EXCL), so a link planted by the service user is never
+followed by root.  (A per-engine directory rather than one under /run: engines sharing a host,
+as in the lab, keep separate records.  The service user owns the parent and could rename the
+directory away: that only makes root refuse and log, never write elsewhere.)  A record's values
+are checked before anything is written to /sys: CPUs that exist, values the file accepts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +65,116 @@ def describe(raw: str) -> str:
     return f"{raw} us"
 
 
+# What pm_qos_resume_latency_us takes: "n/a" (0 us) or a number of us (0: no limit; the kernel
+# keeps it an s32).  Anything else in a record was not written by us.
+_SYSFS_VALUE = re.compile(r"n/a|0|[1-9][0-9]{0,9}")
+_SYSFS_MAX = (1 << 31) - 1
+_MAX_CPU = 1 << 16
+_RECORD_MAX_BYTES = 1 << 16
+
+
+class UnsafeRecord(OSError):
+    """The record's directory or file is not private to this user (or is a link): not used."""
+
+
 def state_file(state_dir: Path) -> Path:
-    """Where the originals wait while a limit is set (in the engine's state directory)."""
-    return state_dir / "cpu-idle-saved.json"
+    """Where the originals wait while a limit is set: a file in ``<state_dir>/cpu-idle/``, a
+    directory private to the user that writes /sys (root under the systemd unit)."""
+    return state_dir / "cpu-idle" / "saved.json"
+
+
+def _open_record_dir(directory: Path, create: bool) -> int | None:
+    """A descriptor of ``directory`` once it is known to be private to this user; None if absent.
+
+    Raises :class:`UnsafeRecord` for a symbolic link, a non-directory, another owner, or group/
+    other access: a directory someone else controls could swap files under the writer.
+    """
+    if create:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeRecord(exc.errno, "a symbolic link or not a directory", str(directory)) from None
+        raise
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        os.close(fd)
+        raise UnsafeRecord(
+            errno.EPERM,
+            f"owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}, not private to "
+            f"uid {os.geteuid()} (0700)", str(directory),
+        )
+    return fd
+
+
+def _read_record(state_file: Path) -> str | None:
+    """The record's text (None: there is none), read without following links."""
+    dir_fd = _open_record_dir(state_file.parent, create=False)
+    if dir_fd is None:
+        return None
+    try:
+        try:
+            fd = os.open(state_file.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeRecord(exc.errno, "a symbolic link", str(state_file)) from None
+            raise
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                raise UnsafeRecord(errno.EPERM, "not a regular file of this user", str(state_file))
+            return f.read(_RECORD_MAX_BYTES + 1).decode("utf-8")
+    finally:
+        os.close(dir_fd)
+
+
+def _write_record(state_file: Path, text: str | None) -> None:
+    """Replace the record by ``text`` (None: remove it), atomically and without following links."""
+    dir_fd = _open_record_dir(state_file.parent, create=text is not None)
+    if dir_fd is None:
+        return
+    try:
+        if text is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(state_file.name, dir_fd=dir_fd)
+            return
+        tmp = state_file.name + ".tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:     # left by a run that died mid-write (only we write here)
+            os.unlink(tmp, dir_fd=dir_fd)
+            fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, state_file.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _validated(data: object, root: Path) -> dict[int, str]:
+    """CPU -> value from a decoded record, or ValueError naming the first entry not ours."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    out: dict[int, str] = {}
+    for key, value in data.items():
+        if not (isinstance(key, str) and key.isdigit() and int(key) < _MAX_CPU):
+            raise ValueError(f"{key!r} is not a CPU number")
+        cpu = int(key)
+        if not (root / f"cpu{cpu}").is_dir():
+            raise ValueError(f"CPU {cpu} does not exist (no {root / f'cpu{cpu}'})")
+        if not (isinstance(value, str) and _SYSFS_VALUE.fullmatch(value)
+                and (value == "n/a" or int(value) <= _SYSFS_MAX)):
+            raise ValueError(f"CPU {cpu}: {str(value)[:40]!r} is not a resume latency value")
+        out[cpu] = value
+    return out
 
 
 def qos_path(cpu: int, root: Path = SYSFS_CPU) -> Path:
@@ -59,24 +182,28 @@ def qos_path(cpu: int, root: Path = SYSFS_CPU) -> Path:
     return root / f"cpu{cpu}" / "power" / "pm_qos_resume_latency_us"
 
 
-def _load_saved(state_file: Path | None, quiet: bool = False) -> dict[int, str]:
+def _load_saved(state_file: Path | None, quiet: bool = False, root: Path = SYSFS_CPU) -> dict[int, str]:
     """CPU -> value that an earlier run saved and did not write back (it was killed).
 
-    ``quiet``: raise PermissionError (a file root wrote) instead of ignoring it with a warning.
+    A record that is not private to this user, is a link, or holds anything but existing CPUs
+    and values the sysfs file takes is ignored (with a warning): it was not written by us.
+    ``quiet``: raise PermissionError (a record root wrote) instead of ignoring it with a warning.
     """
     if state_file is None:
         return {}
     try:
-        data = json.loads(state_file.read_text())
-        return {int(cpu): str(value) for cpu, value in data.items()}
-    except FileNotFoundError:
-        return {}
+        text = _read_record(state_file)
+        if text is None:
+            return {}
+        if len(text) > _RECORD_MAX_BYTES:
+            raise ValueError("larger than any record we write")
+        return _validated(json.loads(text), root)
     except PermissionError:
         if quiet:
             raise
         log.warning("cannot read %s: the CPUs' current idle limits are taken as the originals", state_file)
         return {}
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
         if quiet:
             return {}
         log.warning("ignoring %s (%s): the CPUs' current idle limits are taken as the originals",
@@ -84,9 +211,9 @@ def _load_saved(state_file: Path | None, quiet: bool = False) -> dict[int, str]:
         return {}
 
 
-def recorded(state_file: Path) -> dict[int, str]:
-    """The originals a state file holds (CPU -> value), {} when there is none."""
-    return _load_saved(state_file)
+def recorded(state_file: Path, root: Path = SYSFS_CPU) -> dict[int, str]:
+    """The originals a state file holds (CPU -> value), {} when there is none or it is refused."""
+    return _load_saved(state_file, root=root)
 
 
 @dataclass
@@ -115,7 +242,7 @@ class CpuIdleLimit:
         """
         want = sysfs_value(self.limit_us)
         problems = []
-        leftover = _load_saved(self.state_file)
+        leftover = _load_saved(self.state_file, root=self.root)
         self._stuck = dict(leftover)
         self._recorded = set(leftover)
         for cpu in self.cpus:
@@ -127,7 +254,11 @@ class CpuIdleLimit:
                 continue
             self._stuck.pop(cpu, None)
             self.saved[cpu] = before
-            self._store()     # recorded before the CPU is touched
+            if not self._store():     # recorded before the CPU is touched, or not touched
+                problems.append(f"CPU {cpu}: not limited: its original value cannot be recorded "
+                                f"in {self.state_file}")
+                del self.saved[cpu]
+                continue
             try:
                 path.write_text(want)
             except OSError as exc:
@@ -166,28 +297,26 @@ class CpuIdleLimit:
         self._stuck.pop(cpu, None)
         return True
 
-    def _store(self) -> None:
-        """Record the values still to be written back; no file when there are none."""
+    def _store(self) -> bool:
+        """Record the values still to be written back (no file when there are none); False when
+        the record could not be written (logged)."""
         if self.state_file is None:
-            return
+            return True
         pending = {**self._stuck, **self.saved}
         try:
-            if pending:
-                self.state_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.state_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps({str(c): v for c, v in sorted(pending.items())}))
-                tmp.replace(self.state_file)
-            else:
-                self.state_file.unlink(missing_ok=True)
+            _write_record(self.state_file,
+                          json.dumps({str(c): v for c, v in sorted(pending.items())}) if pending else None)
         except OSError as exc:
             log.warning("cannot record the CPUs' original idle limits in %s: %s", self.state_file, exc)
+            return False
+        return True
 
     def can_write(self) -> bool:
         """Whether this process may change every CPU it would touch (its CPUs and those a killed
         run left recorded): not so for a daemon started by systemd with ProtectKernelTunables or
         as a non-root user, where ``xcast6-engine cpu-idle apply`` runs as root instead."""
         try:
-            recorded = set(_load_saved(self.state_file, quiet=True))
+            recorded = set(_load_saved(self.state_file, quiet=True, root=self.root))
         except PermissionError:
             return False
         return all(os.access(qos_path(cpu, self.root), os.W_OK) for cpu in set(self.cpus) | recorded)

@@ -139,7 +139,7 @@ def _inventory(tmp: Path, root: Path, wheels: tuple[Path, Path]) -> Path:
                                     "engine_host_runtime": False,
                                     "engine_host_package_src": str(wheels[1]),
                                     "engine_host_wheelhouse": str(wheels[0]),
-                                    "xcast6_api_token": "scratch-token-0123456789abcdef",
+                                    "xcast6_api_token": "scratch-token-0123456789abcdef-0123",
                                     "xcast6_snmp_auth_key": "scratch-auth-key",
                                     "xcast6_snmp_priv_key": "scratch-priv-key",
                                 }
@@ -353,7 +353,7 @@ def test_the_deployed_unit_runs_the_engine_under_systemd(
             assert word not in daemon_log, journal
         with netns.in_netns(topo.engine_ns("a")):
             stats = httpx.get(f"http://127.0.0.1:{API_PORT}/stats", timeout=5, trust_env=False,
-                              headers={"Authorization": "Bearer lab-token-not-secret"}).json()
+                              headers={"Authorization": "Bearer lab-token-not-secret-0123456789ab"}).json()
         assert [w["cpus"] for w in stats["workers"]] == [[max(os.sched_getaffinity(0))]], stats["workers"]
 
         # a clean stop of the container stops the unit (SIGRTMIN+3 = halt for systemd as init)

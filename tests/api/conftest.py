@@ -24,7 +24,7 @@ from lab.snmpd import Snmpd, free_udp_port
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "xapi-test-token-0123456789"
+TOKEN = "xapi-test-token-0123456789abcdefghij"
 
 
 def sh(*cmd: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:

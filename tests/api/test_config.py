@@ -139,10 +139,10 @@ def test_link_map_rules() -> None:
 def test_env_overrides_secrets_and_never_prints_them(caplog: pytest.LogCaptureFixture) -> None:
     cfg = parse_config(
         _with("api", token="from-file"),
-        env={"XCAST6_API_TOKEN": "from-env-s3cret", "XCAST6_SNMP_AUTH_KEY": "authk3y"},
+        env={"XCAST6_API_TOKEN": "from-env-s3cret-0123456789abcdefghij", "XCAST6_SNMP_AUTH_KEY": "authk3y"},
     )
-    assert cfg.api.token == Secret("from-env-s3cret")
-    assert cfg.api.token is not None and cfg.api.token.reveal() == "from-env-s3cret"
+    assert cfg.api.token == Secret("from-env-s3cret-0123456789abcdefghij")
+    assert cfg.api.token is not None and cfg.api.token.reveal() == "from-env-s3cret-0123456789abcdefghij"
     assert cfg.sync.snmp_auth_key is not None and cfg.sync.snmp_auth_key.reveal() == "authk3y"
     logging.getLogger("t").warning("config %r %s %s", cfg, cfg.api.token, cfg.summary())
     assert "s3cret" not in caplog.text and "authk3y" not in caplog.text and "from-file" not in caplog.text

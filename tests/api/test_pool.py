@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from engine.dataplane.cpuidle import qos_path
+from engine.dataplane.cpuidle import qos_path, state_file
 from tests.api.conftest import free_port, router_namespace, sh, start_daemon, wait_for, write_config
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
@@ -123,7 +123,7 @@ def test_worker_cpu_idle_limit_is_set_while_running_and_restored_at_stop() -> No
         with _pool_daemon(f"count = 1\ncpus = [{cpu}]", state) as d:
             assert qos.read_text().strip() == before, d.logs()
             assert "left set by a run that was killed" in d.logs()
-            assert not (state / "cpu-idle-saved.json").exists()
+            assert not state_file(state).exists()
     finally:
         qos.write_text(before)
         shutil.rmtree(state, ignore_errors=True)
@@ -141,7 +141,7 @@ def test_cpu_idle_cli_applies_and_restores_around_a_daemon(tmp_path: Path) -> No
     write_config(cfg, tmp_path / "state", "kernel://xapi-none", free_port(), link="lo")
     workers = f"count = 1\ncpus = [{cpu}]\ncpu_resume_latency_us = 0"
     cfg.write_text(cfg.read_text().replace("count = 0", workers))
-    record = tmp_path / "state" / "cpu-idle-saved.json"
+    record = state_file(tmp_path / "state")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "api.main", "cpu-idle", *args, "--config", str(cfg)],

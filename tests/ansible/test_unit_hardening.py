@@ -1,0 +1,36 @@
+"""The rendered systemd unit's hardening beyond the exposure score (issue 15): no core dumps (the
+environment holds secrets), no SecureBits=keep-caps (nothing changes uid), and memory/task limits
+from the role's variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).resolve().parents[2] / "ansible" / "golden" / "example"
+DEFAULTS = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "engine_host" / "defaults" / "main.yml"
+
+
+def _directives(unit: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in unit.splitlines():
+        if line and not line.startswith(("#", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            out.setdefault(key, []).append(value)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["engine-mx1", "engine-xe1", "engine-xr1"])
+def test_unit_limits_core_memory_and_tasks(engine: str) -> None:
+    d = _directives((GOLDEN / engine / "xcast6-engine.service").read_text())
+    assert d.get("LimitCORE") == ["0"]
+    assert "SecureBits" not in d
+    assert d.get("MemoryHigh") == ["1536M"] and d.get("MemoryMax") == ["2G"] and d.get("TasksMax") == ["256"]
+    assert d["AmbientCapabilities"] == d["CapabilityBoundingSet"] == ["CAP_NET_ADMIN CAP_NET_RAW"]
+
+
+def test_limits_are_role_variables() -> None:
+    text = DEFAULTS.read_text()
+    for key, value in (("memory_high", "1536M"), ("memory_max", "2G"), ("tasks_max", "256")):
+        assert f"engine_host_{key}: {value}" in text
