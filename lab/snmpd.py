@@ -377,6 +377,8 @@ class UdpFaultProxy:
 
     ``drop_after=N``: relay N replies, then swallow every later reply (timeout mid-walk).
     ``truncate_at=N``: cut the N-th reply (1-based) to half its length (reply cut short).
+    :meth:`forged_replies` (for subclasses): datagrams sent to the client before a request is
+    relayed (an attacker on the path answering first).
     Runs in the test's own event loop, next to the client.
     """
 
@@ -398,6 +400,9 @@ class UdpFaultProxy:
         class Front(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
                 proxy._client = addr
+                if proxy._front is not None:
+                    for forged in proxy.forged_replies(data):
+                        proxy._front.sendto(forged, addr)
                 if proxy._back is not None:
                     proxy._back.sendto(data)
 
@@ -414,6 +419,10 @@ class UdpFaultProxy:
         self._front, _ = await loop.create_datagram_endpoint(Front, local_addr=("::1", 0))
         self._back, _ = await loop.create_datagram_endpoint(Back, remote_addr=self.upstream)
         self.port = self._front.get_extra_info("sockname")[1]
+
+    def forged_replies(self, request: bytes) -> list[bytes]:
+        """Datagrams to answer ``request`` with before the agent does (none: a plain relay)."""
+        return []
 
     def close(self) -> None:
         for transport in (self._front, self._back):

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pysnmp.proto import rfc1902
 
-from lab.snmpd import SnmpdLab
+from lab.snmpd import SnmpdLab, UdpFaultProxy
 from sync import mib, snmp_ber, snmp_usm
 from sync.snmp import SnmpSource
 from sync.snmp_url import SnmpConfig, parse_snmp_url
@@ -166,51 +166,23 @@ def test_engine_clock_rfc3414_step_7b() -> None:
     assert not fresh.accept(snmp_usm.MAX_ENGINE_BOOTS, 1, 0.0, time_report=True) and not fresh.synced
 
 
-class ForgingProxy:
+class ForgingProxy(UdpFaultProxy):
     """A relay on [::1] in front of the real agent that answers every authPriv request itself
     first, keyless: a plaintext Response with ``::/0``, an unauthenticated wrongDigest Report and
     a garbage datagram, all with the request's msgID.  The agent's genuine reply follows."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = 0
+        super().__init__(upstream)
         self.forged = 0
-        self._front: asyncio.DatagramTransport | None = None
-        self._back: asyncio.DatagramTransport | None = None
-        self._client: Any = None
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        proxy = self
-
-        class Front(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: Any) -> None:
-                proxy._client = addr
-                msg_id, _, engine_id, _ = fake.parse_request(data)
-                if engine_id and proxy._front is not None:
-                    proxy.forged += 1
-                    wrong_digest = fake.build_message(
-                        msg_id, 0, "report", [("1.3.6.1.6.3.15.1.1.5.0", rfc1902.Counter32(1))],
-                        engine_id=engine_id)
-                    for forged in (fake.forged_routes(msg_id, engine_id=engine_id), wrong_digest,
-                                   data[:20]):
-                        proxy._front.sendto(forged, addr)
-                if proxy._back is not None:
-                    proxy._back.sendto(data)
-
-        class Back(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: Any) -> None:
-                if proxy._front is not None and proxy._client is not None:
-                    proxy._front.sendto(data, proxy._client)
-
-        self._front, _ = await loop.create_datagram_endpoint(Front, local_addr=("::1", 0))
-        self._back, _ = await loop.create_datagram_endpoint(Back, remote_addr=self.upstream)
-        self.port = self._front.get_extra_info("sockname")[1]
-
-    def close(self) -> None:
-        for transport in (self._front, self._back):
-            if transport is not None:
-                transport.close()
+    def forged_replies(self, request: bytes) -> list[bytes]:
+        msg_id, _, engine_id, _ = fake.parse_request(request)
+        if not engine_id:
+            return []
+        self.forged += 1
+        wrong_digest = fake.build_message(
+            msg_id, 0, "report", [("1.3.6.1.6.3.15.1.1.5.0", rfc1902.Counter32(1))], engine_id=engine_id)
+        return [fake.forged_routes(msg_id, engine_id=engine_id), wrong_digest, request[:20]]
 
 
 @pytest.mark.root
