@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -263,15 +264,20 @@ def test_generated_token_and_env_token(router: Router, xtmp: Path) -> None:
         assert d.stop() == 0
 
 
-def test_diff_against_the_kernel_mirror(router: Router, xtmp: Path) -> None:
-    table = 7000 + os.getpid() % 900
-    # three routes via the router interface that has an engine link (xapi-e2): mirrored
-    router.batch([f"route add 2001:db8:e2{i}::/48 via fe80::99 dev xapi-e2" for i in range(3)])
+def mirror_daemon(router: Router, xtmp: Path, table: int) -> Any:
+    """A daemon syncing ``router`` (kernel://) with its kernel mirror in ``table``."""
     port = free_port()
     cfg = xtmp / "engine.toml"
     write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, link=router.host_link, change_detect=0)
     cfg.write_text(cfg.read_text().replace("timeout = 10", f"timeout = 10\nkernel_table = {table}"))
-    d = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
+    return start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
+
+
+def test_diff_against_the_kernel_mirror(router: Router, xtmp: Path) -> None:
+    table = 7000 + os.getpid() % 900
+    # three routes via the router interface that has an engine link (xapi-e2): mirrored
+    router.batch([f"route add 2001:db8:e2{i}::/48 via fe80::99 dev xapi-e2" for i in range(3)])
+    d = mirror_daemon(router, xtmp, table)
     try:
         with d.client() as c:
 
@@ -304,11 +310,7 @@ def test_diff_does_not_count_a_prefix_a_foreign_route_holds_as_drift(router: Rou
     router.batch([f"route add 2001:db8:e3{i}::/48 via fe80::99 dev xapi-e2" for i in range(3)])
     sh("ip", "-6", "route", "add", "2001:db8:e31::/48", "dev", router.host_link, "table", str(table),
        "proto", "static", "metric", "1024")
-    port = free_port()
-    cfg = xtmp / "engine.toml"
-    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, link=router.host_link, change_detect=0)
-    cfg.write_text(cfg.read_text().replace("timeout = 10", f"timeout = 10\nkernel_table = {table}"))
-    d = start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
+    d = mirror_daemon(router, xtmp, table)
     try:
         with d.client() as c:
             def mirrored() -> dict | None:  # type: ignore[type-arg]

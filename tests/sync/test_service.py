@@ -317,14 +317,20 @@ def test_snapshot_saves_are_rate_limited_and_flushed_on_stop(tmp_path: Path) -> 
     asyncio.run(scenario())
 
 
+def two_link_router(ns: str) -> dict[str, str]:
+    """Router links xsa-a, xsa-b (10 + 5 routes); engine links xsa-a and xsa-c (router xsa-b ->
+    engine xsa-c, so xsa-c can go down while the router's route stays)."""
+    add_veth(ns, "xsa-a", "xsa-b")
+    add_veth(ns, "xsa-c", "xsa-d")
+    router_routes(ns, 10)
+    ip_batch(ns, [f"route add 2001:dc8:{i:x}::/64 via fe80::2 dev xsa-b" for i in range(5)])
+    return {"xsa-a": "xsa-a", "xsa-b": "xsa-c"}
+
+
 def test_engine_link_back_up_restores_its_routes_without_a_router_change(tmp_path: Path) -> None:
     async def scenario() -> None:
         with netns() as ns:
-            add_veth(ns, "xsa-a", "xsa-b")
-            add_veth(ns, "xsa-c", "xsa-d")
-            router_routes(ns, 10)
-            ip_batch(ns, [f"route add 2001:dc8:{i:x}::/64 via fe80::2 dev xsa-b" for i in range(5)])
-            engine_links = {"xsa-a": "xsa-a", "xsa-b": "xsa-c"}     # router xsa-b -> engine xsa-c
+            engine_links = two_link_router(ns)
             km = KernelMirror(netns=ns)
             svc = SyncService(KernelTableSource(ns), Applier(Fib(), km, engine_links.get), None,
                               SyncConfig(interval=3600, change_detect=0, link_watch_s=0.2))
@@ -359,11 +365,7 @@ def test_verify_reports_real_mirror_drift_and_not_what_the_plan_leaves_out(tmp_p
     """
     async def scenario() -> None:
         with netns() as ns:
-            add_veth(ns, "xsa-a", "xsa-b")
-            add_veth(ns, "xsa-c", "xsa-d")
-            router_routes(ns, 10)
-            ip_batch(ns, [f"route add 2001:dc8:{i:x}::/64 via fe80::2 dev xsa-b" for i in range(5)])
-            engine_links = {"xsa-a": "xsa-a", "xsa-b": "xsa-c"}     # router xsa-b -> engine xsa-c
+            engine_links = two_link_router(ns)
             km = KernelMirror(netns=ns)
             svc = SyncService(KernelTableSource(ns), Applier(Fib(), km, engine_links.get), None,
                               SyncConfig(interval=3600, change_detect=0, link_watch_s=0))
