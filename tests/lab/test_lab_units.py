@@ -81,11 +81,12 @@ def test_generated_daemon_config_is_valid_and_maps_every_router_interface(tmp_pa
         assert cfg.sync.source == f"snmp://public@[{router.snmp_addr}]:161?marker=column"
         assert cfg.sync.change_detect == 1.0 and cfg.sync.kernel_table == KERNEL_TABLE
         assert cfg.links.mode == "direct"
-        assert [m.router_if for m in cfg.links.map] == list(router.interfaces)
-        assert [m.link for m in cfg.links.map] == [f"to-{i}" for i in router.interfaces]
+        assert [m.router_if for m in cfg.links.entries] == list(router.interfaces)
+        assert [m.link for m in cfg.links.entries] == [f"to-{i}" for i in router.interfaces]
         want_addrs = [router.engine_link(k)[2] for k in range(len(router.interfaces))]
-        assert [m.router_addr for m in cfg.links.map] == want_addrs
-        assert cfg.workers.count == 2 and list(cfg.workers.ingress) == [m.link for m in cfg.links.map]
+        got_addrs = [None if m.router_addr is None else str(m.router_addr) for m in cfg.links.entries]
+        assert got_addrs == want_addrs
+        assert cfg.workers.count == 2 and list(cfg.workers.ingress) == [m.link for m in cfg.links.entries]
         assert cfg.workers.counters_file == t.counters_path("b")
         assert (cfg.api.listen, cfg.api.port) == ("127.0.0.1", API_PORT)
         assert cfg.api.token is not None and cfg.api.token.reveal() == t.api_token_path.read_text().strip()

@@ -8,6 +8,7 @@ with vlan-id); the engine side is programmed only by vlan.reconcile.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,10 +90,16 @@ def test_creates_subinterfaces_learns_router_macs_and_carries_tagged_traffic(
     result = reconcile(cfg, ifs, netns=eng, neighbor_wait_s=10.0)
 
     assert [a.op for a in result.actions] == ["create", "addr-add", "create", "addr-add"]
-    assert owned(eng) == {
+    want = {
         "xc-v100": (100, "xcast6-engine:ge-0/0/0.0", 4000, "UP"),
         "xc-v101": (101, "xcast6-engine:ge-0/0/1.0", 4000, "UP"),
     }
+    # The kernel's linkwatch reports a new VLAN's operstate UP up to ~1 s after it is set up
+    # (UNKNOWN before): wait for the state to settle instead of reading it in that window.
+    deadline = time.monotonic() + 5
+    while owned(eng) != want and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert owned(eng) == want
     assert addrs(eng, "xc-v100") == {"2001:db8:ff::1/64"}
     assert addrs(eng, "xc-v101") == {"2001:db8:ff:1::1/64"}
     router_mac = bytes.fromhex(str(netns.link_info(rtr, "rtrunk")["address"]).replace(":", ""))
