@@ -318,7 +318,8 @@ class Brancher:
             drops[DropReason.NO_LIVE_DESTINATION] = 1
             res.detail = "bitmap has no live destination"
             return self._explain(res, pkt) if explain else res
-        if self.drop_icmp_echo and pkt.transport == NH_ICMPV6 and pkt.data[pkt.transport_off] == 128:
+        if (self.drop_icmp_echo and pkt.transport == NH_ICMPV6 and pkt.transport_off < len(pkt.data)
+                and pkt.data[pkt.transport_off] == 128):
             drops[DropReason.ICMP_ECHO_BLOCKED] = 1
             res.detail = "ICMPv6 echo request to an XCAST group (RFC 5058 §14)"
             return self._explain(res, pkt) if explain else res

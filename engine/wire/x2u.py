@@ -71,6 +71,8 @@ class X2uMaker:
             )
             old_words = addr_sum(pkt.inner_src) + addr_sum(pkt.inner_dst) + 2 * old_len + header_sum
             new_words = addr_sum(self._orig) + 2 * new_len
+            # a sender that left the checksum out (0 is invalid over IPv6): compute it fully
+            self._full = old_ck == 0
             self._base = ((~old_ck) & 0xFFFF) + (0xFFFF - _fold(old_words)) + _fold(new_words)
             self._hdr = _hdr.pack(new_len, NH_UDP, hop_limit)
             self._mid = data[t + UDP_DPORT_OFF : t + UDP_LEN_OFF] + _u16.pack(new_len)   # dport, new length

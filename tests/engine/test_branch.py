@@ -184,6 +184,13 @@ def test_icmp_echo_policy() -> None:
     assert r.drops == {DropReason.ICMP_ECHO_BLOCKED: 1}
 
 
+def test_icmp_echo_policy_on_an_icmpv6_packet_without_transport_bytes() -> None:
+    """Issue 15 (LOW): the echo check read the ICMPv6 type past the end (IndexError)."""
+    pkt = build_xcast(SENDER, [a(G1 + "1"), a(G2 + "1")], transport=58, transport_bytes=b"")
+    r = brancher(drop_icmp_echo=True).branch(pkt)
+    assert DropReason.ICMP_ECHO_BLOCKED not in r.drops and len(r.copies) == 2
+
+
 def test_fib_change_invalidates_caches() -> None:
     fib = example_fib()
     b = brancher(fib)
@@ -206,6 +213,20 @@ def test_xou_branch_and_x2u() -> None:
         assert ip.src == "2001:db8:ff::1" and bytes(ip[UDP].payload) == b"xou data"
         assert ip[UDP].dport == 3001 and ip[UDP].len == 16
         assert scapy_udp_checksum_ok(c.data)
+
+
+def test_x2u_of_an_xou_packet_without_checksum_gets_a_valid_one() -> None:
+    """Issue 15 (LOW): an XOU datagram whose UDP checksum is 0 (left out by its sender) was
+    updated incrementally from 0, giving a wrong non-zero checksum on every X2U copy."""
+    dests = [a(G2 + "1"), a(G3 + "1")]
+    pkt = bytearray(build_xou(SENDER, dests, b"no checksum", sport=3000, dport=3001, hop_limit=10))
+    p = parse(bytes(pkt))
+    assert isinstance(p, XcastPacket)
+    pkt[p.transport_off + 6 : p.transport_off + 8] = b"\x00\x00"
+    r = run(bytes(pkt))
+    assert [c.x2u for c in r.copies] == [True, True]
+    for c in r.copies:
+        assert scapy_udp_checksum_ok(c.data) and IPv6(c.data)[UDP].chksum != 0
 
 
 def test_xou_anonymous_keeps_checksum_valid() -> None:
