@@ -8,6 +8,8 @@ parameters and body fields are refused (422) rather than silently ignored.
 
 import hmac
 import ipaddress
+import logging
+import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -44,6 +46,7 @@ from api.models import (
 from api.state import EngineView, ResyncJob
 from sync.sources import strip_secrets
 
+log = logging.getLogger("xcast6.api")
 PROBLEM = "application/problem+json"
 
 
@@ -69,8 +72,10 @@ def _problem(
     detail: str,
     field: str | None = None,
     headers: dict[str, str] | None = None,
+    correlation_id: str | None = None,
 ) -> JSONResponse:
-    body = Problem(title=title, status=status, detail=detail, instance=request.url.path, field=field)
+    body = Problem(title=title, status=status, detail=detail, instance=request.url.path, field=field,
+                   correlation_id=correlation_id)
     return JSONResponse(
         body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM, headers=headers
     )
@@ -173,7 +178,12 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        return _problem(request, 500, "Internal error", f"{type(exc).__name__}: {exc}")
+        # The exception's text may name files, addresses or configuration: it goes to the log
+        # under an id the operator can grep, the client gets only the id.
+        cid = uuid.uuid4().hex[:12]
+        log.error("internal error %s on %s %s", cid, request.method, request.url.path, exc_info=exc)
+        return _problem(request, 500, "Internal error",
+                        f"internal error {cid}; the engine log has the details", correlation_id=cid)
 
     # -- health (no auth) ---------------------------------------------------------------------
     @app.get("/healthz", response_model=Health, dependencies=[Depends(only_query())], tags=["health"])

@@ -17,6 +17,9 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     field: str | None = Field(None, description="The request field at fault, when one is.")
+    correlation_id: str | None = Field(
+        None, description="For an internal error: the id under which the engine logged it."
+    )
 
 
 class NextHopOut(BaseModel):
