@@ -25,7 +25,8 @@ class BrokenSync(StaticSync):
 def test_internal_error_is_generic_and_logged_with_a_correlation_id(caplog: pytest.LogCaptureFixture) -> None:
     fib = Fib()
     sync = BrokenSync(fib, Snapshot([], [], "static"))
-    view = EngineView(fib=fib, sync=sync, workers=WorkerSupervisor(None), links=LinkHolder("vlan"), version="t")
+    view = EngineView(fib=fib, sync=sync, workers=WorkerSupervisor(None), links=LinkHolder("vlan"),
+                      version="t")
     client = TestClient(create_app(view, TOKEN), raise_server_exceptions=False)
     with caplog.at_level(logging.ERROR, logger="xcast6.api"):
         r = client.get("/status", headers={"Authorization": f"Bearer {TOKEN}"})
