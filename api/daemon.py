@@ -29,6 +29,7 @@ from engine.dataplane import cpuidle
 from engine.dataplane.cpuidle import CpuIdleLimit
 from sync.source import Credentials, RouteSource, SourceError
 from sync.sources import open_source, strip_secrets
+from sync.store import StoreError
 
 log = logging.getLogger("xcast6.daemon")
 TOKEN_FILE = "api-token"
@@ -264,7 +265,9 @@ def run(config_path: str | Path) -> int:
     except (ConfigError, SourceError) as exc:
         log.error("%s", exc)
         return 2
-    except OSError as exc:
+    except (OSError, StoreError) as exc:
+        # StoreError here is what a fresh store cannot fix (state_dir not creatable or writable);
+        # a damaged store file is put aside by sync.store.open_store and does not end up here.
         log.error("start-up failed: %s", exc)
         return 1
     finally:

@@ -36,7 +36,7 @@ from sync.gcpause import gc_paused
 from sync.kernel import DEFAULT_PROTOCOL, DEFAULT_TABLE, KernelMirror, MirrorResult, to_model
 from sync.source import Progress, RouteSource, SourceError
 from sync.sources import open_source, strip_secrets
-from sync.store import HistoryEntry, StoreError, SyncStore
+from sync.store import HistoryEntry, StoreDamaged, StoreError, SyncStore, open_store
 from sync.verify import Verification, check_mirror, route_drift
 
 log = logging.getLogger("xcast6.sync")
@@ -194,6 +194,12 @@ class SyncService:
             snap = await asyncio.to_thread(self.store.load_snapshot)
         except StoreError as exc:
             self.last_error = f"stored snapshot unusable, starting empty: {exc}"
+            if isinstance(exc, StoreDamaged):
+                try:
+                    aside = await asyncio.to_thread(self.store.quarantine)
+                    self.last_error += f" (kept aside as {aside}, fresh store)"
+                except (OSError, StoreError) as qexc:
+                    self.last_error += f" (could not be put aside: {qexc})"
             log.error(self.last_error)
             return
         if snap is None:
@@ -682,5 +688,5 @@ def build_service(
         source = open_source(source)
     mirror = None if kernel_table == 0 else KernelMirror(kernel_table, kernel_protocol, netns=kernel_netns)
     applier = Applier(fib, mirror) if ifname_map is None else Applier(fib, mirror, ifname_map)
-    store = None if state_dir is None else SyncStore(state_dir)
+    store = None if state_dir is None else open_store(state_dir)
     return SyncService(source, applier, store, config)

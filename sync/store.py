@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import logging
 import os
 import sqlite3
 import struct
@@ -35,6 +36,7 @@ from sync.gcpause import gc_paused
 MAGIC = b"XS6R"
 VERSION = 2
 DB_NAME = "sync.sqlite3"
+log = logging.getLogger("xcast6.sync")
 HISTORY_KEEP = 2000
 
 _HDR = struct.Struct("<4sBI")
@@ -74,6 +76,11 @@ CREATE TABLE IF NOT EXISTS history (
 
 class StoreError(Exception):
     """The state store is unreadable or holds data this version cannot decode."""
+
+
+class StoreDamaged(StoreError):
+    """The database file itself is damaged (not a directory or permission problem): it can be
+    put aside and replaced by a fresh store (:func:`open_store`, :meth:`SyncStore.quarantine`)."""
 
 
 @dataclass(slots=True)
@@ -179,6 +186,34 @@ def unpack_routes(blob: bytes) -> list[Route]:
         raise StoreError(f"snapshot blob is corrupt: {exc}") from exc
 
 
+def _put_aside(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        src = path.with_name(path.name + suffix)
+        if src.exists():
+            src.rename(aside.with_name(aside.name + suffix))
+    return aside
+
+
+def open_store(state_dir: str | os.PathLike[str]) -> SyncStore:
+    """The state store, or -- when its file is damaged -- a fresh one with the damaged file put
+    aside and logged: a damaged store must never keep the engine from starting (the router's
+    table comes back with the first fetch).  Raises StoreError only for what a fresh file cannot
+    fix (the directory cannot be created or written)."""
+    try:
+        return SyncStore(state_dir)
+    except StoreDamaged as exc:
+        aside = _put_aside(Path(state_dir) / DB_NAME)
+        log.error("%s; kept aside as %s, starting with a fresh store (the next fetch refills it)",
+                  exc, aside)
+        return SyncStore(state_dir)
+
+
 class SyncStore:
     """The state directory's SQLite database (thread-safe; calls are short)."""
 
@@ -190,13 +225,44 @@ class SyncStore:
             raise StoreError(f"cannot create state directory {self.state_dir}: {exc.strerror}") from exc
         self.path = self.state_dir / DB_NAME
         self._lock = threading.Lock()
+        self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = None
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            # A page overwritten in the middle opens fine and fails later: look at every page now.
+            verdict = db.execute("PRAGMA quick_check").fetchone()
+            if verdict is None or verdict[0] != "ok":
+                raise StoreDamaged(f"state store {self.path} failed its integrity check: {verdict}")
+            return db
+        except sqlite3.OperationalError as exc:
+            if db is not None:
+                db.close()
+            if "unable to open" in str(exc) or "readonly" in str(exc):
+                raise StoreError(f"state store {self.path} is unusable: {exc}") from exc
+            raise StoreDamaged(f"state store {self.path} is damaged: {exc}") from exc
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"state store {self.path} is unusable: {exc}") from exc
+            if db is not None:
+                db.close()
+            raise StoreDamaged(f"state store {self.path} is damaged: {exc}") from exc
+        except StoreDamaged:
+            if db is not None:
+                db.close()
+            raise
+
+    def quarantine(self) -> Path:
+        """Put the damaged database aside (renamed with a UTC timestamp, WAL and SHM with it) and
+        continue with a fresh, empty one; returns where the damaged file now is."""
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            aside = _put_aside(self.path)
+            self._db = self._connect()
+        return aside
 
     def close(self) -> None:
         with self._lock:
@@ -223,12 +289,15 @@ class SyncStore:
                 raise
 
     def load_snapshot(self) -> Snapshot | None:
-        """The last good snapshot, or None if none was ever saved."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT source, fetched_at, duration_s, interfaces, routes, route_count FROM snapshot"
-                " ORDER BY id DESC LIMIT 1"
-            ).fetchone()
+        """The last good snapshot, or None if none was ever saved (StoreDamaged when unreadable)."""
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT source, fetched_at, duration_s, interfaces, routes, route_count FROM snapshot"
+                    " ORDER BY id DESC LIMIT 1"
+                ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreDamaged(f"stored snapshot in {self.path} is unreadable: {exc}") from exc
         if row is None:
             return None
         source, fetched_at, duration_s, ifaces_json, blob, count = row
@@ -236,10 +305,10 @@ class SyncStore:
             with gc_paused():
                 routes = unpack_routes(zlib.decompress(blob))
             interfaces = [Interface(n, idx, bool(up), descr) for n, idx, up, descr in json.loads(ifaces_json)]
-        except (zlib.error, ValueError, TypeError) as exc:
-            raise StoreError(f"stored snapshot in {self.path} is corrupt: {exc}") from exc
+        except (zlib.error, ValueError, TypeError, StoreError) as exc:
+            raise StoreDamaged(f"stored snapshot in {self.path} is corrupt: {exc}") from exc
         if len(routes) != count:
-            raise StoreError(f"stored snapshot in {self.path}: {len(routes)} routes, header says {count}")
+            raise StoreDamaged(f"stored snapshot in {self.path}: {len(routes)} routes, header says {count}")
         return Snapshot(routes, interfaces, source, fetched_at, duration_s)
 
     def snapshot_info(self) -> dict[str, object] | None:
