@@ -37,6 +37,7 @@ class SyncConfig:
     interval: float = 300.0          # seconds between full table walks
     change_detect: float = 1.0       # seconds between cheap change-marker polls (0 disables)
     safety_valve: float = 0.5        # hold back a sync that removes more than this share
+    safety_valve_additions: float = 1.0   # ... or adds/changes more than this share (1.0 = doubles)
     kernel_table: int = 0            # Linux table holding the mirror (0 = no kernel mirror)
     kernel_proto: int = 245          # rtnetlink protocol marking the engine's kernel routes
     # One fetch: a full Internet table over NETCONF takes ~45 s (1.8 s per 10k routes measured),
@@ -64,6 +65,8 @@ class SyncConfig:
             raise ValueError(f"sync.change_detect must be >= 0 (0 disables), got {self.change_detect}")
         if not 0.0 < self.safety_valve <= 1.0:
             raise ValueError(f"sync.safety_valve must be in (0, 1], got {self.safety_valve}")
+        if not self.safety_valve_additions > 0:
+            raise ValueError(f"sync.safety_valve_additions must be > 0, got {self.safety_valve_additions}")
         if not self.timeout > 0:
             raise ValueError(f"sync.timeout must be > 0, got {self.timeout}")
         if not self.link_watch_s >= 0:
@@ -95,6 +98,7 @@ class SyncConfig:
             "interval": self.interval,
             "change_detect": self.change_detect,
             "safety_valve": self.safety_valve,
+            "safety_valve_additions": self.safety_valve_additions,
             "kernel_table": self.kernel_table,
             "kernel_proto": self.kernel_proto,
             "timeout": self.timeout,
@@ -143,6 +147,10 @@ SYNC_KEYS: Spec = {
     "interval": Field(number(positive=True), "interval"),
     "change_detect": Field(number(minimum=0, what="number of seconds (0 disables)"), "change_detect"),
     "safety_valve": Field(share, "safety_valve"),
+    "safety_valve_additions": Field(
+        number(positive=True, what="share of the table (1.0 = hold a sync that adds as many routes as "
+               "the table has)"), "safety_valve_additions"
+    ),
     "kernel_table": Field(_kernel_table, "kernel_table"),
     "kernel_proto": Field(
         integer(5, 255, "integer protocol number (1-4 are the kernel's own)"), "kernel_proto"

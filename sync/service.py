@@ -11,7 +11,8 @@ Triggers (all end up as a :class:`SyncJob` run one at a time by a single worker 
 
 Requests coalesce: while a job is queued, further requests return that job (a ``force``
 request upgrades it).  Safety valve: a fetched table that is empty, or that would remove
-more than ``safety_valve`` of the serving table, is *held back* (reported with reason
+more than ``safety_valve`` of the serving table, adds a default route, or adds/changes more
+than ``safety_valve_additions`` of it, is *held back* (reported with reason
 and counts) until forced (:meth:`apply_held` or ``request_resync(force=True)``).
 """
 
@@ -581,6 +582,16 @@ class SyncService:
         if d.removed_share > self.config.safety_valve:
             return (f"would remove {len(d.removed)} of {d.old_count} routes ({d.removed_share:.0%} > "
                     f"sync.safety_valve {self.config.safety_valve:.0%})")
+        # Additions are held too: a hostile or misconfigured router attracts traffic by adding
+        # routes (a default route most of all), not only by withdrawing them.
+        if any(r.prefix.prefixlen == 0 for r in d.added):
+            return ("would add a default route ::/0 that was not there (every destination would "
+                    "follow it); check the router, then resync --force")
+        grown = len(d.added) + len(d.changed)
+        if grown > self.config.safety_valve_additions * d.old_count:
+            return (f"would add or change {grown} routes of a {d.old_count}-route table "
+                    f"({grown / d.old_count:.0%} > sync.safety_valve_additions "
+                    f"{self.config.safety_valve_additions:.0%})")
         return None
 
     def _notify(self, snap: Snapshot, d: SnapshotDiff, res: ApplyResult | None) -> None:
