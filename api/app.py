@@ -1,12 +1,14 @@
 """The engine's REST API (FastAPI): status, routes, live lookup, diff, resync jobs, interfaces,
 stats, Prometheus metrics, health.
 
-Every endpoint but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``;
-errors are RFC 9457 ``application/problem+json`` naming the field at fault; unknown query
-parameters and body fields are refused (422) rather than silently ignored.
+Every endpoint but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``,
+``/openapi.json`` included (``/docs`` and ``/redoc`` are off); the token and the body size (64 KiB)
+are checked by :class:`api.guard.RequestGuard` before anything reads the body.  ``/readyz`` tells
+its reasons only to a caller with the token.  Errors are RFC 9457 ``application/problem+json``
+naming the field at fault; unknown query parameters and body fields are refused (422) rather than
+silently ignored.
 """
 
-import hmac
 import ipaddress
 import logging
 import uuid
@@ -20,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import metrics
+from api.guard import RequestGuard, bearer_refusal
 from api.models import (
     DiffCounts,
     DiffOut,
@@ -86,6 +89,7 @@ def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad request",
         401: "Missing or wrong bearer token",
         404: "Not found",
+        413: "Request body too large",
         422: "Invalid request field",
         502: "Router fetch failed",
         503: "Not ready",
@@ -121,34 +125,21 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         version=view.version,
         description="XCAST6 routing engine: status, routes, diff, resync, interfaces, stats.",
         responses=_problem_responses(422),
+        # The interactive pages load their scripts from a CDN and would need the schema without a
+        # token: off.  /openapi.json is served behind the token (RequestGuard).
+        docs_url=None,
+        redoc_url=None,
     )
     bearer = HTTPBearer(auto_error=False, description="API token (api.token or XCAST6_API_TOKEN)")
 
-    def auth(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if token is None:
-            raise ApiProblem(
-                401,
-                "Unauthorized",
-                "the engine has no API token configured (api.token or "
-                "XCAST6_API_TOKEN); protected endpoints are disabled",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if creds is None:
-            raise ApiProblem(
-                401,
-                "Unauthorized",
-                "missing 'Authorization: Bearer <token>' header",
-                field="header.Authorization",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if not hmac.compare_digest(creds.credentials.encode(), token.encode()):
-            raise ApiProblem(
-                401,
-                "Unauthorized",
-                "wrong bearer token",
-                field="header.Authorization",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
+    def auth(
+        request: Request, _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> None:
+        # RequestGuard has refused a request without the token before its body was read; this
+        # check stays for the OpenAPI security requirement and for the app used without the guard.
+        refusal = bearer_refusal(request.headers.get("authorization"), token)
+        if refusal is not None:
+            raise ApiProblem(refusal.status, refusal.title, refusal.detail, refusal.field, refusal.headers)
 
     protected = [Depends(auth)]
     auth_errors = _problem_responses(401)
@@ -198,11 +189,14 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         tags=["health"],
         responses={503: {"description": "Not ready", "model": Health}},
     )
-    def readyz() -> Any:
-        """Readiness: a route table is loaded and every configured worker runs."""
+    def readyz(request: Request) -> Any:
+        """Readiness: a route table is loaded and every configured worker runs.  The reasons
+        when not ready only with the bearer token (a stranger learns ready or not, no more)."""
         ok, why = view.ready()
         if ok:
             return Health(status="ready")
+        if bearer_refusal(request.headers.get("authorization"), token) is not None:
+            why = []
         return JSONResponse(Health(status="not ready", reasons=why).model_dump(), status_code=503)
 
     # -- status ----------------------------------------------------------------------------------
@@ -389,7 +383,7 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         response_model=JobOut,
         status_code=202,
         dependencies=[*protected, Depends(only_query())],
-        responses=auth_errors,
+        responses=_problem_responses(401, 413),
     )
     async def resync(body: ResyncRequest | None = None) -> JobOut:
         """Start a resync from the router now (``force`` past the safety valve); returns the job."""
@@ -466,6 +460,8 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         """Prometheus exposition of status and stats."""
         return PlainTextResponse(metrics.render(view), media_type=metrics.CONTENT_TYPE)
 
+    # Outermost: nothing below it (FastAPI's body parsing included) runs for a refused request.
+    app.add_middleware(RequestGuard, token=token)
     return app
 
 
