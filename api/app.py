@@ -9,15 +9,18 @@ naming the field at fault; unknown query parameters and body fields are refused 
 silently ignored.
 """
 
+import asyncio
 import ipaddress
+import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -47,7 +50,9 @@ from api.models import (
     WorkersSummary,
 )
 from api.state import EngineView, ResyncJob
+from sync.gcpause import gc_paused
 from sync.sources import strip_secrets
+from sync.verify import Verification
 
 log = logging.getLogger("xcast6.api")
 PROBLEM = "application/problem+json"
@@ -118,8 +123,9 @@ def only_query(*allowed: str) -> Callable[[Request], None]:
     return check
 
 
-def create_app(view: EngineView, token: str | None) -> FastAPI:
-    """Build the API over an engine view. ``token`` None = every protected endpoint refuses (401)."""
+def create_app(view: EngineView, token: str | None, diff_min_interval: float = 5.0) -> FastAPI:
+    """Build the API over an engine view. ``token`` None = every protected endpoint refuses (401);
+    ``diff_min_interval``: seconds a /routes/diff verification is served again (0: never)."""
     app = FastAPI(
         title="xcast6-engine API",
         version=view.version,
@@ -320,36 +326,25 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
             egress_link=links.get(hop.ifname),
         )
 
+    reports = DiffReports()
+
     @app.get(
         "/routes/diff",
         response_model=RouteDiffReport,
         dependencies=[*protected, Depends(only_query())],
         responses=_problem_responses(401, 502),
     )
-    async def route_diff() -> RouteDiffReport:
-        """Router (fresh fetch) vs engine table vs kernel mirror (sync's own verification)."""
+    async def route_diff() -> Response:
+        """Router (fresh fetch) vs engine table vs kernel mirror (sync's own verification).
+
+        Callers arriving while a verification runs share it; one younger than
+        ``api.diff_min_interval`` seconds (the engine table unchanged since) is served again,
+        ``age_s`` telling how old it is."""
         try:
-            v = await view.sync.verify()
+            v = await view.sync.verify(max_age=diff_min_interval)
         except Exception as exc:
             raise ApiProblem(502, "Router fetch failed", str(exc) or type(exc).__name__) from None
-        snap, k = v.router, v.kernel
-        kernel_detail = ""
-        if k is not None:
-            left_out = ", ".join(f"{n} {why}" for why, n in k.skipped.items() if n)
-            kernel_detail = f"kernel mirror table {k.table}"
-            if left_out:
-                kernel_detail += f"; not mirrored: {left_out}"
-        return RouteDiffReport(
-            router=TableInfo(
-                route_count=len(snap.routes),
-                detail=f"{strip_secrets(snap.source)} fetched in {snap.duration_s:.2f} s",
-            ),
-            engine=TableInfo(route_count=v.engine_routes, detail=f"generation {v.generation}"),
-            kernel=None if k is None else TableInfo(route_count=k.routes, detail=kernel_detail),
-            router_vs_engine=DiffOut.of(v.router_vs_engine),
-            engine_vs_kernel=None if k is None else DiffOut.of(k.drift),
-            in_sync=v.in_sync,
-        )
+        return Response(await reports.json(v), media_type="application/json")
 
     # -- resync ----------------------------------------------------------------------------------
     def _job_out(job: ResyncJob) -> JobOut:
@@ -463,6 +458,60 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
     # Outermost: nothing below it (FastAPI's body parsing included) runs for a refused request.
     app.add_middleware(RequestGuard, token=token)
     return app
+
+
+def diff_report(v: Verification) -> RouteDiffReport:
+    """The /routes/diff document of a verification (``age_s`` left out: it is per answer)."""
+    snap, k = v.router, v.kernel
+    kernel_detail = ""
+    if k is not None:
+        left_out = ", ".join(f"{n} {why}" for why, n in k.skipped.items() if n)
+        kernel_detail = f"kernel mirror table {k.table}"
+        if left_out:
+            kernel_detail += f"; not mirrored: {left_out}"
+    return RouteDiffReport(
+        router=TableInfo(
+            route_count=len(snap.routes),
+            detail=f"{strip_secrets(snap.source)} fetched in {snap.duration_s:.2f} s",
+        ),
+        engine=TableInfo(route_count=v.engine_routes, detail=f"generation {v.generation}"),
+        kernel=None if k is None else TableInfo(route_count=k.routes, detail=kernel_detail),
+        router_vs_engine=DiffOut.of(v.router_vs_engine),
+        engine_vs_kernel=None if k is None else DiffOut.of(k.drift),
+        in_sync=v.in_sync,
+        age_s=None,
+    )
+
+
+class DiffReports:
+    """The /routes/diff body of the latest verification, built once and off the event loop.
+
+    The document of a 100k-route diff is ~30 MB of JSON and seconds of CPU (a model per route,
+    every address formatted): built in a thread, once per verification however many callers
+    share it, and kept as bytes; each answer only appends its own ``age_s``.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._of: Verification | None = None
+        self._built: asyncio.Task[bytes] | None = None
+
+    async def json(self, v: Verification) -> bytes:
+        """The JSON body for ``v``, with its age now."""
+        if self._of is not v or self._built is None:
+            self._of = v
+            self._built = asyncio.get_running_loop().create_task(asyncio.to_thread(_report_json, v))
+        body = await asyncio.shield(self._built)
+        age = max(0.0, round(self._clock() - v.checked_at, 3))
+        return body[:-1] + b',"age_s":' + json.dumps(age).encode() + b"}"
+
+
+def _report_json(v: Verification) -> bytes:
+    # Hundreds of thousands of models and no cycle among them: a collection here would walk the
+    # whole heap holding the GIL (stalls of ~0.3 s on the event loop at 100k routes).
+    with gc_paused():
+        # a JSON object, so it ends with "}": DiffReports.json appends age_s just before it
+        return diff_report(v).model_dump_json(exclude={"age_s"}).encode()
 
 
 def _mac(b: bytes | None) -> str | None:
