@@ -1,25 +1,31 @@
 """The engine's REST API (FastAPI): status, routes, live lookup, diff, resync jobs, interfaces,
 stats, Prometheus metrics, health.
 
-Every endpoint but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``;
-errors are RFC 9457 ``application/problem+json`` naming the field at fault; unknown query
-parameters and body fields are refused (422) rather than silently ignored.
+Every endpoint but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``,
+``/openapi.json`` included (``/docs`` and ``/redoc`` are off); the token and the body size (64 KiB)
+are checked by :class:`api.guard.RequestGuard` before anything reads the body.  ``/readyz`` tells
+its reasons only to a caller with the token.  Errors are RFC 9457 ``application/problem+json``
+naming the field at fault; unknown query parameters and body fields are refused (422) rather than
+silently ignored.
 """
 
-import hmac
+import asyncio
 import ipaddress
+import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import metrics
+from api.guard import RequestGuard, bearer_refusal
 from api.models import (
     DiffCounts,
     DiffOut,
@@ -44,7 +50,9 @@ from api.models import (
     WorkersSummary,
 )
 from api.state import EngineView, ResyncJob
+from sync.gcpause import gc_paused
 from sync.sources import strip_secrets
+from sync.verify import Verification
 
 log = logging.getLogger("xcast6.api")
 PROBLEM = "application/problem+json"
@@ -86,6 +94,7 @@ def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad request",
         401: "Missing or wrong bearer token",
         404: "Not found",
+        413: "Request body too large",
         422: "Invalid request field",
         502: "Router fetch failed",
         503: "Not ready",
@@ -114,41 +123,29 @@ def only_query(*allowed: str) -> Callable[[Request], None]:
     return check
 
 
-def create_app(view: EngineView, token: str | None) -> FastAPI:
-    """Build the API over an engine view. ``token`` None = every protected endpoint refuses (401)."""
+def create_app(view: EngineView, token: str | None, diff_min_interval: float = 5.0) -> FastAPI:
+    """Build the API over an engine view. ``token`` None = every protected endpoint refuses (401);
+    ``diff_min_interval``: seconds a /routes/diff verification is served again (0: never)."""
     app = FastAPI(
         title="xcast6-engine API",
         version=view.version,
         description="XCAST6 routing engine: status, routes, diff, resync, interfaces, stats.",
         responses=_problem_responses(422),
+        # The interactive pages load their scripts from a CDN and would need the schema without a
+        # token: off.  /openapi.json is served behind the token (RequestGuard).
+        docs_url=None,
+        redoc_url=None,
     )
     bearer = HTTPBearer(auto_error=False, description="API token (api.token or XCAST6_API_TOKEN)")
 
-    def auth(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if token is None:
-            raise ApiProblem(
-                401,
-                "Unauthorized",
-                "the engine has no API token configured (api.token or "
-                "XCAST6_API_TOKEN); protected endpoints are disabled",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if creds is None:
-            raise ApiProblem(
-                401,
-                "Unauthorized",
-                "missing 'Authorization: Bearer <token>' header",
-                field="header.Authorization",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if not hmac.compare_digest(creds.credentials.encode(), token.encode()):
-            raise ApiProblem(
-                401,
-                "Unauthorized",
-                "wrong bearer token",
-                field="header.Authorization",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
+    def auth(
+        request: Request, _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> None:
+        # RequestGuard has refused a request without the token before its body was read; this
+        # check stays for the OpenAPI security requirement and for the app used without the guard.
+        refusal = bearer_refusal(request.headers.get("authorization"), token)
+        if refusal is not None:
+            raise ApiProblem(refusal.status, refusal.title, refusal.detail, refusal.field, refusal.headers)
 
     protected = [Depends(auth)]
     auth_errors = _problem_responses(401)
@@ -198,11 +195,14 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         tags=["health"],
         responses={503: {"description": "Not ready", "model": Health}},
     )
-    def readyz() -> Any:
-        """Readiness: a route table is loaded and every configured worker runs."""
+    def readyz(request: Request) -> Any:
+        """Readiness: a route table is loaded and every configured worker runs.  The reasons
+        when not ready only with the bearer token (a stranger learns ready or not, no more)."""
         ok, why = view.ready()
         if ok:
             return Health(status="ready")
+        if bearer_refusal(request.headers.get("authorization"), token) is not None:
+            why = []
         return JSONResponse(Health(status="not ready", reasons=why).model_dump(), status_code=503)
 
     # -- status ----------------------------------------------------------------------------------
@@ -326,36 +326,25 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
             egress_link=links.get(hop.ifname),
         )
 
+    reports = DiffReports()
+
     @app.get(
         "/routes/diff",
         response_model=RouteDiffReport,
         dependencies=[*protected, Depends(only_query())],
         responses=_problem_responses(401, 502),
     )
-    async def route_diff() -> RouteDiffReport:
-        """Router (fresh fetch) vs engine table vs kernel mirror (sync's own verification)."""
+    async def route_diff() -> Response:
+        """Router (fresh fetch) vs engine table vs kernel mirror (sync's own verification).
+
+        Callers arriving while a verification runs share it; one younger than
+        ``api.diff_min_interval`` seconds (the engine table unchanged since) is served again,
+        ``age_s`` telling how old it is."""
         try:
-            v = await view.sync.verify()
+            v = await view.sync.verify(max_age=diff_min_interval)
         except Exception as exc:
             raise ApiProblem(502, "Router fetch failed", str(exc) or type(exc).__name__) from None
-        snap, k = v.router, v.kernel
-        kernel_detail = ""
-        if k is not None:
-            left_out = ", ".join(f"{n} {why}" for why, n in k.skipped.items() if n)
-            kernel_detail = f"kernel mirror table {k.table}"
-            if left_out:
-                kernel_detail += f"; not mirrored: {left_out}"
-        return RouteDiffReport(
-            router=TableInfo(
-                route_count=len(snap.routes),
-                detail=f"{strip_secrets(snap.source)} fetched in {snap.duration_s:.2f} s",
-            ),
-            engine=TableInfo(route_count=v.engine_routes, detail=f"generation {v.generation}"),
-            kernel=None if k is None else TableInfo(route_count=k.routes, detail=kernel_detail),
-            router_vs_engine=DiffOut.of(v.router_vs_engine),
-            engine_vs_kernel=None if k is None else DiffOut.of(k.drift),
-            in_sync=v.in_sync,
-        )
+        return Response(await reports.json(v), media_type="application/json")
 
     # -- resync ----------------------------------------------------------------------------------
     def _job_out(job: ResyncJob) -> JobOut:
@@ -389,7 +378,7 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         response_model=JobOut,
         status_code=202,
         dependencies=[*protected, Depends(only_query())],
-        responses=auth_errors,
+        responses=_problem_responses(401, 413),
     )
     async def resync(body: ResyncRequest | None = None) -> JobOut:
         """Start a resync from the router now (``force`` past the safety valve); returns the job."""
@@ -466,7 +455,63 @@ def create_app(view: EngineView, token: str | None) -> FastAPI:
         """Prometheus exposition of status and stats."""
         return PlainTextResponse(metrics.render(view), media_type=metrics.CONTENT_TYPE)
 
+    # Outermost: nothing below it (FastAPI's body parsing included) runs for a refused request.
+    app.add_middleware(RequestGuard, token=token)
     return app
+
+
+def diff_report(v: Verification) -> RouteDiffReport:
+    """The /routes/diff document of a verification (``age_s`` left out: it is per answer)."""
+    snap, k = v.router, v.kernel
+    kernel_detail = ""
+    if k is not None:
+        left_out = ", ".join(f"{n} {why}" for why, n in k.skipped.items() if n)
+        kernel_detail = f"kernel mirror table {k.table}"
+        if left_out:
+            kernel_detail += f"; not mirrored: {left_out}"
+    return RouteDiffReport(
+        router=TableInfo(
+            route_count=len(snap.routes),
+            detail=f"{strip_secrets(snap.source)} fetched in {snap.duration_s:.2f} s",
+        ),
+        engine=TableInfo(route_count=v.engine_routes, detail=f"generation {v.generation}"),
+        kernel=None if k is None else TableInfo(route_count=k.routes, detail=kernel_detail),
+        router_vs_engine=DiffOut.of(v.router_vs_engine),
+        engine_vs_kernel=None if k is None else DiffOut.of(k.drift),
+        in_sync=v.in_sync,
+        age_s=None,
+    )
+
+
+class DiffReports:
+    """The /routes/diff body of the latest verification, built once and off the event loop.
+
+    The document of a 100k-route diff is ~30 MB of JSON and seconds of CPU (a model per route,
+    every address formatted): built in a thread, once per verification however many callers
+    share it, and kept as bytes; each answer only appends its own ``age_s``.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._of: Verification | None = None
+        self._built: asyncio.Task[bytes] | None = None
+
+    async def json(self, v: Verification) -> bytes:
+        """The JSON body for ``v``, with its age now."""
+        if self._of is not v or self._built is None:
+            self._of = v
+            self._built = asyncio.get_running_loop().create_task(asyncio.to_thread(_report_json, v))
+        body = await asyncio.shield(self._built)
+        age = max(0.0, round(self._clock() - v.checked_at, 3))
+        return body[:-1] + b',"age_s":' + json.dumps(age).encode() + b"}"
+
+
+def _report_json(v: Verification) -> bytes:
+    # Hundreds of thousands of models and no cycle among them: a collection here would walk the
+    # whole heap holding the GIL (stalls of ~0.3 s on the event loop at 100k routes).
+    with gc_paused():
+        # a JSON object, so it ends with "}": DiffReports.json appends age_s just before it
+        return diff_report(v).model_dump_json(exclude={"age_s"}).encode()
 
 
 def _mac(b: bytes | None) -> str | None:

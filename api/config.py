@@ -33,6 +33,7 @@ from engine.settings import (
     hidden,
     integer,
     ip_address,
+    number,
     secret,
     table_of,
     unknown_key,
@@ -157,6 +158,7 @@ class ApiSection:
     port: int = DEFAULT_PORT
     token: Secret | None = None
     enabled: bool = True
+    diff_min_interval: float = 5.0   # /routes/diff: a verification this young is served again
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class Config:
                 "port": self.api.port,
                 "token": sec(self.api.token),
                 "enabled": self.api.enabled,
+                "diff_min_interval": self.api.diff_min_interval,
             },
         }
 
@@ -211,6 +214,7 @@ _OWN_KEYS: dict[str, Spec] = {
         "port": Field(integer(1, 65535, "integer TCP port"), "port"),
         "token": Field(secret, "token", hidden),
         "enabled": Field(boolean, "enabled"),
+        "diff_min_interval": Field(number(minimum=0, maximum=3600), "diff_min_interval"),
     },
 }
 SECTIONS = ("engine", "sync", "links", "workers", "api")

@@ -172,7 +172,7 @@ class Daemon:
                     "API listens on %s, beyond this host: keep the token secret and firewall the port",
                     cfg.api.listen,
                 )
-            app = create_app(view, token)
+            app = create_app(view, token, diff_min_interval=cfg.api.diff_min_interval)
             server = uvicorn.Server(
                 uvicorn.Config(
                     app,

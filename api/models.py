@@ -114,6 +114,11 @@ class RouteDiffReport(BaseModel):
         "link, link down, foreign route) are not drift"
     )
     in_sync: bool
+    age_s: float | None = Field(
+        None,
+        description="Seconds since this verification was taken: a result younger than "
+        "api.diff_min_interval is served again instead of walking the router again",
+    )
 
 
 class SyncStatusOut(BaseModel):

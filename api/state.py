@@ -15,6 +15,7 @@ root; the I/O lives behind the ports.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import ipaddress
 import time
@@ -75,9 +76,10 @@ class SyncPort(Protocol):
 
     def router_interfaces(self) -> list[Interface]: ...
 
-    async def verify(self, progress: Progress | None = None) -> Verification:
+    async def verify(self, progress: Progress | None = None, max_age: float = 0.0) -> Verification:
         """Router (fresh fetch) vs engine table vs kernel mirror (sync.verify); raises on a
-        failed fetch."""
+        failed fetch.  Concurrent callers share one verification; with ``max_age`` > 0 one
+        younger than that (Fib unchanged) may be returned again."""
         ...
 
     def start_resync(self, force: bool) -> ResyncJob:
@@ -258,11 +260,12 @@ class StaticSync:
     def router_interfaces(self) -> list[Interface]:
         return list(self.snapshot.interfaces)
 
-    async def verify(self, progress: Progress | None = None) -> Verification:
-        """The fixed snapshot is the router; there is no kernel mirror."""
+    async def verify(self, progress: Progress | None = None, max_age: float = 0.0) -> Verification:
+        """The fixed snapshot is the router; there is no kernel mirror.  Nothing is fetched, so
+        nothing is shared or reused; the diff runs in a thread (seconds of CPU for a big table)."""
         routes = list(self.fib.routes())
-        return Verification(self.snapshot, len(routes), self.fib.generation,
-                            route_drift(routes, self.snapshot.routes), None)
+        drift = await asyncio.to_thread(route_drift, routes, self.snapshot.routes)
+        return Verification(self.snapshot, len(routes), self.fib.generation, drift, None)
 
     def start_resync(self, force: bool) -> ResyncJob:
         now = time.time()

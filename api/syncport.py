@@ -73,8 +73,9 @@ class SyncServiceView:
     def router_interfaces(self) -> list[Interface]:
         return self.service.router_interfaces()
 
-    async def verify(self, progress: Progress | None = None) -> Verification:
-        return await self.service.verify(progress)
+    async def verify(self, progress: Progress | None = None, max_age: float = 0.0) -> Verification:
+        """SyncService.verify: shared while it runs, reused up to ``max_age`` seconds."""
+        return await self.service.verify(progress, max_age)
 
     def start_resync(self, force: bool) -> ResyncJob:
         return self._job(self.service.request_resync(force=force, trigger="manual"))

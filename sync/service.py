@@ -152,6 +152,8 @@ class SyncService:
         self._save_task: asyncio.Task[None] | None = None
         self._store_dirty = False
         self._last_save = float("-inf")
+        self._verifying: asyncio.Task[Verification] | None = None   # the verification running
+        self._verified: Verification | None = None                   # the last one that succeeded
         self.restored_routes = 0        # routes served from the store at startup
         self.loaded_from_store = False  # the table serving since start came from the store
 
@@ -183,6 +185,8 @@ class SyncService:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks, self._save_task = [], None
+        if self._verifying is not None:
+            self._verifying.cancel()
         if self._store_dirty:
             async with self._apply_lock:
                 await self._save_now(None)
@@ -342,9 +346,33 @@ class SyncService:
         async with self._apply_lock:      # one user of the mirror's netlink socket at a time
             return await asyncio.to_thread(read)
 
-    async def verify(self, progress: Progress | None = None) -> Verification:
+    async def verify(self, progress: Progress | None = None, max_age: float = 0.0) -> Verification:
         """Router (a fresh fetch) vs the Fib vs the kernel mirror (:mod:`sync.verify`); changes
-        nothing.  Raises SourceError when the router cannot be read."""
+        nothing.  Raises SourceError when the router cannot be read.
+
+        A verification walks the whole router table: callers arriving while one runs share it
+        (``progress`` is reported for the caller that started it), and with ``max_age`` > 0 the
+        last one is returned again while it is younger than ``max_age`` seconds and the Fib has
+        not changed since (its ``checked_at`` tells its age).  A failure is not reused.
+        """
+        last = self._verified
+        if (max_age > 0 and last is not None and time.monotonic() - last.checked_at < max_age
+                and last.generation == self.applier.fib.generation):
+            return last
+        if self._verifying is None:
+            task = asyncio.get_running_loop().create_task(self._verify_now(progress))
+            task.add_done_callback(self._verify_done)
+            self._verifying = task
+        # shield: a caller that gives up (client gone) must not cancel the others' verification
+        return await asyncio.shield(self._verifying)
+
+    def _verify_done(self, task: asyncio.Task[Verification]) -> None:
+        if self._verifying is task:
+            self._verifying = None
+        if not task.cancelled() and task.exception() is None:   # exception(): retrieved, no warning
+            self._verified = task.result()
+
+    async def _verify_now(self, progress: Progress | None) -> Verification:
         # The fetch takes seconds and touches nothing of ours: outside the lock, so syncs go on.
         router = await self.fetch_fresh(progress)
         # Fib and mirror are read together under the apply lock: a half-applied change would
@@ -356,6 +384,7 @@ class SyncService:
             mirror = self.applier.mirror
             kernel = None if mirror is None else await asyncio.to_thread(
                 check_mirror, routes, mirror, self.applier.ifname_map)
+        # the diff of a full table is seconds of CPU: in a thread, the event loop keeps serving
         drift = await asyncio.to_thread(route_drift, routes, router.routes)
         return Verification(router, len(routes), generation, drift, kernel)
 

@@ -13,6 +13,7 @@ One check (run by :meth:`sync.service.SyncService.verify`, under its apply lock)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -91,6 +92,8 @@ class Verification:
     generation: int
     router_vs_engine: RouteDrift       # what a resync would change in the engine table
     kernel: MirrorCheck | None         # None: no kernel mirror configured
+    # time.monotonic() when it was taken: a reused verification says how old it is
+    checked_at: float = field(default_factory=time.monotonic)
 
     @property
     def in_sync(self) -> bool:

@@ -268,7 +268,9 @@ def mirror_daemon(router: Router, xtmp: Path, table: int) -> Any:
     """A daemon syncing ``router`` (kernel://) with its kernel mirror in ``table``."""
     port = free_port()
     cfg = xtmp / "engine.toml"
-    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, link=router.host_link, change_detect=0)
+    # these tests change the kernel table and look at once: every diff walks afresh
+    write_config(cfg, xtmp / "state", f"kernel://{router.ns}", port, link=router.host_link, change_detect=0,
+                 extra="diff_min_interval = 0\n")
     cfg.write_text(cfg.read_text().replace("timeout = 10", f"timeout = 10\nkernel_table = {table}"))
     return start_daemon(cfg, xtmp / "daemon.log", f"http://127.0.0.1:{port}")
 

@@ -57,8 +57,9 @@ def lab() -> Iterator[tuple[Router, Daemon, Path]]:
     with router_namespace("xapi-c") as router:
         port = free_port()
         cfg = tmp / "engine.toml"
+        # the diff test changes the router and looks at once: every diff walks afresh
         write_config(cfg, tmp / "state", f"kernel://{router.ns}", port, link=router.host_link,
-                     change_detect=0)
+                     change_detect=0, extra="diff_min_interval = 0\n")
         d = start_daemon(cfg, tmp / "daemon.log", f"http://127.0.0.1:{port}")
         try:
             yield router, d, cfg
