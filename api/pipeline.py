@@ -112,6 +112,8 @@ class Pipeline:
             cpus=w.cpus,
             busy_poll_us=w.busy_poll_us,
             rx_buffer=w.rx_buffer_kb * 1024,
+            flow_cache_bytes=w.flow_cache_mb << 20,
+            plan_cache_bytes=w.plan_cache_mb << 20,
         )
 
     # -- routes: SyncService's subscriber (on the event loop) ---------------------------------

@@ -36,6 +36,10 @@ class WorkersConfig:
     busy_poll_us: int = 0           # poll this long after traffic before sleeping (0 = always sleep)
     rx_buffer_kb: int = 4096        # each ingress socket's receive queue (SO_RCVBUF), KiB
     cpu_resume_latency_us: int | None = None   # idle-state limit of the workers' CPUs; None = untouched
+    # Byte budgets of each worker's derived caches (see the README's worker paragraph): flow
+    # templates (engine/forwarding/flowcache.py) and branch plans (engine/forwarding/branch.py).
+    flow_cache_mb: int = 24
+    plan_cache_mb: int = 8
 
     @property
     def idle_limit_us(self) -> int | None:
@@ -53,6 +57,8 @@ class WorkersConfig:
             "busy_poll_us": self.busy_poll_us,
             "rx_buffer_kb": self.rx_buffer_kb,
             "cpu_resume_latency_us": self.cpu_resume_latency_us,
+            "flow_cache_mb": self.flow_cache_mb,
+            "plan_cache_mb": self.plan_cache_mb,
         }
 
 
@@ -98,6 +104,8 @@ WORKER_KEYS: Spec = {
         integer(0, 10_000_000, "integer number of microseconds (0 = the idle loop polls)"),
         "cpu_resume_latency_us",
     ),
+    "flow_cache_mb": Field(integer(1, 4096, "integer number of MiB"), "flow_cache_mb"),
+    "plan_cache_mb": Field(integer(1, 4096, "integer number of MiB"), "plan_cache_mb"),
 }
 
 

@@ -33,6 +33,8 @@ BASE_COUNTERS: tuple[str, ...] = (
     "not_xcast",         # passed the kernel filter but the codec says not XCAST6
     "branched",          # packets that produced at least one copy
     "flow_cache_hits",   # of those, rendered from a learned flow template (engine/forwarding/flowcache.py)
+    "flow_cache_evictions",   # flow templates dropped for room (workers.flow_cache_mb or 4,096 entries)
+    "plan_cache_evictions",   # branch plans dropped for room (workers.plan_cache_mb or 8,192 entries)
     "copies_out",        # multi-destination XCAST copies written
     "x2u_out",           # X2U plain unicast copies written
     "bytes_out",

@@ -61,8 +61,9 @@ from engine.dataplane.counters import CounterFile, Slot
 from engine.dataplane.egress import Egress as Egress
 from engine.dataplane.egress import EgressEntry as EgressEntry
 from engine.dataplane.rxbatch import BatchReceiver
-from engine.forwarding.branch import Brancher, BranchResult
+from engine.forwarding.branch import PLAN_CACHE_BYTES, Brancher, BranchResult
 from engine.forwarding.fib import Fib
+from engine.forwarding.flowcache import MAX_BYTES as FLOW_CACHE_BYTES
 from engine.forwarding.flowcache import FlowCache, flow_key, learn, write_frames
 from engine.forwarding.generation import DerivedCaches
 from engine.model import EngineLink, LinkMap, Route, SnapshotDiff
@@ -112,6 +113,8 @@ class WorkerSpec:
     cpu: int | None = None     # pin the worker to this CPU (config workers.cpus)
     busy_poll_us: int = 0      # keep polling this long after the last frame before sleeping in epoll
     rx_buffer: int = afpacket.DEFAULT_RX_BUFFER   # ingress queue, bytes (config workers.rx_buffer_kb)
+    flow_cache_bytes: int = FLOW_CACHE_BYTES      # flow templates' budget (config workers.flow_cache_mb)
+    plan_cache_bytes: int = PLAN_CACHE_BYTES      # branch plans' budget (config workers.plan_cache_mb)
 
 
 def apply_diff(fib: Fib, adds: Iterable[Route], removes: Iterable[ipaddress.IPv6Network]) -> None:
@@ -139,7 +142,8 @@ class Worker:
         ix = self.ix
         self._i_branched, self._i_x2u_out = ix["branched"], ix["x2u_out"]
         self._i_flow_hits = ix["flow_cache_hits"]
-        self.flows = FlowCache()
+        self._i_plan_evictions = ix["plan_cache_evictions"]
+        self.flows = FlowCache(max_bytes=spec.flow_cache_bytes)
         self._i_copies_out, self._i_bytes_out = ix["copies_out"], ix["bytes_out"]
         self._i_syscalls_rx, self._i_syscalls_tx = ix["syscalls_rx"], ix["syscalls_tx"]
         self._i_received, self._i_received_bytes = ix["received"], ix["received_bytes"]
@@ -156,6 +160,12 @@ class Worker:
         self.links = links
         self.egress = Egress(links)
         self.branch = self.factory(self.fib, links)    # a new brancher: its own caches start empty
+        # The engine's Brancher (not a test's stand-in): its plans get the configured byte budget
+        # and their evictions are published with the batch's counters.
+        b = getattr(self.branch, "__self__", None)
+        self.brancher = b if isinstance(b, Brancher) else None
+        if self.brancher is not None:
+            self.brancher.plan_cache_bytes = self.spec.plan_cache_bytes
         # Everything derived from (table, link map) on this side is emptied together
         # (engine/forwarding/generation.py): on a table generation change, checked per packet,
         # and now, for the new link map.
@@ -224,7 +234,9 @@ class Worker:
             tpl = learn(packet, result, self.egress.resolve, self.sender.slot_size, drop_names,
                         self.sender.prepare)
             if tpl is not None:
-                self.flows.put(key, tpl)
+                evicted = self.flows.put(key, tpl)
+                if evicted:
+                    slot.add("flow_cache_evictions", evicted)
         # Hot loop: resolve each copy's link, then ONE put() for the packet's frames (a call per
         # copy was ~1/3 of the per-copy cost), which copies each Ethernet header and packet into
         # the ring.  Counts are summed in plain ints, published once per batch.
@@ -330,7 +342,8 @@ class Worker:
         self.flush_tally()
 
     def flush_tally(self) -> None:
-        """Publish the branched/copies/bytes sums of the packets processed since the last call."""
+        """Publish the branched/copies/bytes sums (and the brancher's plan evictions) of the packets
+        processed since the last call."""
         w = self.slot.words
         t = self._tally
         if t[0] or t[4]:
@@ -340,6 +353,10 @@ class Worker:
             w[self._i_bytes_out] += t[3]
             w[self._i_flow_hits] += t[4]
             t[0] = t[1] = t[2] = t[3] = t[4] = 0
+        b = self.brancher
+        if b is not None and b.plan_evictions:
+            w[self._i_plan_evictions] += b.plan_evictions
+            b.plan_evictions = 0
 
     def run(self) -> None:
         """Serve until a ``stop`` message, SIGTERM or the control pipe closes."""
@@ -441,6 +458,8 @@ class WorkerPool:
     cpus: tuple[int, ...] = ()     # worker i runs on cpus[i % len(cpus)]; () = not pinned
     busy_poll_us: int = 0
     rx_buffer: int = afpacket.DEFAULT_RX_BUFFER    # bytes per ingress socket
+    flow_cache_bytes: int = FLOW_CACHE_BYTES        # per worker (config workers.flow_cache_mb)
+    plan_cache_bytes: int = PLAN_CACHE_BYTES        # per worker (config workers.plan_cache_mb)
     procs: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     conns: list[multiprocessing.connection.Connection] = field(default_factory=list)
 
@@ -453,7 +472,8 @@ class WorkerPool:
         parent, child = ctx.Pipe()
         cpu = self.cpus[i % len(self.cpus)] if self.cpus else None
         spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch, cpu=cpu,
-                          busy_poll_us=self.busy_poll_us, rx_buffer=self.rx_buffer)
+                          busy_poll_us=self.busy_poll_us, rx_buffer=self.rx_buffer,
+                          flow_cache_bytes=self.flow_cache_bytes, plan_cache_bytes=self.plan_cache_bytes)
         args = (spec, self.fib, self.links.links(), self.factory, child)
         p = ctx.Process(target=_worker_main, args=args, name=f"xcast6-worker-{i}", daemon=True)
         p.start()

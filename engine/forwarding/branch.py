@@ -79,6 +79,13 @@ _LOCAL = 3
 LOCAL_NEXTHOP_IFNAME = "local"
 _MAX_DESTS_CACHED = 65536
 _MAX_PLANS = 8192
+# The default byte budget of the plans (config workers.plan_cache_mb; see the README's worker
+# paragraph).  A plan's cost is estimated as below (measured with tracemalloc, CPython 3.11,
+# rounded up; tests/engine/test_flowcache_memory.py checks it): the plan, its key (bitmap and
+# destination list, up to ~2 KB) and per group/local entry a tuple with its addresses and ints.
+PLAN_CACHE_BYTES = 8 << 20
+_PLAN_BASE_COST = 256
+_PLAN_GROUP_COST = 320
 
 
 class _Plan(NamedTuple):
@@ -174,6 +181,10 @@ class Brancher:
     destination whose route only leaves through interfaces without one (the router's own
     engine-facing links, say) counts as ``no_route``; ECMP members without one are skipped.
     The worker passes ``Egress.routable`` (engine/dataplane/egress.py, the one egress rule).
+
+    The plans (per bitmap and destination list) are bounded in count and in bytes
+    (``plan_cache_bytes``, an estimate: ``plan_bytes``); the oldest go first when a new one
+    does not fit, counted in ``plan_evictions`` (the owner publishes and resets it).
     """
 
     def __init__(
@@ -184,6 +195,7 @@ class Brancher:
         *,
         drop_icmp_echo: bool = False,
         egress_ok: Callable[[str], bool] | None = None,
+        plan_cache_bytes: int = PLAN_CACHE_BYTES,
     ) -> None:
         self.fib = fib
         self.source_for = source_for
@@ -195,6 +207,9 @@ class Brancher:
         self._hop_ids: dict[NextHop, int] = {}
         self._hops: list[NextHop] = []
         self._plans: dict[bytes, _Plan] = {}
+        self.plan_cache_bytes = plan_cache_bytes
+        self.plan_bytes = 0           # the kept plans' estimated cost
+        self.plan_evictions = 0       # plans dropped for room (not for a table change)
         # The brancher's caches derive from one table generation (engine.forwarding.generation).
         self._derived = DerivedCaches(self)
 
@@ -204,6 +219,7 @@ class Brancher:
         self._hop_ids = {}
         self._hops = []
         self._plans = {}
+        self.plan_bytes = 0
 
     # ------------------------------------------------------------------ per-destination cache
     def _usable_member(self, d: bytes, route: Route) -> tuple[Route, NextHop] | None:
@@ -236,7 +252,9 @@ class Brancher:
                 ent = (_ROUTED, hid, nh, route, addr_sum(d))
         if len(self._cache) >= _MAX_DESTS_CACHED:
             self._cache.clear()
+            self.plan_evictions += len(self._plans)
             self._plans.clear()
+            self.plan_bytes = 0
         self._cache[d] = ent
         return ent
 
@@ -295,10 +313,24 @@ class Brancher:
                 out.append((self._hops[hid], bits, first, dst, ent[4], _indexes(bits), ent[3],
                             bits.to_bytes(BITMAP_LEN, "little")))
             plan = _Plan(None, no_route, tuple(out), tuple(local))
-        if len(self._plans) >= _MAX_PLANS:
-            self._plans.clear()
-        self._plans[key] = plan
+        self._keep(key, plan)
         return plan
+
+    def _keep(self, key: bytes, plan: _Plan) -> None:
+        """Cache ``plan``, evicting the oldest plans until it fits (count and bytes)."""
+        plans = self._plans
+        cost = plan_cost(key, plan)
+        if cost > self.plan_cache_bytes:
+            self.plan_evictions += 1
+            return
+        limit = self.plan_cache_bytes - cost
+        while plans and (self.plan_bytes > limit or len(plans) >= _MAX_PLANS):
+            old_key, old = next(iter(plans.items()))
+            del plans[old_key]
+            self.plan_bytes -= plan_cost(old_key, old)
+            self.plan_evictions += 1
+        plans[key] = plan
+        self.plan_bytes += cost
 
     # ------------------------------------------------------------------ branching
     def branch(
@@ -455,6 +487,11 @@ class Brancher:
                     outcomes.append(DestOutcome(i, d, status, route, nh, ci))
         res.outcomes = outcomes
         return res
+
+
+def plan_cost(key: bytes, plan: _Plan) -> int:
+    """The estimated memory of one cached plan and its key, bytes."""
+    return _PLAN_BASE_COST + len(key) + _PLAN_GROUP_COST * (len(plan.groups) + len(plan.local))
 
 
 def _indexes(bits: int) -> tuple[int, ...]:

@@ -61,6 +61,15 @@ Prepare = Callable[[Sequence[int], Sequence[int]], tuple[Any, Any, Sequence[int]
 # (the same constant as engine.forwarding.branch's inline X2U)
 _NOT_ALL_XCAST = 0xFFFF - fold(ones_sum(ALL_XCAST_NODES))
 MAX_FLOWS = 4096
+# The default byte budget of one worker's templates (config workers.flow_cache_mb; the README's
+# worker paragraph says why 24 MiB): 4,096 sessions of 8 destinations (~4.7 KB each) fit.
+MAX_BYTES = 24 << 20
+# What one template costs besides its key and prefixes (measured with tracemalloc, CPython 3.11,
+# rounded up; tests/engine/test_flowcache_memory.py checks the estimate against tracemalloc):
+# the object, its tuples and the ring's arrays, and the cache's dict entry ...
+_TPL_BASE_COST = 512
+# ... and per copy: the frames/placed tuples, their ints, the prefix object's header.
+_FRAME_COST = 384
 
 
 class FlowTemplate:
@@ -73,12 +82,14 @@ class FlowTemplate:
     made, for its ``put()``; None when :func:`learn` was not given ``prepare``), and ``placed``
     per copy ``(start, checksum/body offset, checksum_base, end, prefix)``, offsets relative
     to what ``put()`` returns (the ring's offsets folded in once, not per packet).
+    ``footprint`` is what the template and its cache key cost in memory (an estimate in bytes,
+    what :class:`FlowCache` accounts against its budget).
     ``drops`` are the per-packet drop counts the brancher reported (destinations without a
     route, copies without a source address), as ``(counter name, n)``.
     """
 
-    __slots__ = ("ck_off", "drops", "frames", "length", "multi", "multi_tail", "nbytes", "placed",
-                 "tx", "x2u", "x2u_tail")
+    __slots__ = ("ck_off", "drops", "footprint", "frames", "length", "multi", "multi_tail", "nbytes",
+                 "placed", "tx", "x2u", "x2u_tail")
 
     def __init__(self, length: int, udp_off: int, frames: tuple[tuple[int, bytes, int, int, int], ...],
                  drops: tuple[tuple[str, int], ...], prepare: Prepare | None = None) -> None:
@@ -98,6 +109,9 @@ class FlowTemplate:
         self.x2u_tail = udp_off + UDP_HLEN          # X2U copies carry the payload after UDP
         self.multi_tail = udp_off + UDP_CSUM_OFF    # multi copies: everything after the key
         self.nbytes = sum(f[4] for f in frames)
+        # the key is packet[:udp_off + UDP_CSUM_OFF]: accounted here, with the prefixes
+        self.footprint = (_TPL_BASE_COST + self.multi_tail
+                          + sum(f[2] + _FRAME_COST for f in frames))
 
 
 def flow_key(packet: bytes, _min_len: int = FAST_MIN_LEN, _key_end_0: int = _KEY_END_0,
@@ -233,26 +247,57 @@ def learn(packet: bytes, result: Any, egress: EgressLookup, slot_size: int,
 
 
 class FlowCache:
-    """Header bytes -> :class:`FlowTemplate`, bounded, cleared as a whole on any table/link change."""
+    """Header bytes -> :class:`FlowTemplate`, bounded in entries and bytes, cleared whole on any
+    table/link change.
 
-    __slots__ = ("flows", "generation", "max_flows")
+    A template costs its copies' prefixes (up to ~1.5 KB each: 86 destinations of one /64 make a
+    ~160 KB template), so a count alone does not bound the memory: ``max_bytes`` bounds the sum
+    of the templates' :attr:`FlowTemplate.footprint` (``nbytes``).  When a new template does
+    not fit, the oldest ones go first (insertion order: a hit costs nothing extra, unlike an
+    LRU's reordering); ``evictions`` counts every template dropped for room, a template larger
+    than the whole budget included (it is not kept).
+    """
 
-    def __init__(self, max_flows: int = MAX_FLOWS) -> None:
+    __slots__ = ("evictions", "flows", "generation", "max_bytes", "max_flows", "nbytes")
+
+    def __init__(self, max_flows: int = MAX_FLOWS, max_bytes: int = MAX_BYTES) -> None:
         self.flows: dict[bytes, FlowTemplate] = {}
         self.max_flows = max_flows
+        self.max_bytes = max_bytes
+        self.nbytes = 0          # the kept templates' footprints
+        self.evictions = 0
         self.generation: object = None
 
     def clear(self, generation: object = None) -> None:
         """Forget every template (the table generation or the link map changed).
 
         Called through the owner's :class:`engine.forwarding.generation.DerivedCaches`, which
-        decides when; ``generation`` is the one the (now empty) cache is valid for.
+        decides when; ``generation`` is the one the (now empty) cache is valid for.  Not
+        evictions: these templates were stale.
         """
         self.flows = {}
+        self.nbytes = 0
         self.generation = generation
 
-    def put(self, key: bytes, tpl: FlowTemplate) -> None:
-        """Remember ``tpl``; a full cache starts over (sessions relearn in one packet each)."""
-        if len(self.flows) >= self.max_flows:
-            self.flows = {}
-        self.flows[key] = tpl
+    def put(self, key: bytes, tpl: FlowTemplate) -> int:
+        """Remember ``tpl``, evicting the oldest templates until it fits; returns how many went.
+
+        Sessions evicted relearn in one packet each.
+        """
+        flows = self.flows
+        old = flows.pop(key, None)      # same header, another length: the new one replaces it
+        if old is not None:
+            self.nbytes -= old.footprint
+        cost = tpl.footprint
+        if cost > self.max_bytes:
+            self.evictions += 1
+            return 1
+        evicted = 0
+        limit = self.max_bytes - cost
+        while flows and (self.nbytes > limit or len(flows) >= self.max_flows):
+            self.nbytes -= flows.pop(next(iter(flows))).footprint
+            evicted += 1
+        flows[key] = tpl
+        self.nbytes += cost
+        self.evictions += evicted
+        return evicted
