@@ -51,7 +51,7 @@ from api.models import (
 )
 from api.state import EngineView, ResyncJob
 from sync.gcpause import gc_paused
-from sync.sources import strip_secrets
+from sync.registry import strip_secrets
 from sync.verify import Verification
 
 log = logging.getLogger("xcast6.api")

@@ -456,8 +456,8 @@ def cpu_idle_restore(config: str = typer.Option(..., "--config", "-c", help="Eng
 
 def _source_problems(cfg: Config) -> list[str]:
     """Let the source driver parse its URL and find its secrets (no connection is made)."""
+    from sync.registry import open_source
     from sync.source import SourceError
-    from sync.sources import open_source
 
     problems = []
     try:

@@ -6,7 +6,7 @@ engine/settings.py); this module owns ``[engine]`` and ``[api]``, the environmen
 API, and gathers all sections' problems into one :class:`ConfigError`, each naming the key, the
 value and what is allowed (``sync.interval: -5 is not allowed: must be a positive number of
 seconds``).  Unknown keys get a "did you mean".  Secrets are :class:`engine.settings.Secret`,
-which never prints its value; source URLs are shown through ``sync.sources.strip_secrets``.
+which never prints its value; source URLs are shown through ``sync.registry.strip_secrets``.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from api.syncport import SyncServiceView
 from engine import __version__
 from engine.dataplane import cpuidle
 from engine.dataplane.cpuidle import CpuIdleLimit
+from sync.registry import open_source, strip_secrets
 from sync.source import Credentials, RouteSource, SourceError
-from sync.sources import open_source, strip_secrets
 from sync.store import StoreError
 
 log = logging.getLogger("xcast6.daemon")

@@ -10,7 +10,7 @@ Links::
 
     router interface list (from sync) --> LinkService (reconcile) --> LinkMap --+--> workers
                                                                                 +--> kernel mirror
-                                                                                +--> API (LinkHolder)
+                                                                                +--> API (LinkView)
 
 The kernel mirror follows the links through SyncService's one link watch (told of each new map
 here, and looking at the kernel's links itself for links that go down or come back).
@@ -26,7 +26,7 @@ import asyncio
 import logging
 
 from api.config import Config
-from api.links import LinkHolder
+from api.linkview import LinkView
 from engine.dataplane.supervisor import WorkerSupervisor
 from engine.dataplane.worker import WorkerPool
 from engine.forwarding.fib import Fib
@@ -57,7 +57,7 @@ class Pipeline:
             kernel_protocol=cfg.sync.kernel_proto,
             config=cfg.sync,
         )
-        self.links = LinkHolder(cfg.links.mode)
+        self.links = LinkView(cfg.links.mode)
         self.link_service = LinkService(cfg.links, on_linkmap=self._linkmap_changed)
         self.workers = WorkerSupervisor(None)      # the real pool once the table is loaded
         self._loop: asyncio.AbstractEventLoop | None = None

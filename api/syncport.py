@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from api.state import ResyncJob, SyncOutcome, SyncStatus
 from engine.model import Interface
+from sync.registry import strip_secrets
 from sync.service import SyncJob, SyncService
 from sync.source import Progress
-from sync.sources import strip_secrets
 from sync.verify import Verification
 
 _JOB_STATE = {

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from api.app import create_app
-from api.links import LinkHolder
+from api.linkview import LinkView
 from api.state import EngineView, StaticSync
 from engine.dataplane.supervisor import WorkerSupervisor
 from engine.forwarding.fib import Fib
@@ -91,7 +91,7 @@ def run(routes: int, requests: int, seed: int = 1) -> dict[str, Any]:
         fib=fib,
         sync=sync,
         workers=WorkerSupervisor(None),
-        links=LinkHolder("vlan"),
+        links=LinkView("vlan"),
         version="bench",
     )
     t0 = time.perf_counter()

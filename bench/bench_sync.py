@@ -162,8 +162,8 @@ async def measure_change(url: str, rns: str, ens: str, ifmap: dict[str, str], ro
     import asyncio
     import statistics
 
+    from sync.registry import open_source
     from sync.service import SyncService
-    from sync.sources import open_source
 
     out: dict[str, object] = {}
     source = open_source(url)

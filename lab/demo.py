@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.dataplane.counters import CounterFile
 from lab import netns
-from lab.sender import RawSender
+from lab.rawsend import RawSender
 from lab.topology import RECEIVER_PORT, Topology
 
 
@@ -45,9 +45,9 @@ def send_xcast(topo: Topology, dests: list[str], payloads: list[bytes], **kw: An
 
 
 def cli_sender_available() -> bool:
-    """True when the core's ``xcast6-engine send`` (engine.tools.sender) is installed."""
+    """True when the core's ``xcast6-engine send`` (engine.tools.xcast_send) is installed."""
     try:
-        import engine.tools.sender  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+        import engine.tools.xcast_send  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
     except ImportError:
         return False
     return True
@@ -245,7 +245,7 @@ def run_demo(topo: Topology, count: int = 3) -> bool:
         print("  $ " + send_with_cli(topo, dests, payloads[0], count))
     else:   # the core's sender is not installed: same packets, built in-process
         payloads = [f"xcast6 demo {stamp} #{i}".encode() for i in range(count)]
-        print("  (engine.tools.sender not installed: packets built with engine.wire.codec.build_xcast)")
+        print("  (engine.tools.xcast_send not installed: packets built with engine.wire.codec.build_xcast)")
         send_xcast(topo, dests, payloads)
     got = deliveries(topo, expect=count * len(dests))
     rows = matrix(topo, dests, payloads, got)

@@ -17,8 +17,8 @@ import typer
 
 from engine.model import Route, Snapshot
 from sync.diff import SnapshotDiff, diff
+from sync.registry import SourceUrlError, open_source, strip_secrets
 from sync.source import SourceError
-from sync.sources import SourceUrlError, open_source, strip_secrets
 from sync.store import StoreError, SyncStore
 
 DEFAULT_STATE_DIR = Path("/var/lib/xcast6-engine")

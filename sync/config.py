@@ -23,10 +23,10 @@ from engine.settings import (
     secret,
     share,
 )
+from sync.registry import SCHEMES, strip_secrets
 from sync.source import Credentials
-from sync.sources import SCHEMES, strip_secrets
 
-SOURCE_SCHEMES: tuple[str, ...] = tuple(SCHEMES)  # the one registry (sync.sources), kernel:// included
+SOURCE_SCHEMES: tuple[str, ...] = tuple(SCHEMES)  # the one registry (sync.registry), kernel:// included
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@
 ``kernel://NETNS?table=254`` reads the IPv6 unicast routes of table 254 in namespace NETNS
 (``kernel://localhost`` = the daemon's own namespace).  A Linux box (FRR, BIRD, the lab's
 router namespaces) is a real router, so this serves as a source for such routers and for
-tests.  Registered as the ``kernel://`` scheme in :mod:`sync.sources`.
+tests.  Registered as the ``kernel://`` scheme in :mod:`sync.registry`.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ class KernelSource:
 
     @classmethod
     def from_url(cls, url: str, credentials: Credentials | None = None) -> KernelSource:
-        """The constructor under the name every registered source has (:mod:`sync.sources`);
+        """The constructor under the name every registered source has (:mod:`sync.registry`);
         the host's own table needs no credentials."""
         return cls(url)
 

@@ -35,8 +35,8 @@ from sync.config import SyncConfig
 from sync.diff import InterfaceDiff, SnapshotDiff, diff
 from sync.gcpause import gc_paused
 from sync.kernel import DEFAULT_PROTOCOL, DEFAULT_TABLE, KernelMirror, MirrorResult, to_model
+from sync.registry import open_source, strip_secrets
 from sync.source import Progress, RouteSource, SourceError
-from sync.sources import open_source, strip_secrets
 from sync.store import HistoryEntry, StoreDamaged, StoreError, SyncStore, open_store
 from sync.verify import Verification, check_mirror, route_drift
 
@@ -720,7 +720,7 @@ def build_service(
 ) -> SyncService:
     """Wire a SyncService from configuration values (``kernel_table=0``: no kernel mirror).
 
-    ``source`` is a URL (opened through the registry in :mod:`sync.sources`) or a source already
+    ``source`` is a URL (opened through the registry in :mod:`sync.registry`) or a source already
     opened.  Raises SourceUrlError/ValueError naming the bad value, StoreError for an unusable
     state dir.
     """

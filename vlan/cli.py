@@ -100,8 +100,8 @@ def router_interfaces(router: str | None, router_file: Path | None) -> list[Inte
                 "--router-interfaces", f"cannot read {router_file}: {exc.strerror or exc}"
             ) from None
     assert router is not None
+    from sync.registry import open_source
     from sync.source import SourceError
-    from sync.sources import open_source
 
     try:
         snapshot = asyncio.run(open_source(router).fetch())

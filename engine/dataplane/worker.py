@@ -179,16 +179,11 @@ class Worker:
             self.slot.add("table_updates")
             self.derived.renew(self.fib.generation)
             gc.freeze()      # the new routes are long-lived: keep them out of collections
-        elif kind == "replace":
-            self.fib.replace(msg[1])
-            self.slot.add("table_updates")
-            self.derived.renew(self.fib.generation)
-            gc.freeze()
         elif kind == "links":
             self.set_links(LinkMap(msg[1]))
         elif kind == "stop":
             self.stopping = True
-        if self.control is not None and kind in ("diff", "replace", "links"):
+        if self.control is not None and kind in ("diff", "links"):
             self.control.send(("ack", kind, self.fib.generation))
 
     def process(self, packet: bytes) -> None:

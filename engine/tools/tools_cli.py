@@ -329,7 +329,7 @@ def _send_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the packet as hex, do not send")] = False,
 ) -> None:
     """Send XCAST6 packets from this host (xcast_sendto) through a raw IPv6 socket."""
-    from engine.tools.sender import SendError, SendRequest, build_packet, resolve_all, send
+    from engine.tools.xcast_send import SendError, SendRequest, build_packet, resolve_all, send
 
     try:
         if payload is not None and payload_file is not None:

@@ -10,7 +10,7 @@ import pytest
 
 from api.config import ConfigError, example_path, load_config, parse_config
 from engine.settings import Secret
-from sync.sources import strip_secrets
+from sync.registry import strip_secrets
 
 BASE = {
     "sync": {"source": "snmp://public@[2001:db8::1]"},

@@ -10,7 +10,7 @@ import time
 import httpx
 
 from api.app import create_app
-from api.links import LinkHolder
+from api.linkview import LinkView
 from api.state import EngineView
 from api.syncport import SyncServiceView
 from engine.dataplane.supervisor import WorkerSupervisor
@@ -53,7 +53,7 @@ async def _engine(router: Router, **kw: float) -> tuple[SyncService, httpx.Async
     assert (await svc.jobs()[0].wait(60)).status == "applied"
     router.fetches = 0
     view = EngineView(fib=fib, sync=SyncServiceView(svc), workers=WorkerSupervisor(None),
-                      links=LinkHolder("vlan"), version="t")
+                      links=LinkView("vlan"), version="t")
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(view, TOKEN, **kw)),
                                base_url="http://engine", headers=AUTH, timeout=120)
     return svc, client

@@ -19,7 +19,7 @@ import psutil
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.links import LinkHolder
+from api.linkview import LinkView
 from api.state import EngineView, StaticSync
 from engine.dataplane.supervisor import WorkerSupervisor
 from engine.forwarding.fib import Fib
@@ -39,7 +39,7 @@ class NotLoaded(StaticSync):
 def _app(sync_cls: type[StaticSync] = StaticSync) -> Any:
     fib = Fib()
     view = EngineView(fib=fib, sync=sync_cls(fib, Snapshot([], [], "static")), workers=WorkerSupervisor(None),
-                      links=LinkHolder("vlan"), version="t")
+                      links=LinkView("vlan"), version="t")
     return create_app(view, TOKEN)
 
 

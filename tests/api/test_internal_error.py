@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.links import LinkHolder
+from api.linkview import LinkView
 from api.state import EngineView, StaticSync
 from engine.dataplane.supervisor import WorkerSupervisor
 from engine.forwarding.fib import Fib
@@ -25,7 +25,7 @@ class BrokenSync(StaticSync):
 def test_internal_error_is_generic_and_logged_with_a_correlation_id(caplog: pytest.LogCaptureFixture) -> None:
     fib = Fib()
     sync = BrokenSync(fib, Snapshot([], [], "static"))
-    view = EngineView(fib=fib, sync=sync, workers=WorkerSupervisor(None), links=LinkHolder("vlan"),
+    view = EngineView(fib=fib, sync=sync, workers=WorkerSupervisor(None), links=LinkView("vlan"),
                       version="t")
     client = TestClient(create_app(view, TOKEN), raise_server_exceptions=False)
     with caplog.at_level(logging.ERROR, logger="xcast6.api"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from api.links import LinkHolder
+from api.linkview import LinkView
 from api.state import EngineView, Histogram, StaticSync
 from engine.dataplane.supervisor import WorkerSupervisor
 from engine.forwarding.fib import Fib
@@ -17,7 +17,7 @@ def _view(routes: list[Route]) -> EngineView:
     fib = Fib()
     sync = StaticSync(fib, Snapshot(routes=routes, interfaces=[], source="static"))
     return EngineView(
-        fib=fib, sync=sync, workers=WorkerSupervisor(None), links=LinkHolder("vlan"), version="t"
+        fib=fib, sync=sync, workers=WorkerSupervisor(None), links=LinkView("vlan"), version="t"
     )
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from api import main as cli
 from engine.tools.pcapread import read_capture
 from engine.tools.routefile import RouteFileError, parse_json, parse_text
-from engine.tools.sender import SendError, resolve_all, split_destinations
+from engine.tools.xcast_send import SendError, resolve_all, split_destinations
 from engine.wire.codec import build_l2, build_xcast
 from tests.engine.helpers import SENDER, a
 
@@ -211,7 +211,7 @@ def test_multi_address_notation_and_names() -> None:
 
 
 def test_send_without_privilege_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.tools.sender as sender
+    import engine.tools.xcast_send as sender
 
     def refuse(*_: object) -> None:
         raise PermissionError(1, "Operation not permitted")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from api import main as cli
 from engine.model import NextHop, Route, Snapshot, ip6
-from sync import sources
+from sync import registry
 from sync.store import HistoryEntry, SyncStore
 from tests.sync._xsa_netns import add_veth, ip_batch, netns
 
@@ -85,10 +85,10 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_strip_secrets() -> None:
-    assert sources.strip_secrets("snmp://public@[2001:db8::1]:161") == "snmp://***@[2001:db8::1]:161"
-    assert sources.strip_secrets("netconf://admin:hunter2@r1:830?flavor=junos") == \
+    assert registry.strip_secrets("snmp://public@[2001:db8::1]:161") == "snmp://***@[2001:db8::1]:161"
+    assert registry.strip_secrets("netconf://admin:hunter2@r1:830?flavor=junos") == \
         "netconf://admin:***@r1:830?flavor=junos"
-    assert sources.strip_secrets("snmpv3://ops@r1?auth=sha256&authkey=abc&privkey=def&priv=aes128") == \
+    assert registry.strip_secrets("snmpv3://ops@r1?auth=sha256&authkey=abc&privkey=def&priv=aes128") == \
         "snmpv3://ops@r1?auth=sha256&authkey=***&privkey=***&priv=aes128"
 
 
@@ -111,10 +111,10 @@ def test_kernel_scheme_is_in_the_one_registry() -> None:
     from sync.kernelsource import KernelSource
     from sync.source import SourceError
 
-    src = sources.open_source("kernel://localhost?table=100")
+    src = registry.open_source("kernel://localhost?table=100")
     assert isinstance(src, KernelSource) and src.netns is None and src.table == 100
-    assert isinstance(sources.open_source("kernel://xsa-r1"), KernelSource)
+    assert isinstance(registry.open_source("kernel://xsa-r1"), KernelSource)
     with pytest.raises(SourceError, match="unknown parameter 'tabel'"):
-        sources.open_source("kernel://xsa-r1?tabel=1")
+        registry.open_source("kernel://xsa-r1?tabel=1")
     with pytest.raises(ValueError, match="expected one of snmp://, snmpv3://, netconf://, kernel://"):
-        sources.open_source("ftp://router")
+        registry.open_source("ftp://router")

@@ -19,8 +19,8 @@ from lab.procs import stop_process
 from sync.apply import Applier
 from sync.config import SyncConfig
 from sync.kernel import KernelMirror
+from sync.registry import open_source
 from sync.service import SyncService
-from sync.sources import open_source
 from tests.sync._xsa_netns import add_veth, expected_view, ip_batch, kernel_view, netns
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]

@@ -16,8 +16,8 @@ from lab.snmpd import SnmpdLab
 from sync.apply import Applier
 from sync.config import SyncConfig
 from sync.kernel import KernelMirror
+from sync.registry import open_source
 from sync.service import SyncService
-from sync.sources import open_source
 from sync.store import SyncStore
 from tests.sync._xsa_netns import add_veth, expected_view, ip_batch, kernel_view, netns, sh
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sync.config import SyncConfig, parse_sync
-from sync.sources import open_source
+from sync.registry import open_source
 
 V3 = "snmpv3://ops@[2001:db8::1]?auth_proto=sha256&priv_proto=aes128"
 

@@ -1,7 +1,7 @@
 """The engine links behind :class:`api.state.LinkPort`.
 
 vlan/ owns the real work (plan, reconcile, neighbour learning) and produces a
-:class:`engine.model.LinkMap`; the daemon hands each new map to :meth:`LinkHolder.set`.
+:class:`engine.model.LinkMap`; the daemon hands each new map to :meth:`LinkView.set`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from engine.model import EngineLink, LinkMap
 
 
-class LinkHolder:
+class LinkView:
     """Holds the current LinkMap (swapped whole)."""
 
     def __init__(self, mode: str, linkmap: LinkMap | None = None) -> None:
