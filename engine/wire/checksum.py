@@ -49,3 +49,11 @@ def incremental(old_checksum: int, old_words_sum: int, new_words_sum: int) -> in
     total = ((~old_checksum) & 0xFFFF) + (0xFFFF - fold(old_words_sum)) + fold(new_words_sum)
     c = (~fold(total)) & 0xFFFF
     return c or 0xFFFF
+
+
+IPPROTO_ICMPV6 = 58
+
+
+def icmp6_checksum(src: bytes, dst: bytes, msg: bytes | bytearray | memoryview) -> int:
+    """ICMPv6 checksum (RFC 4443 §2.3) of ``msg`` (its checksum field as given, normally 0)."""
+    return (~fold(pseudo_header_sum(src, dst, len(msg), IPPROTO_ICMPV6) + ones_sum(msg))) & 0xFFFF

@@ -129,3 +129,21 @@ XOU_ICMPOFF_OFF = XOU_HDR_OFF + 18
 XOU_BITMAP_OFF = XOU_HDR_OFF + 20                      # 108
 XOU_DEST_OFF = XOU_HDR_OFF + 36                        # 124: destination i at XOU_DEST_OFF + 16 i
 XOU_FIXED_LEN = 36                                     # header = 36 + 16N bytes
+
+# --- ICMPv6 (RFC 4443): offsets from the start of the ICMPv6 header -------------------------
+ICMP6_HLEN = 8               # type, code, checksum, then 32 bits of parameter (MTU, pointer, unused)
+ICMP6_TYPE_OFF = 0
+ICMP6_CODE_OFF = 1
+ICMP6_CSUM_OFF = 2
+ICMP6_PARAM_OFF = 4          # Packet Too Big: the MTU; Parameter Problem: the pointer; echo: id, seq
+ICMP6_DEST_UNREACH = 1       # code 0: no route to destination, code 4: port unreachable
+ICMP6_PACKET_TOO_BIG = 2
+ICMP6_TIME_EXCEEDED = 3      # code 0: hop limit exceeded in transit
+ICMP6_PARAM_PROB = 4
+ICMP6_INFO_MIN = 128         # types below are errors (RFC 4443 §2.1)
+ICMP6_ECHO_REQUEST = 128
+ICMP6_ECHO_REPLY = 129
+ICMP6_CODE_NO_ROUTE = 0
+ICMP6_CODE_PORT_UNREACH = 4
+ICMP6_CODE_HOP_LIMIT = 0
+IPV6_MIN_MTU = 1280          # an ICMPv6 error never exceeds it (RFC 4443 §2.4(c))
