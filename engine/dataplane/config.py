@@ -40,6 +40,10 @@ class WorkersConfig:
     # templates (engine/forwarding/flowcache.py) and branch plans (engine/forwarding/branch.py).
     flow_cache_mb: int = 24
     plan_cache_mb: int = 8
+    # ICMPv6 errors (Time Exceeded, Packet Too Big, Destination Unreachable; RFC 4443 §2.4(f)):
+    # a token bucket for the whole engine, split between the workers; icmp_rate = 0 sends none.
+    icmp_rate: float = 100.0        # errors per second, on average
+    icmp_burst: int = 50            # errors in a burst
 
     @property
     def idle_limit_us(self) -> int | None:
@@ -59,6 +63,8 @@ class WorkersConfig:
             "cpu_resume_latency_us": self.cpu_resume_latency_us,
             "flow_cache_mb": self.flow_cache_mb,
             "plan_cache_mb": self.plan_cache_mb,
+            "icmp_rate": self.icmp_rate,
+            "icmp_burst": self.icmp_burst,
         }
 
 
@@ -106,6 +112,9 @@ WORKER_KEYS: Spec = {
     ),
     "flow_cache_mb": Field(integer(1, 4096, "integer number of MiB"), "flow_cache_mb"),
     "plan_cache_mb": Field(integer(1, 4096, "integer number of MiB"), "plan_cache_mb"),
+    "icmp_rate": Field(number(minimum=0, maximum=1_000_000, what="number of errors per second (0 = none)"),
+                       "icmp_rate"),
+    "icmp_burst": Field(integer(1, 1_000_000, "integer number of errors"), "icmp_burst"),
 }
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.dataplane import histogram
+from engine.forwarding.icmp_errors import counter_names as icmp_counter_names
 
 MAGIC = b"XC6STAT1"
 DEFAULT_PATH = Path("/run/xcast6-engine/stats.shm")
@@ -70,7 +71,8 @@ def drop_reasons() -> tuple[str, ...]:
 
 
 def counter_names(reasons: tuple[str, ...] | None = None) -> tuple[str, ...]:
-    return BASE_COUNTERS + tuple(f"drop.{r}" for r in (reasons or drop_reasons()))
+    """Every counter of a slot: the fixed ones, the ICMPv6 errors', then ``drop.<reason>``."""
+    return BASE_COUNTERS + icmp_counter_names() + tuple(f"drop.{r}" for r in (reasons or drop_reasons()))
 
 
 def _header_bytes(names: tuple[str, ...], slots: int) -> bytes:

@@ -36,6 +36,14 @@ Design (why it looks like this):
   measured from the kernel's arrival time of a frame (``SO_TIMESTAMPNS``: the time it queued
   for the worker counts) to the moment the ``sendmmsg`` carrying its copies returned (one
   histogram update per write, from its oldest frame, weighted by its packets).
+* **ICMPv6 errors.**  A packet whose hop limit runs out, a copy that does not fit its link's MTU,
+  or a packet none of whose destinations is routable gets one error (rules, quote and rate
+  limit: engine/forwarding/icmp_errors.py), sent like a copy: framed to the router on the link
+  the packet arrived on (its socket's engine link; when the ingress is not an engine link, e.g.
+  the trunk, the link the route to the error's destination leaves on), from the engine's
+  address on that link.  Only the slow path can produce one: a flow template never covers a
+  packet that was dropped or had a copy over the MTU.  The token bucket is per worker, with the
+  engine's rate split between the workers (``WorkerPool``).
 """
 
 from __future__ import annotations
@@ -66,12 +74,24 @@ from engine.forwarding.fib import Fib
 from engine.forwarding.flowcache import MAX_BYTES as FLOW_CACHE_BYTES
 from engine.forwarding.flowcache import FlowCache, flow_key, learn, write_frames
 from engine.forwarding.generation import DerivedCaches
+from engine.forwarding.icmp_errors import (
+    NOT_ELIGIBLE,
+    TokenBucket,
+    plan_error,
+    sent_counter,
+    suppressed_counter,
+)
 from engine.model import EngineLink, LinkMap, Route, SnapshotDiff
-from engine.wire.reasons import NOT_XCAST
+from engine.wire.reasons import NOT_XCAST, DropReason
 
 log = logging.getLogger(__name__)
 
 ETH_HLEN = afpacket.ETH_HLEN
+# Drops that may call for an ICMPv6 error (engine/forwarding/icmp_errors.py decides).
+_ERROR_DROPS = frozenset({DropReason.HOP_LIMIT_EXCEEDED, DropReason.NO_ROUTE})
+# Engine-wide ICMPv6 error rate limit defaults (config workers.icmp_rate / icmp_burst).
+ICMP_RATE = 100.0
+ICMP_BURST = 50
 
 
 BranchFn = Callable[[bytes], BranchResult]
@@ -115,6 +135,8 @@ class WorkerSpec:
     rx_buffer: int = afpacket.DEFAULT_RX_BUFFER   # ingress queue, bytes (config workers.rx_buffer_kb)
     flow_cache_bytes: int = FLOW_CACHE_BYTES      # flow templates' budget (config workers.flow_cache_mb)
     plan_cache_bytes: int = PLAN_CACHE_BYTES      # branch plans' budget (config workers.plan_cache_mb)
+    icmp_rate: float = ICMP_RATE    # this worker's share of workers.icmp_rate (errors/s; 0 = none)
+    icmp_burst: int = ICMP_BURST    # this worker's share of workers.icmp_burst
 
 
 def apply_diff(fib: Fib, adds: Iterable[Route], removes: Iterable[ipaddress.IPv6Network]) -> None:
@@ -150,15 +172,23 @@ class Worker:
         self.flush_copies = spec.flush_copies
         self._tx_seen = 0
         self.rx: list[socket.socket] = []
+        self.rx_ifname: dict[int, str] = {}      # ingress socket fd -> its interface
         for ifname in spec.ingress:
             group = afpacket.fanout_group_for(afpacket.ifindex_of(ifname)) if spec.fanout else None
-            self.rx.append(afpacket.open_ingress(ifname, group, spec.rx_buffer))
+            sock = afpacket.open_ingress(ifname, group, spec.rx_buffer)
+            self.rx.append(sock)
+            self.rx_ifname[sock.fileno()] = ifname
+        self.icmp_bucket = TokenBucket(spec.icmp_rate, spec.icmp_burst, time.monotonic())
+        self.arrival: EngineLink | None = None   # the engine link of the frames being processed
         self.set_links(links)
         self.stopping = False
 
     def set_links(self, links: LinkMap) -> None:
         self.links = links
         self.egress = Egress(links)
+        by_engine_if = {link.engine_ifname: link for link in links.links()}
+        self.arrival_links: dict[int, EngineLink | None] = {
+            fd: by_engine_if.get(ifname) for fd, ifname in self.rx_ifname.items()}
         self.branch = self.factory(self.fib, links)    # a new brancher: its own caches start empty
         # The engine's Brancher (not a test's stand-in): its plans get the configured byte budget
         # and their evictions are published with the batch's counters.
@@ -224,6 +254,8 @@ class Worker:
                     drop_names.append((name, n))
         copies = result.copies
         if not copies:
+            if drops and not _ERROR_DROPS.isdisjoint(drops):
+                self.icmp_error(result, None)
             return
         if key is not None:
             tpl = learn(packet, result, self.egress.resolve, self.sender.slot_size, drop_names,
@@ -240,6 +272,7 @@ class Worker:
         size = self.sender.slot_size
         frames: list[tuple[int, bytes, bytes]] = []      # (ifindex, Ethernet header, packet)
         x2u = multi = nbytes = 0
+        too_big: int | None = None      # the smallest MTU a copy did not fit (Packet Too Big)
         for c in copies:
             name = c.nexthop.ifname
             e = cache.get(name) or resolve(name)
@@ -250,6 +283,8 @@ class Worker:
             n = len(data)
             if n > e.mtu or n + ETH_HLEN > size:
                 slot.add("egress_mtu")
+                mtu = min(e.mtu, size - ETH_HLEN)       # the ring's slot is a limit of ours too
+                too_big = mtu if too_big is None else min(too_big, mtu)
                 continue
             frames.append((e.ifindex, e.l2, data))
             if c.x2u:
@@ -259,11 +294,44 @@ class Worker:
             nbytes += n + ETH_HLEN
         if frames:
             self._tx_put(frames)
+        if too_big is not None:
+            self.icmp_error(result, too_big)
         t = self._tally
         t[0] += 1
         t[1] += x2u
         t[2] += multi
         t[3] += nbytes
+
+    def icmp_error(self, result: BranchResult, too_big_mtu: int | None) -> None:
+        """Send the ICMPv6 error ``result`` calls for, if any (rules: engine/forwarding/icmp_errors.py).
+
+        Out of the link the packet arrived on, to the router, from the engine's address there;
+        counted per type as sent or suppressed by the rate limit, or as not eligible.
+        """
+        plan = plan_error(result, too_big_mtu)
+        if plan is None:
+            return
+        slot = self.slot
+        if plan.refused is not None:
+            slot.add(NOT_ELIGIBLE)
+            return
+        if not self.icmp_bucket.allow(time.monotonic()):
+            slot.add(suppressed_counter(plan.kind))
+            return
+        link = self.arrival
+        if link is None:
+            # Not an engine link (the trunk, say): the link the route to the sender leaves on.
+            hit = self.fib.lookup(plan.dst)
+            link = self.links.for_router_if(hit[1].ifname) if hit is not None else None
+            if link is None:
+                slot.add("egress_no_link")
+                return
+        e = self.egress.resolve(link.router_ifname)
+        if isinstance(e, str):
+            slot.add(e)
+            return
+        self._tx_put([(e.ifindex, e.l2, plan.build(link.engine_addr))])
+        slot.add(sent_counter(plan.kind))
 
     def drain(self, sock: socket.socket) -> int:
         """Read up to ``batch`` frames from one socket with ONE recvmmsg, branch and send them.
@@ -288,6 +356,7 @@ class Worker:
         if not n:
             return 0
         t0 = time.perf_counter_ns()
+        self.arrival = self.arrival_links.get(sock.fileno())
         process = self.process
         sender = self.sender
         # A full batch means a queue is building: latency is the queue's then, so write 4x bigger
@@ -455,6 +524,8 @@ class WorkerPool:
     rx_buffer: int = afpacket.DEFAULT_RX_BUFFER    # bytes per ingress socket
     flow_cache_bytes: int = FLOW_CACHE_BYTES        # per worker (config workers.flow_cache_mb)
     plan_cache_bytes: int = PLAN_CACHE_BYTES        # per worker (config workers.plan_cache_mb)
+    icmp_rate: float = ICMP_RATE      # ICMPv6 errors per second, the whole engine (workers.icmp_rate)
+    icmp_burst: int = ICMP_BURST      # (workers.icmp_burst)
     procs: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     conns: list[multiprocessing.connection.Connection] = field(default_factory=list)
 
@@ -468,7 +539,10 @@ class WorkerPool:
         cpu = self.cpus[i % len(self.cpus)] if self.cpus else None
         spec = WorkerSpec(i, list(self.ingress), self.counters_path, self.batch, cpu=cpu,
                           busy_poll_us=self.busy_poll_us, rx_buffer=self.rx_buffer,
-                          flow_cache_bytes=self.flow_cache_bytes, plan_cache_bytes=self.plan_cache_bytes)
+                          flow_cache_bytes=self.flow_cache_bytes, plan_cache_bytes=self.plan_cache_bytes,
+                          # each worker has its own bucket: the engine's rate is split between them
+                          icmp_rate=self.icmp_rate / self.workers,
+                          icmp_burst=max(1, self.icmp_burst // self.workers))
         args = (spec, self.fib, self.links.links(), self.factory, child)
         p = ctx.Process(target=_worker_main, args=args, name=f"xcast6-worker-{i}", daemon=True)
         p.start()

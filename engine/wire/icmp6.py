@@ -34,6 +34,7 @@ from engine.wire.layout import (
     INNER_DST_END,
     INNER_DST_OFF,
     INNER_NH_OFF,
+    INNER_OFF,
     INNER_SRC_END,
     INNER_SRC_OFF,
     IP6_HLEN,
@@ -138,7 +139,9 @@ class Quote:
     ``kind`` is ``xcast`` (an XCAST6 packet: ``dests`` and ``bitmap`` are the ones it carried),
     ``udp`` (a plain UDP packet: an X2U copy), or ``other``.  ``source`` is the original sender
     (the inner source of XCAST6), ``destination`` the outer destination.  ``sport``/``dport``
-    are None when the quote ends before the UDP header.
+    are None when the quote ends before the UDP header.  ``flow`` is the flow label of the
+    header that carries the sender's (XCAST6: the inner header, which an X2U copy keeps as
+    its own; UDP: the only one): OAM probes number themselves with it.
     """
 
     kind: str
@@ -150,6 +153,7 @@ class Quote:
     flags: int = 0
     sport: int | None = None
     dport: int | None = None
+    flow: int = 0
 
     @property
     def live(self) -> tuple[bytes, ...]:
@@ -166,7 +170,7 @@ def parse_quote(q: bytes) -> Quote | None:
     src, dst = q[OUTER_SRC_OFF:OUTER_SRC_END], q[OUTER_DST_OFF:OUTER_DST_END]
     if nh == NH_UDP:
         ports = _ports(q, IP6_HLEN)
-        return Quote("udp", src, dst, hl, sport=ports[0], dport=ports[1])
+        return Quote("udp", src, dst, hl, sport=ports[0], dport=ports[1], flow=_flow(q, 0))
     if (nh != NH_IPV6 or len(q) < BITMAP_OFF + BITMAP_LEN or q[INNER_NH_OFF] != NH_ROUTING
             or q[RH_TYPE_OFF] != RH_TYPE_XCAST or q[INNER_DST_OFF:INNER_DST_END] != ALL_XCAST_NODES):
         return Quote("other", src, dst, hl)
@@ -181,7 +185,11 @@ def parse_quote(q: bytes) -> Quote | None:
         t += DOPT_UNIT + DOPT_UNIT * q[t + DOPT_HDR_EXT_LEN_OFF]
     sport, dport = _ports(q, t) if rh_nh == NH_UDP else (None, None)
     return Quote("xcast", q[INNER_SRC_OFF:INNER_SRC_END], dst, hl, bitmap, dests, q[RH_FLAGS_OFF],
-                 sport, dport)
+                 sport, dport, _flow(q, INNER_OFF))
+
+
+def _flow(q: bytes, off: int) -> int:
+    return int.from_bytes(q[off : off + 4], "big") & 0xFFFFF
 
 
 def _ports(q: bytes, off: int) -> tuple[int | None, int | None]:

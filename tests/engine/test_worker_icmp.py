@@ -1,0 +1,99 @@
+"""Worker ICMPv6 errors through real veths: Time Exceeded, Packet Too Big, Destination
+Unreachable leave on the arrival link to the router, from the engine's address there; the rate
+limit holds back the rest and counts them."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.dataplane.counters import CounterFile
+from engine.dataplane.worker import WorkerPool
+from engine.forwarding.fib import Fib
+from engine.model import LinkMap
+from engine.wire.icmp6 import parse_icmp6, parse_quote
+from lab import netns
+from tests.engine.test_worker import (
+    ROUTER_MACS,
+    ROUTES,
+    SRC,
+    _capture,
+    _drain,
+    _links,
+    ip6,
+)
+from tests.engine.test_worker import pair as pair  # the fixture
+from tests.lab.scapy_xcast import ethernet, xcast_packet
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+D1, D2, NOROUTE = "2001:db8:1::10", "2001:db8:2::10", "2001:db8:99::1"
+
+
+def _errors(frames: list[bytes], mac: bytes) -> list[bytes]:
+    return [f[14:] for f in frames if f[6:12] == mac and f[14 + 6] == 58 and f[14 + 40] < 128]
+
+
+@pytest.fixture
+def pool(pair: tuple[str, str], tmp_path: Path) -> Iterator[tuple[WorkerPool, str, str]]:
+    r, e = pair
+    links = _links(e).links()
+    links[1] = dataclasses.replace(links[1], mtu=1280)      # r-if2: a small-MTU link
+    p = WorkerPool(Fib(ROUTES), LinkMap(links), ["to-r-if1", "to-r-if2"], workers=1,
+                   counters_path=tmp_path / "stats.shm", icmp_rate=1.0, icmp_burst=3)
+    with netns.in_netns(e):
+        p.start()
+    try:
+        yield p, r, e
+    finally:
+        p.stop()
+
+
+def _send(r: str, e: str, pkts: list[bytes]) -> dict[str, list[bytes]]:
+    socks = _capture(r)
+    with netns.in_netns(r):
+        tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        tx.bind(("r-if1", 0))
+    try:
+        for pkt in pkts:
+            tx.send(ethernet(netns.mac(e, "to-r-if1"), ROUTER_MACS["r-if1"], pkt))
+        return _drain(socks)
+    finally:
+        tx.close()
+        for s in socks.values():
+            s.close()
+
+
+def test_errors_leave_on_arrival_link_and_are_rate_limited(pool: tuple[WorkerPool, str, str],
+                                                           tmp_path: Path) -> None:
+    _p, r, e = pool
+    mac1 = netns.mac(e, "to-r-if1")
+    expiring = xcast_packet(SRC, [D1, D2], b"ttl", sport=40000, hlim=1)
+    too_big = xcast_packet(SRC, [D1, D2], b"B" * 1300, sport=40001, hlim=9)
+    unroutable = xcast_packet(SRC, [NOROUTE], b"nr", sport=40002, hlim=9)
+    got = _send(r, e, [expiring, too_big, unroutable])
+    errs = [parse_icmp6(f) for f in _errors(got["r-if1"], mac1)]
+    assert [(m.icmp_type, m.code, m.param) for m in errs if m] == [(3, 0, 0), (2, 0, 1280), (1, 0, 0)]
+    for m in errs:
+        assert m is not None and m.checksum_ok
+        assert m.src == ip6("2001:db8:e1::2") and m.dst == ip6(SRC)      # arrival link's address
+    assert errs[0] is not None and errs[0].body == expiring                # quoted as received
+    q = parse_quote(errs[1].body if errs[1] else b"")
+    assert q is not None and q.kind == "xcast" and q.live == (ip6(D1), ip6(D2))
+    assert _errors(got["r-if2"], netns.mac(e, "to-r-if2")) == []
+    # the copy that fits (D1's X2U copy on r-if1) still left
+    assert any(f[14 + 6] == 17 and f[6:12] == mac1 for f in got["r-if1"])
+
+    # burst 3 spent: a flood of expiring packets is held back and counted
+    got = _send(r, e, [xcast_packet(SRC, [D1], b"f", sport=41000 + i, hlim=1) for i in range(20)])
+    n_err = len(_errors(got["r-if1"], mac1))
+    assert n_err <= 1                 # at most the one token refilled at 1/s meanwhile
+    t = CounterFile.open(tmp_path / "stats.shm").snapshot().totals
+    assert t["icmp_sent.time_exceeded"] == 1 + n_err
+    assert t["icmp_sent.packet_too_big"] == 1 and t["icmp_sent.dest_unreachable"] == 1
+    assert t["icmp_suppressed.time_exceeded"] == 20 - n_err
+    assert t["egress_mtu"] == 1
