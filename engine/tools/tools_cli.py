@@ -1,4 +1,4 @@
-"""Operator packet tools: ``decode``, ``explain``, ``send``, ``demo``.
+"""Operator packet tools: ``decode``, ``explain``, ``send``, ``traceroute``, ``ping``, ``demo``.
 
 Input for decode/explain: a hex string, a raw packet file, ``-`` (stdin), or a pcap/pcapng
 file (every packet).  Whether a buffer starts with Ethernet is detected (IPv6 version nibble)
@@ -374,6 +374,102 @@ def _send_cmd(
     typer.echo(f"sent {n} packet(s), {nbytes} bytes, {len(dests)} destinations")
 
 
+# ------------------------------------------------------------------------------------ OAM
+def _oam_setup(destinations: list[str], source: str | None, interface: str | None,
+               ) -> tuple[Any, list[bytes], dict[bytes, str]]:
+    """Resolve destinations and open the raw sockets (SendError on any problem)."""
+    from engine.tools.oam import Prober, RawTransport
+    from engine.tools.xcast_send import SendError, pick_source, resolve, resolve_all, split_destinations
+
+    dests = resolve_all(destinations)
+    names: dict[bytes, str] = {}
+    for tok in split_destinations(destinations):
+        try:
+            ipaddress.IPv6Address(tok)
+        except ValueError:
+            for d in resolve(tok):
+                names.setdefault(d, f"{tok} ({_txt(d)})")
+    if source is not None:
+        try:
+            src = ipaddress.IPv6Address(source).packed
+        except ValueError:
+            raise SendError(f"--source {source!r} is not an IPv6 address") from None
+    else:
+        src = pick_source(dests[0])
+    return Prober(RawTransport(src, interface)), dests, names
+
+
+def _traceroute_cmd(
+    destinations: Annotated[list[str], typer.Argument(help="addresses/names, comma lists or {h1,h2,...}")],
+    max_hops: Annotated[int, typer.Option("--max-hops", "-m", min=1, max=255)] = 16,
+    queries: Annotated[int, typer.Option("--queries", "-q", min=1, max=10, help="probes per hop")] = 3,
+    wait: Annotated[float, typer.Option("--wait", "-w", min=0.01, help="seconds to wait per hop")] = 1.0,
+    source: Annotated[str | None, typer.Option("--source", help="sender address (default: kernel's)")] = None,
+    interface: Annotated[str | None, typer.Option("--interface", "-i", help="bind to this interface")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """XCAST6 traceroute: UDP probes with growing hop limit; prints the branch tree (needs root)."""
+    from engine.tools.oam import render_tree, trace_json, traceroute
+    from engine.tools.xcast_send import SendError
+
+    try:
+        prober, dests, names = _oam_setup(destinations, source, interface)
+    except SendError as exc:
+        raise _fail(str(exc), 1) from None
+    try:
+        res = traceroute(prober, dests, max_hops=max_hops, queries=queries, wait=wait)
+    except OSError as exc:
+        raise _fail(f"probe failed: {exc.strerror or exc}", 1) from None
+    finally:
+        prober.transport.close()
+    if as_json:
+        typer.echo(json.dumps(trace_json(res), indent=2))
+    else:
+        typer.echo("\n".join(render_tree(res, names)))
+    if not all(res.reached(d) for d in dests):
+        raise typer.Exit(1)
+
+
+def _ping_cmd(
+    destinations: Annotated[list[str], typer.Argument(help="addresses/names, comma lists or {h1,h2,...}")],
+    count: Annotated[int, typer.Option("--count", "-c", min=1)] = 5,
+    interval: Annotated[float, typer.Option("--interval", "-I", min=0.0, help="seconds per round")] = 1.0,
+    wait: Annotated[float, typer.Option("--wait", "-w", min=0.01, help="seconds to wait for answers")] = 1.0,
+    hop_limit: Annotated[int, typer.Option("--hop-limit", min=1, max=255)] = 64,
+    source: Annotated[str | None, typer.Option("--source", help="sender address (default: kernel's)")] = None,
+    interface: Annotated[str | None, typer.Option("--interface", "-i", help="bind to this interface")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """XCAST6 ping: one probe per round to all destinations; per-destination loss and RTT (needs root)."""
+    from engine.tools.oam import Reply, ping, render_ping, txt
+    from engine.tools.xcast_send import SendError
+
+    try:
+        prober, dests, names = _oam_setup(destinations, source, interface)
+    except SendError as exc:
+        raise _fail(str(exc), 1) from None
+
+    def show(k: int, reps: list[Reply]) -> None:
+        got = sorted((r for r in reps if r.kind == "reached"), key=lambda r: dests.index(r.dests[0]))
+        parts = ", ".join(f"{names.get(r.dests[0], txt(r.dests[0]))} {r.rtt_ms:.3f} ms" for r in got)
+        typer.echo(f"round {k + 1}: {len(got)}/{len(dests)} answered  {parts}")
+
+    try:
+        res = ping(prober, dests, count=count, interval=interval, wait=wait, hop_limit=hop_limit,
+                   on_round=None if as_json else show)
+    except OSError as exc:
+        raise _fail(f"probe failed: {exc.strerror or exc}", 1) from None
+    finally:
+        prober.transport.close()
+    if as_json:
+        typer.echo(json.dumps({"source": txt(res.source), "rounds": res.rounds,
+                               "destinations": [res.stats(d) for d in dests]}, indent=2))
+    else:
+        typer.echo("\n".join(render_ping(res, names)))
+    if any(res.stats(d)["received"] == 0 for d in dests):
+        raise typer.Exit(1)
+
+
 # ------------------------------------------------------------------------------------ demo
 DEMO_ROUTES = """\
 # prefix              next-hop     router interface
@@ -446,4 +542,6 @@ def register(app: typer.Typer) -> None:
     app.command("decode")(_decode_cmd)
     app.command("explain")(_explain_cmd)
     app.command("send")(_send_cmd)
+    app.command("traceroute")(_traceroute_cmd)
+    app.command("ping")(_ping_cmd)
     app.command("demo")(_demo_cmd)
