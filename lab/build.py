@@ -40,9 +40,9 @@ def _spawn(topo: Topology, what: str, ns: str, cmd: list[str], env: dict[str, st
 
 def _links(topo: Topology) -> None:
     r = topo.routers
-    for h in (topo.sender, *topo.receivers):
+    for h in (topo.sender, *topo.receivers, topo.mtu_host):
         rns = topo.router_ns(h.router)
-        netns.veth(topo.ns(h.name), "eth0", rns, h.router_if, topo.mtu)
+        netns.veth(topo.ns(h.name), "eth0", rns, h.router_if, topo.link_mtu(h.router_if))
         netns.ip(topo.ns(h.name), "addr", "add", f"{h.addr}/64", "dev", "eth0", "nodad")
         netns.ip(rns, "addr", "add", f"{h.gw}/64", "dev", h.router_if, "nodad")
         netns.ip(topo.ns(h.name), "-6", "route", "add", "default", "via", h.gw, "dev", "eth0")
@@ -69,15 +69,17 @@ def _links(topo: Topology) -> None:
             netns.veth(rns, "trunk", ens, "trunk", topo.mtu)
         for k in range(len(router.interfaces)):
             rif, eif, raddr, eaddr = router.engine_link(k)
+            # the engine link has its router interface's MTU (the engine's Packet Too Big value)
+            mtu = topo.link_mtu(router.interfaces[k])
             if topo.mode == "vlan":
                 vid = str(topo.vlan_id(k))
                 netns.ip(rns, "link", "add", "link", "trunk", "name", rif, "type", "vlan", "id", vid)
                 netns.ip(ens, "link", "add", "link", "trunk", "name", eif, "type", "vlan", "id", vid)
                 for ns, n in ((rns, rif), (ens, eif)):
                     netns.sysctl(ns, f"net.ipv6.conf.{n}.accept_dad", "0")
-                    netns.ip(ns, "link", "set", n, "up")
+                    netns.ip(ns, "link", "set", n, "mtu", str(mtu), "up")
             else:
-                netns.veth(rns, rif, ens, eif, topo.mtu)
+                netns.veth(rns, rif, ens, eif, mtu)
             netns.ip(rns, "addr", "add", f"{raddr}/64", "dev", rif, "nodad")
             netns.ip(ens, "addr", "add", f"{eaddr}/64", "dev", eif, "nodad")
 
@@ -86,6 +88,9 @@ def _routing(topo: Topology) -> None:
     for name, router in topo.routers.items():
         rns = topo.router_ns(name)
         netns.sysctl(rns, "net.ipv6.conf.all.forwarding", "1")
+        # Routers answer every traceroute probe: Linux limits ICMPv6 errors to one a second per
+        # destination after a burst of 6, which a 3-probe traceroute of 5 receivers exceeds.
+        netns.sysctl(rns, "net.ipv6.icmp.ratelimit", "0")
         for prefix, gw, dev in topo.router_statics(name):
             netns.ip(rns, "-6", "route", "add", prefix, "via", gw, "dev", dev)
         # divert: mark TC 010111xx from non-engine interfaces, route marked packets to the engine
@@ -270,14 +275,15 @@ def read_status(topo: Topology, r: str) -> dict[str, Any] | None:
 
 
 def start_receivers(topo: Topology) -> None:
-    for h in topo.receivers:
+    hosts = (*topo.receivers, topo.mtu_host)
+    for h in hosts:
         log = topo.receiver_log(h.name)
         log.write_text("")
         _spawn(topo, f"recv-{h.name}", topo.ns(h.name),
                [PYTHON, "-m", "lab.receiver", "--port", str(RECEIVER_PORT), "--log", str(log),
                 "--ready", str(topo.state_dir / f"recv-{h.name}.ready")])
     deadline = time.monotonic() + topo.start_timeout
-    for h in topo.receivers:
+    for h in hosts:
         while not (topo.state_dir / f"recv-{h.name}.ready").exists():
             if time.monotonic() > deadline:
                 raise LabError(f"receiver on {h.name} did not start (log {topo.state_dir}/recv-{h.name}.log)")

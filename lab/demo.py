@@ -79,14 +79,14 @@ def send_raw(topo: Topology, packets: list[bytes]) -> None:
 
 def reset_logs(topo: Topology) -> None:
     """Truncate the receivers' logs (the receivers append, so truncation is safe)."""
-    for h in topo.receivers:
+    for h in (*topo.receivers, topo.mtu_host):
         with open(topo.receiver_log(h.name), "r+") as f:
             f.truncate(0)
 
 
 def read_logs(topo: Topology) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for h in topo.receivers:
+    for h in (*topo.receivers, topo.mtu_host):
         try:
             text = topo.receiver_log(h.name).read_text()
         except FileNotFoundError:

@@ -5,6 +5,7 @@
     snd ── ra ──────────── rb ── h3   (h3..h5 behind router B: engine A sends them ONE
            │  \\             │ \\── h4   multi-destination copy that engine B branches again)
            │   h1, h2       │  └─ h5
+           │   hm (MTU 1280: the small-MTU receiver link, Packet Too Big tests)
            ea (engine A)    eb (engine B)
 
 Every router interface ``X`` has its own engine link in ``direct`` mode: a veth ``eng<k>`` on
@@ -93,6 +94,11 @@ class Topology:
         Host("h4", "b", "2001:db8:b4::", "rb-h4", "2001:db8:c4::"),
         Host("h5", "b", "2001:db8:b5::", "rb-h5", "2001:db8:c5::"),
     )
+    # A receiver behind a small-MTU link (router A's ra-hm; its engine link has the same MTU, as
+    # an operator configures it): the engine answers copies over it with Packet Too Big.  Not
+    # one of ``receivers``, so the delivery matrix and the other tests keep their five.
+    mtu_host: Host = Host("hm", "a", "2001:db8:a6::", "ra-hm", None)
+    small_mtu: int = 1280
     inter_net: str = "2001:db8:ab::"       # router A ::1, router B ::2
     spare_net: str = "2001:db8:b9::"       # router B's spare link to h5 (route-change tests)
 
@@ -104,7 +110,9 @@ class Topology:
 
     @property
     def routers(self) -> dict[str, Router]:
-        a_ifs = ["ra-snd", *(h.router_if for h in self.receivers if h.router == "a"), "ra-rb"]
+        # ra-hm last: the other interfaces keep their engine-link numbers (VLANs, subnets)
+        a_ifs = ["ra-snd", *(h.router_if for h in self.receivers if h.router == "a"), "ra-rb",
+                 self.mtu_host.router_if]
         b_ifs = ["rb-ra", *(h.router_if for h in self.receivers if h.router == "b"), "rb-h5b"]
         return {"a": Router("a", tuple(a_ifs)), "b": Router("b", tuple(b_ifs))}
 
@@ -114,14 +122,18 @@ class Topology:
     def engine_ns(self, r: str) -> str:
         return self.ns(f"e{r}")
 
+    def link_mtu(self, router_if: str) -> int:
+        """The MTU of a router interface's links (host link and engine link alike)."""
+        return self.small_mtu if router_if == self.mtu_host.router_if else self.mtu
+
     def host(self, name: str) -> Host:
-        for h in (self.sender, *self.receivers):
+        for h in (self.sender, *self.receivers, self.mtu_host):
             if h.name == name:
                 return h
         raise KeyError(f"no host {name!r} in the lab (have snd, {', '.join(h.name for h in self.receivers)})")
 
     def all_namespaces(self) -> list[str]:
-        return [self.ns("snd"), *(self.ns(h.name) for h in self.receivers),
+        return [self.ns("snd"), *(self.ns(h.name) for h in self.receivers), self.ns(self.mtu_host.name),
                 self.router_ns("a"), self.router_ns("b"), self.engine_ns("a"), self.engine_ns("b")]
 
     def receiver_log(self, host: str) -> Path:

@@ -17,7 +17,7 @@ from tests.lab.scapy_xcast import xcast_packet
 def test_names_follow_the_prefix() -> None:
     t = Topology(prefix="xq-")
     assert all(ns.startswith("xq-") for ns in t.all_namespaces())
-    assert len(set(t.all_namespaces())) == 10
+    assert len(set(t.all_namespaces())) == 11     # + hm, the small-MTU receiver
     assert t.routers["a"].engine_link(0) == ("eng0", "to-ra-snd", "2001:db8:ea0::1", "2001:db8:ea0::2")
 
 

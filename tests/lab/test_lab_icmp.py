@@ -1,0 +1,272 @@
+"""ICMPv6 errors and OAM in the lab: the engines answer like routers on the path.
+
+* Time Exceeded from engine A and from engine B, quoting the packet as each received it;
+* Packet Too Big from engine A for a copy over the small-MTU link to ``hm``: the sender's kernel
+  takes the MTU into its path-MTU cache, and a resend that fits is delivered exactly once;
+* Destination Unreachable when no destination has a route;
+* a flood of expiring packets: errors capped by the token bucket, the rest counted;
+* ``xcast6-engine traceroute`` / ``ping`` from the sender against the plain receivers.
+
+Time Exceeded and Packet Too Big run in both link modes (``e2e_lab``: vlan mode in the QEMU guest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from engine.wire.codec import build_xcast
+from engine.wire.icmp6 import IcmpMessage, parse_icmp_message, parse_quote
+from lab import engine_api, netns
+from lab.demo import deliveries, engine_counters, reset_logs, send_raw
+from lab.topology import RECEIVER_PORT, Topology
+
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
+
+IN_VM = os.environ.get("XCAST6_IN_VM") == "1"
+SLOW = 6.0 if IN_VM else 1.0
+IPV6_RECVERR = 25
+IPV6_TCLASS = 67
+IPV6_DONTFRAG = 62
+IPV6_MTU = 24
+
+
+def b(a: str) -> bytes:
+    return ipaddress.IPv6Address(a).packed
+
+
+def engine_addr(topo: Topology, r: str, k: int = 0) -> str:
+    return topo.routers[r].engine_link(k)[3]
+
+
+@contextlib.contextmanager
+def icmp_listener(topo: Topology) -> Iterator[socket.socket]:
+    """A raw ICMPv6 socket in the sender's namespace (sees every ICMPv6 message it receives)."""
+    with netns.in_netns(topo.ns("snd")):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    s.setblocking(False)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def errors(s: socket.socket, topo: Topology, want: int = 1, timeout: float = 2.0) -> list[IcmpMessage]:
+    """ICMPv6 errors the sender received (ND and other informational messages left out)."""
+    out: list[IcmpMessage] = []
+    deadline = time.monotonic() + timeout * SLOW
+    while len(out) < want:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        r, _, _ = select.select([s], [], [], left)
+        if not r:
+            continue
+        data, addr = s.recvfrom(65535)
+        m = parse_icmp_message(b(addr[0].split("%")[0]), b(topo.sender.addr), data)
+        if m is not None and m.is_error:
+            out.append(m)
+    return out
+
+
+def xcast(topo: Topology, dests: list[str], payload: bytes, hop_limit: int = 64) -> bytes:
+    return build_xcast(b(topo.sender.addr), [b(d) for d in dests], payload, sport=40000,
+                       dport=RECEIVER_PORT, hop_limit=hop_limit)
+
+
+def totals(topo: Topology, r: str) -> dict[str, int]:
+    st = engine_counters(topo, r)
+    assert st is not None
+    return dict(st["totals"])
+
+
+def test_time_exceeded_at_engine_a(e2e_lab: Topology) -> None:
+    topo = e2e_lab
+    dests = [h.addr for h in topo.receivers]
+    pkt = xcast(topo, dests, b"expires at engine A", hop_limit=2)    # router A: 2 -> 1
+    with icmp_listener(topo) as s:
+        send_raw(topo, [pkt])
+        got = errors(s, topo)
+    assert len(got) == 1, "no Time Exceeded from engine A"
+    m = got[0]
+    assert (m.icmp_type, m.code) == (3, 0) and m.checksum_ok
+    assert m.src == b(engine_addr(topo, "a"))        # engine A's address on the arrival link
+    # the packet as engine A received it: router A's hop limit decrement, nothing else changed
+    assert m.body == pkt[:7] + bytes([1]) + pkt[8:]
+
+
+def test_time_exceeded_at_engine_b(e2e_lab: Topology) -> None:
+    topo = e2e_lab
+    h1, h3, h4 = topo.receivers[0].addr, topo.receivers[2].addr, topo.receivers[3].addr
+    # 5: router A 4, engine A 3, router A 2, router B 1 -> engine B cannot forward
+    pkt = xcast(topo, [h1, h3, h4], b"expires at engine B", hop_limit=5)
+    with icmp_listener(topo) as s:
+        send_raw(topo, [pkt])
+        got = errors(s, topo, want=2, timeout=1.5)
+    from_b = [m for m in got if m.src == b(engine_addr(topo, "b"))]
+    assert len(from_b) == 1, f"no Time Exceeded from engine B: {[(m.src.hex(), m.icmp_type) for m in got]}"
+    m = from_b[0]
+    assert (m.icmp_type, m.code) == (3, 0)
+    q = parse_quote(m.body)
+    assert q is not None and q.kind == "xcast" and q.source == b(topo.sender.addr)
+    assert q.live == (b(h3), b(h4))                  # the subset engine B held
+    assert q.hop_limit == 1 and m.body[8:24] == b(engine_addr(topo, "a", 3))   # engine A's copy
+    # h1 (router A's side) got its copy; only the router-B branch expired
+    assert not [m for m in got if m.src != b(engine_addr(topo, "b")) and m.icmp_type == 3]
+
+
+class KernelHeaderSender:
+    """The sender as an application would be: a raw socket of protocol 41 whose IPv6 header the
+    kernel writes (TC 010111xx), so the kernel applies and learns the path MTU (IPV6_DONTFRAG:
+    a datagram over it is refused with EMSGSIZE instead of being fragmented)."""
+
+    def __init__(self, topo: Topology) -> None:
+        with netns.in_netns(topo.ns("snd")):
+            self.s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)
+        self.s.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, 0x5C)
+        self.s.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, 1)
+        self.s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)   # PTB updates the PMTU cache
+        self.topo = topo
+
+    def send(self, pkt: bytes) -> None:
+        """Send an XCAST6 packet built by the codec: the kernel writes its outer header."""
+        dst = str(ipaddress.IPv6Address(pkt[24:40]))
+        self.s.sendto(pkt[40:], (dst, 0))
+
+    def close(self) -> None:
+        self.s.close()
+
+
+def route_mtu(topo: Topology, dst: str) -> int | None:
+    out = netns.run(["ip", "-6", "route", "get", dst], ns=topo.ns("snd")).stdout
+    words = out.split()
+    return int(words[words.index("mtu") + 1]) if "mtu" in words else None
+
+
+def test_packet_too_big_adapts_the_senders_path_mtu(e2e_lab: Topology) -> None:
+    topo = e2e_lab
+    h1, hm = topo.receivers[0].addr, topo.mtu_host.addr
+    netns.run(["ip", "-6", "route", "flush", "cache"], ns=topo.ns("snd"))
+    assert route_mtu(topo, h1) is None
+    reset_logs(topo)
+    before = totals(topo, "a")
+    big = xcast(topo, [h1, hm], b"B" * 1400)          # 1,544 bytes; hm's X2U copy 1,448 > 1,280
+    snd = KernelHeaderSender(topo)
+    try:
+        with icmp_listener(topo) as s:
+            snd.send(big)
+            got = errors(s, topo)
+        assert len(got) == 1 and got[0].icmp_type == 2, "no Packet Too Big from engine A"
+        assert got[0].mtu == topo.small_mtu and got[0].src == b(engine_addr(topo, "a"))
+        # quoted as received (the kernel wrote the outer header): as much as fits in 1,280 bytes
+        assert len(got[0].body) == 1232 and got[0].body[40:] == big[40:1232]
+        q = parse_quote(got[0].body)
+        assert q is not None and q.live == (b(h1), b(hm))
+        # the sender's kernel learnt the MTU for the path (the packet's outer destination) ...
+        deadline = time.monotonic() + 2 * SLOW
+        while route_mtu(topo, h1) != topo.small_mtu and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert route_mtu(topo, h1) == topo.small_mtu, "the PMTU cache did not change"
+        # ... and enforces it: the same datagram is refused, one that fits goes through
+        with pytest.raises(OSError) as exc:
+            snd.send(big)
+        assert exc.value.errno == 90            # EMSGSIZE
+        room = topo.small_mtu - (len(big) - 1400)
+        small = xcast(topo, [h1, hm], b"s" * room)
+        assert len(small) == topo.small_mtu
+        snd.send(small)
+    finally:
+        snd.close()
+    got_d = deliveries(topo, expect=3, timeout=3 * SLOW)
+    assert sorted(len(r["payload"]) // 2 for r in got_d[hm]) == [room], "hm: the resend exactly once"
+    assert sorted(len(r["payload"]) // 2 for r in got_d[h1]) == [room, 1400]
+    d = totals(topo, "a")
+    assert d["icmp_sent.packet_too_big"] - before["icmp_sent.packet_too_big"] == 1
+    assert d["egress_mtu"] - before["egress_mtu"] == 1
+
+
+def test_destination_unreachable_when_nothing_routable(lab: Topology) -> None:
+    pkt = xcast(lab, ["2001:db8:dead::1", "2001:db8:dead::2"], b"nowhere")
+    with icmp_listener(lab) as s:
+        send_raw(lab, [pkt])
+        got = errors(s, lab)
+    assert [(m.icmp_type, m.code, m.src) for m in got] == [(1, 0, b(engine_addr(lab, "a")))]
+    # one routable destination among them: delivered, no error
+    with icmp_listener(lab) as s:
+        send_raw(lab, [xcast(lab, ["2001:db8:dead::1", lab.receivers[0].addr], b"half")])
+        assert errors(s, lab, timeout=0.5) == []
+
+
+def test_flood_is_capped_by_the_rate_limit(lab: Topology) -> None:
+    before = totals(lab, "a")
+    n = 400
+    pkts = [xcast(lab, [lab.receivers[0].addr], f"f{i}".encode(), hop_limit=2) for i in range(n)]
+    with icmp_listener(lab) as s:
+        t0 = time.monotonic()
+        send_raw(lab, pkts)
+        got = errors(s, lab, want=n, timeout=1.0)
+        elapsed = time.monotonic() - t0
+    after = totals(lab, "a")
+    sent = after["icmp_sent.time_exceeded"] - before["icmp_sent.time_exceeded"]
+    held = after["icmp_suppressed.time_exceeded"] - before["icmp_suppressed.time_exceeded"]
+    assert sent + held == n
+    assert 0 < sent <= 50 + 100 * elapsed + 1, (sent, elapsed)   # the defaults: burst 50, 100/s
+    assert held >= n - sent and held > 0
+    assert len(got) == sent
+    metrics = engine_api.request(lab, "a", "GET", "/metrics").text
+    line = next(x for x in metrics.splitlines() if 'reason="icmp_suppressed.time_exceeded"' in x)
+    assert float(line.split()[-1]) >= held
+
+
+def _cli(topo: Topology, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", topo.ns("snd"), sys.executable, "-m", "api.main", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_traceroute_prints_the_branch_tree(lab: Topology) -> None:
+    dests = [h.addr for h in lab.receivers]
+    r = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", "0.5", "--json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    doc: dict[str, Any] = json.loads(r.stdout)
+    ra, ea, eb = "2001:db8:a0::1", engine_addr(lab, "a"), engine_addr(lab, "b")
+    for h in lab.receivers:
+        path = doc["paths"][h.addr]
+        who = [p["responder"] for p in path]
+        assert who[:2] == [ra, ea], (h.name, who)
+        assert path[-1] == {"hop": len(path), "responder": h.addr, "kind": "reached"}
+        if h.router == "a":
+            assert who == [ra, ea, ra, h.addr]
+        else:
+            # routers between engine A and engine B answer engine A (the copy's source): silent
+            assert who[2:4] == [None, None] and who[4] == eb and len(who) == 7
+    tree = doc["tree"]
+    assert len(tree) == 1 and tree[0]["responder"] == ra
+    under_ea = tree[0]["children"][0]["children"]
+    assert sorted(len(c["destinations"]) for c in under_ea) == [2, 3]
+    text = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", "0.5")
+    assert text.returncode == 0 and eb in text.stdout and "├─" in text.stdout
+    print(text.stdout)
+
+
+def test_ping_all_receivers(lab: Topology) -> None:
+    dests = [h.addr for h in lab.receivers]
+    r = _cli(lab, "ping", "{" + ",".join(dests) + "}", "-c", "3", "-I", "0.3", "--json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    doc = json.loads(r.stdout)
+    assert [d["destination"] for d in doc["destinations"]] == dests
+    for d in doc["destinations"]:
+        assert d["sent"] == 3 and d["received"] == 3 and d["loss_pct"] == 0 and d["avg_ms"] > 0
+    text = _cli(lab, "ping", "{" + ",".join(dests) + "}", "-c", "2", "-I", "0.3")
+    assert text.returncode == 0 and "0% loss" in text.stdout
+    print(text.stdout)
