@@ -27,6 +27,7 @@ import random
 import select
 import socket
 import statistics
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -119,13 +120,22 @@ class Transport(Protocol):
 
     source: bytes
 
-    def send(self, packet: bytes) -> float: ...          # returns the send time (monotonic)
+    def send(self, packet: bytes) -> float: ...          # returns the send time (wall clock)
 
     def receive(self, timeout: float) -> tuple[IcmpMessage, float] | None: ...
 
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_timespec = struct.Struct("@qq")
+
+
 class RawTransport:
-    """Probes out of a raw IPv6 socket (our own headers), answers from a raw ICMPv6 socket."""
+    """Probes out of a raw IPv6 socket (our own headers), answers from a raw ICMPv6 socket.
+
+    Times are wall-clock seconds: the send time is taken right before ``sendto``, the arrival
+    time is the kernel's receive timestamp (``SO_TIMESTAMPNS``), so an RTT does not include the
+    time an answer waited in the socket while the next probes were sent.
+    """
 
     def __init__(self, source: bytes, interface: str | None = None) -> None:
         from engine.tools.xcast_send import SendError, open_raw_socket
@@ -138,10 +148,11 @@ class RawTransport:
             self.tx.close()
             raise SendError("raw ICMPv6 socket needs CAP_NET_RAW (run as root)") from None
         self.rx.setblocking(False)
+        self.rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
 
     def send(self, packet: bytes) -> float:
         dst = txt(packet[OUTER_DST_OFF:OUTER_DST_END])
-        t = time.monotonic()
+        t = time.time()
         self.tx.sendto(packet, (dst, 0))
         return t
 
@@ -149,8 +160,12 @@ class RawTransport:
         r, _, _ = select.select([self.rx], [], [], max(0.0, timeout))
         if not r:
             return None
-        data, addr = self.rx.recvfrom(65535)
-        now = time.monotonic()
+        data, anc, _flags, addr = self.rx.recvmsg(65535, 64)
+        now = time.time()
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _timespec.size:
+                sec, nsec = _timespec.unpack_from(raw)
+                now = sec + nsec / 1e9
         src = ipaddress.IPv6Address(addr[0].split("%", 1)[0]).packed
         msg = parse_icmp_message(src, self.source, data)
         return None if msg is None else (msg, now)

@@ -38,8 +38,8 @@ IN_VM = os.environ.get("XCAST6_IN_VM") == "1"
 SLOW = 6.0 if IN_VM else 1.0
 IPV6_RECVERR = 25
 IPV6_TCLASS = 67
-IPV6_DONTFRAG = 62
-IPV6_MTU = 24
+IPV6_MTU_DISCOVER = 23
+IPV6_PMTUDISC_DO = 2
 
 
 def b(a: str) -> bytes:
@@ -128,14 +128,15 @@ def test_time_exceeded_at_engine_b(e2e_lab: Topology) -> None:
 
 class KernelHeaderSender:
     """The sender as an application would be: a raw socket of protocol 41 whose IPv6 header the
-    kernel writes (TC 010111xx), so the kernel applies and learns the path MTU (IPV6_DONTFRAG:
-    a datagram over it is refused with EMSGSIZE instead of being fragmented)."""
+    kernel writes (TC 010111xx), so the kernel applies and learns the path MTU
+    (IPV6_PMTUDISC_DO: a datagram over it is refused with EMSGSIZE instead of being fragmented;
+    IPV6_DONTFRAG only covers UDP, ICMPv6 and IPPROTO_RAW sockets)."""
 
     def __init__(self, topo: Topology) -> None:
         with netns.in_netns(topo.ns("snd")):
             self.s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)
         self.s.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, 0x5C)
-        self.s.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, 1)
+        self.s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
         self.s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)   # PTB updates the PMTU cache
         self.topo = topo
 
@@ -245,15 +246,19 @@ def test_traceroute_prints_the_branch_tree(lab: Topology) -> None:
         who = [p["responder"] for p in path]
         assert who[:2] == [ra, ea], (h.name, who)
         assert path[-1] == {"hop": len(path), "responder": h.addr, "kind": "reached"}
+        # a router answers from its address on the link the copy came in on: the engine link
+        # that stands for the receiver's interface
+        router = lab.routers[h.router]
+        back = router.engine_link(router.interfaces.index(h.router_if))[2]
         if h.router == "a":
-            assert who == [ra, ea, ra, h.addr]
+            assert who == [ra, ea, back, h.addr]
         else:
             # routers between engine A and engine B answer engine A (the copy's source): silent
-            assert who[2:4] == [None, None] and who[4] == eb and len(who) == 7
+            assert who == [ra, ea, None, None, eb, back, h.addr]
     tree = doc["tree"]
     assert len(tree) == 1 and tree[0]["responder"] == ra
     under_ea = tree[0]["children"][0]["children"]
-    assert sorted(len(c["destinations"]) for c in under_ea) == [2, 3]
+    assert sorted(len(c["destinations"]) for c in under_ea) == [1, 1, 3]   # h1, h2, {h3, h4, h5}
     text = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", "0.5")
     assert text.returncode == 0 and eb in text.stdout and "├─" in text.stdout
     print(text.stdout)
