@@ -211,3 +211,18 @@ def test_bucket_rate_zero_is_off_and_refills() -> None:
     b = TokenBucket(2, 2)
     assert [b.allow(0.0) for _ in range(3)] == [True, True, False]
     assert b.allow(0.5) and not b.allow(0.5)
+
+
+# ---------------------------------------------------------------------------- config
+def test_workers_icmp_settings_validated() -> None:
+    from engine.dataplane.config import parse_workers
+
+    cfg, problems = parse_workers({})
+    assert cfg is not None and (cfg.icmp_rate, cfg.icmp_burst) == (100.0, 50) and not problems
+    cfg, _ = parse_workers({"icmp_rate": 0, "icmp_burst": 5})
+    assert cfg is not None and cfg.icmp_rate == 0 and cfg.summary()["icmp_burst"] == 5
+    _, problems = parse_workers({"icmp_rate": -1, "icmp_burst": 0, "icmp_rat": 3})
+    text = "\n".join(problems)
+    assert "workers.icmp_rate: -1 is not allowed: must be a number of errors per second (0 = none) >= 0" in text
+    assert "workers.icmp_burst: 0 is not allowed" in text
+    assert "icmp_rat" in text and "did you mean" in text
