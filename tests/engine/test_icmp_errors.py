@@ -223,6 +223,7 @@ def test_workers_icmp_settings_validated() -> None:
     assert cfg is not None and cfg.icmp_rate == 0 and cfg.summary()["icmp_burst"] == 5
     _, problems = parse_workers({"icmp_rate": -1, "icmp_burst": 0, "icmp_rat": 3})
     text = "\n".join(problems)
-    assert "workers.icmp_rate: -1 is not allowed: must be a number of errors per second (0 = none) >= 0" in text
+    want = "workers.icmp_rate: -1 is not allowed: must be a number of errors per second (0 = none) >= 0"
+    assert want in text
     assert "workers.icmp_burst: 0 is not allowed" in text
     assert "icmp_rat" in text and "did you mean" in text
