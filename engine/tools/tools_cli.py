@@ -327,9 +327,12 @@ def _send_cmd(
     anonymous: Annotated[bool, typer.Option("--anonymous", help="set ANONYMOUS")] = False,
     dont_x2u: Annotated[bool, typer.Option("--dont-x2u", help="set DONT_X2U")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the packet as hex, do not send")] = False,
+    pmtu: Annotated[bool, typer.Option(
+        "--pmtu", help="the kernel writes the outer header and applies the path MTU (Packet Too Big)",
+    )] = False,
 ) -> None:
     """Send XCAST6 packets from this host (xcast_sendto) through a raw IPv6 socket."""
-    from engine.tools.xcast_send import SendError, SendRequest, build_packet, resolve_all, send
+    from engine.tools.xcast_send import SendError, SendRequest, build_packet, path_mtu, resolve_all, send
 
     try:
         if payload is not None and payload_file is not None:
@@ -364,11 +367,18 @@ def _send_cmd(
             sport = random.randint(49152, 65535)
         req = SendRequest(dests=dests, payload=body, sport=sport, dport=port, ports=port_list,
                           hop_limit=hop_limit, anonymous=anonymous, dont_x2u=dont_x2u, xou=xou, source=src,
-                          count=count, rate=rate, interface=interface)
+                          count=count, rate=rate, interface=interface, pmtu=pmtu)
         if dry_run:
             typer.echo(build_packet(req).hex())
             return
         n, nbytes = send(req)
+        if pmtu:
+            pkt = build_packet(req)
+            dst = _txt(pkt[OUTER_DST_OFF:OUTER_DST_END])
+            mtu = path_mtu(dst)
+            if mtu is not None and mtu < len(pkt):
+                typer.echo(f"note: Packet Too Big: the path MTU to {dst} is now {mtu}; packets of "
+                           f"{len(pkt)} bytes will be refused, make them {mtu} bytes at most", err=True)
     except SendError as exc:
         raise _fail(str(exc), 1) from None
     typer.echo(f"sent {n} packet(s), {nbytes} bytes, {len(dests)} destinations")

@@ -8,7 +8,12 @@ restricted to AF_INET6 (AAAA only) and every AAAA answer becomes a destination. 
 addresses are listed once (in first-seen order).
 
 Packets go out through a raw IPv6 socket with ``IPPROTO_RAW`` (the kernel then expects the full
-IPv6 header: we build the outer header ourselves, like IPV6_HDRINCL).
+IPv6 header: we build the outer header ourselves, like IPV6_HDRINCL).  The kernel checks such
+packets against the device MTU only and learns nothing from a Packet Too Big, so ``--pmtu``
+(:func:`open_pmtu_socket`) sends through a raw socket of protocol 41 instead: the kernel writes
+the outer header (traffic class 010111xx, the hop limit, its own source selection and flow
+label) and applies the path MTU it learnt from the engines' and routers' Packet Too Big
+(``IPV6_PMTUDISC_DO``: a datagram over it is refused with EMSGSIZE, never fragmented).
 """
 
 from __future__ import annotations
@@ -23,12 +28,19 @@ from dataclasses import dataclass
 
 from engine.forwarding.branch import is_valid_unicast
 from engine.wire.codec import FLAG_ANONYMOUS, FLAG_DONT_X2U, MAX_DESTS, build_xcast
-from engine.wire.layout import OUTER_DST_END, OUTER_DST_OFF
+from engine.wire.layout import IP6_HLEN, OUTER_DST_END, OUTER_DST_OFF, XCAST_TC
 from engine.wire.xou import build_xou
 
 SOL_SOCKET = socket.SOL_SOCKET
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 IPV6_HDRINCL = 36
+IPV6_MTU = 24                # getsockopt on a connected socket: the path MTU
+IPV6_MTU_DISCOVER = 23
+IPV6_PMTUDISC_DO = 2
+IPV6_RECVERR = 25
+IPV6_TCLASS = 67
+IPPROTO_IPV6_IN_IPV6 = 41
+PMTU_LINGER_S = 0.3
 
 
 class SendError(Exception):
@@ -123,6 +135,7 @@ class SendRequest:
     count: int = 1
     rate: float = 0.0          # packets per second, 0 = as fast as possible
     interface: str | None = None
+    pmtu: bool = False         # the kernel writes the outer header and applies the path MTU
 
 
 def build_packet(req: SendRequest) -> bytes:
@@ -158,11 +171,66 @@ def open_raw_socket(interface: str | None = None) -> socket.socket:
     return s
 
 
+def open_pmtu_socket(hop_limit: int = 64, interface: str | None = None, source: bytes | None = None,
+                     tclass: int = XCAST_TC) -> socket.socket:
+    """Raw socket of protocol 41 whose outer IPv6 header the kernel writes (module docstring).
+
+    ``send`` on it takes the packet without its outer header (:func:`kernel_header_payload`).
+    ``IPV6_RECVERR`` makes the kernel apply a Packet Too Big quoting our packets to its path-MTU
+    cache while the socket is open (an unconnected raw socket ignores errors otherwise).
+    """
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_IPV6_IN_IPV6)
+    except PermissionError:
+        raise SendError("raw IPv6 socket needs CAP_NET_RAW (run as root)") from None
+    try:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, tclass)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hop_limit)
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        if interface:
+            s.setsockopt(SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
+        if source is not None:
+            s.bind((str(ipaddress.IPv6Address(source)), 0))
+    except OSError as exc:
+        s.close()
+        raise SendError(f"cannot set up the path-MTU socket: {exc.strerror}") from None
+    return s
+
+
+def kernel_header_payload(pkt: bytes) -> bytes:
+    """What a :func:`open_pmtu_socket` socket sends: the packet after its outer IPv6 header."""
+    return pkt[IP6_HLEN:]
+
+
+def path_mtu(dst: str) -> int | None:
+    """The kernel's path MTU towards ``dst`` (its route cache), None if it cannot tell."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        s.connect((dst, 9))
+        return int(s.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU))
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def path_mtu_note(dst: str) -> str:
+    """``" (path MTU N)"``, or "" when the kernel cannot tell."""
+    mtu = path_mtu(dst)
+    return "" if mtu is None else f" (path MTU {mtu})"
+
+
 def send(req: SendRequest, sock: socket.socket | None = None) -> tuple[int, int]:
     """Send ``req.count`` packets at ``req.rate``; returns (packets sent, bytes sent)."""
     pkt = build_packet(req)
     own = sock is None
-    s = sock or open_raw_socket(req.interface)
+    if req.pmtu:
+        s = sock or open_pmtu_socket(req.hop_limit, req.interface, req.source)
+        wire = kernel_header_payload(pkt)
+    else:
+        s = sock or open_raw_socket(req.interface)
+        wire = pkt
     dst = str(ipaddress.IPv6Address(pkt[OUTER_DST_OFF:OUTER_DST_END]))
     interval = 1.0 / req.rate if req.rate > 0 else 0.0
     sent = nbytes = 0
@@ -174,16 +242,21 @@ def send(req: SendRequest, sock: socket.socket | None = None) -> tuple[int, int]
                 if delay > 0:
                     time.sleep(delay)
             try:
-                nbytes += s.sendto(pkt, (dst, 0))
+                nbytes += s.sendto(wire, (dst, 0))
             except OSError as exc:
                 if exc.errno == errno.EMSGSIZE:
-                    raise SendError(f"packet of {len(pkt)} bytes exceeds the path MTU") from None
+                    raise SendError(f"packet of {len(pkt)} bytes exceeds the path MTU to {dst}"
+                                    f"{path_mtu_note(dst)}") from None
                 if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
                     raise SendError(f"no route to {dst}") from None
                 if exc.errno == errno.EPERM:
                     raise SendError("sending was refused (EPERM: firewall or missing CAP_NET_RAW)") from None
                 raise SendError(f"send to {dst} failed: {exc.strerror}") from None
             sent += 1
+        if req.pmtu and own:
+            # A Packet Too Big for the last packet reaches the kernel's path-MTU cache only
+            # while a socket of ours is open: wait for one round trip's worth before closing.
+            time.sleep(PMTU_LINGER_S)
     finally:
         if own:
             s.close()

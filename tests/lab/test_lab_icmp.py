@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from engine.tools.xcast_send import kernel_header_payload, open_pmtu_socket
 from engine.wire.codec import build_xcast
 from engine.wire.icmp6 import IcmpMessage, parse_icmp_message, parse_quote
 from lab import engine_api, netns
@@ -36,10 +37,6 @@ pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
 
 IN_VM = os.environ.get("XCAST6_IN_VM") == "1"
 SLOW = 6.0 if IN_VM else 1.0
-IPV6_RECVERR = 25
-IPV6_TCLASS = 67
-IPV6_MTU_DISCOVER = 23
-IPV6_PMTUDISC_DO = 2
 
 
 def b(a: str) -> bytes:
@@ -126,29 +123,6 @@ def test_time_exceeded_at_engine_b(e2e_lab: Topology) -> None:
     assert not [m for m in got if m.src != b(engine_addr(topo, "b")) and m.icmp_type == 3]
 
 
-class KernelHeaderSender:
-    """The sender as an application would be: a raw socket of protocol 41 whose IPv6 header the
-    kernel writes (TC 010111xx), so the kernel applies and learns the path MTU
-    (IPV6_PMTUDISC_DO: a datagram over it is refused with EMSGSIZE instead of being fragmented;
-    IPV6_DONTFRAG only covers UDP, ICMPv6 and IPPROTO_RAW sockets)."""
-
-    def __init__(self, topo: Topology) -> None:
-        with netns.in_netns(topo.ns("snd")):
-            self.s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 41)
-        self.s.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, 0x5C)
-        self.s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
-        self.s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)   # PTB updates the PMTU cache
-        self.topo = topo
-
-    def send(self, pkt: bytes) -> None:
-        """Send an XCAST6 packet built by the codec: the kernel writes its outer header."""
-        dst = str(ipaddress.IPv6Address(pkt[24:40]))
-        self.s.sendto(pkt[40:], (dst, 0))
-
-    def close(self) -> None:
-        self.s.close()
-
-
 def route_mtu(topo: Topology, dst: str) -> int | None:
     out = netns.run(["ip", "-6", "route", "get", dst], ns=topo.ns("snd")).stdout
     words = out.split()
@@ -156,6 +130,8 @@ def route_mtu(topo: Topology, dst: str) -> int | None:
 
 
 def test_packet_too_big_adapts_the_senders_path_mtu(e2e_lab: Topology) -> None:
+    """The sender as an application would be (``send --pmtu``'s socket: the kernel writes the
+    outer header and applies the path MTU it learns)."""
     topo = e2e_lab
     h1, hm = topo.receivers[0].addr, topo.mtu_host.addr
     netns.run(["ip", "-6", "route", "flush", "cache"], ns=topo.ns("snd"))
@@ -163,10 +139,11 @@ def test_packet_too_big_adapts_the_senders_path_mtu(e2e_lab: Topology) -> None:
     reset_logs(topo)
     before = totals(topo, "a")
     big = xcast(topo, [h1, hm], b"B" * 1400)          # 1,544 bytes; hm's X2U copy 1,448 > 1,280
-    snd = KernelHeaderSender(topo)
+    with netns.in_netns(topo.ns("snd")):
+        snd = open_pmtu_socket()
     try:
         with icmp_listener(topo) as s:
-            snd.send(big)
+            snd.sendto(kernel_header_payload(big), (h1, 0))
             got = errors(s, topo)
         assert len(got) == 1 and got[0].icmp_type == 2, "no Packet Too Big from engine A"
         assert got[0].mtu == topo.small_mtu and got[0].src == b(engine_addr(topo, "a"))
@@ -174,21 +151,21 @@ def test_packet_too_big_adapts_the_senders_path_mtu(e2e_lab: Topology) -> None:
         assert len(got[0].body) == 1232 and got[0].body[40:] == big[40:1232]
         q = parse_quote(got[0].body)
         assert q is not None and q.live == (b(h1), b(hm))
-        # the sender's kernel learnt the MTU for the path (the packet's outer destination) ...
+        # the sender's kernel learnt the MTU for the path (the packet's outer destination)
         deadline = time.monotonic() + 2 * SLOW
         while route_mtu(topo, h1) != topo.small_mtu and time.monotonic() < deadline:
             time.sleep(0.05)
         assert route_mtu(topo, h1) == topo.small_mtu, "the PMTU cache did not change"
-        # ... and enforces it: the same datagram is refused, one that fits goes through
-        with pytest.raises(OSError) as exc:
-            snd.send(big)
-        assert exc.value.errno == 90            # EMSGSIZE
-        room = topo.small_mtu - (len(big) - 1400)
-        small = xcast(topo, [h1, hm], b"s" * room)
-        assert len(small) == topo.small_mtu
-        snd.send(small)
     finally:
         snd.close()
+    # ... and applies it: the same datagram is refused, one that fits goes through, once
+    dests = "{" + h1 + "," + hm + "}"
+    r = _cli(topo, "send", dests, "--pmtu", "--port", str(RECEIVER_PORT), "--payload", "B" * 1400)
+    assert r.returncode == 1 and "exceeds the path MTU" in r.stderr, r.stderr
+    assert "(path MTU 1280)" in r.stderr, r.stderr
+    room = topo.small_mtu - (len(big) - 1400)
+    r = _cli(topo, "send", dests, "--pmtu", "--port", str(RECEIVER_PORT), "--payload", "s" * room)
+    assert r.returncode == 0, r.stderr
     got_d = deliveries(topo, expect=3, timeout=3 * SLOW)
     assert sorted(len(r["payload"]) // 2 for r in got_d[hm]) == [room], "hm: the resend exactly once"
     assert sorted(len(r["payload"]) // 2 for r in got_d[h1]) == [room, 1400]
