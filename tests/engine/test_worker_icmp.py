@@ -5,6 +5,7 @@ limit holds back the rest and counts them."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from engine.dataplane.counters import CounterFile
 from engine.dataplane.worker import WorkerPool
 from engine.forwarding.fib import Fib
-from engine.model import LinkMap
+from engine.model import LinkMap, NextHop, Route
 from engine.wire.icmp6 import parse_icmp6, parse_quote
 from lab import netns
 from tests.engine.test_worker import (
@@ -97,3 +98,23 @@ def test_errors_leave_on_arrival_link_and_are_rate_limited(pool: tuple[WorkerPoo
     assert t["icmp_sent.packet_too_big"] == 1 and t["icmp_sent.dest_unreachable"] == 1
     assert t["icmp_suppressed.time_exceeded"] == 20 - n_err
     assert t["egress_mtu"] == 1
+
+
+def test_ingress_without_engine_link_answers_via_the_route_to_the_sender(
+        pair: tuple[str, str], tmp_path: Path) -> None:
+    """Ingress on an interface no engine link names (like the trunk in vlan mode): the error
+    leaves where the route to the sender points, from the engine's address on that link."""
+    r, e = pair
+    links = _links(e).links()
+    links[0] = dataclasses.replace(links[0], engine_ifname="xc-trunk")   # the ingress is no link
+    routes = [*ROUTES, Route(ipaddress.IPv6Network("2001:db8:a::/48"), (NextHop("r-if2"),))]
+    p = WorkerPool(Fib(routes), LinkMap(links), ["to-r-if1"], workers=1, counters_path=tmp_path / "s.shm")
+    with netns.in_netns(e):
+        p.start()
+    try:
+        got = _send(r, e, [xcast_packet(SRC, [D1], b"ttl", sport=40000, hlim=1)])
+    finally:
+        p.stop()
+    assert _errors(got["r-if1"], netns.mac(e, "to-r-if1")) == []
+    errs = [parse_icmp6(f) for f in _errors(got["r-if2"], netns.mac(e, "to-r-if2"))]
+    assert len(errs) == 1 and errs[0] is not None and errs[0].src == ip6("2001:db8:e2::2")
