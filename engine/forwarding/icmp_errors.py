@@ -15,7 +15,9 @@ router reports (RFC 4443), one error per input packet at most:
 Never (RFC 4443 §2.4(e)): in answer to an ICMPv6 error, to a packet whose outer or original
 source is not a global unicast address (multicast, unspecified, loopback, link-local), or for a
 packet dropped as malformed (the codec's ``Reject``: no error plan at all).  Those are counted
-as ``icmp_not_eligible``.
+as ``icmp_not_eligible``.  §2.4(e.2) (no error for a packet sent to a multicast address) is about
+the destination the packet is routed on, the outer one, which is always a listed unicast
+destination; the inner ``ff0e::114`` only marks the packet as XCAST6.
 
 **Where the error goes: the original sender** (the inner source; XOU: the XOU header's), not
 the outer source.  The outer source is the previous branch point (engines rewrite it), which
