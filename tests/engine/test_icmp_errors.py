@@ -227,3 +227,24 @@ def test_workers_icmp_settings_validated() -> None:
     assert want in text
     assert "workers.icmp_burst: 0 is not allowed" in text
     assert "icmp_rat" in text and "did you mean" in text
+
+
+# ---------------------------------------------------------------------------- properties
+@settings(max_examples=300, deadline=None)
+@given(t=st.integers(0, 127), code=st.integers(0, 255), param=st.integers(0, 2**32 - 1),
+       invoking=st.binary(max_size=3000))
+def test_any_error_round_trips_within_1280(t: int, code: int, param: int, invoking: bytes) -> None:
+    err = build_error(t, code, param, ENGINE, SENDER, invoking)
+    assert len(err) <= IPV6_MIN_MTU
+    m = parse_icmp6(err)
+    assert m is not None and m.checksum_ok and (m.icmp_type, m.code, m.param) == (t, code, param)
+    assert m.body == invoking[:MAX_QUOTE]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=1300))
+def test_reading_any_quote_or_message_never_raises(data: bytes) -> None:
+    parse_quote(data)
+    parse_icmp6(data)
+    q = parse_quote(xc([H1, H2, H3])[: len(data)] + data)
+    assert q is None or q.kind in ("xcast", "udp", "other")
