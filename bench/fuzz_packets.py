@@ -29,19 +29,16 @@ inputs of it in CI.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import random
-import resource
 import struct
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.fuzzing import campaign_main, peak_rss_kib, rss_kib, where
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -69,21 +66,11 @@ from engine.wire.reasons import NOT_XCAST
 from engine.wire.x2u import x2u
 from engine.wire.xou import build_xou
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 SLOT = 9216           # the transmit ring's slot (jumbo frames)
 SENDER = ip6("2001:db8:ff::1")
 LOCAL = ip6("2001:db8:3::77")   # delivered locally by the second brancher
 
 
-def rss_kib() -> int:
-    """Current resident set size (KiB), from /proc (ru_maxrss is only the peak)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE // 1024
-
-
-def peak_rss_kib() -> int:
-    """Peak resident set size of this process so far (KiB, Linux ru_maxrss)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # ---------------------------------------------------------------- the small world
@@ -478,12 +465,6 @@ class Finding:
     extra_hex: str = ""
 
 
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    own = [f for f in frames if "/engine/" in f.filename]
-    frame_ = (own or frames)[-1]
-    root = str(Path(__file__).resolve().parents[1]) + "/"
-    return f"{frame_.filename.replace(root, '')}:{frame_.lineno} ({frame_.name})"
 
 
 def run(inputs: int, seed: int = 1, progress_every: int = 100_000,
@@ -532,7 +513,7 @@ def run(inputs: int, seed: int = 1, progress_every: int = 100_000,
                                             extra_hex=last_learned[0].hex() if stage == "flowcache" else "")
             m.count += 1
         except Exception as exc:
-            ck = (stage, type(exc).__name__, _where(exc))
+            ck = (stage, type(exc).__name__, where(exc, "/engine/"))
             c = crashes.get(ck)
             if c is None:
                 c = crashes[ck] = Finding(stage, ck[1], ck[2], str(exc)[:200], data.hex(), l2)
@@ -595,18 +576,8 @@ def report(result: dict[str, Any], out: Callable[[str], None] = print) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run, print, write JSON; exit 1 on any crash or mismatch."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--inputs", type=int, default=1_000_000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--progress", type=int, default=100_000, help="print a line every N inputs")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/fuzz_packets.json"))
-    args = parser.parse_args(argv)
-    result = run(args.inputs, args.seed, args.progress)
-    report(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
-    return 1 if result["crash_count"] or result["mismatch_count"] else 0
+    return campaign_main(argv, (__doc__ or "").split("\n")[0], "bench/results/fuzz_packets.json", run, report,
+                         lambda result: bool(result["crash_count"] or result["mismatch_count"]))
 
 
 if __name__ == "__main__":

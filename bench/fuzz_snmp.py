@@ -26,21 +26,17 @@ any crash.  ``tests/sync/test_fuzz_snmp_smoke.py`` runs 20,000 inputs of it in C
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 import os
 import random
-import resource
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from bench.fuzzing import campaign_main, peak_rss_kib, rss_kib, where
 from sync import snmp_ber, snmp_usm
 from sync.snmp_ber import TAG_OCTETS, TAG_OID, TAG_SEQUENCE, _tlv, encode_integer, encode_oid
 from sync.snmp_url import parse_snmp_url
@@ -56,18 +52,8 @@ ROUTE_COLUMN = (1, 3, 6, 1, 2, 1, 4, 24, 7, 1, 7, 2, 16)
 ROW = ROUTE_COLUMN + (0,) * 16 + (0, 2, 0, 0, 2, 16) + (32, 1, 13, 184) + (0,) * 11 + (1,)
 USM_UNKNOWN_ENGINE_ID = snmp_usm.UNKNOWN_ENGINE_ID
 DECODER_ERRORS = (snmp_ber.BerError, snmp_usm.AuthenticationError)
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def rss_kib() -> int:
-    """Current resident set size (KiB), from /proc (ru_maxrss is only the peak)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE // 1024
-
-
-def peak_rss_kib() -> int:
-    """Peak resident set size of this process so far (KiB, Linux ru_maxrss)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # ---------------------------------------------------------------- valid replies (seeds)
@@ -494,12 +480,6 @@ class Crash:
     count: int = 0
 
 
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    own = [f for f in frames if "/sync/" in f.filename or "/bench/" not in f.filename]
-    frame = (own or frames)[-1]
-    root = str(Path(__file__).resolve().parents[1]) + "/"
-    return f"{frame.filename.replace(root, '')}:{frame.lineno} ({frame.name})"
 
 
 def run(inputs: int, seed: int = 1, progress_every: int = 100_000,
@@ -528,7 +508,7 @@ def run(inputs: int, seed: int = 1, progress_every: int = 100_000,
                 outcome = type(exc).__name__
             except Exception as exc:
                 outcome = "CRASH"
-                key = (name, type(exc).__name__, _where(exc))
+                key = (name, type(exc).__name__, where(exc, "/sync/"))
                 crash = crashes.get(key)
                 if crash is None:
                     crash = crashes[key] = Crash(name, key[1], key[2], str(exc)[:200], data.hex())
@@ -591,18 +571,8 @@ def report(result: dict[str, Any], out: Callable[[str], None] = print) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run, print, write JSON; exit 1 on any crash."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--inputs", type=int, default=1_000_000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--progress", type=int, default=100_000, help="print a line every N inputs")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/fuzz_snmp.json"))
-    args = parser.parse_args(argv)
-    result = run(args.inputs, args.seed, args.progress)
-    report(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
-    return 1 if result["crash_count"] else 0
+    return campaign_main(argv, (__doc__ or "").split("\n")[0], "bench/results/fuzz_snmp.json", run, report,
+                         lambda result: bool(result["crash_count"]))
 
 
 if __name__ == "__main__":

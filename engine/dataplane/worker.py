@@ -182,6 +182,7 @@ class Worker:
         self.arrival: EngineLink | None = None   # the engine link of the frames being processed
         self.set_links(links)
         self.stopping = False
+        self.parent_pid = os.getppid()     # checked in run(): a worker never outlives its daemon
 
     def set_links(self, links: LinkMap) -> None:
         self.links = links
@@ -444,6 +445,11 @@ class Worker:
                 now = time.monotonic()
                 if now >= next_stats:     # overload drops happen in the kernel: fetch its count
                     next_stats = now + 0.5
+                    if os.getppid() != self.parent_pid:
+                        # The daemon died without stopping us (kill -9, OOM): a worker left
+                        # behind would keep forwarding beside its replacement (duplicates).
+                        log.error("worker %d: the daemon is gone, stopping", self.spec.index)
+                        break
                     for s in self.rx:
                         lost = afpacket.queue_drops(s)
                         if lost:
@@ -490,8 +496,14 @@ def pin_to_cpu(cpu: int) -> str | None:
 
 
 def _worker_main(spec: WorkerSpec, fib: Fib, links: list[EngineLink], factory: BrancherFactory,
-                 control: multiprocessing.connection.Connection) -> None:
+                 control: multiprocessing.connection.Connection,
+                 inherited: list[multiprocessing.connection.Connection]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the supervisor decides when we stop
+    # The fork copied the supervisor's ends of every worker's pipe, ours included: while we hold
+    # ours, the daemon's death never reads as EOF here.
+    for conn in inherited:
+        with contextlib.suppress(OSError):
+            conn.close()
     if spec.cpu is not None:
         # A pinned worker keeps its caches warm and does not share a core with the sync/API
         # threads or (in the lab) with the router's forwarding; validated by the config loader.
@@ -543,7 +555,7 @@ class WorkerPool:
                           # each worker has its own bucket: the engine's rate is split between them
                           icmp_rate=self.icmp_rate / self.workers,
                           icmp_burst=max(1, self.icmp_burst // self.workers))
-        args = (spec, self.fib, self.links.links(), self.factory, child)
+        args = (spec, self.fib, self.links.links(), self.factory, child, [parent, *self.conns])
         p = ctx.Process(target=_worker_main, args=args, name=f"xcast6-worker-{i}", daemon=True)
         p.start()
         child.close()

@@ -56,6 +56,14 @@ def _pool_daemon(workers_toml: str, state_dir: Path | None = None, expect_rc: in
             assert rc == expect_rc, d.logs()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_daemon_supervises_the_worker_pool() -> None:
     cpus = sorted(os.sched_getaffinity(0))[::-1]      # worker i pinned to cpus[i % len]
     with _pool_daemon(f"count = 2\ncpus = {cpus}\nrx_buffer_kb = 256") as d, d.client() as c:
@@ -117,8 +125,13 @@ def test_worker_cpu_idle_limit_is_set_while_running_and_restored_at_stop() -> No
     state = Path(tempfile.mkdtemp(prefix="xapi-pool-state-"))
     try:
         with _pool_daemon(f"count = 1\ncpus = [{cpu}]\ncpu_resume_latency_us = 0", state, -9) as d:
+            with d.client() as c:
+                worker = c.get("/stats").json()["workers"][0]["pid"]
             d.proc.kill()
             d.proc.wait()
+            # The orphaned worker notices and stops: left running it would forward beside the
+            # next daemon's workers (it used to, holding a copy of its own control pipe).
+            assert wait_for(lambda: not _alive(worker), 5), f"worker {worker} outlived its daemon"
         assert qos.read_text().strip() == "n/a"
         with _pool_daemon(f"count = 1\ncpus = [{cpu}]", state) as d:
             assert qos.read_text().strip() == before, d.logs()

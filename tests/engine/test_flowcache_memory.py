@@ -171,6 +171,23 @@ def test_worker_budgets_come_from_the_workers_section() -> None:
     assert len(problems) == 2 and all("cache_mb" in p for p in problems)
 
 
+def held_after_sessions(w: Worker, packets: list[bytes]) -> int:
+    """Bytes the worker still holds after branching ``packets[1:]`` (the first one warms it up);
+    the TX ring is reset after each packet instead of sending."""
+    w.process(packets[0])
+    w.sender.count = 0
+    tracemalloc.start()
+    try:
+        m0 = traced()
+        for p in packets[1:]:
+            w.process(p)
+            w.sender.count = 0
+        w.flush_tally()
+        return traced() - m0
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.root
 def test_worker_memory_stays_within_its_budgets_and_exports_the_evictions() -> None:
     """The issue's scenario scaled down: many distinct big sessions through Worker.process."""
@@ -184,18 +201,7 @@ def test_worker_memory_stays_within_its_budgets_and_exports_the_evictions() -> N
         spec = WorkerSpec(0, [], path, flow_cache_bytes=flow_cap, plan_cache_bytes=plan_cap)
         w = Worker(spec, example_fib(), LINKS, default_brancher_factory)
         try:
-            w.process(packets[0])
-            w.sender.count = 0
-            tracemalloc.start()
-            try:
-                m0 = traced()
-                for p in packets[1:]:
-                    w.process(p)
-                    w.sender.count = 0          # reset the ring instead of sending
-                w.flush_tally()
-                held = traced() - m0
-            finally:
-                tracemalloc.stop()
+            held = held_after_sessions(w, packets)
             assert w.flows.nbytes <= flow_cap and w.brancher is not None and w.brancher.plan_bytes <= plan_cap
             assert held <= (flow_cap + plan_cap) * 1.1, held
             totals = cf.snapshot().totals
@@ -222,17 +228,7 @@ def test_worker_at_the_default_budgets_holds_no_more_than_them() -> None:
         CounterFile.create(path, 1)
         w = Worker(WorkerSpec(0, [], path), example_fib(), LINKS, default_brancher_factory)
         try:
-            w.process(packets[0])
-            w.sender.count = 0
-            tracemalloc.start()
-            try:
-                m0 = traced()
-                for p in packets[1:]:
-                    w.process(p)
-                    w.sender.count = 0
-                held = traced() - m0
-            finally:
-                tracemalloc.stop()
+            held = held_after_sessions(w, packets)
             assert len(w.flows.flows) > 1                       # learned: the big form is cached
             assert held <= 32 * 2**20 * 1.1, f"{held / 2**20:.1f} MiB held"
         finally:
