@@ -24,6 +24,7 @@ from engine.model import NextHop, Route
 from engine.tools.pcapread import CaptureError, is_capture, read_capture, to_ipv6_or_l2
 from engine.tools.routefile import RouteFileError, load, parse_text
 from engine.wire.codec import Reject, XcastPacket, parse
+from engine.wire.icmp6 import MAX_QUOTE
 from engine.wire.layout import (
     IP6_HLEN,
     OUTER_DST_END,
@@ -221,12 +222,20 @@ def explain_result(p: XcastPacket, r: BranchResult) -> dict[str, Any]:
             "length": len(c.data),
             "hex": c.data.hex(),
         })
+    from engine.forwarding.icmp_errors import plan_error
+
+    # The ICMPv6 error the engine would send (Packet Too Big needs the links' MTUs: not here).
+    err = plan_error(r)
+    icmp = None if err is None else {
+        "type": err.kind.value, "to": _txt(err.dst), "refused": err.refused,
+        "quoted_bytes": min(len(err.quote), MAX_QUOTE)}
     return {
         "packet": p.to_dict(),
         "destinations": dests,
         "copies": copies,
         "drops": {k.value: v for k, v in r.drops.items()},
         "detail": r.detail,
+        "icmp_error": icmp,
     }
 
 
@@ -249,6 +258,12 @@ def render_explain(ex: dict[str, Any]) -> list[str]:
     if ex["drops"]:
         drops = ", ".join(f"{k}={v}" for k, v in ex["drops"].items())
         lines.append(f"  drops: {drops}" + (f"  ({ex['detail']})" if ex["detail"] else ""))
+    icmp = ex.get("icmp_error")
+    if icmp:
+        if icmp["refused"]:
+            lines.append(f"  icmp: {icmp['type']} due, not sent: {icmp['refused']}")
+        else:
+            lines.append(f"  icmp: {icmp['type']} to {icmp['to']} (quoting {icmp['quoted_bytes']} bytes)")
     return lines
 
 

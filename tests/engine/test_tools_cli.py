@@ -116,6 +116,21 @@ def test_explain_text_and_json(tmp_path: Path) -> None:
     assert json.loads(out)["packet"]["bitmap"].startswith("03")
 
 
+def test_explain_names_the_icmp_error(tmp_path: Path) -> None:
+    from engine.wire.codec import build_xcast
+
+    rf = tmp_path / "routes.txt"
+    rf.write_text(ROUTES)
+    src = bytes.fromhex("20010db800ff00000000000000000001")
+    pkt = build_xcast(src, [bytes.fromhex("20010db8000100000000000000000001")], b"x", hop_limit=1)
+    code, out = invoke("explain", pkt.hex(), "--routes", str(rf), "--source", "2001:db8:e::1")
+    assert code == 0, out
+    assert f"icmp: time_exceeded to 2001:db8:ff::1 (quoting {len(pkt)} bytes)" in out
+    code, out = invoke("explain", pkt.hex(), "-r", str(rf), "-s", "2001:db8:e::1", "--json")
+    assert json.loads(out)["icmp_error"] == {"type": "time_exceeded", "to": "2001:db8:ff::1", "refused": None,
+                                             "quoted_bytes": len(pkt)}
+
+
 def test_explain_bad_route_file(tmp_path: Path) -> None:
     rf = tmp_path / "routes.txt"
     rf.write_text("2001:db8:1::/48 fe80::1 ge-0/0/1\n2001:db8:2::/48 nothere ge-0/0/2\n")
