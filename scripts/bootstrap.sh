@@ -10,6 +10,7 @@ APT_PACKAGES=(
   iproute2 nftables snmpd snmp tshark tcpdump ethtool kmod
   qemu-system-x86 linux-image-amd64 busybox-static
   libyang2-tools libyuma-base openssh-client debootstrap systemd systemd-container
+  clang llvm libbpf-dev libbpf1 bpftool linux-libc-dev netsniff-ng
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -38,5 +39,9 @@ if [ ! -e "$stamp" ]; then
   .venv/bin/pip install -q -e '.[test]'
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+# The TC eBPF fast path (engine/dataplane/kernel): built here with clang, not shipped as an object.
+if ! .venv/bin/python -m engine.dataplane.kernel.build >/dev/null; then
+  echo "bootstrap: the TC program did not build; [dataplane] mode = \"auto\" will use the Python path" >&2
 fi
 echo "bootstrap: ready ($(.venv/bin/python --version), .venv)"
