@@ -32,6 +32,7 @@ MTU, the engine's address on the link).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -255,7 +256,7 @@ class Program:
         lib = libbpf()
         self.lib = lib
         self.obj_path = Path(obj_path)
-        self._obj = self._open(0)
+        self._obj: int | None = self._open(0)
         rc = lib.bpf_object__load(self._obj)
         if rc < 0:
             lib.bpf_object__close(self._obj)
@@ -468,10 +469,8 @@ class KernelPath:
         if self.pin_dir is not None and self.pin_dir.is_dir():
             for p in self.pin_dir.iterdir():
                 p.unlink(missing_ok=True)
-            try:
+            with contextlib.suppress(OSError):
                 self.pin_dir.rmdir()
-            except OSError:
-                pass
 
     def close(self) -> None:
         self.detach()
