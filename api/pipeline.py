@@ -114,6 +114,8 @@ class Pipeline:
             rx_buffer=w.rx_buffer_kb * 1024,
             flow_cache_bytes=w.flow_cache_mb << 20,
             plan_cache_bytes=w.plan_cache_mb << 20,
+            dataplane=self.cfg.dataplane.mode,
+            pin_dir=self.cfg.dataplane.pin_dir,
         )
 
     # -- routes: SyncService's subscriber (on the event loop) ---------------------------------

@@ -46,6 +46,8 @@ BASE_COUNTERS: tuple[str, ...] = (
     "syscalls_rx",       # recv calls (including the one that finds the socket empty)
     "syscalls_tx",       # sendmmsg calls
     "syscalls_poll",     # epoll_wait calls
+    "kernel_received",   # frames the TC eBPF path branched or dropped itself (also in received)
+    "kernel_punted",     # frames it passed to the Python workers unchanged (counted again there)
     "latency_count",
     "latency_sum_ns",
     "latency_max_ns",

@@ -488,3 +488,80 @@ def socket_if_nametoindex(name: str) -> int:
         return socket.if_nametoindex(name)
     except OSError as e:
         raise OSError(e.errno, f"engine link {name!r} does not exist") from e
+
+
+# ------------------------------------------------------------------------------------------
+# Start-up by mode, and the counters' way into the workers' counter file
+# ------------------------------------------------------------------------------------------
+def start(mode: str, routes: Iterable[Route], links: LinkMap, ingress: Iterable[str],
+          pin_dir: Path | None) -> tuple[KernelPath | None, str]:
+    """``[dataplane] mode``: (the attached kernel path or None, a sentence for the log).
+
+    ``bpf`` raises KernelPathError when the program cannot run; ``auto`` returns None and why.
+    """
+    if mode == "python":
+        return None, "data path: Python workers ([dataplane] mode = \"python\")"
+    kp: KernelPath | None = None
+    try:
+        kp = KernelPath.load(pin_dir=pin_dir)
+        kp.replace(routes, links)
+        kp.attach(ingress)
+    except (KernelPathError, OSError) as e:
+        if kp is not None:
+            kp.close()
+        if mode == "bpf":
+            raise KernelPathError(f"[dataplane] mode = \"bpf\": {e}") from e
+        first = str(e).splitlines()[0]
+        return None, f"data path: Python workers (mode auto: the TC eBPF path did not start: {first})"
+    mem = sum(kp.prog.memory().values())
+    return kp, (f"data path: TC eBPF on {', '.join(ingress)} (mode {mode}), Python workers for what it "
+                f"punts; maps {mem // 1024} KiB")
+
+
+class CounterPublisher:
+    """Copies the program's counters into its own row of the counter file, every ``interval``.
+
+    The row is one more slot after the workers' (their reader sums rows), so ``stats``, /stats
+    and /metrics show kernel and Python work together under the same names; ``kernel_received``
+    and ``kernel_punted`` say how it divided.
+    """
+
+    def __init__(self, kp: KernelPath, counters_path: Path, slot: int, interval: float = 1.0) -> None:
+        from engine.dataplane.counters import CounterFile
+
+        self.kp = kp
+        self.cf = CounterFile.open(counters_path, writable=True)
+        self.slot = self.cf.slot(slot)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="xcast6-bpf-counters", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def publish(self) -> None:
+        """One copy now (absolute values: the program's counters only grow)."""
+        c = self.kp.counters()
+        row = dict(c)
+        row["kernel_received"] = c["received"]
+        row["kernel_punted"] = sum(v for k, v in c.items() if k.startswith("punt."))
+        w, idx = self.slot.words, self.slot.index_of
+        for name, value in row.items():
+            i = idx.get(name)
+            if i is not None:
+                w[i] = value
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.publish()
+            except Exception:          # a counter read must never take the data path down
+                log.exception("kernel path: counters not published")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.interval + 1)
+        with contextlib.suppress(Exception):
+            self.publish()
+        self.cf.close()
