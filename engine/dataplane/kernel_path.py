@@ -526,7 +526,7 @@ class CounterPublisher:
     and ``kernel_punted`` say how it divided.
     """
 
-    def __init__(self, kp: KernelPath, counters_path: Path, slot: int, interval: float = 1.0) -> None:
+    def __init__(self, kp: KernelPath, counters_path: Path, slot: int, interval: float = 0.25) -> None:
         from engine.dataplane.counters import CounterFile
 
         self.kp = kp
