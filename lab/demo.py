@@ -221,7 +221,7 @@ def format_api_stats(name: str, stats: dict[str, Any], status: dict[str, Any] | 
     else:
         path = "Python workers (the TC eBPF path handled nothing: not loaded, or [dataplane] mode = python)"
     return (f"engine {name}: {line}\n  drops: {drops}\n"
-            f"  latency arrival->send (Python path): p50={lat['p50_us']}us p90={lat['p90_us']}us "
+            f"  latency arrival->send: p50={lat['p50_us']}us p90={lat['p90_us']}us "
             f"p99={lat['p99_us']}us ({lat['count']} packets)\n  table: {table}\n"
             f"  workers: {workers or 'none'}\n  data path: {path}")
 

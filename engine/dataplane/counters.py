@@ -184,6 +184,12 @@ class Slot:
         """Count ``n`` drops for a reason name (unknown names count as ``drop.other``)."""
         self.add(f"drop.{reason}", n)
 
+    def set_histogram(self, buckets: list[int]) -> None:
+        """Overwrite this row's histogram (a writer that keeps its own, e.g. the TC program's)."""
+        w, base = self._w, self._hist_base
+        for i, n in enumerate(buckets[: histogram.NBUCKETS]):
+            w[base + i] = n
+
     def latency(self, ns: int, count: int = 1) -> None:
         """Record ``count`` samples of ``ns`` nanoseconds (a batch shares one measurement)."""
         w = self._w

@@ -59,6 +59,7 @@ COUNTERS: tuple[str, ...] = (
     "egress_errors", "drop.no_route", "drop.invalid_destination", "drop.no_source_address",
     "punt.parse", "punt.no_live", "punt.hop_limit", "punt.ecmp", "punt.local", "punt.egress",
     "punt.mtu", "punt.groups", "punt.csum0", "punt.vlan",
+    "latency_count", "latency_sum_ns", "latency_max_ns",
 )
 PUNT_REASONS = {
     "parse": "not the common form (XOU, port list, non-UDP, malformed: Python decides and counts)",
@@ -250,7 +251,7 @@ class TestRun:
 class Program:
     """The loaded object: program fd, map fds, map access (one per daemon)."""
 
-    MAPS = ("routes_a", "routes_b", "ctl", "links", "counters")
+    MAPS = ("routes_a", "routes_b", "ctl", "links", "counters", "latency")
 
     def __init__(self, obj_path: Path) -> None:
         lib = libbpf()
@@ -313,9 +314,19 @@ class Program:
         """The per-CPU counters summed over CPUs, by name."""
         out = {}
         for i, name in enumerate(COUNTERS):
-            raw = self.lookup("counters", _U32.pack(i), 8 * self.ncpus) or b""
-            out[name] = sum(struct.unpack(f"<{len(raw) // 8}Q", raw))
+            per_cpu = self._per_cpu("counters", i)
+            out[name] = max(per_cpu, default=0) if name == "latency_max_ns" else sum(per_cpu)
         return out
+
+    def _per_cpu(self, m: str, index: int) -> tuple[int, ...]:
+        raw = self.lookup(m, _U32.pack(index), 8 * self.ncpus) or b""
+        return struct.unpack(f"<{len(raw) // 8}Q", raw)
+
+    def latency_buckets(self) -> list[int]:
+        """The branched packets' latency histogram (engine/dataplane/histogram.py buckets)."""
+        from engine.dataplane import histogram
+
+        return [sum(self._per_cpu("latency", i)) for i in range(histogram.NBUCKETS)]
 
     def memory(self) -> dict[str, int]:
         """Kernel memory charged to each map (``memlock`` in its fdinfo), bytes."""
@@ -550,6 +561,7 @@ class CounterPublisher:
             i = idx.get(name)
             if i is not None:
                 w[i] = value
+        self.slot.set_histogram(self.kp.prog.latency_buckets())
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

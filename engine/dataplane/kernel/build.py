@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.dataplane import histogram
 from engine.wire import layout
 from engine.wire.checksum import fold, ones_sum
 
@@ -47,6 +48,9 @@ def layout_header() -> str:
             lines.append(f"#define XC_{name}_LE0 0x{int.from_bytes(value[:8], 'little'):016x}ULL")
             lines.append(f"#define XC_{name}_LE1 0x{int.from_bytes(value[8:], 'little'):016x}ULL")
             lines.append(f"#define XC_{name}_FOLDED_SUM 0x{fold(ones_sum(value)):04x}")
+    # the latency histogram's buckets (engine/dataplane/histogram.py)
+    lines.append(f"#define XC_LAT_NBUCKETS {histogram.NBUCKETS}")
+    lines.append(f"#define XC_LAT_BOUNDS {{{', '.join(f'{b}ULL' for b in histogram.BOUNDS_NS)}}}")
     return "\n".join(lines) + "\n"
 
 

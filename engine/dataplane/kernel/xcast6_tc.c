@@ -50,6 +50,7 @@ enum {
 	C_EGRESS_ERRORS, C_DROP_NO_ROUTE, C_DROP_INVALID, C_DROP_NO_SOURCE,
 	C_PUNT_PARSE, C_PUNT_NO_LIVE, C_PUNT_HOP_LIMIT, C_PUNT_ECMP, C_PUNT_LOCAL, C_PUNT_EGRESS,
 	C_PUNT_MTU, C_PUNT_GROUPS, C_PUNT_CSUM0, C_PUNT_VLAN,
+	C_LAT_COUNT, C_LAT_SUM, C_LAT_MAX,
 	C_NCOUNTERS
 };
 
@@ -121,6 +122,52 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* latency of branched packets, program entry -> last copy handed to its link, in the buckets
+ * of engine/dataplane/histogram.py (XC_LAT_BOUNDS, generated) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XC_LAT_NBUCKETS);
+	__type(key, __u32);
+	__type(value, __u64);
+} latency SEC(".maps");
+
+static const __u64 lat_bounds[XC_LAT_NBUCKETS - 1] = XC_LAT_BOUNDS;
+
+static long bucket_step(__u32 i, void *ctx)
+{
+	__u64 *c = ctx;    /* c[0] = sample, c[1] = bucket */
+
+	if (i >= XC_LAT_NBUCKETS - 1 || c[0] < lat_bounds[i])
+		return 1;
+	c[1] = i + 1;
+	return 0;
+}
+
+static __always_inline void count(__u32 idx, __u64 v)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+	if (c)
+		*c += v;
+}
+
+static __always_inline void record_latency(__u64 ns)
+{
+	__u64 c[2] = {ns, 0};
+	__u32 b, idx = C_LAT_MAX;
+	__u64 *v;
+
+	bpf_loop(XC_LAT_NBUCKETS - 1, bucket_step, c, 0);
+	b = c[1];
+	v = bpf_map_lookup_elem(&latency, &b);
+	if (v)
+		*v += 1;
+	count(C_LAT_COUNT, 1);
+	count(C_LAT_SUM, ns);
+	v = bpf_map_lookup_elem(&counters, &idx);
+	if (v && *v < ns)
+		*v = ns;
+}
+
 struct group {
 	__u64 bits_lo, bits_hi;   /* the copy's bitmap, LSB first like the wire */
 	__u32 hop_id;
@@ -157,13 +204,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch_map SEC(".maps");
-
-static __always_inline void count(__u32 idx, __u64 v)
-{
-	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
-	if (c)
-		*c += v;
-}
 
 static __always_inline int is_live(struct scratch *s, __u32 i)
 {
@@ -432,6 +472,7 @@ int xcast6_ingress(struct __sk_buff *skb)
 	__u32 zero = 0, *active;
 	__u32 plen, blen, n, toff, ulen, hl, flags, k, need_x2u = 0, has_copy = 0;
 	__u8 ck0[2];
+	__u64 t0 = bpf_ktime_get_ns();
 
 	if (skb->protocol != bpf_htons(XC_ETH_P_IPV6))
 		return TC_ACT_OK;
@@ -589,8 +630,10 @@ int xcast6_ingress(struct __sk_buff *skb)
 		if (s->g[XC_GIDX(k)].drop)
 			count(C_DROP_NO_SOURCE, 1);
 	}
-	if (s->sent_copies || s->sent_x2u)
+	if (s->sent_copies || s->sent_x2u) {
 		count(C_BRANCHED, 1);
+		record_latency(bpf_ktime_get_ns() - t0);
+	}
 	count(C_COPIES_OUT, s->sent_copies);
 	count(C_X2U_OUT, s->sent_x2u);
 	count(C_BYTES_OUT, s->out_bytes);
