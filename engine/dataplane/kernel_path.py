@@ -537,7 +537,7 @@ class CounterPublisher:
     and ``kernel_punted`` say how it divided.
     """
 
-    def __init__(self, kp: KernelPath, counters_path: Path, slot: int, interval: float = 0.25) -> None:
+    def __init__(self, kp: KernelPath, counters_path: Path, slot: int, interval: float = 0.1) -> None:
         from engine.dataplane.counters import CounterFile
 
         self.kp = kp
