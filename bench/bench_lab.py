@@ -160,6 +160,7 @@ def _loadgen(ns: str, ifname: str, frames: list[bytes], rate: float, duration: f
     conn.send((sent, time.monotonic() - t0, flushes))
 
 
+START_RATE = 500.0       # --start-rate: the ladder's first offered rate
 GENERATOR = "python"     # --generator: python (this file's sender) or trafgen (netsniff-ng)
 TRAFGEN_CPUS = 1
 
@@ -535,7 +536,7 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
             frames = load_frames(topo, dests, xcast=True)
             run_load(topo, frames, 500, 0.5)      # warm caches (Fib, branch plans, ND)
             ladder = []
-            rate = 500.0
+            rate = START_RATE
             print(f"-- N={n}")
             print(f"{'offered':>8} {'in/s':>8} {'copies/s':>9} {'deliv/s':>9} {'loss':>7} {'cpu%':>6} "
                   f"{'sysc/pkt':>8} {'ctx/s':>7} {'load':>5} {'burst':>5}")
@@ -686,10 +687,11 @@ def main() -> None:
                     help="load generator: this file's Python sender (~200k pkt/s at most) or trafgen "
                          "(netsniff-ng, C, TX ring; --trafgen-cpus of them)")
     ap.add_argument("--trafgen-cpus", type=int, default=1)
+    ap.add_argument("--start-rate", type=float, default=500, help="the ladder's first offered pkt/s")
     ap.add_argument("--summary", type=Path, help="print the summary table of an earlier result file and exit")
     a = ap.parse_args()
-    global GENERATOR, TRAFGEN_CPUS
-    GENERATOR, TRAFGEN_CPUS = a.generator, a.trafgen_cpus
+    global GENERATOR, TRAFGEN_CPUS, START_RATE
+    GENERATOR, TRAFGEN_CPUS, START_RATE = a.generator, a.trafgen_cpus, a.start_rate
     if a.summary:
         print(summarize(json.loads(a.summary.read_text())))
         return
