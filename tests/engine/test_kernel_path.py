@@ -237,3 +237,32 @@ def test_route_change_is_seen(h: Harness) -> None:
     h.set_table(TABLE)
     assert agree(h, build_xcast(SENDER, d, b"x")) == "same"
 
+
+
+def test_dataplane_config() -> None:
+    from pathlib import Path
+
+    from engine.dataplane.config import DataplaneConfig, parse_dataplane
+
+    assert parse_dataplane({}) == (DataplaneConfig(), [])
+    assert DataplaneConfig().mode == "auto"
+    cfg, problems = parse_dataplane({"mode": "bpf", "pin_dir": "/sys/fs/bpf/x"})
+    assert cfg == DataplaneConfig("bpf", Path("/sys/fs/bpf/x")) and not problems
+    _, problems = parse_dataplane({"mode": "ebpf"})
+    assert len(problems) == 1 and problems[0].startswith("dataplane.mode:") and "bpf" in problems[0]
+    _, problems = parse_dataplane({"pin_dir": "/tmp/x"})
+    assert problems and "dataplane.pin_dir" in problems[0] and "/sys/fs/bpf/" in problems[0]
+    _, problems = parse_dataplane({"mod": "bpf"})
+    assert problems and "mode" in problems[0]
+
+
+def test_auto_mode_falls_back_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_a: object, **_k: object) -> kpm.KernelPath:
+        raise kpm.KernelPathError("clang is not installed (scripts/bootstrap.sh installs it)")
+
+    monkeypatch.setattr(kpm.KernelPath, "load", refuse)
+    kp, why = kpm.start("auto", [], LinkMap([]), ["eth1"], None)
+    assert kp is None and "Python workers" in why and "clang is not installed" in why
+    with pytest.raises(kpm.KernelPathError, match='mode = "bpf"'):
+        kpm.start("bpf", [], LinkMap([]), ["eth1"], None)
+    assert kpm.start("python", [], LinkMap([]), ["eth1"], None)[0] is None
