@@ -48,6 +48,10 @@ BASE_COUNTERS: tuple[str, ...] = (
     "syscalls_poll",     # epoll_wait calls
     "kernel_received",   # frames the TC eBPF path branched or dropped itself (also in received)
     "kernel_punted",     # frames it passed to the Python workers unchanged (counted again there)
+    # ... and why (engine/dataplane/kernel_path.py PUNT_REASONS, a test checks they agree)
+    "kernel_punt_parse", "kernel_punt_no_live", "kernel_punt_hop_limit", "kernel_punt_ecmp",
+    "kernel_punt_local", "kernel_punt_egress", "kernel_punt_mtu", "kernel_punt_groups",
+    "kernel_punt_csum0", "kernel_punt_vlan",
     "latency_count",
     "latency_sum_ns",
     "latency_max_ns",

@@ -556,6 +556,9 @@ class CounterPublisher:
         row = dict(c)
         row["kernel_received"] = c["received"]
         row["kernel_punted"] = sum(v for k, v in c.items() if k.startswith("punt."))
+        for k, v in c.items():
+            if k.startswith("punt."):
+                row[f"kernel_punt_{k[5:]}"] = v
         w, idx = self.slot.words, self.slot.index_of
         for name, value in row.items():
             i = idx.get(name)

@@ -52,6 +52,10 @@ def test_counter_enum_matches() -> None:
     assert names[0] == "C_RECEIVED" and names[7] == "C_DROP_NO_ROUTE"
     assert kpm.COUNTERS[7] == "drop.no_route"
     assert set(kpm.PUNT_REASONS) == {c[5:] for c in kpm.COUNTERS if c.startswith("punt.")}
+    # every punt reason has its row in the workers' counter file (stats, /stats, /metrics)
+    from engine.dataplane.counters import BASE_COUNTERS
+
+    assert {f"kernel_punt_{r}" for r in kpm.PUNT_REASONS} <= set(BASE_COUNTERS)
 
 
 def test_route_and_link_values() -> None:
