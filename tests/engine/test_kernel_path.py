@@ -136,6 +136,9 @@ def test_rules(h: Harness) -> None:
         pkt = build_xcast(SENDER, [d[0], a(bad), d[2]], b"x")
         assert agree(h, pkt) == "same"
         assert agree(h, build_xcast(SENDER, [d[0], a(bad), d[2]], b"x", bitmap=0b101)) == "same"
+    # no live destination routable: the Python worker's (ICMP destination unreachable)
+    unroutable = [a("2001:db8:5::1"), a("2001:db8:77::1")]
+    assert agree(h, build_xcast(SENDER, unroutable, b"x"), punt=True) == "punt"
     # hop limit 2 leaves with 1; hop limit 1 and 0 are the Python worker's (ICMP errors)
     assert agree(h, build_xcast(SENDER, d[:3], b"x", hop_limit=2)) == "same"
     for hl in (0, 1):

@@ -49,7 +49,7 @@ enum {
 	C_RECEIVED, C_RECEIVED_BYTES, C_BRANCHED, C_COPIES_OUT, C_X2U_OUT, C_BYTES_OUT,
 	C_EGRESS_ERRORS, C_DROP_NO_ROUTE, C_DROP_INVALID, C_DROP_NO_SOURCE,
 	C_PUNT_PARSE, C_PUNT_NO_LIVE, C_PUNT_HOP_LIMIT, C_PUNT_ECMP, C_PUNT_LOCAL, C_PUNT_EGRESS,
-	C_PUNT_MTU, C_PUNT_GROUPS, C_PUNT_CSUM0, C_PUNT_VLAN,
+	C_PUNT_MTU, C_PUNT_GROUPS, C_PUNT_CSUM0, C_PUNT_VLAN, C_PUNT_NO_ROUTE,
 	C_LAT_COUNT, C_LAT_SUM, C_LAT_MAX,
 	C_NCOUNTERS
 };
@@ -577,6 +577,9 @@ int xcast6_ingress(struct __sk_buff *skb)
 	}
 	if (need_x2u && !ck0[0] && !ck0[1])
 		return punt(C_PUNT_CSUM0);
+	/* no destination routable: Destination Unreachable (rate-limited) is the slow path's */
+	if (!s->ngroups)
+		return punt(C_PUNT_NO_ROUTE);
 
 	count(C_RECEIVED, 1);
 	count(C_RECEIVED_BYTES, skb->len);
