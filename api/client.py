@@ -20,7 +20,7 @@ EXIT_OK = 0
 EXIT_API = 1  # the API answered with an error (problem document)
 EXIT_USAGE = 2  # bad option or configuration
 EXIT_UNREACHABLE = 3  # no answer from the API
-EXIT_AUTH = 4  # token missing or wrong, or its role may not do this (403)
+EXIT_AUTH = 4  # token missing or wrong
 EXIT_NOT_APPLIED = 5  # resync held back by the safety valve or failed
 EXIT_DIFFERS = 6  # diff --exit-code: tables differ
 
