@@ -33,7 +33,7 @@ from tests.api.conftest import (
     wait_for,
     write_config,
 )
-from tests.api.pki import Ca, Issued, issue, make_ca
+from lab.pki import Ca, Issued, issue, make_ca
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 

@@ -12,7 +12,7 @@ import pytest
 from api.client import resolve_target
 from api.config import ApiSection, ConfigError, parse_config
 from api.tls import certificate_summary, client_context, restart_fields, server_context
-from tests.api.pki import issue, make_ca
+from lab.pki import issue, make_ca
 
 SRC = {"sync": {"source": "snmp://public@[2001:db8::1]"},
        "links": {"mode": "direct", "map": [{"router_if": "ge-0/0/0.0", "link": "eth1"}]}}

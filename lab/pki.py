@@ -1,5 +1,6 @@
-"""Throw-away certificates for the API's TLS tests (``cryptography``): CAs, server and client
-certificates, expired ones, written as PEM files with the modes an operator would use."""
+"""Throw-away certificates for the API's TLS (``cryptography``): CAs, server and client
+certificates, expired ones, written as PEM files with the modes an operator would use.  The lab's
+engines serve their API with them (lab/build.py), and the TLS tests make theirs here."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-NOW = datetime.datetime.now(datetime.UTC)
 DAY = datetime.timedelta(days=1)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclass
@@ -44,13 +48,14 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def make_ca(directory: Path, name: str) -> Ca:
-    """A self-signed CA (10 days)."""
+    """A self-signed CA (10 days), its certificate written to ``<directory>/<name>.pem`` (the key
+    stays in memory: a lab or a test issues all its certificates at once)."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(name)).issuer_name(_name(name))
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY).not_valid_after(NOW + 10 * DAY)
+        .not_valid_before(_now() - DAY).not_valid_after(_now() + 10 * DAY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                      content_commitment=False, key_encipherment=False,
@@ -68,7 +73,8 @@ def issue(ca: Ca, directory: Path, name: str, *, client: bool = False, expired: 
     """A server (or ``client``) certificate ``ca`` signs, for ``hosts``; ``expired``: it ended
     yesterday."""
     key = ec.generate_private_key(ec.SECP256R1())
-    start, end = (NOW - 10 * DAY, NOW - DAY) if expired else (NOW - DAY, NOW + 5 * DAY)
+    now = _now()
+    start, end = (now - 10 * DAY, now - DAY) if expired else (now - DAY, now + 5 * DAY)
     names: list[x509.GeneralName] = []
     for h in hosts:
         try:
