@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from api.tls import client_context
+from lab.pki import Ca, Issued, issue, make_ca
 from tests.api.conftest import (
     PY,
     ROOT,
@@ -33,7 +34,6 @@ from tests.api.conftest import (
     wait_for,
     write_config,
 )
-from lab.pki import Ca, Issued, issue, make_ca
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
