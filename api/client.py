@@ -49,8 +49,8 @@ def resolve_target(url: str | None, token: str | None, config: str | None, *,
     """Options win over the environment (XCAST6_API_URL / XCAST6_API_TOKEN / XCAST6_API_CA_FILE /
     XCAST6_API_CLIENT_CERT / XCAST6_API_CLIENT_KEY), which wins over the config file
     (XCAST6_CONFIG, default /etc/xcast6-engine/engine.toml): its API URL, its token or the one the
-    daemon generated in its state directory, and for an API with TLS its own certificate
-    (``api.tls_cert``) as the one the CLI trusts."""
+    daemon generated in its state directory, and when the URL comes from there too, for an API with
+    TLS, its own certificate (``api.tls_cert``) as the one the CLI trusts."""
     url = url or os.environ.get("XCAST6_API_URL")
     token = token or os.environ.get("XCAST6_API_TOKEN")
     ca_file = ca_file or os.environ.get("XCAST6_API_CA_FILE")
@@ -64,9 +64,11 @@ def resolve_target(url: str | None, token: str | None, config: str | None, *,
             cfg = load_config(config)
         except ConfigError as exc:
             raise ClientError(EXIT_USAGE, str(exc).replace("\n", " ")) from None
-        url = url or cfg.api_url()
-        if ca_file is None and cfg.api.tls_cert is not None:
-            ca_file = str(cfg.api.tls_cert)
+        if url is None:
+            url = cfg.api_url()
+            # this engine's own API: its own certificate is what to trust (not for another URL)
+            if ca_file is None and cfg.api.tls_cert is not None:
+                ca_file = str(cfg.api.tls_cert)
         if token is None:
             if cfg.api.token is not None:
                 token = cfg.api.token.reveal()

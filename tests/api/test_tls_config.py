@@ -125,3 +125,6 @@ def test_cli_trusts_the_engines_own_certificate_from_its_config(tmp_path: Path,
     t = resolve_target(None, None, str(cfg))
     assert (t.ca_file, t.client_cert, t.client_key) == (Path("/etc/x/ca.pem"), Path("/etc/x/me.crt"), None)
     assert resolve_target(None, None, str(cfg), ca_file="/opt/ca.pem").ca_file == Path("/opt/ca.pem")
+    monkeypatch.delenv("XCAST6_API_CA_FILE")
+    # another engine's URL: this engine's certificate is not what to trust for it
+    assert resolve_target("https://[2001:db8::7]:8406", None, str(cfg)).ca_file is None
