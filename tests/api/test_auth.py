@@ -216,3 +216,21 @@ def test_a_request_sees_the_keyring_as_it_is_now() -> None:
     ring.replace([ApiToken("grafana", Role.READ, Secret(ADMIN2))])
     assert client.get("/status", headers={"Authorization": f"Bearer {READ}"}).status_code == 401
     assert client.get("/status", headers={"Authorization": f"Bearer {ADMIN2}"}).status_code == 200
+
+
+TOKEN_CHARS = st.characters(min_codepoint=33, max_codepoint=126)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["read", "admin", "READ", "root", ""]),
+                          st.text(TOKEN_CHARS, min_size=0, max_size=8),
+                          st.text(TOKEN_CHARS, min_size=12, max_size=48)), min_size=1, max_size=6))
+def test_a_tokens_file_problem_never_repeats_a_token(lines: list[tuple[str, str, str]]) -> None:
+    text = "\n".join(" ".join(x for x in line if x) for line in lines)
+    try:
+        tokens = parse_tokens(text, "/f")
+    except ConfigError as exc:
+        # values are longer than any role or name, so one in the message could only be echoed
+        for _, _, value in lines:
+            assert value not in str(exc)
+        return
+    assert all(t.role in (Role.READ, Role.ADMIN) and len(t.secret.reveal()) >= 32 for t in tokens)
