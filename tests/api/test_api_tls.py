@@ -236,6 +236,10 @@ def test_client_certificate_required(router: Router, xtmp: Path, pki: Pki) -> No
                   env={**env, "XCAST6_API_CLIENT_CERT": str(pki.client.cert),
                        "XCAST6_API_CLIENT_KEY": str(pki.client.key)})
         assert ok.returncode == 0, ok.stderr
+        # the same as flags (before the command: they hold for every client command)
+        ok = _cli(d, "--ca-file", str(pki.ca.cert), "--client-cert", str(pki.client.cert), "--client-key",
+                  str(pki.client.key), "status", "--url", d.url, "--token", READ_OLD)
+        assert ok.returncode == 0, ok.stderr
         assert "client certificates required" in d.logs()
     finally:
         assert d.stop() == 0
