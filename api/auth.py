@@ -168,6 +168,32 @@ def authorize(authorization: bytes | str | None, method: str, path: str, keyring
     )
 
 
+class RefusalLog:
+    """Wrong tokens, summarised for the log: the first refusal of a quiet period is logged at once,
+    later ones at most once per ``every`` seconds as a count with the addresses seen, so a scan
+    of the API shows in the log without flooding it (and without the guessed values)."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self._last: float | None = None
+        self._count = 0
+        self._peers: set[str] = set()
+
+    def note(self, peer: str, now: float) -> str | None:
+        """Count one refusal from ``peer``; the line to log now, if any."""
+        self._count += 1
+        if len(self._peers) < 8:
+            self._peers.add(peer)
+        if self._last is not None and now - self._last < self.every:
+            return None
+        line = (f"refused {self._count} request(s) with a wrong bearer token (401) from "
+                f"{', '.join(sorted(self._peers))}")
+        if self._last is not None:
+            line += f" in the last {now - self._last:.0f} s"
+        self._last, self._count, self._peers = now, 0, set()
+        return line
+
+
 # -- the tokens file ------------------------------------------------------------------------------
 
 

@@ -21,11 +21,12 @@ Refusals are RFC 9457 problem documents, worded as the app's own.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import Keyring, Refusal, Role, authorize
+from api.auth import Keyring, Refusal, RefusalLog, Role, authorize
 from api.models import Problem
 
 log = logging.getLogger("xcast6.api")
@@ -54,6 +55,7 @@ class RequestGuard:
                  open_paths: Iterable[str] = OPEN_PATHS) -> None:
         self.app = app
         self.keyring = keyring          # shared with the daemon, which replaces its tokens on SIGHUP
+        self.wrong_tokens = RefusalLog()
         self.max_body = max_body
         self.open_paths = frozenset(open_paths)
 
@@ -68,6 +70,11 @@ class RequestGuard:
             if isinstance(who, Refusal):
                 if who.status == 403:
                     log.warning("refused (403): %s", who.detail)
+                elif who.detail == "wrong bearer token":
+                    client = scope.get("client")
+                    line = self.wrong_tokens.note(str(client[0]) if client else "?", time.monotonic())
+                    if line is not None:
+                        log.warning("%s", line)
                 await _answer(scope, send, who)
                 return
             if who.role is Role.ADMIN and method not in ("GET", "HEAD"):

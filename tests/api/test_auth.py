@@ -234,3 +234,24 @@ def test_a_tokens_file_problem_never_repeats_a_token(lines: list[tuple[str, str,
             assert value not in str(exc)
         return
     assert all(t.role in (Role.READ, Role.ADMIN) and len(t.secret.reveal()) >= 32 for t in tokens)
+
+
+def test_wrong_tokens_are_summarised_in_the_log() -> None:
+    from api.auth import RefusalLog
+
+    r = RefusalLog(every=60)
+    assert r.note("192.0.2.1", 0.0) == "refused 1 request(s) with a wrong bearer token (401) from 192.0.2.1"
+    assert all(r.note("192.0.2.2", t) is None for t in (1.0, 2.0, 59.0))
+    assert r.note("192.0.2.1", 61.0) == ("refused 4 request(s) with a wrong bearer token (401) from "
+                                         "192.0.2.1, 192.0.2.2 in the last 61 s")
+
+
+def test_a_wrong_token_is_logged_without_its_value(caplog: pytest.LogCaptureFixture) -> None:
+    client = TestClient(_app(_keyring()))
+    caplog.set_level(logging.WARNING)
+    guess = "guessed-" + "x" * 30
+    for _ in range(3):
+        assert client.get("/status", headers={"Authorization": f"Bearer {guess}"}).status_code == 401
+    lines = [r.getMessage() for r in caplog.records if "wrong bearer token" in r.getMessage()]
+    assert lines == ["refused 1 request(s) with a wrong bearer token (401) from testclient"]
+    assert guess not in caplog.text
