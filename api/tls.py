@@ -74,6 +74,52 @@ def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
         raise _problem("api.tls_cert/api.tls_key", cert, _ssl_detail(exc)) from None
 
 
+class HandshakeLog:
+    """Refused TLS handshakes (no or a foreign client certificate, an old TLS version, a client
+    that does not trust us), summarised by reason: the first of a quiet period logged at once,
+    then at most one line per ``every`` seconds (asyncio's TLS closes such connections silently)."""
+
+    def __init__(self, every: float = 60.0, clock: Any = None) -> None:
+        import time
+
+        self.every = every
+        self.clock = clock or time.monotonic
+        self._last: float | None = None
+        self._reasons: dict[str, int] = {}
+
+    def note(self, reason: str) -> str | None:
+        """Count one refusal; the line to log now, if any."""
+        self._reasons[reason] = self._reasons.get(reason, 0) + 1
+        now = self.clock()
+        if self._last is not None and now - self._last < self.every:
+            return None
+        shown = ", ".join(f"{n} x {r}" for r, n in sorted(self._reasons.items()))
+        line = f"refused TLS handshakes: {shown}"
+        if self._last is not None:
+            line += f" in the last {now - self._last:.0f} s"
+        self._last, self._reasons = now, {}
+        return line
+
+
+HANDSHAKES = HandshakeLog()
+
+
+class _LoggedSSLObject(ssl.SSLObject):
+    """The server's TLS objects: a handshake the server refuses is counted in :data:`HANDSHAKES`."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            reason = (exc.reason or type(exc).__name__).lower().replace("_", " ")
+            line = HANDSHAKES.note(reason)
+            if line is not None:
+                log.warning("%s", line)
+            raise
+
+
 def server_context(api: ApiSection) -> ssl.SSLContext:
     """The API's server context for ``api`` (which has ``tls_cert``); :class:`ConfigError` names
     the key and file that cannot be used."""
@@ -81,6 +127,7 @@ def server_context(api: ApiSection) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = MIN_VERSION
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    ctx.sslobject_class = _LoggedSSLObject
     _load_chain(ctx, api.tls_cert, api.tls_key)
     if api.tls_client_ca is not None:
         try:

@@ -197,6 +197,7 @@ def test_tls_handshakes_roles_and_the_cli(router: Router, xtmp: Path, pki: Pki) 
         assert "API TLS (1.2+): certificate CN=engine, names localhost, 127.0.0.1, ::1" in d.logs()
         assert "API tokens by role: read: prometheus; admin: api.token" in d.logs()
         assert "POST /resync by token 'api.token' (admin)" in d.logs()
+        assert "refused TLS handshakes: 1 x unsupported protocol" in d.logs()      # the TLS 1.1 client
         _secrets_not_logged(d)
     finally:
         assert d.stop() == 0
@@ -241,6 +242,8 @@ def test_client_certificate_required(router: Router, xtmp: Path, pki: Pki) -> No
                   str(pki.client.key), "status", "--url", d.url, "--token", READ_OLD)
         assert ok.returncode == 0, ok.stderr
         assert "client certificates required" in d.logs()
+        # the refusals show in the log, summarised by reason (the first at once)
+        assert "refused TLS handshakes: 1 x peer did not return a certificate" in d.logs(), d.logs()[-3000:]
     finally:
         assert d.stop() == 0
 

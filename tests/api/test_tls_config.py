@@ -128,3 +128,17 @@ def test_cli_trusts_the_engines_own_certificate_from_its_config(tmp_path: Path,
     monkeypatch.delenv("XCAST6_API_CA_FILE")
     # another engine's URL: this engine's certificate is not what to trust for it
     assert resolve_target("https://[2001:db8::7]:8406", None, str(cfg)).ca_file is None
+
+
+def test_refused_handshakes_are_summarised() -> None:
+    from api.tls import HandshakeLog
+
+    now = [0.0]
+    h = HandshakeLog(every=60, clock=lambda: now[0])
+    assert h.note("unknown ca") == "refused TLS handshakes: 1 x unknown ca"
+    for t, reason in ((1, "unknown ca"), (2, "peer did not return a certificate"), (30, "unknown ca")):
+        now[0] = t
+        assert h.note(reason) is None
+    now[0] = 70
+    assert h.note("unknown ca") == ("refused TLS handshakes: 1 x peer did not return a certificate, "
+                                    "3 x unknown ca in the last 70 s")
