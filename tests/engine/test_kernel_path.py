@@ -275,3 +275,45 @@ def test_auto_mode_falls_back_and_says_why(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(kpm.KernelPathError, match='mode = "bpf"'):
         kpm.start("bpf", [], LinkMap([]), ["eth1"], None)
     assert kpm.start("python", [], LinkMap([]), ["eth1"], None)[0] is None
+
+
+@pytest.mark.root
+def test_attach_replace_pin_detach() -> None:
+    """One filter per link whatever restarts do (an upgrade swaps the program in place), pins
+    under pin_dir while attached, nothing left after stop."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from lab import netns
+
+    pins = Path(f"/sys/fs/bpf/xcast6-test-{os.getpid()}")
+    with netns.temporary("bpf-kp") as (ns,):
+        netns.veth(ns, "kin", ns, "kinp")
+
+        def filters() -> list[str]:
+            out = subprocess.run(["tc", "-n", ns, "filter", "show", "dev", "kin", "ingress"],
+                                 capture_output=True, text=True, check=True).stdout
+            return [ln for ln in out.splitlines() if " handle " in ln]
+
+        first = kpm.KernelPath.load(pin_dir=pins)
+        second = kpm.KernelPath.load(pin_dir=pins)
+        try:
+            with netns.in_netns(ns):
+                first.attach(["kin"])
+                assert len(filters()) == 1 and "xcast6_ingress" in filters()[0]
+                assert {p.name for p in pins.iterdir()} >= {"prog", "routes_a", "links", "counters"}
+                # the old daemon died without detaching (SIGKILL): its filter stays and forwards;
+                # the new one replaces the program in place (same handle) and re-pins
+                first.prog.close()
+                assert len(filters()) == 1
+                second.attach(["kin"])
+                assert len(filters()) == 1
+                tag = subprocess.run(["bpftool", "prog", "show", "pinned", str(pins / "prog")],
+                                     capture_output=True, text=True, check=True).stdout.split()[0]
+                assert f"id {tag.rstrip(':')}" in filters()[0]
+                second.detach()
+                assert filters() == []
+                assert not pins.exists()
+        finally:
+            second.prog.close()

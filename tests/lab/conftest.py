@@ -33,7 +33,8 @@ with contextlib.suppress(ImportError):
             _vm.pytest_terminal_summary(terminalreporter, config)
 
 # Modules the vlan lab uses; the guest does not autoload modules, so they are loaded up front.
-VLAN_LAB_MODULES = ("8021q", "veth", "nfnetlink", "nf_tables", "nft_chain_nat")
+# sch_ingress + cls_bpf: the engines' TC eBPF fast path ([dataplane] mode auto) in the guest too
+VLAN_LAB_MODULES = ("8021q", "veth", "nfnetlink", "nf_tables", "nft_chain_nat", "sch_ingress", "cls_bpf")
 
 
 @contextlib.contextmanager

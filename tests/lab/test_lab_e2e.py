@@ -311,3 +311,22 @@ def test_engine_counters_explain_every_packet(e2e_lab: Topology) -> None:
     assert t["received"] >= t["branched"] > 0
     assert st["latency"]["p50_us"] is not None
     assert ipaddress.IPv6Address(e2e_lab.sender.addr)
+
+
+def test_data_path_is_the_tc_program_and_says_so(e2e_lab: Topology) -> None:
+    """[dataplane] mode auto (the lab's default) runs the TC eBPF path where bootstrap installed
+    its tools: the log names it, and the engines' plain XCAST6 traffic is branched in the kernel,
+    none of it punted to the workers (both modes: direct here, vlan in the QEMU guest)."""
+    assert e2e_lab.dataplane == "auto"
+    for r in ("a", "b"):
+        log = (e2e_lab.state_dir / f"engine-{r}.log").read_text(errors="replace")
+        said = [ln for ln in log.splitlines() if "data path:" in ln]
+        assert said and "TC eBPF on" in said[-1], said[-1:] or log[-2000:]
+    c0 = counters(e2e_lab)
+    reset_logs(e2e_lab)
+    send_xcast(e2e_lab, receivers(e2e_lab), payloads("tc", 3))
+    arrivals(e2e_lab, expect=15)
+    time.sleep(0.5)     # the kernel path's counters reach the counter file every 0.1 s
+    d = delta(c0, counters(e2e_lab))
+    assert d["a"].get("kernel_received") == 3 and not d["a"].get("kernel_punted"), d["a"]
+    assert d["b"].get("kernel_received") == 3 and not d["b"].get("kernel_punted"), d["b"]

@@ -223,6 +223,8 @@ def _job_script(command: list[str], cwd: Path, env: dict[str, str]) -> str:
 {exports}
 echo "xcvm: job start $(cut -d' ' -f1 /proc/uptime)"
 modprobe 8021q && modprobe veth || echo "xcvm: modprobe failed"
+# the TC eBPF fast path's qdisc and classifier ([dataplane] mode auto falls back without them)
+modprobe sch_ingress && modprobe cls_bpf || echo "xcvm: no sch_ingress/cls_bpf: the kernel path falls back"
 ip link set lo up
 cd {shlex.quote(str(cwd))} || exit 1
 {" ".join(shlex.quote(a) for a in command)}

@@ -4,6 +4,7 @@ the program, and the differential rules hold there too (tests/engine/test_kernel
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -24,6 +25,10 @@ def test_verifier_accepts_on_the_guest_kernel() -> None:
 
 
 def test_differential_rules_on_the_guest_kernel() -> None:
+    # The guest's kernel cannot auto-load modules (no usermode modprobe before the chroot): load
+    # the clsact qdisc and the BPF classifier the way the harness loads 8021q and veth.
+    for mod in ("sch_ingress", "cls_bpf"):
+        subprocess.run(["modprobe", mod], check=False)
     kp = KernelPath.load()
     try:
         with harness(kp) as h:

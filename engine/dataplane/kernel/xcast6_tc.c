@@ -58,6 +58,9 @@ enum {
  * not see checked ("unbounded memory access") */
 #define BOUNDED(v, max) ({ asm volatile("" : "+r"(v)); (v) < (max); })
 #define XC_GIDX(k) ({ __u64 __v = (k); asm volatile("" : "+r"(__v)); __v & (XC_MAX_GROUPS - 1); })
+/* 16 N bytes for 1 <= N <= 126 (checked before), written so that even an older verifier that
+ * lost N's range sees a length in [16, 2048]: the 128-row arrays below (6.1 rejected n * 16) */
+#define XC_DLEN(n) ({ __u64 __v = (n); asm volatile("" : "+r"(__v)); (((__v - 1) & 127) << 4) + 16; })
 #define XC_IDX(i) ({ __u64 __v = (i); asm volatile("" : "+r"(__v)); __v & 127; })
 
 struct lpm_key {
@@ -373,12 +376,9 @@ static long emit_xcast(__u32 k, void *ctx)
 	}
 	if (e->anonymous) {
 		struct image_ctx ic = {.s = s, .g = g};
-		__u64 len = (__u64)s->n * 16;
+		__u64 len = XC_DLEN(s->n);
 
 		bpf_loop(XC_MAX_DESTS, image_dest, &ic, 0);
-		asm volatile("" : "+r"(len));
-		if (len < 16 || len > XC_MAX_DESTS * 16)
-			return 1;
 		if (bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_DEST_OFF, s->image, len, 0)) {
 			s->errors++;
 			return 0;
@@ -527,10 +527,8 @@ int xcast6_ingress(struct __sk_buff *skb)
 	if (hl <= 1)
 		return punt(C_PUNT_HOP_LIMIT);
 	{
-		__u32 len = n * 16;
+		__u64 len = XC_DLEN(n);
 
-		if (len < 16 || len > XC_MAX_DESTS * 16)
-			return punt(C_PUNT_PARSE);
 		if (bpf_skb_load_bytes(skb, XC_ETH_HLEN + XC_DEST_OFF, s->dests, len))
 			return punt(C_PUNT_PARSE);
 	}
