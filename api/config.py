@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.dataplane.config import WorkersConfig, parse_workers
+from engine.dataplane.config import DataplaneConfig, WorkersConfig, parse_dataplane, parse_workers
 from engine.settings import (
     Field,
     Secret,
@@ -167,6 +167,7 @@ class Config:
     sync: SyncConfig = field(default_factory=SyncConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    dataplane: DataplaneConfig = field(default_factory=DataplaneConfig)
     api: ApiSection = field(default_factory=ApiSection)
     path: str | None = None
 
@@ -193,6 +194,7 @@ class Config:
             "sync": self.sync.summary(),
             "links": self.links.summary(),
             "workers": self.workers.summary(),
+            "dataplane": self.dataplane.summary(),
             "api": {
                 "listen": self.api.listen,
                 "port": self.api.port,
@@ -217,7 +219,7 @@ _OWN_KEYS: dict[str, Spec] = {
         "diff_min_interval": Field(number(minimum=0, maximum=3600), "diff_min_interval"),
     },
 }
-SECTIONS = ("engine", "sync", "links", "workers", "api")
+SECTIONS = ("engine", "sync", "links", "workers", "dataplane", "api")
 
 
 def parse_config(
@@ -236,6 +238,7 @@ def parse_config(
     sync, sync_problems = parse_sync(table_of(data, "sync", problems), env)
     links, link_problems = parse_links(table_of(data, "links", problems))
     workers, worker_problems = parse_workers(table_of(data, "workers", problems))
+    dataplane, dataplane_problems = parse_dataplane(table_of(data, "dataplane", problems))
     api = check_table(table_of(data, "api", problems), _OWN_KEYS["api"], "api.", problems)
     if env.get(API_TOKEN_ENV):
         api["token"] = Secret(env[API_TOKEN_ENV])
@@ -247,14 +250,15 @@ def parse_config(
         problem = token_problem(api["token"].reveal())
         if problem is not None:
             problems.append(f"{token_from}: this value {problem}")
-    problems += sync_problems + link_problems + worker_problems
-    if problems or sync is None or links is None or workers is None:
+    problems += sync_problems + link_problems + worker_problems + dataplane_problems
+    if problems or sync is None or links is None or workers is None or dataplane is None:
         raise ConfigError(problems, path)
     return Config(
         engine=EngineSection(**engine),
         sync=sync,
         links=links,
         workers=workers,
+        dataplane=dataplane,
         api=ApiSection(**api),
         path=path,
     )

@@ -116,6 +116,8 @@ class Pipeline:
             plan_cache_bytes=w.plan_cache_mb << 20,
             icmp_rate=w.icmp_rate,
             icmp_burst=w.icmp_burst,
+            dataplane=self.cfg.dataplane.mode,
+            pin_dir=self.cfg.dataplane.pin_dir,
         )
 
     # -- routes: SyncService's subscriber (on the event loop) ---------------------------------

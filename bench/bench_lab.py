@@ -160,9 +160,43 @@ def _loadgen(ns: str, ifname: str, frames: list[bytes], rate: float, duration: f
     conn.send((sent, time.monotonic() - t0, flushes))
 
 
+START_RATE = 500.0       # --start-rate: the ladder's first offered rate
+GENERATOR = "python"     # --generator: python (this file's sender) or trafgen (netsniff-ng)
+TRAFGEN_CPUS = 1
+
+
+def _trafgen_load(topo: Topology, frames: list[bytes], rate: float,
+                  duration: float) -> tuple[int, float, float]:
+    """trafgen (Debian netsniff-ng, a TX_RING sender in C) offering ``rate`` pkt/s (0: its maximum).
+
+    Counted on the sender's link (its tx packets), since trafgen's own summary is per CPU.
+    """
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".cfg", prefix="xlb-trafgen-", delete=False) as f:
+        for fr in frames:
+            f.write("{ " + ", ".join(f"0x{b:02x}" for b in fr) + " }\n")
+        conf = f.name
+    ns = topo.ns("snd")
+    cmd = ["ip", "netns", "exec", ns, "timeout", "-s", "INT", f"{duration}", "trafgen", "--dev", "eth0",
+           "--conf", conf, "--cpus", str(TRAFGEN_CPUS), "-q"]
+    if rate > 0:
+        cmd += ["--rate", f"{int(rate)}pps"]
+    tx0 = tx_packets(ns, "eth0")
+    t0 = time.monotonic()
+    subprocess.run(cmd, capture_output=True, check=False)
+    took = time.monotonic() - t0
+    sent = tx_packets(ns, "eth0") - tx0
+    os.unlink(conf)
+    return sent, took, 0.0
+
+
 def run_load(topo: Topology, frames: list[bytes], rate: float, duration: float,
              pace_s: float = PACE_S) -> tuple[int, float, float]:
     """Run the load generator; returns (frames sent, seconds, mean frames per burst)."""
+    if GENERATOR == "trafgen":
+        return _trafgen_load(topo, frames, rate, duration)
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
     p = ctx.Process(target=_loadgen, args=(topo.ns("snd"), "eth0", frames, rate, duration, child, pace_s))
@@ -464,7 +498,7 @@ def steer_router_rx(topo: Topology, cpu: int) -> None:
 
 def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: float,
                 prefix: str = "xlb-", placement: str = "shared", busy_poll_us: int = 200,
-                rx_buffer_kb: int = 0) -> dict[str, Any]:
+                rx_buffer_kb: int = 0, dataplane: str = "python") -> dict[str, Any]:
     global _TRAFFIC_CPUS
     cpus, router_cpu = placement_plan(workers, placement)
     _TRAFFIC_CPUS = set(range(min(cpus))) if cpus else None
@@ -474,7 +508,7 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
                     worker_cpus=cpus, worker_busy_poll_us=poll, worker_rx_buffer_kb=rx_buffer_kb,
                     worker_cpu_resume_latency_us=resume_us,
                     # only engine A is measured: engine B (idle here) must not share its worker's CPU
-                    tuned_engines=("a",))
+                    tuned_engines=("a",), dataplane=dataplane)
     build.down(topo)
     build.up(topo)
     own_cpus = os.sched_getaffinity(0)
@@ -485,12 +519,14 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
         if router_cpu is not None:
             steer_router_rx(topo, router_cpu)
         moved = keep_lab_off(topo, _TRAFFIC_CPUS) if _TRAFFIC_CPUS else 0
-        out: dict[str, Any] = {"workers": workers, "placement": placement if cpus else "shared",
+        out: dict[str, Any] = {"dataplane": dataplane, "generator": GENERATOR,
+                               "workers": workers, "placement": placement if cpus else "shared",
                                "worker_cpus": list(cpus), "router_rx_cpu": router_cpu, "busy_poll_us": poll,
                                "cpu_resume_latency_us": resume_us,
                                "rx_buffer_kb": rx_buffer_kb or None, "lab_threads_moved_off": moved,
                                "kernel": kernel_ceiling(topo, duration), "by_n": {}}
-        print(f"\n== workers={workers} placement={out['placement']} busy_poll_us={poll} "
+        print(f"\n== dataplane={dataplane} generator={GENERATOR} "
+              f"workers={workers} placement={out['placement']} busy_poll_us={poll} "
               f"cpu_resume_latency_us={resume_us} "
               f"(worker CPUs {list(cpus) or 'any'}, "
               f"router rx CPU {router_cpu if router_cpu is not None else 'sender'})  "
@@ -500,7 +536,7 @@ def run_workers(workers: int, ns_list: list[int], duration: float, max_rate: flo
             frames = load_frames(topo, dests, xcast=True)
             run_load(topo, frames, 500, 0.5)      # warm caches (Fib, branch plans, ND)
             ladder = []
-            rate = 500.0
+            rate = START_RATE
             print(f"-- N={n}")
             print(f"{'offered':>8} {'in/s':>8} {'copies/s':>9} {'deliv/s':>9} {'loss':>7} {'cpu%':>6} "
                   f"{'sysc/pkt':>8} {'ctx/s':>7} {'load':>5} {'burst':>5}")
@@ -579,12 +615,13 @@ def plot(result: dict[str, Any], png: Path) -> None:
     for w in result["runs"]:
         for n, res in w["by_n"].items():
             lad = res["ladder"]
-            lbl = f"N={n}, {w['workers']}w {w.get('placement', 'shared')}"
+            lbl = f"N={n}, {w.get('dataplane', 'python')} {w['workers']}w {w.get('placement', 'shared')}"
             offered = [r["offered_pps"] for r in lad]
             axes[0].plot(offered, [r["copies_out_pps"] for r in lad], "o-", label=lbl)
             axes[1].plot(offered, [100 * (r["loss"] or 0) for r in lad], "o-", label=lbl)
             lat = res["latency_half_load"]
-            tag = f"{n}/{w['workers']}w{'' if w.get('placement', 'shared') == 'shared' else 's'}"
+            tag = (f"{n}/{w.get('dataplane', 'python')[0]}{w['workers']}w"
+                   f"{'' if w.get('placement', 'shared') == 'shared' else 's'}")
             axes[2].bar(tag, (lat["engine"]["p99_us"] or 0), color="tab:red", alpha=.7)
             axes[2].bar(tag, (lat["no_engine"]["p99_us"] or 0), color="tab:blue", alpha=.7)
         axes[0].axhline(w["kernel"]["forwarded_pps"], ls="--", color="gray")
@@ -605,7 +642,8 @@ def summarize(result: dict[str, Any]) -> str:
     time the hypervisor took from this VM's CPUs during that latency window (steal)."""
     best = max(r["kernel"]["forwarded_pps"] for r in result["runs"])
     lines = [f"kernel plain-UDP forwarding ceiling (best of {len(result['runs'])} runs): {best} pkt/s",
-             f"{'workers':>7} {'placement':>9} {'N':>3} {'in pkt/s':>9} {'copies/s':>9} {'/kernel':>7} "
+             f"{'path':>6} {'workers':>7} {'placement':>9} {'N':>3} {'in pkt/s':>9} {'copies/s':>9} "
+             f"{'/kernel':>7} "
              f"{'loss@80%':>8} {'added p50':>9} {'added p99':>9} {'worker p99':>10} {'worker p99.9':>12} "
              f"{'steal ms':>8}"]
     for run in result["runs"]:
@@ -614,7 +652,8 @@ def summarize(result: dict[str, Any]) -> str:
             added = res["latency_half_load"].get("added_per_pair", {})
             wl = res["worker_latency_half_load"]
             lines.append(
-                f"{run['workers']:>7} {run.get('placement', 'shared'):>9} {n:>3} {res['capacity_in_pps']:>9} "
+                f"{run.get('dataplane', 'python'):>6} {run['workers']:>7} "
+                f"{run.get('placement', 'shared'):>9} {n:>3} {res['capacity_in_pps']:>9} "
                 f"{res['capacity_copies_pps']:>9} {res['copies_vs_best_kernel']:>7} "
                 f"{res['at_80pct_capacity']['loss']!s:>8} {added.get('p50_us')!s:>9} "
                 f"{added.get('p99_us')!s:>9} "
@@ -642,8 +681,17 @@ def main() -> None:
                          "pinned + the worker CPUs idle by polling (cpu_resume_latency_us = 0); split: "
                          "pinned + router A's handling of the copies in threaded NAPI on CPU 0 (see "
                          "placement_plan); all but shared only run when there are more CPUs than workers")
+    ap.add_argument("--dataplane", nargs="+", choices=["bpf", "python", "auto"], default=["python"],
+                    help="engine A's [dataplane] mode; several run side by side in one invocation")
+    ap.add_argument("--generator", choices=["python", "trafgen"], default="python",
+                    help="load generator: this file's Python sender (~200k pkt/s at most) or trafgen "
+                         "(netsniff-ng, C, TX ring; --trafgen-cpus of them)")
+    ap.add_argument("--trafgen-cpus", type=int, default=1)
+    ap.add_argument("--start-rate", type=float, default=500, help="the ladder's first offered pkt/s")
     ap.add_argument("--summary", type=Path, help="print the summary table of an earlier result file and exit")
     a = ap.parse_args()
+    global GENERATOR, TRAFGEN_CPUS, START_RATE
+    GENERATOR, TRAFGEN_CPUS, START_RATE = a.generator, a.trafgen_cpus, a.start_rate
     if a.summary:
         print(summarize(json.loads(a.summary.read_text())))
         return
@@ -656,8 +704,9 @@ def main() -> None:
         for placement in a.placement:
             if placement != "shared" and not placement_plan(w, placement)[0]:
                 continue    # as many workers as CPUs: nothing to pin
-            result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix, placement,
-                                              a.busy_poll_us, a.rx_buffer_kb))
+            for dp in a.dataplane:
+                result["runs"].append(run_workers(w, a.dests, a.duration, a.max_rate, a.prefix, placement,
+                                                  a.busy_poll_us, a.rx_buffer_kb, dp))
     result["loadavg_end"] = os.getloadavg()
     print("\n" + summarize(result))
     a.out.write_text(json.dumps(result, indent=1))

@@ -184,6 +184,10 @@ def engine_toml(topo: Topology, r: str) -> str:
           if topo.worker_cpu_resume_latency_us is not None and topo.worker_cpus
           and r in topo.tuned_engines else []),
         "",
+        "[dataplane]",
+        f"mode = {_q(topo.dataplane)}",
+        f"pin_dir = {_q(f'/sys/fs/bpf/xcast6-{topo.prefix}{r}')}",
+        "",
         "[api]",
         'listen = "127.0.0.1"',
         f"port = {API_PORT}",

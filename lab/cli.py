@@ -34,7 +34,9 @@ def _topo(prefix: str, state_dir: Path | None, workers: int = 1) -> Topology:
 @lab_app.command("up")
 def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
        workers: int = typer.Option(1, min=1, max=16, help="Worker processes per engine."),
-       mode: str = typer.Option("direct", help="Router-engine links: direct (veths) or vlan (802.1Q).")
+       mode: str = typer.Option("direct", help="Router-engine links: direct (veths) or vlan (802.1Q)."),
+       dataplane: str = typer.Option("auto", help="Engines' data path: auto (TC eBPF if it loads), "
+                                     "bpf, python.")
        ) -> None:
     """Build the lab and start snmpd, receivers and both engines (waits for their first sync)."""
     from lab import build
@@ -42,8 +44,11 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
     if mode not in ("direct", "vlan"):
         raise typer.BadParameter(f"{mode!r}: use direct or vlan", param_hint="--mode")
     topo = _topo(prefix, state_dir, workers)
+    if dataplane not in ("auto", "bpf", "python"):
+        raise typer.BadParameter(f"{dataplane!r}: use auto, bpf or python", param_hint="--dataplane")
     topo.workers = workers
     topo.mode = mode
+    topo.dataplane = dataplane
     try:
         build.up(topo)
     except LabError as exc:

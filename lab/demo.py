@@ -214,9 +214,16 @@ def format_api_stats(name: str, stats: dict[str, Any], status: dict[str, Any] | 
     table = (f"routes={sync.get('route_count')} generation={sync.get('generation')} "
              f"sync={sync.get('state')} source={sync.get('source')}") if status else "status unavailable"
     workers = ", ".join(f"#{w['index']} pid {w['pid']} {w['state']}" for w in stats.get("workers", []))
+    # the TC eBPF path's share ([dataplane]; its counters are merged into the ones above)
+    if c.get("kernel_received") or c.get("kernel_punted"):
+        path = (f"TC eBPF handled {c.get('kernel_received', 0)}, punted {c.get('kernel_punted', 0)} "
+                "to the Python workers")
+    else:
+        path = "Python workers (the TC eBPF path handled nothing: not loaded, or [dataplane] mode = python)"
     return (f"engine {name}: {line}\n  drops: {drops}\n"
-            f"  latency arrival->send: p50={lat['p50_us']}us p90={lat['p90_us']}us p99={lat['p99_us']}us "
-            f"({lat['count']} packets)\n  table: {table}\n  workers: {workers or 'none'}")
+            f"  latency arrival->send: p50={lat['p50_us']}us p90={lat['p90_us']}us "
+            f"p99={lat['p99_us']}us ({lat['count']} packets)\n  table: {table}\n"
+            f"  workers: {workers or 'none'}\n  data path: {path}")
 
 
 def print_engine_stats(topo: Topology) -> None:

@@ -84,6 +84,7 @@ class Topology:
     mtu: int = 9000
     start_timeout: float = 30.0   # per daemon start (slow under QEMU TCG: raise it there)
     mode: str = "direct"          # "direct" (veth per link) or "vlan" (802.1Q on one trunk)
+    dataplane: str = "auto"       # engines' [dataplane] mode: auto (the TC eBPF path), bpf, python
     vlan_base: int = 100
 
     sender: Host = Host("snd", "a", "2001:db8:a0::", "ra-snd", None)

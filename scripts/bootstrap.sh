@@ -11,6 +11,11 @@ APT_PACKAGES=(
   qemu-system-x86 linux-image-amd64 busybox-static
   libyang2-tools libyuma-base openssh-client debootstrap systemd systemd-container
 )
+# The TC eBPF fast path ([dataplane] mode auto|bpf): clang builds it, libbpf loads it; trafgen
+# (netsniff-ng) is the lab benchmark's load generator, bpftool the operator's inspection tool.
+# Installed when the distribution has them (Debian 12 does); without them mode auto falls back
+# to the Python workers and says why.
+KERNEL_PATH_PACKAGES=(clang llvm libbpf-dev libbpf1 linux-libc-dev netsniff-ng bpftool)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "bootstrap: must run as root (network namespaces, raw sockets, apt)" >&2
@@ -27,6 +32,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+kmissing=()
+for p in "${KERNEL_PATH_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || kmissing+=("$p")
+done
+if [ "${#kmissing[@]}" -gt 0 ]; then
+  echo "bootstrap: apt-get install ${kmissing[*]} (the TC eBPF fast path)"
+  export DEBIAN_FRONTEND=noninteractive
+  [ "${#missing[@]}" -gt 0 ] || apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${kmissing[@]}" >/dev/null \
+    || echo "bootstrap: some of ${kmissing[*]} could not be installed; [dataplane] mode = \"auto\" will use the Python path" >&2
+fi
 # Debian enables snmpd on install; the lab and tests start their own agents in namespaces.
 if systemctl is-active --quiet snmpd 2>/dev/null; then systemctl stop snmpd || true; fi
 
@@ -38,5 +54,9 @@ if [ ! -e "$stamp" ]; then
   .venv/bin/pip install -q -e '.[test]'
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+# The TC eBPF fast path (engine/dataplane/kernel): built here with clang, not shipped as an object.
+if ! .venv/bin/python -m engine.dataplane.kernel.build >/dev/null; then
+  echo "bootstrap: the TC program did not build; [dataplane] mode = \"auto\" will use the Python path" >&2
 fi
 echo "bootstrap: ready ($(.venv/bin/python --version), .venv)"

@@ -17,6 +17,7 @@ from engine.settings import (
     Spec,
     absolute_path,
     check_table,
+    choice,
     ifname_list,
     integer,
     number,
@@ -129,3 +130,46 @@ def parse_workers(raw: Mapping[str, Any], where: str = "workers") -> tuple[Worke
     if problems:
         return None, problems
     return WorkersConfig(**values), []
+
+
+# --- [dataplane]: which data path branches (owned by the data plane as well) -----------------
+DATAPLANE_MODES = ("auto", "bpf", "python")
+
+
+@dataclass(frozen=True)
+class DataplaneConfig:
+    """``mode``: ``bpf`` = the TC eBPF fast path (engine/dataplane/kernel_path.py) with the
+    Python workers as slow path (the start fails if it cannot load); ``python`` = the workers
+    alone; ``auto`` = ``bpf`` when it loads, else ``python``, logging why.  ``pin_dir``: where
+    the program and its maps are pinned (bpffs) for bpftool."""
+
+    mode: str = "auto"
+    pin_dir: Path = Path("/sys/fs/bpf/xcast6-engine")
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able view (for logs and ``config check``)."""
+        return {"mode": self.mode, "pin_dir": str(self.pin_dir)}
+
+
+def _bpffs_path(v: object) -> Path:
+    p = absolute_path(v)
+    if not str(p).startswith("/sys/fs/bpf/"):
+        raise Invalid(f"{show(v)} is not under /sys/fs/bpf/ (pins live on the BPF filesystem)")
+    return p
+
+
+DATAPLANE_KEYS: Spec = {
+    "mode": Field(choice(*DATAPLANE_MODES), "mode"),
+    "pin_dir": Field(_bpffs_path, "pin_dir"),
+}
+
+
+def parse_dataplane(
+    raw: Mapping[str, Any], where: str = "dataplane"
+) -> tuple[DataplaneConfig | None, list[str]]:
+    """Validate a ``[dataplane]`` table: (config, []) or (None, every problem found)."""
+    problems: list[str] = []
+    values = check_table(raw, DATAPLANE_KEYS, f"{where}.", problems)
+    if problems:
+        return None, problems
+    return DataplaneConfig(**values), []

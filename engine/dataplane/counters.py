@@ -47,6 +47,12 @@ BASE_COUNTERS: tuple[str, ...] = (
     "syscalls_rx",       # recv calls (including the one that finds the socket empty)
     "syscalls_tx",       # sendmmsg calls
     "syscalls_poll",     # epoll_wait calls
+    "kernel_received",   # frames the TC eBPF path branched or dropped itself (also in received)
+    "kernel_punted",     # frames it passed to the Python workers unchanged (counted again there)
+    # ... and why (engine/dataplane/kernel_path.py PUNT_REASONS, a test checks they agree)
+    "kernel_punt_parse", "kernel_punt_no_live", "kernel_punt_hop_limit", "kernel_punt_ecmp",
+    "kernel_punt_local", "kernel_punt_egress", "kernel_punt_mtu", "kernel_punt_groups",
+    "kernel_punt_csum0", "kernel_punt_vlan",
     "latency_count",
     "latency_sum_ns",
     "latency_max_ns",
@@ -183,6 +189,12 @@ class Slot:
     def drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` drops for a reason name (unknown names count as ``drop.other``)."""
         self.add(f"drop.{reason}", n)
+
+    def set_histogram(self, buckets: list[int]) -> None:
+        """Overwrite this row's histogram (a writer that keeps its own, e.g. the TC program's)."""
+        w, base = self._w, self._hist_base
+        for i, n in enumerate(buckets[: histogram.NBUCKETS]):
+            w[base + i] = n
 
     def latency(self, ns: int, count: int = 1) -> None:
         """Record ``count`` samples of ``ns`` nanoseconds (a batch shares one measurement)."""

@@ -538,8 +538,13 @@ class WorkerPool:
     plan_cache_bytes: int = PLAN_CACHE_BYTES        # per worker (config workers.plan_cache_mb)
     icmp_rate: float = ICMP_RATE      # ICMPv6 errors per second, the whole engine (workers.icmp_rate)
     icmp_burst: int = ICMP_BURST      # (workers.icmp_burst)
+    dataplane: str = "python"       # [dataplane] mode: auto | bpf | python
+    pin_dir: Path | None = None     # [dataplane] pin_dir
     procs: list[multiprocessing.process.BaseProcess] = field(default_factory=list)
     conns: list[multiprocessing.connection.Connection] = field(default_factory=list)
+    kernel: Any = None              # the attached KernelPath (engine/dataplane/kernel_path.py)
+    data_path: str = ""             # what runs and why (logged, shown by the API)
+    _publisher: Any = None
 
     restarts: int = 0
 
@@ -573,7 +578,17 @@ class WorkerPool:
         """Create the counter file and fork the workers (after the table is loaded)."""
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-        CounterFile.create(self.counters_path, self.workers)
+        from engine.dataplane import kernel_path
+
+        # The TC program first (it punts to the workers, whose sockets see only what it passes);
+        # its counters get the row after the workers'.
+        self.kernel, self.data_path = kernel_path.start(
+            self.dataplane, self.fib.routes(), self.links, self.ingress, self.pin_dir)
+        log.info("%s", self.data_path)
+        CounterFile.create(self.counters_path, self.workers + (1 if self.kernel else 0))
+        if self.kernel is not None:
+            self._publisher = kernel_path.CounterPublisher(self.kernel, self.counters_path, self.workers)
+            self._publisher.start()
         for i in range(self.workers):
             p, c = self._fork(i)
             self.procs.append(p)
@@ -617,17 +632,28 @@ class WorkerPool:
         adds = [*d.added, *(c.new for c in d.changed)]
         removes = [r.prefix for r in d.removed]
         if adds or removes:
+            if self.kernel is not None:
+                self.kernel.apply(adds, removes)
             self._broadcast(("diff", adds, removes))
 
     def set_links(self, links: LinkMap) -> None:
         """Send a new link map to every worker (waits for their acks)."""
         self.links = links
+        if self.kernel is not None:
+            self.kernel.set_links(links)
         self._broadcast(("links", links.links()))
 
     def alive(self) -> list[bool]:
         return [p.is_alive() for p in self.procs]
 
     def stop(self, timeout: float = 5.0) -> None:
+        # the TC program first: what it would branch goes to the workers until they stop
+        if self._publisher is not None:
+            self._publisher.stop()
+            self._publisher = None
+        if self.kernel is not None:
+            self.kernel.close()
+            self.kernel = None
         for c in self.conns:
             with contextlib.suppress(OSError, BrokenPipeError):
                 c.send(("stop",))

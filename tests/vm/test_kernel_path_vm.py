@@ -1,0 +1,34 @@
+"""The TC eBPF fast path on Debian 12's own kernel (6.1, in the QEMU guest): the verifier accepts
+the program, and the differential rules hold there too (tests/engine/test_kernel_path.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from engine.dataplane.kernel_path import KernelPath
+from tests.engine import test_kernel_path as diff
+from tests.engine.kernel_harness import harness
+
+pytestmark = [pytest.mark.vm, pytest.mark.root]
+
+
+def test_verifier_accepts_on_the_guest_kernel() -> None:
+    kp = KernelPath.load()
+    try:
+        assert kp.prog.prog_fd > 0
+        print(f"loaded on {os.uname().release}: maps {kp.prog.memory()}")
+    finally:
+        kp.prog.close()
+
+
+def test_differential_rules_on_the_guest_kernel() -> None:
+    kp = KernelPath.load()
+    try:
+        with harness(kp) as h:
+            diff.test_rules(h)
+            diff.test_126_destinations(h)
+            diff.test_punts(h)
+    finally:
+        kp.prog.close()
