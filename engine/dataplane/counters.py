@@ -52,7 +52,7 @@ BASE_COUNTERS: tuple[str, ...] = (
     # ... and why (engine/dataplane/kernel_path.py PUNT_REASONS, a test checks they agree)
     "kernel_punt_parse", "kernel_punt_no_live", "kernel_punt_hop_limit", "kernel_punt_ecmp",
     "kernel_punt_local", "kernel_punt_egress", "kernel_punt_mtu", "kernel_punt_groups",
-    "kernel_punt_csum0", "kernel_punt_vlan",
+    "kernel_punt_csum0", "kernel_punt_vlan", "kernel_punt_no_route",
     "latency_count",
     "latency_sum_ns",
     "latency_max_ns",

@@ -58,7 +58,7 @@ COUNTERS: tuple[str, ...] = (
     "received", "received_bytes", "branched", "copies_out", "x2u_out", "bytes_out",
     "egress_errors", "drop.no_route", "drop.invalid_destination", "drop.no_source_address",
     "punt.parse", "punt.no_live", "punt.hop_limit", "punt.ecmp", "punt.local", "punt.egress",
-    "punt.mtu", "punt.groups", "punt.csum0", "punt.vlan",
+    "punt.mtu", "punt.groups", "punt.csum0", "punt.vlan", "punt.no_route",
     "latency_count", "latency_sum_ns", "latency_max_ns",
 )
 PUNT_REASONS = {
@@ -72,6 +72,7 @@ PUNT_REASONS = {
     "groups": "more copies than the program's bound (32)",
     "csum0": "UDP checksum 0 with an X2U copy",
     "vlan": "an in-band VLAN tag (not taken off by the device)",
+    "no_route": "no live destination is routable (ICMP destination unreachable is Python's)",
 }
 MAX_GROUPS = 32          # XC_MAX_GROUPS in the C program
 

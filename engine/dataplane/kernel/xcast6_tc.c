@@ -25,7 +25,8 @@
  * bitmap, hop limit <= 1 (ICMP errors are Python's), ECMP routes (the member choice is CRC32 of
  * the destination), a link that is down or whose router MAC is not learned, a copy larger than
  * the link MTU, more than XC_MAX_GROUPS copies, UDP checksum 0 with an X2U copy, an in-band
- * VLAN tag, a destination that is one of the engine's own addresses (local delivery).
+ * VLAN tag, a destination that is one of the engine's own addresses (local delivery), no live
+ * destination routable (Destination Unreachable is Python's: engine/forwarding/icmp_errors.py).
  *
  * The offsets come from engine/wire/layout.py through the generated xcast6_layout.h.
  */
@@ -49,7 +50,7 @@ enum {
 	C_RECEIVED, C_RECEIVED_BYTES, C_BRANCHED, C_COPIES_OUT, C_X2U_OUT, C_BYTES_OUT,
 	C_EGRESS_ERRORS, C_DROP_NO_ROUTE, C_DROP_INVALID, C_DROP_NO_SOURCE,
 	C_PUNT_PARSE, C_PUNT_NO_LIVE, C_PUNT_HOP_LIMIT, C_PUNT_ECMP, C_PUNT_LOCAL, C_PUNT_EGRESS,
-	C_PUNT_MTU, C_PUNT_GROUPS, C_PUNT_CSUM0, C_PUNT_VLAN,
+	C_PUNT_MTU, C_PUNT_GROUPS, C_PUNT_CSUM0, C_PUNT_VLAN, C_PUNT_NO_ROUTE,
 	C_LAT_COUNT, C_LAT_SUM, C_LAT_MAX,
 	C_NCOUNTERS
 };
@@ -555,6 +556,9 @@ int xcast6_ingress(struct __sk_buff *skb)
 	}
 	if (s->punt)
 		return punt(s->punt);
+	/* nothing routable: the Python worker answers with Destination Unreachable */
+	if (!s->ngroups && s->no_route)
+		return punt(C_PUNT_NO_ROUTE);
 	/* per copy: X2U or not, source address, MTU -- every punt decided before anything is sent */
 	for (k = 0; k < XC_MAX_GROUPS; k++) {
 		struct group *g;
