@@ -2,9 +2,10 @@
 stats, Prometheus metrics, health.
 
 Every endpoint but ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``,
-``/openapi.json`` included (``/docs`` and ``/redoc`` are off); the token and the body size (64 KiB)
-are checked by :class:`api.guard.RequestGuard` before anything reads the body.  ``/readyz`` tells
-its reasons only to a caller with the token.  Errors are RFC 9457 ``application/problem+json``
+``/openapi.json`` included (``/docs`` and ``/redoc`` are off): a ``read`` token for GET, an
+``admin`` token for anything that changes state (api/auth.py); the token and the body size (64
+KiB) are checked by :class:`api.guard.RequestGuard` before anything reads the body.  ``/readyz``
+tells its reasons only to a caller with a token.  Errors are RFC 9457 ``application/problem+json``
 naming the field at fault; unknown query parameters and body fields are refused (422) rather than
 silently ignored.
 """
@@ -25,7 +26,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import metrics
-from api.guard import RequestGuard, bearer_refusal
+from api.auth import Keyring, Refusal, authenticate, authorize
+from api.guard import RequestGuard
 from api.models import (
     DiffCounts,
     DiffOut,
@@ -93,6 +95,7 @@ def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     titles = {
         400: "Bad request",
         401: "Missing or wrong bearer token",
+        403: "The token's role may not do this (a read token on a method that changes state)",
         404: "Not found",
         413: "Request body too large",
         422: "Invalid request field",
@@ -123,9 +126,11 @@ def only_query(*allowed: str) -> Callable[[Request], None]:
     return check
 
 
-def create_app(view: EngineView, token: str | None, diff_min_interval: float = 5.0) -> FastAPI:
-    """Build the API over an engine view. ``token`` None = every protected endpoint refuses (401);
+def create_app(view: EngineView, token: Keyring | str | None, diff_min_interval: float = 5.0) -> FastAPI:
+    """Build the API over an engine view.  ``token``: the keyring (its tokens may be replaced
+    while the app runs), or one admin token, or None = every protected endpoint refuses (401);
     ``diff_min_interval``: seconds a /routes/diff verification is served again (0: never)."""
+    keyring = token if isinstance(token, Keyring) else Keyring.admin(token)
     app = FastAPI(
         title="xcast6-engine API",
         version=view.version,
@@ -136,19 +141,22 @@ def create_app(view: EngineView, token: str | None, diff_min_interval: float = 5
         docs_url=None,
         redoc_url=None,
     )
-    bearer = HTTPBearer(auto_error=False, description="API token (api.token or XCAST6_API_TOKEN)")
+    bearer = HTTPBearer(auto_error=False, description="API token: the read role for GET, the admin "
+                        "role for anything that changes state (api.token, XCAST6_API_TOKEN, api.tokens_file)")
 
     def auth(
         request: Request, _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     ) -> None:
         # RequestGuard has refused a request without the token before its body was read; this
         # check stays for the OpenAPI security requirement and for the app used without the guard.
-        refusal = bearer_refusal(request.headers.get("authorization"), token)
-        if refusal is not None:
+        refusal = authorize(request.headers.get("authorization"), request.method, request.url.path, keyring)
+        if isinstance(refusal, Refusal):
             raise ApiProblem(refusal.status, refusal.title, refusal.detail, refusal.field, refusal.headers)
 
     protected = [Depends(auth)]
     auth_errors = _problem_responses(401)
+    # what a read token meets on an endpoint that changes state
+    admin_errors = _problem_responses(401, 403)
 
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
@@ -201,7 +209,7 @@ def create_app(view: EngineView, token: str | None, diff_min_interval: float = 5
         ok, why = view.ready()
         if ok:
             return Health(status="ready")
-        if bearer_refusal(request.headers.get("authorization"), token) is not None:
+        if isinstance(authenticate(request.headers.get("authorization"), keyring), Refusal):
             why = []
         return JSONResponse(Health(status="not ready", reasons=why).model_dump(), status_code=503)
 
@@ -378,7 +386,7 @@ def create_app(view: EngineView, token: str | None, diff_min_interval: float = 5
         response_model=JobOut,
         status_code=202,
         dependencies=[*protected, Depends(only_query())],
-        responses=_problem_responses(401, 413),
+        responses={**admin_errors, **_problem_responses(413)},
     )
     async def resync(body: ResyncRequest | None = None) -> JobOut:
         """Start a resync from the router now (``force`` past the safety valve); returns the job."""
@@ -456,7 +464,7 @@ def create_app(view: EngineView, token: str | None, diff_min_interval: float = 5
         return PlainTextResponse(metrics.render(view), media_type=metrics.CONTENT_TYPE)
 
     # Outermost: nothing below it (FastAPI's body parsing included) runs for a refused request.
-    app.add_middleware(RequestGuard, token=token)
+    app.add_middleware(RequestGuard, keyring=keyring)
     return app
 
 

@@ -38,14 +38,24 @@ class ClientError(Exception):
 class Target:
     url: str
     token: str | None
+    ca_file: Path | None = None       # trust anchor for an https URL (None: the system's CAs)
+    client_cert: Path | None = None   # mTLS: the client's certificate (and key, or in one file)
+    client_key: Path | None = None
 
 
-def resolve_target(url: str | None, token: str | None, config: str | None) -> Target:
-    """Options win over the environment (XCAST6_API_URL / XCAST6_API_TOKEN), which wins over
-    the config file (XCAST6_CONFIG, default /etc/xcast6-engine/engine.toml) and the token the
-    daemon generated in its state directory."""
+def resolve_target(url: str | None, token: str | None, config: str | None, *,
+                   ca_file: str | None = None, client_cert: str | None = None,
+                   client_key: str | None = None) -> Target:
+    """Options win over the environment (XCAST6_API_URL / XCAST6_API_TOKEN / XCAST6_API_CA_FILE /
+    XCAST6_API_CLIENT_CERT / XCAST6_API_CLIENT_KEY), which wins over the config file
+    (XCAST6_CONFIG, default /etc/xcast6-engine/engine.toml): its API URL, its token or the one the
+    daemon generated in its state directory, and when the URL comes from there too, for an API with
+    TLS, its own certificate (``api.tls_cert``) as the one the CLI trusts."""
     url = url or os.environ.get("XCAST6_API_URL")
     token = token or os.environ.get("XCAST6_API_TOKEN")
+    ca_file = ca_file or os.environ.get("XCAST6_API_CA_FILE")
+    client_cert = client_cert or os.environ.get("XCAST6_API_CLIENT_CERT")
+    client_key = client_key or os.environ.get("XCAST6_API_CLIENT_KEY")
     config = config or os.environ.get("XCAST6_CONFIG")
     if config is None and Path(DEFAULT_CONFIG).exists() and (url is None or token is None):
         config = DEFAULT_CONFIG
@@ -54,7 +64,11 @@ def resolve_target(url: str | None, token: str | None, config: str | None) -> Ta
             cfg = load_config(config)
         except ConfigError as exc:
             raise ClientError(EXIT_USAGE, str(exc).replace("\n", " ")) from None
-        url = url or cfg.api_url()
+        if url is None:
+            url = cfg.api_url()
+            # this engine's own API: its own certificate is what to trust (not for another URL)
+            if ca_file is None and cfg.api.tls_cert is not None:
+                ca_file = str(cfg.api.tls_cert)
         if token is None:
             if cfg.api.token is not None:
                 token = cfg.api.token.reveal()
@@ -63,7 +77,12 @@ def resolve_target(url: str | None, token: str | None, config: str | None) -> Ta
                     token = (cfg.engine.state_dir / "api-token").read_text().strip()
                 except OSError:
                     token = None
-    return Target(url=(url or DEFAULT_URL).rstrip("/"), token=token)
+    return Target(url=(url or DEFAULT_URL).rstrip("/"), token=token,
+                  ca_file=_path(ca_file), client_cert=_path(client_cert), client_key=_path(client_key))
+
+
+def _path(value: str | None) -> Path | None:
+    return None if not value else Path(value)
 
 
 class ApiClient:
@@ -77,8 +96,18 @@ class ApiClient:
         if target.token:
             headers["Authorization"] = f"Bearer {target.token}"
         self.target = target
+        # the server is always verified (issue 20): against the named CA file, else the system's
+        verify: Any = True
+        if target.url.lower().startswith("https:"):
+            from api.tls import client_context
+
+            try:
+                verify = client_context(target.ca_file, target.client_cert, target.client_key)
+            except ValueError as exc:
+                raise ClientError(EXIT_USAGE, str(exc)) from None
         # trust_env=False: a proxy from the environment must not see the token for a loopback API
-        self._http = httpx.Client(base_url=target.url, headers=headers, timeout=timeout, trust_env=False)
+        self._http = httpx.Client(base_url=target.url, headers=headers, timeout=timeout, trust_env=False,
+                                  verify=verify)
 
     def close(self) -> None:
         self._http.close()
@@ -107,7 +136,8 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise ClientError(
                 EXIT_UNREACHABLE,
-                f"cannot reach the engine API at {self.target.url}: {exc or type(exc).__name__}",
+                f"cannot reach the engine API at {self.target.url}: {exc or type(exc).__name__}"
+                + _tls_hint(str(exc), self.target),
             ) from None
         if resp.status_code in ok:
             ctype = resp.headers.get("content-type", "")
@@ -116,10 +146,25 @@ class ApiClient:
         if resp.status_code == 401:
             hint = "" if self.target.token else " (no token: set XCAST6_API_TOKEN, --token or api.token)"
             raise ClientError(EXIT_AUTH, f"unauthorized: {detail}{hint}")
+        if resp.status_code == 403:
+            raise ClientError(EXIT_AUTH, f"forbidden: {detail}")
         raise ClientError(EXIT_API, f"{method} {path}: {resp.status_code} {detail}")
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
+
+
+def _tls_hint(error: str, target: Target) -> str:
+    """What to do about a TLS failure, from the error text of ssl/httpx."""
+    if "CERTIFICATE_VERIFY_FAILED" in error:
+        trusted = f"CA file {target.ca_file}" if target.ca_file else "the system's CAs"
+        return (f" (the API's certificate is not trusted by {trusted}, or does not name the host of the "
+                "URL: name the CA with XCAST6_API_CA_FILE or --ca-file)")
+    if "CERTIFICATE_REQUIRED" in error or "certificate required" in error.lower():
+        return " (the API requires a client certificate: XCAST6_API_CLIENT_CERT/XCAST6_API_CLIENT_KEY)"
+    if "WRONG_VERSION_NUMBER" in error or "record layer failure" in error:
+        return " (TLS and plain HTTP mixed up: check http:// or https:// in the URL)"
+    return ""
 
 
 def _problem_detail(resp: httpx.Response) -> str:

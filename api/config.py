@@ -12,6 +12,7 @@ which never prints its value; source URLs are shown through ``sync.registry.stri
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import secrets
 import stat
@@ -88,29 +89,39 @@ def read_or_create_token(path: Path, nbytes: int = 32) -> str:
     an unexplained 401.
     """
     try:
-        # O_NOFOLLOW and fstat of the opened file: the checks are of the file actually read.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        token = read_private_file(path, "API token file").strip()
     except FileNotFoundError:
         return _create_token(path, nbytes)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ConfigError(["API token file is a symbolic link: not followed"], str(path)) from None
-        raise ConfigError([f"cannot read the API token file: {exc.strerror or exc}"], str(path)) from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        problem = _token_file_problem(st)
-        if problem is not None:
-            raise ConfigError([f"API token file {problem}"], str(path))
-        raw = f.read(64 * 1024)
-    try:
-        token = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ConfigError(["API token file is not UTF-8 text"], str(path)) from None
     problem = token_problem(token)
     if problem is not None:
         hint = "; remove the file and the engine generates a new token" if not token else ""
         raise ConfigError([f"API token in this file {problem}{hint}"], str(path))
     return token
+
+
+def read_private_file(path: Path, what: str, limit: int = 64 * 1024) -> str:
+    """The UTF-8 text of a file that holds secrets, after checking that only this process's user
+    can read it (see :func:`read_or_create_token`); :class:`ConfigError` names ``what``, the file
+    and the problem, never the content.  ``FileNotFoundError`` is left to the caller."""
+    try:
+        # O_NOFOLLOW and fstat of the opened file: the checks are of the file actually read.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError([f"{what} is a symbolic link: not followed"], str(path)) from None
+        raise ConfigError([f"cannot read the {what}: {exc.strerror or exc}"], str(path)) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        problem = _token_file_problem(st)
+        if problem is not None:
+            raise ConfigError([f"{what} {problem}"], str(path))
+        raw = f.read(limit)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError([f"{what} is not UTF-8 text"], str(path)) from None
 
 
 def _token_file_problem(st: os.stat_result) -> str | None:
@@ -159,6 +170,16 @@ class ApiSection:
     token: Secret | None = None
     enabled: bool = True
     diff_min_interval: float = 5.0   # /routes/diff: a verification this young is served again
+    tokens_file: Path | None = None  # "<role> <name> <token>" lines (api/auth.py), re-read on SIGHUP
+    tls_cert: Path | None = None     # PEM certificate (chain) of the API; with tls_key: HTTPS only
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set: clients must show a certificate this CA signed (mTLS)
+    allow_plaintext: bool = False    # a non-loopback listen without TLS only when set on purpose
+
+    @property
+    def tls(self) -> bool:
+        """The API speaks HTTPS (and only HTTPS)."""
+        return self.tls_cert is not None
 
 
 @dataclass(frozen=True)
@@ -177,7 +198,8 @@ class Config:
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.api.port}"
+        scheme = "https" if self.api.tls else "http"
+        return f"{scheme}://{host}:{self.api.port}"
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able view for logs and ``config check`` with every secret shown as ``***``."""
@@ -201,8 +223,17 @@ class Config:
                 "token": sec(self.api.token),
                 "enabled": self.api.enabled,
                 "diff_min_interval": self.api.diff_min_interval,
+                "tokens_file": _opt_str(self.api.tokens_file),
+                "tls_cert": _opt_str(self.api.tls_cert),
+                "tls_key": _opt_str(self.api.tls_key),
+                "tls_client_ca": _opt_str(self.api.tls_client_ca),
+                "allow_plaintext": self.api.allow_plaintext,
             },
         }
+
+
+def _opt_str(p: Path | None) -> str | None:
+    return None if p is None else str(p)
 
 
 _OWN_KEYS: dict[str, Spec] = {
@@ -217,6 +248,11 @@ _OWN_KEYS: dict[str, Spec] = {
         "token": Field(secret, "token", hidden),
         "enabled": Field(boolean, "enabled"),
         "diff_min_interval": Field(number(minimum=0, maximum=3600), "diff_min_interval"),
+        "tokens_file": Field(absolute_path, "tokens_file"),
+        "tls_cert": Field(absolute_path, "tls_cert"),
+        "tls_key": Field(absolute_path, "tls_key"),
+        "tls_client_ca": Field(absolute_path, "tls_client_ca"),
+        "allow_plaintext": Field(boolean, "allow_plaintext"),
     },
 }
 SECTIONS = ("engine", "sync", "links", "workers", "dataplane", "api")
@@ -250,6 +286,7 @@ def parse_config(
         problem = token_problem(api["token"].reveal())
         if problem is not None:
             problems.append(f"{token_from}: this value {problem}")
+    problems += api_transport_problems(api)
     problems += sync_problems + link_problems + worker_problems + dataplane_problems
     if problems or sync is None or links is None or workers is None or dataplane is None:
         raise ConfigError(problems, path)
@@ -262,6 +299,31 @@ def parse_config(
         api=ApiSection(**api),
         path=path,
     )
+
+
+def api_transport_problems(api: Mapping[str, Any]) -> list[str]:
+    """The rules between the ``[api]`` keys of TLS and the listen address (checked values only).
+
+    A bearer token that can force a resync must not cross a network in clear text: a listen
+    address beyond loopback needs TLS, unless ``allow_plaintext = true`` says it is on purpose
+    (a management VRF, an IPsec tunnel; the daemon then warns at every start)."""
+    problems = []
+    cert, key, ca = api.get("tls_cert"), api.get("tls_key"), api.get("tls_client_ca")
+    if (cert is None) != (key is None):
+        have, need = ("tls_cert", "tls_key") if cert is not None else ("tls_key", "tls_cert")
+        problems.append(f"api.{need}: missing: api.{have} is set, TLS needs both the certificate "
+                        "and its private key")
+    if ca is not None and cert is None:
+        problems.append("api.tls_client_ca: client certificates are checked only over TLS: "
+                        "set api.tls_cert and api.tls_key too")
+    listen = api.get("listen", ApiSection.listen)
+    if (api.get("enabled", True) and cert is None and key is None
+            and not ipaddress.ip_address(listen).is_loopback and not api.get("allow_plaintext", False)):
+        problems.append(
+            f"api.listen: {listen!r} is beyond this host and the API has no TLS: bearer tokens would "
+            "cross the network in clear text; set api.tls_cert and api.tls_key, or "
+            "api.allow_plaintext = true if that path is protected otherwise")
+    return problems
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from api import auth, tls
 from api.config import Config, ConfigError, load_config, read_or_create_token
 from api.pipeline import Pipeline
 from api.state import EngineView
@@ -75,6 +76,12 @@ def api_token(cfg: Config) -> str:
     return token
 
 
+def api_tokens(cfg: Config) -> list[auth.ApiToken]:
+    """Every token the API accepts (issue 20): the admin token above, then api.tokens_file's."""
+    name = "api.token" if cfg.api.token is not None else TOKEN_FILE
+    return auth.keyring_tokens(api_token(cfg), name, cfg.api.tokens_file)
+
+
 def keep_off_worker_cpus(worker_cpus: set[int]) -> set[int] | None:
     """Move every thread of this process (sync, API, the kernel mirror) off the workers' CPUs.
 
@@ -121,6 +128,8 @@ class Daemon:
         self.view: EngineView | None = None
         self.pipeline: Pipeline | None = None
         self.started = asyncio.Event()
+        self.keyring = auth.Keyring()              # the API's tokens, replaced on SIGHUP
+        self.tls: tls.ServerTls | None = None      # the API's TLS context, its certificate reloaded on SIGHUP
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -152,7 +161,10 @@ class Daemon:
         cfg.engine.state_dir.mkdir(parents=True, exist_ok=True)
         # The token first: a bad token file (ConfigError, exit 2) must stop the start before the
         # sync, the links and the workers are up, not leave an engine whose API answers only 401.
-        token = api_token(cfg) if cfg.api.enabled else ""
+        if cfg.api.enabled:
+            self.keyring.replace(api_tokens(cfg))
+            log.info("API tokens by role: %s", self.keyring.describe())
+            self.tls = tls.ServerTls.load(cfg.api) if cfg.api.tls else None
         source = self._source_factory(cfg.sync.source, cfg.sync.credentials())
         self.pipeline = pipeline = Pipeline(cfg, source)
         await pipeline.start()
@@ -167,12 +179,13 @@ class Daemon:
         tasks: list[asyncio.Task[object]] = []
         loop = asyncio.get_running_loop()
         if cfg.api.enabled:
-            if not ipaddress.ip_address(cfg.api.listen).is_loopback:
+            if not ipaddress.ip_address(cfg.api.listen).is_loopback and self.tls is None:
+                # only with api.allow_plaintext = true (api.config refuses it otherwise)
                 log.warning(
-                    "API listens on %s, beyond this host: keep the token secret and firewall the port",
-                    cfg.api.listen,
+                    "API listens on %s, beyond this host, WITHOUT TLS (api.allow_plaintext = true): "
+                    "bearer tokens cross the network in clear text", cfg.api.listen,
                 )
-            app = create_app(view, token, diff_min_interval=cfg.api.diff_min_interval)
+            app = create_app(view, self.keyring, diff_min_interval=cfg.api.diff_min_interval)
             server = uvicorn.Server(
                 uvicorn.Config(
                     app,
@@ -181,6 +194,7 @@ class Daemon:
                     log_config=None,
                     lifespan="off",
                     access_log=False,
+                    **(self.tls.uvicorn_options() if self.tls is not None else {}),
                 )
             )
             # the supervisor owns SIGTERM/SIGINT/SIGHUP; uvicorn must not swap the handlers
@@ -235,7 +249,10 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: sync.source: %s", exc)
             return
         self.pipeline.reconfigure(source, new)
-        others = [s for s in ("engine", "links", "workers", "api") if getattr(new, s) != getattr(self.cfg, s)]
+        self._reload_api_credentials(new)
+        others = [s for s in ("engine", "links", "workers") if getattr(new, s) != getattr(self.cfg, s)]
+        if tls.restart_fields(new.api) != tls.restart_fields(self.cfg.api):
+            others.append("api")
         self.cfg = new
         log.info(
             "reloaded route-source settings: source %s, interval %g s",
@@ -244,6 +261,22 @@ class Daemon:
         )
         if others:
             log.warning("changes in [%s] take effect at the next restart", ", ".join(others))
+
+    def _reload_api_credentials(self, new: Config) -> None:
+        """SIGHUP, issue 20: the API's tokens and its TLS certificate/key, each kept as it was
+        when the new one cannot be used (the error names the file, never a token)."""
+        if not self.cfg.api.enabled:
+            return
+        try:
+            self.keyring.replace(api_tokens(new))
+            log.info("reloaded API tokens by role: %s", self.keyring.describe())
+        except ConfigError as exc:
+            log.error("API tokens not reloaded, keeping the %d in use: %s", len(self.keyring), exc)
+        if self.tls is not None and new.api.tls:
+            try:
+                self.tls.reload(new.api)
+            except ConfigError as exc:
+                log.error("API certificate not reloaded, keeping the one in use: %s", exc)
 
     async def _sample_rates(self, view: EngineView, every: float = 5.0) -> None:
         while True:

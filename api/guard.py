@@ -6,7 +6,10 @@ bearer-token check among them, and sets no limit on its size: a 12 MB JSON body 
 token cost the process ~300 MiB before it was answered 401.  So, in front of the app:
 
 * every path but the open ones (``/healthz``, ``/readyz``) needs ``Authorization: Bearer
-  <token>``, checked from the headers alone (the body is never read for a refused request);
+  <token>`` of a role allowed the method (api/auth.py decides: 401 no or wrong token, 403 a
+  read token on a method that changes state), checked from the headers alone (the body is never
+  read for a refused request); an admin request that may change state is logged with the
+  token's name;
 * a body larger than ``max_body`` is refused with 413: at once when ``Content-Length`` says so,
   otherwise (chunked, or a length that lies) as soon as the bytes received pass the limit.  The
   body is buffered here (at most ``max_body`` bytes) and handed on whole, so the app never sees a
@@ -17,72 +20,20 @@ Refusals are RFC 9457 problem documents, worded as the app's own.
 
 from __future__ import annotations
 
-import hmac
+import logging
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import Keyring, Refusal, RefusalLog, Role, authorize
 from api.models import Problem
+
+log = logging.getLogger("xcast6.api")
 
 PROBLEM = "application/problem+json"
 MAX_BODY = 64 * 1024          # the largest body any endpoint takes is {"force": true}
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a request is refused: the fields of its problem document."""
-
-    status: int
-    title: str
-    detail: str
-    field: str | None = None
-    headers: dict[str, str] | None = None
-
-
-def bearer_credentials(authorization: bytes | str | None) -> bytes | None:
-    """The credentials of an ``Authorization: Bearer <credentials>`` header value, else None
-    (the rule of FastAPI's HTTPBearer: scheme case-insensitive, credentials not empty)."""
-    if authorization is None:
-        return None
-    raw = authorization.encode("latin-1") if isinstance(authorization, str) else authorization
-    scheme, _, creds = raw.strip().partition(b" ")
-    creds = creds.strip()
-    if scheme.lower() != b"bearer" or not creds:
-        return None
-    return creds
-
-
-def bearer_refusal(authorization: bytes | str | None, token: str | None) -> Refusal | None:
-    """None when ``authorization`` carries the API token, else the 401 to answer."""
-    if token is None:
-        return Refusal(
-            401,
-            "Unauthorized",
-            "the engine has no API token configured (api.token or "
-            "XCAST6_API_TOKEN); protected endpoints are disabled",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    creds = bearer_credentials(authorization)
-    if creds is None:
-        return Refusal(
-            401,
-            "Unauthorized",
-            "missing 'Authorization: Bearer <token>' header",
-            field="header.Authorization",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    # constant time: the comparison must not tell how much of a guess was right
-    if not hmac.compare_digest(creds, token.encode()):
-        return Refusal(
-            401,
-            "Unauthorized",
-            "wrong bearer token",
-            field="header.Authorization",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    return None
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -100,10 +51,11 @@ def _too_large(limit: int) -> Refusal:
 class RequestGuard:
     """ASGI middleware: token check, then a bounded body, then the app (see module docstring)."""
 
-    def __init__(self, app: ASGIApp, token: str | None, *, max_body: int = MAX_BODY,
+    def __init__(self, app: ASGIApp, keyring: Keyring, *, max_body: int = MAX_BODY,
                  open_paths: Iterable[str] = OPEN_PATHS) -> None:
         self.app = app
-        self.token = token
+        self.keyring = keyring          # shared with the daemon, which replaces its tokens on SIGHUP
+        self.wrong_tokens = RefusalLog()
         self.max_body = max_body
         self.open_paths = frozenset(open_paths)
 
@@ -113,10 +65,20 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         if scope["path"] not in self.open_paths:
-            refusal = bearer_refusal(_header(scope, b"authorization"), self.token)
-            if refusal is not None:
-                await _answer(scope, send, refusal)
+            method, path = scope["method"], scope["path"]
+            who = authorize(_header(scope, b"authorization"), method, path, self.keyring)
+            if isinstance(who, Refusal):
+                if who.status == 403:
+                    log.warning("refused (403): %s", who.detail)
+                elif who.detail == "wrong bearer token":
+                    client = scope.get("client")
+                    line = self.wrong_tokens.note(str(client[0]) if client else "?", time.monotonic())
+                    if line is not None:
+                        log.warning("%s", line)
+                await _answer(scope, send, who)
                 return
+            if who.role is Role.ADMIN and method not in ("GET", "HEAD"):
+                log.info("%s %s by token %r (admin)", method, path, who.name)
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.strip().isdigit():

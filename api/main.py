@@ -12,6 +12,7 @@ API client command is also under ``api``.
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import entry_points
 
 import typer
@@ -37,8 +38,23 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print version."),
+    ca_file: str | None = typer.Option(
+        None, "--ca-file", help="Verify the API's TLS certificate against this CA file (or the server's own "
+        "certificate) (env XCAST6_API_CA_FILE)"),
+    client_cert: str | None = typer.Option(
+        None, "--client-cert", help="Client certificate for an API that requires one (mTLS) "
+        "(env XCAST6_API_CLIENT_CERT)"),
+    client_key: str | None = typer.Option(
+        None, "--client-key",
+        help="Its private key, when not in the certificate file (env XCAST6_API_CLIENT_KEY)"),
 ) -> None:
     """XCAST6 routing engine."""
+    # Issue 20: the API client's TLS settings, for every client command at once; a flag is its
+    # environment variable given on the command line (api/client.py resolve_target reads them).
+    for var, value in (("XCAST6_API_CA_FILE", ca_file), ("XCAST6_API_CLIENT_CERT", client_cert),
+                       ("XCAST6_API_CLIENT_KEY", client_key)):
+        if value:
+            os.environ[var] = value
 
 
 _registered = False

@@ -192,6 +192,8 @@ def engine_toml(topo: Topology, r: str) -> str:
         'listen = "127.0.0.1"',
         f"port = {API_PORT}",
         f"token = {_q(lab_token(topo))}",
+        f"tls_cert = {_q(str(topo.api_cert_path(r)))}",
+        f"tls_key = {_q(str(topo.api_key_path(r)))}",
         "",
     ]
     return "\n".join(lines)
@@ -209,11 +211,31 @@ def lab_token(topo: Topology) -> str:
     return read_or_create_token(topo.api_token_path, nbytes=24)
 
 
+def lab_pki(topo: Topology) -> None:
+    """The lab's API certificates: a lab CA and one certificate per engine for 127.0.0.1 (the API
+    listens there inside each engine's namespace), so the lab runs the API as deployed, over TLS,
+    and its clients verify it (lab/engine_api.py).  Made at the first start of a lab, again when
+    older than a day (they are valid for five)."""
+    from lab.pki import issue, make_ca
+
+    ca = topo.api_ca_path
+    if ca.exists() and time.time() - ca.stat().st_mtime < 86400 and all(
+            topo.api_cert_path(r).exists() for r in topo.routers):
+        return
+    topo.state_dir.mkdir(parents=True, exist_ok=True)
+    made = make_ca(topo.state_dir, "api-ca")
+    for r in topo.routers:
+        topo.engine_dir(r).mkdir(parents=True, exist_ok=True)
+        cert = issue(made, topo.engine_dir(r), "api", hosts=("127.0.0.1", "::1", "localhost"))
+        assert (cert.cert, cert.key) == (topo.api_cert_path(r), topo.api_key_path(r))
+
+
 def start_engine(topo: Topology, r: str) -> None:
     """Start the product daemon (``xcast6-engine run``) inside engine ``r``'s namespace."""
     d = topo.engine_dir(r)
     d.mkdir(parents=True, exist_ok=True)
     cfg = topo.config_path(r)
+    lab_pki(topo)
     cfg.write_text(engine_toml(topo, r))
     _spawn(topo, f"engine-{r}", topo.engine_ns(r), [PYTHON, "-m", "api.main", "run", "--config", str(cfg)])
 

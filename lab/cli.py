@@ -59,7 +59,7 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
         sync = st.get("sync") or {}
         typer.echo(f"engine {r.upper()}: daemon ready, {sync.get('route_count')} routes synced from "
                    f"{sync.get('source')} (generation {sync.get('generation')}), {workers} worker(s), "
-                   f"API http://127.0.0.1:{API_PORT} in {topo.engine_ns(r)} (config {topo.config_path(r)})")
+                   f"API https://127.0.0.1:{API_PORT} in {topo.engine_ns(r)} (config {topo.config_path(r)})")
     typer.echo(f"lab up: namespaces {', '.join(topo.all_namespaces())}; state in {topo.state_dir}")
 
 

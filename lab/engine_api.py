@@ -2,22 +2,30 @@
 
 Requests run in a short-lived thread that enters the namespace first (network namespaces are
 per thread), so tests and ``lab demo`` reach ``127.0.0.1:<port>`` of each engine without
-exposing the API beyond its namespace.
+exposing the API beyond its namespace.  The API speaks TLS as deployed; the server is verified
+against the lab's CA (lab/build.py ``lab_pki``), host name included.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from api.tls import client_context
 from lab import netns
 from lab.topology import API_PORT, Topology
 
 
 def api_url(topo: Topology, path: str = "") -> str:
-    return f"http://127.0.0.1:{API_PORT}{path}"
+    return f"https://127.0.0.1:{API_PORT}{path}"
+
+
+def ca_file(topo: Topology) -> Path:
+    """The CA the lab's clients verify the engines' API with (``XCAST6_API_CA_FILE`` for the CLI)."""
+    return topo.api_ca_path
 
 
 def token(topo: Topology) -> str:
@@ -41,7 +49,9 @@ def request(topo: Topology, r: str, method: str, path: str, *, auth: bool = True
 
     def go() -> None:
         try:
-            with netns.in_netns(topo.engine_ns(r)), httpx.Client(timeout=timeout) as c:
+            verify = client_context(ca_file(topo))
+            with netns.in_netns(topo.engine_ns(r)), httpx.Client(timeout=timeout, verify=verify,
+                                                                  trust_env=False) as c:
                 box["resp"] = c.request(method, api_url(topo, path), headers=headers, **kwargs)
         except BaseException as exc:   # re-raised in the caller's thread
             box["exc"] = exc

@@ -154,6 +154,17 @@ class Topology:
     def api_token_path(self) -> Path:
         return self.state_dir / "api-token"
 
+    @property
+    def api_ca_path(self) -> Path:
+        """The lab CA that signed the engines' API certificates (what lab clients trust)."""
+        return self.state_dir / "api-ca.pem"
+
+    def api_cert_path(self, r: str) -> Path:
+        return self.engine_dir(r) / "api.crt"
+
+    def api_key_path(self, r: str) -> Path:
+        return self.engine_dir(r) / "api.key"
+
     def router_statics(self, r: str) -> list[tuple[str, str, str]]:
         """The routers' own configuration: (prefix, gateway, device) static routes."""
         out: list[tuple[str, str, str]] = []

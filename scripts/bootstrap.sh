@@ -10,6 +10,7 @@ APT_PACKAGES=(
   iproute2 nftables snmpd snmp tshark tcpdump ethtool kmod
   qemu-system-x86 linux-image-amd64 busybox-static
   libyang2-tools libyuma-base openssh-client debootstrap systemd systemd-container
+  prometheus
 )
 # The TC eBPF fast path ([dataplane] mode auto|bpf): clang builds it, libbpf loads it; trafgen
 # (netsniff-ng) is the lab benchmark's load generator, bpftool the operator's inspection tool.

@@ -72,7 +72,7 @@ PUNT_REASONS = {
     "groups": "more copies than the program's bound (32)",
     "csum0": "UDP checksum 0 with an X2U copy",
     "vlan": "an in-band VLAN tag (not taken off by the device)",
-    "no_route": "no live destination is routable (ICMP destination unreachable is Python's)",
+    "no_route": "no destination is routable (ICMP destination unreachable is Python's)",
 }
 MAX_GROUPS = 32          # XC_MAX_GROUPS in the C program
 

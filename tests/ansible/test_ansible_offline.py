@@ -267,3 +267,54 @@ def test_unit_allows_what_the_configured_worker_tuning_needs(engine: str, pinned
     apply = "ExecStartPre=-+/opt/xcast6-engine/venv/bin/xcast6-engine cpu-idle apply --config "
     restore = "ExecStopPost=-+/opt/xcast6-engine/venv/bin/xcast6-engine cpu-idle restore --config "
     assert (apply in unit and restore in unit) is pinned
+
+
+def test_prometheus_scrape_example_uses_tls_and_the_read_token(tmp_path: Path) -> None:
+    """The example scrape job (issue 20) is a valid Prometheus configuration, scrapes over TLS with
+    a bearer token from a file, and targets exactly the engines whose API is on the network."""
+    import tomllib
+
+    import yaml
+
+    src = ANSIBLE_DIR / "inventories/example/prometheus-scrape.yml"
+    files = tmp_path / "xcast6"
+    files.mkdir()
+    (files / "ca.pem").write_text((ANSIBLE_DIR / "inventories/example/pki/ca.pem").read_text())
+    (files / "read-token").write_text("x" * 43)
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(src.read_text().replace("/etc/prometheus/xcast6", str(files)))
+    res = subprocess.run(["promtool", "check", "config", str(cfg)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    job = yaml.safe_load(src.read_text())["scrape_configs"][0]
+    assert job["scheme"] == "https" and job["tls_config"]["ca_file"].endswith("ca.pem")
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/etc/prometheus/xcast6/read-token"}
+    targets = {t for sc in job["static_configs"] for t in sc["targets"]}
+    networked = set()
+    for engine in ("engine-mx1", "engine-xe1", "engine-xr1"):
+        api = tomllib.loads((GOLDEN / engine / "engine.toml").read_text())["api"]
+        if api["listen"] not in ("127.0.0.1", "::1"):
+            assert "tls_cert" in api, f"{engine}: API on the network without TLS"
+            networked.add(f"[{api['listen']}]:{api['port']}")
+    assert targets == networked
+    # the role installs the token Prometheus uses with the read role
+    assert "role: read, name: prometheus" in (
+        ANSIBLE_DIR / "inventories/example/group_vars/xcast6_engines.yml").read_text()
+
+
+def test_api_on_the_network_without_tls_is_refused(tmp_path: Path) -> None:
+    """Turning TLS off for an engine whose API listens on the management address gives an
+    engine.toml that the engine's own check (the role's validate step) refuses."""
+    inventory = _edited_example(tmp_path, [("engine-mx1", "engine_host_api_tls: true",
+                                            "engine_host_api_tls: false")])
+    out = tmp_path / "out"
+    res = _render_one(inventory, "engine-mx1", out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    env = {**_env(), "XCAST6_API_TOKEN": "t" * 32, "XCAST6_SNMP_AUTH_KEY": "auth-key-123",
+           "XCAST6_SNMP_PRIV_KEY": "priv-key-123"}
+    rendered = str(out / "engine-mx1/engine.toml")
+    chk = subprocess.run([sys.executable, "-m", "api.main", "config", "check", rendered],
+                         cwd=ANSIBLE_DIR.parent, env=env, capture_output=True, text=True, timeout=120)
+    said = chk.stdout + chk.stderr
+    assert chk.returncode == 2, said
+    assert "api.listen: '2001:db8:100::10' is beyond this host and the API has no TLS" in said

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -192,7 +193,8 @@ class Daemon:
 
 
 def start_daemon(
-    config: Path, log: Path, url: str, ready: bool = True, env: dict[str, str] | None = None
+    config: Path, log: Path, url: str, ready: bool = True, env: dict[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> Daemon:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     full_env.pop("XCAST6_API_TOKEN", None) if env is None or "XCAST6_API_TOKEN" not in env else None
@@ -212,7 +214,7 @@ def start_daemon(
         if proc.poll() is not None:
             raise AssertionError(f"daemon exited {proc.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(url + path, timeout=1, trust_env=False).status_code == 200:
+            if httpx.get(url + path, timeout=1, trust_env=False, verify=verify).status_code == 200:
                 return d
         except httpx.HTTPError:
             pass

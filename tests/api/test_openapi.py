@@ -1,8 +1,10 @@
 """schemathesis against the OpenAPI document of a running daemon (in this process): no 5xx,
-responses match their declared status codes, media types, headers and schemas."""
+responses match their declared status codes, media types, headers and schemas; with each token
+role (issue 20: a read token meets 403 on what changes state, and that is documented too)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.api.conftest import TOKEN, InProcessDaemon, free_port, router_namespace, write_config
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
+READ_TOKEN = "xapi-read-token-" + "r" * 24
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +32,12 @@ def engine_api() -> Iterator[str]:
     tmp = Path(tempfile.mkdtemp(prefix="xapi-st-"))
     with router_namespace("xapi-s") as router:
         cfg = tmp / "engine.toml"
+        tokens = tmp / "api-tokens"
+        fd = os.open(tokens, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, f"read prometheus {READ_TOKEN}\n".encode())
+        os.close(fd)
         write_config(cfg, tmp / "state", f"kernel://{router.ns}", free_port(), link=router.host_link,
-                     change_detect=0)
+                     change_detect=0, extra=f'tokens_file = "{tokens}"\n')
         d = InProcessDaemon(cfg)
         try:
             yield d.url
@@ -89,6 +96,16 @@ def test_api_conforms(api_schema: schemathesis.BaseSchema) -> None:
         "GET /healthz",
         "GET /readyz",
     } <= set(seen)
+
+
+def test_api_conforms_with_a_read_token(api_schema: schemathesis.BaseSchema, engine_api: str) -> None:
+    # the read role: GET answers as for admin, POST /resync is a documented 403
+    import httpx
+
+    seen = _run_all(api_schema, 10, {"Authorization": f"Bearer {READ_TOKEN}"})
+    assert "POST /resync" in seen and "GET /metrics" in seen
+    r = httpx.post(engine_api + "/resync", headers={"Authorization": f"Bearer {READ_TOKEN}"}, trust_env=False)
+    assert r.status_code == 403
 
 
 def test_api_conforms_without_token(api_schema: schemathesis.BaseSchema) -> None:

@@ -26,7 +26,6 @@ from engine.dataplane.egress import Egress, EgressEntry
 from engine.dataplane.kernel_path import KernelPath
 from engine.forwarding.branch import Brancher
 from engine.forwarding.fib import Fib
-from engine.forwarding.icmp_errors import ErrorKind, plan_error
 from engine.model import EngineLink, LinkMap, Route
 from engine.wire.layout import ETH_P_IPV6
 from lab import netns
@@ -107,9 +106,6 @@ class Harness:
         """The reference: the worker's brancher and egress rule."""
         egress = Egress(self.linkmap)
         res = Brancher(self.fib, self.linkmap.source_for, egress_ok=egress.routable).branch(packet)
-        err = plan_error(res)
-        if err is not None and err.kind is ErrorKind.DEST_UNREACHABLE:
-            return Outcome(Counter(), True, {})         # the worker's ICMP error: the kernel punts
         frames: Counter[tuple[str, bytes]] = Counter()
         for c in res.copies:
             e = egress.resolve(c.nexthop.ifname)

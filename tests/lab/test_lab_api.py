@@ -180,9 +180,11 @@ def test_route_change_on_router_b_shows_in_diff_then_cli_resync_clears_it(lab: T
     _reload(lab, "b", "counts")
     try:
         netns.ip(rb, "-6", "route", "replace", loop_net, "via", f"{lab.spare_net}2", "dev", "rb-h5b")
-        time.sleep(2.5)   # past snmpd's 1 s cache and several change polls
+        # past snmpd's 1 s cache, several change polls, and api.diff_min_interval (5 s: the
+        # verification above, the engine table unchanged since, would be served again)
+        time.sleep(5.5)
         d = get(lab, "b", "/routes/diff", timeout=20)
-        assert d["in_sync"] is False
+        assert d["in_sync"] is False and not d.get("age_s"), d
         rve = d["router_vs_engine"]
         assert rve["counts"] == {"added": 0, "removed": 0, "changed": 1}, rve
         ch = rve["changed"][0]
@@ -222,8 +224,9 @@ def test_auth_failures_are_401_problem_documents(lab: Topology) -> None:
                               headers={"Authorization": "Bearer not-the-lab-token"})
     assert resp.status_code == 401 and resp.json()["detail"] == "wrong bearer token"
     # the CLI says why in one line and exits non-zero
-    p = netns.run([sys.executable, "-m", "api.main", "status", "--url", engine_api.api_url(lab),
-                   "--token", "wrong"], ns=lab.engine_ns("a"), check=False, timeout=60)
+    p = netns.run(["env", f"XCAST6_API_CA_FILE={engine_api.ca_file(lab)}", sys.executable, "-m", "api.main",
+                   "status", "--url", engine_api.api_url(lab), "--token", "wrong"],
+                  ns=lab.engine_ns("a"), check=False, timeout=60)
     assert p.returncode != 0 and p.stderr.strip() == "xcast6-engine: unauthorized: wrong bearer token"
     # the token never reaches the daemon's log
     token = engine_api.token(lab)

@@ -89,6 +89,8 @@ def test_generated_daemon_config_is_valid_and_maps_every_router_interface(tmp_pa
         assert cfg.workers.count == 2 and list(cfg.workers.ingress) == [m.link for m in cfg.links.entries]
         assert cfg.workers.counters_file == t.counters_path("b")
         assert (cfg.api.listen, cfg.api.port) == ("127.0.0.1", API_PORT)
+        assert (cfg.api.tls_cert, cfg.api.tls_key) == (t.api_cert_path("b"), t.api_key_path("b"))
+        assert cfg.api_url() == f"https://127.0.0.1:{API_PORT}"
         assert cfg.api.token is not None and cfg.api.token.reveal() == t.api_token_path.read_text().strip()
         assert oct(t.api_token_path.stat().st_mode & 0o777) == "0o600"
 
@@ -123,3 +125,32 @@ def test_kill_escalates_to_sigkill_of_the_process_group(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not any(_running(pid) for pid in group), group
     assert p.returncode is not None or p.poll() is not None
+
+
+def test_lab_pki_gives_each_engine_a_certificate_the_lab_ca_signed(tmp_path: Path) -> None:
+    """The lab's API TLS material (issue 20): a CA, a certificate per engine for 127.0.0.1 that a
+    client verifying against the CA accepts; made once, kept while young."""
+    import contextlib
+    import ssl
+
+    from api.config import ApiSection
+    from api.tls import client_context, server_context
+    from lab.build import lab_pki
+
+    t = Topology(prefix="xq-", state_dir=tmp_path / "lab", mode="direct", workers=0)
+    lab_pki(t)
+    first = t.api_ca_path.read_bytes()
+    lab_pki(t)
+    assert t.api_ca_path.read_bytes() == first
+    for r in ("a", "b"):
+        server = server_context(ApiSection(tls_cert=t.api_cert_path(r), tls_key=t.api_key_path(r)))
+        client = client_context(t.api_ca_path)
+        a, b = ssl.MemoryBIO(), ssl.MemoryBIO()
+        c = client.wrap_bio(a, b, server_hostname="127.0.0.1")
+        s = server.wrap_bio(b, a, server_side=True)
+        for _ in range(10):                 # a handshake in memory: both ends verify
+            for end in (c, s):
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    end.do_handshake()
+        assert c.version() == "TLSv1.3" and s.version() == "TLSv1.3"
+        assert oct(t.api_key_path(r).stat().st_mode & 0o777) == "0o600"

@@ -25,8 +25,7 @@
  * bitmap, hop limit <= 1 (ICMP errors are Python's), ECMP routes (the member choice is CRC32 of
  * the destination), a link that is down or whose router MAC is not learned, a copy larger than
  * the link MTU, more than XC_MAX_GROUPS copies, UDP checksum 0 with an X2U copy, an in-band
- * VLAN tag, a destination that is one of the engine's own addresses (local delivery), no live
- * destination routable (Destination Unreachable is Python's: engine/forwarding/icmp_errors.py).
+ * VLAN tag, a destination that is one of the engine's own addresses (local delivery).
  *
  * The offsets come from engine/wire/layout.py through the generated xcast6_layout.h.
  */
@@ -556,9 +555,6 @@ int xcast6_ingress(struct __sk_buff *skb)
 	}
 	if (s->punt)
 		return punt(s->punt);
-	/* nothing routable: the Python worker answers with Destination Unreachable */
-	if (!s->ngroups && s->no_route)
-		return punt(C_PUNT_NO_ROUTE);
 	/* per copy: X2U or not, source address, MTU -- every punt decided before anything is sent */
 	for (k = 0; k < XC_MAX_GROUPS; k++) {
 		struct group *g;
@@ -581,6 +577,9 @@ int xcast6_ingress(struct __sk_buff *skb)
 	}
 	if (need_x2u && !ck0[0] && !ck0[1])
 		return punt(C_PUNT_CSUM0);
+	/* no destination routable: Destination Unreachable (rate-limited) is the slow path's */
+	if (!s->ngroups)
+		return punt(C_PUNT_NO_ROUTE);
 
 	count(C_RECEIVED, 1);
 	count(C_RECEIVED_BYTES, skb->len);
