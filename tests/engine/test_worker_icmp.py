@@ -89,6 +89,9 @@ def test_errors_leave_on_arrival_link_and_are_rate_limited(pool: tuple[WorkerPoo
     # the copy that fits (D1's X2U copy on r-if1) still left
     assert any(f[14 + 6] == 17 and f[6:12] == mac1 for f in got["r-if1"])
 
+    # never answered: a source that is no unicast address (counted, not sent)
+    got = _send(r, e, [xcast_packet("ff05::1", [D1], b"m", sport=40003, hlim=1, outer_src=SRC)])
+    assert _errors(got["r-if1"], mac1) == []
     # burst 3 spent: a flood of expiring packets is held back and counted
     got = _send(r, e, [xcast_packet(SRC, [D1], b"f", sport=41000 + i, hlim=1) for i in range(20)])
     n_err = len(_errors(got["r-if1"], mac1))
@@ -97,7 +100,7 @@ def test_errors_leave_on_arrival_link_and_are_rate_limited(pool: tuple[WorkerPoo
     assert t["icmp_sent.time_exceeded"] == 1 + n_err
     assert t["icmp_sent.packet_too_big"] == 1 and t["icmp_sent.dest_unreachable"] == 1
     assert t["icmp_suppressed.time_exceeded"] == 20 - n_err
-    assert t["egress_mtu"] == 1
+    assert t["egress_mtu"] == 1 and t["icmp_not_eligible"] == 1
 
 
 def test_ingress_without_engine_link_answers_via_the_route_to_the_sender(
