@@ -10,6 +10,7 @@ APT_PACKAGES=(
   iproute2 nftables snmpd snmp tshark tcpdump ethtool kmod
   qemu-system-x86 linux-image-amd64 busybox-static
   libyang2-tools libyuma-base openssh-client debootstrap systemd systemd-container
+  prometheus groff-base
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -27,8 +28,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian enables snmpd on install; the lab and tests start their own agents in namespaces.
-if systemctl is-active --quiet snmpd 2>/dev/null; then systemctl stop snmpd || true; fi
+# Debian enables snmpd on install (the lab and tests start their own agents in namespaces) and
+# prometheus too; the metrics tests run their own server on a private port.
+for unit in snmpd prometheus; do
+  if systemctl is-active --quiet "$unit" 2>/dev/null; then systemctl stop "$unit" || true; fi
+done
 
 PY=/usr/bin/python3
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)

@@ -21,6 +21,7 @@ import typer
 from engine.forwarding.branch import Brancher, BranchResult
 from engine.forwarding.fib import Fib
 from engine.model import NextHop, Route
+from engine.tools import clikit
 from engine.tools.pcapread import CaptureError, is_capture, read_capture, to_ipv6_or_l2
 from engine.tools.routefile import RouteFileError, load, parse_text
 from engine.wire.codec import Reject, XcastPacket, parse
@@ -37,9 +38,8 @@ from engine.wire.reasons import NOT_XCAST
 DEFAULT_ENGINE_SOURCE = "2001:db8:ffff::e"
 
 
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {msg}", err=True)
-    return typer.Exit(code)
+def _fail(msg: str, code: int = clikit.EXIT_USAGE) -> typer.Exit:
+    return clikit.fail(msg, code, clikit.json_requested())
 
 
 def _txt(a: bytes) -> str:
@@ -319,7 +319,7 @@ def _send_cmd(
     hop_limit: Annotated[int, typer.Option("--hop-limit", min=1, max=255)] = 64,
     payload: Annotated[str | None, typer.Option("--payload", help="payload text")] = None,
     payload_file: Annotated[str | None, typer.Option("--payload-file", help="file, '-' = stdin")] = None,
-    count: Annotated[int, typer.Option("--count", "-c", min=1)] = 1,
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="packets to send")] = 1,
     rate: Annotated[float, typer.Option("--rate", min=0.0, help="packets per second (0 = no pacing)")] = 0.0,
     source: Annotated[str | None, typer.Option("--source", help="sender address (default: kernel's)")] = None,
     interface: Annotated[str | None, typer.Option("--interface", "-i", help="bind to this interface")] = None,
@@ -327,6 +327,7 @@ def _send_cmd(
     anonymous: Annotated[bool, typer.Option("--anonymous", help="set ANONYMOUS")] = False,
     dont_x2u: Annotated[bool, typer.Option("--dont-x2u", help="set DONT_X2U")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the packet as hex, do not send")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (errors too)")] = False,
 ) -> None:
     """Send XCAST6 packets from this host (xcast_sendto) through a raw IPv6 socket."""
     from engine.tools.xcast_send import SendError, SendRequest, build_packet, resolve_all, send
@@ -366,12 +367,19 @@ def _send_cmd(
                           hop_limit=hop_limit, anonymous=anonymous, dont_x2u=dont_x2u, xou=xou, source=src,
                           count=count, rate=rate, interface=interface)
         if dry_run:
-            typer.echo(build_packet(req).hex())
+            pkt = build_packet(req).hex()
+            typer.echo(json.dumps({"sent": 0, "hex": pkt}) if as_json else pkt)
             return
+    except SendError as exc:     # the request itself is wrong
+        raise clikit.fail(str(exc), clikit.EXIT_USAGE, as_json) from None
+    try:
         n, nbytes = send(req)
-    except SendError as exc:
-        raise _fail(str(exc), 1) from None
-    typer.echo(f"sent {n} packet(s), {nbytes} bytes, {len(dests)} destinations")
+    except SendError as exc:     # the kernel refused (no raw socket, no route, ...)
+        raise clikit.fail(str(exc), clikit.EXIT_FAILED, as_json) from None
+    if as_json:
+        clikit.dump({"sent": n, "bytes": nbytes, "destinations": [_txt(d) for d in dests]})
+    else:
+        typer.echo(f"sent {n} packet(s), {nbytes} bytes, {len(dests)} destinations")
 
 
 # ------------------------------------------------------------------------------------ demo

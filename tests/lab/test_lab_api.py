@@ -222,7 +222,7 @@ def test_auth_failures_are_401_problem_documents(lab: Topology) -> None:
                               headers={"Authorization": "Bearer not-the-lab-token"})
     assert resp.status_code == 401 and resp.json()["detail"] == "wrong bearer token"
     # the CLI says why in one line and exits non-zero
-    p = netns.run([sys.executable, "-m", "api.main", "status", "--url", engine_api.api_url(lab),
+    p = netns.run([sys.executable, "-m", "api.main", "show", "status", "--url", engine_api.api_url(lab),
                    "--token", "wrong"], ns=lab.engine_ns("a"), check=False, timeout=60)
     assert p.returncode != 0 and p.stderr.strip() == "xcast6-engine: unauthorized: wrong bearer token"
     # the token never reaches the daemon's log
