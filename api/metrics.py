@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
 from api.state import EngineView, SyncStatus
+from engine.model import EngineLink
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -133,6 +135,7 @@ def render(view: EngineView) -> str:
         "Engine links by state (up, no_router_mac, down).",
         [({"mode": mode, "state": state}, n) for state, n in by_state.items()],
     )
+    _link_traffic(o, view.links.links())
     return "\n".join(o.lines) + "\n"
 
 
@@ -176,3 +179,28 @@ def _sync_counters(o: _Out, st: SyncStatus) -> None:
     outcomes = dict.fromkeys(("applied", "unchanged", "held", "failed"), 0) | st.outcomes
     o.family("xcast6_sync_runs_total", "counter", "Finished sync runs by outcome.",
              [({"outcome": k}, v) for k, v in outcomes.items()])
+
+
+SYS_NET = Path("/sys/class/net")
+
+
+def _link_traffic(o: _Out, links: list[EngineLink], sys_net: Path = SYS_NET) -> None:
+    """Each engine link's kernel interface counters (traffic graphs per link): what arrived from
+    the router (rx: diverted packets) and what the engine sent back (tx: copies, X2U).  Read at
+    scrape time from sysfs; a link whose counters cannot be read reports 0 rather than vanish."""
+
+    def read(ifname: str, name: str) -> int:
+        try:
+            return int((sys_net / ifname / "statistics" / name).read_text())
+        except (OSError, ValueError):
+            return 0
+
+    rows = [(lk.engine_ifname, lk.router_ifname) for lk in links]
+    for unit, title in (("bytes", "Bytes"), ("packets", "Packets")):
+        o.family(
+            f"xcast6_link_{unit}_total",
+            "counter",
+            f"{title} on each engine link's kernel interface, by direction (rx: from the router).",
+            [({"link": link, "router_if": rif, "dir": d}, read(link, f"{d}_{unit}"))
+             for link, rif in rows for d in ("rx", "tx")],
+        )
