@@ -175,3 +175,9 @@ def test_stats_leads_with_key_numbers_and_nonzero_drops_first() -> None:
     assert [row[1] for row in table[:6]] == ["packets", "destinations", "packets", "packets", "copies",
                                              "packets"]
     assert len(table) > 26 and {row[2] for row in table[6:]} == {"0"}   # every other reason, zero, after
+
+
+def test_run_with_json_reports_a_bad_config_as_json(tmp_path: Any) -> None:
+    r = invoke("run", "-c", str(tmp_path / "missing.toml"), "--json")
+    assert r.exit_code == clikit.EXIT_USAGE
+    assert json.loads(r.stdout)["error"]["kind"] == "usage"
