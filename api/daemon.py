@@ -160,6 +160,7 @@ class Daemon:
         token = api_token(cfg) if cfg.api.enabled else ""
         source = self._source_factory(cfg.sync.source, cfg.sync.credentials())
         self.pipeline = pipeline = Pipeline(cfg, source)
+        self.notifier.status("starting: stored table, first router fetch, engine links, packet workers")
         await pipeline.start()
         self.view = view = EngineView(
             fib=pipeline.fib,

@@ -73,14 +73,17 @@ def engine() -> Iterator[tuple[Router, Daemon, NotifySocket, Path]]:
             yield router, d, notify, log
         finally:
             rc = d.stop()
+            stopping = notify.seen("STOPPING", "1")
             notify.sock.close()
             shutil.rmtree(tmp, ignore_errors=True)
             assert rc == 0
+            assert stopping, notify.messages            # SIGTERM: STOPPING=1 before the drain
 
 
 def test_sd_notify_ready_status_and_watchdog(engine: tuple[Router, Daemon, NotifySocket, Path]) -> None:
     _, _, notify, _ = engine
     assert wait_for(lambda: notify.seen("READY", "1"), 20), notify.messages
+    assert notify.messages[0]["STATUS"].startswith("starting: "), notify.messages[0]
     ready = next(m for m in notify.messages if m.get("READY") == "1")
     # READY=1 comes once the table is loaded and the worker runs, with a STATUS line saying so
     assert re.fullmatch(r"23 routes \(generation \d+\), 1/1 workers, sync \w+", ready["STATUS"]), ready
