@@ -182,7 +182,9 @@ def test_route_change_on_router_b_shows_in_diff_then_cli_resync_clears_it(lab: T
     _reload(lab, "b", "counts")
     try:
         netns.ip(rb, "-6", "route", "replace", loop_net, "via", f"{lab.spare_net}2", "dev", "rb-h5b")
-        time.sleep(2.5)   # past snmpd's 1 s cache and several change polls
+        # past snmpd's 1 s cache, several change polls, and the API's reuse of a verification
+        # younger than [api] diff_min_interval (5 s) while the engine table is unchanged
+        time.sleep(5.5)
         d = get(lab, "b", "/routes/diff", timeout=20)
         assert d["in_sync"] is False
         rve = d["router_vs_engine"]
