@@ -296,8 +296,8 @@ def links(
     _call(url, token, config, go, as_json)
 
 
-def _rate(v: float) -> str:
-    return f"{v:,.1f}/s"
+def _rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}/s"
 
 
 def _us(v: float | None) -> str:
@@ -310,20 +310,24 @@ def render_stats(s: dict[str, Any]) -> str:
     from engine.dataplane import families as fam
 
     counters: dict[str, int] = s["counters"]
-    rates: dict[str, float] = s["rates_per_s"]
+    has_rates = s.get("rates_per_s") is not None      # None: a file of totals (xcast6-engine counters)
+    rates: dict[str, float] = s.get("rates_per_s") or {}
     members: dict[fam.Family, list[tuple[str, str | None]]] = {f: [] for f in fam.FAMILIES}
     for name in counters:
         hit = fam.classify(name)
         if hit is not None:
             members[hit[0]].append((name, hit[1]))
 
-    def total(f: fam.Family, label: str | None = "*") -> tuple[int, float]:
+    def total(f: fam.Family, label: str | None = "*") -> tuple[int, float | None]:
         names = [n for n, lab in members[f] if label == "*" or lab == label]
-        return sum(counters[n] for n in names), sum(rates.get(n, 0.0) for n in names)
+        return sum(counters[n] for n in names), sum(rates.get(n, 0.0) for n in names) if has_rates else None
+
+    def rate(name: str) -> float | None:
+        return rates.get(name, 0.0) if has_rates else None
 
     lat = s["latency"]
     rows = []
-    for title, (value, rate) in (
+    for title, (value, per_s) in (
         ("received", total(fam.RECEIVED)),
         ("branched", total(fam.BRANCHED)),
         ("copies (xcast6)", total(fam.SENT, "xcast6")),
@@ -332,14 +336,14 @@ def render_stats(s: dict[str, Any]) -> str:
         ("drops (destinations)", total(fam.DROPPED_DESTINATIONS)),
         ("drops (copies)", total(fam.DROPPED_COPIES)),
     ):
-        rows.append([title, f"{value:,}", _rate(rate)])
+        rows.append([title, f"{value:,}", _rate(per_s)])
     out = [_table(rows, ["", "TOTAL", "RATE"]).split("\n", 1)[1]]
     out.append(
         f"latency: p50 {_us(lat['p50_us'])}, p90 {_us(lat['p90_us'])}, p99 {_us(lat['p99_us'])} "
         f"({lat['count']:,} packets)"
     )
     drops = [
-        (counters[n], f.name.split("_")[1], lab or n, rates.get(n, 0.0))
+        (counters[n], f.name.split("_")[1], lab or n, rate(n))
         for f in (fam.DROPPED_PACKETS, fam.DROPPED_DESTINATIONS, fam.DROPPED_COPIES)
         for n, lab in members[f]
     ]
@@ -350,7 +354,7 @@ def render_stats(s: dict[str, Any]) -> str:
         out.append(_table(rows, ["DROP REASON", "PER", "COUNT", "RATE"]))
     rest = [
         [f"{f.name.removesuffix('_total')}" + (f"{{{f.label}={lab}}}" if f.label else ""), f"{counters[n]:,}",
-         _rate(rates.get(n, 0.0))]
+         _rate(rate(n))]
         for f in (fam.BYTES, fam.SYSCALLS, fam.FLOW_CACHE_HITS, fam.CACHE_EVICTIONS, fam.TABLE_UPDATES,
                   fam.OTHER)
         for n, lab in sorted(members[f], key=lambda m: str(m[1]))

@@ -138,7 +138,8 @@ FileOpt = typer.Option(DEFAULT_PATH, "--file", help="Worker counter file.")
 
 def counters(path: Path = FileOpt, as_json: bool = JsonOpt) -> None:
     """Read the workers' counters and latency histogram from shared memory (no API needed)."""
-    from lab.demo import format_counters
+    from api.cli import render_stats
+    from engine.dataplane.counters import counter_names
 
     try:
         cf = CounterFile.open(path)
@@ -149,7 +150,16 @@ def counters(path: Path = FileOpt, as_json: bool = JsonOpt) -> None:
         raise clikit.fail(str(exc), clikit.EXIT_USAGE, as_json) from exc
     stats = cf.snapshot().as_dict()
     cf.close()
-    typer.echo(json.dumps(stats, indent=1) if as_json else format_counters(str(path), stats))
+    if as_json:
+        typer.echo(json.dumps(stats, indent=1))
+        return
+    # the layout of 'show stats' (key numbers first, drop reasons non-zero first), without rates:
+    # the shared file holds totals only
+    counters = dict.fromkeys(counter_names(), 0) | stats["totals"] | {f"drop.{k}": v
+                                                                      for k, v in stats["drops"].items()}
+    latency = {**stats["latency"], "count": stats["totals"].get("latency_count", 0)}
+    typer.echo(f"{path}: {cf.slots} worker slot(s)")
+    typer.echo(render_stats({"counters": counters, "rates_per_s": None, "latency": latency}))
 
 
 @contextlib.contextmanager
