@@ -1,25 +1,25 @@
-"""CLI: ``run``, ``config check`` and the API client commands (status, routes, diff, resync,
-interfaces, stats).  Human tables by default, ``--json`` for scripts; exit codes in api.client."""
+"""CLI of the daemon and its API: ``run``, ``config check``, ``cpu-idle``, ``show status|routes|links|stats``,
+``verify``, ``resync`` and the hidden spellings of the previous release.
+
+The vocabulary follows vtysh/birdc: ``show ...`` asks the running engine and changes nothing;
+``verify`` and ``resync`` are the two actions on it; the local tools keep their groups
+(``routes fetch|diff|history``, ``links plan|apply|kernel``).  Human tables by default,
+``--json`` for scripts; errors and exit codes from engine/tools/clikit.py.
+"""
 
 from __future__ import annotations
 
-import json
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
 
-from api.client import (
-    EXIT_DIFFERS,
-    EXIT_NOT_APPLIED,
-    EXIT_OK,
-    EXIT_USAGE,
-    ApiClient,
-    ClientError,
-    resolve_target,
-)
+from api.client import ApiClient, ClientError, resolve_target
+from engine.tools import clikit
+from engine.tools.clikit import EXIT_DIFFERS, EXIT_FAILED, EXIT_NOT_APPLIED, EXIT_OK, EXIT_USAGE, dump
 
 if TYPE_CHECKING:
     from api.config import Config
@@ -27,24 +27,17 @@ if TYPE_CHECKING:
 UrlOpt = typer.Option(None, "--url", help="API URL (env XCAST6_API_URL; default from the config file)")
 TokenOpt = typer.Option(None, "--token", help="API token (env XCAST6_API_TOKEN; default from the config)")
 ConfigOpt = typer.Option(None, "--config", "-c", help="Engine config file (env XCAST6_CONFIG)")
-JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table")
+JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table (errors too)")
 
 
-def _fail(exc: ClientError) -> typer.Exit:
-    typer.echo(f"xcast6-engine: {exc.reason}", err=True)
-    return typer.Exit(exc.exit_code)
-
-
-def _client(url: str | None, token: str | None, config: str | None) -> ApiClient:
-    return ApiClient(resolve_target(url, token, config))
-
-
-def _call(url: str | None, token: str | None, config: str | None, fn: Callable[[ApiClient], int]) -> None:
+def _call(
+    url: str | None, token: str | None, config: str | None, fn: Callable[[ApiClient], int], as_json: bool
+) -> None:
     try:
-        with _client(url, token, config) as c:
+        with ApiClient(resolve_target(url, token, config)) as c:
             code = fn(c)
     except ClientError as exc:
-        raise _fail(exc) from None
+        raise clikit.fail(exc.reason, exc.exit_code, as_json) from None
     raise typer.Exit(code)
 
 
@@ -67,10 +60,6 @@ def _hops(route: dict[str, Any]) -> str:
     return ", ".join(f"{h['gateway'] or 'connected'} via {h['ifname']}" for h in route["nexthops"])
 
 
-def _dump(doc: Any) -> None:
-    typer.echo(json.dumps(doc, indent=2))
-
-
 # -- commands -------------------------------------------------------------------------------------
 
 
@@ -80,12 +69,12 @@ def status(
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Engine status: readiness, sync state, workers."""
+    """Readiness, sync state, held-back diff, workers, links."""
 
     def go(c: ApiClient) -> int:
         s = c.get("/status")
         if as_json:
-            _dump(s)
+            dump(s)
             return EXIT_OK
         sy = s["sync"]
         held = sy["held_back"]
@@ -116,7 +105,7 @@ def status(
         typer.echo(_table(rows, ["", ""]).split("\n", 1)[1])
         return EXIT_OK
 
-    _call(url, token, config, go)
+    _call(url, token, config, go, as_json)
 
 
 def routes(
@@ -132,13 +121,13 @@ def routes(
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """The engine's forwarding table (or --lookup DST)."""
+    """The engine's forwarding table, or with --lookup the route one destination uses."""
 
     def go(c: ApiClient) -> int:
         if lookup is not None:
             hit = c.get("/routes/lookup", dst=lookup)
             if as_json:
-                _dump(hit)
+                dump(hit)
             else:
                 r, h = hit["route"], hit["nexthop"]
                 typer.echo(
@@ -148,7 +137,7 @@ def routes(
             return EXIT_OK
         page = c.get("/routes", prefix=prefix, dst=dst, limit=limit, offset=offset)
         if as_json:
-            _dump(page)
+            dump(page)
             return EXIT_OK
         rows = [[r["prefix"], _hops(r), r["protocol"], str(r["metric"])] for r in page["routes"]]
         typer.echo(_table(rows, ["PREFIX", "NEXT HOPS", "PROTO", "METRIC"]))
@@ -156,22 +145,22 @@ def routes(
         typer.echo(f"{shown} of {page['total']} routes (offset {offset}, generation {page['generation']})")
         return EXIT_OK
 
-    _call(url, token, config, go)
+    _call(url, token, config, go, as_json)
 
 
-def diff(
+def verify(
     url: str | None = UrlOpt,
     token: str | None = TokenOpt,
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
     exit_code: bool = typer.Option(False, "--exit-code", help=f"Exit {EXIT_DIFFERS} when tables differ"),
 ) -> None:
-    """Router (fresh fetch) vs engine table vs kernel mirror."""
+    """Check the engine: a fresh router fetch vs the engine table vs the kernel mirror."""
 
     def go(c: ApiClient) -> int:
         d = c.get("/routes/diff")
         if as_json:
-            _dump(d)
+            dump(d)
         else:
             typer.echo(f"router  {d['router']['route_count']:>8} routes  {d['router']['detail']}")
             typer.echo(f"engine  {d['engine']['route_count']:>8} routes  {d['engine']['detail']}")
@@ -198,7 +187,7 @@ def diff(
             typer.echo("\nin sync" if d["in_sync"] else "\ntables differ")
         return EXIT_DIFFERS if exit_code and not d["in_sync"] else EXIT_OK
 
-    _call(url, token, config, go)
+    _call(url, token, config, go, as_json)
 
 
 def resync(
@@ -216,16 +205,16 @@ def resync(
         job = c.request("POST", "/resync", json={"force": force}, ok=(202,))
         if not wait:
             if as_json:
-                _dump(job)
+                dump(job)
             else:
                 typer.echo(f"resync job {job['id']} {job['state']}  (GET {job['href']})")
             return EXIT_OK
         job = _wait(c, job, timeout, show=not as_json)
         if as_json:
-            _dump(job)
+            dump(job)
         return _report(job, quiet=as_json)
 
-    _call(url, token, config, go)
+    _call(url, token, config, go, as_json)
 
 
 def _wait(c: ApiClient, job: dict[str, Any], timeout: float, show: bool) -> dict[str, Any]:
@@ -267,22 +256,23 @@ def _report(job: dict[str, Any], quiet: bool) -> int:
             )
         return EXIT_OK
     reason = (res or {}).get("message") or job.get("error") or job["state"]
-    typer.echo(f"xcast6-engine: resync {job['id']} {job['state']}: {reason}", err=True)
+    if not quiet:
+        typer.echo(f"{clikit.PREFIX}resync {job['id']} {job['state']}: {reason}", err=True)
     return EXIT_NOT_APPLIED
 
 
-def interfaces(
+def links(
     url: str | None = UrlOpt,
     token: str | None = TokenOpt,
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Router interface <-> engine link table."""
+    """The engine's links: router interface, state, engine link, VLAN, addresses, router MAC."""
 
     def go(c: ApiClient) -> int:
         rows = c.get("/interfaces")
         if as_json:
-            _dump(rows)
+            dump(rows)
             return EXIT_OK
         table = [
             [
@@ -303,7 +293,78 @@ def interfaces(
         )
         return EXIT_OK
 
-    _call(url, token, config, go)
+    _call(url, token, config, go, as_json)
+
+
+def _rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}/s"
+
+
+def _us(v: float | None) -> str:
+    return "-" if v is None else f"{v:g} us"
+
+
+def render_stats(s: dict[str, Any]) -> str:
+    """``show stats`` as text: the numbers an operator looks at first (like FRR/BIRD ``show``
+    output), then every drop reason with the non-zero ones first, then the rest."""
+    from engine.dataplane import families as fam
+
+    counters: dict[str, int] = s["counters"]
+    has_rates = s.get("rates_per_s") is not None      # None: a file of totals (xcast6-engine counters)
+    rates: dict[str, float] = s.get("rates_per_s") or {}
+    members: dict[fam.Family, list[tuple[str, str | None]]] = {f: [] for f in fam.FAMILIES}
+    for name in counters:
+        hit = fam.classify(name)
+        if hit is not None:
+            members[hit[0]].append((name, hit[1]))
+
+    def total(f: fam.Family, label: str | None = "*") -> tuple[int, float | None]:
+        names = [n for n, lab in members[f] if label == "*" or lab == label]
+        return sum(counters[n] for n in names), sum(rates.get(n, 0.0) for n in names) if has_rates else None
+
+    def rate(name: str) -> float | None:
+        return rates.get(name, 0.0) if has_rates else None
+
+    lat = s["latency"]
+    rows = []
+    for title, (value, per_s) in (
+        ("received", total(fam.RECEIVED)),
+        ("branched", total(fam.BRANCHED)),
+        ("copies (xcast6)", total(fam.SENT, "xcast6")),
+        ("copies (x2u)", total(fam.SENT, "x2u")),
+        ("drops (packets)", total(fam.DROPPED_PACKETS)),
+        ("drops (destinations)", total(fam.DROPPED_DESTINATIONS)),
+        ("drops (copies)", total(fam.DROPPED_COPIES)),
+    ):
+        rows.append([title, f"{value:,}", _rate(per_s)])
+    out = [_table(rows, ["", "TOTAL", "RATE"]).split("\n", 1)[1]]
+    out.append(
+        f"latency: p50 {_us(lat['p50_us'])}, p90 {_us(lat['p90_us'])}, p99 {_us(lat['p99_us'])} "
+        f"({lat['count']:,} packets)"
+    )
+    drops = [
+        (counters[n], f.name.split("_")[1], lab or n, rate(n))
+        for f in (fam.DROPPED_PACKETS, fam.DROPPED_DESTINATIONS, fam.DROPPED_COPIES)
+        for n, lab in members[f]
+    ]
+    drops.sort(key=lambda d: (-d[0], d[2]))
+    if drops:
+        out.append("")
+        rows = [[r, u, f"{v:,}", _rate(rt)] for v, u, r, rt in drops]
+        out.append(_table(rows, ["DROP REASON", "PER", "COUNT", "RATE"]))
+    rest = [
+        [f"{f.name.removesuffix('_total')}" + (f"{{{f.label}={lab}}}" if f.label else ""), f"{counters[n]:,}",
+         _rate(rate(n))]
+        for f in (fam.BYTES, fam.SYSCALLS, fam.FLOW_CACHE_HITS, fam.CACHE_EVICTIONS, fam.TABLE_UPDATES,
+                  fam.OTHER)
+        for n, lab in sorted(members[f], key=lambda m: str(m[1]))
+    ]
+    if rest:
+        out.append("")
+        out.append(_table(rest, ["COUNTER", "VALUE", "RATE"]))
+    if not counters:
+        out.append("no packet counters yet (no workers have run)")
+    return "\n".join(out)
 
 
 def stats(
@@ -312,25 +373,15 @@ def stats(
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Packet counters, rates, latency and per-worker resources."""
+    """Key numbers first (received, branched, copies, drops, latency), then drops by reason
+    (non-zero first), the other counters and the workers."""
 
     def go(c: ApiClient) -> int:
         s = c.get("/stats")
         if as_json:
-            _dump(s)
+            dump(s)
             return EXIT_OK
-        rates = s["rates_per_s"]
-        rows = [[k, str(v), f"{rates.get(k, 0.0):.1f}/s"] for k, v in sorted(s["counters"].items())]
-        typer.echo(_table(rows, ["COUNTER", "VALUE", "RATE"]) if rows else "no packet counters yet")
-        lat = s["latency"]
-
-        def us(v: float | None) -> str:
-            return "-" if v is None else f"{v:g} us"
-
-        typer.echo(
-            f"\nlatency: {lat['count']} samples, p50 {us(lat['p50_us'])}, p90 {us(lat['p90_us'])}, "
-            f"p99 {us(lat['p99_us'])}"
-        )
+        typer.echo(render_stats(s))
         from engine.dataplane.config import cpu_ranges
 
         wrows = [
@@ -352,14 +403,17 @@ def stats(
                                          "ON CPUS"]))
         return EXIT_OK
 
-    _call(url, token, config, go)
+    _call(url, token, config, go, as_json)
 
 
-def run(config: str = typer.Option(..., "--config", "-c", help="Engine config file (TOML)")) -> None:
+def run(
+    config: str = typer.Option(..., "--config", "-c", help="Engine config file (TOML)"),
+    as_json: bool = typer.Option(False, "--json", help="Log (start-up summary included) as JSON lines"),
+) -> None:
     """Run the engine: sync, workers and the API (foreground; SIGTERM stops, SIGHUP reloads)."""
     from api.daemon import run as run_daemon
 
-    raise typer.Exit(run_daemon(config))
+    raise typer.Exit(run_daemon(config, log_format="json" if as_json else None))
 
 
 config_app = typer.Typer(help="Engine configuration file.", no_args_is_help=True)
@@ -376,19 +430,18 @@ def config_check(
         cfg = load_config(path)
     except ConfigError as exc:
         if as_json:
-            _dump({"valid": False, "problems": exc.problems})
-        else:
-            typer.echo(f"xcast6-engine: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+            dump({"valid": False, "problems": exc.problems, **clikit.error_doc(str(exc), EXIT_USAGE)})
+            raise typer.Exit(EXIT_USAGE) from None
+        raise clikit.fail(str(exc), EXIT_USAGE) from None
     problems = _source_problems(cfg)
     if problems:
+        message = f"{path}: " + "; ".join(problems)
         if as_json:
-            _dump({"valid": False, "problems": problems})
-        else:
-            typer.echo(f"xcast6-engine: {path}: " + "; ".join(problems), err=True)
-        raise typer.Exit(EXIT_USAGE)
+            dump({"valid": False, "problems": problems, **clikit.error_doc(message, EXIT_USAGE)})
+            raise typer.Exit(EXIT_USAGE)
+        raise clikit.fail(message, EXIT_USAGE)
     if as_json:
-        _dump({"valid": True, "config": cfg.summary()})
+        dump({"valid": True, "config": cfg.summary()})
     else:
         typer.echo(
             f"{path}: valid (source {cfg.sync.source_redacted()}, links {cfg.links.mode}, "
@@ -403,18 +456,36 @@ cpu_idle_app = typer.Typer(
 )
 
 
-def _config_or_exit(path: str) -> Config:
+def _config_or_exit(path: str, as_json: bool = False) -> Config:
     from api.config import ConfigError, load_config
 
     try:
         return load_config(path)
     except ConfigError as exc:
-        typer.echo(f"xcast6-engine: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise clikit.fail(str(exc), EXIT_USAGE, as_json) from None
+
+
+def _cpu_idle_report(lines: Sequence[tuple[int, str, str | None]], problems: list[str], note: str | None,
+                     as_json: bool) -> None:
+    """Print what apply/restore did; exit 1 when a CPU could not be set."""
+    if as_json:
+        dump({"cpus": [{"cpu": cpu, "limit": now, "was": was} for cpu, now, was in lines],
+              "problems": problems, "note": note,
+              **(clikit.error_doc("; ".join(problems), EXIT_FAILED) if problems else {})})
+    else:
+        for cpu, now, was in lines:
+            typer.echo(f"CPU {cpu}: resume latency limit {now}" + (f" (was {was})" if was else " again"))
+        for problem in problems:
+            typer.echo(clikit.PREFIX + problem, err=True)
+        if note:
+            typer.echo(note)
+    raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
 
 
 @cpu_idle_app.command("apply")
-def cpu_idle_apply(config: str = typer.Option(..., "--config", "-c", help="Engine config file")) -> None:
+def cpu_idle_apply(
+    config: str = typer.Option(..., "--config", "-c", help="Engine config file"), as_json: bool = JsonOpt
+) -> None:
     """Set workers.cpu_resume_latency_us on workers.cpus; the originals go to the state directory.
 
     Also writes back what an earlier, killed run left limited.  Nothing to do (exit 0) when the
@@ -422,36 +493,32 @@ def cpu_idle_apply(config: str = typer.Option(..., "--config", "-c", help="Engin
     """
     from engine.dataplane import cpuidle
 
-    cfg = _config_or_exit(config)
+    cfg = _config_or_exit(config, as_json)
     limit_us = cfg.workers.idle_limit_us
     limit = cpuidle.CpuIdleLimit(cfg.workers.cpus if limit_us is not None else (), limit_us or 0,
                                  state_file=cpuidle.state_file(cfg.engine.state_dir))
     problems = limit.apply()
-    for cpu, before in sorted(limit.saved.items()):
-        typer.echo(f"CPU {cpu}: resume latency limit {cpuidle.describe(cpuidle.sysfs_value(limit.limit_us))} "
-                   f"(was {cpuidle.describe(before)})")
-    for problem in problems:
-        typer.echo(f"xcast6-engine: {problem}", err=True)
-    if limit_us is None:
-        typer.echo("workers.cpu_resume_latency_us is not set (or no workers.cpus): nothing to limit")
-    raise typer.Exit(1 if problems else EXIT_OK)
+    now = cpuidle.describe(cpuidle.sysfs_value(limit.limit_us))
+    lines = [(cpu, now, cpuidle.describe(before)) for cpu, before in sorted(limit.saved.items())]
+    note = None if limit_us is not None else \
+        "workers.cpu_resume_latency_us is not set (or no workers.cpus): nothing to limit"
+    _cpu_idle_report(lines, problems, note, as_json)
 
 
 @cpu_idle_app.command("restore")
-def cpu_idle_restore(config: str = typer.Option(..., "--config", "-c", help="Engine config file")) -> None:
-    """Write back every value that ``apply`` recorded, and remove the record.  Exit 1 when one
+def cpu_idle_restore(
+    config: str = typer.Option(..., "--config", "-c", help="Engine config file"), as_json: bool = JsonOpt
+) -> None:
+    """Write back every value that 'apply' recorded, and remove the record.  Exit 1 when one
     could not be written back (it stays recorded for the next apply/restore)."""
     from engine.dataplane import cpuidle
 
-    cfg = _config_or_exit(config)
+    cfg = _config_or_exit(config, as_json)
     path = cpuidle.state_file(cfg.engine.state_dir)
     recorded = cpuidle.recorded(path)
     problems = cpuidle.CpuIdleLimit((), 0, state_file=path).apply()
-    for cpu, before in sorted(recorded.items()):
-        typer.echo(f"CPU {cpu}: resume latency limit {cpuidle.describe(before)} again")
-    for problem in problems:
-        typer.echo(f"xcast6-engine: {problem}", err=True)
-    raise typer.Exit(1 if problems else EXIT_OK)
+    lines = [(cpu, cpuidle.describe(before), None) for cpu, before in sorted(recorded.items())]
+    _cpu_idle_report(lines, problems, None, as_json)
 
 
 def _source_problems(cfg: Config) -> list[str]:
@@ -467,55 +534,88 @@ def _source_problems(cfg: Config) -> list[str]:
     return problems
 
 
-CLIENT_COMMANDS: dict[str, Callable[..., None]] = {
-    "status": status,
-    "routes": routes,
-    "diff": diff,
-    "resync": resync,
-    "interfaces": interfaces,
-    "stats": stats,
-}
-
-
 class _DefaultCommandGroup(TyperGroup):
-    """A command group that runs ``default_command`` when no sub-command is named."""
+    """A group of the previous release that ran ``default_command`` when no sub-command was named
+    (``routes 2001:db8::/32`` = ``routes show``); kept for those spellings only."""
 
     default_command = "show"
+    allow_bare = False  # a bare group name prints its help instead of asking the engine
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if not any(a in self.commands for a in args) and args[:1] not in (["--help"], ["-h"]):
+        named = any(a in self.commands for a in args) or args[:1] in (["--help"], ["-h"])
+        if not named and (args or self.allow_bare):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
 
-def _default_group(command: str) -> type[TyperGroup]:
-    return type(f"DefaultTo{command.title()}Group", (_DefaultCommandGroup,), {"default_command": command})
+def _default_group(command: str, allow_bare: bool) -> type[TyperGroup]:
+    return type(f"DefaultTo{command.title()}Group", (_DefaultCommandGroup,),
+                {"default_command": command, "allow_bare": allow_bare})
 
 
-def register(app: typer.Typer, *, routes: typer.Typer, interfaces: typer.Typer) -> None:
-    """Add ``run``, ``config``, ``cpu-idle`` and the client commands.
+def alias(fn: Callable[..., None], old: str, new: str) -> Callable[..., None]:
+    """``fn`` under the spelling of the previous release: same options, a deprecation note on
+    stderr (stdout, where --json goes, is untouched).  Registered hidden; removed in the next."""
 
-    ``routes`` and ``interfaces`` are the local tool groups (sync's ``routes fetch|diff|history``,
-    vlan's ``interfaces plan|apply|show``); the running engine's view joins each as its default
-    sub-command under a fixed name (``routes show``, ``interfaces live``), so ``routes [PREFIX]``
-    and a bare ``interfaces`` ask the engine.  Every client command is also under ``api``.
+    @functools.wraps(fn)
+    def spelled_old(*args: Any, **kwargs: Any) -> None:
+        clikit.warn(f"'{old}' is deprecated and goes in the next release: use '{new}'")
+        fn(*args, **kwargs)
+
+    return spelled_old
+
+
+SHOW_COMMANDS: dict[str, Callable[..., None]] = {
+    "status": status,
+    "routes": routes,
+    "links": links,
+    "stats": stats,
+}
+
+
+def register(app: typer.Typer, *, routes_app: typer.Typer, links_app: typer.Typer,
+             links_aliases: dict[str, tuple[str, Callable[..., None]]]) -> None:
+    """Add ``show``, ``verify``, ``resync``, ``run``, ``config``, ``cpu-idle`` and the spellings
+    of the previous release (hidden, with a deprecation note).
+
+    ``routes_app``/``links_app`` are the local tool groups (sync's ``routes fetch|diff|history``,
+    vlan's ``links plan|apply|kernel``); ``links_aliases`` maps vlan's old sub-command names to
+    (new name, command) for the hidden ``interfaces`` group.
     """
-    joins = {"routes": (routes, "show"), "interfaces": (interfaces, "live")}
-    api_app = typer.Typer(help="Engine API client commands.", no_args_is_help=True)
-    for name, fn in CLIENT_COMMANDS.items():
-        api_app.command(name)(fn)
-        if name in joins:
-            group, sub = joins[name]
-            group.command(sub)(fn)
-            group.info.cls = _default_group(sub)
-            group.info.no_args_is_help = False
-            app.add_typer(group, name=name)
-        else:
-            app.command(name)(fn)
-    app.add_typer(api_app, name="api")
+    show_app = typer.Typer(
+        help="The running engine's state, from its API (changes nothing).", no_args_is_help=True
+    )
+    for name, fn in SHOW_COMMANDS.items():
+        show_app.command(name)(fn)
+    app.add_typer(show_app, name="show")
+    app.command("verify")(verify)
+    app.command("resync")(resync)
     app.command("run")(run)
     app.add_typer(config_app, name="config")
     app.add_typer(cpu_idle_app, name="cpu-idle")
+
+    # -- the previous release's spellings -----------------------------------------------------
+    for old, new, fn in (("status", "show status", status), ("stats", "show stats", stats),
+                         ("diff", "verify", verify)):
+        app.command(old, hidden=True)(alias(fn, old, new))
+    api_app = typer.Typer(help="Previous spelling of the API client commands.", no_args_is_help=True,
+                          hidden=True)
+    for old, new, fn in (("status", "show status", status), ("routes", "show routes", routes),
+                         ("diff", "verify", verify), ("resync", "resync", resync),
+                         ("interfaces", "show links", links), ("stats", "show stats", stats)):
+        api_app.command(old)(alias(fn, f"api {old}", new))
+    app.add_typer(api_app, name="api")
+    # ``routes [PREFIX]`` and ``routes show`` asked the engine; ``routes`` alone now prints help.
+    routes_app.command("show", hidden=True)(alias(routes, "routes show", "show routes"))
+    routes_app.info.cls = _default_group("show", allow_bare=False)
+    app.add_typer(routes_app, name="routes")
+    app.add_typer(links_app, name="links")
+    interfaces_app = typer.Typer(help="Previous name of 'links'.", hidden=True)
+    for old, (new, fn) in links_aliases.items():
+        interfaces_app.command(old)(alias(fn, f"interfaces {old}", f"links {new}"))
+    interfaces_app.command("live")(alias(links, "interfaces live", "show links"))
+    interfaces_app.info.cls = _default_group("live", allow_bare=True)
+    app.add_typer(interfaces_app, name="interfaces")
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m api.cli` is the whole command

@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.config import ConfigError, load_config
+from engine.tools.clikit import (  # noqa: F401  (re-exported: the client's callers use these names)
+    EXIT_AUTH,
+    EXIT_DIFFERS,
+    EXIT_FAILED,
+    EXIT_NOT_APPLIED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -15,14 +24,8 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = "/etc/xcast6-engine/engine.toml"
 DEFAULT_URL = "http://127.0.0.1:8406"
 
-# Exit codes scripts can rely on.
-EXIT_OK = 0
-EXIT_API = 1  # the API answered with an error (problem document)
-EXIT_USAGE = 2  # bad option or configuration
-EXIT_UNREACHABLE = 3  # no answer from the API
-EXIT_AUTH = 4  # token missing or wrong
-EXIT_NOT_APPLIED = 5  # resync held back by the safety valve or failed
-EXIT_DIFFERS = 6  # diff --exit-code: tables differ
+# Exit codes scripts can rely on: the one table of every command (engine/tools/clikit.py).
+EXIT_API = EXIT_FAILED  # the API answered with an error (problem document)
 
 
 class ClientError(Exception):

@@ -23,6 +23,7 @@ from pathlib import Path
 from api import auth, tls
 from api.config import Config, ConfigError, load_config, read_or_create_token
 from api.pipeline import Pipeline
+from api.sdnotify import Notifier, PriorityPrefix, journal_stream
 from api.state import EngineView
 from api.syncport import SyncServiceView
 from engine import __version__
@@ -50,12 +51,15 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str, level: str) -> None:
-    """Text without timestamps for journald (it adds its own), or one JSON object per line."""
+    """Text without timestamps for journald (it adds its own), or one JSON object per line.
+
+    Under systemd (stderr is the journal stream) every line starts with its ``<N>`` syslog
+    priority, so ``journalctl -p warning`` shows the engine's warnings and errors only."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    formatter: logging.Formatter = (
+        _JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    )
+    handler.setFormatter(PriorityPrefix(formatter) if journal_stream() else formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -130,6 +134,7 @@ class Daemon:
         self.started = asyncio.Event()
         self.keyring = auth.Keyring()              # the API's tokens, replaced on SIGHUP
         self.tls: tls.ServerTls | None = None      # the API's TLS context, its certificate reloaded on SIGHUP
+        self.notifier = Notifier()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -167,6 +172,7 @@ class Daemon:
             self.tls = tls.ServerTls.load(cfg.api) if cfg.api.tls else None
         source = self._source_factory(cfg.sync.source, cfg.sync.credentials())
         self.pipeline = pipeline = Pipeline(cfg, source)
+        self.notifier.status("starting: stored table, first router fetch, engine links, packet workers")
         await pipeline.start()
         self.view = view = EngineView(
             fib=pipeline.fib,
@@ -223,7 +229,13 @@ class Daemon:
                     f"API could not start on {cfg.api.listen}:{cfg.api.port}: {exc or 'bind failed'}"
                 )
         self.started.set()
+        # -- systemd (Type=notify): READY once the table is loaded and the workers run ----------
+        await self._wait_workers(view)
+        self.notifier.send(READY=1, STATUS=self._status_line(view))
+        tasks.append(loop.create_task(self._supervise_health(view)))
+        # ------------------------------------------------------------------------------------------
         await self._stop.wait()
+        self.notifier.send(STOPPING=1, STATUS="stopping: API, sync, workers, links")
         log.info("stopping: API, sync, workers, links")
         if server is not None:
             server.should_exit = True
@@ -278,20 +290,73 @@ class Daemon:
             except ConfigError as exc:
                 log.error("API certificate not reloaded, keeping the one in use: %s", exc)
 
+    # -- systemd health: STATUS= lines and the watchdog ---------------------------------------------
+    async def _wait_workers(self, view: EngineView, timeout: float = 10.0) -> None:
+        """Give the forked workers a moment to report running before READY=1 (bounded: an engine
+        whose workers cannot start still reports ready, its STATUS= says why)."""
+        deadline = time.monotonic() + timeout
+        while not view.workers_running() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    def _status_line(view: EngineView) -> str:
+        st = view.sync.status()
+        ws = view.workers.workers()
+        running = sum(1 for w in ws if w.state == "running")
+        ready, why = view.ready()
+        line = (f"{st.route_count} routes (generation {st.generation}), {running}/"
+                f"{view.workers.configured()} workers, sync {st.state}")
+        return line if ready else f"{line}; not ready: {'; '.join(why)}"
+
+    @staticmethod
+    def healthy(view: EngineView) -> tuple[bool, str]:
+        """What the watchdog vouches for: the event loop turns (this runs on it) and, when workers
+        are configured, at least one forwards.  A sync error is not unhealthy (the last good table
+        keeps serving), nor is one worker being restarted; no worker at all for the whole
+        WatchdogSec is, and systemd then restarts the engine."""
+        configured = view.workers.configured()
+        running = sum(1 for w in view.workers.workers() if w.state == "running")
+        if configured and not running:
+            return False, f"no packet worker running (0 of {configured})"
+        return True, ""
+
+    async def _supervise_health(self, view: EngineView) -> None:
+        n = self.notifier
+        every = min(5.0, n.watchdog_s / 3) if n.watchdog_s else 5.0
+        was_healthy = True
+        while True:
+            ok, why = self.healthy(view)
+            n.status(self._status_line(view))
+            if ok and n.watchdog_s:
+                n.send(WATCHDOG=1)
+            if ok != was_healthy:
+                if ok:
+                    log.info("healthy again: watchdog pings resume")
+                else:
+                    log.warning("unhealthy: %s (watchdog pings stop; systemd restarts the engine "
+                                "if this lasts WatchdogSec)", why)
+                was_healthy = ok
+            await asyncio.sleep(every)
+
+    # ---------------------------------------------------------------------------------------------
     async def _sample_rates(self, view: EngineView, every: float = 5.0) -> None:
         while True:
             view.sample_rates()
             await asyncio.sleep(every)
 
 
-def run(config_path: str | Path) -> int:
-    """Entry point of ``xcast6-engine run``: returns the process exit status."""
+def run(config_path: str | Path, log_format: str | None = None) -> int:
+    """Entry point of ``xcast6-engine run``: returns the process exit status.  ``log_format``
+    overrides ``engine.log_format`` (``run --json``: the start-up summary and every log line
+    as JSON)."""
+    from engine.tools import clikit
+
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
-        print(f"xcast6-engine: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(cfg.engine.log_format, cfg.engine.log_level)
+        clikit.fail(str(exc), clikit.EXIT_USAGE, as_json=log_format == "json")
+        return clikit.EXIT_USAGE
+    setup_logging(log_format or cfg.engine.log_format, cfg.engine.log_level)
     log.info("configuration %s: %s", config_path, json.dumps(cfg.summary()))
     try:
         return asyncio.run(Daemon(cfg).run())

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
-from api.state import EngineView
+from api.state import EngineView, SyncStatus
+from engine.model import EngineLink
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -80,17 +82,13 @@ def render(view: EngineView) -> str:
         "Routes a held-back sync would remove/add/change (safety valve).",
         [({"change": k}, v) for k, v in (st.held_back or {"added": 0, "removed": 0, "changed": 0}).items()],
     )
-    counters = view.workers.counters()
-    o.family(
-        "xcast6_packets_total",
-        "counter",
-        "Packet counters by reason, summed over workers.",
-        [({"reason": k}, v) for k, v in sorted(counters.items())],
-    )
+    _sync_counters(o, st)
+    _packet_families(o, view.workers.counters())
     h = view.workers.latency()
     o.lines.append("# HELP xcast6_latency_seconds Arrival-to-send latency of branched packets "
                    "(kernel arrival time on the engine link, queueing included, to the write of the copies).")
     o.lines.append("# TYPE xcast6_latency_seconds histogram")
+    # every bucket is exported from the start (zeros included); le = at or below the bound
     cum = 0
     for bound, c in zip(h.bounds_us, h.counts, strict=False):
         cum += c
@@ -99,45 +97,28 @@ def render(view: EngineView) -> str:
     o.sample("xcast6_latency_seconds_sum", {}, h.sum_us / 1e6)
     o.sample("xcast6_latency_seconds_count", {}, h.count)
     ws = view.workers.workers()
-    o.family(
-        "xcast6_workers_configured", "gauge", "Configured packet workers.", [({}, view.workers.configured())]
-    )
-    o.family(
-        "xcast6_worker_up",
-        "gauge",
-        "1 when the worker process runs.",
-        [({"worker": str(w.index)}, int(w.state == "running")) for w in ws],
-    )
-    o.family(
-        "xcast6_worker_restarts_total",
-        "counter",
-        "Worker restarts after a crash.",
-        [({"worker": str(w.index)}, w.restarts) for w in ws],
-    )
-    o.family(
-        "xcast6_worker_cpu_seconds_total",
-        "counter",
-        "Worker CPU time (user+system).",
-        [({"worker": str(w.index)}, w.cpu_seconds) for w in ws if w.cpu_seconds is not None],
-    )
-    o.family(
-        "xcast6_worker_resident_memory_bytes",
-        "gauge",
-        "Worker resident memory.",
-        [({"worker": str(w.index)}, w.rss_bytes) for w in ws if w.rss_bytes is not None],
-    )
+    configured = view.workers.configured()
+    o.family("xcast6_workers_configured", "gauge", "Configured packet workers.", [({}, configured)])
+    # One series per configured worker from the start: a worker that is down (or not forked yet)
+    # reports 0, it does not vanish from graphs and alerts.
+    by_index = {w.index: w for w in ws}
+    rows = [(str(i), by_index.get(i)) for i in sorted(set(range(configured)) | set(by_index))]
+    o.family("xcast6_worker_up", "gauge", "1 when the worker process runs.",
+             [({"worker": i}, int(w is not None and w.state == "running")) for i, w in rows])
+    o.family("xcast6_worker_restarts_total", "counter", "Worker restarts after a crash.",
+             [({"worker": i}, w.restarts if w else 0) for i, w in rows])
+    o.family("xcast6_worker_cpu_seconds_total", "counter", "Worker CPU time (user+system).",
+             [({"worker": i}, (w.cpu_seconds if w else None) or 0) for i, w in rows])
+    o.family("xcast6_worker_resident_memory_bytes", "gauge", "Worker resident memory (0 while down).",
+             [({"worker": i}, (w.rss_bytes if w else None) or 0) for i, w in rows])
     o.family(
         "xcast6_worker_context_switches_total",
         "counter",
         "Worker context switches.",
         [
-            s
-            for w in ws
-            if w.ctx_switches_voluntary is not None
-            for s in (
-                ({"worker": str(w.index), "kind": "voluntary"}, w.ctx_switches_voluntary),
-                ({"worker": str(w.index), "kind": "involuntary"}, w.ctx_switches_involuntary or 0),
-            )
+            ({"worker": i, "kind": kind}, (getattr(w, f"ctx_switches_{kind}") if w else None) or 0)
+            for i, w in rows
+            for kind in ("voluntary", "involuntary")
         ],
     )
     # Every state is always exported (0 included) so a graph or alert never sees a series vanish;
@@ -154,4 +135,72 @@ def render(view: EngineView) -> str:
         "Engine links by state (up, no_router_mac, down).",
         [({"mode": mode, "state": state}, n) for state, n in by_state.items()],
     )
+    _link_traffic(o, view.links.links())
     return "\n".join(o.lines) + "\n"
+
+
+def _packet_families(o: _Out, counters: dict[str, int]) -> None:
+    """The worker counters as families with units (engine/dataplane/families.py says which is
+    which); every known counter is exported from the start, 0 while no worker has run."""
+    from engine.dataplane import families as fam
+    from engine.dataplane.counters import counter_names
+
+    grouped = fam.group(dict.fromkeys(counter_names(), 0) | counters)
+    for family in fam.FAMILIES:
+        members = grouped[family]
+        if not members:
+            continue
+        o.family(
+            fam.PREFIX + family.name,
+            "counter",
+            family.help,
+            [({family.label: str(lab)} if family.label else {}, v)
+             for lab, v in sorted(members.items(), key=lambda m: str(m[0]))],
+        )
+
+
+#: the triggers a sync run can have (sync/service.py request_resync callers)
+SYNC_TRIGGERS = ("startup", "poll", "change", "manual", "reload")
+
+
+def _sync_counters(o: _Out, st: SyncStatus) -> None:
+    """Sync runs by source and trigger, failures by source and reason, runs by outcome; the
+    current source's series exist from the start (zeros)."""
+    from sync.service import FAILURE_REASONS
+
+    attempts = {(st.source, t): 0 for t in SYNC_TRIGGERS} | st.attempts
+    failures = {(st.source, r): 0 for r in FAILURE_REASONS} | st.failures
+    o.family("xcast6_sync_attempts_total", "counter",
+             "Sync runs started (router fetches), by source and trigger.",
+             [({"source": src, "trigger": t}, n) for (src, t), n in sorted(attempts.items())])
+    o.family("xcast6_sync_failures_total", "counter", "Sync runs that failed, by source and reason "
+             "(timeout, unreachable, auth, bad_reply, kernel_refused, internal).",
+             [({"source": src, "reason": r}, n) for (src, r), n in sorted(failures.items())])
+    outcomes = dict.fromkeys(("applied", "unchanged", "held", "failed"), 0) | st.outcomes
+    o.family("xcast6_sync_runs_total", "counter", "Finished sync runs by outcome.",
+             [({"outcome": k}, v) for k, v in outcomes.items()])
+
+
+SYS_NET = Path("/sys/class/net")
+
+
+def _link_traffic(o: _Out, links: list[EngineLink], sys_net: Path = SYS_NET) -> None:
+    """Each engine link's kernel interface counters (traffic graphs per link): what arrived from
+    the router (rx: diverted packets) and what the engine sent back (tx: copies, X2U).  Read at
+    scrape time from sysfs; a link whose counters cannot be read reports 0 rather than vanish."""
+
+    def read(ifname: str, name: str) -> int:
+        try:
+            return int((sys_net / ifname / "statistics" / name).read_text())
+        except (OSError, ValueError):
+            return 0
+
+    rows = [(lk.engine_ifname, lk.router_ifname) for lk in links]
+    for unit, title in (("bytes", "Bytes"), ("packets", "Packets")):
+        o.family(
+            f"xcast6_link_{unit}_total",
+            "counter",
+            f"{title} on each engine link's kernel interface, by direction (rx: from the router).",
+            [({"link": link, "router_if": rif, "dir": d}, read(link, f"{d}_{unit}"))
+             for link, rif in rows for d in ("rx", "tx")],
+        )

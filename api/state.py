@@ -20,7 +20,7 @@ import bisect
 import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.dataplane.supervisor import Histogram, WorkerInfo
@@ -55,6 +55,10 @@ class SyncStatus:
     held_reason: str | None = None
     loaded_from_store: bool = False
     change_detection: str = ""
+    # counters for /metrics: runs by (source, trigger), failures by (source, reason), runs by outcome
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict)
+    failures: dict[tuple[str, str], int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

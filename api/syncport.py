@@ -65,6 +65,9 @@ class SyncServiceView:
             held_reason=None if held is None else held["reason"],
             loaded_from_store=svc.loaded_from_store,
             change_detection=st["change_detection"],
+            attempts=dict(svc.attempts),
+            failures=dict(svc.failures),
+            outcomes={k: int(st["counters"][k]) for k in ("applied", "unchanged", "held", "failed")},
         )
 
     def table_loaded(self) -> bool:

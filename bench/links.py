@@ -28,6 +28,7 @@ from typing import Any
 import typer
 
 from engine.model import Interface
+from engine.tools import clikit
 from lab import netns
 from vlan.config import LinksConfig
 from vlan.kernel import KernelLink, KernelView
@@ -175,6 +176,5 @@ def register(bench_app: typer.Typer) -> None:
             return [int(x) for x in text.split(",") if x.strip()]
 
         if mode not in ("vlan", "direct"):
-            typer.echo(f"error: --mode: {mode!r} is not one of vlan, direct", err=True)
-            raise typer.Exit(2)
+            raise clikit.fail(f"--mode: {mode!r} is not one of vlan, direct", clikit.EXIT_USAGE)
         run(out, counts(plan_counts), counts(kernel_counts), mode)

@@ -1,13 +1,20 @@
-"""``xcast6-engine lab up|demo|down|status`` and ``xcast6-engine counters`` (local stats read)."""
+"""``xcast6-engine lab up|demo|down|status`` and ``xcast6-engine counters`` (local stats read).
+
+Every command takes ``--json`` (one JSON document on stdout, errors included); exit codes and the
+error prefix are those of every command (engine/tools/clikit.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from engine.dataplane.counters import DEFAULT_PATH, CounterFile
+from engine.tools import clikit
 from lab.netns import LabError
 from lab.topology import API_PORT, Topology
 
@@ -15,6 +22,7 @@ lab_app = typer.Typer(help="Namespace lab: two routers, two engines, a sender, f
                       no_args_is_help=True)
 
 PrefixOpt = typer.Option("xl-", "--prefix", help="Name prefix of the lab's namespaces.")
+JsonOpt = typer.Option(False, "--json", help="Print JSON (errors too).")
 StateOpt = typer.Option(None, "--state-dir", help="Run/log directory (default /tmp/<prefix>lab).")
 
 
@@ -36,7 +44,8 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
        workers: int = typer.Option(1, min=1, max=16, help="Worker processes per engine."),
        mode: str = typer.Option("direct", help="Router-engine links: direct (veths) or vlan (802.1Q)."),
        dataplane: str = typer.Option("auto", help="Engines' data path: auto (TC eBPF if it loads), "
-                                     "bpf, python.")
+                                     "bpf, python."),
+       as_json: bool = JsonOpt,
        ) -> None:
     """Build the lab and start snmpd, receivers and both engines (waits for their first sync)."""
     from lab import build
@@ -50,22 +59,33 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
     topo.mode = mode
     topo.dataplane = dataplane
     try:
-        build.up(topo)
+        with _quiet_if(as_json):
+            build.up(topo)
     except LabError as exc:
-        typer.echo(f"lab up failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise clikit.fail(f"lab up failed: {exc}", clikit.EXIT_FAILED, as_json) from exc
+    engines: dict[str, Any] = {}
     for r in ("a", "b"):
         st = build.read_status(topo, r) or {}
         sync = st.get("sync") or {}
-        typer.echo(f"engine {r.upper()}: daemon ready, {sync.get('route_count')} routes synced from "
-                   f"{sync.get('source')} (generation {sync.get('generation')}), {workers} worker(s), "
-                   f"API https://127.0.0.1:{API_PORT} in {topo.engine_ns(r)} (config {topo.config_path(r)})")
-    typer.echo(f"lab up: namespaces {', '.join(topo.all_namespaces())}; state in {topo.state_dir}")
+        engines[r] = {"namespace": topo.engine_ns(r), "config": str(topo.config_path(r)),
+                      "api": f"https://127.0.0.1:{API_PORT}", "routes": sync.get("route_count"),
+                      "source": sync.get("source"), "generation": sync.get("generation"), "workers": workers}
+        if not as_json:
+            typer.echo(f"engine {r.upper()}: daemon ready, {sync.get('route_count')} routes synced from "
+                       f"{sync.get('source')} (generation {sync.get('generation')}), {workers} worker(s), "
+                       f"API https://127.0.0.1:{API_PORT} in {topo.engine_ns(r)} "
+                       f"(config {topo.config_path(r)})")
+    if as_json:
+        clikit.dump({"namespaces": topo.all_namespaces(), "state_dir": str(topo.state_dir),
+                     "engines": engines})
+    else:
+        typer.echo(f"lab up: namespaces {', '.join(topo.all_namespaces())}; state in {topo.state_dir}")
 
 
 @lab_app.command("demo")
 def demo(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
-         count: int = typer.Option(3, min=1, max=1000, help="Datagrams to send.")) -> None:
+         count: int = typer.Option(3, min=1, max=1000, help="Datagrams to send."),
+         as_json: bool = JsonOpt) -> None:
     """Send XCAST6 datagrams to every receiver; print the delivery matrix and the counters."""
     from lab import build, netns
     from lab.demo import run_demo
@@ -73,21 +93,24 @@ def demo(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
     topo = _topo(prefix, state_dir)
     missing = set(topo.all_namespaces()) - set(netns.namespaces())
     if missing:
-        typer.echo(f"lab is not up (missing {', '.join(sorted(missing))}); run 'xcast6-engine lab up'",
-                   err=True)
-        raise typer.Exit(1)
+        raise clikit.fail(f"lab is not up (missing {', '.join(sorted(missing))}); run 'xcast6-engine lab up'",
+                          clikit.EXIT_UNREACHABLE, as_json)
     try:
         build.wait_engines(topo, timeout=30)
     except LabError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from exc
-    if not run_demo(topo, count):
-        raise typer.Exit(1)
+        raise clikit.fail(str(exc), clikit.EXIT_UNREACHABLE, as_json) from exc
+    report: dict[str, Any] = {}
+    with _quiet_if(as_json):
+        ok = run_demo(topo, count, report)
+    if as_json:
+        clikit.dump(report)
+    if not ok:
+        raise typer.Exit(clikit.EXIT_FAILED)
 
 
 @lab_app.command("status")
-def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
-    """Engines' daemon ``/status`` through their APIs (JSON)."""
+def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt, as_json: bool = JsonOpt) -> None:
+    """Engines' daemon /status through their APIs (always JSON)."""
     topo = _topo(prefix, state_dir)
     from lab import engine_api
 
@@ -95,8 +118,7 @@ def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
     try:
         engine_api.token(topo)
     except LabError as exc:
-        typer.echo(f"xcast6-engine: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise clikit.fail(str(exc), clikit.EXIT_UNREACHABLE, as_json) from None
     for r in ("a", "b"):
         st, err = engine_api.status_or_error(topo, r)
         out[r] = st if st is not None else {"error": f"API of engine {r} not answering: {err}"}
@@ -104,33 +126,55 @@ def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
 
 
 @lab_app.command("down")
-def down(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
+def down(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt, as_json: bool = JsonOpt) -> None:
     """Stop the lab's processes (by pid file) and delete its namespaces."""
     from lab import build
 
-    removed = build.down(_topo(prefix, state_dir))
-    typer.echo(f"lab down: removed {len(removed)} namespace(s)")
+    with _quiet_if(as_json):
+        removed = build.down(_topo(prefix, state_dir))
+    if as_json:
+        clikit.dump({"removed": removed})
+    else:
+        typer.echo(f"lab down: removed {len(removed)} namespace(s)")
 
 
 FileOpt = typer.Option(DEFAULT_PATH, "--file", help="Worker counter file.")
-JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 
 
 def counters(path: Path = FileOpt, as_json: bool = JsonOpt) -> None:
     """Read the workers' counters and latency histogram from shared memory (no API needed)."""
-    from lab.demo import format_counters
+    from api.cli import render_stats
+    from engine.dataplane.counters import counter_names
 
     try:
         cf = CounterFile.open(path)
     except FileNotFoundError as exc:
-        typer.echo(f"no counter file at {path} (is the engine running?)", err=True)
-        raise typer.Exit(1) from exc
+        raise clikit.fail(f"no counter file at {path} (is the engine running?)", clikit.EXIT_UNREACHABLE,
+                          as_json) from exc
     except ValueError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from exc
+        raise clikit.fail(str(exc), clikit.EXIT_USAGE, as_json) from exc
     stats = cf.snapshot().as_dict()
     cf.close()
-    typer.echo(json.dumps(stats, indent=1) if as_json else format_counters(str(path), stats))
+    if as_json:
+        typer.echo(json.dumps(stats, indent=1))
+        return
+    # the layout of 'show stats' (key numbers first, drop reasons non-zero first), without rates:
+    # the shared file holds totals only
+    counters = dict.fromkeys(counter_names(), 0) | stats["totals"] | {f"drop.{k}": v
+                                                                      for k, v in stats["drops"].items()}
+    latency = {**stats["latency"], "count": stats["totals"].get("latency_count", 0)}
+    typer.echo(f"{path}: {cf.slots} worker slot(s)")
+    typer.echo(render_stats({"counters": counters, "rates_per_s": None, "latency": latency}))
+
+
+@contextlib.contextmanager
+def _quiet_if(as_json: bool) -> Any:
+    """With --json, progress printed by the lab goes to stderr: stdout holds only the document."""
+    if not as_json:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def register(app: typer.Typer) -> None:

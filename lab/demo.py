@@ -5,6 +5,7 @@ Also the helpers the end-to-end tests use: :func:`send_xcast` and :func:`deliver
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -186,10 +187,11 @@ def format_counters(name: str, stats: dict[str, Any] | None) -> str:
 
 
 def api_stats(topo: Topology, r: str) -> tuple[str, dict[str, Any] | None, str]:
-    """(command line, parsed output, error) of ``xcast6-engine stats --json`` against engine ``r``'s
+    """(command line, parsed output, error) of ``xcast6-engine show stats --json`` against engine ``r``'s
     daemon, run inside its namespace the way an operator on the appliance would."""
-    cmd = [sys.executable, "-m", "api.main", "stats", "--json", "--config", str(topo.config_path(r))]
-    shown = f"ip netns exec {topo.engine_ns(r)} xcast6-engine stats --json --config {topo.config_path(r)}"
+    cmd = [sys.executable, "-m", "api.main", "show", "stats", "--json", "--config", str(topo.config_path(r))]
+    shown = (f"ip netns exec {topo.engine_ns(r)} xcast6-engine show stats --json "
+             f"--config {topo.config_path(r)}")
     try:
         p = netns.run(cmd, ns=topo.engine_ns(r), check=False, timeout=30)
     except subprocess.TimeoutExpired:
@@ -240,8 +242,10 @@ def print_engine_stats(topo: Topology) -> None:
         print(format_api_stats(eng.upper(), stats, engine_api.status(topo, eng)))
 
 
-def run_demo(topo: Topology, count: int = 3) -> bool:
-    """The demo: ``count`` datagrams to every receiver; True when every cell is right."""
+def run_demo(topo: Topology, count: int = 3, report: dict[str, Any] | None = None) -> bool:
+    """The demo: ``count`` datagrams to every receiver; True when every cell is right.
+
+    ``report``, when given, receives the matrix rows and the verdict (``lab demo --json``)."""
     dests = [h.addr for h in topo.receivers]
     stamp = f"{os.getpid()}-{int(time.time())}"
     reset_logs(topo)
@@ -271,4 +275,6 @@ def run_demo(topo: Topology, count: int = 3) -> bool:
     print()
     print("RESULT:", "every destination received each datagram exactly once" if ok
           else "DELIVERY PROBLEM (see rows marked BAD or counts != sent)")
+    if report is not None:
+        report.update(count=count, ok=ok, rows=[dataclasses.asdict(r) for r in rows])
     return ok

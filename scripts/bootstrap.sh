@@ -10,7 +10,7 @@ APT_PACKAGES=(
   iproute2 nftables snmpd snmp tshark tcpdump ethtool kmod
   qemu-system-x86 linux-image-amd64 busybox-static
   libyang2-tools libyuma-base openssh-client debootstrap systemd systemd-container
-  prometheus
+  prometheus groff-base
 )
 # The TC eBPF fast path ([dataplane] mode auto|bpf): clang builds it, libbpf loads it; trafgen
 # (netsniff-ng) is the lab benchmark's load generator, bpftool the operator's inspection tool.
@@ -44,8 +44,11 @@ if [ "${#kmissing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${kmissing[@]}" >/dev/null \
     || echo "bootstrap: some of ${kmissing[*]} could not be installed; [dataplane] mode = \"auto\" will use the Python path" >&2
 fi
-# Debian enables snmpd on install; the lab and tests start their own agents in namespaces.
-if systemctl is-active --quiet snmpd 2>/dev/null; then systemctl stop snmpd || true; fi
+# Debian enables snmpd on install (the lab and tests start their own agents in namespaces) and
+# prometheus too; the metrics tests run their own server on a private port.
+for unit in snmpd prometheus; do
+  if systemctl is-active --quiet "$unit" 2>/dev/null; then systemctl stop "$unit" || true; fi
+done
 
 PY=/usr/bin/python3
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)

@@ -1,7 +1,9 @@
-"""``xcast6-engine routes ...``: walk a router once, compare with the stored snapshot, history.
+"""``xcast6-engine routes fetch|diff|history``: walk a router once, compare it with the stored
+snapshot, show the sync history (local tools: no running engine needed).
 
-Exit codes: 0 success (``routes diff``: no differences), 1 ``routes diff`` found
-differences, 2 the source or the state store failed (message on stderr names what).
+Exit codes are the table of every command (engine/tools/clikit.py): 0 success (``routes diff``:
+no differences), 2 a bad source URL or state directory, 3 the router did not answer, 4 it
+refused the credentials, 1 any other failure, 6 ``routes diff`` found differences.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import typer
 
 from engine.model import Route, Snapshot
+from engine.tools import clikit
 from sync.diff import SnapshotDiff, diff
 from sync.registry import SourceUrlError, open_source, strip_secrets
 from sync.source import SourceError
@@ -71,26 +74,19 @@ class _Progress:
             sys.stderr.write(f"{self.last_phase}: {self.seen_rows:,} rows, {elapsed:.1f} s\n")
 
 
-def _fail(msg: str) -> typer.Exit:
-    typer.echo(f"error: {msg}", err=True)
-    return typer.Exit(2)
-
-
-def _fetch(source_url: str, timeout: float, quiet: bool) -> Snapshot:
+def _fetch(source_url: str, timeout: float, quiet: bool, as_json: bool) -> Snapshot:
     try:
         source = open_source(source_url)
-    except (SourceUrlError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-    except SourceError as exc:
-        raise _fail(str(exc)) from None
+    except (SourceUrlError, SourceError, ValueError) as exc:
+        raise clikit.fail(str(exc), clikit.EXIT_USAGE, as_json) from None
     progress = _Progress(quiet)
     try:
         snap = asyncio.run(asyncio.wait_for(source.fetch(progress), timeout))
     except TimeoutError:
-        raise _fail(f"{strip_secrets(source_url)}: no complete table within {timeout:g} s (--timeout)") \
-            from None
+        raise clikit.fail(f"{strip_secrets(source_url)}: no complete table within {timeout:g} s (--timeout)",
+                          clikit.EXIT_UNREACHABLE, as_json) from None
     except SourceError as exc:
-        raise _fail(str(exc)) from None
+        raise clikit.fail(str(exc), clikit.SOURCE_KIND_EXIT[exc.kind], as_json) from None
     finally:
         progress.done()
     return snap
@@ -100,13 +96,13 @@ def _fetch(source_url: str, timeout: float, quiet: bool) -> Snapshot:
 def fetch_cmd(
     source: str = typer.Argument(..., help="Router source, e.g. snmp://public@[2001:db8::1] or "
                                            "netconf://user@router:830?flavor=junos"),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (errors too)."),
     limit: int = typer.Option(0, "--limit", min=0, help="Print at most this many routes (0 = all)."),
     timeout: float = typer.Option(600.0, "--timeout", min=0.1, help="Give up after this many seconds."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
     """Walk the router once and print what the engine would see: routes and interfaces."""
-    snap = _fetch(source, timeout, quiet)
+    snap = _fetch(source, timeout, quiet, as_json)
     routes = sorted(snap.routes, key=lambda r: (r.prefix.prefixlen, r.prefix.network_address.packed))
     shown = routes[:limit] if limit else routes
     if as_json:
@@ -158,14 +154,14 @@ def diff_cmd(
     state_dir_opt: str = typer.Option(str(DEFAULT_STATE_DIR), "--state-dir", envvar="XCAST6_STATE_DIR",
                                    help="Engine state directory holding the stored snapshot "
                                         "(env XCAST6_STATE_DIR)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (errors too)."),
     limit: int = typer.Option(50, "--limit", min=0, help="Show at most this many per section (0 = all)."),
     max_removal_share: float = typer.Option(0.5, "--max-removal-share", min=0.0, max=1.0,
                                             help="Report whether the safety valve would hold this diff."),
     timeout: float = typer.Option(600.0, "--timeout", min=0.1, help="Give up after this many seconds."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
-    """Walk the router and compare with the engine's stored (last good) snapshot."""
+    """Walk the router and compare with the engine's stored (last good) snapshot (exit 6: they differ)."""
     state_dir = Path(state_dir_opt)
     if not (state_dir / "sync.sqlite3").exists():
         stored = None
@@ -175,8 +171,8 @@ def diff_cmd(
             stored = store.load_snapshot()
             store.close()
         except StoreError as exc:
-            raise _fail(str(exc)) from None
-    snap = _fetch(source, timeout, quiet)
+            raise clikit.fail(str(exc), clikit.EXIT_FAILED, as_json) from None
+    snap = _fetch(source, timeout, quiet, as_json)
     d = diff(stored, snap)
     held = None
     if stored is not None and d.old_count:
@@ -220,7 +216,7 @@ def diff_cmd(
         for _, n in d.interfaces.oper_changed:
             typer.echo(f"~ interface {n.name} now {'up' if n.oper_up else 'DOWN'}")
     if d.route_changes or not d.interfaces.empty:
-        raise typer.Exit(1)
+        raise typer.Exit(clikit.EXIT_DIFFERS)
 
 
 @routes_app.command("history")
@@ -228,18 +224,18 @@ def history_cmd(
     state_dir_opt: str = typer.Option(str(DEFAULT_STATE_DIR), "--state-dir", envvar="XCAST6_STATE_DIR",
                                    help="Engine state directory (env XCAST6_STATE_DIR)."),
     limit: int = typer.Option(20, "--limit", min=1, help="Newest N entries."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (errors too)."),
 ) -> None:
     """Show the recorded sync history (time, trigger, outcome, counts, error)."""
     state_dir = Path(state_dir_opt)
     if not (state_dir / "sync.sqlite3").exists():
-        raise _fail(f"no sync state in {state_dir} (sync.sqlite3 missing)")
+        raise clikit.fail(f"no sync state in {state_dir} (sync.sqlite3 missing)", clikit.EXIT_USAGE, as_json)
     try:
         store = SyncStore(state_dir)
         entries = store.history(limit)
         store.close()
     except StoreError as exc:
-        raise _fail(str(exc)) from None
+        raise clikit.fail(str(exc), clikit.EXIT_FAILED, as_json) from None
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries], indent=2))
         return

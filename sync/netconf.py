@@ -257,7 +257,8 @@ class _Session:
         p = self.params
         password = self._password()
         if password is None and p.key is None:
-            raise SourceError(f"netconf {p.where}: no credentials: set ${PASSWORD_ENV} or key=/path")
+            raise SourceError(f"netconf {p.where}: no credentials: set ${PASSWORD_ENV} or key=/path",
+                              SourceError.AUTH)
         known_hosts = p.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
 
         class _Ssh(SSHSession):
@@ -270,7 +271,8 @@ class _Session:
         try:
             sock = socket.create_connection((p.host, p.port), timeout=p.timeout)
         except OSError as exc:
-            raise SourceError(f"netconf {p.where}: cannot connect: {exc.strerror or exc}") from None
+            raise SourceError(f"netconf {p.where}: cannot connect: {exc.strerror or exc}",
+                              SourceError.UNREACHABLE) from None
         # paramiko waits 15 s for an SSH banner whatever the socket timeout: bound the whole
         # handshake (banner, keys, auth, <hello>) by our timeout by shutting the socket down.
         expired = threading.Event()
@@ -304,7 +306,7 @@ class _Session:
             sock.close()
             how = "key " + p.key if p.key else "password"
             raise SourceError(
-                f"netconf {p.where}: authentication failed for user {p.user!r} ({how})"
+                f"netconf {p.where}: authentication failed for user {p.user!r} ({how})", SourceError.AUTH
             ) from None
         except FileNotFoundError as exc:
             sock.close()
@@ -314,7 +316,7 @@ class _Session:
             if expired.is_set():
                 raise SourceError(
                     f"netconf {p.where}: no SSH/NETCONF handshake within {p.timeout:g} s "
-                    "(host hangs, or is not a NETCONF server)"
+                    "(host hangs, or is not a NETCONF server)", SourceError.UNREACHABLE
                 ) from None
             raise SourceError(
                 f"netconf {p.where}: SSH/NETCONF handshake failed: {_clean(exc, password)}"
@@ -339,7 +341,8 @@ class _Session:
                 text = str(reply.xml)
             except oerr.TimeoutExpiredError:
                 self._drop()
-                raise SourceError(f"netconf {p.where}: {what}: no reply within {p.timeout:g} s") from None
+                raise SourceError(f"netconf {p.where}: {what}: no reply within {p.timeout:g} s",
+                                  SourceError.UNREACHABLE) from None
             except (terr.TransportError, terr.SessionError, OSError, EOFError) as exc:
                 self._drop()
                 raise SourceError(

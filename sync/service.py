@@ -42,6 +42,11 @@ from sync.verify import Verification, check_mirror, route_drift
 
 log = logging.getLogger("xcast6.sync")
 
+#: Why a sync run failed (the ``reason`` label of xcast6_sync_failures_total): no answer in
+#: sync.timeout, router unreachable, credentials refused, a reply that is not a usable table,
+#: the kernel refusing the mirror, anything else.
+FAILURE_REASONS = ("timeout", "unreachable", "auth", "bad_reply", "kernel_refused", "internal")
+
 
 
 class SyncSubscriber(Protocol):
@@ -139,6 +144,10 @@ class SyncService:
         self.counters = {"applied": 0, "unchanged": 0, "held": 0, "failed": 0, "change_triggers": 0,
                          "marker_errors": 0, "link_changes": 0,
                          "kernel_drift_repaired": 0}
+        # Prometheus counters (api/metrics.py): runs started by (source, trigger) and failed runs by
+        # (source, reason), reason one of FAILURE_REASONS; the source is the redacted URL.
+        self.attempts: dict[tuple[str, str], int] = {}
+        self.failures: dict[tuple[str, str], int] = {}
         self._jobs: OrderedDict[str, SyncJob] = OrderedDict()
         self._ids = itertools.count(1)
         self._queued: SyncJob | None = None
@@ -402,7 +411,8 @@ class SyncService:
             except Exception as exc:      # never let one bad run kill the loop
                 log.exception("sync job %s crashed", job.id)
                 self._record_failure(job, job.started_at or time.time(),
-                                     f"internal error: {type(exc).__name__}: {exc}; previous table kept")
+                                     f"internal error: {type(exc).__name__}: {exc}; previous table kept",
+                                     reason="internal")
             finally:
                 self._running = None
 
@@ -476,20 +486,25 @@ class SyncService:
         def progress(rows: int, phase: str) -> None:
             job.progress = {"phase": phase, "rows": rows}
 
+        key = (strip_secrets(self.source.url), job.trigger)
+        self.attempts[key] = self.attempts.get(key, 0) + 1
         t0 = time.perf_counter()
         try:
             snap = await asyncio.wait_for(self.source.fetch(progress), self.config.timeout)
         except TimeoutError:
             self._record_failure(job, started, f"fetch from {strip_secrets(self.source.url)} timed out after "
-                                              f"{self.config.timeout:g} s; previous table kept")
+                                              f"{self.config.timeout:g} s; previous table kept",
+                                 reason="timeout")
             return
         except SourceError as exc:
-            self._record_failure(job, started, f"{exc}; previous table kept")
+            self._record_failure(job, started, f"{exc}; previous table kept",
+                                 reason=exc.kind if exc.kind in ("unreachable", "auth") else "bad_reply")
             return
         except Exception as exc:     # a source bug must look like a failed fetch, not kill the job
             log.exception("fetch from %s crashed", strip_secrets(self.source.url))
             self._record_failure(job, started, f"fetch from {strip_secrets(self.source.url)} failed: "
-                                              f"{type(exc).__name__}: {exc}; previous table kept")
+                                              f"{type(exc).__name__}: {exc}; previous table kept",
+                                 reason="internal")
             return
         finally:
             job.timings["fetch_s"] = time.perf_counter() - t0
@@ -533,7 +548,7 @@ class SyncService:
             res = await asyncio.to_thread(self.applier.apply, snap, d if old is not None else None,
                                           old is None)
         except ApplyError as exc:
-            self._record_failure(job, started, str(exc), counts)
+            self._record_failure(job, started, str(exc), counts, reason="kernel_refused")
             return
         finally:
             job.timings["apply_s"] = time.perf_counter() - t0
@@ -643,7 +658,9 @@ class SyncService:
         self.last_error = None
 
     def _record_failure(self, job: SyncJob, started: float, error: str,
-                        counts: dict[str, int] | None = None) -> None:
+                        counts: dict[str, int] | None = None, reason: str = "internal") -> None:
+        key = (strip_secrets(self.source.url), reason)
+        self.failures[key] = self.failures.get(key, 0) + 1
         self.last_error = error
         self.last_duration_s = time.time() - started
         self.counters["failed"] += 1

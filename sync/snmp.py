@@ -88,7 +88,7 @@ class SnmpSource:
         except SourceError:
             raise
         except (OSError, ValueError) as exc:  # anything unforeseen still names the agent
-            raise SourceError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+            raise SourceError(f"{self.url}: {type(exc).__name__}: {exc}", _kind(exc)) from None
         finally:
             await walker.close()
         snapshot.duration_s = time.monotonic() - started
@@ -171,7 +171,7 @@ class SnmpSource:
                 if not column and self.config.table != "inetcidr":
                     column = await walker.walk(mib.IPV6_ROUTE_IFINDEX)  # IPV6-MIB-only agents
         except (OSError, ValueError) as exc:
-            raise SourceError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+            raise SourceError(f"{self.url}: {type(exc).__name__}: {exc}", _kind(exc)) from None
         finally:
             await walker.close()
         parts = [f"{'.'.join(map(str, oid[-3:]))}={'-' if value in EXCEPTIONS else value!r}"
@@ -180,3 +180,8 @@ class SnmpSource:
         if self.config.marker == "column":
             parts.append("routes=" + hashlib.sha256(repr(column).encode()).hexdigest()[:16])
         return ";".join(parts)
+
+
+def _kind(exc: Exception) -> str:
+    """A socket error means the agent cannot be reached; anything else is a bad answer."""
+    return SourceError.UNREACHABLE if isinstance(exc, OSError) else SourceError.FAILED

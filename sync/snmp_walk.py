@@ -97,7 +97,8 @@ class _Protocol(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable etc.: agent gone; fail everything waiting now rather than time out.
         text = getattr(exc, "strerror", None) or str(exc)
-        self.walker._fail_all(SourceError(f"{self.walker.target}: {text} (agent unreachable)"))
+        self.walker._fail_all(SourceError(f"{self.walker.target}: {text} (agent unreachable)",
+                                                 SourceError.UNREACHABLE))
 
 
 class NativeV2cWalker:
@@ -186,7 +187,8 @@ class NativeV2cWalker:
         tries = self.config.retries + 1
         return SourceError(
             f"{self.target}: no reply to {'GETBULK' if bulk else 'GET'} {oid_text(oids[0])} after "
-            f"{tries} tries x {self.config.timeout:g}s ({self._silence_hint})"
+            f"{tries} tries x {self.config.timeout:g}s ({self._silence_hint})",
+            SourceError.UNREACHABLE,
         )
 
     def _encode(self, request_id: int, oids: list[Oid], bulk: bool) -> bytes:
@@ -376,20 +378,23 @@ class NativeV3Walker(NativeV2cWalker):
         if oid == snmp_usm.NOT_IN_TIME_WINDOW:
             raise _Resync  # the authenticated Report carried the agent's clock; _on_datagram took it
         what = snmp_usm.USM_REPORTS.get(oid, f"report {oid_text(oid) if oid else '(empty)'}")
-        raise SourceError(f"{self.target}: agent refused the request for {oid_text(oids[0])}: {what}")
+        raise SourceError(
+            f"{self.target}: agent refused the request for {oid_text(oids[0])}: {what}", SourceError.AUTH
+        )
 
     def _no_reply(self, request_id: int, oids: list[Oid], bulk: bool) -> SourceError:
         refusal = self._refusals.pop(request_id, None)
         if refusal is not None:
             return SourceError(
                 f"{self.target}: agent refused the request for {oid_text(oids[0])}: {refusal} "
-                "(said by an unauthenticated Report, so only believed once the request timed out)"
+                "(said by an unauthenticated Report, so only believed once the request timed out)",
+                SourceError.AUTH,
             )
         error = super()._no_reply(request_id, oids, bulk)
         if not self.drops:
             return error
         counts = ", ".join(f"{n} {DROP_REASONS[reason]}" for reason, n in sorted(self.drops.items()))
-        return SourceError(f"{error}; replies dropped so far: {counts}")
+        return SourceError(f"{error}; replies dropped so far: {counts}", error.kind)
 
     async def _ensure_keys(self) -> None:
         if self._discovery is None:

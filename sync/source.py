@@ -13,7 +13,20 @@ Progress = Callable[[int, str], None]
 
 
 class SourceError(Exception):
-    """A fetch failed; the message names what failed (host, OID/RPC, field). Never partial data."""
+    """A fetch failed; the message names what failed (host, OID/RPC, field). Never partial data.
+
+    ``kind`` says which exit code an operator's command reports for it (engine/tools/clikit.py):
+    ``unreachable`` (no answer, cannot connect), ``auth`` (credentials refused or missing) or
+    ``failed`` (the router answered, but not with a usable table).
+    """
+
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    AUTH = "auth"
+
+    def __init__(self, message: str, kind: str = FAILED) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""``xcast6-engine interfaces plan|apply|show``: engine links on this host's kernel (local operations).
+"""``xcast6-engine links plan|apply|kernel``: engine links on this host's kernel (local operations).
+
+(The running engine's own view of its links is ``xcast6-engine show links``; ``interfaces`` is the
+previous release's name of this group, kept hidden for one release.)
 
 Inputs: the ``[links]`` section of the engine's TOML config (the daemon's own file, validated by
 the same rules the daemon applies to it) and the router's interface list, either fetched from
@@ -12,21 +15,24 @@ from __future__ import annotations
 import asyncio
 import json
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from engine.model import Interface, LinkMap
+from engine.tools import clikit
 from vlan.config import LinksConfig, PlanError
 from vlan.kernel import mac_text, read_kernel
 from vlan.neighbors import read_neighbors
 from vlan.plan import owner_router_if
 from vlan.reconcile import ReconcileError, ReconcileResult, is_owned, open_ipr, reconcile
 
-interfaces_app = typer.Typer(
-    name="interfaces",
-    help="Engine links (802.1Q subinterfaces or direct links) mirroring the router's interfaces.",
+links_app = typer.Typer(
+    name="links",
+    help="Engine links on this host (802.1Q subinterfaces or direct links) mirroring the router's "
+    "interfaces: plan, apply, and what the kernel has.",
     no_args_is_help=True,
 )
 
@@ -40,7 +46,7 @@ RouterFileOpt = typer.Option(
     help="Router interface list: JSON [{name,index,oper_up}] or lines 'NAME [up|down]'.",
 )
 NetnsOpt = typer.Option(None, "--netns", help="Operate in this network namespace (default: the current one).")
-JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+JsonOpt = typer.Option(False, "--json", help="Machine-readable output (errors too).")
 
 
 def load_config(path: Path) -> LinksConfig:
@@ -88,6 +94,14 @@ def parse_router_interfaces(text: str, origin: str = "router interfaces") -> lis
     return result
 
 
+class RouterFetchError(Exception):
+    """``--router`` could not be read; ``code`` is the exit code its failure kind maps to."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def router_interfaces(router: str | None, router_file: Path | None) -> list[Interface]:
     """The router's interfaces from ``--router`` (a sync source URL) or ``--router-interfaces``."""
     if (router is None) == (router_file is None):
@@ -104,9 +118,13 @@ def router_interfaces(router: str | None, router_file: Path | None) -> list[Inte
     from sync.source import SourceError
 
     try:
-        snapshot = asyncio.run(open_source(router).fetch())
+        source = open_source(router)
     except (SourceError, ValueError) as exc:
         raise PlanError("--router", str(exc)) from None
+    try:
+        snapshot = asyncio.run(source.fetch())
+    except SourceError as exc:
+        raise RouterFetchError(f"--router: {exc}", clikit.SOURCE_KIND_EXIT[exc.kind]) from None
     return list(snapshot.interfaces)
 
 
@@ -174,12 +192,18 @@ def _print_result(result: ReconcileResult, as_json: bool, dry_run: bool) -> None
         typer.echo(f"# router interface {name}: not mapped ({why})")
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(2)
+def _fail(exc: Exception, as_json: bool) -> typer.Exit:
+    """A bad config/option/input file is a usage error; the kernel refusing a change is a failure."""
+    if isinstance(exc, RouterFetchError):
+        code = exc.code
+    elif isinstance(exc, PlanError):
+        code = clikit.EXIT_USAGE
+    else:
+        code = clikit.EXIT_FAILED
+    return clikit.fail(str(exc), code, as_json)
 
 
-@interfaces_app.command("plan")
+@links_app.command("plan")
 def plan_cmd(
     config: Path = ConfigOpt,
     router: str | None = RouterOpt,
@@ -187,16 +211,16 @@ def plan_cmd(
     netns: str | None = NetnsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Show the desired links and, as a diff, what ``apply`` would change in the kernel."""
+    """Show the desired links and, as a diff, what 'apply' would change in the kernel."""
     try:
         cfg = load_config(config)
         result = reconcile(cfg, router_interfaces(router, router_interfaces_file), netns=netns, dry_run=True)
-    except (PlanError, ReconcileError) as exc:
-        raise _fail(exc) from None
+    except (PlanError, ReconcileError, RouterFetchError) as exc:
+        raise _fail(exc, as_json) from None
     _print_result(result, as_json, dry_run=True)
 
 
-@interfaces_app.command("apply")
+@links_app.command("apply")
 def apply_cmd(
     config: Path = ConfigOpt,
     router: str | None = RouterOpt,
@@ -216,25 +240,25 @@ def apply_cmd(
             dry_run=dry_run,
             neighbor_wait_s=wait_neighbors,
         )
-    except (PlanError, ReconcileError) as exc:
-        raise _fail(exc) from None
+    except (PlanError, ReconcileError, RouterFetchError) as exc:
+        raise _fail(exc, as_json) from None
     _print_result(result, as_json, dry_run=dry_run)
 
 
-@interfaces_app.command("show")
-def show_cmd(
+@links_app.command("kernel")
+def kernel_cmd(
     config: Path = ConfigOpt,
     netns: str | None = NetnsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """What the kernel has now: the engine's links, their addresses, state and neighbor MACs."""
+    """What this host's kernel has now: the engine's links, addresses, state and router MACs."""
     try:
         cfg = load_config(config)
         with open_ipr(netns) as ipr:
             view = read_kernel(ipr)
             neighbors = read_neighbors(ipr)
-    except (PlanError, ReconcileError) as exc:
-        raise _fail(exc) from None
+    except (PlanError, ReconcileError, RouterFetchError) as exc:
+        raise _fail(exc, as_json) from None
     if cfg.mode == "vlan":
         managed = [(owner_router_if(lk.alias) or "?", lk) for lk in view.links.values() if is_owned(lk, cfg)]
     else:
@@ -276,3 +300,9 @@ def show_cmd(
         )
     if not rows:
         typer.echo("# no engine links in the kernel")
+
+
+#: the previous release's sub-command names -> (name now, command), for the hidden ``interfaces``
+ALIASES: dict[str, tuple[str, Callable[..., None]]] = {
+    "plan": ("plan", plan_cmd), "apply": ("apply", apply_cmd), "show": ("kernel", kernel_cmd)
+}

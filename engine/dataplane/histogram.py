@@ -1,13 +1,14 @@
 """Latency histogram with fixed log-scale buckets (pure logic; storage lives in counters).
 
-Bucket *i* counts samples ``< BOUNDS_NS[i]`` (and ``>=`` the previous bound); the last bucket
-is the overflow.  Bounds double from 1 µs to about 1 s with a half step in between, which keeps
-the percentile error below ~30 % while a worker only does one ``bisect`` per packet.
+Bucket *i* counts samples ``<= BOUNDS_NS[i]`` (and ``>`` the previous bound), Prometheus's ``le``
+("at or below"); the last bucket is the overflow.  Bounds double from 1 µs to about 1 s with a
+half step in between, which keeps the percentile error below ~30 % while a worker only does one
+``bisect`` per packet.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left
 from collections.abc import Sequence
 
 
@@ -27,7 +28,7 @@ NBUCKETS = len(BOUNDS_NS) + 1   # + overflow
 
 def bucket_of(ns: int) -> int:
     """Index of the bucket a sample of ``ns`` nanoseconds goes to."""
-    return bisect_right(BOUNDS_NS, ns)
+    return bisect_left(BOUNDS_NS, ns)
 
 
 def percentile(buckets: Sequence[int], q: float) -> float | None:

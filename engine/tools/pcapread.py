@@ -31,7 +31,8 @@ def is_capture(head: bytes) -> bool:
 
 
 def read_capture(blob: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """Iterate the packets of a pcap or pcapng file held in memory."""
+    """Iterate ``(frame number, link type, bytes)`` over a pcap or pcapng file held in memory;
+    frames are numbered from 1, as Wireshark and tshark count them."""
     if blob[:4] in _PCAP_MAGICS:
         yield from _pcap(blob)
     elif blob[:4] == _PCAPNG_SHB:
@@ -45,7 +46,7 @@ def _pcap(blob: bytes) -> Iterator[tuple[int, int, bytes]]:
     if len(blob) < 24:
         raise CaptureError("pcap global header truncated")
     linktype = struct.unpack_from(e + "I", blob, 20)[0] & 0x0FFFFFFF
-    off, k = 24, 0
+    off, k = 24, 1
     while off < len(blob):
         if off + 16 > len(blob):
             raise CaptureError(f"packet {k}: record header truncated at byte {off}")
@@ -58,7 +59,7 @@ def _pcap(blob: bytes) -> Iterator[tuple[int, int, bytes]]:
 
 
 def _pcapng(blob: bytes) -> Iterator[tuple[int, int, bytes]]:
-    off, k = 0, 0
+    off, k = 0, 1
     e = "<"
     linktypes: list[int] = []
     while off + 12 <= len(blob):

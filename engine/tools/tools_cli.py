@@ -21,6 +21,7 @@ import typer
 from engine.forwarding.branch import Brancher, BranchResult
 from engine.forwarding.fib import Fib
 from engine.model import NextHop, Route
+from engine.tools import clikit
 from engine.tools.pcapread import CaptureError, is_capture, read_capture, to_ipv6_or_l2
 from engine.tools.routefile import RouteFileError, load, parse_text
 from engine.wire.codec import Reject, XcastPacket, parse
@@ -38,9 +39,8 @@ from engine.wire.reasons import NOT_XCAST
 DEFAULT_ENGINE_SOURCE = "2001:db8:ffff::e"
 
 
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {msg}", err=True)
-    return typer.Exit(code)
+def _fail(msg: str, code: int = clikit.EXIT_USAGE) -> typer.Exit:
+    return clikit.fail(msg, code, clikit.json_requested())
 
 
 def _txt(a: bytes) -> str:
@@ -334,7 +334,7 @@ def _send_cmd(
     hop_limit: Annotated[int, typer.Option("--hop-limit", min=1, max=255)] = 64,
     payload: Annotated[str | None, typer.Option("--payload", help="payload text")] = None,
     payload_file: Annotated[str | None, typer.Option("--payload-file", help="file, '-' = stdin")] = None,
-    count: Annotated[int, typer.Option("--count", "-c", min=1)] = 1,
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="packets to send")] = 1,
     rate: Annotated[float, typer.Option("--rate", min=0.0, help="packets per second (0 = no pacing)")] = 0.0,
     source: Annotated[str | None, typer.Option("--source", help="sender address (default: kernel's)")] = None,
     interface: Annotated[str | None, typer.Option("--interface", "-i", help="bind to this interface")] = None,
@@ -345,6 +345,7 @@ def _send_cmd(
     pmtu: Annotated[bool, typer.Option(
         "--pmtu", help="the kernel writes the outer header and applies the path MTU (Packet Too Big)",
     )] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (errors too)")] = False,
 ) -> None:
     """Send XCAST6 packets from this host (xcast_sendto) through a raw IPv6 socket."""
     from engine.tools.xcast_send import SendError, SendRequest, build_packet, path_mtu, resolve_all, send
@@ -384,8 +385,12 @@ def _send_cmd(
                           hop_limit=hop_limit, anonymous=anonymous, dont_x2u=dont_x2u, xou=xou, source=src,
                           count=count, rate=rate, interface=interface, pmtu=pmtu)
         if dry_run:
-            typer.echo(build_packet(req).hex())
+            hexed = build_packet(req).hex()
+            typer.echo(json.dumps({"sent": 0, "hex": hexed}) if as_json else hexed)
             return
+    except SendError as exc:     # the request itself is wrong
+        raise clikit.fail(str(exc), clikit.EXIT_USAGE, as_json) from None
+    try:
         n, nbytes = send(req)
         if pmtu:
             pkt = build_packet(req)
@@ -394,9 +399,12 @@ def _send_cmd(
             if mtu is not None and mtu < len(pkt):
                 typer.echo(f"note: Packet Too Big: the path MTU to {dst} is now {mtu}; packets of "
                            f"{len(pkt)} bytes will be refused, make them {mtu} bytes at most", err=True)
-    except SendError as exc:
-        raise _fail(str(exc), 1) from None
-    typer.echo(f"sent {n} packet(s), {nbytes} bytes, {len(dests)} destinations")
+    except SendError as exc:     # the kernel refused (no raw socket, no route, ...)
+        raise clikit.fail(str(exc), clikit.EXIT_FAILED, as_json) from None
+    if as_json:
+        clikit.dump({"sent": n, "bytes": nbytes, "destinations": [_txt(d) for d in dests]})
+    else:
+        typer.echo(f"sent {n} packet(s), {nbytes} bytes, {len(dests)} destinations")
 
 
 # ------------------------------------------------------------------------------------ OAM
@@ -440,11 +448,11 @@ def _traceroute_cmd(
     try:
         prober, dests, names = _oam_setup(destinations, source, interface)
     except SendError as exc:
-        raise _fail(str(exc), 1) from None
+        raise clikit.fail(str(exc), clikit.EXIT_FAILED, as_json) from None
     try:
         res = traceroute(prober, dests, max_hops=max_hops, queries=queries, wait=wait)
     except OSError as exc:
-        raise _fail(f"probe failed: {exc.strerror or exc}", 1) from None
+        raise clikit.fail(f"probe failed: {exc.strerror or exc}", clikit.EXIT_FAILED, as_json) from None
     finally:
         prober.transport.close()
     if as_json:
@@ -452,12 +460,13 @@ def _traceroute_cmd(
     else:
         typer.echo("\n".join(render_tree(res, names)))
     if not all(res.reached(d) for d in dests):
-        raise typer.Exit(1)
+        raise typer.Exit(clikit.EXIT_FAILED)
 
 
 def _ping_cmd(
     destinations: Annotated[list[str], typer.Argument(help="addresses/names, comma lists or {h1,h2,...}")],
-    count: Annotated[int, typer.Option("--count", "-c", min=1)] = 5,
+    count: Annotated[int, typer.Option(
+        "--count", "-n", min=1, help="rounds (-n as in send: -c is --config everywhere)")] = 5,
     interval: Annotated[float, typer.Option("--interval", "-I", min=0.0, help="seconds per round")] = 1.0,
     wait: Annotated[float, typer.Option("--wait", "-w", min=0.01, help="seconds to wait for answers")] = 1.0,
     hop_limit: Annotated[int, typer.Option("--hop-limit", min=1, max=255)] = 64,
@@ -472,7 +481,7 @@ def _ping_cmd(
     try:
         prober, dests, names = _oam_setup(destinations, source, interface)
     except SendError as exc:
-        raise _fail(str(exc), 1) from None
+        raise clikit.fail(str(exc), clikit.EXIT_FAILED, as_json) from None
 
     def show(k: int, reps: list[Reply]) -> None:
         got = sorted((r for r in reps if r.kind == "reached"), key=lambda r: dests.index(r.dests[0]))
@@ -483,7 +492,7 @@ def _ping_cmd(
         res = ping(prober, dests, count=count, interval=interval, wait=wait, hop_limit=hop_limit,
                    on_round=None if as_json else show)
     except OSError as exc:
-        raise _fail(f"probe failed: {exc.strerror or exc}", 1) from None
+        raise clikit.fail(f"probe failed: {exc.strerror or exc}", clikit.EXIT_FAILED, as_json) from None
     finally:
         prober.transport.close()
     if as_json:
@@ -492,7 +501,7 @@ def _ping_cmd(
     else:
         typer.echo("\n".join(render_ping(res, names)))
     if any(res.stats(d)["received"] == 0 for d in dests):
-        raise typer.Exit(1)
+        raise typer.Exit(clikit.EXIT_FAILED)
 
 
 # ------------------------------------------------------------------------------------ demo

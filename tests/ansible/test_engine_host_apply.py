@@ -329,7 +329,25 @@ def test_the_deployed_unit_runs_the_engine_under_systemd(
             time.sleep(0.5)
         journal = inside("journalctl", "-u", "xcast6-engine", "--no-pager", "-o", "cat").stdout
         assert readyz() == 200, inside("systemctl", "status", "xcast6-engine", "--no-pager").stdout + journal
+        # Type=notify: "active" only once the engine said READY=1; its STATUS= line and the
+        # watchdog are systemd's own view of it
         assert inside("systemctl", "is-active", "xcast6-engine").stdout.strip() == "active"
+        props = dict(line.split("=", 1) for line in inside(
+            "systemctl", "show", "xcast6-engine", "-p", "Type", "-p", "StatusText", "-p", "WatchdogUSec",
+            "-p", "WatchdogTimestampMonotonic", "-p", "NRestarts").stdout.splitlines() if "=" in line)
+        assert props["Type"] == "notify" and props["WatchdogUSec"] == "30s", props
+        status_text = r"\d+ routes \(generation \d+\), 1/1 workers, sync \w+"
+        assert re.fullmatch(status_text, props["StatusText"]), props
+        ping = int(props["WatchdogTimestampMonotonic"])
+        assert ping > 0, props                                # the daemon pinged the watchdog
+        time.sleep(6)                                         # it pings every 5 s while healthy
+        later = inside("systemctl", "show", "xcast6-engine", "-p", "WatchdogTimestampMonotonic", "--value")
+        assert int(later.stdout.strip()) > ping and props["NRestarts"] == "0", later.stdout
+        # journald read the <N> priority prefixes: -p warning hides the engine's info lines
+        info = inside("journalctl", "-u", "xcast6-engine", "--no-pager", "-o", "cat", "-p", "info").stdout
+        warn = inside("journalctl", "-u", "xcast6-engine", "--no-pager", "-o", "cat", "-p", "warning").stdout
+        assert "running: source" in info and "running: source" not in warn, (info, warn)
+        assert not re.search(r"^<\d>", info, re.M), info     # the prefix is consumed, not shown
         main_pid = inside("systemctl", "show", "-p", "MainPID", "--value", "xcast6-engine").stdout.strip()
         status = inside("cat", f"/proc/{main_pid}/status").stdout
         uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))        # type: ignore[union-attr]

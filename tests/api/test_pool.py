@@ -88,7 +88,7 @@ def test_daemon_supervises_the_worker_pool() -> None:
         w1 = c.get("/stats").json()["workers"][1]
         assert w1["pid"] != pid and w1["last_exit"] == "signal SIGKILL" and w1["rss_bytes"] > 0
         assert os.sched_getaffinity(w1["pid"]) == {cpus[1 % len(cpus)]}   # revived: pinned again
-        assert 'xcast6_packets_total{reason="received"}' in c.get("/metrics").text
+        assert "\nxcast6_received_packets_total " in c.get("/metrics").text
 
 
 def test_daemon_threads_stay_off_the_worker_cpus() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,10 +82,15 @@ def test_decode_pcap_every_packet(tmp_path: Path) -> None:
     eth = build_l2(PKT, dst_mac=b"\x02" * 6, src_mac=b"\x04" * 6)
     junk = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + b"\x45" + bytes(40)   # an IPv4 frame
     f.write_bytes(_pcap([eth, junk, eth]))
-    assert [k for k, _, _ in read_capture(f.read_bytes())] == [0, 1, 2]
+    # frames numbered as Wireshark/tshark number them (from 1)
+    assert [k for k, _, _ in read_capture(f.read_bytes())] == [1, 2, 3]
+    if shutil.which("tshark"):
+        numbers = subprocess.run(["tshark", "-r", str(f), "-T", "fields", "-e", "frame.number"],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        assert numbers == ["1", "2", "3"]
     code, out = invoke("decode", str(f))
     assert code == 0
-    assert "cap.pcap#1: not an XCAST6 packet: not_ipv6_ethertype" in out
+    assert "cap.pcap#2: not an XCAST6 packet: not_ipv6_ethertype" in out
     assert "3 packets: 2 XCAST6, 1 rejected" in out
     code, out = invoke("decode", "--json", str(f))
     assert [d["valid"] for d in json.loads(out)] == [True, False, True]
@@ -199,8 +206,20 @@ def test_send_dry_run_xou_and_ports() -> None:
 )
 def test_send_errors_are_one_line(args: list[str], msg: str) -> None:
     code, out = invoke("send", "--dry-run", "--source", "2001:db8:ff::1", *args)
-    assert code == 1
-    assert msg in out and out.count("\n") == 1 and out.startswith("error: ")
+    assert code == 2            # a wrong request is a usage error in the one exit-code table
+    assert msg in out and out.count("\n") == 1 and out.startswith("xcast6-engine: ")
+    code, out = invoke("send", "--dry-run", "--json", "--source", "2001:db8:ff::1", *args)
+    assert code == 2 and msg in json.loads(out)["error"]["message"]
+
+
+def test_send_count_is_n_and_c_is_not_count() -> None:
+    """-c means --config everywhere; send's count is --count/-n."""
+    code, out = invoke("send", "--dry-run", "-n", "3", "--source", "2001:db8:ff::1", "2001:db8::1")
+    assert code == 0
+    code, out = invoke("send", "--dry-run", "-c", "3", "--source", "2001:db8:ff::1", "2001:db8::1")
+    assert code == 2 and "No such option: -c" in out
+    code, out = invoke("send", "--dry-run", "--json", "--source", "2001:db8:ff::1", "2001:db8::1")
+    assert code == 0 and json.loads(out)["hex"].startswith("6")
 
 
 def test_multi_address_notation_and_names() -> None:
@@ -249,4 +268,4 @@ def test_send_payload_from_stdin_and_file(tmp_path: Path) -> None:
     _, dec = invoke("decode", "--json", out.strip())
     assert json.loads(dec)["packet"]["payload_length"] == 1024
     code, out = invoke("send", "--dry-run", "--payload-file", str(tmp_path / "missing"), "2001:db8:1::1")
-    assert code == 1 and "cannot read payload file" in out
+    assert code == 2 and "cannot read payload file" in out      # a bad input file: usage

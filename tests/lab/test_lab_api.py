@@ -139,8 +139,10 @@ def test_stats_and_metrics_rise_after_a_send(lab: Topology) -> None:
     assert [w["state"] for w in stats["workers"]] == ["running"] * lab.workers
     # /metrics serves the same counters (nothing was sent in between)
     text = engine_api.request(lab, "a", "GET", "/metrics").text
-    for name in ("received", "x2u_out", "copies_out"):
-        m = re.search(rf'^xcast6_packets_total\{{reason="{name}"\}} (\d+)$', text, re.M)
+    for name, series in (("received", "xcast6_received_packets_total"),
+                         ("x2u_out", 'xcast6_sent_packets_total{kind="x2u"}'),
+                         ("copies_out", 'xcast6_sent_packets_total{kind="xcast6"}')):
+        m = re.search(rf"^{re.escape(series)} (\d+)$", text, re.M)
         assert m and int(m.group(1)) == after["a"][name], name
     assert re.search(r"^xcast6_ready 1$", text, re.M)
     routes = get(lab, "a", "/status")["sync"]["route_count"]
@@ -225,7 +227,7 @@ def test_auth_failures_are_401_problem_documents(lab: Topology) -> None:
     assert resp.status_code == 401 and resp.json()["detail"] == "wrong bearer token"
     # the CLI says why in one line and exits non-zero
     p = netns.run(["env", f"XCAST6_API_CA_FILE={engine_api.ca_file(lab)}", sys.executable, "-m", "api.main",
-                   "status", "--url", engine_api.api_url(lab), "--token", "wrong"],
+                   "show", "status", "--url", engine_api.api_url(lab), "--token", "wrong"],
                   ns=lab.engine_ns("a"), check=False, timeout=60)
     assert p.returncode != 0 and p.stderr.strip() == "xcast6-engine: unauthorized: wrong bearer token"
     # the token never reaches the daemon's log

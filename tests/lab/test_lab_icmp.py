@@ -243,12 +243,12 @@ def test_traceroute_prints_the_branch_tree(lab: Topology) -> None:
 
 def test_ping_all_receivers(lab: Topology) -> None:
     dests = [h.addr for h in lab.receivers]
-    r = _cli(lab, "ping", "{" + ",".join(dests) + "}", "-c", "3", "-I", "0.3", "--json")
+    r = _cli(lab, "ping", "{" + ",".join(dests) + "}", "-n", "3", "-I", "0.3", "--json")
     assert r.returncode == 0, r.stderr + r.stdout
     doc = json.loads(r.stdout)
     assert [d["destination"] for d in doc["destinations"]] == dests
     for d in doc["destinations"]:
         assert d["sent"] == 3 and d["received"] == 3 and d["loss_pct"] == 0 and d["avg_ms"] > 0
-    text = _cli(lab, "ping", "{" + ",".join(dests) + "}", "-c", "2", "-I", "0.3")
+    text = _cli(lab, "ping", "{" + ",".join(dests) + "}", "-n", "2", "-I", "0.3")
     assert text.returncode == 0 and "0% loss" in text.stdout
     print(text.stdout)

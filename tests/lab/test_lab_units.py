@@ -56,8 +56,10 @@ def test_counters_command_reads_the_shared_file(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli.app, ["counters", "--file", str(path), "--json"])
     assert res.exit_code == 0, res.output
     assert '"received": 7' in res.output
+    res = CliRunner().invoke(cli.app, ["counters", "--file", str(path)])     # the 'show stats' layout
+    assert res.exit_code == 0 and res.output.splitlines()[1].split() == ["received", "7", "-"], res.output
     res = CliRunner().invoke(cli.app, ["counters", "--file", str(tmp_path / "missing")])
-    assert res.exit_code == 1 and "no counter file" in res.output
+    assert res.exit_code == 3 and "no counter file" in res.output     # no running engine: unreachable
 
 
 def test_lab_prefix_is_validated() -> None:

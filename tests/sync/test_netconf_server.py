@@ -148,7 +148,7 @@ def test_cli_routes_fetch_json(lab: NetconfLab, server: ServerProc) -> None:
     env[PASSWORD_ENV] = "nope"
     done = subprocess.run([sys.executable, "-m", "api.main", "routes", "fetch", lab.url(server, "ietf")],
                           cwd=WORKTREE, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0 and "authentication failed for user 'xcast'" in done.stderr
+    assert done.returncode == 4 and "authentication failed for user 'xcast'" in done.stderr   # auth
     assert "nope" not in done.stderr + done.stdout
 
 

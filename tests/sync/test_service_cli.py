@@ -60,7 +60,7 @@ def test_fetch_diff_and_history(tmp_path: Path) -> None:
                                        "no response from 2001:db8::1", 1.0))
         store.close()
         code, out, err = invoke("routes", "diff", f"kernel://{ns}", "--state-dir", str(tmp_path), "-q")
-        assert code == 1, err
+        assert code == 6, err      # EXIT_DIFFERS, as for verify --exit-code
         assert "secret" not in out and "***@[2001:db8::1]" in out
         assert "- 2001:dbf::/48" in out
         assert "+ 2001:db8:a::/64" in out
@@ -82,6 +82,18 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     assert code == 2 and "has no scheme" in err
     code, _, err = invoke("routes", "history", "--state-dir", str(tmp_path / "none"))
     assert code == 2 and "sync.sqlite3 missing" in err
+    assert err.startswith("xcast6-engine: ")
+
+
+def test_unreachable_router_is_exit_3_not_a_usage_error() -> None:
+    """An SNMP agent that does not answer is 'unreachable' (3) in the one exit-code table, in
+    text and in JSON; a usage error stays 2."""
+    url = "snmp://public@[::1]:9?timeout=0.2&retries=0"      # discard port: nothing answers
+    code, _, err = invoke("routes", "fetch", url, "-q")
+    assert code == 3, err
+    assert err.startswith("xcast6-engine: ") and "public" not in err
+    code, out, err = invoke("routes", "fetch", url, "-q", "--json")
+    assert code == 3 and json.loads(out)["error"]["kind"] == "unreachable"
 
 
 def test_strip_secrets() -> None:

@@ -27,7 +27,7 @@ link = "xe1"
 
 def invoke(*args: str) -> tuple[int, str, str]:
     cli._register()
-    result = CliRunner().invoke(cli.app, ["interfaces", *args])
+    result = CliRunner().invoke(cli.app, ["links", *args])
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -49,9 +49,9 @@ def test_router_interface_file_formats() -> None:
     ("text", "error"),
     [
         ('[links]\ntrunk = "eth1"\n[[links.map]]\nrouter_if = "a"\nvlan = 5000\n',
-         "error: links.map[0].vlan: 5000 is not allowed: must be an integer VLAN id from 1 to 4094"),
+         "xcast6-engine: links.map[0].vlan: 5000 is not allowed: must be an integer VLAN id from 1 to 4094"),
         # the daemon's file has no [interfaces] table: the section is named for what is missing
-        ('[interfaces]\ntrunk = "eth1"\n', "error: links: {cfg} has no [links] table"),
+        ('[interfaces]\ntrunk = "eth1"\n', "xcast6-engine: links: {cfg} has no [links] table"),
     ],
 )
 def test_bad_config_exits_2_and_names_the_field(tmp_path: Path, text: str, error: str) -> None:
@@ -69,6 +69,10 @@ def test_missing_router_input_is_explained(tmp_path: Path) -> None:
     cfg.write_text(DIRECT)
     code, _, err = invoke("plan", "-c", str(cfg))
     assert code == 2 and "--router/--router-interfaces: give exactly one" in err
+    code, out, err = invoke("plan", "-c", str(cfg), "--json")     # with --json, a JSON error
+    assert code == 2 and err == ""
+    assert json.loads(out)["error"] == {"exit_code": 2, "kind": "usage",
+                                        "message": "--router/--router-interfaces: give exactly one"}
 
 
 @pytest.mark.root
@@ -106,11 +110,16 @@ def test_plan_apply_show_in_a_namespace(tmp_path: Path) -> None:
             "apply", "-c", str(cfg), "--router-interfaces", str(ifs), "--netns", ns, "--wait-neighbors", "0"
         )
         assert code == 0 and "no changes" in out
-        code, out, _ = invoke("show", "-c", str(cfg), "--netns", ns, "--json")
+        code, out, _ = invoke("kernel", "-c", str(cfg), "--netns", ns, "--json")
         rows = json.loads(out)
         assert [(r["engine_if"], r["router_if"], r["addrs"]) for r in rows] == [
             ("xe1", "ge-0/0/1.0", ["2001:db8:aa::1/64"])
         ]
+        # the previous release's spelling: same output, a deprecation note on stderr
+        old = CliRunner().invoke(cli.app, ["interfaces", "show", "-c", str(cfg), "--netns", ns, "--json"])
+        assert old.exit_code == 0 and json.loads(old.stdout) == rows
+        assert "'interfaces show' is deprecated and goes in the next release: use 'links kernel'" \
+            in old.stderr
 
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "api" / "engine.example.toml"

@@ -25,7 +25,7 @@ def test_plan_from_a_live_snmp_agent_follows_oper_status(snmpd_lab: SnmpdLab, tm
     cli._register()
     with netns.temporary("xvl-seng") as (eng,):
         sh("link", "add", "xtrunk", "type", "veth", "peer", "name", "xtrunk-p", ns=eng)
-        args = ["interfaces", "plan", "-c", str(cfg), "--router", snmpd_lab.url(), "--netns", eng]
+        args = ["links", "plan", "-c", str(cfg), "--router", snmpd_lab.url(), "--netns", eng]
         result = CliRunner().invoke(cli.app, args)
         assert result.exit_code == 0, result.output
         # Router ifIndex order: r0, r1, r2 get 200, 201, 202; everything else is unmapped.
