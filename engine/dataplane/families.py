@@ -50,12 +50,25 @@ SYSCALLS = Family("syscalls_total", "System calls made by the workers, by call."
 FLOW_CACHE_HITS = Family("flow_cache_hits_total", "Packets rendered from a learned flow template.")
 CACHE_EVICTIONS = Family("cache_evictions_total", "Cache entries dropped for room, by cache.", "cache")
 TABLE_UPDATES = Family("worker_table_updates_total", "Route diffs applied by the workers (summed).")
+ICMP_SENT = Family("icmp_errors_sent_total", "ICMPv6 errors the engine sent, by type.", "type")
+ICMP_RATE_LIMITED = Family("icmp_errors_rate_limited_total",
+                           "ICMPv6 errors not sent because of the rate limit (workers.icmp_rate), by type.",
+                           "type")
+ICMP_NOT_ELIGIBLE = Family("icmp_errors_not_eligible_total",
+                           "Packets that earned an error but may not get one (RFC 4443 2.4(e): the source "
+                           "is not global unicast, or the packet is an ICMPv6 error).")
+KERNEL_HANDLED = Family("kernel_path_handled_packets_total",
+                        "Frames the TC eBPF program branched or dropped itself (also in received).")
+KERNEL_PUNTED = Family("kernel_path_punted_packets_total",
+                       "Frames the TC eBPF program passed unchanged to the Python workers, by reason "
+                       "(counted again there when they receive them).", "reason")
 OTHER = Family("worker_events_total", "Worker counters without a family of their own, by name.", "event")
 
 #: Every family, in the order ``show stats`` and /metrics present them.
 FAMILIES: tuple[Family, ...] = (
     RECEIVED, BRANCHED, SENT, BYTES, DROPPED_PACKETS, DROPPED_DESTINATIONS, DROPPED_COPIES,
-    SYSCALLS, FLOW_CACHE_HITS, CACHE_EVICTIONS, TABLE_UPDATES, OTHER,
+    SYSCALLS, FLOW_CACHE_HITS, CACHE_EVICTIONS, TABLE_UPDATES, ICMP_SENT, ICMP_RATE_LIMITED,
+    ICMP_NOT_ELIGIBLE, KERNEL_HANDLED, KERNEL_PUNTED, OTHER,
 )
 
 #: Flat counter name -> (family, label value).  The latency_* counters are the histogram's.
@@ -79,6 +92,8 @@ BY_NAME: dict[str, tuple[Family, str | None]] = {
     "syscalls_rx": (SYSCALLS, "recv"),
     "syscalls_tx": (SYSCALLS, "sendmmsg"),
     "syscalls_poll": (SYSCALLS, "epoll_wait"),
+    "icmp_not_eligible": (ICMP_NOT_ELIGIBLE, None),
+    "kernel_received": (KERNEL_HANDLED, None),
 }
 HISTOGRAM_COUNTERS = frozenset({"latency_count", "latency_sum_ns", "latency_max_ns"})
 
@@ -94,6 +109,14 @@ def classify(name: str) -> tuple[Family, str | None] | None:
     hit = BY_NAME.get(name)
     if hit is not None:
         return hit
+    if name == "kernel_punted":     # the sum of the kernel_punt_<reason> members
+        return None
+    if name.startswith("kernel_punt_"):
+        return KERNEL_PUNTED, name[len("kernel_punt_"):]
+    if name.startswith("icmp_sent."):
+        return ICMP_SENT, name[len("icmp_sent."):]
+    if name.startswith("icmp_suppressed."):
+        return ICMP_RATE_LIMITED, name[len("icmp_suppressed."):]
     if name.startswith("drop."):
         reason = name[5:]
         if reason in _PER_DESTINATION:

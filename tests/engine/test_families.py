@@ -14,8 +14,8 @@ from engine.wire.reasons import DropReason
 def test_every_counter_has_a_family_of_its_unit() -> None:
     for name in counter_names():
         hit = fam.classify(name)
-        if name.startswith("latency_"):
-            assert hit is None          # the histogram's own
+        if name.startswith("latency_") or name == "kernel_punted":
+            assert hit is None          # the histogram's own; the sum of kernel_punt_<reason>
             continue
         assert hit is not None and hit[0] is not fam.OTHER, name
     assert fam.classify("drop.no_route") == (fam.DROPPED_DESTINATIONS, "no_route")
@@ -26,6 +26,13 @@ def test_every_counter_has_a_family_of_its_unit() -> None:
     assert fam.classify("syscalls_tx") == (fam.SYSCALLS, "sendmmsg")
     # a counter nobody mapped yet (another path's, a new one) still reaches the metrics
     assert fam.classify("tc.redirected") == (fam.OTHER, "tc.redirected")
+    # issue 18's ICMP errors and issue 17's kernel path have families of their own
+    assert fam.classify("icmp_sent.time_exceeded") == (fam.ICMP_SENT, "time_exceeded")
+    assert fam.classify("icmp_suppressed.packet_too_big") == (fam.ICMP_RATE_LIMITED, "packet_too_big")
+    assert fam.classify("icmp_not_eligible") == (fam.ICMP_NOT_ELIGIBLE, None)
+    assert fam.classify("kernel_received") == (fam.KERNEL_HANDLED, None)
+    assert fam.classify("kernel_punt_no_route") == (fam.KERNEL_PUNTED, "no_route")
+    assert fam.classify("kernel_punted") is None
 
 
 def test_drops_total_is_whole_packets_only() -> None:

@@ -203,7 +203,8 @@ def test_flood_is_capped_by_the_rate_limit(lab: Topology) -> None:
     assert held >= n - sent and held > 0
     assert len(got) == sent
     metrics = engine_api.request(lab, "a", "GET", "/metrics").text
-    line = next(x for x in metrics.splitlines() if 'reason="icmp_suppressed.time_exceeded"' in x)
+    line = next(x for x in metrics.splitlines()
+                if x.startswith('xcast6_icmp_errors_rate_limited_total{type="time_exceeded"'))
     assert float(line.split()[-1]) >= held
 
 
