@@ -200,6 +200,14 @@ def test_engine_host_role_applies_and_is_idempotent(
     assert (scratch_root / "etc/systemd/system/multi-user.target.wants/xcast6-engine.service").is_symlink()
     assert "xcast6:" in (scratch_root / "etc/passwd").read_text()
     assert "245 xcast6" in (scratch_root / "etc/iproute2/rt_protos.d/xcast6-engine.conf").read_text()
+    # engine_host_dataplane: auto (the default) built the TC program into the install, with the
+    # compiler the role installed; the unit may load it
+    objs = list((scratch_root / "opt/xcast6-engine/venv/lib").glob(
+        "python3*/site-packages/engine/dataplane/kernel/build/xcast6_tc.o"))
+    assert len(objs) == 1 and objs[0].stat().st_size > 1000, objs
+    unit = (scratch_root / "etc/systemd/system/xcast6-engine.service").read_text()
+    assert "CAP_BPF CAP_PERFMON" in unit and "SystemCallFilter=bpf" in unit
+    assert 'mode = "auto"' in conf.read_text()
 
     check = _sh(
         "chroot",
@@ -230,6 +238,9 @@ def _lab_inventory(tmp: Path, root: Path, wheels: tuple[Path, Path]) -> Path:
         # syscall filter) and the idle limit (root ExecStartPre; /sys is read-only in the container)
         f"engine_host_worker_cpus: [{max(os.sched_getaffinity(0))}]",
         "engine_host_worker_cpu_resume_latency_us: 0",
+        # the container boots the unit; the TC path (and its clang/libbpf install) is the first
+        # test's, which applies the role with the default engine_host_dataplane: auto
+        "engine_host_dataplane: python",
         "",
     ]))
     return inv / "hosts.yml"

@@ -27,7 +27,11 @@ def test_unit_limits_core_memory_and_tasks(engine: str) -> None:
     assert d.get("LimitCORE") == ["0"]
     assert "SecureBits" not in d
     assert d.get("MemoryHigh") == ["1536M"] and d.get("MemoryMax") == ["2G"] and d.get("TasksMax") == ["256"]
-    assert d["AmbientCapabilities"] == d["CapabilityBoundingSet"] == ["CAP_NET_ADMIN CAP_NET_RAW"]
+    # engine_host_dataplane: auto (the default): the TC fast path's CAP_BPF/CAP_PERFMON, bpf()
+    # and its pins; nothing more
+    assert d["AmbientCapabilities"] == d["CapabilityBoundingSet"] == [
+        "CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_PERFMON"]
+    assert "bpf" in d["SystemCallFilter"] and d["ReadWritePaths"] == ["-/sys/fs/bpf"]
 
 
 def test_limits_are_role_variables() -> None:

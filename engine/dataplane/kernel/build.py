@@ -104,15 +104,24 @@ def build(out_dir: Path | None = None, *, force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build and print the object's path."""
+    """``python -m engine.dataplane.kernel.build [OUT_DIR] [--force]``: compile when the source or
+    the layout changed (``--force``: always); prints ``built PATH`` or ``up to date PATH`` (the
+    Ansible role tells a change by the first word)."""
     args = sys.argv[1:] if argv is None else argv
+    force = "--force" in args
+    rest = [a for a in args if a != "--force"]
+    out = Path(rest[0]) if rest else DEFAULT_OUT
+    obj = out / OBJECT_NAME
+    before = obj.stat().st_mtime_ns if obj.exists() else None
     try:
-        print(build(Path(args[0]) if args else None, force=True))
+        path = build(out, force=force)
     except BuildError as e:
         print(f"xcast6 TC program: {e}", file=sys.stderr)
         return 1
+    changed = before is None or path.stat().st_mtime_ns != before
+    print(f"{'built' if changed else 'up to date'} {path}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
