@@ -244,6 +244,7 @@ def create_app(view: EngineView, token: str | None, diff_min_interval: float = 5
             ),
             links=len(view.links.links()),
             link_mode=view.links.mode(),
+            ha=None if view.ha is None else view.ha.status(),
         )
 
     # -- routes ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from api.hastate import HaConfig, parse_ha
 from engine.dataplane.config import WorkersConfig, parse_workers
 from engine.settings import (
     Field,
@@ -168,6 +169,7 @@ class Config:
     links: LinksConfig = field(default_factory=LinksConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     api: ApiSection = field(default_factory=ApiSection)
+    ha: HaConfig = field(default_factory=HaConfig)
     path: str | None = None
 
     def api_url(self) -> str:
@@ -193,6 +195,7 @@ class Config:
             "sync": self.sync.summary(),
             "links": self.links.summary(),
             "workers": self.workers.summary(),
+            "ha": self.ha.summary(),
             "api": {
                 "listen": self.api.listen,
                 "port": self.api.port,
@@ -217,7 +220,7 @@ _OWN_KEYS: dict[str, Spec] = {
         "diff_min_interval": Field(number(minimum=0, maximum=3600), "diff_min_interval"),
     },
 }
-SECTIONS = ("engine", "sync", "links", "workers", "api")
+SECTIONS = ("engine", "sync", "links", "workers", "api", "ha")
 
 
 def parse_config(
@@ -247,8 +250,13 @@ def parse_config(
         problem = token_problem(api["token"].reveal())
         if problem is not None:
             problems.append(f"{token_from}: this value {problem}")
-    problems += sync_problems + link_problems + worker_problems
-    if problems or sync is None or links is None or workers is None:
+    link_addrs = {} if links is None else {
+        m.link: (None if m.engine_addr is None else str(m.engine_addr),
+                 None if m.router_addr is None else str(m.router_addr))
+        for m in links.entries if m.link}
+    ha, ha_problems = parse_ha(table_of(data, "ha", problems), link_addrs)
+    problems += sync_problems + link_problems + worker_problems + ha_problems
+    if problems or sync is None or links is None or workers is None or ha is None:
         raise ConfigError(problems, path)
     return Config(
         engine=EngineSection(**engine),
@@ -256,6 +264,7 @@ def parse_config(
         links=links,
         workers=workers,
         api=ApiSection(**api),
+        ha=ha,
         path=path,
     )
 
