@@ -27,14 +27,22 @@ def _topo(prefix: str, state_dir: Path | None, workers: int = 1) -> Topology:
     topo = Topology(prefix=prefix, state_dir=sd, workers=workers)
     saved = sd / "topology.json"
     if saved.exists():
-        topo.workers = int(json.loads(saved.read_text()).get("workers", workers))
+        doc = json.loads(saved.read_text())
+        topo.workers = int(doc.get("workers", workers))
+        topo.engines_per_router = int(doc.get("engines_per_router", 1))
+        topo.fail_mode = str(doc.get("fail_mode", "open"))
     return topo
 
 
 @lab_app.command("up")
 def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
        workers: int = typer.Option(1, min=1, max=16, help="Worker processes per engine."),
-       mode: str = typer.Option("direct", help="Router-engine links: direct (veths) or vlan (802.1Q).")
+       mode: str = typer.Option("direct", help="Router-engine links: direct (veths) or vlan (802.1Q)."),
+       engines_per_router: int = typer.Option(
+           1, "--engines-per-router", min=1, max=4,
+           help="Engines of router A; 2+ runs BFD (FRR bfdd) between every engine and its router."),
+       fail_mode: str = typer.Option("open", "--fail-mode",
+                                     help="All engines of a router down: open (forward normally) or closed.")
        ) -> None:
     """Build the lab and start snmpd, receivers and both engines (waits for their first sync)."""
     from lab import build
@@ -42,14 +50,18 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
     if mode not in ("direct", "vlan"):
         raise typer.BadParameter(f"{mode!r}: use direct or vlan", param_hint="--mode")
     topo = _topo(prefix, state_dir, workers)
+    if fail_mode not in ("open", "closed"):
+        raise typer.BadParameter(f"{fail_mode!r}: use open or closed", param_hint="--fail-mode")
     topo.workers = workers
     topo.mode = mode
+    topo.engines_per_router = engines_per_router
+    topo.fail_mode = fail_mode
     try:
         build.up(topo)
     except LabError as exc:
         typer.echo(f"lab up failed: {exc}", err=True)
         raise typer.Exit(1) from exc
-    for r in ("a", "b"):
+    for r in topo.engines:
         st = build.read_status(topo, r) or {}
         sync = st.get("sync") or {}
         typer.echo(f"engine {r.upper()}: daemon ready, {sync.get('route_count')} routes synced from "
@@ -92,7 +104,7 @@ def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt) -> None:
     except LabError as exc:
         typer.echo(f"xcast6-engine: {exc}", err=True)
         raise typer.Exit(1) from None
-    for r in ("a", "b"):
+    for r in topo.engines:
         st, err = engine_api.status_or_error(topo, r)
         out[r] = st if st is not None else {"error": f"API of engine {r} not answering: {err}"}
     typer.echo(json.dumps(out, indent=1, default=str))

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   iproute2 nftables snmpd snmp tshark tcpdump ethtool kmod
   qemu-system-x86 linux-image-amd64 busybox-static
   libyang2-tools libyuma-base openssh-client debootstrap systemd systemd-container
+  frr
 )
 
 if [ "$(id -u)" -ne 0 ]; then
