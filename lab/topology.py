@@ -203,13 +203,24 @@ class Topology:
                                for e in self.router_engines(r)
                                for k in range(len(self.routers[r].interfaces)))
         return (
-            f"table inet {self.prefix.replace('-', '_')}divert {{\n"
+            f"table inet {self.divert_table_name} {{\n"
+            "  counter failopen { }\n"
             "  chain prerouting {\n"
             "    type filter hook prerouting priority mangle; policy accept;\n"
             f"    iifname != {{ {engine_ifs} }} ip6 dscp 23 counter meta mark set {DIVERT_MARK:#x}\n"
             "  }\n"
+            # what the router forwards itself although it was to be diverted: no engine is up
+            # and the divert failed open (counted, so the lab can see fail-open happen)
+            "  chain forward {\n"
+            "    type filter hook forward priority filter; policy accept;\n"
+            f"    meta mark {DIVERT_MARK:#x} oifname != {{ {engine_ifs} }} counter name failopen\n"
+            "  }\n"
             "}\n"
         )
+
+    @property
+    def divert_table_name(self) -> str:
+        return f"{self.prefix.replace('-', '_')}divert"
 
     def engine_guard_ruleset(self) -> str:
         """In the engine ns: the kernel must not route/answer diverted packets (AF_PACKET has them)."""
