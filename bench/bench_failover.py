@@ -11,7 +11,7 @@ destinations (flow labels spread it over both engines).  Per trial:
 
 Prints a table, writes ``bench/results/bench_failover.json`` and a plot of delivered packets
 over time (``bench_failover.png``).  Needs root; run under the shared lock on a shared box:
-``flock -o /tmp/xcast6-heavy.lock .venv/bin/python bench/bench_failover.py``.
+``flock -o /tmp/xcast6-heavy.lock .venv/bin/python -m bench.bench_failover``.
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 tr = trial(topo, kind, args.rate, args.n, args.before, args.after)
                 trials[kind].append(tr)
                 print(f"{kind:9s} sent={tr['sent']:6d} loss_ms={tr['loss_ms']:5d} "
-                      f"lost={tr['lost_packets']:5d} dups={tr['duplicates']} router_moved_ms={tr['router_moved_ms']:4d} "
+                      f"lost={tr['lost_packets']:5d} dups={tr['duplicates']} "
+                      f"router_moved_ms={tr['router_moved_ms']:4d} "
                       f"shared_again_s={tr['shared_again_s']} before(a,a2)={tr['received_before_by_engine']}",
                       flush=True)
     finally:
