@@ -155,6 +155,11 @@ class Worker:
             self.rx.append(afpacket.open_ingress(ifname, group, spec.rx_buffer))
         self.set_links(links)
         self.stopping = False
+        # The daemon that forked us: when it dies (kill -9 included) we must stop too.  The
+        # control pipe does not tell -- every forked process holds copies of both its ends --
+        # and a worker that outlives its daemon forwards from a frozen table and, once the
+        # engine is restarted, shares the links' packets with the new workers (issue 16).
+        self.parent_pid = os.getppid()
 
     def set_links(self, links: LinkMap) -> None:
         self.links = links
@@ -375,6 +380,10 @@ class Worker:
                 now = time.monotonic()
                 if now >= next_stats:     # overload drops happen in the kernel: fetch its count
                     next_stats = now + 0.5
+                    if os.getppid() != self.parent_pid:
+                        log.error("worker %d: the engine daemon (pid %d) is gone: stopping",
+                                  self.spec.index, self.parent_pid)
+                        break
                     for s in self.rx:
                         lost = afpacket.queue_drops(s)
                         if lost:

@@ -74,11 +74,18 @@ def test_both_engines_are_divert_next_hops_and_report_bfd(ha_lab: Topology) -> N
         assert 'xcast6_bfd_session_state{link="to-ra-snd",peer="2001:db8:ea0' in metrics
 
 
+def stats(topo: Topology, e: str) -> dict:  # type: ignore[type-arg]
+    return dict(engine_api.get_json(topo, e, "/stats"))
+
+
 def test_kill9_moves_traffic_to_the_other_engine(ha_lab: Topology) -> None:
     load = failover.Load(ha_lab, failover.destinations(ha_lab), rate=500).start()
     time.sleep(1.5)
     bfdd_before = processes_named(f"{ha_lab.engine_dir('a2')}/state/bfd/bfdd.conf")
     assert bfdd_before, "engine a2 runs no bfdd"
+    st = stats(ha_lab, "a2")
+    workers = [w["pid"] for w in st["workers"]]
+    assert st["counters"]["received"] > 0, "the flow labels did not spread the load over both engines"
     failover.kill_engine(ha_lab, "a2", signal.SIGKILL)
     moved = wait_live(ha_lab, {addr(ha_lab, "a")}, timeout=5)
     time.sleep(2.0)
@@ -92,12 +99,14 @@ def test_kill9_moves_traffic_to_the_other_engine(ha_lab: Topology) -> None:
     # the engine's bfdd and workers do not outlive it (a live bfdd would keep a dead engine selected)
     time.sleep(1.0)
     assert not [p for p in bfdd_before if build._running(p)]
+    assert not [p for p in workers if build._running(p)], "workers outlived their daemon"
     restore(ha_lab, "a2")
 
 
 def test_sigterm_drains_without_loss(ha_lab: Topology) -> None:
     load = failover.Load(ha_lab, failover.destinations(ha_lab), rate=500).start()
     time.sleep(1.5)
+    assert stats(ha_lab, "a2")["counters"]["received"] > 0, "engine a2 carries no traffic to drain"
     failover.kill_engine(ha_lab, "a2", signal.SIGTERM)
     wait_live(ha_lab, {addr(ha_lab, "a")}, timeout=2)
     failover.wait_engine_gone(ha_lab, "a2")
