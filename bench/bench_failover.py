@@ -4,9 +4,11 @@ Router A with two engines (``lab up --engines-per-router 2``), BFD 100 ms x 3 (F
 sides, lab.bfdroute selecting the divert next hops), a steady XCAST6 load from the sender to N
 destinations (flow labels spread it over both engines).  Per trial:
 
-* ``kill``: kill -9 of one engine's daemon; loss = the longest stretch of missing sequence
+* ``kill``: kill -9 of one whole engine (daemon, workers, bfdd: a crash of the host or of the
+  unit's cgroup); loss = the longest stretch of missing sequence
   numbers (send time), duplicates, time until the router stopped diverting to it, and the time
   until traffic is shared again after the engine is started again (hold-down included);
+* ``kill_daemon``: kill -9 of the daemon only (its workers stop within 0.5 s, bfdd at once);
 * ``graceful``: SIGTERM; lost packets and duplicates (target 0 and 0).
 
 Prints a table, writes ``bench/results/bench_failover.json`` and a plot of delivered packets
@@ -43,7 +45,12 @@ def trial(topo: Topology, kind: str, rate: float, n: int, before: float, after: 
     time.sleep(before)
     share = {e: received(topo, e) for e in ("a", "a2")}
     t_sig = time.time()
-    failover.kill_engine(topo, victim, signal.SIGKILL if kind == "kill" else signal.SIGTERM)
+    if kind == "kill":          # the whole engine at once: daemon, workers, bfdd (worst case)
+        failover.kill_engine(topo, victim, signal.SIGKILL, whole=True)
+    elif kind == "kill_daemon":  # the daemon only: its workers and bfdd follow it
+        failover.kill_engine(topo, victim, signal.SIGKILL)
+    else:
+        failover.kill_engine(topo, victim, signal.SIGTERM)
     while victim_addr in build.router_divert_live(topo, "a"):
         time.sleep(0.005)
     t_moved = time.time()
@@ -81,14 +88,15 @@ def plot(result: dict[str, Any], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
-    for ax, kind in zip(axes, ("kill", "graceful"), strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), sharey=True)
+    titles = {"kill": "kill -9 of one whole engine", "kill_daemon": "kill -9 of one engine's daemon",
+              "graceful": "SIGTERM (drain) of one engine"}
+    for ax, kind in zip(axes, titles, strict=True):
         for i, tr in enumerate(result["trials"][kind]):
             tl = tr["timeline"]
             ax.plot(tl["t"], [d / tl["bin_s"] for d in tl["delivered"]], label=f"trial {i + 1}", lw=1)
         ax.axvline(0, color="red", ls="--", lw=1)
-        title = "kill -9 of one engine" if kind == "kill" else "SIGTERM (drain) of one engine"
-        ax.set(xlabel="s from the signal", title=title)
+        ax.set(xlabel="s from the signal", title=titles[kind])
         ax.legend(fontsize=8)
     axes[0].set_ylabel("deliveries/s (all destinations)")
     fig.tight_layout()
@@ -112,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                     engines_per_router=2, ha_hold_down=1.0, ha_drain_time=1.0)
     build.down(topo)
     build.up(topo)
-    trials: dict[str, list[dict[str, Any]]] = {"kill": [], "graceful": []}
+    trials: dict[str, list[dict[str, Any]]] = {"kill": [], "kill_daemon": [], "graceful": []}
     try:
         for _ in range(args.trials):
-            for kind in ("kill", "graceful"):
+            for kind in trials:
                 tr = trial(topo, kind, args.rate, args.n, args.before, args.after)
                 trials[kind].append(tr)
-                print(f"{kind:9s} sent={tr['sent']:6d} loss_ms={tr['loss_ms']:5d} "
+                print(f"{kind:11s} sent={tr['sent']:6d} loss_ms={tr['loss_ms']:5d} "
                       f"lost={tr['lost_packets']:5d} dups={tr['duplicates']} "
                       f"router_moved_ms={tr['router_moved_ms']:4d} "
                       f"shared_again_s={tr['shared_again_s']} before(a,a2)={tr['received_before_by_engine']}",
@@ -136,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                  "duplicates": sum(t["duplicates"] for t in kills),
                  "router_moved_ms": max(t["router_moved_ms"] for t in kills),
                  "shared_again_s": max(t["shared_again_s"] for t in kills)},
+        "kill_daemon": {"loss_ms": max(t["loss_ms"] for t in trials["kill_daemon"]),
+                        "duplicates": sum(t["duplicates"] for t in trials["kill_daemon"]),
+                        "router_moved_ms": max(t["router_moved_ms"] for t in trials["kill_daemon"])},
         "graceful": {"lost_packets": sum(t["lost_packets"] for t in graces),
                      "duplicates": sum(t["duplicates"] for t in graces),
                      "router_moved_ms": max(t["router_moved_ms"] for t in graces),
@@ -145,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(result, args.out.with_suffix(".png"))
-    print(json.dumps({k: result[k] for k in ("setup", "kill", "graceful")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("setup", "kill", "kill_daemon", "graceful")}, indent=1))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 

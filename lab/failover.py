@@ -153,9 +153,16 @@ def engine_pid(topo: Topology, e: str) -> int:
     return int((topo.state_dir / f"engine-{e}.pid").read_text().strip())
 
 
-def kill_engine(topo: Topology, e: str, sig: int = signal.SIGKILL) -> None:
-    """Signal engine ``e``'s daemon (only the daemon: its workers and bfdd must follow by design)."""
-    os.kill(engine_pid(topo, e), sig)
+def kill_engine(topo: Topology, e: str, sig: int = signal.SIGKILL, *, whole: bool = False) -> None:
+    """Signal engine ``e``'s daemon -- only the daemon (its workers and bfdd must follow by
+    design), or with ``whole`` its whole process group at once (daemon, workers, bfdd: what a
+    host crash or an OOM kill of the unit's cgroup does; the lab starts each engine in its own
+    session, so the group is exactly the engine)."""
+    pid = engine_pid(topo, e)
+    if whole:
+        os.killpg(pid, sig)
+    else:
+        os.kill(pid, sig)
 
 
 def wait_engine_gone(topo: Topology, e: str, timeout: float = 15.0) -> None:
