@@ -235,6 +235,7 @@ class Daemon:
         entries = {m.link: m for m in cfg.links.entries if m.link}
         peers = [Peer(link, str(entries[link].router_addr), str(entries[link].engine_addr))
                  for link in cfg.ha.links]
+        peers += [Peer(link, peer, local) for link, local, peer in cfg.ha.sessions]
         ingress = list(cfg.workers.ingress) or [m.link for m in cfg.links.entries if m.link]
         ha = HaController(cfg.ha, peers, view, ingress, cfg.engine.state_dir / "bfd")
         try:

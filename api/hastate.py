@@ -21,7 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.settings import Field, Spec, absolute_path, boolean, check_table, ifname_list, integer, number
+from engine.settings import (
+    Field,
+    Spec,
+    absolute_path,
+    boolean,
+    check_table,
+    ifname,
+    ifname_list,
+    integer,
+    number,
+    unicast6,
+)
 
 ADMIN_UP = "up"
 ADMIN_DOWN = "down"
@@ -33,6 +44,9 @@ class HaConfig:
 
     enabled: bool = False
     links: tuple[str, ...] = ()          # [[links.map]] link names whose router_addr is a BFD peer
+    # explicit sessions (link, local, peer): for a divert link that is no [[links.map]] entry,
+    # e.g. the ingress VLAN in vlan mode
+    sessions: tuple[tuple[str, str, str], ...] = ()
     bfdd: Path = Path("/usr/lib/frr/bfdd")
     vtysh: Path = Path("/usr/bin/vtysh")
     tx_interval_ms: int = 100            # RFC 5880 DesiredMinTxInterval
@@ -47,6 +61,7 @@ class HaConfig:
         return {
             "enabled": self.enabled,
             "links": list(self.links),
+            "sessions": [{"link": a, "local": b, "peer": c} for a, b, c in self.sessions],
             "bfdd": str(self.bfdd),
             "vtysh": str(self.vtysh),
             "tx_interval_ms": self.tx_interval_ms,
@@ -73,17 +88,45 @@ HA_KEYS: Spec = {
 }
 
 
+SESSION_KEYS: Spec = {
+    "link": Field(ifname, "link"),
+    "local": Field(unicast6, "local"),
+    "peer": Field(unicast6, "peer"),
+}
+
+
+def _sessions(raw: object, where: str, problems: list[str]) -> tuple[tuple[str, str, str], ...]:
+    if not isinstance(raw, list):
+        problems.append(f"{where}.session: must be a list of tables ([[{where}.session]])")
+        return ()
+    out = []
+    for i, item in enumerate(raw):
+        at = f"{where}.session[{i}]"
+        if not isinstance(item, Mapping):
+            problems.append(f"{at}: must be a table with link, local, peer")
+            continue
+        v = check_table(item, SESSION_KEYS, f"{at}.", problems)
+        missing = [k for k in SESSION_KEYS if k not in item]
+        if missing:
+            problems.append(f"{at}: missing {', '.join(missing)}")
+        elif len(v) == 3:
+            out.append((v["link"], str(v["local"]), str(v["peer"])))
+    return tuple(out)
+
+
 def parse_ha(raw: Mapping[str, Any], link_addrs: Mapping[str, tuple[str | None, str | None]],
              where: str = "ha") -> tuple[HaConfig | None, list[str]]:
     """Validate ``[ha]``; ``link_addrs`` maps each ``[[links.map]]`` link to (engine_addr,
     router_addr), which name the BFD session's two ends.  (config, []) or (None, problems)."""
     problems: list[str] = []
+    raw = dict(raw)
+    sessions = _sessions(raw.pop("session"), where, problems) if "session" in raw else ()
     values = check_table(raw, HA_KEYS, f"{where}.", problems)
-    cfg = HaConfig(**values) if not problems else None
+    cfg = HaConfig(**values, sessions=sessions) if not problems else None
     if cfg is not None and cfg.enabled:
-        if not cfg.links:
+        if not cfg.links and not cfg.sessions:
             problems.append(f"{where}.links: missing (the divert link(s) BFD runs on, e.g. "
-                            f"[\"{next(iter(link_addrs), 'to-router')}\"])")
+                            f"[\"{next(iter(link_addrs), 'to-router')}\"], or [[{where}.session]] tables)")
         for link in cfg.links:
             if link not in link_addrs:
                 known = ", ".join(sorted(link_addrs)) or "none"

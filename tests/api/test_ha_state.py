@@ -128,3 +128,13 @@ def test_control_socket_frames() -> None:
         first, rest = split_frames(data[:cut])
         second, tail = split_frames(rest + data[cut:])
         assert [d for _, d in first + second] == [{"status": "ok"}, note] and tail == b""
+
+
+def test_explicit_sessions_for_a_divert_link_outside_the_link_map() -> None:
+    cfg = parse_config({**BASE, "ha": {"enabled": True, "session": [
+        {"link": "xc100", "local": "2001:db8:f100::2", "peer": "2001:db8:f100::1"}]}}, env={})
+    assert cfg.ha.sessions == (("xc100", "2001:db8:f100::2", "2001:db8:f100::1"),)
+    with pytest.raises(ConfigError) as ei:
+        parse_config({**BASE, "ha": {"enabled": True, "session": [{"link": "xc100", "local": "ff02::1"}]}},
+                     env={})
+    assert "ha.session[0].local" in str(ei.value) and "ha.session[0]: missing peer" in str(ei.value)
