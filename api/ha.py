@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import socket
+import struct
 import time
 from collections import deque
 from pathlib import Path
@@ -32,17 +35,30 @@ BFD_STATES = ("adm-down", "down", "init", "up")
 TRANSITIONS_KEPT = 32
 
 
-def link_oper_down(links: list[str], sysfs: Path = Path("/sys/class/net")) -> list[str]:
-    """The links among ``links`` that are missing or not operationally up."""
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
+IFF_RUNNING = 0x40          # set by the kernel while the operational state is up
+
+
+def link_oper_down(links: list[str]) -> list[str]:
+    """The links among ``links`` that are missing, down, or not operationally up.
+
+    SIOCGIFFLAGS on a socket of this thread's network namespace: cheap enough for every health
+    sample (vlan/kernel.py's netlink dump is the full picture, far more than needed 10 times a
+    second), and right in the namespace the engine runs in, which /sys/class/net is not for a
+    thread that entered it with setns (sysfs shows the namespace it was mounted in).
+    """
     down = []
-    for link in links:
-        try:
-            state = (sysfs / link / "operstate").read_text().strip()
-        except OSError:
-            down.append(link)
-            continue
-        if state not in ("up", "unknown"):      # "unknown": drivers that do not report it
-            down.append(link)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        for link in links:
+            try:
+                req = struct.pack("16sH14x", link.encode()[:15], 0)
+                flags = struct.unpack_from("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
+            except OSError:
+                down.append(link)
+                continue
+            if not (flags & IFF_UP and flags & IFF_RUNNING):
+                down.append(link)
     return down
 
 
