@@ -66,3 +66,23 @@ def test_engine_pairs_refused_where_not_rendered_yet(tmp_path: Path) -> None:
                                       "  - address: 2001:db8:200:f100::3\nxcast6_sync:")])
     res = _render_one(inv, "xe1", tmp_path / "out")
     assert res.returncode != 0 and "rendered for Junos only so far" in res.stdout
+
+
+def test_review_syntax_slips_fixed(tmp_path: Path) -> None:
+    """IOS-XE v3 group restricts with `access ipv6 ACL`; IOS-XR v3 user has `clear` before each
+    password and a non-default NETCONF port is configured."""
+    v3 = "  snmp:\n    version: 3\n    user: xcast6\n    auth_protocol: sha\n    priv_protocol: aes128\n"
+    inv = _edited_example(tmp_path, [
+        ("xe1", "  snmp:\n    version: 2\n", v3),
+        ("xr1", "  snmp:\n    version: 2\n", v3),
+        ("xr1", "    port: 830\n", "    port: 8300\n"),
+    ])
+    out = tmp_path / "out"
+    for host in ("xe1", "xr1"):
+        res = _render_one(inv, host, out)
+        assert res.returncode == 0, res.stdout + res.stderr
+    xe = (out / "xe1" / "router-iosxe.conf").read_text()
+    xr = (out / "xr1" / "router-iosxr.conf").read_text()
+    assert "snmp-server group XCAST6 v3 priv read XCAST6-ROUTES access ipv6 XCAST6-SNMP" in xe
+    assert re.search(r"snmp-server user xcast6 XCAST6 v3 auth sha clear \S+ priv aes 128 clear \S+", xr)
+    assert "ssh server netconf port 8300" in xr
