@@ -186,6 +186,31 @@ def wait_bfd(topo: Topology, timeout: float = 30.0, routers: tuple[str, ...] = (
             time.sleep(0.1)
 
 
+def accept_divert_default(topo: Topology, routers: tuple[str, ...] = ("a", "b")) -> None:
+    """Apply, past the safety valve, the divert default that lab.bfdroute added to table 92.
+
+    A lab artefact: Linux's snmpd reports every routing table, so the divert default (whose next
+    hops are engine links, i.e. no_route for the engines) enters each engine's table; with engine
+    pairs it appears only once BFD is up, after the engines' first sync, and the safety valve
+    rightly holds back "a default route that was not there" -- with every later change of the
+    router's table behind it.  A vendor router keeps the divert in its forwarding instance, out of
+    the MIB.  So after BFD is up (and after the engines come back from all being down) the lab
+    does what an operator would after checking: resync --force.
+    """
+    from lab import engine_api
+
+    # change detection needs a poll or two to see the new route (SNMP cache 1 s in the lab)
+    deadline = time.monotonic() + 3.0 + 3 * topo.poll_interval
+    pending = [e for e in topo.engines if topo.engine_router(e) in routers]
+    while pending and time.monotonic() < deadline:
+        for e in list(pending):
+            sync = (read_status(topo, e) or {}).get("sync") or {}
+            if sync.get("state") == "held" and "default route" in str(sync.get("held_reason")):
+                engine_api.request(topo, e, "POST", "/resync", json={"force": True})
+                pending.remove(e)
+        time.sleep(0.2)
+
+
 def _q(value: object) -> str:
     """A TOML value (JSON's strings, numbers and arrays are valid TOML)."""
     return json.dumps(value)
@@ -401,6 +426,7 @@ def up(topo: Topology, wait: bool = True) -> None:
             wait_engines(topo, timeout=2 * topo.start_timeout)
             if topo.ha:
                 wait_bfd(topo, timeout=2 * topo.start_timeout)
+                accept_divert_default(topo)
     except BaseException:
         down(topo)
         raise

@@ -57,6 +57,7 @@ def restore(topo: Topology, *engines: str) -> None:
             build.start_engine(topo, e)
     build.wait_engines(topo, timeout=60)
     build.wait_bfd(topo, timeout=60, routers=("a",))
+    build.accept_divert_default(topo, routers=("a",))
 
 
 def processes_named(pattern: str) -> list[int]:
@@ -66,6 +67,11 @@ def processes_named(pattern: str) -> list[int]:
 
 def test_both_engines_are_divert_next_hops_and_report_bfd(ha_lab: Topology) -> None:
     assert set(live(ha_lab)) == {addr(ha_lab, "a"), addr(ha_lab, "a2")}
+    # the engines synced the divert default too (lab artefact accepted by lab up) and are not held
+    deadline = time.monotonic() + 10
+    while any((engine_api.status(ha_lab, e) or {})["sync"]["state"] == "held" for e in ha_lab.engines):
+        assert time.monotonic() < deadline, "an engine's sync is held back"
+        time.sleep(0.2)
     for e in ("a", "a2"):
         ha = engine_api.status(ha_lab, e)["ha"]  # type: ignore[index]
         assert ha["admin"] == "up" and ha["healthy"] and ha["sessions"][0]["state"] == "up"
