@@ -107,6 +107,19 @@ def split_frames(buf: bytes) -> tuple[list[tuple[int, dict[str, Any]]], bytes]:
     return out, buf
 
 
+# What FRR 8.4's bfdd asks for at start-up (privs_init: "Wanted caps: cap_net_bind_service,
+# cap_net_raw,cap_sys_admin"); run by a non-root engine it can only keep what the engine has.
+BFDD_CAPS = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21}
+
+
+def missing_caps(status: str | None = None) -> list[str]:
+    """The capabilities bfdd needs that this process cannot pass on (its effective set)."""
+    if status is None:
+        status = Path("/proc/self/status").read_text()
+    eff = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")), 0)
+    return [name for name, bit in BFDD_CAPS.items() if not eff >> bit & 1]
+
+
 def _frr_ids() -> tuple[int, int] | None:
     try:
         return pwd.getpwnam("frr").pw_uid, grp.getgrnam("frr").gr_gid
@@ -154,6 +167,11 @@ class Bfdd:
                 os.chown(conf, *ids)
         else:
             # run as ourselves (the unit's user must be in the frrvty group; see README)
+            missing = missing_caps()
+            if missing:
+                raise BfddError(f"[ha]: bfdd run by a non-root engine needs {', '.join(missing)} as well "
+                                "(FRR's bfdd asks for CAP_NET_BIND_SERVICE, CAP_NET_RAW and CAP_SYS_ADMIN "
+                                "at start); the unit does not grant them")
             cmd += ["-u", pwd.getpwuid(os.geteuid()).pw_name, "-g", grp.getgrgid(os.getegid()).gr_name]
         guard = [sys.executable, "-m", "api.bfdguard", "--watch", str(os.getpid()), "--", *cmd]
         self.proc = await asyncio.create_subprocess_exec(

@@ -138,3 +138,11 @@ def test_explicit_sessions_for_a_divert_link_outside_the_link_map() -> None:
         parse_config({**BASE, "ha": {"enabled": True, "session": [{"link": "xc100", "local": "ff02::1"}]}},
                      env={})
     assert "ha.session[0].local" in str(ei.value) and "ha.session[0]: missing peer" in str(ei.value)
+
+
+def test_missing_capabilities_for_a_non_root_bfdd_are_named() -> None:
+    from api.bfdd import missing_caps
+
+    # CAP_NET_ADMIN + CAP_NET_RAW only: what the hardened unit grants today
+    assert missing_caps("CapEff:\t0000000000003000\n") == ["CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN"]
+    assert missing_caps("CapEff:\t000001ffffffffff\n") == []
