@@ -132,8 +132,9 @@ class Bfdd:
 
     def __init__(self, run_dir: Path, peers: list[Peer], *, bfdd: Path, vtysh: Path, tx_ms: int,
                  rx_ms: int, multiplier: int,
-                 on_state: Callable[[Peer, str, dict[str, Any]], None]) -> None:
+                 on_state: Callable[[Peer, str, dict[str, Any]], None], external: bool = False) -> None:
         self.run_dir = run_dir
+        self.external = external
         self.peers = peers
         self.bfdd = bfdd
         self.vtysh = vtysh
@@ -148,7 +149,11 @@ class Bfdd:
         return self.run_dir / "bfdd.sock"
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Write the config, start bfdd under the guard, wait for its sockets, subscribe."""
+        """Write the config, start bfdd under the guard, wait for its sockets, subscribe
+        (external: only wait for the sockets of the bfdd someone else runs, and subscribe)."""
+        if self.external:
+            await self._attach(timeout)
+            return
         if not self.bfdd.exists():
             raise BfddError(f"ha.bfdd: {self.bfdd} not found (Debian: apt-get install frr)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -176,10 +181,13 @@ class Bfdd:
         guard = [sys.executable, "-m", "api.bfdguard", "--watch", str(os.getpid()), "--", *cmd]
         self.proc = await asyncio.create_subprocess_exec(
             *guard, stdin=subprocess.DEVNULL, stdout=None, stderr=None)
+        await self._attach(timeout)
+
+    async def _attach(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not (self.ctl_path.exists() and (self.run_dir / "bfdd.vty").exists()):
-            if self.proc.returncode is not None:
+            if self.proc is not None and self.proc.returncode is not None:
                 raise BfddError(f"bfdd exited at start (status {self.proc.returncode}); its log is "
                                 "in the engine's")
             if loop.time() > deadline:
@@ -190,7 +198,11 @@ class Bfdd:
         writer.write(subscribe_message())
         await writer.drain()
         self._watch = loop.create_task(self._read(reader, writer))
-        log.info("bfdd started (pid file %s): %s", self.run_dir / "bfdd.pid",
+        if self.external:
+            # someone else's bfdd may hold the sessions up from an earlier run of the engine:
+            # down until this run is healthy
+            await self.set_admin(False)
+        log.info("bfdd %s (%s): %s", "attached" if self.external else "started", self.run_dir,
                  ", ".join(f"{p.link}: {p.local} -> {p.peer}" for p in self.peers))
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -226,6 +238,8 @@ class Bfdd:
                             f"(status {proc.returncode}): {text[:300]}")
 
     def alive(self) -> bool:
+        if self.external:       # its control socket still answers
+            return self._watch is not None and not self._watch.done()
         return self.proc is not None and self.proc.returncode is None
 
     async def stop(self, timeout: float = 5.0) -> None:

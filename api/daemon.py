@@ -237,7 +237,7 @@ class Daemon:
                  for link in cfg.ha.links]
         peers += [Peer(link, peer, local) for link, local, peer in cfg.ha.sessions]
         ingress = list(cfg.workers.ingress) or [m.link for m in cfg.links.entries if m.link]
-        ha = HaController(cfg.ha, peers, view, ingress, cfg.engine.state_dir / "bfd")
+        ha = HaController(cfg.ha, peers, view, ingress, cfg.ha.bfd_dir or cfg.engine.state_dir / "bfd")
         try:
             await ha.start()
         except OSError:

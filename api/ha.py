@@ -81,7 +81,8 @@ class HaController:
         self.admin_changes = 0
         self.bfdd_restarts = 0
         self.bfdd = Bfdd(run_dir, peers, bfdd=cfg.bfdd, vtysh=cfg.vtysh, tx_ms=cfg.tx_interval_ms,
-                         rx_ms=cfg.rx_interval_ms, multiplier=cfg.multiplier, on_state=self._bfd_state)
+                         rx_ms=cfg.rx_interval_ms, multiplier=cfg.multiplier, on_state=self._bfd_state,
+                         external=cfg.bfdd_mode == "external")
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -135,7 +136,8 @@ class HaController:
             log.warning("ha: BFD sessions administratively %s: %s", want, why)
 
     async def _restart_bfdd(self) -> None:
-        log.error("ha: bfdd is not running: restarting it (sessions admin down until healthy)")
+        log.error("ha: bfdd is not running: %s (sessions admin down until healthy)",
+                  "reattaching" if self.cfg.bfdd_mode == "external" else "restarting it")
         await self.bfdd.stop()
         self.bfdd_restarts += 1
         self.applied = ADMIN_DOWN

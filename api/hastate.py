@@ -27,6 +27,7 @@ from engine.settings import (
     absolute_path,
     boolean,
     check_table,
+    choice,
     ifname,
     ifname_list,
     integer,
@@ -47,6 +48,11 @@ class HaConfig:
     # explicit sessions (link, local, peer): for a divert link that is no [[links.map]] entry,
     # e.g. the ingress VLAN in vlan mode
     sessions: tuple[tuple[str, str, str], ...] = ()
+    # "spawn": the daemon runs its own bfdd (under api.bfdguard); "external": a bfdd started by
+    # someone else (e.g. a root-started unit bound to the engine's) with its vty and control
+    # sockets in bfd_dir, sessions configured administratively down; the daemon only drives it
+    bfdd_mode: str = "spawn"
+    bfd_dir: Path | None = None          # external: the directory of bfdd.vty and bfdd.sock
     bfdd: Path = Path("/usr/lib/frr/bfdd")
     vtysh: Path = Path("/usr/bin/vtysh")
     tx_interval_ms: int = 100            # RFC 5880 DesiredMinTxInterval
@@ -62,6 +68,8 @@ class HaConfig:
             "enabled": self.enabled,
             "links": list(self.links),
             "sessions": [{"link": a, "local": b, "peer": c} for a, b, c in self.sessions],
+            "bfdd_mode": self.bfdd_mode,
+            "bfd_dir": None if self.bfd_dir is None else str(self.bfd_dir),
             "bfdd": str(self.bfdd),
             "vtysh": str(self.vtysh),
             "tx_interval_ms": self.tx_interval_ms,
@@ -76,6 +84,8 @@ class HaConfig:
 HA_KEYS: Spec = {
     "enabled": Field(boolean, "enabled"),
     "links": Field(ifname_list, "links"),
+    "bfdd_mode": Field(choice("spawn", "external"), "bfdd_mode"),
+    "bfd_dir": Field(absolute_path, "bfd_dir"),
     "bfdd": Field(absolute_path, "bfdd"),
     "vtysh": Field(absolute_path, "vtysh"),
     # bfdd's own limits (10..60000 ms, multiplier 2..255: FRR's bfdd CLI ranges)
@@ -124,6 +134,9 @@ def parse_ha(raw: Mapping[str, Any], link_addrs: Mapping[str, tuple[str | None, 
     values = check_table(raw, HA_KEYS, f"{where}.", problems)
     cfg = HaConfig(**values, sessions=sessions) if not problems else None
     if cfg is not None and cfg.enabled:
+        if cfg.bfdd_mode == "external" and cfg.bfd_dir is None:
+            problems.append(f"{where}.bfd_dir: missing (bfdd_mode = \"external\": the directory of "
+                            "the bfdd's bfdd.vty and bfdd.sock)")
         if not cfg.links and not cfg.sessions:
             problems.append(f"{where}.links: missing (the divert link(s) BFD runs on, e.g. "
                             f"[\"{next(iter(link_addrs), 'to-router')}\"], or [[{where}.session]] tables)")

@@ -167,3 +167,45 @@ def test_session_follows_health_hold_down_and_drain(pair: tuple[str, str, Path],
         loop.call_soon_threadsafe(loop.stop)
         t.join(5)
     assert not ha.bfdd.alive()
+
+
+def test_external_bfdd_is_driven_not_started(pair: tuple[str, str, Path], bfd_dir: Path) -> None:
+    """bfdd_mode = "external": a bfdd someone else started (here: the test, as a root-started
+    unit would) is attached to, forced admin down at attach, then driven by the engine's health."""
+    eng, _rtr, rdir = pair
+    edir = bfd_dir / "engine-ext"
+    edir.mkdir()
+    (edir / "bfdd.conf").write_text(render_config([Peer("div0", ROUTER_ADDR, ENGINE_ADDR)], 100, 100, 3)
+                                    .replace("  shutdown\n", ""))   # left up by an "earlier run"
+    subprocess.run(["chown", "-R", "frr:frr", str(edir)], check=True)
+    ext = subprocess.Popen(["ip", "netns", "exec", eng, str(BFDD), "-f", str(edir / "bfdd.conf"),
+                            "--vty_socket", str(edir), "--bfdctl", str(edir / "bfdd.sock"),
+                            "-i", str(edir / "bfdd.pid"), "-z", str(edir / "zserv.api")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_router(rdir, "up", timeout=10)          # the stale "up" of an earlier run
+        view = FakeView()
+        cfg = HaConfig(enabled=True, hold_down=0.5, drain_time=0.2, check_interval=0.05,
+                       bfdd_mode="external", bfd_dir=edir)
+        loop = asyncio.new_event_loop()
+        ha = HaController(cfg, [Peer("div0", ROUTER_ADDR, ENGINE_ADDR)], view,  # type: ignore[arg-type]
+                          ["lo"], edir)
+        t = threading.Thread(target=loop.run_forever, daemon=True)
+        t.start()
+
+        def call(coro: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(15)
+
+        call(ha.start())
+        assert wait_router(rdir, "down", timeout=2) < 1.0      # forced down at attach
+        view.healthy = True
+        wait_router(rdir, "up", timeout=10)
+        call(ha.drain())
+        assert router_state(rdir) == "down"
+        call(ha.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+        assert ext.poll() is None, "the engine stopped a bfdd it does not own"
+    finally:
+        ext.terminate()
+        ext.wait(5)
