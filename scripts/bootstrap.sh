@@ -30,6 +30,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # Debian enables snmpd on install; the lab and tests start their own agents in namespaces.
 if systemctl is-active --quiet snmpd 2>/dev/null; then systemctl stop snmpd || true; fi
+# Likewise FRR (engine pairs): the engines and the lab run their own bfdd with private sockets.
+if systemctl is-active --quiet frr 2>/dev/null; then systemctl stop frr || true; fi
 
 PY=/usr/bin/python3
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
