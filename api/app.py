@@ -252,6 +252,7 @@ def create_app(view: EngineView, token: Keyring | str | None, diff_min_interval:
             ),
             links=len(view.links.links()),
             link_mode=view.links.mode(),
+            ha=None if view.ha is None else view.ha.status(),
         )
 
     # -- routes ----------------------------------------------------------------------------------

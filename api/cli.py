@@ -102,6 +102,15 @@ def status(
             ],
             ["links", f"{s['links']} ({s['link_mode']})"],
         ]
+        ha = s.get("ha")
+        if ha:   # engine pairs: what the router sees of this engine
+            state = "draining" if ha["draining"] else f"admin {ha['admin']}"
+            if ha["admin"] == "down" and ha["hold_down_remaining_s"]:
+                state += f" (hold-down {ha['hold_down_remaining_s']:.1f} s)"
+            rows.append(["ha", state + ("" if ha["healthy"] else ": " + "; ".join(ha["problems"]))])
+            for sess in ha["sessions"]:
+                rows.append([f"bfd {sess['link']}",
+                             f"{sess['state']} to {sess['peer']} ({sess['diagnostic']})"])
         typer.echo(_table(rows, ["", ""]).split("\n", 1)[1])
         return EXIT_OK
 

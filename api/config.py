@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from api.hastate import HaConfig, parse_ha
 from engine.dataplane.config import DataplaneConfig, WorkersConfig, parse_dataplane, parse_workers
 from engine.settings import (
     Field,
@@ -190,6 +191,7 @@ class Config:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     dataplane: DataplaneConfig = field(default_factory=DataplaneConfig)
     api: ApiSection = field(default_factory=ApiSection)
+    ha: HaConfig = field(default_factory=HaConfig)
     path: str | None = None
 
     def api_url(self) -> str:
@@ -217,6 +219,7 @@ class Config:
             "links": self.links.summary(),
             "workers": self.workers.summary(),
             "dataplane": self.dataplane.summary(),
+            "ha": self.ha.summary(),
             "api": {
                 "listen": self.api.listen,
                 "port": self.api.port,
@@ -255,7 +258,7 @@ _OWN_KEYS: dict[str, Spec] = {
         "allow_plaintext": Field(boolean, "allow_plaintext"),
     },
 }
-SECTIONS = ("engine", "sync", "links", "workers", "dataplane", "api")
+SECTIONS = ("engine", "sync", "links", "workers", "dataplane", "api", "ha")
 
 
 def parse_config(
@@ -287,8 +290,14 @@ def parse_config(
         if problem is not None:
             problems.append(f"{token_from}: this value {problem}")
     problems += api_transport_problems(api)
-    problems += sync_problems + link_problems + worker_problems + dataplane_problems
-    if problems or sync is None or links is None or workers is None or dataplane is None:
+    link_addrs = {} if links is None else {
+        m.link: (None if m.engine_addr is None else str(m.engine_addr),
+                 None if m.router_addr is None else str(m.router_addr))
+        for m in links.entries if m.link}
+    ha, ha_problems = parse_ha(table_of(data, "ha", problems), link_addrs)
+    problems += sync_problems + link_problems + worker_problems + dataplane_problems + ha_problems
+    if (problems or sync is None or links is None or workers is None or dataplane is None
+            or ha is None):
         raise ConfigError(problems, path)
     return Config(
         engine=EngineSection(**engine),
@@ -297,6 +306,7 @@ def parse_config(
         workers=workers,
         dataplane=dataplane,
         api=ApiSection(**api),
+        ha=ha,
         path=path,
     )
 

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from api import auth, tls
+from api.bfdd import Peer
 from api.config import Config, ConfigError, load_config, read_or_create_token
+from api.ha import HaController
 from api.pipeline import Pipeline
 from api.sdnotify import Notifier, PriorityPrefix, journal_stream
 from api.state import EngineView
@@ -181,6 +183,7 @@ class Daemon:
             links=pipeline.links,
             version=__version__,
         )
+        ha = view.ha = await self._start_ha(view)      # engine pairs (issue 16), None without [ha]
         server = None
         tasks: list[asyncio.Task[object]] = []
         loop = asyncio.get_running_loop()
@@ -236,6 +239,8 @@ class Daemon:
         # ------------------------------------------------------------------------------------------
         await self._stop.wait()
         self.notifier.send(STOPPING=1, STATUS="stopping: API, sync, workers, links")
+        if ha is not None:
+            await ha.drain()        # BFD down first: the router moves traffic while we still forward
         log.info("stopping: API, sync, workers, links")
         if server is not None:
             server.should_exit = True
@@ -243,8 +248,29 @@ class Daemon:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await pipeline.stop()
+        if ha is not None:
+            await ha.stop()
         log.info("stopped")
         return 0
+
+    async def _start_ha(self, view: EngineView) -> HaController | None:
+        """``[ha]``: the engine's bfdd, its sessions admin down until the engine is healthy."""
+        cfg = self.cfg
+        if not cfg.ha.enabled:
+            return None
+        entries = {m.link: m for m in cfg.links.entries if m.link}
+        peers = [Peer(link, str(entries[link].router_addr), str(entries[link].engine_addr))
+                 for link in cfg.ha.links]
+        peers += [Peer(link, peer, local) for link, local, peer in cfg.ha.sessions]
+        ingress = list(cfg.workers.ingress) or [m.link for m in cfg.links.entries if m.link]
+        ha = HaController(cfg.ha, peers, view, ingress, cfg.ha.bfd_dir or cfg.engine.state_dir / "bfd")
+        try:
+            await ha.start()
+        except OSError:
+            assert self.pipeline is not None
+            await self.pipeline.stop()
+            raise
+        return ha
 
     async def reload(self) -> None:
         """SIGHUP: re-read the file; apply route-source settings; keep everything else running."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from api.state import EngineView, SyncStatus
 from engine.model import EngineLink
@@ -136,6 +137,8 @@ def render(view: EngineView) -> str:
         [({"mode": mode, "state": state}, n) for state, n in by_state.items()],
     )
     _link_traffic(o, view.links.links())
+    if view.ha is not None:
+        _ha(o, view.ha.status())
     return "\n".join(o.lines) + "\n"
 
 
@@ -204,3 +207,28 @@ def _link_traffic(o: _Out, links: list[EngineLink], sys_net: Path = SYS_NET) -> 
             [({"link": link, "router_if": rif, "dir": d}, read(link, f"{d}_{unit}"))
              for link, rif in rows for d in ("rx", "tx")],
         )
+
+
+def _ha(o: _Out, ha: dict[str, Any]) -> None:
+    """Engine pairs ([ha]): every state exported (0 included), so no series vanishes."""
+    o.family("xcast6_ha_admin_up", "gauge",
+             "1 while the engine holds its BFD sessions administratively up (healthy, not draining).",
+             [({}, int(ha["admin"] == "up"))])
+    o.family("xcast6_ha_healthy", "gauge", "1 while the engine's health checks pass.",
+             [({}, int(ha["healthy"]))])
+    o.family("xcast6_ha_draining", "gauge", "1 while a SIGTERM drain is under way.",
+             [({}, int(ha["draining"]))])
+    o.family("xcast6_ha_hold_down_remaining_seconds", "gauge",
+             "Seconds of health still needed before the sessions go up (hold-down).",
+             [({}, ha["hold_down_remaining_s"])])
+    o.family("xcast6_ha_admin_changes_total", "counter", "BFD admin state changes made by the engine.",
+             [({}, ha["admin_changes"])])
+    o.family("xcast6_ha_bfdd_restarts_total", "counter", "Times the engine restarted its bfdd.",
+             [({}, ha["bfdd_restarts"])])
+    o.family("xcast6_bfd_session_state", "gauge", "BFD session state as bfdd sees it (1 = in that state).",
+             [({"link": s["link"], "peer": s["peer"], "state": st}, int(s["state"] == st))
+              for s in ha["sessions"] for st in ("adm-down", "down", "init", "up")])
+    o.family("xcast6_bfd_session_transitions_total", "counter",
+             "BFD session transitions to up / from up to down.",
+             [({"link": s["link"], "peer": s["peer"], "to": to}, s[f"{to}_transitions"])
+              for s in ha["sessions"] for to in ("up", "down")])

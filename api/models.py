@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.model import NextHop, Route
@@ -170,6 +172,8 @@ class StatusOut(BaseModel):
     workers: WorkersSummary
     links: int
     link_mode: str
+    ha: dict[str, Any] | None = Field(
+        None, description="Engine pairs ([ha]): BFD admin state, session states, transitions")
 
 
 class ResyncRequest(BaseModel):

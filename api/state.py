@@ -21,13 +21,16 @@ import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from engine.dataplane.supervisor import Histogram, WorkerInfo
 from engine.forwarding.fib import Fib
 from engine.model import EngineLink, Interface, NextHop, Route, Snapshot
 from sync.source import Progress
 from sync.verify import Verification, route_drift
+
+if TYPE_CHECKING:
+    from api.ha import HaController
 
 
 def _route_sort_key(r: Route) -> tuple[bytes, int]:
@@ -163,6 +166,7 @@ class EngineView:
         self._rate_prev: tuple[float, dict[str, int]] | None = None
         self._rates: dict[str, float] = {}
         self._sorted_cache: tuple[int, list[Route], list[tuple[bytes, int]]] | None = None
+        self.ha: HaController | None = None      # engine pairs ([ha]); set by the daemon
 
     # -- readiness ------------------------------------------------------------------------
     def uptime(self) -> float:

@@ -21,6 +21,8 @@ from lab.topology import API_PORT, DIVERT_MARK, DIVERT_TABLE, KERNEL_TABLE, RECE
 
 PYTHON = sys.executable
 ENGINE_STOP_TIMEOUT = 10.0
+BFDD = "/usr/lib/frr/bfdd"        # Debian's frr package
+VTYSH = "/usr/bin/vtysh"
 
 
 def _pidfile(topo: Topology, what: str) -> Path:
@@ -63,12 +65,14 @@ def _links(topo: Topology) -> None:
     # engine links, one per router interface: a veth each (direct mode), or one veth trunk per
     # router with an 802.1Q subinterface per router interface on both ends (vlan mode; needs
     # the 8021q module, i.e. the QEMU harness on this host).  Names are the same in both modes.
-    for name, router in r.items():
-        rns, ens = topo.router_ns(name), topo.engine_ns(name)
+    for e in topo.engines:
+        name, idx = topo.engine_router(e), topo.engine_index(e)
+        router = r[name]
+        rns, ens = topo.router_ns(name), topo.engine_ns(e)
         if topo.mode == "vlan":
             netns.veth(rns, "trunk", ens, "trunk", topo.mtu)
         for k in range(len(router.interfaces)):
-            rif, eif, raddr, eaddr = router.engine_link(k)
+            rif, eif, raddr, eaddr = router.engine_link(k, idx)
             # the engine link has its router interface's MTU (the engine's Packet Too Big value)
             mtu = topo.link_mtu(router.interfaces[k])
             if topo.mode == "vlan":
@@ -98,9 +102,13 @@ def _routing(topo: Topology) -> None:
         eng_if, _, _, eng_addr = router.engine_link(0)
         netns.ip(rns, "-6", "rule", "add", "fwmark", hex(DIVERT_MARK), "lookup", str(DIVERT_TABLE),
                  "pref", "100")
-        netns.ip(rns, "-6", "route", "add", "default", "via", eng_addr, "dev", eng_if,
-                 "table", str(DIVERT_TABLE))
-        ens = topo.engine_ns(name)
+        if not topo.ha:
+            # one engine, no liveness check: what a static divert next hop does
+            netns.ip(rns, "-6", "route", "add", "default", "via", eng_addr, "dev", eng_if,
+                     "table", str(DIVERT_TABLE))
+        # with engine pairs the table is lab.bfdroute's: next hops whose BFD session is up
+    for e in topo.engines:
+        ens = topo.engine_ns(e)
         netns.sysctl(ens, "net.ipv6.conf.all.forwarding", "0")
         netns.nft(ens, topo.engine_guard_ruleset())
 
@@ -109,17 +117,103 @@ def _snmpd(topo: Topology, r: str) -> None:
     """Router ``r``'s snmpd, started like every lab process (pid file, own session), its table
     caches lowered to 1 s so a route change is visible within a second, not after 60 s."""
     ns = topo.router_ns(r)
-    snmpd = Snmpd(ns, topo.engine_dir(r), [f"udp6:[{topo.routers[r].snmp_addr}]:161", "udp6:[::1]:161"],
+    router = topo.routers[r]
+    engines = [topo.engine_index(e) for e in topo.router_engines(r)]
+    listen = [f"udp6:[{router.engine_link(0, i)[2]}]:161" for i in engines]
+    snmpd = Snmpd(ns, topo.engine_dir(r), [*listen, "udp6:[::1]:161"],
                   target="udp6:[::1]:161", client_ns=ns)
-    # Read-only community for the engine's link network only; a write community on the
+    # Read-only community for the engines' link networks only; a write community on the
     # router's own loopback only, for the cache timeouts below.
-    snmpd.write_conf([f"rocommunity6 public 2001:db8:e{r}0::/64", "rocommunity6 public ::1/128",
-                      "rwcommunity6 xl-lab-rw ::1/128"])
+    snmpd.write_conf([*(f"rocommunity6 public {router.engine_subnet(0, i)}" for i in engines),
+                      "rocommunity6 public ::1/128", "rwcommunity6 xl-lab-rw ::1/128"])
     _spawn(topo, f"snmpd-{r}", ns, snmpd.command(), env=snmpd.env())
     try:
         snmpd.set_caches("xl-lab-rw", NS_CACHE_TIMEOUT, 1, timeout=10)
     except RuntimeError as exc:
         raise LabError(f"snmpd on router {r}: {exc}") from exc
+
+
+def router_bfd_dir(topo: Topology, r: str) -> Path:
+    return topo.state_dir / f"router-{r}-bfd"
+
+
+def bfdroute_state(topo: Topology, r: str) -> Path:
+    """lab.bfdroute's JSON lines: each change of router ``r``'s divert next hops."""
+    return topo.state_dir / f"bfdroute-{r}.jsonl"
+
+
+def start_router_bfd(topo: Topology, r: str) -> None:
+    """Router ``r``'s side of engine pairs: FRR's bfdd with one session per engine (on the
+    engine's link 0, the divert link), and lab.bfdroute selecting the divert next hops by the
+    sessions' state (see lab/bfdroute.py for why not staticd)."""
+    from api.bfdd import Peer, render_config
+
+    router, ns, d = topo.routers[r], topo.router_ns(r), router_bfd_dir(topo, r)
+    d.mkdir(parents=True, exist_ok=True)
+    links = [router.engine_link(0, topo.engine_index(e)) for e in topo.router_engines(r)]
+    conf = render_config([Peer(rif, eaddr, raddr) for rif, _eif, raddr, eaddr in links],
+                         topo.bfd_tx_ms, topo.bfd_tx_ms, topo.bfd_multiplier)
+    (d / "bfdd.conf").write_text(conf.replace("  shutdown\n", ""))   # the router's side is always on
+    with contextlib.suppress(KeyError):
+        import grp
+        import pwd
+        os.chown(d, pwd.getpwnam("frr").pw_uid, grp.getgrnam("frr").gr_gid)
+    _spawn(topo, f"bfdd-r{r}", ns, [BFDD, "-f", str(d / "bfdd.conf"), "--vty_socket", str(d),
+                                     "--bfdctl", str(d / "bfdd.sock"), "-i", str(d / "bfdd.pid"),
+                                     "-z", str(d / "zserv.api"), "--log", "stdout"])
+    deadline = time.monotonic() + topo.start_timeout
+    while not (d / "bfdd.sock").exists():
+        if time.monotonic() > deadline:
+            raise LabError(f"bfdd on router {r} did not start (log {topo.state_dir}/bfdd-r{r}.log)")
+        time.sleep(0.05)
+    bfdroute_state(topo, r).write_text("")
+    _spawn(topo, f"bfdroute-{r}", ns, [PYTHON, "-m", "lab.bfdroute", "--ctl", str(d / "bfdd.sock"),
+                                        "--table", str(DIVERT_TABLE), "--fail", topo.fail_mode,
+                                        "--state", str(bfdroute_state(topo, r)),
+                                        *(f"--nexthop={eaddr}@{rif}" for rif, _eif, _raddr, eaddr in links)])
+
+
+def router_divert_live(topo: Topology, r: str) -> list[str]:
+    """The engine addresses router ``r`` diverts to now (lab.bfdroute's last record)."""
+    lines = bfdroute_state(topo, r).read_text().strip().splitlines()
+    return list(json.loads(lines[-1])["live"]) if lines else []
+
+
+def wait_bfd(topo: Topology, timeout: float = 30.0, routers: tuple[str, ...] = ("a", "b")) -> None:
+    """Wait until every engine of ``routers`` is a divert next hop (BFD up after hold-down)."""
+    deadline = time.monotonic() + timeout
+    for r in routers:
+        want = {topo.routers[r].engine_link(0, topo.engine_index(e))[3] for e in topo.router_engines(r)}
+        while set(router_divert_live(topo, r)) != want:
+            if time.monotonic() > deadline:
+                raise LabError(f"router {r}: divert next hops {router_divert_live(topo, r)}, want "
+                               f"{sorted(want)} (logs {topo.state_dir}/bfdd-r{r}.log, bfdroute-{r}.log)")
+            time.sleep(0.1)
+
+
+def accept_divert_default(topo: Topology, routers: tuple[str, ...] = ("a", "b")) -> None:
+    """Apply, past the safety valve, the divert default that lab.bfdroute added to table 92.
+
+    A lab artefact: Linux's snmpd reports every routing table, so the divert default (whose next
+    hops are engine links, i.e. no_route for the engines) enters each engine's table; with engine
+    pairs it appears only once BFD is up, after the engines' first sync, and the safety valve
+    rightly holds back "a default route that was not there" -- with every later change of the
+    router's table behind it.  A vendor router keeps the divert in its forwarding instance, out of
+    the MIB.  So after BFD is up (and after the engines come back from all being down) the lab
+    does what an operator would after checking: resync --force.
+    """
+    from lab import engine_api
+
+    # change detection needs a poll or two to see the new route (SNMP cache 1 s in the lab)
+    deadline = time.monotonic() + 3.0 + 3 * topo.poll_interval
+    pending = [e for e in topo.engines if topo.engine_router(e) in routers]
+    while pending and time.monotonic() < deadline:
+        for e in list(pending):
+            sync = (read_status(topo, e) or {}).get("sync") or {}
+            if sync.get("state") == "held" and "default route" in str(sync.get("held_reason")):
+                engine_api.request(topo, e, "POST", "/resync", json={"force": True})
+                pending.remove(e)
+        time.sleep(0.2)
 
 
 def _q(value: object) -> str:
@@ -136,7 +230,8 @@ def engine_toml(topo: Topology, r: str) -> str:
     In ``vlan`` mode the lab builds the 802.1Q subinterfaces itself (as on the router side) and
     the daemon uses them as existing (``direct``) links.
     """
-    router = topo.routers[r]
+    router = topo.routers[topo.engine_router(r)]
+    idx = topo.engine_index(r)
     d = topo.engine_dir(r)
     lines = [
         f"# generated by `xcast6-engine lab up` (engine {r.upper()})",
@@ -158,17 +253,17 @@ def engine_toml(topo: Topology, r: str) -> str:
         'mode = "direct"',
     ]
     for k, rifname in enumerate(router.interfaces):
-        _rif, eif, raddr, eaddr = router.engine_link(k)
+        _rif, eif, raddr, eaddr = router.engine_link(k, idx)
         lines += [
             "",
             "[[links.map]]",
             f"router_if = {_q(rifname)}",
             f"link = {_q(eif)}",
-            f"subnet = {_q(f'2001:db8:e{r}{k}::/64')}",
+            f"subnet = {_q(router.engine_subnet(k, idx))}",
             f"engine_addr = {_q(eaddr)}",
             f"router_addr = {_q(raddr)}",
         ]
-    ingress = [router.engine_link(k)[1] for k in range(len(router.interfaces))]
+    ingress = [router.engine_link(k, idx)[1] for k in range(len(router.interfaces))]
     lines += [
         "",
         "[workers]",
@@ -196,6 +291,19 @@ def engine_toml(topo: Topology, r: str) -> str:
         f"tls_key = {_q(str(topo.api_key_path(r)))}",
         "",
     ]
+    if topo.ha:
+        lines += [
+            "[ha]",
+            "enabled = true",
+            f"links = {_q([ingress[0]])}",
+            f"tx_interval_ms = {topo.bfd_tx_ms}",
+            f"rx_interval_ms = {topo.bfd_tx_ms}",
+            f"multiplier = {topo.bfd_multiplier}",
+            f"hold_down = {float(topo.ha_hold_down)}",
+            f"drain_time = {float(topo.ha_drain_time)}",
+            *([f"bfdd = {_q(BFDD)}", f"vtysh = {_q(VTYSH)}"]),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -203,7 +311,8 @@ def source_url(topo: Topology, r: str, marker: str = "column") -> str:
     """Engine ``r``'s route source: router ``r``'s snmpd.  ``marker=column`` makes change
     detection see a route replaced in place (same count, new next hop), which the lab's
     route-change tests do; the product default (``counts``) would leave it to the full walk."""
-    return f"snmp://public@[{topo.routers[r].snmp_addr}]:161?marker={marker}"
+    router = topo.routers[topo.engine_router(r)]
+    return f"snmp://public@[{router.engine_link(0, topo.engine_index(r))[2]}]:161?marker={marker}"
 
 
 def lab_token(topo: Topology) -> str:
@@ -274,10 +383,10 @@ def is_ready(st: dict[str, Any] | None) -> bool:
 
 
 def wait_engines(topo: Topology, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
-    """Wait until both daemons' APIs report ready; raise naming the one that is not."""
+    """Wait until every daemon's API reports ready; raise naming the one that is not."""
     deadline = time.monotonic() + timeout
     out: dict[str, dict[str, Any]] = {}
-    for r in ("a", "b"):
+    for r in topo.engines:
         while True:
             st = read_status(topo, r)
             if st is not None and is_ready(st):
@@ -325,9 +434,14 @@ def up(topo: Topology, wait: bool = True) -> None:
         raise LabError(f"lab with prefix {topo.prefix!r} already up ({', '.join(sorted(existing))}); "
                        f"run 'lab down --prefix {topo.prefix}' first")
     topo.state_dir.mkdir(parents=True, exist_ok=True)
+    if topo.ha and topo.mode != "direct":
+        raise LabError("--engines-per-router > 1 builds direct links only (one trunk per router today)")
+    if topo.ha and not (Path(BFDD).exists() and shutil.which("vtysh")):
+        raise LabError(f"engine pairs need FRR's bfdd ({BFDD}) and vtysh: apt-get install frr")
     (topo.state_dir / "topology.json").write_text(json.dumps(
         {"prefix": topo.prefix, "workers": topo.workers, "poll_interval": topo.poll_interval,
-         "mode": topo.mode}))
+         "mode": topo.mode, "engines_per_router": topo.engines_per_router,
+         "fail_mode": topo.fail_mode}))
     try:
         for ns in topo.all_namespaces():
             netns.add_ns(ns)
@@ -335,11 +449,16 @@ def up(topo: Topology, wait: bool = True) -> None:
         _routing(topo)
         for r in ("a", "b"):
             _snmpd(topo, r)
+            if topo.ha:
+                start_router_bfd(topo, r)
         start_receivers(topo)
-        for r in ("a", "b"):
+        for r in topo.engines:
             start_engine(topo, r)
         if wait:
             wait_engines(topo, timeout=2 * topo.start_timeout)
+            if topo.ha:
+                wait_bfd(topo, timeout=2 * topo.start_timeout)
+                accept_divert_default(topo)
     except BaseException:
         down(topo)
         raise
@@ -397,7 +516,7 @@ def stop_engine(topo: Topology, r: str) -> None:
 def down(topo: Topology) -> list[str]:
     """Stop every daemon by its pid file, delete the namespaces, remove the state dir."""
     if topo.state_dir.exists():
-        for r in ("a", "b"):
+        for r in topo.engines:
             stop_engine(topo, r)
         for pf in sorted(topo.state_dir.glob("*.pid")):
             _kill(pf)

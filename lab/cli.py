@@ -35,7 +35,10 @@ def _topo(prefix: str, state_dir: Path | None, workers: int = 1) -> Topology:
     topo = Topology(prefix=prefix, state_dir=sd, workers=workers)
     saved = sd / "topology.json"
     if saved.exists():
-        topo.workers = int(json.loads(saved.read_text()).get("workers", workers))
+        doc = json.loads(saved.read_text())
+        topo.workers = int(doc.get("workers", workers))
+        topo.engines_per_router = int(doc.get("engines_per_router", 1))
+        topo.fail_mode = str(doc.get("fail_mode", "open"))
     return topo
 
 
@@ -45,6 +48,11 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
        mode: str = typer.Option("direct", help="Router-engine links: direct (veths) or vlan (802.1Q)."),
        dataplane: str = typer.Option("auto", help="Engines' data path: auto (TC eBPF if it loads), "
                                      "bpf, python."),
+       engines_per_router: int = typer.Option(
+           1, "--engines-per-router", min=1, max=4,
+           help="Engines of router A; 2+ runs BFD (FRR bfdd) between every engine and its router."),
+       fail_mode: str = typer.Option("open", "--fail-mode",
+                                     help="All engines of a router down: open (forward normally) or closed."),
        as_json: bool = JsonOpt,
        ) -> None:
     """Build the lab and start snmpd, receivers and both engines (waits for their first sync)."""
@@ -55,16 +63,20 @@ def up(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt,
     topo = _topo(prefix, state_dir, workers)
     if dataplane not in ("auto", "bpf", "python"):
         raise typer.BadParameter(f"{dataplane!r}: use auto, bpf or python", param_hint="--dataplane")
+    if fail_mode not in ("open", "closed"):
+        raise typer.BadParameter(f"{fail_mode!r}: use open or closed", param_hint="--fail-mode")
     topo.workers = workers
     topo.mode = mode
     topo.dataplane = dataplane
+    topo.engines_per_router = engines_per_router
+    topo.fail_mode = fail_mode
     try:
         with _quiet_if(as_json):
             build.up(topo)
     except LabError as exc:
         raise clikit.fail(f"lab up failed: {exc}", clikit.EXIT_FAILED, as_json) from exc
     engines: dict[str, Any] = {}
-    for r in ("a", "b"):
+    for r in topo.engines:
         st = build.read_status(topo, r) or {}
         sync = st.get("sync") or {}
         engines[r] = {"namespace": topo.engine_ns(r), "config": str(topo.config_path(r)),
@@ -119,7 +131,7 @@ def status(prefix: str = PrefixOpt, state_dir: Path | None = StateOpt, as_json: 
         engine_api.token(topo)
     except LabError as exc:
         raise clikit.fail(str(exc), clikit.EXIT_UNREACHABLE, as_json) from None
-    for r in ("a", "b"):
+    for r in topo.engines:
         st, err = engine_api.status_or_error(topo, r)
         out[r] = st if st is not None else {"error": f"API of engine {r} not answering: {err}"}
     typer.echo(json.dumps(out, indent=1, default=str))

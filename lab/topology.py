@@ -55,10 +55,16 @@ class Router:
     name: str                     # "a" / "b"
     interfaces: tuple[str, ...]   # its "real" interfaces (what SNMP reports and routes use)
 
-    def engine_link(self, k: int) -> tuple[str, str, str, str]:
-        """(router ifname, engine ifname, router addr, engine addr) of the link for interface k."""
-        net = f"2001:db8:e{self.name}{k}::"
-        return f"eng{k}", f"to-{self.interfaces[k]}", f"{net}1", f"{net}2"
+    def engine_link(self, k: int, e: int = 0) -> tuple[str, str, str, str]:
+        """(router ifname, engine ifname, router addr, engine addr) of engine ``e``'s link for
+        interface k (engine 0: ``eng<k>`` in 2001:db8:e<r><k>::/64; engine 1: ``eng<k>b`` in
+        2001:db8:e<r><k>:1::/64, ...)."""
+        net = f"2001:db8:e{self.name}{k}::" if e == 0 else f"2001:db8:e{self.name}{k}:{e}::"
+        suffix = "" if e == 0 else "abcdefgh"[e]
+        return f"eng{k}{suffix}", f"to-{self.interfaces[k]}", f"{net}1", f"{net}2"
+
+    def engine_subnet(self, k: int, e: int = 0) -> str:
+        return f"2001:db8:e{self.name}{k}::/64" if e == 0 else f"2001:db8:e{self.name}{k}:{e}::/64"
 
     @property
     def snmp_addr(self) -> str:
@@ -85,6 +91,14 @@ class Topology:
     start_timeout: float = 30.0   # per daemon start (slow under QEMU TCG: raise it there)
     mode: str = "direct"          # "direct" (veth per link) or "vlan" (802.1Q on one trunk)
     dataplane: str = "auto"       # engines' [dataplane] mode: auto (the TC eBPF path), bpf, python
+    # Engines of router A (router B keeps one).  More than one turns on engine pairs: every
+    # engine runs BFD ([ha]) with its router, whose bfdd + lab.bfdroute pick the divert next hop.
+    engines_per_router: int = 1
+    bfd_tx_ms: int = 100
+    bfd_multiplier: int = 3
+    ha_hold_down: float = 1.0
+    ha_drain_time: float = 1.0
+    fail_mode: str = "open"       # all engines down: "open" (forward normally) or "closed" (drop)
     vlan_base: int = 100
 
     sender: Host = Host("snd", "a", "2001:db8:a0::", "ra-snd", None)
@@ -121,11 +135,32 @@ class Topology:
         return self.ns(f"r{r}")
 
     def engine_ns(self, r: str) -> str:
+        """Engine ``r``'s namespace (engine ids: "a", "a2", ... and "b")."""
         return self.ns(f"e{r}")
 
     def link_mtu(self, router_if: str) -> int:
         """The MTU of a router interface's links (host link and engine link alike)."""
         return self.small_mtu if router_if == self.mtu_host.router_if else self.mtu
+    @property
+    def ha(self) -> bool:
+        return self.engines_per_router > 1
+
+    @property
+    def engines(self) -> list[str]:
+        """Engine ids: router A's ("a", "a2", ...) then router B's ("b")."""
+        return ["a", *(f"a{i}" for i in range(2, self.engines_per_router + 1)), "b"]
+
+    def router_engines(self, r: str) -> list[str]:
+        return [e for e in self.engines if e[0] == r]
+
+    @staticmethod
+    def engine_router(e: str) -> str:
+        return e[0]
+
+    @staticmethod
+    def engine_index(e: str) -> int:
+        """0 for "a"/"b", 1 for "a2", ..."""
+        return 0 if len(e) == 1 else int(e[1:]) - 1
 
     def host(self, name: str) -> Host:
         for h in (self.sender, *self.receivers, self.mtu_host):
@@ -135,7 +170,7 @@ class Topology:
 
     def all_namespaces(self) -> list[str]:
         return [self.ns("snd"), *(self.ns(h.name) for h in self.receivers), self.ns(self.mtu_host.name),
-                self.router_ns("a"), self.router_ns("b"), self.engine_ns("a"), self.engine_ns("b")]
+                self.router_ns("a"), self.router_ns("b"), *(self.engine_ns(e) for e in self.engines)]
 
     def receiver_log(self, host: str) -> Path:
         return self.state_dir / f"recv-{host}.jsonl"
@@ -187,16 +222,28 @@ class Topology:
 
     def divert_ruleset(self, r: str) -> str:
         """nftables + policy routing that reproduce the router's XCAST divert."""
-        engine_ifs = ", ".join(f'"{self.routers[r].engine_link(k)[0]}"'
+        engine_ifs = ", ".join(f'"{self.routers[r].engine_link(k, self.engine_index(e))[0]}"'
+                               for e in self.router_engines(r)
                                for k in range(len(self.routers[r].interfaces)))
         return (
-            f"table inet {self.prefix.replace('-', '_')}divert {{\n"
+            f"table inet {self.divert_table_name} {{\n"
+            "  counter failopen { }\n"
             "  chain prerouting {\n"
             "    type filter hook prerouting priority mangle; policy accept;\n"
             f"    iifname != {{ {engine_ifs} }} ip6 dscp 23 counter meta mark set {DIVERT_MARK:#x}\n"
             "  }\n"
+            # what the router forwards itself although it was to be diverted: no engine is up
+            # and the divert failed open (counted, so the lab can see fail-open happen)
+            "  chain forward {\n"
+            "    type filter hook forward priority filter; policy accept;\n"
+            f"    meta mark {DIVERT_MARK:#x} oifname != {{ {engine_ifs} }} counter name failopen\n"
+            "  }\n"
             "}\n"
         )
+
+    @property
+    def divert_table_name(self) -> str:
+        return f"{self.prefix.replace('-', '_')}divert"
 
     def engine_guard_ruleset(self) -> str:
         """In the engine ns: the kernel must not route/answer diverted packets (AF_PACKET has them)."""

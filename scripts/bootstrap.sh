@@ -10,7 +10,7 @@ APT_PACKAGES=(
   iproute2 nftables snmpd snmp tshark tcpdump ethtool kmod
   qemu-system-x86 linux-image-amd64 busybox-static
   libyang2-tools libyuma-base openssh-client debootstrap systemd systemd-container
-  prometheus groff-base
+  prometheus groff-base frr
 )
 # The TC eBPF fast path ([dataplane] mode auto|bpf): clang builds it, libbpf loads it; trafgen
 # (netsniff-ng) is the lab benchmark's load generator, bpftool the operator's inspection tool.
@@ -44,9 +44,9 @@ if [ "${#kmissing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${kmissing[@]}" >/dev/null \
     || echo "bootstrap: some of ${kmissing[*]} could not be installed; [dataplane] mode = \"auto\" will use the Python path" >&2
 fi
-# Debian enables snmpd on install (the lab and tests start their own agents in namespaces) and
-# prometheus too; the metrics tests run their own server on a private port.
-for unit in snmpd prometheus; do
+# Debian enables snmpd, prometheus and FRR on install; the lab and the tests start their own
+# (agents in namespaces, a metrics server on a private port, bfdd with private sockets).
+for unit in snmpd prometheus frr; do
   if systemctl is-active --quiet "$unit" 2>/dev/null; then systemctl stop "$unit" || true; fi
 done
 

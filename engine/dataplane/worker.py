@@ -182,7 +182,11 @@ class Worker:
         self.arrival: EngineLink | None = None   # the engine link of the frames being processed
         self.set_links(links)
         self.stopping = False
-        self.parent_pid = os.getppid()     # checked in run(): a worker never outlives its daemon
+        # The daemon that forked us: when it dies (kill -9 included) we must stop too.  The
+        # control pipe does not tell -- every forked process holds copies of both its ends --
+        # and a worker that outlives its daemon forwards from a frozen table and, once the
+        # engine is restarted, shares the links' packets with the new workers (issue 16).
+        self.parent_pid = os.getppid()
 
     def set_links(self, links: LinkMap) -> None:
         self.links = links
@@ -446,9 +450,8 @@ class Worker:
                 if now >= next_stats:     # overload drops happen in the kernel: fetch its count
                     next_stats = now + 0.5
                     if os.getppid() != self.parent_pid:
-                        # The daemon died without stopping us (kill -9, OOM): a worker left
-                        # behind would keep forwarding beside its replacement (duplicates).
-                        log.error("worker %d: the daemon is gone, stopping", self.spec.index)
+                        log.error("worker %d: the engine daemon (pid %d) is gone: stopping",
+                                  self.spec.index, self.parent_pid)
                         break
                     for s in self.rx:
                         lost = afpacket.queue_drops(s)

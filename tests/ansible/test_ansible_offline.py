@@ -18,7 +18,7 @@ import pytest
 ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
 GOLDEN = ANSIBLE_DIR / "golden" / "example"
 BIN = Path(sys.executable).parent
-PLAYBOOKS = ["site.yml", "engine.yml", "routers.yml", "render.yml"]
+PLAYBOOKS = ["site.yml", "engine.yml", "routers.yml", "render.yml", "upgrade.yml"]
 INVENTORIES = ["inventories/example/hosts.yml", "inventories/lab/hosts.yml"]
 
 

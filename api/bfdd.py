@@ -1,0 +1,261 @@
+"""FRR's bfdd (RFC 5880/5881, single hop IPv6) run for the engine: start, admin state, watch.
+
+How it runs, and why:
+
+* The daemon starts its own ``bfdd`` (Debian's ``frr`` package) with a configuration it writes,
+  its vty socket and its control socket in ``<state_dir>/bfd`` (``--vty_socket``, ``--bfdctl``),
+  so it never touches a host FRR.  bfdd needs no zebra for single-hop sessions named by
+  ``peer X local-address Y`` (checked with FRR 8.4; ``interface IFNAME`` would need zebra).
+* bfdd must die with the engine: a BFD session that a surviving bfdd keeps up for a dead
+  engine is exactly the black hole BFD is there to prevent.  PR_SET_PDEATHSIG does not survive
+  bfdd dropping privileges to the ``frr`` user (the kernel clears it on a credential change), so
+  bfdd is started under :mod:`api.bfdguard`, which watches the engine through a pidfd and
+  SIGKILLs bfdd the moment the engine is gone -- kill -9 included.  The router then sees the
+  session time out (detection time, e.g. 3 x 100 ms) and moves the traffic.
+* Admin state: ``vtysh --vty_socket DIR`` ``bfd / peer ... / [no] shutdown`` (a planned change
+  reaches the router at once as State AdminDown, RFC 5880 6.8.16).
+* Session state: bfdd's control socket (``bfdctl.h``: a 8-byte header -- length, id, type,
+  version -- and JSON), subscribed with BMT_NOTIFY / BCM_NOTIFY_PEER_STATE: one JSON object per
+  state change, no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import logging
+import os
+import pwd
+import signal
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("xcast6.bfd")
+
+# bfdctl.h
+_HDR = struct.Struct("!IHBB")        # bcm_length (payload), bcm_id, bcm_type, bcm_ver
+BMT_RESPONSE = 1
+BMT_NOTIFY = 4
+BMV_VERSION_1 = 1
+BCM_NOTIFY_PEER_STATE = 1
+DIAGNOSTICS = {0: "ok", 1: "control detection time expired", 2: "echo function failed",
+               3: "neighbor signaled session down", 4: "forwarding plane reset", 5: "path down",
+               6: "concatenated path down", 7: "administratively down",
+               8: "reverse concatenated path down"}
+
+
+class BfddError(OSError):
+    """bfdd could not be started or driven (an OSError: the daemon exits 1 with the message)."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One single-hop session: the router's address and the engine's on the divert link."""
+
+    link: str
+    peer: str        # the router's address on the link
+    local: str       # the engine's address on the link
+
+    def cli(self) -> str:
+        return f"peer {self.peer} local-address {self.local}"
+
+
+def render_config(peers: list[Peer], tx_ms: int, rx_ms: int, multiplier: int) -> str:
+    """bfdd.conf: every session starts administratively down (the engine is not ready yet)."""
+    lines = ["! written by xcast6-engine: sessions follow the engine's health", "bfd"]
+    for p in peers:
+        lines += [f" {p.cli()}", f"  transmit-interval {tx_ms}", f"  receive-interval {rx_ms}",
+                  f"  detect-multiplier {multiplier}", "  shutdown", " exit", " !"]
+    lines += ["exit", "!", ""]
+    return "\n".join(lines)
+
+
+def frame(payload: bytes, msg_type: int, msg_id: int = 1) -> bytes:
+    """One control-socket message."""
+    return _HDR.pack(len(payload), msg_id, msg_type, BMV_VERSION_1) + payload
+
+
+def subscribe_message() -> bytes:
+    """BMT_NOTIFY with BCM_NOTIFY_PEER_STATE: bfdd copies the 8 flag bytes as they are (host
+    byte order), answers ``{"status":"ok"}`` and sends every session's state, then each change."""
+    return frame(struct.pack("=Q", BCM_NOTIFY_PEER_STATE), BMT_NOTIFY)
+
+
+def split_frames(buf: bytes) -> tuple[list[tuple[int, dict[str, Any]]], bytes]:
+    """Complete messages in ``buf`` as (type, JSON object), and the incomplete rest."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    while len(buf) >= _HDR.size:
+        length, _mid, mtype, _ver = _HDR.unpack_from(buf)
+        if len(buf) < _HDR.size + length:
+            break
+        body = buf[_HDR.size:_HDR.size + length]
+        buf = buf[_HDR.size + length:]
+        try:
+            doc = json.loads(body.decode("utf-8", "replace"))
+        except ValueError:
+            log.warning("bfdd control socket: unreadable message %r", body[:80])
+            continue
+        if isinstance(doc, dict):
+            out.append((mtype, doc))
+    return out, buf
+
+
+# What FRR 8.4's bfdd asks for at start-up (privs_init: "Wanted caps: cap_net_bind_service,
+# cap_net_raw,cap_sys_admin"); run by a non-root engine it can only keep what the engine has.
+BFDD_CAPS = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21}
+
+
+def missing_caps(status: str | None = None) -> list[str]:
+    """The capabilities bfdd needs that this process cannot pass on (its effective set)."""
+    if status is None:
+        status = Path("/proc/self/status").read_text()
+    eff = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")), 0)
+    return [name for name, bit in BFDD_CAPS.items() if not eff >> bit & 1]
+
+
+def _frr_ids() -> tuple[int, int] | None:
+    try:
+        return pwd.getpwnam("frr").pw_uid, grp.getgrnam("frr").gr_gid
+    except KeyError:
+        return None
+
+
+class Bfdd:
+    """One bfdd for the engine's sessions.  ``await start()``, ``set_admin()``, ``await stop()``."""
+
+    def __init__(self, run_dir: Path, peers: list[Peer], *, bfdd: Path, vtysh: Path, tx_ms: int,
+                 rx_ms: int, multiplier: int,
+                 on_state: Callable[[Peer, str, dict[str, Any]], None], external: bool = False) -> None:
+        self.run_dir = run_dir
+        self.external = external
+        self.peers = peers
+        self.bfdd = bfdd
+        self.vtysh = vtysh
+        self.timers = (tx_ms, rx_ms, multiplier)
+        self.on_state = on_state
+        self.proc: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._by_addr = {(p.peer, p.local): p for p in peers}
+
+    @property
+    def ctl_path(self) -> Path:
+        return self.run_dir / "bfdd.sock"
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Write the config, start bfdd under the guard, wait for its sockets, subscribe
+        (external: only wait for the sockets of the bfdd someone else runs, and subscribe)."""
+        if self.external:
+            await self._attach(timeout)
+            return
+        if not self.bfdd.exists():
+            raise BfddError(f"ha.bfdd: {self.bfdd} not found (Debian: apt-get install frr)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("bfdd.sock", "bfdd.vty", "bfdd.pid"):
+            (self.run_dir / stale).unlink(missing_ok=True)
+        conf = self.run_dir / "bfdd.conf"
+        conf.write_text(render_config(self.peers, *self.timers))
+        cmd = [str(self.bfdd), "-f", str(conf), "--vty_socket", str(self.run_dir),
+               "--bfdctl", str(self.ctl_path), "-i", str(self.run_dir / "bfdd.pid"),
+               "-z", str(self.run_dir / "zserv.api"), "--log", "stdout", "--log-level", "notifications"]
+        if os.geteuid() == 0:
+            # bfdd drops to the frr user: it must be able to create its sockets here
+            ids = _frr_ids()
+            if ids is not None:
+                os.chown(self.run_dir, *ids)
+                os.chown(conf, *ids)
+        else:
+            # run as ourselves (the unit's user must be in the frrvty group; see README)
+            missing = missing_caps()
+            if missing:
+                raise BfddError(f"[ha]: bfdd run by a non-root engine needs {', '.join(missing)} as well "
+                                "(FRR's bfdd asks for CAP_NET_BIND_SERVICE, CAP_NET_RAW and CAP_SYS_ADMIN "
+                                "at start); the unit does not grant them")
+            cmd += ["-u", pwd.getpwuid(os.geteuid()).pw_name, "-g", grp.getgrgid(os.getegid()).gr_name]
+        guard = [sys.executable, "-m", "api.bfdguard", "--watch", str(os.getpid()), "--", *cmd]
+        self.proc = await asyncio.create_subprocess_exec(
+            *guard, stdin=subprocess.DEVNULL, stdout=None, stderr=None)
+        await self._attach(timeout)
+
+    async def _attach(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not (self.ctl_path.exists() and (self.run_dir / "bfdd.vty").exists()):
+            if self.proc is not None and self.proc.returncode is not None:
+                raise BfddError(f"bfdd exited at start (status {self.proc.returncode}); its log is "
+                                "in the engine's")
+            if loop.time() > deadline:
+                await self.stop()
+                raise BfddError(f"bfdd did not open {self.ctl_path} within {timeout:.0f} s")
+            await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_unix_connection(str(self.ctl_path))
+        writer.write(subscribe_message())
+        await writer.drain()
+        self._watch = loop.create_task(self._read(reader, writer))
+        if self.external:
+            # someone else's bfdd may hold the sessions up from an earlier run of the engine:
+            # down until this run is healthy
+            await self.set_admin(False)
+        log.info("bfdd %s (%s): %s", "attached" if self.external else "started", self.run_dir,
+                 ", ".join(f"{p.link}: {p.local} -> {p.peer}" for p in self.peers))
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buf = b""
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    log.error("bfdd closed its control socket (bfdd gone?)")
+                    return
+                msgs, buf = split_frames(buf + data)
+                for mtype, doc in msgs:
+                    if mtype == BMT_NOTIFY and doc.get("op") == "status":
+                        key = (str(doc.get("peer-address")), str(doc.get("local-address")))
+                        peer = self._by_addr.get(key)
+                        if peer is not None:
+                            self.on_state(peer, str(doc.get("state", "unknown")), doc)
+                    elif mtype == BMT_RESPONSE and doc.get("status") != "ok":
+                        log.error("bfdd refused the notification subscription: %s", doc)
+        finally:
+            writer.close()
+
+    async def set_admin(self, up: bool) -> None:
+        """All sessions administratively up (``no shutdown``) or down (``shutdown``)."""
+        args = [str(self.vtysh), "--vty_socket", str(self.run_dir), "-c", "configure terminal", "-c", "bfd"]
+        for p in self.peers:
+            args += ["-c", p.cli(), "-c", "no shutdown" if up else "shutdown", "-c", "exit"]
+        proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        text = out.decode(errors="replace").strip()
+        if proc.returncode != 0 or "%" in text:
+            raise BfddError(f"vtysh {'no shutdown' if up else 'shutdown'} failed "
+                            f"(status {proc.returncode}): {text[:300]}")
+
+    def alive(self) -> bool:
+        if self.external:       # its control socket still answers
+            return self._watch is not None and not self._watch.done()
+        return self.proc is not None and self.proc.returncode is None
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop bfdd (the guard forwards SIGTERM and reaps it)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
