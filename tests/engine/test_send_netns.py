@@ -115,7 +115,7 @@ def test_send_xou_on_the_wire(netns: str) -> None:
 def test_send_unreachable_is_one_line(netns: str) -> None:
     res = sh(netns, PY, "-m", "api.main", "send", "2001:db8:99::1", check=False)
     assert res.returncode == 1
-    assert res.stderr.strip().startswith("error: ") and "2001:db8:99::1" in res.stderr
+    assert res.stderr.strip().startswith("xcast6-engine: ") and "2001:db8:99::1" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 

@@ -59,6 +59,9 @@ class Prometheus:
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [{
                 "job_name": "xcast6-engine",
+                # the lab's engines serve their API over TLS (issue 20), signed by the lab CA
+                "scheme": "https",
+                "tls_config": {"ca_file": str(topo.api_ca_path), "min_version": "TLS12"},
                 "authorization": {"type": "Bearer", "credentials_file": str(topo.api_token_path)},
                 "static_configs": [{"targets": [f"127.0.0.1:{API_PORT}"], "labels": {"engine": r}}],
             }],
