@@ -410,6 +410,11 @@ class KernelPath:
             path = obj_path or build()
         except BuildError as e:
             raise KernelPathError(str(e)) from e
+        except OSError as e:
+            # an install the service user may not write (the Ansible role builds it as root)
+            raise KernelPathError(
+                f"the TC program is not built for this install and cannot be built here ({e.strerror}: "
+                f"{e.filename}); run 'python -m engine.dataplane.kernel.build' as root") from e
         return cls(Program(path), pin_dir)
 
     # -- maps -------------------------------------------------------------------------------
