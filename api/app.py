@@ -249,6 +249,7 @@ def create_app(view: EngineView, token: Keyring | str | None, diff_min_interval:
                 configured=view.workers.configured(),
                 running=sum(1 for w in ws if w.state == "running"),
                 restarts=sum(w.restarts for w in ws),
+                data_path=view.workers.data_path(),
             ),
             links=len(view.links.links()),
             link_mode=view.links.mode(),

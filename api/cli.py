@@ -102,6 +102,8 @@ def status(
             ],
             ["links", f"{s['links']} ({s['link_mode']})"],
         ]
+        if s["workers"].get("data_path"):
+            rows.append(["data path", s["workers"]["data_path"]])
         ha = s.get("ha")
         if ha:   # engine pairs: what the router sees of this engine
             state = "draining" if ha["draining"] else f"admin {ha['admin']}"

@@ -161,6 +161,8 @@ class WorkersSummary(BaseModel):
     configured: int
     running: int
     restarts: int
+    data_path: str = Field("", description="which data path runs and why: the TC eBPF program on the "
+                           "ingress links, or the Python workers alone ([dataplane] mode and the reason)")
 
 
 class StatusOut(BaseModel):

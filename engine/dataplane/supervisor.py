@@ -214,6 +214,11 @@ class WorkerSupervisor:
         """How many workers are configured."""
         return len(self._info)
 
+    def data_path(self) -> str:
+        """Which data path runs and why (the TC eBPF program, or the Python workers alone and the
+        reason); "" when no workers are configured."""
+        return "" if self.pool is None else self.pool.data_path
+
     def workers(self) -> list[WorkerInfo]:
         """Every worker, with fresh resource figures for the running ones."""
         for i, info in enumerate(self._info):

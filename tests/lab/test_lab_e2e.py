@@ -322,6 +322,9 @@ def test_data_path_is_the_tc_program_and_says_so(e2e_lab: Topology) -> None:
         log = (e2e_lab.state_dir / f"engine-{r}.log").read_text(errors="replace")
         said = [ln for ln in log.splitlines() if "data path:" in ln]
         assert said and "TC eBPF on" in said[-1], said[-1:] or log[-2000:]
+        # /status says it too
+        st = engine_api.request(e2e_lab, r, "GET", "/status").json()
+        assert "TC eBPF on" in st["workers"]["data_path"], st["workers"]
     c0 = counters(e2e_lab)
     reset_logs(e2e_lab)
     send_xcast(e2e_lab, receivers(e2e_lab), payloads("tc", 3))
