@@ -329,14 +329,14 @@ def lab_pki(topo: Topology) -> None:
 
     ca = topo.api_ca_path
     if ca.exists() and time.time() - ca.stat().st_mtime < 86400 and all(
-            topo.api_cert_path(r).exists() for r in topo.routers):
+            topo.api_cert_path(e).exists() for e in topo.engines):
         return
     topo.state_dir.mkdir(parents=True, exist_ok=True)
     made = make_ca(topo.state_dir, "api-ca")
-    for r in topo.routers:
-        topo.engine_dir(r).mkdir(parents=True, exist_ok=True)
-        cert = issue(made, topo.engine_dir(r), "api", hosts=("127.0.0.1", "::1", "localhost"))
-        assert (cert.cert, cert.key) == (topo.api_cert_path(r), topo.api_key_path(r))
+    for e in topo.engines:     # every engine, engine pairs included (a, a2, ..., b)
+        topo.engine_dir(e).mkdir(parents=True, exist_ok=True)
+        cert = issue(made, topo.engine_dir(e), "api", hosts=("127.0.0.1", "::1", "localhost"))
+        assert (cert.cert, cert.key) == (topo.api_cert_path(e), topo.api_key_path(e))
 
 
 def start_engine(topo: Topology, r: str) -> None:

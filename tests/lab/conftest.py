@@ -34,7 +34,8 @@ with contextlib.suppress(ImportError):
 
 # Modules the vlan lab uses; the guest does not autoload modules, so they are loaded up front.
 # sch_ingress + cls_bpf: the engines' TC eBPF fast path ([dataplane] mode auto) in the guest too
-VLAN_LAB_MODULES = ("8021q", "veth", "nfnetlink", "nf_tables", "nft_chain_nat", "sch_ingress", "cls_bpf")
+VLAN_LAB_MODULES = ("8021q", "veth", "nfnetlink", "nf_tables", "nft_chain_nat", "nft_objref", "nft_counter",
+                    "sch_ingress", "cls_bpf")
 
 
 @contextlib.contextmanager
@@ -57,6 +58,17 @@ def lab() -> Iterator[Topology]:
 
 
 @pytest.fixture(scope="session")
+def python_lab() -> Iterator[Topology]:
+    """The direct-mode lab with ``[dataplane] mode = "python"``: the Python workers alone, the path
+    every packet took before the TC program and the one ``auto`` falls back to."""
+    prefix = f"xlp{os.getpid() % 10000}-"
+    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5,
+                    dataplane="python")
+    with _built(topo):
+        yield topo
+
+
+@pytest.fixture(scope="session")
 def vlan_lab() -> Iterator[Topology]:
     """The same lab in ``vlan`` mode (802.1Q subinterfaces on one veth trunk per router).
 
@@ -74,12 +86,16 @@ def vlan_lab() -> Iterator[Topology]:
         yield topo
 
 
-@pytest.fixture(scope="session", params=["direct", pytest.param("vlan", marks=pytest.mark.vm)])
+@pytest.fixture(scope="session",
+                params=["direct", "direct-python", pytest.param("vlan", marks=pytest.mark.vm)])
 def e2e_lab(request: pytest.FixtureRequest) -> Topology:
-    """The lab in each link mode: ``direct`` on the host, ``vlan`` inside the QEMU guest.
+    """The lab in each link mode: ``direct`` on the host, ``vlan`` inside the QEMU guest, both with
+    the default data path (auto: the TC program); ``direct-python`` runs the same tests through the
+    Python workers alone ([dataplane] mode = "python").
 
     Resolved lazily (``getfixturevalue``) so the guest, which runs only the vlan cases, never
     builds the direct lab, and the host never tries to build the vlan lab.
     """
-    topo: Topology = request.getfixturevalue("lab" if request.param == "direct" else "vlan_lab")
+    name = {"direct": "lab", "direct-python": "python_lab", "vlan": "vlan_lab"}[request.param]
+    topo: Topology = request.getfixturevalue(name)
     return topo
