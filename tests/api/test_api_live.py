@@ -37,7 +37,7 @@ def test_status_routes_lookup_interfaces_stats_metrics(daemon: Daemon, router: R
         assert st["sync"]["state"] == "idle" and st["sync"]["last_error"] is None
         # 20 via-gateway /48s + the ECMP /48 + two connected /64s
         assert st["sync"]["route_count"] == 23
-        assert st["workers"] == {"configured": 0, "running": 0, "restarts": 0}
+        assert st["workers"] == {"configured": 0, "running": 0, "restarts": 0, "data_path": ""}
         assert (st["links"], st["link_mode"]) == (1, "direct")
 
         page = c.get("/routes", params={"limit": 5}).json()
