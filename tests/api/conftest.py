@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -348,3 +349,8 @@ def stop_snmpd(lab: SnmpRouter) -> None:
     """Stop snmpd and remove its veth (the router namespace stays)."""
     lab.snmpd.stop()
     sh("ip", "link", "del", lab.host_if, check=False)
+
+
+def workers_summary(status: dict[str, Any]) -> dict[str, Any]:
+    """/status ``workers`` without ``data_path`` (what runs and why: checked on its own)."""
+    return {k: v for k, v in status["workers"].items() if k != "data_path"}

@@ -20,14 +20,17 @@ from typing import Any
 import pytest
 
 from engine.dataplane.cpuidle import qos_path, state_file
-from tests.api.conftest import free_port, router_namespace, sh, start_daemon, wait_for, write_config
+from tests.api.conftest import (
+    free_port,
+    router_namespace,
+    sh,
+    start_daemon,
+    wait_for,
+    workers_summary,
+    write_config,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
-
-
-def _summary(st: dict[str, Any]) -> dict[str, Any]:
-    """/status workers without data_path (what runs and why: checked on its own)."""
-    return {k: v for k, v in st["workers"].items() if k != "data_path"}
 
 
 def _ingress_skmem(pid: int) -> str:
@@ -73,7 +76,7 @@ def test_daemon_supervises_the_worker_pool() -> None:
     cpus = sorted(os.sched_getaffinity(0))[::-1]      # worker i pinned to cpus[i % len]
     with _pool_daemon(f"count = 2\ncpus = {cpus}\nrx_buffer_kb = 256") as d, d.client() as c:
         st = c.get("/status").json()
-        assert _summary(st) == {"configured": 2, "running": 2, "restarts": 0}, d.logs()
+        assert workers_summary(st) == {"configured": 2, "running": 2, "restarts": 0}, d.logs()
         assert st["workers"]["data_path"].startswith("data path: "), st["workers"]
         stats = c.get("/stats").json()
         assert "received" in stats["counters"] and "drop.no_route" in stats["counters"]
@@ -89,7 +92,7 @@ def test_daemon_supervises_the_worker_pool() -> None:
         assert wait_for(lambda: c.get("/readyz").status_code == 503, 5)
         assert wait_for(lambda: c.get("/readyz").status_code == 200, 15), d.logs()
         st = c.get("/status").json()
-        assert _summary(st) == {"configured": 2, "running": 2, "restarts": 1}
+        assert workers_summary(st) == {"configured": 2, "running": 2, "restarts": 1}
         assert st["sync"]["generation"] == gen and st["sync"]["route_count"] == 23
         w1 = c.get("/stats").json()["workers"][1]
         assert w1["pid"] != pid and w1["last_exit"] == "signal SIGKILL" and w1["rss_bytes"] > 0

@@ -14,7 +14,6 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -29,15 +28,11 @@ from tests.api.conftest import (
     free_port,
     router_namespace,
     wait_for,
+    workers_summary,
     write_config,
 )
 
 pytestmark = [pytest.mark.root]
-
-
-def _summary(st: dict[str, Any]) -> dict[str, Any]:
-    """/status workers without data_path (what runs and why: checked on its own)."""
-    return {k: v for k, v in st["workers"].items() if k != "data_path"}
 
 
 @pytest.fixture
@@ -126,7 +121,7 @@ def test_daemon_restarts_crashed_worker_without_losing_the_table() -> None:
         try:
             c = httpx.Client(base_url=d.url, headers={"Authorization": f"Bearer {TOKEN}"}, trust_env=False)
             st = c.get("/status").json()
-            assert _summary(st) == {"configured": 2, "running": 2, "restarts": 0}
+            assert workers_summary(st) == {"configured": 2, "running": 2, "restarts": 0}
             gen, routes = st["sync"]["generation"], st["sync"]["route_count"]
             pid = c.get("/stats").json()["workers"][0]["pid"]
             os.kill(pid, signal.SIGKILL)
@@ -135,7 +130,7 @@ def test_daemon_restarts_crashed_worker_without_losing_the_table() -> None:
             assert c.get("/routes/lookup", params={"dst": "2001:db8:1001::1"}).status_code == 200
             assert wait_for(lambda: c.get("/readyz").status_code == 200, 10)
             st = c.get("/status").json()
-            assert _summary(st) == {"configured": 2, "running": 2, "restarts": 1}
+            assert workers_summary(st) == {"configured": 2, "running": 2, "restarts": 1}
             assert (st["sync"]["generation"], st["sync"]["route_count"]) == (gen, routes)
             m = c.get("/metrics").text
             assert 'xcast6_worker_restarts_total{worker="0"} 1' in m and 'xcast6_worker_up{worker="1"} 1' in m
