@@ -39,7 +39,8 @@ VLAN_LAB_MODULES = ("8021q", "veth", "nfnetlink", "nf_tables", "nft_chain_nat", 
 
 
 @contextlib.contextmanager
-def _built(topo: Topology) -> Iterator[Topology]:
+def built_lab(topo: Topology) -> Iterator[Topology]:
+    """The lab brought up fresh (anything left by an earlier run removed first), down afterwards."""
     build.down(topo)
     build.up(topo)
     try:
@@ -53,7 +54,7 @@ def lab() -> Iterator[Topology]:
     """The direct-mode lab with both engine daemons ready, shared by the e2e and API tests."""
     # Per-run namespace prefix: two test runs on one box (or a demo lab) never share namespaces.
     prefix = f"xlt{os.getpid() % 10000}-"
-    with _built(Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5)) as topo:
+    with built_lab(Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5)) as topo:
         yield topo
 
 
@@ -64,7 +65,7 @@ def python_lab() -> Iterator[Topology]:
     prefix = f"xlp{os.getpid() % 10000}-"
     topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5,
                     dataplane="python")
-    with _built(topo):
+    with built_lab(topo):
         yield topo
 
 
@@ -82,7 +83,7 @@ def vlan_lab() -> Iterator[Topology]:
                     "(tests/vm, XCAST6_IN_VM=1 inside the guest)")
     topo = Topology(prefix="xlv-", state_dir=Path(f"/tmp/xlv-lab-{os.getpid()}"), mode="vlan",
                     poll_interval=0.5, start_timeout=180)
-    with _built(topo):
+    with built_lab(topo):
         yield topo
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from lab import build, engine_api, failover
 from lab.topology import Topology
+from tests.lab.conftest import built_lab
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
@@ -27,12 +28,8 @@ def ha_lab() -> Iterator[Topology]:
     prefix = f"xha{os.getpid() % 1000}-"
     topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5,
                     engines_per_router=2, ha_hold_down=1.0, ha_drain_time=1.0)
-    build.down(topo)
-    build.up(topo)
-    try:
+    with built_lab(topo):
         yield topo
-    finally:
-        build.down(topo)
 
 
 def addr(topo: Topology, e: str) -> str:
