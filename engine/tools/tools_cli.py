@@ -408,9 +408,19 @@ def _send_cmd(
 
 
 # ------------------------------------------------------------------------------------ OAM
-def _oam_setup(destinations: list[str], source: str | None, interface: str | None,
+def _oam_setup(destinations: list[str], source: str | None, interface: str | None, as_json: bool,
                ) -> tuple[Any, list[bytes], dict[bytes, str]]:
-    """Resolve destinations and open the raw sockets (SendError on any problem)."""
+    """Resolve destinations and open the raw sockets; any problem ends the command (exit 1)."""
+    from engine.tools.xcast_send import SendError
+
+    try:
+        return _oam_open(destinations, source, interface)
+    except SendError as exc:
+        raise clikit.fail(str(exc), clikit.EXIT_FAILED, as_json) from None
+
+
+def _oam_open(destinations: list[str], source: str | None, interface: str | None,
+              ) -> tuple[Any, list[bytes], dict[bytes, str]]:
     from engine.tools.oam import Prober, RawTransport
     from engine.tools.xcast_send import SendError, pick_source, resolve, resolve_all, split_destinations
 
@@ -443,12 +453,8 @@ def _traceroute_cmd(
 ) -> None:
     """XCAST6 traceroute: UDP probes with growing hop limit; prints the branch tree (needs root)."""
     from engine.tools.oam import render_tree, trace_json, traceroute
-    from engine.tools.xcast_send import SendError
 
-    try:
-        prober, dests, names = _oam_setup(destinations, source, interface)
-    except SendError as exc:
-        raise clikit.fail(str(exc), clikit.EXIT_FAILED, as_json) from None
+    prober, dests, names = _oam_setup(destinations, source, interface, as_json)
     try:
         res = traceroute(prober, dests, max_hops=max_hops, queries=queries, wait=wait)
     except OSError as exc:
@@ -476,12 +482,8 @@ def _ping_cmd(
 ) -> None:
     """XCAST6 ping: one probe per round to all destinations; per-destination loss and RTT (needs root)."""
     from engine.tools.oam import Reply, ping, render_ping, txt
-    from engine.tools.xcast_send import SendError
 
-    try:
-        prober, dests, names = _oam_setup(destinations, source, interface)
-    except SendError as exc:
-        raise clikit.fail(str(exc), clikit.EXIT_FAILED, as_json) from None
+    prober, dests, names = _oam_setup(destinations, source, interface, as_json)
 
     def show(k: int, reps: list[Reply]) -> None:
         got = sorted((r for r in reps if r.kind == "reached"), key=lambda r: dests.index(r.dests[0]))
