@@ -141,7 +141,8 @@ def test_divert_never_on_engine_trunk() -> None:
 
 
 def test_inventory_rejects_divert_on_trunk(tmp_path: Path) -> None:
-    inventory = _edited_example(tmp_path, [("mx1", "router_interface: ge-0/0/1.0", "router_interface: xe-0/1/0.7")])
+    inventory = _edited_example(tmp_path, [("mx1", "router_interface: ge-0/0/1.0",
+                                            "router_interface: xe-0/1/0.7")])
     res = _render_one(inventory, "mx1", tmp_path / "out")
     assert res.returncode != 0
     assert "is on the engine trunk" in res.stdout
@@ -163,7 +164,7 @@ def test_existing_input_filters_are_kept_not_replaced() -> None:
     assert "interface GigabitEthernet0/0/1\n ipv6 policy route-map" not in iosxe
     assert "interface GigabitEthernet0/0/0\n ipv6 policy route-map XCAST6-DIVERT" in iosxe
     iosxr = (GOLDEN / "xr1/router-iosxr.conf").read_text()
-    assert "ipv6 access-list BE1-IN\n 1 permit ipv6 any any dscp 23 nexthop1 ipv6 " in iosxr
+    assert "ipv6 access-list BE1-IN\n 1 permit 41 any any dscp 23 nexthop1 ipv6 " in iosxr
     assert "interface Bundle-Ether1\n ipv6 access-group" not in iosxr
 
 

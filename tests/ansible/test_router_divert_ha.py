@@ -60,12 +60,14 @@ def test_absent_removes_what_present_adds(tmp_path: Path) -> None:
     assert "set interfaces ae0 unit 0 family inet6 filter input-list [ EDGE-PROTECT EDGE-COUNT ]" in absent
 
 
-def test_engine_pairs_refused_where_not_rendered_yet(tmp_path: Path) -> None:
+def test_cisco_engine_pairs_are_rendered_now(tmp_path: Path) -> None:
+    """IOS-XE/IOS-XR pairs (tests/ansible/test_router_divert_cisco.py has the details)."""
     inv = _edited_example(tmp_path, [("xe1", "xcast6_sync:", "xcast6_divert_engines:\n"
                                       "  - address: 2001:db8:200:f100::2\n"
-                                      "  - address: 2001:db8:200:f100::3\nxcast6_sync:")])
+                                      "  - address: 2001:db8:200:f100::3\n"
+                                      "xcast6_ha_mode: active-standby\nxcast6_sync:")])
     res = _render_one(inv, "xe1", tmp_path / "out")
-    assert res.returncode != 0 and "rendered for Junos only so far" in res.stdout
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_review_syntax_slips_fixed(tmp_path: Path) -> None:
