@@ -3,9 +3,11 @@ removal of exactly what it adds, the safe-change task list, and the Junos SNMPv3
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.ansible.test_ansible_offline import ANSIBLE_DIR, _edited_example, _render_one
@@ -55,6 +57,28 @@ def test_iosxe_pair_every_engine_is_a_bfd_tracked_pbr_next_hop(tmp_path: Path) -
     assert " sequence 10 permit 41 any any dscp 23" in lines
     # the second engine polls SNMP too
     assert " sequence 40 permit ipv6 host 2001:db8:200:f200::3 any" in lines
+
+
+PAIR_GOLDEN = ANSIBLE_DIR / "golden/pairs"
+PAIR_CASES = {
+    "xe1": ("xe1", [XE_PAIR]),
+    "xe1-absent": ("xe1", [XE_PAIR, ("xe1", "xcast6_sync:", ABSENT)]),
+    "xr1": ("xr1", [XR_PAIR]),
+    "xr1-absent": ("xr1", [XR_PAIR, ("xr1", "xcast6_sync:", ABSENT)]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PAIR_CASES))
+def test_engine_pair_renders_match_golden(tmp_path: Path, case: str) -> None:
+    """ansible/golden/pairs/<case>/: the example inventory's xe1/xr1 with an engine pair (and its
+    removal), for review. XCAST6_UPDATE_GOLDEN=1 rewrites them."""
+    host, edits = PAIR_CASES[case]
+    text = "\n".join(_render(tmp_path, host, edits)) + "\n"
+    golden = PAIR_GOLDEN / case / ("router-iosxe.conf" if host == "xe1" else "router-iosxr.conf")
+    if os.environ.get("XCAST6_UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()
 
 
 def test_iosxe_single_engine_without_ha_keeps_an_unchecked_next_hop() -> None:
