@@ -261,3 +261,15 @@ def test_junos_sha2_needs_the_explicit_option_and_aes256_is_refused(tmp_path: Pa
     assert [x for x in lines if " authentication-sha512 authentication-password " in x]
     out = _refused(tmp_path / "a", "mx1", [("mx1", "priv_protocol: aes128", "priv_protocol: aes256")])
     assert "no AES-256 privacy statement" in out
+
+
+def test_cisco_aes256_is_the_cisco_key_extension(tmp_path: Path) -> None:
+    """IOS `aes 256` is the Reeder key extension: the engine's aes256c; its aes256 (Blumenthal)
+    would never authenticate against a Cisco router, so the role refuses it there."""
+    v3 = ("xe1", "  snmp:\n    version: 2\n",
+          "  snmp:\n    version: 3\n    user: xcast6\n    auth_protocol: sha\n    priv_protocol: aes256c\n")
+    lines = _render(tmp_path / "c", "xe1", [v3])
+    user = re.compile(r"snmp-server user xcast6 XCAST6 v3 auth sha \S+ priv aes 256 \S+$")
+    assert [x for x in lines if user.match(x)]
+    out = _refused(tmp_path / "b", "xe1", [(v3[0], v3[1], v3[2].replace("aes256c", "aes256"))])
+    assert "aes256c" in out
