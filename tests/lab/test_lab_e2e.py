@@ -201,11 +201,13 @@ def _udp_send(topo: Topology, dst: str, data: bytes, tclass: int = 0) -> None:
         s.close()
 
 
-def test_non_xcast_traffic_untouched(e2e_lab: Topology) -> None:
+@pytest.mark.parametrize("tclass", [0x28, 0x5C], ids=["dscp10", "dscp23"])
+def test_non_xcast_traffic_untouched(e2e_lab: Topology, tclass: int) -> None:
+    """Plain UDP is not diverted, even with the XCAST DSCP: the divert also matches next header 41."""
     reset_logs(e2e_lab)
     before = counters(e2e_lab)
     for h in e2e_lab.receivers:
-        _udp_send(e2e_lab, h.addr, b"plain " + h.name.encode(), tclass=0x28)
+        _udp_send(e2e_lab, h.addr, b"plain " + h.name.encode(), tclass=tclass)
     got = arrivals(e2e_lab, expect=5)
     for h in e2e_lab.receivers:
         recs = got.get(h.addr, [])
