@@ -216,17 +216,29 @@ class _RawReplies:
         return cls.cls
 
 
-def _known_host_state(params: NetconfParams, path: str) -> str:
-    """'mismatch' if ``path`` holds a different key for the host, else 'unknown'."""
+def _pinned_key_types(params: NetconfParams, path: str) -> list[str]:
+    """Key types ``path`` pins for the host (empty: the host is not in the file, or no file)."""
     import paramiko
 
     keys = paramiko.HostKeys()
     try:
         keys.load(path)
     except OSError:
-        return "unknown"
-    names = [params.host, f"[{params.host}]:{params.port}"]
-    return "mismatch" if any(keys.lookup(n) for n in names) else "unknown"
+        return []
+    types: list[str] = []
+    for name in (params.host, f"[{params.host}]:{params.port}"):
+        types += [t for t in (keys.lookup(name) or {}) if t not in types]
+    return types
+
+
+def _known_host_state(params: NetconfParams, path: str) -> str:
+    """'mismatch' if ``path`` holds a different key for the host, else 'unknown'."""
+    return "mismatch" if _pinned_key_types(params, path) else "unknown"
+
+
+# paramiko's words when the client (ncclient offers only the pinned key types of a known host) and
+# the server have no host-key algorithm in common: a pinned host now showing another kind of key.
+_NO_COMMON_HOSTKEY = "no acceptable host key"
 
 
 class _Session:
@@ -317,6 +329,13 @@ class _Session:
                 raise SourceError(
                     f"netconf {p.where}: no SSH/NETCONF handshake within {p.timeout:g} s "
                     "(host hangs, or is not a NETCONF server)", SourceError.UNREACHABLE
+                ) from None
+            pinned = _pinned_key_types(p, known_hosts) if p.hostkey_verify else []
+            if pinned and _NO_COMMON_HOSTKEY in str(exc):
+                raise SourceError(
+                    f"netconf {p.where}: host key MISMATCH: the router shows no key of the type(s) "
+                    f"pinned in {known_hosts} ({', '.join(pinned)}): its key was replaced by another "
+                    "kind, or possible man-in-the-middle; refusing to log in"
                 ) from None
             raise SourceError(
                 f"netconf {p.where}: SSH/NETCONF handshake failed: {_clean(exc, password)}"
