@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -286,20 +287,41 @@ def test_junos_refused_iff_another_group_is_named(groups: list[str], with_ours: 
 
 def _evaluate(tmp_path: Path, platform: str, output: str, links: list[dict[str, Any]],
               extra: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+    """tasks/precheck.yml of a copy of the role whose device read returns ``output`` (as the
+    *_command module would: ``stdout`` is a list with the command's text)."""
+    roles = tmp_path / "roles"
+    if not roles.exists():
+        shutil.copytree(ANSIBLE_DIR / "roles" / "router_divert", roles / "router_divert")
+    read = roles / "router_divert" / "tasks" / f"precheck_read_{platform}.yml"
+    assert read.exists()
+    read.write_text("---\n- name: Recorded output instead of the router\n  ansible.builtin.set_fact:\n"
+                    "    router_divert_precheck_raw: \"{{ {'stdout': [router_divert_recorded]} }}\"\n")
     play = tmp_path / "play.yml"
     hostvars = {"xcast6_platform": platform, "xcast6_links": links,
                 "xcast6_ingress": {"engine_address": "2001:db8:200:f200::2"},
-                "router_divert_precheck_output": output, **(extra or {})}
+                "router_divert_recorded": output, **(extra or {})}
     (tmp_path / "vars.json").write_text(json.dumps(hostvars))
     play.write_text(
         "- hosts: localhost\n  gather_facts: false\n  connection: local\n  vars_files: [vars.json]\n"
         "  tasks:\n    - ansible.builtin.include_role:\n        name: router_divert\n"
-        "        tasks_from: precheck_evaluate.yml\n")
+        "        tasks_from: precheck.yml\n")
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-           "ANSIBLE_ROLES_PATH": str(ANSIBLE_DIR / "roles"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_ROLES_PATH": str(roles), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_LOCAL_TEMP": "/tmp/xcast6-ansible-tmp", "HOME": str(tmp_path)}
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(play)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_each_platform_reads_with_its_own_command_module() -> None:
+    tasks = ANSIBLE_DIR / "roles" / "router_divert" / "tasks"
+    want = {"junos": ("junipernetworks.junos.junos_command",
+                      "show configuration routing-options | display set"),
+            "iosxe": ("cisco.ios.ios_command", "show running-config | section ^route-map"),
+            "iosxr": ("cisco.iosxr.iosxr_command", "show running-config ipv6 access-list")}
+    for platform, (module, command) in want.items():
+        text = (tasks / f"precheck_read_{platform}.yml").read_text()
+        assert f"  {module}:" in text and f"- {command}" in text
+        assert "register: router_divert_precheck_raw" in text
 
 
 def test_tasks_refuse_a_taken_iosxe_sequence(tmp_path: Path) -> None:
