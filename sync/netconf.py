@@ -216,6 +216,46 @@ class _RawReplies:
         return cls.cls
 
 
+_RSA_HOSTKEY_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
+
+
+class _PinnedTypes:
+    """ncclient plumbing: a paramiko Transport whose host-key algorithms read ``ssh-rsa`` as RSA.
+
+    For a host in known_hosts, ncclient offers only the pinned key types, taking them from the
+    known_hosts type field -- ``ssh-rsa`` for an RSA key, which as an algorithm is the SHA-1
+    signature that OpenSSH >= 8.8 servers (and routers built on it) no longer offer: a correctly
+    pinned RSA key then fails with "no acceptable host key".  The restriction is kept (the server
+    must show a pinned kind of key) but RSA also takes the SHA-2 signatures, as paramiko's own
+    ``Transport.connect`` does for an RSA host key.  Found with a real sshd
+    (tests/sync/test_netconf_hostkey_openssh.py).
+    """
+
+    cls: Any = None
+
+    @classmethod
+    def transport_class(cls) -> Any:
+        if cls.cls is None:
+            import paramiko
+
+            class PinnedTypesTransport(paramiko.Transport):
+                @property
+                def _preferred_keys(self) -> tuple[str, ...]:
+                    return self.__dict__.get("_xcast6_keys", paramiko.Transport._preferred_keys)
+
+                @_preferred_keys.setter
+                def _preferred_keys(self, names: Any) -> None:
+                    keys: list[str] = []
+                    for name in names:
+                        for algo in _RSA_HOSTKEY_ALGORITHMS if name == "ssh-rsa" else (name,):
+                            if algo not in keys:
+                                keys.append(algo)
+                    self.__dict__["_xcast6_keys"] = tuple(keys)
+
+            cls.cls = PinnedTypesTransport
+        return cls.cls
+
+
 def _pinned_key_types(params: NetconfParams, path: str) -> list[str]:
     """Key types ``path`` pins for the host (empty: the host is not in the file, or no file)."""
     import paramiko
@@ -273,10 +313,24 @@ class _Session:
                               SourceError.AUTH)
         known_hosts = p.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
 
+        transport_class = _PinnedTypes.transport_class()
+
         class _Ssh(SSHSession):
             def load_known_hosts(self, filename: str | None = None) -> None:
                 # Only the configured file (OpenSSH semantics for UserKnownHostsFile).
                 super().load_known_hosts(filename or known_hosts)
+
+            # ncclient creates a plain paramiko.Transport in connect(); it becomes the subclass
+            # above (no state of its own) before ncclient restricts its host-key algorithms.
+            @property
+            def _transport(self) -> Any:
+                return self.__dict__.get("_xcast6_transport")
+
+            @_transport.setter
+            def _transport(self, value: Any) -> None:
+                if value is not None and type(value) is transport_class.__bases__[0]:
+                    value.__class__ = transport_class
+                self.__dict__["_xcast6_transport"] = value
 
         handler = ncmanager.make_device_handler({"name": "default"})
         session = _Ssh(handler)

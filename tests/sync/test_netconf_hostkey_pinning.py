@@ -72,12 +72,13 @@ def _server_key(lab: NetconfLab) -> str:
     return f"{key.get_name()} {key.get_base64()}"
 
 
-def _play(tmp: Path, port: int, pinned: list[str] | None = None,
-          confirm: str | None = None) -> subprocess.CompletedProcess[str]:
-    """engine_host's known_hosts.yml for an engine whose router is the test server."""
+def _play(tmp: Path, port: int, pinned: list[str] | None = None, confirm: str | None = None,
+          address: str = "127.0.0.1", netns_name: str | None = None) -> subprocess.CompletedProcess[str]:
+    """engine_host's known_hosts.yml for an engine whose router is the SSH server at ``address``
+    (the play runs inside ``netns_name`` when given: that is where the engine host is)."""
     conf = tmp / "etc"
     conf.mkdir(exist_ok=True)
-    router: dict[str, Any] = {"xcast6_ingress": {"router_address": "127.0.0.1"},
+    router: dict[str, Any] = {"xcast6_ingress": {"router_address": address},
                               "xcast6_sync": {"method": "netconf", "netconf": {"port": port}}}
     if pinned is not None:
         router["router_ssh_host_keys"] = pinned
@@ -94,6 +95,8 @@ def _play(tmp: Path, port: int, pinned: list[str] | None = None,
            "ANSIBLE_ROLES_PATH": str(ANSIBLE_DIR / "roles"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"), "HOME": str(tmp)}
     args = [str(BIN / "ansible-playbook"), "-i", str(tmp / "hosts.json"), str(tmp / "play.yml")]
+    if netns_name is not None:
+        args = ["ip", "netns", "exec", netns_name, *args]
     if confirm is not None:
         args += ["-e", f"confirm_router_host_key={confirm}"]
     return subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
