@@ -230,7 +230,8 @@ class Topology:
             "  counter failopen { }\n"
             "  chain prerouting {\n"
             "    type filter hook prerouting priority mangle; policy accept;\n"
-            f"    iifname != {{ {engine_ifs} }} ip6 dscp 23 ip6 nexthdr 41 counter meta mark set {DIVERT_MARK:#x}\n"
+            f"    iifname != {{ {engine_ifs} }} ip6 dscp 23 ip6 nexthdr 41"
+            f" counter meta mark set {DIVERT_MARK:#x}\n"
             "  }\n"
             # what the router forwards itself although it was to be diverted: no engine is up
             # and the divert failed open (counted, so the lab can see fail-open happen)

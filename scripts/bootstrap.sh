@@ -9,9 +9,11 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev gcc make
   iproute2 nftables snmpd snmp tshark tcpdump ethtool kmod
   qemu-system-x86 linux-image-amd64 busybox-static
-  libyang2-tools libyuma-base openssh-client debootstrap systemd systemd-container
+  libyang2-tools libyuma-base openssh-client openssh-server debootstrap systemd systemd-container
   prometheus groff-base frr
 )
+# openssh-server: its sshd is the real SSH server of the NETCONF host-key pinning test
+# (tests/sync/test_netconf_hostkey_openssh.py runs it in a namespace as nobody).
 # The TC eBPF fast path ([dataplane] mode auto|bpf): clang builds it, libbpf loads it; trafgen
 # (netsniff-ng) is the lab benchmark's load generator, bpftool the operator's inspection tool.
 # Installed when the distribution has them (Debian 12 does); without them mode auto falls back

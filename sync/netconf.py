@@ -216,17 +216,69 @@ class _RawReplies:
         return cls.cls
 
 
-def _known_host_state(params: NetconfParams, path: str) -> str:
-    """'mismatch' if ``path`` holds a different key for the host, else 'unknown'."""
+_RSA_HOSTKEY_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
+
+
+class _PinnedTypes:
+    """ncclient plumbing: a paramiko Transport whose host-key algorithms read ``ssh-rsa`` as RSA.
+
+    For a host in known_hosts, ncclient offers only the pinned key types, taking them from the
+    known_hosts type field -- ``ssh-rsa`` for an RSA key, which as an algorithm is the SHA-1
+    signature that OpenSSH >= 8.8 servers (and routers built on it) no longer offer: a correctly
+    pinned RSA key then fails with "no acceptable host key".  The restriction is kept (the server
+    must show a pinned kind of key) but RSA also takes the SHA-2 signatures, as paramiko's own
+    ``Transport.connect`` does for an RSA host key.  Found with a real sshd
+    (tests/sync/test_netconf_hostkey_openssh.py).
+    """
+
+    cls: Any = None
+
+    @classmethod
+    def transport_class(cls) -> Any:
+        if cls.cls is None:
+            import paramiko
+
+            class PinnedTypesTransport(paramiko.Transport):
+                @property
+                def _preferred_keys(self) -> tuple[str, ...]:
+                    return self.__dict__.get("_xcast6_keys", paramiko.Transport._preferred_keys)
+
+                @_preferred_keys.setter
+                def _preferred_keys(self, names: Any) -> None:
+                    keys: list[str] = []
+                    for name in names:
+                        for algo in _RSA_HOSTKEY_ALGORITHMS if name == "ssh-rsa" else (name,):
+                            if algo not in keys:
+                                keys.append(algo)
+                    self.__dict__["_xcast6_keys"] = tuple(keys)
+
+            cls.cls = PinnedTypesTransport
+        return cls.cls
+
+
+def _pinned_key_types(params: NetconfParams, path: str) -> list[str]:
+    """Key types ``path`` pins for the host (empty: the host is not in the file, or no file)."""
     import paramiko
 
     keys = paramiko.HostKeys()
     try:
         keys.load(path)
     except OSError:
-        return "unknown"
-    names = [params.host, f"[{params.host}]:{params.port}"]
-    return "mismatch" if any(keys.lookup(n) for n in names) else "unknown"
+        return []
+    types: list[str] = []
+    for name in (params.host, f"[{params.host}]:{params.port}"):
+        types += [t for t in (keys.lookup(name) or {}) if t not in types]
+    return types
+
+
+def _known_host_state(params: NetconfParams, path: str) -> str:
+    """'mismatch' if ``path`` holds a different key for the host, else 'unknown'."""
+    return "mismatch" if _pinned_key_types(params, path) else "unknown"
+
+
+# paramiko's words when the client (ncclient offers only the pinned key types of a known host) and
+# the server have no host-key algorithm in common: a pinned host now showing another kind of key.
+_NO_COMMON_HOSTKEY = "no acceptable host key"
 
 
 class _Session:
@@ -261,10 +313,24 @@ class _Session:
                               SourceError.AUTH)
         known_hosts = p.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
 
+        transport_class = _PinnedTypes.transport_class()
+
         class _Ssh(SSHSession):
             def load_known_hosts(self, filename: str | None = None) -> None:
                 # Only the configured file (OpenSSH semantics for UserKnownHostsFile).
                 super().load_known_hosts(filename or known_hosts)
+
+            # ncclient creates a plain paramiko.Transport in connect(); it becomes the subclass
+            # above (no state of its own) before ncclient restricts its host-key algorithms.
+            @property
+            def _transport(self) -> Any:
+                return self.__dict__.get("_xcast6_transport")
+
+            @_transport.setter
+            def _transport(self, value: Any) -> None:
+                if value is not None and type(value) is transport_class.__bases__[0]:
+                    value.__class__ = transport_class
+                self.__dict__["_xcast6_transport"] = value
 
         handler = ncmanager.make_device_handler({"name": "default"})
         session = _Ssh(handler)
@@ -317,6 +383,13 @@ class _Session:
                 raise SourceError(
                     f"netconf {p.where}: no SSH/NETCONF handshake within {p.timeout:g} s "
                     "(host hangs, or is not a NETCONF server)", SourceError.UNREACHABLE
+                ) from None
+            pinned = _pinned_key_types(p, known_hosts) if p.hostkey_verify else []
+            if pinned and _NO_COMMON_HOSTKEY in str(exc):
+                raise SourceError(
+                    f"netconf {p.where}: host key MISMATCH: the router shows no key of the type(s) "
+                    f"pinned in {known_hosts} ({', '.join(pinned)}): its key was replaced by another "
+                    "kind, or possible man-in-the-middle; refusing to log in"
                 ) from None
             raise SourceError(
                 f"netconf {p.where}: SSH/NETCONF handshake failed: {_clean(exc, password)}"

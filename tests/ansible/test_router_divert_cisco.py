@@ -273,3 +273,18 @@ def test_cisco_aes256_is_the_cisco_key_extension(tmp_path: Path) -> None:
     assert [x for x in lines if user.match(x)]
     out = _refused(tmp_path / "b", "xe1", [(v3[0], v3[1], v3[2].replace("aes256c", "aes256"))])
     assert "aes256c" in out
+
+
+def test_iosxe_absent_removes_the_netconf_user_and_its_nacm_rules(tmp_path: Path) -> None:
+    absent = _render(tmp_path, "xe1", [XE_PAIR, ("xe1", "xcast6_sync:", ABSENT)])
+    assert "no username xcast6" in absent
+    nacm = (tmp_path / "out" / "xe1" / "iosxe-nacm.xml").read_text()
+    assert nacm.count('nc:operation="remove"') == 2 and "<rule>" not in nacm
+    assert "XCAST6-NETCONF" in nacm
+
+
+def test_iosxr_absent_removes_the_netconf_user_before_its_groups(tmp_path: Path) -> None:
+    absent = _render(tmp_path, "xr1", [XR_PAIR, ("xr1", "xcast6_sync:", ABSENT)])
+    order = [absent.index(f"no {what}") for what in
+             ("username xcast6", "usergroup XCAST6-NETCONF", "taskgroup XCAST6-NETCONF")]
+    assert order == sorted(order)
