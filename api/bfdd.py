@@ -17,6 +17,16 @@ How it runs, and why:
 * Session state: bfdd's control socket (``bfdctl.h``: a 8-byte header -- length, id, type,
   version -- and JSON), subscribed with BMT_NOTIFY / BCM_NOTIFY_PEER_STATE: one JSON object per
   state change, no polling.
+
+``bfdd_mode = "external"`` (production under the hardened unit, which cannot grant what bfdd asks
+for): systemd runs bfdd as root in ``xcast6-bfdd.service`` (it drops to ``frr`` itself), under
+the same guard in lifeline mode, with its sockets in ``/run/xcast6-bfdd``; its ``bfdd.conf`` is
+written from the engine's own ``engine.toml`` (``python -m api.bfdd write-config``), so the two
+cannot disagree.  The daemon attaches: it connects to the guard's ``lifeline.sock`` (from then on
+its death kills bfdd, as in spawn mode), subscribes to the control socket, forces the sessions
+down, and drives them exactly as in spawn mode.  A bfdd that dies under a running engine closes
+the control socket: the engine marks its sessions down in its own view and re-attaches to the
+bfdd systemd restarts (sessions down until the hold-down has passed again).
 """
 
 from __future__ import annotations
@@ -29,13 +39,19 @@ import logging
 import os
 import pwd
 import signal
+import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from api.hastate import HaConfig, link_ends, parse_ha
+from engine.settings import table_of
+from vlan.config import MapEntry, parse_links
 
 log = logging.getLogger("xcast6.bfd")
 
@@ -75,6 +91,33 @@ def render_config(peers: list[Peer], tx_ms: int, rx_ms: int, multiplier: int) ->
                   f"  detect-multiplier {multiplier}", "  shutdown", " exit", " !"]
     lines += ["exit", "!", ""]
     return "\n".join(lines)
+
+
+def peers_for(ha: HaConfig, entries: Iterable[MapEntry]) -> list[Peer]:
+    """The sessions of ``[ha]``: its ``links`` (ends from their ``[[links.map]]`` entries) and its
+    explicit ``[[ha.session]]`` tables."""
+    by_link = {m.link: m for m in entries if m.link}
+    peers = [Peer(link, str(by_link[link].router_addr), str(by_link[link].engine_addr)) for link in ha.links]
+    return peers + [Peer(link, peer, local) for link, local, peer in ha.sessions]
+
+
+def unit_config(config_path: Path) -> str:
+    """bfdd.conf for ``xcast6-bfdd.service`` from the engine's configuration file: only ``[links]``
+    and ``[ha]`` are read (no secrets needed; the full check is the engine's own at its start)."""
+    try:
+        data = tomllib.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BfddError(f"{config_path}: {exc}") from None
+    problems: list[str] = []
+    links, link_problems = parse_links(table_of(data, "links", problems))
+    ha, ha_problems = parse_ha(table_of(data, "ha", problems),
+                               link_ends(links.entries) if links is not None else {})
+    problems += link_problems + ha_problems
+    if problems or links is None or ha is None:
+        raise BfddError(f"{config_path}: " + "; ".join(problems))
+    if not ha.enabled:
+        raise BfddError(f"{config_path}: [ha] is not enabled: no BFD sessions to run")
+    return render_config(peers_for(ha, links.entries), ha.tx_interval_ms, ha.rx_interval_ms, ha.multiplier)
 
 
 def frame(payload: bytes, msg_type: int, msg_id: int = 1) -> bytes:
@@ -142,6 +185,7 @@ class Bfdd:
         self.on_state = on_state
         self.proc: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._lifeline: socket.socket | None = None
         self._by_addr = {(p.peer, p.local): p for p in peers}
 
     @property
@@ -176,34 +220,82 @@ class Bfdd:
             if missing:
                 raise BfddError(f"[ha]: bfdd run by a non-root engine needs {', '.join(missing)} as well "
                                 "(FRR's bfdd asks for CAP_NET_BIND_SERVICE, CAP_NET_RAW and CAP_SYS_ADMIN "
-                                "at start); the unit does not grant them")
+                                "at start); the unit does not grant them: run bfdd as its own unit "
+                                "(xcast6-bfdd.service, the engine_host role) with [ha] bfdd_mode = "
+                                "\"external\" and bfd_dir = \"/run/xcast6-bfdd\"")
             cmd += ["-u", pwd.getpwuid(os.geteuid()).pw_name, "-g", grp.getgrgid(os.getegid()).gr_name]
         guard = [sys.executable, "-m", "api.bfdguard", "--watch", str(os.getpid()), "--", *cmd]
         self.proc = await asyncio.create_subprocess_exec(
             *guard, stdin=subprocess.DEVNULL, stdout=None, stderr=None)
         await self._attach(timeout)
 
+    @property
+    def lifeline_path(self) -> Path:
+        return self.run_dir / "lifeline.sock"
+
     async def _attach(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not (self.ctl_path.exists() and (self.run_dir / "bfdd.vty").exists()):
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        while conn is None:
             if self.proc is not None and self.proc.returncode is not None:
                 raise BfddError(f"bfdd exited at start (status {self.proc.returncode}); its log is "
                                 "in the engine's")
+            if self.ctl_path.exists() and (self.run_dir / "bfdd.vty").exists():
+                try:
+                    conn = await asyncio.open_unix_connection(str(self.ctl_path))
+                    break
+                except (ConnectionRefusedError, FileNotFoundError):
+                    pass            # the socket of a bfdd that died; systemd is starting the next
+                except PermissionError as exc:
+                    raise BfddError(f"ha.bfd_dir: cannot connect to {self.ctl_path}: {exc.strerror} "
+                                    "(the engine's user must reach the bfdd unit's directory)") from None
             if loop.time() > deadline:
                 await self.stop()
-                raise BfddError(f"bfdd did not open {self.ctl_path} within {timeout:.0f} s")
+                raise BfddError(f"bfdd did not open {self.ctl_path} within {timeout:.0f} s"
+                                + (" (is xcast6-bfdd.service running?)" if self.external else ""))
             await asyncio.sleep(0.05)
-        reader, writer = await asyncio.open_unix_connection(str(self.ctl_path))
+        reader, writer = conn
+        if self.external:
+            self._hold_lifeline()
         writer.write(subscribe_message())
         await writer.drain()
         self._watch = loop.create_task(self._read(reader, writer))
         if self.external:
             # someone else's bfdd may hold the sessions up from an earlier run of the engine:
-            # down until this run is healthy
-            await self.set_admin(False)
+            # down until this run is healthy (its vty may come up a moment after its control socket)
+            while True:
+                try:
+                    await self.set_admin(False)
+                    break
+                except BfddError:
+                    if loop.time() > deadline:
+                        await self.stop()
+                        raise
+                    await asyncio.sleep(0.1)
         log.info("bfdd %s (%s): %s", "attached" if self.external else "started", self.run_dir,
                  ", ".join(f"{p.link}: {p.local} -> {p.peer}" for p in self.peers))
+
+    def _hold_lifeline(self) -> None:
+        """Connect to the bfdd unit's guard (api.bfdguard --lifeline): it reads our PID from the
+        connection and kills bfdd the moment we are gone, so our sessions die with us."""
+        self._drop_lifeline()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.lifeline_path))
+        except OSError as exc:
+            sock.close()
+            log.error("bfdd at %s has no guard to tie it to this engine (%s: %s): if the engine dies, "
+                      "nothing takes its BFD sessions down and the router keeps diverting to it; run "
+                      "bfdd through xcast6-bfdd.service", self.run_dir, self.lifeline_path,
+                      exc.strerror)
+            return
+        self._lifeline = sock
+
+    def _drop_lifeline(self) -> None:
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = b""
@@ -249,6 +341,7 @@ class Bfdd:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
             self._watch = None
+        self._drop_lifeline()
         if self.proc is None or self.proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -259,3 +352,31 @@ class Bfdd:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
             await self.proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m api.bfdd write-config --config engine.toml --output bfdd.conf`` (the bfdd unit's
+    ExecStartPre=: the sessions and timers of the engine's ``[ha]``, every session down)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="api.bfdd")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("write-config", help="bfdd.conf from the engine's [ha] and [links]")
+    w.add_argument("--config", type=Path, required=True)
+    w.add_argument("--output", type=Path, required=True)
+    args = ap.parse_args(argv)
+    try:
+        text = unit_config(args.config)
+    except BfddError as exc:
+        print(f"xcast6-bfdd: {exc}", file=sys.stderr)
+        return 2
+    tmp = args.output.with_name(args.output.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)            # bfdd reads it after dropping to the frr user; no secrets in it
+    os.replace(tmp, args.output)
+    print(f"xcast6-bfdd: {args.output}: {text.count(' peer ')} session(s) from {args.config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
