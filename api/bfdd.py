@@ -83,12 +83,18 @@ class Peer:
         return f"peer {self.peer} local-address {self.local}"
 
 
+def peer_block(p: Peer, tx_ms: int, rx_ms: int, multiplier: int) -> list[str]:
+    """One session's configuration, administratively down (bfdd.conf and vtysh alike)."""
+    return [p.cli(), f"transmit-interval {tx_ms}", f"receive-interval {rx_ms}",
+            f"detect-multiplier {multiplier}", "shutdown", "exit"]
+
+
 def render_config(peers: list[Peer], tx_ms: int, rx_ms: int, multiplier: int) -> str:
     """bfdd.conf: every session starts administratively down (the engine is not ready yet)."""
     lines = ["! written by xcast6-engine: sessions follow the engine's health", "bfd"]
     for p in peers:
-        lines += [f" {p.cli()}", f"  transmit-interval {tx_ms}", f"  receive-interval {rx_ms}",
-                  f"  detect-multiplier {multiplier}", "  shutdown", " exit", " !"]
+        first, *rest, last = peer_block(p, tx_ms, rx_ms, multiplier)
+        lines += [f" {first}", *(f"  {x}" for x in rest), f" {last}", " !"]
     lines += ["exit", "!", ""]
     return "\n".join(lines)
 
@@ -262,11 +268,14 @@ class Bfdd:
         await writer.drain()
         self._watch = loop.create_task(self._read(reader, writer))
         if self.external:
-            # someone else's bfdd may hold the sessions up from an earlier run of the engine:
-            # down until this run is healthy (its vty may come up a moment after its control socket)
+            # someone else's bfdd may hold the sessions up from an earlier run of the engine: down
+            # until this run is healthy (its vty may come up a moment after its control socket).
+            # Re-created, not just shut down: a bfdd started before the engine put its addresses on
+            # the links could not bind a session's socket then, and FRR 8.4 without zebra never
+            # retries (measured: 0 packets sent until the peer is configured again)
             while True:
                 try:
-                    await self.set_admin(False)
+                    await self._recreate_sessions()
                     break
                 except BfddError:
                     if loop.time() > deadline:
@@ -317,17 +326,29 @@ class Bfdd:
         finally:
             writer.close()
 
-    async def set_admin(self, up: bool) -> None:
-        """All sessions administratively up (``no shutdown``) or down (``shutdown``)."""
+    async def _recreate_sessions(self) -> None:
+        """external: each session shut down (AdminDown to the router), deleted and configured again
+        from this engine's ``[ha]``, down."""
+        with contextlib.suppress(BfddError):
+            await self.set_admin(False)
+        await self._vtysh([f"no {p.cli()}" for p in self.peers], check=False)
+        await self._vtysh([c for p in self.peers for c in peer_block(p, *self.timers)], check=True)
+
+    async def _vtysh(self, lines: list[str], check: bool) -> None:
         args = [str(self.vtysh), "--vty_socket", str(self.run_dir), "-c", "configure terminal", "-c", "bfd"]
-        for p in self.peers:
-            args += ["-c", p.cli(), "-c", "no shutdown" if up else "shutdown", "-c", "exit"]
+        for line in lines:
+            args += ["-c", line]
         proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out, _ = await proc.communicate()
         text = out.decode(errors="replace").strip()
-        if proc.returncode != 0 or "%" in text:
-            raise BfddError(f"vtysh {'no shutdown' if up else 'shutdown'} failed "
-                            f"(status {proc.returncode}): {text[:300]}")
+        if check and (proc.returncode != 0 or "%" in text):
+            raise BfddError(f"vtysh ({'; '.join(lines)[:120]}) failed (status {proc.returncode}): "
+                            f"{text[:300]}")
+
+    async def set_admin(self, up: bool) -> None:
+        """All sessions administratively up (``no shutdown``) or down (``shutdown``)."""
+        verb = "no shutdown" if up else "shutdown"
+        await self._vtysh([c for p in self.peers for c in (p.cli(), verb, "exit")], check=True)
 
     def alive(self) -> bool:
         if self.external:       # its control socket still answers
