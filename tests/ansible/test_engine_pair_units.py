@@ -68,21 +68,14 @@ def _wait(what: str, pred: Callable[[], bool], timeout: float, why: Callable[[],
     return time.monotonic() - t0
 
 
-def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
-    wheelhouse: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory  # noqa: F811
-) -> None:
-    import httpx
-
-    from lab import build, demo, netns
-    from lab.topology import API_PORT, Topology
-
+def _prepare(tmp: Path, wheels: tuple[Path, Path]) -> Path:
+    """A Debian root with systemd and the role applied (lab inventory, engine ea, engine pair)."""
     if shutil.which("systemd-nspawn") is None:
         res = _sh("apt-get", "install", "-y", "-qq", "systemd-container",
                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         assert res.returncode == 0, res.stderr
-    tmp = tmp_path_factory.mktemp("xans-pair")
     root = _systemd_root(tmp)
-    inventory = _lab_inventory(tmp, root, wheelhouse)
+    inventory = _lab_inventory(tmp, root, wheels)
     ea = inventory.parent / "host_vars" / "ea.yml"
     ea.write_text(ea.read_text() + "engine_host_ha: true\nengine_host_ha_hold_down: 1.0\n")
     play = subprocess.run(
@@ -92,6 +85,21 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
              "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
     )
     assert play.returncode == 0, play.stdout[-6000:] + play.stderr[-3000:]
+    return root
+
+
+def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
+    wheelhouse: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+) -> None:
+    import httpx
+
+    from lab import build, demo, netns
+    from lab.topology import API_PORT, Topology
+
+    # XCAST6_PAIR_ROOT: a root an earlier _prepare() left (to iterate on the boot part alone)
+    kept = os.environ.get("XCAST6_PAIR_ROOT")
+    tmp = tmp_path_factory.mktemp("xans-pair")
+    root = Path(kept) if kept else _prepare(tmp, wheelhouse)
     toml = (root / "etc/xcast6-engine/engine.toml").read_text()
     assert 'bfdd_mode = "external"' in toml and 'bfd_dir = "/run/xcast6-bfdd"' in toml, toml
     assert (root / "etc/systemd/system/xcast6-bfdd.service").exists()
@@ -240,4 +248,5 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
                 nspawn.kill()
                 nspawn.wait()
         build.down(topo)
-        shutil.rmtree(root, ignore_errors=True)
+        if not kept:
+            shutil.rmtree(root, ignore_errors=True)     # ~0.6 GB per run
