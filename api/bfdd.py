@@ -211,7 +211,7 @@ class Bfdd:
             (self.run_dir / stale).unlink(missing_ok=True)
         conf = self.run_dir / "bfdd.conf"
         conf.write_text(render_config(self.peers, *self.timers))
-        cmd = [str(self.bfdd), "-f", str(conf), "--vty_socket", str(self.run_dir),
+        cmd = [str(self.bfdd), "-P", "0", "-f", str(conf), "--vty_socket", str(self.run_dir),
                "--bfdctl", str(self.ctl_path), "-i", str(self.run_dir / "bfdd.pid"),
                "-z", str(self.run_dir / "zserv.api"), "--log", "stdout", "--log-level", "notifications"]
         if os.geteuid() == 0:
