@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C reaches the engine, which stops us
     if args.ready is not None:
         if not wait_ready(child, args.ready, args.ready_timeout):
-            _say(f"bfdd did not open {', '.join(READY_FILES)} in {args.ready} within "
+            _say(f"bfdd exited at start (status {child.returncode}), see its log above"
+                 if child.poll() is not None else
+                 f"bfdd did not open {', '.join(READY_FILES)} in {args.ready} within "
                  f"{args.ready_timeout:g} s")
             child.kill()
             return child.wait() or 1
