@@ -335,7 +335,10 @@ class Bfdd:
         await self._vtysh([c for p in self.peers for c in peer_block(p, *self.timers)], check=True)
 
     async def _vtysh(self, lines: list[str], check: bool) -> None:
-        args = [str(self.vtysh), "--vty_socket", str(self.run_dir), "-c", "configure terminal", "-c", "bfd"]
+        args = [str(self.vtysh), "--vty_socket", str(self.run_dir)]
+        if self.external and (self.run_dir / "vtysh.conf").exists():
+            args += ["--config_dir", str(self.run_dir)]       # the bfdd unit's (see main())
+        args += ["-c", "configure terminal", "-c", "bfd"]
         for line in lines:
             args += ["-c", line]
         proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -385,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("write-config", help="bfdd.conf from the engine's [ha] and [links]")
     w.add_argument("--config", type=Path, required=True)
     w.add_argument("--output", type=Path, required=True)
+    w.add_argument("--vtysh-user", help="also write vtysh.conf beside it, letting this user (the "
+                   "engine's) drive bfdd without PAM")
     args = ap.parse_args(argv)
     try:
         text = unit_config(args.config)
@@ -395,6 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(text)
     os.chmod(tmp, 0o644)            # bfdd reads it after dropping to the frr user; no secrets in it
     os.replace(tmp, args.output)
+    if args.vtysh_user:
+        # vtysh authenticates its caller: a user named "nopassword" in its vtysh.conf passes, any
+        # other goes through PAM, whose account check cannot read /etc/shadow under the engine's
+        # NoNewPrivileges (and /etc/frr is the frr group's only); the engine points vtysh here
+        # (--config_dir) and reaches the vty socket through the frrvty group
+        vconf = args.output.with_name("vtysh.conf")
+        vconf.write_text("! written by xcast6-bfdd for the engine's vtysh\n"
+                         f"username {args.vtysh_user} nopassword\n")
+        os.chmod(vconf, 0o644)
     print(f"xcast6-bfdd: {args.output}: {text.count(' peer ')} session(s) from {args.config}")
     return 0
 

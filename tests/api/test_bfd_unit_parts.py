@@ -172,10 +172,11 @@ def test_write_config_renders_the_engines_sessions(tmp_path: Path) -> None:
                                               150, 200, 4)
     out = tmp_path / "bfdd.conf"
     res = subprocess.run([sys.executable, "-m", "api.bfdd", "write-config", "--config", str(conf),
-                          "--output", str(out)], capture_output=True, text=True,
+                          "--output", str(out), "--vtysh-user", "xcast6"], capture_output=True, text=True,
                          env={"PATH": os.environ["PATH"]})
     assert res.returncode == 0, res.stderr
     assert "  shutdown" in out.read_text() and oct(out.stat().st_mode & 0o777) == "0o644"
+    assert "username xcast6 nopassword" in (tmp_path / "vtysh.conf").read_text()
 
 
 @pytest.mark.parametrize(("edit", "message"), [
