@@ -127,7 +127,7 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
             return _sh("nsenter", "-t", str(pid1), "-m", "-u", "-i", "-p", "-n", *cmd, timeout=60)
 
         def journal(unit: str) -> str:
-            return inside("journalctl", "-u", unit, "--no-pager", "-o", "cat").stdout
+            return inside("journalctl", "-b", "-u", unit, "--no-pager", "-o", "cat").stdout
 
         def prop(unit: str, name: str) -> str:
             return inside("systemctl", "show", unit, "-p", name, "--value").stdout.strip()
