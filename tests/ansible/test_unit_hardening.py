@@ -51,7 +51,9 @@ def test_engine_pair_bfdd_unit_is_bound_to_the_engine() -> None:
     assert bfdd["Type"] == ["notify"] and bfdd["Restart"] == ["always"] and "User" not in bfdd
     assert "--lifeline /run/xcast6-bfdd/lifeline.sock" in bfdd["ExecStart"][0]
     assert "-P 0" in bfdd["ExecStart"][0]            # no TCP vty: the sockets are the only way in
-    assert engine_unit["Requires"] == engine_unit["After"][1:] == ["xcast6-bfdd.service"]
+    # Wants=: a Requires= would restart the engine with every automatic restart of bfdd
+    assert engine_unit["Wants"][1:] == engine_unit["After"][1:] == ["xcast6-bfdd.service"]
+    assert "Requires" not in engine_unit
     assert "CAP_SYS_ADMIN" not in engine_unit["CapabilityBoundingSet"][0]
     assert 'bfdd_mode = "external"' in toml and 'bfd_dir = "/run/xcast6-bfdd"' in toml
     for engine in ("engine-xe1", "engine-xr1"):      # no engine pair there: no bfdd unit
