@@ -17,6 +17,16 @@ How it runs, and why:
 * Session state: bfdd's control socket (``bfdctl.h``: a 8-byte header -- length, id, type,
   version -- and JSON), subscribed with BMT_NOTIFY / BCM_NOTIFY_PEER_STATE: one JSON object per
   state change, no polling.
+
+``bfdd_mode = "external"`` (production under the hardened unit, which cannot grant what bfdd asks
+for): systemd runs bfdd as root in ``xcast6-bfdd.service`` (it drops to ``frr`` itself), under
+the same guard in lifeline mode, with its sockets in ``/run/xcast6-bfdd``; its ``bfdd.conf`` is
+written from the engine's own ``engine.toml`` (``python -m api.bfdd write-config``), so the two
+cannot disagree.  The daemon attaches: it connects to the guard's ``lifeline.sock`` (from then on
+its death kills bfdd, as in spawn mode), subscribes to the control socket, forces the sessions
+down, and drives them exactly as in spawn mode.  A bfdd that dies under a running engine closes
+the control socket: the engine marks its sessions down in its own view and re-attaches to the
+bfdd systemd restarts (sessions down until the hold-down has passed again).
 """
 
 from __future__ import annotations
@@ -29,13 +39,19 @@ import logging
 import os
 import pwd
 import signal
+import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from api.hastate import HaConfig, link_ends, parse_ha
+from engine.settings import table_of
+from vlan.config import MapEntry, parse_links
 
 log = logging.getLogger("xcast6.bfd")
 
@@ -67,14 +83,47 @@ class Peer:
         return f"peer {self.peer} local-address {self.local}"
 
 
+def peer_block(p: Peer, tx_ms: int, rx_ms: int, multiplier: int) -> list[str]:
+    """One session's configuration, administratively down (bfdd.conf and vtysh alike)."""
+    return [p.cli(), f"transmit-interval {tx_ms}", f"receive-interval {rx_ms}",
+            f"detect-multiplier {multiplier}", "shutdown", "exit"]
+
+
 def render_config(peers: list[Peer], tx_ms: int, rx_ms: int, multiplier: int) -> str:
     """bfdd.conf: every session starts administratively down (the engine is not ready yet)."""
     lines = ["! written by xcast6-engine: sessions follow the engine's health", "bfd"]
     for p in peers:
-        lines += [f" {p.cli()}", f"  transmit-interval {tx_ms}", f"  receive-interval {rx_ms}",
-                  f"  detect-multiplier {multiplier}", "  shutdown", " exit", " !"]
+        first, *rest, last = peer_block(p, tx_ms, rx_ms, multiplier)
+        lines += [f" {first}", *(f"  {x}" for x in rest), f" {last}", " !"]
     lines += ["exit", "!", ""]
     return "\n".join(lines)
+
+
+def peers_for(ha: HaConfig, entries: Iterable[MapEntry]) -> list[Peer]:
+    """The sessions of ``[ha]``: its ``links`` (ends from their ``[[links.map]]`` entries) and its
+    explicit ``[[ha.session]]`` tables."""
+    by_link = {m.link: m for m in entries if m.link}
+    peers = [Peer(link, str(by_link[link].router_addr), str(by_link[link].engine_addr)) for link in ha.links]
+    return peers + [Peer(link, peer, local) for link, local, peer in ha.sessions]
+
+
+def unit_config(config_path: Path) -> str:
+    """bfdd.conf for ``xcast6-bfdd.service`` from the engine's configuration file: only ``[links]``
+    and ``[ha]`` are read (no secrets needed; the full check is the engine's own at its start)."""
+    try:
+        data = tomllib.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BfddError(f"{config_path}: {exc}") from None
+    problems: list[str] = []
+    links, link_problems = parse_links(table_of(data, "links", problems))
+    ha, ha_problems = parse_ha(table_of(data, "ha", problems),
+                               link_ends(links.entries) if links is not None else {})
+    problems += link_problems + ha_problems
+    if problems or links is None or ha is None:
+        raise BfddError(f"{config_path}: " + "; ".join(problems))
+    if not ha.enabled:
+        raise BfddError(f"{config_path}: [ha] is not enabled: no BFD sessions to run")
+    return render_config(peers_for(ha, links.entries), ha.tx_interval_ms, ha.rx_interval_ms, ha.multiplier)
 
 
 def frame(payload: bytes, msg_type: int, msg_id: int = 1) -> bytes:
@@ -142,6 +191,7 @@ class Bfdd:
         self.on_state = on_state
         self.proc: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._lifeline: socket.socket | None = None
         self._by_addr = {(p.peer, p.local): p for p in peers}
 
     @property
@@ -161,7 +211,7 @@ class Bfdd:
             (self.run_dir / stale).unlink(missing_ok=True)
         conf = self.run_dir / "bfdd.conf"
         conf.write_text(render_config(self.peers, *self.timers))
-        cmd = [str(self.bfdd), "-f", str(conf), "--vty_socket", str(self.run_dir),
+        cmd = [str(self.bfdd), "-P", "0", "-f", str(conf), "--vty_socket", str(self.run_dir),
                "--bfdctl", str(self.ctl_path), "-i", str(self.run_dir / "bfdd.pid"),
                "-z", str(self.run_dir / "zserv.api"), "--log", "stdout", "--log-level", "notifications"]
         if os.geteuid() == 0:
@@ -176,34 +226,85 @@ class Bfdd:
             if missing:
                 raise BfddError(f"[ha]: bfdd run by a non-root engine needs {', '.join(missing)} as well "
                                 "(FRR's bfdd asks for CAP_NET_BIND_SERVICE, CAP_NET_RAW and CAP_SYS_ADMIN "
-                                "at start); the unit does not grant them")
+                                "at start); the unit does not grant them: run bfdd as its own unit "
+                                "(xcast6-bfdd.service, the engine_host role) with [ha] bfdd_mode = "
+                                "\"external\" and bfd_dir = \"/run/xcast6-bfdd\"")
             cmd += ["-u", pwd.getpwuid(os.geteuid()).pw_name, "-g", grp.getgrgid(os.getegid()).gr_name]
         guard = [sys.executable, "-m", "api.bfdguard", "--watch", str(os.getpid()), "--", *cmd]
         self.proc = await asyncio.create_subprocess_exec(
             *guard, stdin=subprocess.DEVNULL, stdout=None, stderr=None)
         await self._attach(timeout)
 
+    @property
+    def lifeline_path(self) -> Path:
+        return self.run_dir / "lifeline.sock"
+
     async def _attach(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not (self.ctl_path.exists() and (self.run_dir / "bfdd.vty").exists()):
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        while conn is None:
             if self.proc is not None and self.proc.returncode is not None:
                 raise BfddError(f"bfdd exited at start (status {self.proc.returncode}); its log is "
                                 "in the engine's")
+            if self.ctl_path.exists() and (self.run_dir / "bfdd.vty").exists():
+                try:
+                    conn = await asyncio.open_unix_connection(str(self.ctl_path))
+                    break
+                except (ConnectionRefusedError, FileNotFoundError):
+                    pass            # the socket of a bfdd that died; systemd is starting the next
+                except PermissionError as exc:
+                    raise BfddError(f"ha.bfd_dir: cannot connect to {self.ctl_path}: {exc.strerror} "
+                                    "(the engine's user must reach the bfdd unit's directory)") from None
             if loop.time() > deadline:
                 await self.stop()
-                raise BfddError(f"bfdd did not open {self.ctl_path} within {timeout:.0f} s")
+                raise BfddError(f"bfdd did not open {self.ctl_path} within {timeout:.0f} s"
+                                + (" (is xcast6-bfdd.service running?)" if self.external else ""))
             await asyncio.sleep(0.05)
-        reader, writer = await asyncio.open_unix_connection(str(self.ctl_path))
+        reader, writer = conn
+        if self.external:
+            self._hold_lifeline()
         writer.write(subscribe_message())
         await writer.drain()
         self._watch = loop.create_task(self._read(reader, writer))
         if self.external:
-            # someone else's bfdd may hold the sessions up from an earlier run of the engine:
-            # down until this run is healthy
-            await self.set_admin(False)
+            # someone else's bfdd may hold the sessions up from an earlier run of the engine: down
+            # until this run is healthy (its vty may come up a moment after its control socket).
+            # Re-created, not just shut down: a bfdd started before the engine put its addresses on
+            # the links could not bind a session's socket then, and FRR 8.4 without zebra never
+            # retries (measured: 0 packets sent until the peer is configured again)
+            while True:
+                try:
+                    await self._recreate_sessions()
+                    break
+                except BfddError:
+                    if loop.time() > deadline:
+                        await self.stop()
+                        raise
+                    await asyncio.sleep(0.1)
         log.info("bfdd %s (%s): %s", "attached" if self.external else "started", self.run_dir,
                  ", ".join(f"{p.link}: {p.local} -> {p.peer}" for p in self.peers))
+
+    def _hold_lifeline(self) -> None:
+        """Connect to the bfdd unit's guard (api.bfdguard --lifeline): it reads our PID from the
+        connection and kills bfdd the moment we are gone, so our sessions die with us."""
+        self._drop_lifeline()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.lifeline_path))
+        except OSError as exc:
+            sock.close()
+            log.error("bfdd at %s has no guard to tie it to this engine (%s: %s): if the engine dies, "
+                      "nothing takes its BFD sessions down and the router keeps diverting to it; run "
+                      "bfdd through xcast6-bfdd.service", self.run_dir, self.lifeline_path,
+                      exc.strerror)
+            return
+        self._lifeline = sock
+
+    def _drop_lifeline(self) -> None:
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = b""
@@ -225,17 +326,32 @@ class Bfdd:
         finally:
             writer.close()
 
-    async def set_admin(self, up: bool) -> None:
-        """All sessions administratively up (``no shutdown``) or down (``shutdown``)."""
-        args = [str(self.vtysh), "--vty_socket", str(self.run_dir), "-c", "configure terminal", "-c", "bfd"]
-        for p in self.peers:
-            args += ["-c", p.cli(), "-c", "no shutdown" if up else "shutdown", "-c", "exit"]
+    async def _recreate_sessions(self) -> None:
+        """external: each session shut down (AdminDown to the router), deleted and configured again
+        from this engine's ``[ha]``, down."""
+        with contextlib.suppress(BfddError):
+            await self.set_admin(False)
+        await self._vtysh([f"no {p.cli()}" for p in self.peers], check=False)
+        await self._vtysh([c for p in self.peers for c in peer_block(p, *self.timers)], check=True)
+
+    async def _vtysh(self, lines: list[str], check: bool) -> None:
+        args = [str(self.vtysh), "--vty_socket", str(self.run_dir)]
+        if self.external and (self.run_dir / "vtysh.conf").exists():
+            args += ["--config_dir", str(self.run_dir)]       # the bfdd unit's (see main())
+        args += ["-c", "configure terminal", "-c", "bfd"]
+        for line in lines:
+            args += ["-c", line]
         proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out, _ = await proc.communicate()
         text = out.decode(errors="replace").strip()
-        if proc.returncode != 0 or "%" in text:
-            raise BfddError(f"vtysh {'no shutdown' if up else 'shutdown'} failed "
-                            f"(status {proc.returncode}): {text[:300]}")
+        if check and (proc.returncode != 0 or "%" in text):
+            raise BfddError(f"vtysh ({'; '.join(lines)[:120]}) failed (status {proc.returncode}): "
+                            f"{text[:300]}")
+
+    async def set_admin(self, up: bool) -> None:
+        """All sessions administratively up (``no shutdown``) or down (``shutdown``)."""
+        verb = "no shutdown" if up else "shutdown"
+        await self._vtysh([c for p in self.peers for c in (p.cli(), verb, "exit")], check=True)
 
     def alive(self) -> bool:
         if self.external:       # its control socket still answers
@@ -249,6 +365,7 @@ class Bfdd:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
             self._watch = None
+        self._drop_lifeline()
         if self.proc is None or self.proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -259,3 +376,42 @@ class Bfdd:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
             await self.proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m api.bfdd write-config --config engine.toml --output bfdd.conf`` (the bfdd unit's
+    ExecStartPre=: the sessions and timers of the engine's ``[ha]``, every session down)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="api.bfdd")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("write-config", help="bfdd.conf from the engine's [ha] and [links]")
+    w.add_argument("--config", type=Path, required=True)
+    w.add_argument("--output", type=Path, required=True)
+    w.add_argument("--vtysh-user", help="also write vtysh.conf beside it, letting this user (the "
+                   "engine's) drive bfdd without PAM")
+    args = ap.parse_args(argv)
+    try:
+        text = unit_config(args.config)
+    except BfddError as exc:
+        print(f"xcast6-bfdd: {exc}", file=sys.stderr)
+        return 2
+    tmp = args.output.with_name(args.output.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)            # bfdd reads it after dropping to the frr user; no secrets in it
+    os.replace(tmp, args.output)
+    if args.vtysh_user:
+        # vtysh authenticates its caller: a user named "nopassword" in its vtysh.conf passes, any
+        # other goes through PAM, whose account check cannot read /etc/shadow under the engine's
+        # NoNewPrivileges (and /etc/frr is the frr group's only); the engine points vtysh here
+        # (--config_dir) and reaches the vty socket through the frrvty group
+        vconf = args.output.with_name("vtysh.conf")
+        vconf.write_text("! written by xcast6-bfdd for the engine's vtysh\n"
+                         f"username {args.vtysh_user} nopassword\n")
+        os.chmod(vconf, 0o644)
+    print(f"xcast6-bfdd: {args.output}: {text.count(' peer ')} session(s) from {args.config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from api.hastate import HaConfig, parse_ha
+from api.hastate import HaConfig, link_ends, parse_ha
 from engine.dataplane.config import DataplaneConfig, WorkersConfig, parse_dataplane, parse_workers
 from engine.settings import (
     Field,
@@ -290,10 +290,7 @@ def parse_config(
         if problem is not None:
             problems.append(f"{token_from}: this value {problem}")
     problems += api_transport_problems(api)
-    link_addrs = {} if links is None else {
-        m.link: (None if m.engine_addr is None else str(m.engine_addr),
-                 None if m.router_addr is None else str(m.router_addr))
-        for m in links.entries if m.link}
+    link_addrs = {} if links is None else link_ends(links.entries)
     ha, ha_problems = parse_ha(table_of(data, "ha", problems), link_addrs)
     problems += sync_problems + link_problems + worker_problems + dataplane_problems + ha_problems
     if (problems or sync is None or links is None or workers is None or dataplane is None

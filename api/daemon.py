@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from api import auth, tls
-from api.bfdd import Peer
+from api.bfdd import peers_for
 from api.config import Config, ConfigError, load_config, read_or_create_token
 from api.ha import HaController
 from api.pipeline import Pipeline
@@ -258,10 +258,7 @@ class Daemon:
         cfg = self.cfg
         if not cfg.ha.enabled:
             return None
-        entries = {m.link: m for m in cfg.links.entries if m.link}
-        peers = [Peer(link, str(entries[link].router_addr), str(entries[link].engine_addr))
-                 for link in cfg.ha.links]
-        peers += [Peer(link, peer, local) for link, local, peer in cfg.ha.sessions]
+        peers = peers_for(cfg.ha, cfg.links.entries)
         ingress = list(cfg.workers.ingress) or [m.link for m in cfg.links.entries if m.link]
         ha = HaController(cfg.ha, peers, view, ingress, cfg.ha.bfd_dir or cfg.engine.state_dir / "bfd")
         try:

@@ -136,12 +136,16 @@ class HaController:
             log.warning("ha: BFD sessions administratively %s: %s", want, why)
 
     async def _restart_bfdd(self) -> None:
-        log.error("ha: bfdd is not running: %s (sessions admin down until healthy)",
-                  "reattaching" if self.cfg.bfdd_mode == "external" else "restarting it")
+        log.error("ha: bfdd is not running: %s (sessions admin down until healthy for the hold-down)",
+                  "reattaching to the one systemd restarts" if self.cfg.bfdd_mode == "external"
+                  else "restarting it")
+        # what the router sees is no longer known, and no bfdd speaks for us: not "up" in our view
+        for peer in self.bfdd.peers:
+            self._bfd_state(peer, "down", {"diagnostics": "bfdd not running"})
         await self.bfdd.stop()
         self.bfdd_restarts += 1
         self.applied = ADMIN_DOWN
-        self.hold.state = ADMIN_DOWN
+        self.hold.restart(time.monotonic())
         try:
             await self.bfdd.start()
         except BfddError as exc:
@@ -151,7 +155,8 @@ class HaController:
     # -- bfdd -> session state ------------------------------------------------------------
     def _bfd_state(self, peer: Peer, state: str, doc: dict[str, Any]) -> None:
         s = self.sessions[peer.link]
-        diag = DIAGNOSTICS.get(int(doc.get("diagnostics", 0) or 0), str(doc.get("diagnostics")))
+        raw = str(doc.get("diagnostics", 0) or 0)
+        diag = DIAGNOSTICS.get(int(raw), raw) if raw.isdigit() else raw
         if state == s["state"]:
             return
         if state == "up":

@@ -16,7 +16,7 @@ Decisions (:class:`HoldDown`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,14 @@ def _sessions(raw: object, where: str, problems: list[str]) -> tuple[tuple[str, 
     return tuple(out)
 
 
+def link_ends(entries: Iterable[Any]) -> dict[str, tuple[str | None, str | None]]:
+    """Each ``[[links.map]]`` entry's link -> (engine_addr, router_addr): the ends a BFD session on
+    that link would have (``parse_ha``'s ``link_addrs``)."""
+    return {m.link: (None if m.engine_addr is None else str(m.engine_addr),
+                     None if m.router_addr is None else str(m.router_addr))
+            for m in entries if m.link}
+
+
 def parse_ha(raw: Mapping[str, Any], link_addrs: Mapping[str, tuple[str | None, str | None]],
              where: str = "ha") -> tuple[HaConfig | None, list[str]]:
     """Validate ``[ha]``; ``link_addrs`` maps each ``[[links.map]]`` link to (engine_addr,
@@ -183,6 +191,15 @@ class HoldDown:
         if self.state != ADMIN_DOWN:
             self.state = ADMIN_DOWN
             self.transitions += 1
+        return self.state
+
+    def restart(self, now: float) -> str:
+        """bfdd was restarted under the engine: down, and the hold-down counts from ``now`` again
+        (a bfdd that crash-loops must not pull the traffic back at every start)."""
+        if self.state != ADMIN_DOWN:
+            self.state = ADMIN_DOWN
+            self.transitions += 1
+        self.healthy_since = now if self._was_healthy else None
         return self.state
 
     def hold_remaining(self, now: float) -> float:

@@ -200,6 +200,14 @@ def test_engine_host_role_applies_and_is_idempotent(
     assert (scratch_root / "etc/systemd/system/multi-user.target.wants/xcast6-engine.service").is_symlink()
     assert "xcast6:" in (scratch_root / "etc/passwd").read_text()
     assert "245 xcast6" in (scratch_root / "etc/iproute2/rt_protos.d/xcast6-engine.conf").read_text()
+    # the CLI on the PATH with its man page and completion (issue 19); no engine pair: no bfdd unit
+    local = scratch_root / "usr/local"
+    assert os.readlink(local / "bin/xcast6-engine") == "/opt/xcast6-engine/venv/bin/xcast6-engine"
+    assert (local / "share/man/man1/xcast6-engine.1").read_text().startswith(".TH XCAST6-ENGINE 1")
+    assert "complete -o default -F _xcast6_engine_completion xcast6-engine" in (
+        local / "share/bash-completion/completions/xcast6-engine").read_text()
+    assert "#compdef xcast6-engine" in (local / "share/zsh/site-functions/_xcast6-engine").read_text()
+    assert not (scratch_root / "etc/systemd/system/xcast6-bfdd.service").exists()
     # engine_host_dataplane: auto (the default) built the TC program into the install, with the
     # compiler the role installed; the unit may load it
     objs = list((scratch_root / "opt/xcast6-engine/venv/lib").glob(
