@@ -93,6 +93,7 @@ class LabPool:
             build.down(topo)     # anything left by an earlier run
             try:
                 build.up(topo)
+                variants.says(topo)     # the data path it asked for, or no test runs on it
             except Exception as exc:
                 self.failed[key] = exc
                 raise

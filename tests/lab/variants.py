@@ -13,15 +13,18 @@ A variant's test id is its link mode, plus ``-python`` for the Python data path:
 
 Both data paths run the same tests with the same expectations, so a lab whose ``auto`` engines
 fell back to the Python workers without a word, or whose ``python`` engines left a TC program
-attached, would pass everything twice on one path.  After each test, for each engine:
+attached, would pass everything twice on one path.  So:
 
-* the daemon's ``/status`` names the path its lab asked for (``workers.data_path``);
-* ``auto``/``bpf``: every XCAST6 frame the engine received went through the TC program first, which
-  branched it (``kernel_received``) or punted it to the workers (``kernel_punted``, counted again
-  by the workers' ``received``): Δreceived == Δkernel_received + Δkernel_punted;
-* ``python``: the kernel path's counters did not move.  (The daemon reads them only when it runs
-  the program; a program branching behind a python-mode daemon's back would show instead as
-  workers that ``received``/``branched`` less than was sent, which the tests count.)
+* when a lab is built, each daemon's ``/status`` must name the path the lab asked for
+  (``workers.data_path``; a daemon settles it at start and keeps it: ``says``);
+* after each test, for each engine (``check``), the counters must agree with it.  ``auto``/``bpf``:
+  every XCAST6 frame the engine received went through the TC program first, which branched it
+  (``kernel_received``) or punted it to the workers (``kernel_punted``, counted again by the
+  workers' ``received``): Δreceived == Δkernel_received + Δkernel_punted, which a fallback to the
+  workers breaks at its first packet.  ``python``: the kernel path's counters did not move.  (The
+  daemon reads them only when it runs the program; a program branching behind a python-mode
+  daemon's back would show instead as workers that ``received``/``branched`` less than was sent,
+  which the tests count.)
 """
 
 from __future__ import annotations
@@ -90,18 +93,20 @@ def violations(dataplane: str, moved: dict[str, dict[str, int]]) -> list[str]:
     return out
 
 
-def check(topo: Topology, before: Snapshot) -> None:
-    """Assert that the engines ran ``topo.dataplane``'s path since ``before`` (see the module doc)."""
+def says(topo: Topology) -> None:
+    """Assert that every daemon's ``/status`` names the data path ``topo.dataplane`` asks for."""
     want = SAYS[topo.dataplane]
     for r in topo.engines:
         said = str(engine_api.get_json(topo, r, "/status")["workers"].get("data_path", ""))
         assert said.startswith(want), f"engine {r} ({topo.dataplane}) says {said!r}, not {want!r}..."
+
+
+def check(topo: Topology, before: Snapshot) -> None:
+    """Assert that the engines' counters since ``before`` agree with ``topo.dataplane`` (module doc)."""
     deadline = time.monotonic() + SETTLE_S
     while True:
-        moved = _moved(before, snapshot(topo))
-        wrong = violations(topo.dataplane, moved)
+        wrong = violations(topo.dataplane, _moved(before, snapshot(topo)))
         if not wrong or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert not wrong, f"[dataplane] mode = {topo.dataplane!r}: " + "; ".join(wrong)
-
