@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -11,6 +12,7 @@ from api import main as cli
 from engine.dataplane import kernel_path
 from engine.dataplane.counters import CounterFile
 from engine.model import LinkMap
+from lab.demo import read_logs
 from lab.receiver import xcast_deliveries
 from lab.topology import Topology
 from tests.lab import variants
@@ -187,3 +189,14 @@ def test_data_path_proof_catches_a_silent_fallback_and_a_program_in_python_mode(
     # the wording the check expects is the daemon's
     _kp, said = kernel_path.start("python", [], LinkMap([]), [], None)
     assert said.startswith(variants.SAYS["python"])
+
+
+def test_receiver_logs_are_read_in_whole_lines(tmp_path: Path) -> None:
+    """A line the receiver is still writing is left for the next read, not parsed half-way."""
+    t = Topology(state_dir=tmp_path)
+    rec = {"kind": "udp", "dst": "2001:db8:a1::2", "payload": "00"}
+    t.receiver_log("h1").write_text(json.dumps(rec) + "\n" + json.dumps(rec)[:20])
+    assert [r["dst"] for r in read_logs(t)] == ["2001:db8:a1::2"]
+    with t.receiver_log("h1").open("a") as f:
+        f.write(json.dumps(rec)[20:] + "\n")
+    assert len(read_logs(t)) == 2
