@@ -93,11 +93,11 @@ class LabPool:
             build.down(topo)     # anything left by an earlier run
             try:
                 build.up(topo)
+                self.up[key] = topo     # from here on, close() takes it down
                 variants.says(topo)     # the data path it asked for, or no test runs on it
             except Exception as exc:
                 self.failed[key] = exc
                 raise
-            self.up[key] = topo
         return self.up[key]
 
     def close(self) -> None:
