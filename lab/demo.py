@@ -86,13 +86,15 @@ def reset_logs(topo: Topology) -> None:
 
 
 def read_logs(topo: Topology) -> list[dict[str, Any]]:
+    """Every receiver's deliveries so far.  Only whole lines: a receiver may be writing one as
+    this reads (a read is not atomic against a write), and the rest of it comes next time."""
     out: list[dict[str, Any]] = []
     for h in (*topo.receivers, topo.mtu_host):
         try:
             text = topo.receiver_log(h.name).read_text()
         except FileNotFoundError:
             continue
-        for line in text.splitlines():
+        for line in text[:text.rfind("\n") + 1].splitlines():
             if line.strip():
                 rec = json.loads(line)
                 rec["host"] = h.name

@@ -18,7 +18,9 @@ import pytest
 
 from lab import build
 from lab.topology import Topology
+from tests.lab import variants
 
+IN_VM = os.environ.get("XCAST6_IN_VM") == "1"
 _ROUTING_HOOKS = ("pytest_runtest_protocol", "pytest_collection_modifyitems")
 
 with contextlib.suppress(ImportError):
@@ -49,54 +51,98 @@ def built_lab(topo: Topology) -> Iterator[Topology]:
         build.down(topo)
 
 
-@pytest.fixture(scope="session")
-def lab() -> Iterator[Topology]:
-    """The direct-mode lab with both engine daemons ready, shared by the e2e and API tests."""
-    # Per-run namespace prefix: two test runs on one box (or a demo lab) never share namespaces.
-    prefix = f"xlt{os.getpid() % 10000}-"
-    with built_lab(Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5)) as topo:
-        yield topo
+def _topology(mode: str, dataplane: str) -> Topology:
+    # Per-run namespace prefix, one per variant: two test runs on one box (or a demo lab) never
+    # share namespaces, nor do two variants of one run.
+    tag = {"direct": "t", "vlan": "v"}[mode] + ("" if dataplane == "auto" else dataplane[0])
+    prefix = f"xl{tag}{os.getpid() % 10000}-"
+    extra: dict[str, float] = {}
+    if mode == "vlan":
+        for mod in VLAN_LAB_MODULES:
+            subprocess.run(["modprobe", mod], check=False, capture_output=True)
+        if not Path("/proc/net/vlan").exists():
+            pytest.fail("this kernel has no 802.1Q (8021q): vlan-mode lab tests run in the QEMU harness "
+                        "(tests/vm, XCAST6_IN_VM=1 inside the guest)")
+        extra["start_timeout"] = 180     # daemons start slowly under TCG
+    return Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5, mode=mode,
+                    dataplane=dataplane, **extra)
 
 
-@pytest.fixture(scope="session")
-def python_lab() -> Iterator[Topology]:
-    """The direct-mode lab with ``[dataplane] mode = "python"``: the Python workers alone, the path
-    every packet took before the TC program and the one ``auto`` falls back to."""
-    prefix = f"xlp{os.getpid() % 10000}-"
-    topo = Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5,
-                    dataplane="python")
-    with built_lab(topo):
-        yield topo
+class LabPool:
+    """The session's labs, one per variant, each built on first use and taken down at the end.
 
-
-@pytest.fixture(scope="session")
-def vlan_lab() -> Iterator[Topology]:
-    """The same lab in ``vlan`` mode (802.1Q subinterfaces on one veth trunk per router).
-
-    Needs a kernel with 8021q: only the QEMU guest has one here, so every test using it carries
-    the ``vm`` marker.  Daemons start slowly under TCG, hence the long start timeout.
+    ``keep`` bounds how many are up at once: the QEMU guest has one emulated CPU and 1 GiB, and an
+    idle lab still polls SNMP twice a second, so there a variant's lab goes down before the next
+    one is built (pytest runs the tests of one ``e2e_lab`` variant together).
     """
-    for mod in VLAN_LAB_MODULES:
-        subprocess.run(["modprobe", mod], check=False, capture_output=True)
-    if not Path("/proc/net/vlan").exists():
-        pytest.fail("this kernel has no 802.1Q (8021q): vlan-mode lab tests run in the QEMU harness "
-                    "(tests/vm, XCAST6_IN_VM=1 inside the guest)")
-    topo = Topology(prefix="xlv-", state_dir=Path(f"/tmp/xlv-lab-{os.getpid()}"), mode="vlan",
-                    poll_interval=0.5, start_timeout=180)
-    with built_lab(topo):
-        yield topo
+
+    def __init__(self, keep: int | None = None) -> None:
+        self.keep = keep
+        self.up: dict[tuple[str, str], Topology] = {}    # in the order they were built
+        self.failed: dict[tuple[str, str], BaseException] = {}
+
+    def get(self, mode: str, dataplane: str = "auto") -> Topology:
+        """The lab of this variant, built now if it is not up."""
+        key = (mode, dataplane)
+        if key in self.failed:     # one failed build per variant, not one per test
+            raise self.failed[key]
+        if key not in self.up:
+            while self.keep is not None and self.up and len(self.up) >= self.keep:
+                build.down(self.up.pop(next(iter(self.up))))
+            topo = _topology(mode, dataplane)
+            build.down(topo)     # anything left by an earlier run
+            try:
+                build.up(topo)
+                self.up[key] = topo     # from here on, close() takes it down
+                variants.says(topo)     # the data path it asked for, or no test runs on it
+            except Exception as exc:
+                self.failed[key] = exc
+                raise
+        return self.up[key]
+
+    def close(self) -> None:
+        """Take every lab down."""
+        while self.up:
+            build.down(self.up.pop(next(iter(self.up))))
 
 
-@pytest.fixture(scope="session",
-                params=["direct", "direct-python", pytest.param("vlan", marks=pytest.mark.vm)])
-def e2e_lab(request: pytest.FixtureRequest) -> Topology:
-    """The lab in each link mode: ``direct`` on the host, ``vlan`` inside the QEMU guest, both with
-    the default data path (auto: the TC program); ``direct-python`` runs the same tests through the
-    Python workers alone ([dataplane] mode = "python").
+@pytest.fixture(scope="session")
+def labs() -> Iterator[LabPool]:
+    """Every lab variant the session uses (one at a time inside the QEMU guest)."""
+    pool = LabPool(keep=1 if IN_VM else None)
+    try:
+        yield pool
+    finally:
+        pool.close()
 
-    Resolved lazily (``getfixturevalue``) so the guest, which runs only the vlan cases, never
-    builds the direct lab, and the host never tries to build the vlan lab.
+
+@pytest.fixture(scope="session")
+def lab(labs: LabPool) -> Topology:
+    """The direct-mode lab (data path auto) with both engine daemons ready, shared by the e2e and
+    API tests (the host's pool keeps every lab up to the end, so this one stays valid)."""
+    return labs.get("direct")
+
+
+@pytest.fixture(scope="session", params=variants.params())
+def lab_variant(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(link mode, data path) of ``e2e_lab`` (tests/lab/variants.py): session-scoped, so pytest
+    runs each variant's tests together and the guest builds each vlan lab once.  A module whose
+    tests only make sense in one link mode parametrises it (indirect) with ``variants.params(mode)``."""
+    variant: tuple[str, str] = request.param
+    return variant
+
+
+@pytest.fixture
+def e2e_lab(labs: LabPool, lab_variant: tuple[str, str]) -> Iterator[Topology]:
+    """The lab in every variant (``direct``, ``direct-python`` on the host; ``vlan``,
+    ``vlan-python`` in the QEMU guest), and after each test the proof of which data path ran it
+    (tests/lab/variants.py): a silent fallback to the Python workers, or a TC program at work in
+    python mode, fails the test instead of testing the same path twice.
+
+    Resolved per variant, so the guest, which runs only the vlan cases, never builds a direct
+    lab, and the host never tries to build a vlan lab.
     """
-    name = {"direct": "lab", "direct-python": "python_lab", "vlan": "vlan_lab"}[request.param]
-    topo: Topology = request.getfixturevalue(name)
-    return topo
+    topo = labs.get(*lab_variant)
+    before = variants.snapshot(topo)
+    yield topo
+    variants.check(topo, before)

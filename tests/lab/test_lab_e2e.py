@@ -2,10 +2,12 @@
 engines (the product daemon, ``xcast6-engine run``) syncing over SNMP, receivers logging every
 datagram.
 
-Every test runs in both link modes (fixture ``e2e_lab`` in conftest.py): ``direct`` (a veth per
-router interface) on the host, and ``vlan`` (802.1Q subinterfaces on one trunk per router) inside
-the QEMU guest of tests/vm, the only kernel with 8021q here.  The guest is emulated (TCG, one
-vCPU), so deadlines there are stretched (``SLOW``)."""
+Every test runs in every lab variant (fixture ``e2e_lab``, tests/lab/variants.py): link mode ×
+data path.  ``direct`` (a veth per router interface) on the host, ``vlan`` (802.1Q subinterfaces on
+one trunk per router) inside the QEMU guest of tests/vm, the only kernel with 8021q here; each with
+the TC program (``auto``, the default) and with the Python workers alone (``-python``).  After each
+test the fixture checks that the counters show the data path the lab asked for.  The guest is
+emulated (TCG, one vCPU), so deadlines there are stretched (``SLOW``)."""
 
 from __future__ import annotations
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from api import main as cli
+from engine.dataplane import kernel_path
 from engine.dataplane.counters import CounterFile
+from engine.model import LinkMap
+from lab.demo import read_logs
 from lab.receiver import xcast_deliveries
 from lab.topology import Topology
+from tests.lab import variants
 from tests.lab.scapy_xcast import xcast_packet
 
 
@@ -156,3 +161,42 @@ def test_lab_pki_gives_each_engine_a_certificate_the_lab_ca_signed(tmp_path: Pat
                     end.do_handshake()
         assert c.version() == "TLSv1.3" and s.version() == "TLSv1.3"
         assert oct(t.api_key_path(r).stat().st_mode & 0o777) == "0o600"
+
+
+def test_lab_variants_are_link_mode_times_data_path() -> None:
+    """One rule gives the e2e suite's variants, their ids and where they run (vlan: the guest)."""
+    ps = variants.params()
+    assert [p.id for p in ps] == ["direct", "direct-python", "vlan", "vlan-python"]
+    assert [p.values[0] for p in ps] == [("direct", "auto"), ("direct", "python"),
+                                         ("vlan", "auto"), ("vlan", "python")]
+    assert [bool(p.marks) for p in ps] == [False, False, True, True]
+    assert [p.id for p in variants.params("vlan")] == ["vlan", "vlan-python"]
+
+
+def test_data_path_proof_catches_a_silent_fallback_and_a_program_in_python_mode() -> None:
+    def moved(received: int, kernel: int, punted: int) -> dict[str, dict[str, int]]:
+        return {"a": {"received": received, "kernel_received": kernel, "kernel_punted": punted}}
+
+    # auto: every frame went through the program (branched there, or punted and counted again)
+    assert variants.violations("auto", moved(5, 3, 2)) == []
+    assert variants.violations("auto", moved(0, 0, 0)) == []
+    assert variants.violations("auto", moved(3, 0, 0))        # fell back to the workers
+    assert variants.violations("auto", moved(5, 3, 0))        # two frames bypassed it
+    # python: the program's counters never move
+    assert variants.violations("python", moved(3, 0, 0)) == []
+    assert variants.violations("python", moved(3, 3, 0))
+    assert variants.violations("python", moved(3, 0, 1))
+    # the wording the check expects is the daemon's
+    _kp, said = kernel_path.start("python", [], LinkMap([]), [], None)
+    assert said.startswith(variants.SAYS["python"])
+
+
+def test_receiver_logs_are_read_in_whole_lines(tmp_path: Path) -> None:
+    """A line the receiver is still writing is left for the next read, not parsed half-way."""
+    t = Topology(state_dir=tmp_path)
+    rec = {"kind": "udp", "dst": "2001:db8:a1::2", "payload": "00"}
+    t.receiver_log("h1").write_text(json.dumps(rec) + "\n" + json.dumps(rec)[:20])
+    assert [r["dst"] for r in read_logs(t)] == ["2001:db8:a1::2"]
+    with t.receiver_log("h1").open("a") as f:
+        f.write(json.dumps(rec)[20:] + "\n")
+    assert len(read_logs(t)) == 2
