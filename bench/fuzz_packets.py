@@ -450,7 +450,9 @@ class Targets:
         if m is None or not m.checksum_ok or len(out) > 1280 or m.icmp_type != icmp_type:
             raise Mismatch("relayed error malformed (length, checksum or type)")
         pkt = parse_quoted(quote)
-        if not isinstance(pkt, XcastPacket) or m.dst != pkt.orig_src or not plan.quote or m.quote[: len(plan.quote)] != plan.quote[: len(m.quote)]:
+        k = min(len(plan.quote), len(m.quote))
+        if (not isinstance(pkt, XcastPacket) or m.dst != pkt.orig_src
+                or not k or m.quote[:k] != plan.quote[:k]):
             raise Mismatch("relayed error not to the inner source or not quoting the inner packet")
         if (m.interface is None) != (plan.kind is ErrorKind.PACKET_TOO_BIG) or (
                 m.interface is not None and m.interface[1] != ROUTER):
