@@ -348,6 +348,17 @@ def render_tree(res: TraceResult, names: dict[bytes, str] | None = None) -> list
     lines = [f"xcast traceroute from {txt(res.source)} to {len(res.dests)} destinations, "
              f"{res.hops_probed} hops probed"]
 
+    tree = build_tree(res)
+    width = 22
+
+    def widest(nodes: list[Node]) -> None:
+        nonlocal width
+        for n in nodes:
+            width = max(width, len(n.label))
+            widest(n.children)
+
+    widest(tree)
+
     def walk(nodes: list[Node], indent: str) -> None:
         for k, n in enumerate(nodes):
             last = k == len(nodes) - 1
@@ -356,10 +367,10 @@ def render_tree(res: TraceResult, names: dict[bytes, str] | None = None) -> list
             rtt = "  ".join(f"{x:.3f} ms" for x in n.rtts) if n.rtts else ""
             what = _KIND_TEXT.get(n.kind, "")
             ds = "{" + ", ".join(label(d) for d in n.dests) + "}"
-            lines.append(f"{lead}{n.hop:>2}  {n.label:<22} {ds}{what}  {rtt}".rstrip())
+            lines.append(f"{lead}{n.hop:>2}  {n.label:<{width}} {ds}{what}  {rtt}".rstrip())
             walk(n.children, indent + (("   " if last else "│  ") if branch else ""))
 
-    walk(build_tree(res), "")
+    walk(tree, "")
     for d in res.dests:
         if not res.done(d):
             lines.append(f"   {label(d)}: no answer from the destination within {res.hops_probed} hops")

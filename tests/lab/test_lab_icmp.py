@@ -5,7 +5,8 @@
   takes the MTU into its path-MTU cache, and a resend that fits is delivered exactly once;
 * Destination Unreachable when no destination has a route;
 * a flood of expiring packets: errors capped by the token bucket, the rest counted;
-* ``xcast6-engine traceroute`` / ``ping`` from the sender against the plain receivers.
+* ``xcast6-engine traceroute`` / ``ping`` from the sender against the plain receivers; the
+  routers between the engines appear in the tree through engine A's relay of their errors.
 
 Time Exceeded and Packet Too Big run in both link modes (``e2e_lab``: vlan mode in the QEMU guest).
 """
@@ -219,6 +220,8 @@ def test_traceroute_prints_the_branch_tree(lab: Topology) -> None:
     assert r.returncode == 0, r.stderr + r.stdout
     doc: dict[str, Any] = json.loads(r.stdout)
     ra, ea, eb = "2001:db8:a0::1", engine_addr(lab, "a"), engine_addr(lab, "b")
+    ra_rb = lab.routers["a"].interfaces.index("ra-rb")
+    ra_far, rb = lab.routers["a"].engine_link(ra_rb)[2], lab.inter_net + "2"
     for h in lab.receivers:
         path = doc["paths"][h.addr]
         who = [p["responder"] for p in path]
@@ -230,15 +233,32 @@ def test_traceroute_prints_the_branch_tree(lab: Topology) -> None:
         back = router.engine_link(router.interfaces.index(h.router_if))[2]
         if h.router == "a":
             assert who == [ra, ea, back, h.addr]
+            assert all("relayed_by" not in p for p in path)
         else:
-            # routers between engine A and engine B answer engine A (the copy's source): silent
-            assert who == [ra, ea, None, None, eb, back, h.addr]
+            # the routers between engine A and engine B answer engine A (the copy's source), which
+            # relays to us naming them (RFC 5837): rA from its end of A's engine link towards rB,
+            # then rB from its end of the rA-rB link
+            assert who == [ra, ea, ra_far, rb, eb, back, h.addr], (h.name, who)
+            assert [p.get("relayed_by") for p in path[2:4]] == [ea, ea]
+            assert all("relayed_by" not in p for p in path[:2] + path[4:])
     tree = doc["tree"]
     assert len(tree) == 1 and tree[0]["responder"] == ra
     under_ea = tree[0]["children"][0]["children"]
     assert sorted(len(c["destinations"]) for c in under_ea) == [1, 1, 3]   # h1, h2, {h3, h4, h5}
+    between = next(c for c in under_ea if len(c["destinations"]) == 3)
+    assert (between["responder"], between["relayed_by"]) == (ra_far, ea) and between["rtt_ms"]
+    at_rb = between["children"][0]
+    assert at_rb["responder"] == rb and at_rb["relayed_by"] == ea and at_rb["children"][0]["responder"] == eb
     text = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", "0.5")
     assert text.returncode == 0 and eb in text.stdout and "├─" in text.stdout
+    assert f"{rb} (via {ea})" in text.stdout and f"{ra_far} (via {ea})" in text.stdout
+    assert "*" not in text.stdout
+    relayed = totals(lab, "a")       # 3 probes x 2 hops per run
+    assert relayed["icmp_relayed.time_exceeded"] >= 6 and relayed["icmp_relay_refused"] == 0
+    metrics = engine_api.request(lab, "a", "GET", "/metrics").text
+    line = next(x for x in metrics.splitlines()
+                if x.startswith('xcast6_icmp_errors_relayed_total{type="time_exceeded"'))
+    assert float(line.split()[-1]) == relayed["icmp_relayed.time_exceeded"]
     print(text.stdout)
 
 
