@@ -8,7 +8,8 @@
 * ``xcast6-engine traceroute`` / ``ping`` from the sender against the plain receivers; the
   routers between the engines appear in the tree through engine A's relay of their errors.
 
-Time Exceeded and Packet Too Big run in both link modes (``e2e_lab``: vlan mode in the QEMU guest).
+Time Exceeded, Packet Too Big and traceroute run in both link modes (``e2e_lab``: vlan mode in the
+QEMU guest) and through the Python workers alone.
 """
 
 from __future__ import annotations
@@ -214,9 +215,10 @@ def _cli(topo: Topology, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_traceroute_prints_the_branch_tree(lab: Topology) -> None:
+def test_traceroute_prints_the_branch_tree(e2e_lab: Topology) -> None:
+    lab = e2e_lab
     dests = [h.addr for h in lab.receivers]
-    r = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", "0.5", "--json")
+    r = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", str(0.5 * SLOW), "--json")
     assert r.returncode == 0, r.stderr + r.stdout
     doc: dict[str, Any] = json.loads(r.stdout)
     ra, ea, eb = "2001:db8:a0::1", engine_addr(lab, "a"), engine_addr(lab, "b")
@@ -249,7 +251,7 @@ def test_traceroute_prints_the_branch_tree(lab: Topology) -> None:
     assert (between["responder"], between["relayed_by"]) == (ra_far, ea) and between["rtt_ms"]
     at_rb = between["children"][0]
     assert at_rb["responder"] == rb and at_rb["relayed_by"] == ea and at_rb["children"][0]["responder"] == eb
-    text = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", "0.5")
+    text = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", str(0.5 * SLOW))
     assert text.returncode == 0 and eb in text.stdout and "├─" in text.stdout
     assert f"{rb} (via {ea})" in text.stdout and f"{ra_far} (via {ea})" in text.stdout
     assert "*" not in text.stdout
