@@ -180,3 +180,33 @@ def test_routers_errors_about_our_copies_are_relayed_to_the_sender(
     assert te.quote[: len(copy) - 40] == copy[40:]
     assert t["icmp_relayed.time_exceeded"] == 1 and t["icmp_relayed.packet_too_big"] == 1
     assert t["icmp_relay_refused"] == 1
+
+
+def test_relays_share_the_rate_limit(pair: tuple[str, str], tmp_path: Path) -> None:
+    """A flood of routers' errors is relayed only as far as the token bucket allows; the rest is
+    counted per type as held back."""
+    r, e = pair
+    routes = [*ROUTES, Route(ipaddress.IPv6Network("2001:db8:a::/48"), (NextHop("r-if1"),))]
+    p = WorkerPool(Fib(routes), _links(e), ["to-r-if1", "to-r-if2"], workers=1,
+                   counters_path=tmp_path / "s.shm", icmp_rate=1.0, icmp_burst=3)
+    with netns.in_netns(e):
+        p.start()
+    socks = _capture(r)
+    try:
+        with netns.in_netns(r):
+            tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            tx.bind(("r-if2", 0))
+        mac2 = netns.mac(e, "to-r-if2")
+        for i in range(20):
+            copy = xcast_packet(SRC, [D2], b"f", sport=41000 + i, hlim=1, outer_src="2001:db8:e2::2")
+            tx.send(ethernet(mac2, ROUTER_MACS["r-if2"], _router_error(3, 0, copy)))
+        tx.close()
+        got = _drain(socks)
+        t = CounterFile.open(tmp_path / "s.shm").snapshot().totals
+    finally:
+        p.stop()
+        for s in socks.values():
+            s.close()
+    n = len(_errors(got["r-if1"], netns.mac(e, "to-r-if1")))
+    assert 3 <= n <= 4                   # the burst, and at most one token refilled at 1/s meanwhile
+    assert t["icmp_relayed.time_exceeded"] == n and t["icmp_relay_suppressed.time_exceeded"] == 20 - n
