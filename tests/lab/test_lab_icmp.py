@@ -3,6 +3,7 @@
 * Time Exceeded from engine A and from engine B, quoting the packet as each received it;
 * Packet Too Big from engine A for a copy over the small-MTU link to ``hm``: the sender's kernel
   takes the MTU into its path-MTU cache, and a resend that fits is delivered exactly once;
+* Packet Too Big from router A about engine A's copy (a small rA-rB link), relayed by engine A;
 * Destination Unreachable when no destination has a route;
 * a flood of expiring packets: errors capped by the token bucket, the rest counted;
 * ``xcast6-engine traceroute`` / ``ping`` from the sender against the plain receivers; the
@@ -174,6 +175,34 @@ def test_packet_too_big_adapts_the_senders_path_mtu(e2e_lab: Topology) -> None:
     d = totals(topo, "a")
     assert d["icmp_sent.packet_too_big"] - before["icmp_sent.packet_too_big"] == 1
     assert d["egress_mtu"] - before["egress_mtu"] == 1
+
+
+def test_packet_too_big_between_the_engines_is_relayed(lab: Topology) -> None:
+    """The rA-rB link shrunk to 1,400 bytes: router A cannot forward engine A's 1,500-byte copy for
+    h3-h5 and sends Packet Too Big to engine A (the copy's source), which relays it to the sender
+    with 1,400 - 40 (the outer header its quote leaves out), quoting the sender's inner packet."""
+    h3, h4 = lab.receivers[2].addr, lab.receivers[3].addr
+    before = totals(lab, "a")
+    pkt = xcast(lab, [h3, h4], b"P" * (1500 - 40 - 40 - 8 - 16 - 32 - 8), hop_limit=64)
+    assert len(pkt) == 1500
+    ends = [(lab.router_ns("a"), "ra-rb"), (lab.router_ns("b"), "rb-ra")]
+    try:
+        for ns, dev in ends:
+            netns.ip(ns, "link", "set", dev, "mtu", "1400")
+        with icmp_listener(lab) as s:
+            send_raw(lab, [pkt])
+            got = errors(s, lab, want=1, timeout=1.5)
+    finally:
+        for ns, dev in ends:
+            netns.ip(ns, "link", "set", dev, "mtu", str(lab.mtu))
+    ptb = [m for m in got if m.icmp_type == 2]
+    assert len(ptb) == 1, [(m.src.hex(), m.icmp_type) for m in got]
+    m = ptb[0]
+    assert m.src == b(engine_addr(lab, "a")) and m.mtu == 1360 and m.checksum_ok
+    q = parse_quote(m.quote)
+    assert q is not None and q.inner_only and q.source == b(lab.sender.addr) and q.live == (b(h3), b(h4))
+    after = totals(lab, "a")
+    assert after["icmp_relayed.packet_too_big"] == before["icmp_relayed.packet_too_big"] + 1
 
 
 def test_destination_unreachable_when_nothing_routable(lab: Topology) -> None:
