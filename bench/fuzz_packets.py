@@ -21,6 +21,13 @@ length, port-list length), N, bitmap and port-list entries; and *session* packet
 whose header a flow template was learned from, with another payload/checksum (the flow
 cache's hit path) or another length.
 
+Each input is also quoted in a router's Time Exceeded / Packet Too Big / Destination
+Unreachable to an engine address (its outer source made the engine's for most of them, the
+quote cut at a random length) and fed to the relay (``plan_relay``, through the codec's
+``parse_quoted``): it never raises, a whole quote parses exactly as ``parse_checked`` does, and
+a relayed error is well formed (≤ 1,280 bytes, right checksum, to the quoted inner source,
+quoting the inner packet, naming the router in its RFC 5837 object).
+
 Usage: python -m bench.fuzz_packets [--inputs 1000000] [--seed 1] [--out bench/results/fuzz_packets.json]
 Prints progress (inputs/s, current and peak RSS), the crash and mismatch classes, and writes
 JSON; exit 1 on any crash or mismatch.  ``tests/engine/test_fuzz_packets_smoke.py`` runs 20,000
@@ -47,9 +54,11 @@ from engine.dataplane.egress import Egress
 from engine.forwarding.branch import Brancher, BranchResult
 from engine.forwarding.fib import Fib
 from engine.forwarding.flowcache import FlowCache, applies, flow_key, learn, render, write_frames
+from engine.forwarding.icmp_errors import ErrorKind, plan_relay
 from engine.model import EngineLink, LinkMap, NextHop, Route, ip6
 from engine.wire import codec
-from engine.wire.codec import build_l2, build_xcast, parse, parse_checked, strip_l2
+from engine.wire.codec import build_l2, build_xcast, parse, parse_checked, parse_quoted, strip_l2
+from engine.wire.icmp6 import build_error, parse_icmp6
 from engine.wire.layout import (
     ALL_XCAST_NODES,
     BITMAP_LEN,
@@ -68,6 +77,7 @@ from engine.wire.xou import build_xou
 
 SLOT = 9216           # the transmit ring's slot (jumbo frames)
 SENDER = ip6("2001:db8:ff::1")
+ROUTER = ip6("2001:db8:ab::1")    # a router between two engines, answering a copy
 LOCAL = ip6("2001:db8:3::77")   # delivered locally by the second brancher
 
 
@@ -370,6 +380,8 @@ class Targets:
         self.ring = TxRing(capacity=256, slot_size=SLOT)
         self.hits = 0
         self.learned = 0
+        self.own = frozenset(link.engine_addr for link in LINKS.links())
+        self.relay_outcomes: dict[str, int] = {}
 
     def parse(self, data: bytes, l2: bool) -> XcastPacket | Reject:
         p = parse(data, l2=l2)
@@ -409,6 +421,42 @@ class Targets:
         for i in rng.sample(live, min(4, len(live))):
             d = pkt.dest(i)
             check_x2u_copy(x2u(pkt, i, d, max(0, pkt.hop_limit - 1)), pkt, d, checked)
+
+    def relay(self, data: bytes, rng: random.Random) -> None:
+        """A router's error quoting ``data`` (made one of our copies most of the time), relayed."""
+        engine = rng.choice(sorted(self.own))
+        b = bytearray(data)
+        if len(b) >= 24 and rng.random() < 0.8:
+            b[8:24] = engine                     # the outer source: one of our copies
+        quote = bytes(b[: rng.choice((len(b), len(b), rng.randrange(len(b) + 1)))])
+        icmp_type = rng.choice((1, 2, 3))
+        err = build_error(icmp_type, 0, rng.choice((1280, 1400, 1500, 9000)), ROUTER, engine, quote)
+        msg = parse_icmp6(err)
+        if msg is None:
+            raise Mismatch("the router's error does not parse")
+        quote = msg.quote                        # what fits in 1,280 bytes
+        whole = len(quote) >= 40 and len(quote) == 40 + (quote[4] << 8 | quote[5])
+        if whole and parse_quoted(quote) != parse_checked(quote):
+            raise Mismatch("parse_quoted differs from parse_checked on a whole packet")
+        plan = plan_relay(msg, self.own)
+        if plan is None:
+            raise Mismatch("an error to our address of a relayed type got no plan")
+        outcome = "relayed" if plan.refused is None else plan.refused.split(" (")[0]
+        self.relay_outcomes[outcome] = self.relay_outcomes.get(outcome, 0) + 1
+        if plan.refused is not None:
+            return
+        out = plan.build(LINKS.links()[0].engine_addr)
+        m = parse_icmp6(out)
+        if m is None or not m.checksum_ok or len(out) > 1280 or m.icmp_type != icmp_type:
+            raise Mismatch("relayed error malformed (length, checksum or type)")
+        pkt = parse_quoted(quote)
+        k = min(len(plan.quote), len(m.quote))
+        if (not isinstance(pkt, XcastPacket) or m.dst != pkt.orig_src
+                or not k or m.quote[:k] != plan.quote[:k]):
+            raise Mismatch("relayed error not to the inner source or not quoting the inner packet")
+        if (m.interface is None) != (plan.kind is ErrorKind.PACKET_TOO_BIG) or (
+                m.interface is not None and m.interface[1] != ROUTER):
+            raise Mismatch("relayed error does not name the router")
 
     def _expected(self, res: BranchResult) -> tuple[list[tuple[int, bytes]], list[tuple[str, int]]]:
         frames = []
@@ -498,6 +546,9 @@ def run(inputs: int, seed: int = 1, progress_every: int = 100_000,
                 t.branch(p)
                 stage = "x2u"
                 t.x2u(p, rng)
+            if not l2:
+                stage = "relay"
+                t.relay(data, rng)
             stage = "flowcache"
             raw = data
             if l2:      # the worker sees the frame after the link header (padding included)
@@ -545,6 +596,7 @@ def run(inputs: int, seed: int = 1, progress_every: int = 100_000,
                        "evictions": t.cache.evictions, "kept": len(t.cache.flows),
                        "kept_bytes": t.cache.nbytes},
         "plan_evictions": t.brancher.plan_evictions,
+        "relay_outcomes": dict(sorted(t.relay_outcomes.items(), key=lambda kv: -kv[1])),
         "rss_kib": {"start": rss_start, "end": rss_kib(), "peak_start": peak_start,
                     "peak_end": peak_rss_kib()},
         "samples": samples,

@@ -11,7 +11,13 @@ socket, so only candidate XCAST6 packets ever cost Python time.  It passes a fra
 * the outer next header is 41 (both encodings are IPv6-in-IPv6: RFC 5058 RH253 and
   XCAST6-over-UDP) and
 * the inner destination starts with ``ff0e::`` (ALL_XCAST_NODES ``ff0e::114``) or
-  ``ff35::`` (the XOU mark ``ff35::ffff:ffff``).
+  ``ff35::`` (the XOU mark ``ff35::ffff:ffff``);
+
+or, for the relay of routers' errors about the engine's copies (engine/forwarding/icmp_errors.py),
+when the outer next header is ICMPv6 (58), the type is Destination Unreachable, Packet Too Big or
+Time Exceeded, and the quoted packet's next header is 41 (an XCAST6 copy).  Routers send their
+errors with their own traffic class, so the TC program passes them to the stack (and to these
+sockets) like any non-XCAST frame.
 
 Everything finer (N, lengths, bitmap) is the codec's job and is counted there.
 """
@@ -23,7 +29,21 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from engine.wire.layout import ETH_HLEN, ETH_P_IPV6, ETH_TYPE_OFF, INNER_DST_OFF, OUTER_NH_OFF
+from engine.wire.layout import (
+    ETH_HLEN,
+    ETH_P_IPV6,
+    ETH_TYPE_OFF,
+    ICMP6_DEST_UNREACH,
+    ICMP6_HLEN,
+    ICMP6_PACKET_TOO_BIG,
+    ICMP6_TIME_EXCEEDED,
+    ICMP6_TYPE_OFF,
+    INNER_DST_OFF,
+    IP6_HLEN,
+    IP6_NH_OFF,
+    NH_ICMPV6,
+    OUTER_NH_OFF,
+)
 
 # Instruction classes / modes (linux/filter.h, linux/bpf_common.h).
 BPF_LD, BPF_ALU, BPF_JMP, BPF_RET = 0x00, 0x04, 0x05, 0x06
@@ -51,6 +71,8 @@ OFF_ETHERTYPE = ETH_TYPE_OFF
 OFF_IP6 = ETH_HLEN
 OFF_OUTER_NH = OFF_IP6 + OUTER_NH_OFF
 OFF_INNER_DST = OFF_IP6 + INNER_DST_OFF
+OFF_ICMP6_TYPE = OFF_IP6 + IP6_HLEN + ICMP6_TYPE_OFF
+OFF_QUOTED_NH = OFF_IP6 + IP6_HLEN + ICMP6_HLEN + IP6_NH_OFF   # the quoted packet's (outer) next header
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,26 +93,33 @@ def _jeq(k: int, jt: int, jf: int, why: str) -> Insn:
     return Insn(BPF_JMP | BPF_JEQ | BPF_K, jt, jf, k, why)
 
 
-# Jump offsets are relative to the next instruction (0 = fall through).  ACCEPT is at 12 and
-# DROP at 13; each comment names the target so the arithmetic can be checked by eye.
+# Jump offsets are relative to the next instruction (0 = fall through).  ACCEPT is at 20 and
+# DROP at 21; each comment names the target so the arithmetic can be checked by eye.
 PROGRAM: list[Insn] = [
     Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PKTTYPE,
          "0: A = skb->pkt_type (ancillary load)"),
-    _jeq(PACKET_OUTGOING, 11, 0, "1: sent by this host (our own copies) -> 13 drop"),
+    _jeq(PACKET_OUTGOING, 19, 0, "1: sent by this host (our own copies) -> 21 drop"),
     Insn(BPF_LD | BPF_H | BPF_ABS, 0, 0, OFF_ETHERTYPE, "2: A = EtherType"),
-    _jeq(ETH_P_IPV6, 0, 9, "3: not IPv6 -> 13 drop"),
-    Insn(BPF_LD | BPF_H | BPF_ABS, 0, 0, OFF_IP6, "4: A = version|TC|flow-hi (first 16 bits)"),
-    Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, XCAST_TC_MASK_HALF, "5: A &= 0xffc0 (version + TC[7:2])"),
-    _jeq(XCAST_TC_VALUE_HALF, 0, 6, "6: not version 6 with TC 010111xx -> 13 drop"),
-    Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, OFF_OUTER_NH, "7: A = outer next header"),
-    _jeq(socket.IPPROTO_IPV6, 0, 4, "8: not IPv6-in-IPv6 (41) -> 13 drop"),
-    Insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, OFF_INNER_DST, "9: A = inner destination[0:4]"),
-    _jeq(ALL_XCAST_NODES_HI, 1, 0, "10: ff0e:: (ALL_XCAST_NODES) -> 12 accept"),
-    _jeq(XOU_MARK_HI, 0, 1, "11: ff35:: (XOU mark) -> 12 accept, else 13 drop"),
-    Insn(BPF_RET | BPF_K, 0, 0, ACCEPT_SNAPLEN, "12: accept the whole frame"),
-    Insn(BPF_RET | BPF_K, 0, 0, 0, "13: drop"),
+    _jeq(ETH_P_IPV6, 0, 17, "3: not IPv6 -> 21 drop"),
+    Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, OFF_OUTER_NH, "4: A = outer next header"),
+    _jeq(NH_ICMPV6, 8, 0, "5: ICMPv6 -> 14 (an error about one of our copies?)"),
+    Insn(BPF_LD | BPF_H | BPF_ABS, 0, 0, OFF_IP6, "6: A = version|TC|flow-hi (first 16 bits)"),
+    Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, XCAST_TC_MASK_HALF, "7: A &= 0xffc0 (version + TC[7:2])"),
+    _jeq(XCAST_TC_VALUE_HALF, 0, 12, "8: not version 6 with TC 010111xx -> 21 drop"),
+    Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, OFF_OUTER_NH, "9: A = outer next header"),
+    _jeq(socket.IPPROTO_IPV6, 0, 10, "10: not IPv6-in-IPv6 (41) -> 21 drop"),
+    Insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, OFF_INNER_DST, "11: A = inner destination[0:4]"),
+    _jeq(ALL_XCAST_NODES_HI, 7, 0, "12: ff0e:: (ALL_XCAST_NODES) -> 20 accept"),
+    _jeq(XOU_MARK_HI, 6, 7, "13: ff35:: (XOU mark) -> 20 accept, else -> 21 drop"),
+    Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, OFF_ICMP6_TYPE, "14: A = ICMPv6 type"),
+    _jeq(ICMP6_DEST_UNREACH, 2, 0, "15: Destination Unreachable -> 18"),
+    _jeq(ICMP6_PACKET_TOO_BIG, 1, 0, "16: Packet Too Big -> 18"),
+    _jeq(ICMP6_TIME_EXCEEDED, 0, 3, "17: Time Exceeded -> 18, any other type -> 21 drop"),
+    Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, OFF_QUOTED_NH, "18: A = the quoted packet's next header"),
+    _jeq(socket.IPPROTO_IPV6, 0, 1, "19: 41 (an XCAST6 copy) -> 20 accept, else -> 21 drop"),
+    Insn(BPF_RET | BPF_K, 0, 0, ACCEPT_SNAPLEN, "20: accept the whole frame"),
+    Insn(BPF_RET | BPF_K, 0, 0, 0, "21: drop"),
 ]
-
 
 def explain() -> str:
     """Human-readable listing of the program (``code jt jf k  comment``)."""

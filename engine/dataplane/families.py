@@ -57,6 +57,15 @@ ICMP_RATE_LIMITED = Family("icmp_errors_rate_limited_total",
 ICMP_NOT_ELIGIBLE = Family("icmp_errors_not_eligible_total",
                            "Packets that earned an error but may not get one (RFC 4443 2.4(e): the source "
                            "is not global unicast, or the packet is an ICMPv6 error).")
+ICMP_RELAYED = Family("icmp_errors_relayed_total",
+                      "Routers' ICMPv6 errors about the engine's copies passed on to the original sender "
+                      "(RFC 2473 section 8 style), by type.", "type")
+ICMP_RELAY_RATE_LIMITED = Family("icmp_errors_relay_rate_limited_total",
+                                 "Routers' errors not relayed because of the rate limit (workers.icmp_rate), "
+                                 "by type.", "type")
+ICMP_RELAY_REFUSED = Family("icmp_errors_relay_refused_total",
+                            "ICMPv6 errors addressed to the engine that were not relayed (not about a copy "
+                            "it sent, not eligible, or a bad checksum).")
 KERNEL_HANDLED = Family("kernel_path_handled_packets_total",
                         "Frames the TC eBPF program branched or dropped itself (also in received).")
 KERNEL_PUNTED = Family("kernel_path_punted_packets_total",
@@ -68,7 +77,8 @@ OTHER = Family("worker_events_total", "Worker counters without a family of their
 FAMILIES: tuple[Family, ...] = (
     RECEIVED, BRANCHED, SENT, BYTES, DROPPED_PACKETS, DROPPED_DESTINATIONS, DROPPED_COPIES,
     SYSCALLS, FLOW_CACHE_HITS, CACHE_EVICTIONS, TABLE_UPDATES, ICMP_SENT, ICMP_RATE_LIMITED,
-    ICMP_NOT_ELIGIBLE, KERNEL_HANDLED, KERNEL_PUNTED, OTHER,
+    ICMP_NOT_ELIGIBLE, ICMP_RELAYED, ICMP_RELAY_RATE_LIMITED, ICMP_RELAY_REFUSED, KERNEL_HANDLED,
+    KERNEL_PUNTED, OTHER,
 )
 
 #: Flat counter name -> (family, label value).  The latency_* counters are the histogram's.
@@ -93,6 +103,7 @@ BY_NAME: dict[str, tuple[Family, str | None]] = {
     "syscalls_tx": (SYSCALLS, "sendmmsg"),
     "syscalls_poll": (SYSCALLS, "epoll_wait"),
     "icmp_not_eligible": (ICMP_NOT_ELIGIBLE, None),
+    "icmp_relay_refused": (ICMP_RELAY_REFUSED, None),
     "kernel_received": (KERNEL_HANDLED, None),
 }
 HISTOGRAM_COUNTERS = frozenset({"latency_count", "latency_sum_ns", "latency_max_ns"})
@@ -117,6 +128,10 @@ def classify(name: str) -> tuple[Family, str | None] | None:
         return ICMP_SENT, name[len("icmp_sent."):]
     if name.startswith("icmp_suppressed."):
         return ICMP_RATE_LIMITED, name[len("icmp_suppressed."):]
+    if name.startswith("icmp_relayed."):
+        return ICMP_RELAYED, name[len("icmp_relayed."):]
+    if name.startswith("icmp_relay_suppressed."):
+        return ICMP_RELAY_RATE_LIMITED, name[len("icmp_relay_suppressed."):]
     if name.startswith("drop."):
         reason = name[5:]
         if reason in _PER_DESTINATION:

@@ -44,6 +44,12 @@ Design (why it looks like this):
   address on that link.  Only the slow path can produce one: a flow template never covers a
   packet that was dropped or had a copy over the MTU.  The token bucket is per worker, with the
   engine's rate split between the workers (``WorkerPool``).
+* **Relayed ICMPv6 errors.**  A router between two branch points answers the copy's outer
+  source, us.  The ingress filter also passes Destination Unreachable, Packet Too Big and Time
+  Exceeded quoting an IPv6-in-IPv6 packet (engine/dataplane/bpf.py; the TC program passes them,
+  their traffic class not being XCAST's), and :meth:`Worker.relay_error` passes them on to the
+  original sender with the router named in an RFC 5837 object (engine/forwarding/icmp_errors.py),
+  out of the link towards the sender, under the same token bucket.
 """
 
 from __future__ import annotations
@@ -76,12 +82,18 @@ from engine.forwarding.flowcache import FlowCache, flow_key, learn, write_frames
 from engine.forwarding.generation import DerivedCaches
 from engine.forwarding.icmp_errors import (
     NOT_ELIGIBLE,
+    RELAY_REFUSED,
     TokenBucket,
     plan_error,
+    plan_relay,
+    relay_suppressed_counter,
+    relayed_counter,
     sent_counter,
     suppressed_counter,
 )
 from engine.model import EngineLink, LinkMap, Route, SnapshotDiff
+from engine.wire.icmp6 import parse_icmp6
+from engine.wire.layout import IP6_NH_OFF, NH_ICMPV6
 from engine.wire.reasons import NOT_XCAST, DropReason
 
 log = logging.getLogger(__name__)
@@ -192,6 +204,8 @@ class Worker:
         self.links = links
         self.egress = Egress(links)
         by_engine_if = {link.engine_ifname: link for link in links.links()}
+        # the addresses routers' errors about our copies are sent to (copies' outer sources)
+        self.own_addrs = frozenset(link.engine_addr for link in links.links())
         self.arrival_links: dict[int, EngineLink | None] = {
             fd: by_engine_if.get(ifname) for fd, ifname in self.rx_ifname.items()}
         self.branch = self.factory(self.fib, links)    # a new brancher: its own caches start empty
@@ -223,6 +237,9 @@ class Worker:
 
     def process(self, packet: bytes) -> None:
         """Branch one IPv6 packet (Ethernet header already stripped) and queue its copies."""
+        if packet[IP6_NH_OFF] == NH_ICMPV6:     # only a router's error about a copy passes the filter
+            self.relay_error(packet)
+            return
         slot = self.slot
         derived = self.derived
         if derived.generation != self.fib.generation:     # the table changed: relearn
@@ -326,8 +343,7 @@ class Worker:
         link = self.arrival
         if link is None:
             # Not an engine link (the trunk, say): the link the route to the sender leaves on.
-            hit = self.fib.lookup(plan.dst)
-            link = self.links.for_router_if(hit[1].ifname) if hit is not None else None
+            link = self.link_towards(plan.dst)
             if link is None:
                 slot.add("egress_no_link")
                 return
@@ -337,6 +353,35 @@ class Worker:
             return
         self._tx_put([(e.ifindex, e.l2, plan.build(link.engine_addr))])
         slot.add(sent_counter(plan.kind))
+
+    def relay_error(self, packet: bytes) -> None:
+        """Pass a router's ICMPv6 error about one of our copies on to the original sender
+        (rules: engine/forwarding/icmp_errors.py, "Relaying"), out of the link the route to the
+        sender leaves on, from the engine's address there; the same token bucket as our own."""
+        slot = self.slot
+        msg = parse_icmp6(packet)
+        plan = plan_relay(msg, self.own_addrs) if msg is not None else None
+        if plan is None or plan.refused is not None:
+            slot.add(RELAY_REFUSED)
+            return
+        if not self.icmp_bucket.allow(time.monotonic()):
+            slot.add(relay_suppressed_counter(plan.kind))
+            return
+        link = self.link_towards(plan.dst)
+        if link is None:
+            slot.add("egress_no_link")
+            return
+        e = self.egress.resolve(link.router_ifname)
+        if isinstance(e, str):
+            slot.add(e)
+            return
+        self._tx_put([(e.ifindex, e.l2, plan.build(link.engine_addr))])
+        slot.add(relayed_counter(plan.kind))
+
+    def link_towards(self, dst: bytes) -> EngineLink | None:
+        """The engine link the route to ``dst`` leaves on (None: no route, or not via an engine link)."""
+        hit = self.fib.lookup(dst)
+        return self.links.for_router_if(hit[1].ifname) if hit is not None else None
 
     def drain(self, sock: socket.socket) -> int:
         """Read up to ``batch`` frames from one socket with ONE recvmmsg, branch and send them.

@@ -34,15 +34,63 @@ destinations this branch point held.  **ANONYMOUS** (RFC 5058 §9.2.2, the A bit
 zero must be overwritten by zero): errors are sent, but the quote has every destination whose
 bit is clear zeroed, so an error never shows more of the list than a copy leaving this engine
 would; a packet that arrives as an ANONYMOUS copy already carries only its live addresses.
+
+**Relaying errors about the engine's own copies** (:func:`plan_relay`).  A router between two
+branch points answers the copy's outer source -- this engine -- not the sender, so without a
+relay the sender's traceroute shows those routers as ``*`` and its path-MTU discovery never
+hears of a small link between two engines.  The engine does what a tunnel entry point does
+(RFC 2473 §8): an error addressed to one of its link addresses, of type Time Exceeded, Packet
+Too Big or Destination Unreachable, whose quote parses with the engine's codec
+(:func:`engine.wire.codec.parse_quoted`: a quote cut short is fine, from the bitmap on) as an
+XCAST6 packet whose outer source is one of the engine's addresses, is answered by an error of
+the same type and code to the quoted copy's original sender, quoting the *inner* packet (the
+original datagram: the outer header is the engine's) as far as the router quoted it.
+Differences from RFC 2473 §8.1, and why:
+
+* **Time Exceeded stays Time Exceeded** (RFC 2473 turns it into Destination Unreachable
+  "address unreachable"): a tunnel's hop limit is its own, but an XCAST6 copy's outer hop limit
+  *is* the sender's, carried on and decremented by every engine, so the router's error reports
+  exactly that the sender's hop limit ran out -- what traceroute needs.
+* **Destination Unreachable keeps the router's code**: the copy's destinations are destinations
+  of the sender's datagram, not a tunnel end point.
+* **Packet Too Big** carries the router's MTU minus the 40-byte outer header (RFC 2473 §7.1 and
+  §8.1: the room left for the original packet), never less than 1,280 (RFC 8200 §5: the sender
+  cannot go lower; it then sends 1,280-byte packets).  An XCAST6 copy is as long as the
+  datagram it was branched from, so this is also the MTU the sender's next datagram must fit.
+  Path MTU caveat: the relayed quote starts at the inner header (destination ``ff0e::114``),
+  so a sender's kernel learns nothing into its per-destination PMTU cache from it; an XCAST6
+  application (or ``xcast6-engine ping``/``traceroute``) reads it itself.
+
+**Naming the router: an RFC 5837 Interface Information Object**, in an RFC 4884 extension
+structure (Time Exceeded and Destination Unreachable; Packet Too Big has no RFC 4884 length
+field): interface role "incoming IP interface" with an IP Address Sub-Object holding the
+source address of the router's error (a Linux or Junos router answers from the interface the
+packet came in on, the interface RFC 5837's "incoming" role means).  The error itself is from
+the engine's address on the link towards the sender (RFC 4443 §2.2: a node sends from one of
+its own addresses).  Why not spoof the router's address as the source: the engine would send
+packets with an address that is not its own out of a link the router's uRPF / BCP 38 filters
+rightly drop them on (the router's own address arriving from outside); anybody receiving the
+error would believe the router saw the inner packet, which it never did (it saw the engine's
+copy); and the engine would become a box that emits arbitrary sources on request.  With the
+object, a traceroute that reads RFC 4884/5837 (``xcast6-engine traceroute``; Linux
+``traceroute -e`` prints it as ``<INC:address>``) shows the router and that the engine relayed
+it; one that does not shows the engine, truthfully.
+
+Same rules as the engine's own errors: never about an error (the quoted copy carries an ICMPv6
+error) nor to a source that is not global unicast; one relayed error per error received; the
+same token bucket.  Counted as ``icmp_relayed.<type>``, ``icmp_relay_suppressed.<type>`` (rate
+limit) and ``icmp_relay_refused`` (not about a copy of ours, not eligible, bad checksum).
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from enum import StrEnum
 
 from engine.forwarding.branch import BranchResult, is_valid_unicast
-from engine.wire.icmp6 import build_error, is_error_type
+from engine.wire.codec import parse_quoted
+from engine.wire.icmp6 import IcmpMessage, build_error, interface_extension, is_error_type
 from engine.wire.layout import (
     DEST_LEN,
     FLAG_ANONYMOUS,
@@ -51,9 +99,11 @@ from engine.wire.layout import (
     ICMP6_DEST_UNREACH,
     ICMP6_PACKET_TOO_BIG,
     ICMP6_TIME_EXCEEDED,
+    IP6_HLEN,
+    IPV6_MIN_MTU,
     NH_ICMPV6,
 )
-from engine.wire.packet import XcastPacket
+from engine.wire.packet import Reject, XcastPacket
 from engine.wire.reasons import DropReason
 
 _ZERO = bytes(DEST_LEN)
@@ -81,9 +131,25 @@ def suppressed_counter(kind: ErrorKind) -> str:
     return f"icmp_suppressed.{kind.value}"
 
 
+#: Errors addressed to the engine that it did not relay (module doc: "Relaying").
+RELAY_REFUSED = "icmp_relay_refused"
+
+
+def relayed_counter(kind: ErrorKind) -> str:
+    """Counter of the routers' errors of ``kind`` relayed to the original sender."""
+    return f"icmp_relayed.{kind.value}"
+
+
+def relay_suppressed_counter(kind: ErrorKind) -> str:
+    """Counter of the relays of ``kind`` the rate limit held back."""
+    return f"icmp_relay_suppressed.{kind.value}"
+
+
 def counter_names() -> tuple[str, ...]:
     """Every ICMP counter a worker keeps (engine/dataplane/counters.py lists them)."""
-    return (*(sent_counter(k) for k in ErrorKind), *(suppressed_counter(k) for k in ErrorKind), NOT_ELIGIBLE)
+    return (*(sent_counter(k) for k in ErrorKind), *(suppressed_counter(k) for k in ErrorKind), NOT_ELIGIBLE,
+            *(relayed_counter(k) for k in ErrorKind), *(relay_suppressed_counter(k) for k in ErrorKind),
+            RELAY_REFUSED)
 
 
 _TYPES = {
@@ -160,6 +226,67 @@ def plan_error(result: BranchResult, too_big_mtu: int | None = None) -> ErrorPla
     if why is not None:
         return ErrorPlan(kind, pkt.orig_src, param, b"", why)
     return ErrorPlan(kind, pkt.orig_src, param, quote_of(pkt))
+
+
+_RELAYED = {
+    ICMP6_TIME_EXCEEDED: ErrorKind.TIME_EXCEEDED,
+    ICMP6_PACKET_TOO_BIG: ErrorKind.PACKET_TOO_BIG,
+    ICMP6_DEST_UNREACH: ErrorKind.DEST_UNREACHABLE,
+}
+#: What the relayed quote leaves out: the outer IPv6 header the engine wrote (Packet Too Big's
+#: MTU shrinks by it, RFC 2473 §7.1).
+ENCAP_OVERHEAD = IP6_HLEN
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPlan:
+    """A router's error about one of this engine's copies, to be passed on to the original
+    sender (module doc).  ``refused`` names why it must not be (then nothing else matters)."""
+
+    kind: ErrorKind
+    dst: bytes                # the original sender (the quoted copy's inner source)
+    code: int
+    param: int                # Packet Too Big: the MTU left for the original packet
+    quote: bytes              # the original packet (the copy without its outer header), as quoted
+    reporter: bytes | None    # the router that reported (RFC 5837 object), None: not named
+    refused: str | None = None
+
+    def build(self, src: bytes) -> bytes:
+        """The IPv6 packet of the relayed error from the engine address ``src``."""
+        icmp_type = _TYPES[self.kind][0]
+        ext = b""
+        if self.reporter is not None and self.kind is not ErrorKind.PACKET_TOO_BIG:
+            ext = interface_extension(self.reporter)
+        return build_error(icmp_type, self.code, self.param, src, self.dst, self.quote, extension=ext)
+
+
+def _refuse(kind: ErrorKind, why: str) -> RelayPlan:
+    return RelayPlan(kind, b"", 0, 0, b"", None, why)
+
+
+def plan_relay(msg: IcmpMessage, own: Container[bytes]) -> RelayPlan | None:
+    """What to do with an ICMPv6 message that reached the engine (``own``: its link addresses).
+
+    None: not a message the engine relays at all (not an error of a relayed type, not
+    addressed to the engine).  Otherwise a plan, possibly ``refused``.
+    """
+    kind = _RELAYED.get(msg.icmp_type)
+    if kind is None or msg.dst not in own:
+        return None
+    if not msg.checksum_ok:
+        return _refuse(kind, "bad ICMPv6 checksum")
+    quote = msg.quote                      # the router's own RFC 4884 extension left out
+    pkt = parse_quoted(quote)
+    if isinstance(pkt, Reject):
+        return _refuse(kind, f"the quoted packet is not XCAST6 ({pkt})")
+    if pkt.src not in own:
+        return _refuse(kind, "the quoted packet is not a copy this engine sent")
+    why = refusal(pkt)
+    if why is not None:
+        return _refuse(kind, why)
+    param = max(IPV6_MIN_MTU, msg.param - ENCAP_OVERHEAD) if kind is ErrorKind.PACKET_TOO_BIG else 0
+    reporter = msg.src if is_valid_unicast(msg.src) else None
+    return RelayPlan(kind, pkt.orig_src, msg.code, param, bytes(quote[IP6_HLEN:]), reporter)
 
 
 class TokenBucket:

@@ -12,9 +12,13 @@ no XCAST stack: an X2U copy reaching a plain host is answered with Port Unreacha
   (the subset the answering node held), for a quoted X2U copy its destination.
 * ``traceroute`` sends ``queries`` probes per hop limit 1, 2, ... to the destinations not
   reached yet, and merges the per-destination paths into a tree: at each hop, which node
-  answered for which subset of the destinations, with the RTTs.  A router between two branch
-  points answers the previous branch point (the copy's outer source, which engines rewrite),
-  not us: it shows as ``*`` under the branch it sits in.
+  answered for which subset of the destinations, with the RTTs.
+* A router between two branch points answers the previous branch point (the copy's outer
+  source, which engines rewrite), not us; that engine relays the error to us, quoting our
+  probe from its inner header and naming the router in an RFC 5837 Interface Information
+  Object (engine/forwarding/icmp_errors.py).  Such an answer is shown as the router, marked
+  with the engine that relayed it (``router (via engine)``; ``relayed_by`` in JSON).  An
+  engine that does not relay leaves the router as ``*``.
 
 The logic (:func:`classify`, :class:`TraceResult`, :func:`build_tree`, rendering) is pure and
 tested without root; :class:`RawTransport` is the only I/O.
@@ -75,9 +79,11 @@ class Reply:
     icmp_type: int
     code: int
     mtu: int | None = None
+    relayed_by: bytes | None = None   # the engine that relayed the responder's error (RFC 5837 object)
 
     def to_dict(self) -> dict[str, Any]:
         return {"hop_limit": self.probe.hop_limit, "probe": self.probe.flow, "responder": txt(self.responder),
+                **({"relayed_by": txt(self.relayed_by)} if self.relayed_by is not None else {}),
                 "kind": self.kind, "type": self.icmp_type, "code": self.code,
                 "destinations": [txt(d) for d in self.dests], "rtt_ms": round(self.rtt_ms, 3),
                 **({"mtu": self.mtu} if self.mtu is not None else {})}
@@ -87,7 +93,7 @@ def classify(msg: IcmpMessage, probes: dict[int, Probe], source: bytes, now: flo
     """Match an ICMPv6 error to one of ``probes`` (by flow label and source); None if not ours."""
     if not msg.is_error:
         return None
-    q = parse_quote(msg.body)
+    q = parse_quote(msg.quote)
     if q is None or q.kind == "other" or q.source != source:
         return None
     probe = probes.get(q.flow)
@@ -110,8 +116,12 @@ def classify(msg: IcmpMessage, probes: dict[int, Probe], source: bytes, now: flo
         kind = "too_big"
     else:
         kind = "other"
-    return Reply(probe, msg.src, kind, dests, (now - probe.sent_at) * 1000.0, t, code,
-                 msg.param if t == ICMP6_PACKET_TOO_BIG else None)
+    responder, relayed_by = msg.src, None
+    named = msg.interface if q.inner_only else None
+    if named is not None:        # an engine's relay: the router it names answered
+        responder, relayed_by = named[1], msg.src
+    return Reply(probe, responder, kind, dests, (now - probe.sent_at) * 1000.0, t, code,
+                 msg.param if t == ICMP6_PACKET_TOO_BIG else None, relayed_by)
 
 
 # ------------------------------------------------------------------------------ transport
@@ -240,6 +250,11 @@ class TraceResult:
             out.pop()                 # trailing silence: not a hop we know anything about
         return out
 
+    def relayed_by(self, hop: int, responder: bytes | None) -> bytes | None:
+        """The engine that relayed ``responder``'s answers at ``hop`` (None: it answered us itself)."""
+        return next((r.relayed_by for r in self.replies
+                     if r.probe.hop_limit == hop and r.responder == responder and r.relayed_by), None)
+
     def reached(self, d: bytes) -> bool:
         return any(r.kind == "reached" and d in r.dests for r in self.replies)
 
@@ -257,9 +272,18 @@ class Node:
     dests: list[bytes]
     rtts: list[float]
     children: list[Node] = field(default_factory=list)
+    relayed_by: bytes | None = None
+
+    @property
+    def label(self) -> str:
+        """The responder, and the engine that relayed its answer: ``router (via engine)``."""
+        if self.relayed_by is None:
+            return txt(self.responder)
+        return f"{txt(self.responder)} (via {txt(self.relayed_by)})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"hop": self.hop, "responder": None if self.responder is None else txt(self.responder),
+                **({"relayed_by": txt(self.relayed_by)} if self.relayed_by is not None else {}),
                 "kind": self.kind, "destinations": [txt(d) for d in self.dests],
                 "rtt_ms": [round(x, 3) for x in self.rtts], "children": [c.to_dict() for c in self.children]}
 
@@ -281,7 +305,7 @@ def build_tree(res: TraceResult) -> list[Node]:
         for who, ds in groups.items():
             rtts = [r.rtt_ms for r in res.replies
                     if r.probe.hop_limit == hop and r.responder == who and set(r.dests) & set(ds)]
-            node = Node(hop, who, kinds[who], ds, rtts)
+            node = Node(hop, who, kinds[who], ds, rtts, relayed_by=res.relayed_by(hop, who))
             node.children = grow(ds, hop + 1)
             nodes.append(node)
         return nodes
@@ -324,6 +348,17 @@ def render_tree(res: TraceResult, names: dict[bytes, str] | None = None) -> list
     lines = [f"xcast traceroute from {txt(res.source)} to {len(res.dests)} destinations, "
              f"{res.hops_probed} hops probed"]
 
+    tree = build_tree(res)
+    width = 22
+
+    def widest(nodes: list[Node]) -> None:
+        nonlocal width
+        for n in nodes:
+            width = max(width, len(n.label))
+            widest(n.children)
+
+    widest(tree)
+
     def walk(nodes: list[Node], indent: str) -> None:
         for k, n in enumerate(nodes):
             last = k == len(nodes) - 1
@@ -332,10 +367,10 @@ def render_tree(res: TraceResult, names: dict[bytes, str] | None = None) -> list
             rtt = "  ".join(f"{x:.3f} ms" for x in n.rtts) if n.rtts else ""
             what = _KIND_TEXT.get(n.kind, "")
             ds = "{" + ", ".join(label(d) for d in n.dests) + "}"
-            lines.append(f"{lead}{n.hop:>2}  {txt(n.responder):<22} {ds}{what}  {rtt}".rstrip())
+            lines.append(f"{lead}{n.hop:>2}  {n.label:<{width}} {ds}{what}  {rtt}".rstrip())
             walk(n.children, indent + (("   " if last else "│  ") if branch else ""))
 
-    walk(build_tree(res), "")
+    walk(tree, "")
     for d in res.dests:
         if not res.done(d):
             lines.append(f"   {label(d)}: no answer from the destination within {res.hops_probed} hops")
@@ -348,7 +383,8 @@ def trace_json(res: TraceResult) -> dict[str, Any]:
         "source": txt(res.source),
         "destinations": [txt(d) for d in res.dests],
         "hops_probed": res.hops_probed,
-        "paths": {txt(d): [{"hop": h, "responder": None if w is None else txt(w), "kind": k}
+        "paths": {txt(d): [{"hop": h, "responder": None if w is None else txt(w), "kind": k,
+                            **({"relayed_by": txt(v)} if (v := res.relayed_by(h, w)) is not None else {})}
                            for h, (w, k) in enumerate(res.path(d), 1)] for d in res.dests},
         "tree": [n.to_dict() for n in build_tree(res)],
         "replies": [r.to_dict() for r in res.replies],

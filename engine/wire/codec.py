@@ -198,8 +198,30 @@ def _parse_ipv6(
     return parse_checked(data, vlan)
 
 
-def parse_checked(data: bytes, vlan: int | None = None) -> XcastPacket | Reject:
-    """Full validation with a precise reason for every failure (also the reference for the fast path)."""
+def parse_quoted(quote: bytes) -> XcastPacket | Reject:
+    """An XCAST6 packet as an ICMPv6 error quotes it: the same validation, cut short allowed.
+
+    A quote holds the packet from its first byte but often not to its end (RFC 4443 §2.4(c):
+    the error stays within 1,280 bytes; some routers quote less).  When the outer payload
+    length says the packet was longer than the quote, every check on bytes that are present
+    is made as for a whole packet (lengths against the *declared* length), and validation
+    stops where the quote ends, at the earliest after the bitmap: the headers up to the bitmap
+    must be there.  Offsets of the returned packet (``transport_off``, ``payload_off``) may then
+    point past ``data``.  Bytes after the declared end (an RFC 4884 zero pad) are ignored.
+    """
+    if len(quote) >= IP6_HLEN:
+        declared = IP6_HLEN + (quote[IP6_PLEN_OFF] << 8 | quote[IP6_PLEN_OFF + 1])
+        if declared <= len(quote):
+            return parse_checked(quote[:declared])
+        return parse_checked(quote, cut=True)
+    return parse_checked(quote)
+
+
+def parse_checked(data: bytes, vlan: int | None = None, *, cut: bool = False) -> XcastPacket | Reject:
+    """Full validation with a precise reason for every failure (also the reference for the fast path).
+
+    ``cut``: ``data`` is the first part of a longer packet (:func:`parse_quoted`).
+    """
     blen = len(data)
     if blen < IP6_HLEN:
         return Reject(DropReason.TRUNCATED, f"{blen} bytes is shorter than an IPv6 header (40)")
@@ -215,7 +237,7 @@ def parse_checked(data: bytes, vlan: int | None = None) -> XcastPacket | Reject:
         )
     if nh != NH_IPV6:
         return Reject(DropReason.OUTER_NEXT_HEADER, f"outer next header {nh}, expected 41 (IPv6)")
-    if plen + IP6_HLEN != blen:
+    if plen + IP6_HLEN != blen and not (cut and plen + IP6_HLEN > blen):
         if plen + IP6_HLEN > blen:
             return Reject(DropReason.TRUNCATED,
                           f"payload length {plen} but only {blen - IP6_HLEN} bytes follow")
@@ -250,7 +272,7 @@ def parse_checked(data: bytes, vlan: int | None = None) -> XcastPacket | Reject:
     if hel != 2 + 2 * n:
         return Reject(DropReason.BAD_HDR_EXT_LEN, f"hdr ext len {hel}, expected 2+2N = {2 + 2 * n}")
     toff = DEST_OFF + DEST_LEN * n
-    if blen < toff:
+    if blen < toff and not cut:
         return Reject(DropReason.TRUNCATED, f"{blen} bytes ends inside the destination list ({toff} needed)")
     bitmap = int.from_bytes(data[BITMAP_OFF:DEST_OFF], "little")
     if bitmap >> n:
@@ -260,20 +282,25 @@ def parse_checked(data: bytes, vlan: int | None = None) -> XcastPacket | Reject:
         )
     ports: tuple[int, ...] | None = None
     transport = rh_nh
-    if rh_nh == NH_DSTOPTS:
-        r = _parse_port_list(data, toff, n)
-        if isinstance(r, Reject):
-            return r
-        transport, ports, toff = r
+    end = plen + IP6_HLEN          # the declared end: blen, unless the packet is cut
+    if rh_nh == NH_DSTOPTS and blen >= toff:
+        whole = (blen >= toff + DOPT_UNIT
+                 and blen >= toff + DOPT_UNIT + DOPT_UNIT * data[toff + DOPT_HDR_EXT_LEN_OFF])
+        if whole or not cut:       # a cut port list: validation ends here
+            r = _parse_port_list(data, toff, n)
+            if isinstance(r, Reject):
+                return r
+            transport, ports, toff = r
     payload_off = toff
-    if transport == NH_UDP:
-        if blen - toff < UDP_HLEN:
-            return Reject(DropReason.BAD_TRANSPORT_LENGTH, f"{blen - toff} bytes left for the UDP header")
-        ulen = data[toff + UDP_LEN_OFF] << 8 | data[toff + UDP_LEN_OFF + 1]
-        if ulen != blen - toff:
-            return Reject(
-                DropReason.BAD_TRANSPORT_LENGTH, f"UDP length {ulen} but {blen - toff} bytes follow"
-            )
+    if transport == NH_UDP and blen >= toff:
+        if end - toff < UDP_HLEN or (blen - toff < UDP_HLEN and not cut):
+            return Reject(DropReason.BAD_TRANSPORT_LENGTH, f"{end - toff} bytes left for the UDP header")
+        if blen - toff >= UDP_HLEN:
+            ulen = data[toff + UDP_LEN_OFF] << 8 | data[toff + UDP_LEN_OFF + 1]
+            if ulen != end - toff:
+                return Reject(
+                    DropReason.BAD_TRANSPORT_LENGTH, f"UDP length {ulen} but {end - toff} bytes follow"
+                )
         payload_off = toff + UDP_HLEN
     return XcastPacket(
         data=data,

@@ -147,3 +147,22 @@ ICMP6_CODE_NO_ROUTE = 0
 ICMP6_CODE_PORT_UNREACH = 4
 ICMP6_CODE_HOP_LIMIT = 0
 IPV6_MIN_MTU = 1280          # an ICMPv6 error never exceeds it (RFC 4443 §2.4(c))
+
+# --- ICMP extensions (RFC 4884) carrying an Interface Information Object (RFC 5837) -------------
+# Destination Unreachable and Time Exceeded only: the first byte of their 32-bit parameter is
+# the length of the (zero-padded) original datagram in 64-bit words; the extension structure
+# follows it.  Packet Too Big has no such byte (its parameter is the MTU).
+ICMP6_EXT_LEN_OFF = ICMP6_PARAM_OFF   # "Length" (ICMPv4 has it one byte later, in 32-bit words)
+ICMP6_EXT_UNIT = 8
+ICMP_EXT_MIN_ORIG = 128      # the padded original datagram is at least this long
+ICMP_EXT_VERSION = 2         # extension header: version (4 bits), reserved (12), checksum (16)
+ICMP_EXT_HLEN = 4
+ICMP_EXT_OBJ_HLEN = 4        # object header: length (16 bits, header included), class-num, c-type
+ICMP_EXT_CLASS_IIO = 2       # Interface Information Object (RFC 5837 §4.1)
+IIO_ROLE_SHIFT = 6           # c-type bits 0-1: interface role
+IIO_ROLE_INCOMING = 0        # the interface the datagram arrived on
+IIO_CTYPE_IFINDEX = 0x08     # c-type flags: which sub-objects follow, in this order
+IIO_CTYPE_IPADDR = 0x04
+IIO_CTYPE_NAME = 0x02
+IIO_CTYPE_MTU = 0x01
+IIO_AFI_IPV6 = 2             # IP Address Sub-Object: AFI (16 bits), reserved (16), address

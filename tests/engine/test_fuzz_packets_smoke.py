@@ -19,6 +19,11 @@ def test_fuzz_smoke_20000_inputs_no_crash_no_mismatch() -> None:
     # the campaign reaches many rejection paths, parses many packets, and checks many cache hits
     assert len(result["parse_outcomes"]) >= 15 and result["parse_outcomes"]["parsed"] > 2_000
     assert result["flow_cache"]["hits_checked"] > 1_000
+    # the ICMPv6 relay (routers' errors quoting the inputs): many relayed and checked, every refusal seen
+    relay = result["relay_outcomes"]
+    assert relay["relayed"] > 2_000, relay
+    assert {"the quoted packet is not XCAST6", "the quoted packet is not a copy this engine sent",
+            "the packet is an ICMPv6 error"} <= set(relay)
     assert result["rss_kib"]["end"] - result["rss_kib"]["start"] < 64 * 1024
 
 

@@ -173,7 +173,7 @@ def test_anonymous_quote_zeroes_destinations_not_live() -> None:
 
 def test_counter_names_are_unique_and_labelled() -> None:
     names = counter_names()
-    assert len(set(names)) == len(names) == 7
+    assert len(set(names)) == len(names) == 14
     assert "icmp_sent.time_exceeded" in names and "icmp_suppressed.packet_too_big" in names
 
 

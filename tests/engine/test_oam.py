@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 
+from engine.forwarding.icmp_errors import plan_relay
 from engine.tools.oam import (
     Prober,
     build_tree,
@@ -35,6 +36,10 @@ PATHS: dict[bytes, list[bytes | None]] = {
 }
 # where the copy is still an XCAST6 packet (several destinations) rather than an X2U unicast
 XCAST_HOPS = {1, 2, 5}
+# The silent hops between the engines, as they are with engine A relaying: rA's far side (its end
+# of engine A's link towards rB) and rB, answering engine A's address on that link.
+RA_FAR, EA_FAR = a("2001:db8:ea3::1"), a("2001:db8:ea3::2")
+BETWEEN = {3: RA_FAR, 4: RB}
 
 
 def x2u_of(pkt: XcastPacket, d: bytes) -> bytes:
@@ -47,7 +52,8 @@ def x2u_of(pkt: XcastPacket, d: bytes) -> bytes:
 class FakeNet:
     """A transport whose 'network' answers like PATHS; ``lose`` drops answers by (hop, dest)."""
 
-    def __init__(self, lose: set[tuple[int, bytes]] | None = None) -> None:
+    def __init__(self, lose: set[tuple[int, bytes]] | None = None, relay: bool = False) -> None:
+        self.relay = relay
         self.source = SND
         self.now = 100.0
         self.queue: list[tuple[IcmpMessage, float]] = []
@@ -63,10 +69,21 @@ class FakeNet:
             d = pkt.dest(i)
             path = PATHS[d]
             who = path[min(h, len(path)) - 1]     # beyond the path: the destination answers
+            if who is None and self.relay and h in BETWEEN:
+                who = BETWEEN[h]
             if who is not None and (h, d) not in self.lose:
                 groups.setdefault(who, []).append(i)
         for who, idx in groups.items():
-            if h in XCAST_HOPS:
+            if who in BETWEEN.values():     # engine A's copy expired: the router answers A, A relays
+                bm = sum(1 << i for i in idx)
+                quoted = bytearray(pkt.data)
+                quoted[88:104] = bm.to_bytes(16, "little")
+                quoted[8:24] = EA_FAR
+                msg = self._msg(build_error(3, 0, 0, who, EA_FAR, bytes(quoted)))
+                plan = plan_relay(msg, {EA_FAR, EA})
+                assert plan is not None and plan.refused is None
+                self.queue.append((self._msg(plan.build(EA)), self.now + 0.0005 * h))
+            elif h in XCAST_HOPS:
                 bm = sum(1 << i for i in idx)
                 quoted = bytearray(pkt.data)
                 quoted[88:104] = bm.to_bytes(16, "little")
@@ -121,6 +138,25 @@ def test_traceroute_builds_the_branch_tree() -> None:
     doc = json.loads(json.dumps(trace_json(res)))
     hop5 = doc["paths"]["2001:db8:b3::2"][4]
     assert hop5 == {"hop": 5, "responder": "2001:db8:eb0::2", "kind": "time_exceeded"}
+
+
+def test_traceroute_names_the_routers_an_engine_relays() -> None:
+    res = traceroute(Prober(FakeNet(relay=True)), [H1, H2, H3, H4], queries=2, wait=0.05, gap=0)
+    assert [w for w, _ in res.path(H3)] == [RA, EA, RA_FAR, RB, EB, RB, H3]
+    assert res.relayed_by(3, RA_FAR) == EA and res.relayed_by(4, RB) == EA and res.relayed_by(2, EA) is None
+    between = build_tree(res)[0].children[0].children[1]
+    assert (between.responder, between.relayed_by, between.dests) == (RA_FAR, EA, [H3, H4])
+    assert between.label == "2001:db8:ea3::1 (via 2001:db8:ea0::2)" and len(between.rtts) == 2
+    assert between.children[0].responder == RB and between.children[0].children[0].responder == EB
+    text = "\n".join(render_tree(res))
+    assert "*" not in text and "2001:db8:ab::2 (via 2001:db8:ea0::2)" in text
+    doc = json.loads(json.dumps(trace_json(res)))
+    assert doc["paths"]["2001:db8:b3::2"][3] == {
+        "hop": 4, "responder": "2001:db8:ab::2", "kind": "time_exceeded", "relayed_by": "2001:db8:ea0::2"}
+    node = doc["tree"][0]["children"][0]["children"][1]
+    assert node["responder"] == "2001:db8:ea3::1" and node["relayed_by"] == "2001:db8:ea0::2"
+    assert {r["relayed_by"] for r in doc["replies"] if r["hop_limit"] in (3, 4) and "relayed_by" in r} == {
+        "2001:db8:ea0::2"}
 
 
 def test_traceroute_stops_probing_reached_destinations() -> None:

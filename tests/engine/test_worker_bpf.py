@@ -26,6 +26,12 @@ def _xou(tc: int = 0x5C) -> bytes:
     return bytes(outer) + inner
 
 
+def _icmp(icmp_type: int, quoted: bytes) -> bytes:
+    # an ICMPv6 message (checksum not needed by the filter) quoting ``quoted``
+    body = bytes([icmp_type, 0, 0, 0, 0, 0, 0, 0]) + quoted
+    return bytes(IPv6(nh=58, src="2001:db8:ff::1", dst=S, plen=len(body))) + body
+
+
 CASES: list[tuple[str, bytes, bool]] = [
     ("xcast rh253", xcast_packet(S, [D1, D2], b"hello"), True),
     ("xcast with ECN bits set", bytes([0x65, 0xF0]) + xcast_packet(S, [D1], b"x")[2:], True),
@@ -36,6 +42,13 @@ CASES: list[tuple[str, bytes, bool]] = [
     ("ipv6-in-ipv6 to unicast inner",
      bytes(IPv6(tc=0x5C, nh=41, src=S, dst=D1) / IPv6(src=S, dst=D2) / UDP()), False),
     ("xou mark with tc 0", _xou(tc=0), False),
+    # A router's error about one of our copies (the relay) passes; other ICMPv6 does not.
+    ("time exceeded quoting an xcast copy", _icmp(3, xcast_packet(S, [D1], b"x")), True),
+    ("packet too big quoting an xcast copy", _icmp(2, xcast_packet(S, [D1], b"x")), True),
+    ("dest unreachable quoting an xcast copy", _icmp(1, xcast_packet(S, [D1], b"x")), True),
+    ("parameter problem quoting an xcast copy", _icmp(4, xcast_packet(S, [D1], b"x")), False),
+    ("time exceeded quoting plain udp", _icmp(3, bytes(IPv6(src=S, dst=D1) / UDP(dport=5000))), False),
+    ("echo request", _icmp(128, bytes(IPv6(src=S, dst=D1) / UDP(dport=5000))), False),
 ]
 
 
@@ -54,12 +67,16 @@ def test_own_copies_and_non_ipv6_are_dropped() -> None:
 
 def test_listing_documents_every_instruction() -> None:
     text = bpf.explain()
-    assert len(text.splitlines()) == len(bpf.PROGRAM) == 14
+    assert len(text.splitlines()) == len(bpf.PROGRAM) == 22
     assert all(i.why for i in bpf.PROGRAM)
-    # every jump lands inside the program
+    # every jump lands inside the program, where its comment says ("-> N")
     for pc, ins in enumerate(bpf.PROGRAM):
+        assert ins.why.startswith(f"{pc}: ")
         if ins.code & 0x07 == bpf.BPF_JMP:
             assert pc + 1 + max(ins.jt, ins.jf) < len(bpf.PROGRAM)
+            named = {int(t.split()[0].rstrip(",")) for t in ins.why.split("-> ")[1:]}
+            targets = {pc + 1 + ins.jt, pc + 1 + ins.jf} - {pc + 1}
+            assert targets <= named, (pc, ins.why)
 
 
 @pytest.fixture

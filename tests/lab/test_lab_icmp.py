@@ -3,11 +3,14 @@
 * Time Exceeded from engine A and from engine B, quoting the packet as each received it;
 * Packet Too Big from engine A for a copy over the small-MTU link to ``hm``: the sender's kernel
   takes the MTU into its path-MTU cache, and a resend that fits is delivered exactly once;
+* Packet Too Big from router A about engine A's copy (a small rA-rB link), relayed by engine A;
 * Destination Unreachable when no destination has a route;
 * a flood of expiring packets: errors capped by the token bucket, the rest counted;
-* ``xcast6-engine traceroute`` / ``ping`` from the sender against the plain receivers.
+* ``xcast6-engine traceroute`` / ``ping`` from the sender against the plain receivers; the
+  routers between the engines appear in the tree through engine A's relay of their errors.
 
-Time Exceeded and Packet Too Big run in both link modes (``e2e_lab``: vlan mode in the QEMU guest).
+Time Exceeded, Packet Too Big and traceroute run in both link modes (``e2e_lab``: vlan mode in the
+QEMU guest) and through the Python workers alone.
 """
 
 from __future__ import annotations
@@ -174,6 +177,34 @@ def test_packet_too_big_adapts_the_senders_path_mtu(e2e_lab: Topology) -> None:
     assert d["egress_mtu"] - before["egress_mtu"] == 1
 
 
+def test_packet_too_big_between_the_engines_is_relayed(lab: Topology) -> None:
+    """The rA-rB link shrunk to 1,400 bytes: router A cannot forward engine A's 1,500-byte copy for
+    h3-h5 and sends Packet Too Big to engine A (the copy's source), which relays it to the sender
+    with 1,400 - 40 (the outer header its quote leaves out), quoting the sender's inner packet."""
+    h3, h4 = lab.receivers[2].addr, lab.receivers[3].addr
+    before = totals(lab, "a")
+    pkt = xcast(lab, [h3, h4], b"P" * (1500 - 40 - 40 - 8 - 16 - 32 - 8), hop_limit=64)
+    assert len(pkt) == 1500
+    ends = [(lab.router_ns("a"), "ra-rb"), (lab.router_ns("b"), "rb-ra")]
+    try:
+        for ns, dev in ends:
+            netns.ip(ns, "link", "set", dev, "mtu", "1400")
+        with icmp_listener(lab) as s:
+            send_raw(lab, [pkt])
+            got = errors(s, lab, want=1, timeout=1.5)
+    finally:
+        for ns, dev in ends:
+            netns.ip(ns, "link", "set", dev, "mtu", str(lab.mtu))
+    ptb = [m for m in got if m.icmp_type == 2]
+    assert len(ptb) == 1, [(m.src.hex(), m.icmp_type) for m in got]
+    m = ptb[0]
+    assert m.src == b(engine_addr(lab, "a")) and m.mtu == 1360 and m.checksum_ok
+    q = parse_quote(m.quote)
+    assert q is not None and q.inner_only and q.source == b(lab.sender.addr) and q.live == (b(h3), b(h4))
+    after = totals(lab, "a")
+    assert after["icmp_relayed.packet_too_big"] == before["icmp_relayed.packet_too_big"] + 1
+
+
 def test_destination_unreachable_when_nothing_routable(lab: Topology) -> None:
     pkt = xcast(lab, ["2001:db8:dead::1", "2001:db8:dead::2"], b"nowhere")
     with icmp_listener(lab) as s:
@@ -213,12 +244,15 @@ def _cli(topo: Topology, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_traceroute_prints_the_branch_tree(lab: Topology) -> None:
+def test_traceroute_prints_the_branch_tree(e2e_lab: Topology) -> None:
+    lab = e2e_lab
     dests = [h.addr for h in lab.receivers]
-    r = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", "0.5", "--json")
+    r = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", str(0.5 * SLOW), "--json")
     assert r.returncode == 0, r.stderr + r.stdout
     doc: dict[str, Any] = json.loads(r.stdout)
     ra, ea, eb = "2001:db8:a0::1", engine_addr(lab, "a"), engine_addr(lab, "b")
+    ra_rb = lab.routers["a"].interfaces.index("ra-rb")
+    ra_far, rb = lab.routers["a"].engine_link(ra_rb)[2], lab.inter_net + "2"
     for h in lab.receivers:
         path = doc["paths"][h.addr]
         who = [p["responder"] for p in path]
@@ -230,15 +264,32 @@ def test_traceroute_prints_the_branch_tree(lab: Topology) -> None:
         back = router.engine_link(router.interfaces.index(h.router_if))[2]
         if h.router == "a":
             assert who == [ra, ea, back, h.addr]
+            assert all("relayed_by" not in p for p in path)
         else:
-            # routers between engine A and engine B answer engine A (the copy's source): silent
-            assert who == [ra, ea, None, None, eb, back, h.addr]
+            # the routers between engine A and engine B answer engine A (the copy's source), which
+            # relays to us naming them (RFC 5837): rA from its end of A's engine link towards rB,
+            # then rB from its end of the rA-rB link
+            assert who == [ra, ea, ra_far, rb, eb, back, h.addr], (h.name, who)
+            assert [p.get("relayed_by") for p in path[2:4]] == [ea, ea]
+            assert all("relayed_by" not in p for p in path[:2] + path[4:])
     tree = doc["tree"]
     assert len(tree) == 1 and tree[0]["responder"] == ra
     under_ea = tree[0]["children"][0]["children"]
     assert sorted(len(c["destinations"]) for c in under_ea) == [1, 1, 3]   # h1, h2, {h3, h4, h5}
-    text = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", "0.5")
+    between = next(c for c in under_ea if len(c["destinations"]) == 3)
+    assert (between["responder"], between["relayed_by"]) == (ra_far, ea) and between["rtt_ms"]
+    at_rb = between["children"][0]
+    assert at_rb["responder"] == rb and at_rb["relayed_by"] == ea and at_rb["children"][0]["responder"] == eb
+    text = _cli(lab, "traceroute", "{" + ",".join(dests) + "}", "--wait", str(0.5 * SLOW))
     assert text.returncode == 0 and eb in text.stdout and "├─" in text.stdout
+    assert f"{rb} (via {ea})" in text.stdout and f"{ra_far} (via {ea})" in text.stdout
+    assert "*" not in text.stdout
+    relayed = totals(lab, "a")       # 3 probes x 2 hops per run
+    assert relayed["icmp_relayed.time_exceeded"] >= 6 and relayed["icmp_relay_refused"] == 0
+    metrics = engine_api.request(lab, "a", "GET", "/metrics").text
+    line = next(x for x in metrics.splitlines()
+                if x.startswith('xcast6_icmp_errors_relayed_total{type="time_exceeded"'))
+    assert float(line.split()[-1]) == relayed["icmp_relayed.time_exceeded"]
     print(text.stdout)
 
 
