@@ -199,6 +199,10 @@ struct scratch {
 	__u64 live_lo, live_hi;
 	struct __sk_buff *skb;
 	__u32 sent_copies, sent_x2u, errors, out_bytes;
+	/* the last copy leaves on the original skb (bpf_redirect after the program returns):
+	 * one skb_clone and the original's free fewer per packet.  last_x2u says which loop
+	 * emits it, last_group which group; redirect_ifindex is set once its bytes are written. */
+	__u32 last_x2u, last_group, redirect_ifindex;
 };
 
 struct {
@@ -384,7 +388,9 @@ static long emit_xcast(__u32 k, void *ctx)
 			return 0;
 		}
 	}
-	if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
+	if (!s->last_x2u && k == s->last_group) {
+		s->redirect_ifindex = g->link.ifindex;
+	} else if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
 		s->errors++;
 		return 0;
 	}
@@ -442,7 +448,9 @@ static long emit_x2u(__u32 k, void *ctx)
 		s->errors++;
 		return 0;
 	}
-	if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
+	if (s->last_x2u && k == s->last_group) {
+		s->redirect_ifindex = g->link.ifindex;
+	} else if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
 		s->errors++;
 		return 0;
 	}
@@ -540,6 +548,7 @@ int xcast6_ingress(struct __sk_buff *skb)
 	s->invalid = 0;
 	s->punt = 0;
 	s->sent_copies = s->sent_x2u = s->errors = s->out_bytes = 0;
+	s->redirect_ifindex = 0;
 	{
 		struct classify_ctx cc = {.s = s};
 
@@ -553,7 +562,10 @@ int xcast6_ingress(struct __sk_buff *skb)
 	}
 	if (s->punt)
 		return punt(s->punt);
-	/* per copy: X2U or not, source address, MTU -- every punt decided before anything is sent */
+	/* per copy: X2U or not, source address, MTU -- every punt decided before anything is sent;
+	 * and which copy is the last (the X2U copies leave after the XCAST ones) */
+	s->last_x2u = 0;
+	s->last_group = XC_MAX_GROUPS;
 	for (k = 0; k < XC_MAX_GROUPS; k++) {
 		struct group *g;
 
@@ -563,12 +575,16 @@ int xcast6_ingress(struct __sk_buff *skb)
 		if (g->count == 1 && !(flags & XC_FLAG_DONT_X2U)) {
 			g->x2u = 1;
 			need_x2u = 1;
+			s->last_x2u = 1;
+			s->last_group = k;
 			if (blen - toff + XC_IP6_HLEN > g->link.mtu)
 				return punt(C_PUNT_MTU);
 		} else if (!g->link.has_src) {
 			g->drop = 1;
 		} else {
 			has_copy = 1;
+			if (!need_x2u)
+				s->last_group = k;
 			if (blen > g->link.mtu)
 				return punt(C_PUNT_MTU);
 		}
@@ -640,6 +656,8 @@ int xcast6_ingress(struct __sk_buff *skb)
 	count(C_BYTES_OUT, s->out_bytes);
 	if (s->errors)
 		count(C_EGRESS_ERRORS, s->errors);
+	if (s->redirect_ifindex)
+		return bpf_redirect(s->redirect_ifindex, 0);
 	return TC_ACT_SHOT;
 }
 
