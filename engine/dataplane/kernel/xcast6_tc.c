@@ -22,8 +22,8 @@
  *
  * Punted (the Python worker decides and counts): anything the parse above rejects (XOU, port
  * lists, non-UDP transports, malformed packets: their drop reasons are Python's), an empty
- * bitmap, hop limit <= 1 (ICMP errors are Python's), ECMP routes (the member choice is CRC32 of
- * the destination), a link that is down or whose router MAC is not learned, a copy larger than
+ * bitmap, hop limit <= 1 (ICMP errors are Python's), ECMP routes of more than XC_ECMP_MAX
+ * next hops (fewer: the member is Fib.lookup's, CRC-32 of the destination), a link that is down or whose router MAC is not learned, a copy larger than
  * the link MTU, more than XC_MAX_GROUPS copies, UDP checksum 0 with an X2U copy, an in-band
  * VLAN tag, a destination that is one of the engine's own addresses (local delivery).
  *
@@ -36,9 +36,11 @@
 #include "xcast6_layout.h"
 
 #define XC_MAX_GROUPS 32      /* copies per packet handled here; more -> punt (a power of 2) */
-#define XC_ECMP_PUNT 1        /* route_val.flags */
+#define XC_ECMP_PUNT 1        /* route_val.flags: more next hops than XC_ECMP_MAX */
 #define XC_CONNECTED 2
 #define XC_LOCAL 4
+#define XC_ECMP 8             /* route_val.hop_id is the key of the route's entry in `ecmp` */
+#define XC_ECMP_MAX 16        /* members per ECMP route handled here (a power of 2) */
 #define XC_LINK_OK 1          /* link_val.state: up with a router MAC */
 #define XC_LINK_DOWN 2
 #define XC_LINK_NO_MAC 3
@@ -61,6 +63,7 @@ enum {
 /* 16 N bytes for 1 <= N <= 126 (checked before), written so that even an older verifier that
  * lost N's range sees a length in [16, 2048]: the 128-row arrays below (6.1 rejected n * 16) */
 #define XC_DLEN(n) ({ __u64 __v = (n); asm volatile("" : "+r"(__v)); (((__v - 1) & 127) << 4) + 16; })
+#define XC_MIDX(k) ({ __u64 __v = (k); asm volatile("" : "+r"(__v)); __v & (XC_ECMP_MAX - 1); })
 #define XC_IDX(i) ({ __u64 __v = (i); asm volatile("" : "+r"(__v)); __v & 127; })
 
 struct lpm_key {
@@ -72,6 +75,19 @@ struct route_val {
 	__u32 hop_id;        /* next-hop identity (router gateway + interface) for grouping */
 	__u32 link_id;       /* key of the router interface's entry in `links` */
 	__u32 flags;         /* XC_ECMP_PUNT | XC_CONNECTED | XC_LOCAL */
+};
+
+/* an ECMP route's next hops, in the Route's order (the member index is CRC-32 % n) */
+struct ecmp_member {
+	__u32 hop_id;
+	__u32 link_id;
+	__u32 flags;         /* XC_CONNECTED */
+};
+
+struct ecmp_val {
+	__u32 n;
+	__u32 pad;
+	struct ecmp_member m[XC_ECMP_MAX];
 };
 
 struct link_val {
@@ -110,6 +126,15 @@ struct {
 	__type(value, __u32);
 } ctl SEC(".maps");
 
+/* ECMP next-hop sets by id.  An id names one set for good (the control plane allocates it per
+ * distinct set and never rewrites it), and is written before any route names it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct ecmp_val);
+} ecmp SEC(".maps");
+
 /* a hash map: an update swaps in a whole new element (RCU), so a reader never sees a torn one */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -135,6 +160,25 @@ struct {
 } latency SEC(".maps");
 
 static const __u64 lat_bounds[XC_LAT_NBUCKETS - 1] = XC_LAT_BOUNDS;
+static const __u32 crc32_table[256] = XC_CRC32_TABLE;
+
+/* zlib.crc32 of a destination: Fib.lookup's ECMP member choice (engine/forwarding/fib.py) */
+static __always_inline __u32 crc32_16(const __u8 *d)
+{
+	__u32 c = 0xffffffff;
+	int j;
+
+#pragma unroll
+	for (j = 0; j < 16; j++)
+		c = crc32_table[(c ^ d[j]) & 0xff] ^ (c >> 8);
+	return ~c;
+}
+
+static __always_inline int link_usable(struct link_val *l)
+{
+	/* engine/dataplane/egress.py Egress.routable: an engine link stands for the interface */
+	return l && l->state != XC_LINK_NONE;
+}
 
 static long bucket_step(__u32 i, void *ctx)
 {
@@ -231,7 +275,7 @@ static long classify_dest(__u32 i, void *ctx)
 	struct route_val *r;
 	struct link_val *l;
 	__u8 *d;
-	__u32 k, gi;
+	__u32 k, gi, hop_id, link_id, rflags;
 
 	if (i >= s->n || !BOUNDED(i, XC_MAX_DESTS))
 		return 1;
@@ -257,7 +301,59 @@ static long classify_dest(__u32 i, void *ctx)
 		s->punt = C_PUNT_ECMP;
 		return 1;
 	}
-	l = bpf_map_lookup_elem(&links, &r->link_id);
+	hop_id = r->hop_id;
+	link_id = r->link_id;
+	rflags = r->flags;
+	if (rflags & XC_ECMP) {
+		/* as the brancher: Fib.lookup's member (CRC-32 of the destination % n); if no engine
+		 * link stands for its interface, Brancher._usable_member: among the members that have
+		 * one, the destination's low 32 bits % their count; none -> no_route */
+		struct ecmp_val *e = bpf_map_lookup_elem(&ecmp, &hop_id);
+		struct ecmp_member *m;
+		__u32 n, j, nu = 0, want, pick = XC_ECMP_MAX;
+
+		if (!e || e->n < 2 || e->n > XC_ECMP_MAX) {
+			s->punt = C_PUNT_ECMP;
+			return 1;
+		}
+		n = e->n;
+		j = XC_MIDX(crc32_16(d) % n);
+		if (link_usable(bpf_map_lookup_elem(&links, &e->m[j].link_id))) {
+			pick = j;
+		} else {
+			for (j = 0; j < XC_ECMP_MAX; j++) {
+				if (j >= n)
+					break;
+				if (link_usable(bpf_map_lookup_elem(&links, &e->m[j].link_id)))
+					nu++;
+			}
+			if (!nu) {
+				s->no_route++;
+				return 0;
+			}
+			want = ((__u32)d[12] << 24 | (__u32)d[13] << 16 | (__u32)d[14] << 8 | d[15]) % nu;
+			for (j = 0; j < XC_ECMP_MAX; j++) {
+				if (j >= n)
+					break;
+				if (!link_usable(bpf_map_lookup_elem(&links, &e->m[j].link_id)))
+					continue;
+				if (!want) {
+					pick = j;
+					break;
+				}
+				want--;
+			}
+			if (pick >= XC_ECMP_MAX) {
+				s->no_route++;
+				return 0;
+			}
+		}
+		m = &e->m[XC_MIDX(pick)];
+		hop_id = m->hop_id;
+		link_id = m->link_id;
+		rflags = m->flags;
+	}
+	l = bpf_map_lookup_elem(&links, &link_id);
 	if (!l || l->state == XC_LINK_NONE) {
 		s->no_route++;
 		return 0;
@@ -274,9 +370,9 @@ static long classify_dest(__u32 i, void *ctx)
 		if (k >= s->ngroups || !BOUNDED(k, XC_MAX_GROUPS))
 			break;
 		g = &s->g[XC_GIDX(k)];
-		if (g->hop_id != r->hop_id)
+		if (g->hop_id != hop_id)
 			continue;
-		if (r->flags & XC_CONNECTED) {
+		if (rflags & XC_CONNECTED) {
 			/* connected: the destination is the next hop; equal addresses share it */
 			f = XC_IDX(g->first);
 			if (*(__u64 *)s->dests[f] != *(__u64 *)d ||
@@ -295,11 +391,11 @@ static long classify_dest(__u32 i, void *ctx)
 
 		g->bits_lo = 0;
 		g->bits_hi = 0;
-		g->hop_id = r->hop_id;
-		g->link_id = r->link_id;
+		g->hop_id = hop_id;
+		g->link_id = link_id;
 		g->first = i;
 		g->count = 0;
-		g->connected = r->flags & XC_CONNECTED;
+		g->connected = rflags & XC_CONNECTED;
 		g->x2u = 0;
 		g->drop = 0;
 		__builtin_memcpy(&g->link, l, sizeof(*l));
