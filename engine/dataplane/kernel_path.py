@@ -30,9 +30,9 @@ brancher does: ``Fib.lookup``'s CRC-32 of the destination modulo the member coun
 engine link stands for that member's interface, ``Brancher._usable_member``'s low 32 bits of the
 destination modulo the usable members (more than ``ECMP_MAX`` members: punt).  A set's id names
 that set for good (allocated per distinct set, written once before any route names it), so a
-route value and the set it names are never out of step; the interface entry is :func:`engine.dataplane.egress.egress_for`
-(no engine link -> ``no_route``, link down / no router MAC -> punt, else ifindex, Ethernet header,
-MTU, the engine's address on the link).
+route value and the set it names are never out of step; the interface entry is
+:func:`engine.dataplane.egress.egress_for` (no engine link -> ``no_route``, link down / no
+router MAC -> punt, else ifindex, Ethernet header, MTU, the engine's address on the link).
 """
 
 from __future__ import annotations

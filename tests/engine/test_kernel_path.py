@@ -68,7 +68,8 @@ def test_route_and_link_values() -> None:
     ecmp = Route(ipaddress.IPv6Network("2001:db8:9::/48"), hops)
     assert kpm.route_value(ecmp, reg) == kpm._ROUTE.pack(1, 0, kpm.F_ECMP)
     # the same set again: the same id; another order is another set (the order is the index)
-    assert kpm.route_value(replace(ecmp, prefix=ipaddress.IPv6Network("2001:db8:8::/48")), reg)[:4] == b"\1\0\0\0"
+    other = replace(ecmp, prefix=ipaddress.IPv6Network("2001:db8:8::/48"))
+    assert kpm.route_value(other, reg)[:4] == b"\1\0\0\0"
     assert kpm.route_value(replace(ecmp, nexthops=hops[::-1]), reg)[:4] == b"\2\0\0\0"
     val = kpm.ecmp_value(hops, reg)
     assert len(val) == 8 + 12 * kpm.ECMP_MAX
