@@ -442,6 +442,28 @@ static __always_inline void bitmap_bytes(struct group *g, __u8 *out)
 	__builtin_memcpy(out + 8, &g->bits_hi, 8);
 }
 
+/* the tail every copy shares: its Ethernet header, then out on its link -- a clone, or for the
+ * packet's last copy the original skb itself (bpf_redirect once the program returns) */
+static __always_inline void send_copy(struct scratch *s, struct __sk_buff *skb, struct group *g,
+				      __u32 k, __u32 x2u, __u32 len)
+{
+	if (bpf_skb_store_bytes(skb, 0, g->link.eth, XC_ETH_HLEN, 0)) {
+		s->errors++;
+		return;
+	}
+	if (s->last_x2u == x2u && k == s->last_group) {
+		s->redirect_ifindex = g->link.ifindex;
+	} else if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
+		s->errors++;
+		return;
+	}
+	if (x2u)
+		s->sent_x2u++;
+	else
+		s->sent_copies++;
+	s->out_bytes += len;
+}
+
 /* one XCAST copy per non-X2U group (bpf_loop callback over the groups) */
 struct emit_ctx {
 	struct scratch *s;
@@ -467,8 +489,7 @@ static long emit_xcast(__u32 k, void *ctx)
 	f = g->first;
 	dst = s->dests[XC_IDX(f)];
 	bitmap_bytes(g, bm);
-	if (bpf_skb_store_bytes(skb, 0, g->link.eth, XC_ETH_HLEN, 0) ||
-	    bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_OUTER_SRC_OFF, g->link.src, 16, 0) ||
+	if (bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_OUTER_SRC_OFF, g->link.src, 16, 0) ||
 	    bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_OUTER_DST_OFF, dst, 16, 0) ||
 	    bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_BITMAP_OFF, bm, 16, 0)) {
 		s->errors++;
@@ -484,14 +505,7 @@ static long emit_xcast(__u32 k, void *ctx)
 			return 0;
 		}
 	}
-	if (!s->last_x2u && k == s->last_group) {
-		s->redirect_ifindex = g->link.ifindex;
-	} else if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
-		s->errors++;
-		return 0;
-	}
-	s->sent_copies++;
-	s->out_bytes += e->len;
+	send_copy(s, skb, g, k, 0, e->len);
 	return 0;
 }
 
@@ -538,20 +552,12 @@ static long emit_x2u(__u32 k, void *ctx)
 	if (!x)
 		x = 0xffff;
 	ck = bpf_htons((__u16)x);
-	if (bpf_skb_store_bytes(skb, 0, g->link.eth, XC_ETH_HLEN, 0) ||
-	    bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_IP6_DST_OFF, dst, 16, 0) ||
+	if (bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_IP6_DST_OFF, dst, 16, 0) ||
 	    bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_IP6_HLEN + XC_UDP_CSUM_OFF, &ck, 2, 0)) {
 		s->errors++;
 		return 0;
 	}
-	if (s->last_x2u && k == s->last_group) {
-		s->redirect_ifindex = g->link.ifindex;
-	} else if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
-		s->errors++;
-		return 0;
-	}
-	s->sent_x2u++;
-	s->out_bytes += e->len;
+	send_copy(s, skb, g, k, 1, e->len);
 	return 0;
 }
 
