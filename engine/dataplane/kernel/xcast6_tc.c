@@ -133,6 +133,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct ecmp_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);    /* memory for the sets in use only */
 } ecmp SEC(".maps");
 
 /* a hash map: an update swaps in a whole new element (RCU), so a reader never sees a torn one */
