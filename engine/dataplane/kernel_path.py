@@ -23,6 +23,11 @@ self-consistent (next-hop id + router-interface id + flags); the per-interface l
 live in a hash map, whose updates replace whole elements (RCU), so a MAC learned or a link going
 down is one atomic entry.  Link entries are written before any route that names them.
 
+**After a crash** (``kill -9``, OOM) the program stays attached with its last table and keeps
+branching, as a router's FIB outlives its control plane; the next start replaces it in place on
+the same filter handle (a fresh program whose maps were filled from the synced table before the
+swap); only a clean stop detaches (tests/lab/test_lab_kernel_restart.py).
+
 **What the maps say** (pure functions below, tested without root): a route with one next hop
 -> (next-hop id, interface id, connected?); an ECMP route -> the id of its next-hop set in the
 ``ecmp`` map, whose members (in the route's order) the program chooses from exactly as the

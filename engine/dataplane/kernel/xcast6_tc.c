@@ -170,8 +170,14 @@ static __always_inline __u32 crc32_16(const __u8 *d)
 	int j;
 
 #pragma unroll
-	for (j = 0; j < 16; j++)
-		c = crc32_table[(c ^ d[j]) & 0xff] ^ (c >> 8);
+	for (j = 0; j < 16; j++) {
+		/* the mask after the xor, as written: clang would move it before, and 6.1's verifier
+		 * then loses the index's bound (xor of two bounded values) */
+		__u64 x = c ^ d[j];
+
+		asm volatile("" : "+r"(x));
+		c = crc32_table[x & 0xff] ^ (c >> 8);
+	}
 	return ~c;
 }
 
