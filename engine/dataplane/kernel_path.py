@@ -34,8 +34,10 @@ swap); only a clean stop detaches (tests/lab/test_lab_kernel_restart.py).
 brancher does: ``Fib.lookup``'s CRC-32 of the destination modulo the member count, and when no
 engine link stands for that member's interface, ``Brancher._usable_member``'s low 32 bits of the
 destination modulo the usable members (more than ``ECMP_MAX`` members: punt).  A set's id names
-that set for good (allocated per distinct set, written once before any route names it), so a
-route value and the set it names are never out of step; the interface entry is
+that member list for good (allocated per distinct list, written before any route names it); its
+usable members (those with an engine link: the brancher's ``egress_ok``) are computed here and
+rewritten, as a whole entry, with every link map, so a packet's one lookup sees a consistent
+member list and usable set; the interface entry is
 :func:`engine.dataplane.egress.egress_for` (no engine link -> ``no_route``, link down / no
 router MAC -> punt, else ifindex, Ethernet header, MTU, the engine's address on the link).
 """
@@ -103,7 +105,7 @@ _ROUTE = struct.Struct("<III")                # struct route_val
 _LINK = struct.Struct("<IIII14s2x16s")        # struct link_val
 _U32 = struct.Struct("<I")
 _MEMBER = struct.Struct("<III")               # struct ecmp_member
-_ECMP_HEAD = struct.Struct("<I4x")            # struct ecmp_val before its members
+_ECMP_HEAD = struct.Struct("<III16s4x")       # struct ecmp_val before its members
 
 PIN_ROOT = Path("/sys/fs/bpf/xcast6-engine")
 PROGRAM = "xcast6_ingress"
@@ -169,9 +171,12 @@ def route_value(route: Route, reg: Registry) -> bytes:
     return _ROUTE.pack(reg.hop_id(nh), lid, F_CONNECTED if nh.gateway is None else 0)
 
 
-def ecmp_value(nexthops: tuple[NextHop, ...], reg: Registry) -> bytes:
-    """ecmp_val bytes of a next-hop set: count, then (hop id, interface id, connected?) each."""
-    out = [_ECMP_HEAD.pack(len(nexthops))]
+def ecmp_value(nexthops: tuple[NextHop, ...], reg: Registry, links: LinkMap) -> bytes:
+    """ecmp_val bytes of a next-hop set: count, which members have an engine link (the brancher's
+    ``egress_ok``: bit mask, count, indexes), then (hop id, interface id, connected?) each."""
+    usable = [j for j, nh in enumerate(nexthops) if egress_for(links.for_router_if(nh.ifname)) is not None]
+    mask = sum(1 << j for j in usable)
+    out = [_ECMP_HEAD.pack(len(nexthops), mask, len(usable), bytes(usable))]
     for nh in nexthops:
         lid, _ = reg.link_id(nh.ifname)
         out.append(_MEMBER.pack(reg.hop_id(nh), lid, F_CONNECTED if nh.gateway is None else 0))
@@ -467,6 +472,9 @@ class KernelPath:
             self.links = links
             names = set(self.reg.ifnames) | {lk.router_ifname for lk in links.links()}
             self._link_entries(sorted(names))
+            # then the ECMP sets' usable members (each entry replaced whole)
+            for hops, gid in self.reg.ecmp.items():
+                self.prog.update("ecmp", _U32.pack(gid), ecmp_value(hops, self.reg, links))
 
     def _write(self, trie: str, adds: list[tuple[bytes, bytes]], removes: list[bytes]) -> None:
         for k in removes:
@@ -483,7 +491,7 @@ class KernelPath:
             for r in adds:
                 entries.append((lpm_key(r.prefix), route_value(r, reg)))
             new_sets = list(reg.ecmp)[ecmp_before:]
-            sets = [(gid, ecmp_value(hops, reg)) for hops in new_sets for gid in (reg.ecmp[hops],)]
+            sets = [(reg.ecmp[hops], ecmp_value(hops, reg, self.links)) for hops in new_sets]
             dels = [lpm_key(p) for p in removes]
             # before any route names them: interface entries, then the (immutable) ECMP sets
             new_ifnames = list(reg.ifnames)[if_before:]

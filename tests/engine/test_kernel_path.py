@@ -71,10 +71,11 @@ def test_route_and_link_values() -> None:
     other = replace(ecmp, prefix=ipaddress.IPv6Network("2001:db8:8::/48"))
     assert kpm.route_value(other, reg)[:4] == b"\1\0\0\0"
     assert kpm.route_value(replace(ecmp, nexthops=hops[::-1]), reg)[:4] == b"\2\0\0\0"
-    val = kpm.ecmp_value(hops, reg)
-    assert len(val) == 8 + 12 * kpm.ECMP_MAX
-    assert val[:20] == kpm._ECMP_HEAD.pack(2) + kpm._MEMBER.pack(1, 1, 0)   # r0's gateway: hop 1
-    assert val[20:32] == kpm._MEMBER.pack(3, 2, kpm.F_CONNECTED)            # r1 connected: hop 3
+    val = kpm.ecmp_value(hops, reg, LinkMap([]))        # no engine links: nothing usable
+    assert len(val) == 32 + 12 * kpm.ECMP_MAX
+    assert val[:32] == kpm._ECMP_HEAD.pack(2, 0, 0, b"")
+    assert val[32:44] == kpm._MEMBER.pack(1, 1, 0)                # r0's gateway: hop 1
+    assert val[44:56] == kpm._MEMBER.pack(3, 2, kpm.F_CONNECTED)  # r1 connected: hop 3
     many = tuple(NextHop(f"r{i}", a(f"fe80::{i + 1:x}")) for i in range(kpm.ECMP_MAX + 1))
     assert kpm.route_value(replace(ecmp, nexthops=many), reg) == kpm._ROUTE.pack(0, 0, kpm.F_ECMP_PUNT)
     assert kpm.lpm_key(ipaddress.IPv6Network("2001:db8::/32")) == b"\x20\0\0\0" + a("2001:db8::")

@@ -86,6 +86,9 @@ struct ecmp_member {
 
 struct ecmp_val {
 	__u32 n;
+	__u32 usable;                 /* bit j: an engine link stands for member j's interface */
+	__u32 nusable;
+	__u8 usable_idx[XC_ECMP_MAX]; /* the usable members' indexes, in order */
 	__u32 pad;
 	struct ecmp_member m[XC_ECMP_MAX];
 };
@@ -126,8 +129,10 @@ struct {
 	__type(value, __u32);
 } ctl SEC(".maps");
 
-/* ECMP next-hop sets by id.  An id names one set for good (the control plane allocates it per
- * distinct set and never rewrites it), and is written before any route names it. */
+/* ECMP next-hop sets by id.  An id names one member list for good (the control plane allocates
+ * it per distinct list, writes it before any route names it); which members are usable (have an
+ * engine link) is rewritten with the link map, as a whole element, so one lookup gives a packet
+ * a consistent member list and usable set. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -181,11 +186,6 @@ static __always_inline __u32 crc32_16(const __u8 *d)
 	return ~c;
 }
 
-static __always_inline int link_usable(struct link_val *l)
-{
-	/* engine/dataplane/egress.py Egress.routable: an engine link stands for the interface */
-	return l && l->state != XC_LINK_NONE;
-}
 
 static long bucket_step(__u32 i, void *ctx)
 {
@@ -317,7 +317,7 @@ static long classify_dest(__u32 i, void *ctx)
 		 * one, the destination's low 32 bits % their count; none -> no_route */
 		struct ecmp_val *e = bpf_map_lookup_elem(&ecmp, &hop_id);
 		struct ecmp_member *m;
-		__u32 n, j, nu = 0, want, pick = XC_ECMP_MAX;
+		__u32 n, j, nu, low;
 
 		if (!e || e->n < 2 || e->n > XC_ECMP_MAX) {
 			s->punt = C_PUNT_ECMP;
@@ -325,37 +325,16 @@ static long classify_dest(__u32 i, void *ctx)
 		}
 		n = e->n;
 		j = XC_MIDX(crc32_16(d) % n);
-		if (link_usable(bpf_map_lookup_elem(&links, &e->m[j].link_id))) {
-			pick = j;
-		} else {
-			for (j = 0; j < XC_ECMP_MAX; j++) {
-				if (j >= n)
-					break;
-				if (link_usable(bpf_map_lookup_elem(&links, &e->m[j].link_id)))
-					nu++;
-			}
-			if (!nu) {
+		if (!((e->usable >> j) & 1)) {
+			nu = e->nusable;
+			if (!nu || nu > XC_ECMP_MAX) {
 				s->no_route++;
 				return 0;
 			}
-			want = ((__u32)d[12] << 24 | (__u32)d[13] << 16 | (__u32)d[14] << 8 | d[15]) % nu;
-			for (j = 0; j < XC_ECMP_MAX; j++) {
-				if (j >= n)
-					break;
-				if (!link_usable(bpf_map_lookup_elem(&links, &e->m[j].link_id)))
-					continue;
-				if (!want) {
-					pick = j;
-					break;
-				}
-				want--;
-			}
-			if (pick >= XC_ECMP_MAX) {
-				s->no_route++;
-				return 0;
-			}
+			low = (__u32)d[12] << 24 | (__u32)d[13] << 16 | (__u32)d[14] << 8 | d[15];
+			j = e->usable_idx[XC_MIDX(low % nu)];
 		}
-		m = &e->m[XC_MIDX(pick)];
+		m = &e->m[XC_MIDX(j)];
 		hop_id = m->hop_id;
 		link_id = m->link_id;
 		rflags = m->flags;
