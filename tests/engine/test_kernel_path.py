@@ -239,6 +239,12 @@ def test_ecmp_member_choice(h: Harness) -> None:
     # 126 destinations over the ECMP routes: more than 32 groups punt, fewer are handled
     dests = [a(f"2001:db8:e1:{i:x}::1") for i in range(126)]
     assert agree(h, build_xcast(SENDER, dests, b"p", flags=layout.FLAG_DONT_X2U)) == "same"
+    # r2's engine link goes away (link map change): its members are no longer usable, the
+    # fallback moves their destinations to the others (the ecmp entries are rewritten)
+    without_r2 = [lk for lk in h.engine_links if lk.router_ifname != "r2"]
+    h.set_table(ECMP_TABLE, without_r2)
+    for d in ECMP_POOL:
+        assert agree(h, build_xcast(SENDER, [d], b"moved")) in ("same", "none_routable")
     # the chosen member's link goes down: punted (the worker counts egress_no_link)
     down = [replace(lk, oper_up=False) if lk.router_ifname == "r1" else lk for lk in h.engine_links]
     h.set_table(ECMP_TABLE, down)
