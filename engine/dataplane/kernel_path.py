@@ -77,7 +77,7 @@ PUNT_REASONS = {
     "parse": "not the common form (XOU, port list, non-UDP, malformed: Python decides and counts)",
     "no_live": "empty bitmap",
     "hop_limit": "outer hop limit <= 1 (ICMP time exceeded is Python's)",
-    "ecmp": "a destination's route has more than 16 next hops (or 65,535 distinct ECMP sets are in use)",
+    "ecmp": "a destination's route has more than 16 next hops (or 16,383 distinct ECMP sets are in use)",
     "local": "a destination is the engine's own address",
     "egress": "an egress link is down or its router MAC is not learned",
     "mtu": "a copy is larger than its link's MTU",
@@ -88,7 +88,7 @@ PUNT_REASONS = {
 }
 MAX_GROUPS = 32          # XC_MAX_GROUPS in the C program
 ECMP_MAX = 16            # XC_ECMP_MAX: next hops per ECMP route the program chooses among
-ECMP_SETS = 65535        # distinct ECMP next-hop sets (the ecmp map's size; more: punted)
+ECMP_SETS = 16383        # distinct ECMP next-hop sets (the ecmp map's size; more: punted)
 
 # route_val.flags and link_val.state (the C program's XC_* values)
 F_ECMP_PUNT = 1

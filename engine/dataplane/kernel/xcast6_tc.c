@@ -135,7 +135,7 @@ struct {
  * a consistent member list and usable set. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct ecmp_val);
 	__uint(map_flags, BPF_F_NO_PREALLOC);    /* memory for the sets in use only */
