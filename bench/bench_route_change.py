@@ -219,6 +219,11 @@ def plot(result: dict[str, Any], png: Path) -> None:
             ax.axvline(ev[f"{verb}_issued_s"], color=color, ls="--", lw=1)
             if f"{verb}_applied_s" in ev:
                 ax.axvline(ev[f"{verb}_applied_s"], color=color, lw=1)
+        if r.get("delivered_per_offered"):
+            ax2 = ax.twinx()
+            t2, v2 = zip(*r["delivered_per_offered"], strict=True)
+            ax2.plot(t2, v2, color="tab:purple", lw=1, alpha=.7)
+            ax2.set(ylabel="delivered / (N x offered) (purple)", ylim=(0, 2.2))
         ax.set(xlabel="s", ylabel="copies/s", ylim=(0, None),
                title=f"{r['dataplane']}: N={r['n']}, {r['offered_pps']:.0f} pkt/s offered, "
                      f"{r['routes_changed']} routes added then deleted")
@@ -239,7 +244,11 @@ def main() -> None:
     ap.add_argument("--after", type=float, default=3.0, help="seconds watched after each change applied")
     ap.add_argument("--prefix", default="xrc-")
     ap.add_argument("--out", type=Path, default=Path("bench/results/bench_route_change.json"))
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot of --out and exit")
     a = ap.parse_args()
+    if a.plot_only:
+        plot(json.loads(a.out.read_text()), a.out.with_suffix(".png"))
+        return
     if os.geteuid() != 0:
         sys.exit("bench_route_change needs root (network namespaces)")
     bl.GENERATOR = "trafgen"
