@@ -23,11 +23,23 @@ self-consistent (next-hop id + router-interface id + flags); the per-interface l
 live in a hash map, whose updates replace whole elements (RCU), so a MAC learned or a link going
 down is one atomic entry.  Link entries are written before any route that names them.
 
+**After a crash** (``kill -9``, OOM) the program stays attached with its last table and keeps
+branching, as a router's FIB outlives its control plane; the next start replaces it in place on
+the same filter handle (a fresh program whose maps were filled from the synced table before the
+swap); only a clean stop detaches (tests/lab/test_lab_kernel_restart.py).
+
 **What the maps say** (pure functions below, tested without root): a route with one next hop
--> (next-hop id, interface id, connected?); an ECMP route -> punt (the Python brancher's member
-choice is CRC32 of the destination); the interface entry is :func:`engine.dataplane.egress.egress_for`
-(no engine link -> ``no_route``, link down / no router MAC -> punt, else ifindex, Ethernet header,
-MTU, the engine's address on the link).
+-> (next-hop id, interface id, connected?); an ECMP route -> the id of its next-hop set in the
+``ecmp`` map, whose members (in the route's order) the program chooses from exactly as the
+brancher does: ``Fib.lookup``'s CRC-32 of the destination modulo the member count, and when no
+engine link stands for that member's interface, ``Brancher._usable_member``'s low 32 bits of the
+destination modulo the usable members (more than ``ECMP_MAX`` members: punt).  A set's id names
+that member list for good (allocated per distinct list, written before any route names it); its
+usable members (those with an engine link: the brancher's ``egress_ok``) are computed here and
+rewritten, as a whole entry, with every link map, so a packet's one lookup sees a consistent
+member list and usable set; the interface entry is
+:func:`engine.dataplane.egress.egress_for` (no engine link -> ``no_route``, link down / no
+router MAC -> punt, else ifindex, Ethernet header, MTU, the engine's address on the link).
 """
 
 from __future__ import annotations
@@ -65,7 +77,7 @@ PUNT_REASONS = {
     "parse": "not the common form (XOU, port list, non-UDP, malformed: Python decides and counts)",
     "no_live": "empty bitmap",
     "hop_limit": "outer hop limit <= 1 (ICMP time exceeded is Python's)",
-    "ecmp": "a destination's route has several next hops",
+    "ecmp": "a destination's route has more than 16 next hops (or 16,383 distinct ECMP sets are in use)",
     "local": "a destination is the engine's own address",
     "egress": "an egress link is down or its router MAC is not learned",
     "mtu": "a copy is larger than its link's MTU",
@@ -75,11 +87,14 @@ PUNT_REASONS = {
     "no_route": "no destination is routable (ICMP destination unreachable is Python's)",
 }
 MAX_GROUPS = 32          # XC_MAX_GROUPS in the C program
+ECMP_MAX = 16            # XC_ECMP_MAX: next hops per ECMP route the program chooses among
+ECMP_SETS = 16383        # distinct ECMP next-hop sets (the ecmp map's size; more: punted)
 
 # route_val.flags and link_val.state (the C program's XC_* values)
 F_ECMP_PUNT = 1
 F_CONNECTED = 2
 F_LOCAL = 4
+F_ECMP = 8
 LINK_OK = 1
 LINK_DOWN = 2
 LINK_NO_MAC = 3
@@ -89,6 +104,8 @@ _KEY = struct.Struct("<I16s")                 # struct lpm_key
 _ROUTE = struct.Struct("<III")                # struct route_val
 _LINK = struct.Struct("<IIII14s2x16s")        # struct link_val
 _U32 = struct.Struct("<I")
+_MEMBER = struct.Struct("<III")               # struct ecmp_member
+_ECMP_HEAD = struct.Struct("<III16s4x")       # struct ecmp_val before its members
 
 PIN_ROOT = Path("/sys/fs/bpf/xcast6-engine")
 PROGRAM = "xcast6_ingress"
@@ -109,6 +126,7 @@ class Registry:
 
     hops: dict[NextHop, int] = field(default_factory=dict)
     ifnames: dict[str, int] = field(default_factory=dict)
+    ecmp: dict[tuple[NextHop, ...], int] = field(default_factory=dict)
 
     def hop_id(self, nh: NextHop) -> int:
         # connected hops group per destination in the program; one id per (interface, connected)
@@ -126,19 +144,44 @@ class Registry:
             return lid, True
         return lid, False
 
+    def ecmp_id(self, nexthops: tuple[NextHop, ...]) -> tuple[int, bool]:
+        """(id, new?) of an ECMP next-hop set (the order matters: it is the member index)."""
+        gid = self.ecmp.get(nexthops)
+        if gid is None:
+            gid = self.ecmp[nexthops] = len(self.ecmp) + 1
+            return gid, True
+        return gid, False
+
 
 def lpm_key(prefix: ipaddress.IPv6Network) -> bytes:
     """The LPM-trie key of a prefix (prefix length, then the address in network order)."""
     return _KEY.pack(prefix.prefixlen, prefix.network_address.packed)
 
 
-def route_value(route: Route, reg: Registry) -> tuple[bytes, str | None]:
-    """(route_val bytes, the router interface it names or None for a punted ECMP route)."""
-    if len(route.nexthops) != 1:
-        return _ROUTE.pack(0, 0, F_ECMP_PUNT), None
-    nh = route.nexthops[0]
+def route_value(route: Route, reg: Registry) -> bytes:
+    """route_val bytes (registers the next hops, interfaces and ECMP set it names)."""
+    hops = route.nexthops
+    if len(hops) > ECMP_MAX or (len(hops) > 1 and hops not in reg.ecmp and len(reg.ecmp) >= ECMP_SETS):
+        return _ROUTE.pack(0, 0, F_ECMP_PUNT)
+    if len(hops) > 1:
+        gid, _ = reg.ecmp_id(hops)
+        return _ROUTE.pack(gid, 0, F_ECMP)
+    nh = hops[0]
     lid, _ = reg.link_id(nh.ifname)
-    return _ROUTE.pack(reg.hop_id(nh), lid, F_CONNECTED if nh.gateway is None else 0), nh.ifname
+    return _ROUTE.pack(reg.hop_id(nh), lid, F_CONNECTED if nh.gateway is None else 0)
+
+
+def ecmp_value(nexthops: tuple[NextHop, ...], reg: Registry, links: LinkMap) -> bytes:
+    """ecmp_val bytes of a next-hop set: count, which members have an engine link (the brancher's
+    ``egress_ok``: bit mask, count, indexes), then (hop id, interface id, connected?) each."""
+    usable = [j for j, nh in enumerate(nexthops) if egress_for(links.for_router_if(nh.ifname)) is not None]
+    mask = sum(1 << j for j in usable)
+    out = [_ECMP_HEAD.pack(len(nexthops), mask, len(usable), bytes(usable))]
+    for nh in nexthops:
+        lid, _ = reg.link_id(nh.ifname)
+        out.append(_MEMBER.pack(reg.hop_id(nh), lid, F_CONNECTED if nh.gateway is None else 0))
+    out.append(bytes(_MEMBER.size * (ECMP_MAX - len(nexthops))))
+    return b"".join(out)
 
 
 def link_value(ifname: str, links: LinkMap) -> bytes:
@@ -252,7 +295,7 @@ class TestRun:
 class Program:
     """The loaded object: program fd, map fds, map access (one per daemon)."""
 
-    MAPS = ("routes_a", "routes_b", "ctl", "links", "counters", "latency")
+    MAPS = ("routes_a", "routes_b", "ctl", "links", "ecmp", "counters", "latency")
 
     def __init__(self, obj_path: Path) -> None:
         lib = libbpf()
@@ -429,6 +472,9 @@ class KernelPath:
             self.links = links
             names = set(self.reg.ifnames) | {lk.router_ifname for lk in links.links()}
             self._link_entries(sorted(names))
+            # then the ECMP sets' usable members (each entry replaced whole)
+            for hops, gid in self.reg.ecmp.items():
+                self.prog.update("ecmp", _U32.pack(gid), ecmp_value(hops, self.reg, links))
 
     def _write(self, trie: str, adds: list[tuple[bytes, bytes]], removes: list[bytes]) -> None:
         for k in removes:
@@ -440,16 +486,19 @@ class KernelPath:
         """One sync diff: idle trie, flip, other trie (see the module docstring)."""
         with self._lock:
             entries = []
-            new_ifnames = []
+            reg = self.reg
+            if_before, ecmp_before = len(reg.ifnames), len(reg.ecmp)
             for r in adds:
-                before = len(self.reg.ifnames)
-                val, _ifname = route_value(r, self.reg)
-                if len(self.reg.ifnames) != before:
-                    new_ifnames.extend(list(self.reg.ifnames)[before:])
-                entries.append((lpm_key(r.prefix), val))
+                entries.append((lpm_key(r.prefix), route_value(r, reg)))
+            new_sets = list(reg.ecmp)[ecmp_before:]
+            sets = [(reg.ecmp[hops], ecmp_value(hops, reg, self.links)) for hops in new_sets]
             dels = [lpm_key(p) for p in removes]
+            # before any route names them: interface entries, then the (immutable) ECMP sets
+            new_ifnames = list(reg.ifnames)[if_before:]
             if new_ifnames:
-                self._link_entries(new_ifnames)      # before any route names them
+                self._link_entries(new_ifnames)
+            for gid, val in sets:
+                self.prog.update("ecmp", _U32.pack(gid), val)
             tries = ("routes_a", "routes_b")
             idle = 1 - self.active
             self._write(tries[idle], entries, dels)

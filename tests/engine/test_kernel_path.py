@@ -60,13 +60,24 @@ def test_counter_enum_matches() -> None:
 
 def test_route_and_link_values() -> None:
     reg = kpm.Registry()
-    v, ifn = kpm.route_value(route("2001:db8:1::/48", "r0", "fe80::1"), reg)
-    assert ifn == "r0" and v == kpm._ROUTE.pack(1, 1, 0)
-    v, _ = kpm.route_value(route("2001:db8:2::/64", "r0"), reg)
+    v = kpm.route_value(route("2001:db8:1::/48", "r0", "fe80::1"), reg)
+    assert reg.ifnames == {"r0": 1} and v == kpm._ROUTE.pack(1, 1, 0)
+    v = kpm.route_value(route("2001:db8:2::/64", "r0"), reg)
     assert v == kpm._ROUTE.pack(2, 1, kpm.F_CONNECTED)
-    ecmp = Route(ipaddress.IPv6Network("2001:db8:9::/48"),
-                 (NextHop("r0", a("fe80::1")), NextHop("r1", a("fe80::2"))))
-    assert kpm.route_value(ecmp, reg) == (kpm._ROUTE.pack(0, 0, kpm.F_ECMP_PUNT), None)
+    hops = (NextHop("r0", a("fe80::1")), NextHop("r1"))
+    ecmp = Route(ipaddress.IPv6Network("2001:db8:9::/48"), hops)
+    assert kpm.route_value(ecmp, reg) == kpm._ROUTE.pack(1, 0, kpm.F_ECMP)
+    # the same set again: the same id; another order is another set (the order is the index)
+    other = replace(ecmp, prefix=ipaddress.IPv6Network("2001:db8:8::/48"))
+    assert kpm.route_value(other, reg)[:4] == b"\1\0\0\0"
+    assert kpm.route_value(replace(ecmp, nexthops=hops[::-1]), reg)[:4] == b"\2\0\0\0"
+    val = kpm.ecmp_value(hops, reg, LinkMap([]))        # no engine links: nothing usable
+    assert len(val) == 32 + 12 * kpm.ECMP_MAX
+    assert val[:32] == kpm._ECMP_HEAD.pack(2, 0, 0, b"")
+    assert val[32:44] == kpm._MEMBER.pack(1, 1, 0)                # r0's gateway: hop 1
+    assert val[44:56] == kpm._MEMBER.pack(3, 2, kpm.F_CONNECTED)  # r1 connected: hop 3
+    many = tuple(NextHop(f"r{i}", a(f"fe80::{i + 1:x}")) for i in range(kpm.ECMP_MAX + 1))
+    assert kpm.route_value(replace(ecmp, nexthops=many), reg) == kpm._ROUTE.pack(0, 0, kpm.F_ECMP_PUNT)
     assert kpm.lpm_key(ipaddress.IPv6Network("2001:db8::/32")) == b"\x20\0\0\0" + a("2001:db8::")
     assert kpm.link_value("nope", LinkMap([]))[:4] == kpm._U32.pack(kpm.LINK_NONE)
 
@@ -165,9 +176,12 @@ def test_126_destinations(h: Harness) -> None:
 def test_punts(h: Harness) -> None:
     ecmp = Route(ipaddress.IPv6Network("2001:db8:9::/48"),
                  (NextHop("r0", a("fe80::1")), NextHop("r1", a("fe80::2"))))
-    h.set_table([*TABLE, ecmp])
+    many = Route(ipaddress.IPv6Network("2001:db8:a::/48"),
+                 tuple(NextHop(f"r{i % 4}", a(f"fe80::{i + 1:x}")) for i in range(kpm.ECMP_MAX + 1)))
+    h.set_table([*TABLE, ecmp, many])
     d = [a("2001:db8:1::1"), a("2001:db8:2::1")]
-    assert agree(h, build_xcast(SENDER, [*d, a("2001:db8:9::1")], b"x"), punt=True) == "punt"   # ECMP
+    assert agree(h, build_xcast(SENDER, [*d, a("2001:db8:9::1")], b"x")) == "same"        # ECMP
+    assert agree(h, build_xcast(SENDER, [*d, a("2001:db8:a::1")], b"x"), punt=True) == "punt"   # 17 hops
     assert agree(h, build_xou(SENDER, d, b"xou", sport=1, dport=2), punt=True) == "punt"
     assert agree(h, build_xcast(SENDER, d, b"x", ports=[1, 2]), punt=True) == "punt"
     assert agree(h, build_xcast(SENDER, d, b"x", bitmap=0, outer_dst=d[0]), punt=True) == "punt"
@@ -189,6 +203,54 @@ def test_punts(h: Harness) -> None:
     assert agree(h, build_xcast(SENDER, d * 3, b"y" * 200, flags=layout.FLAG_DONT_X2U), punt=True) == "punt"
     h.set_table(TABLE)
     assert h.kp.counters()["punt.ecmp"] >= 1
+
+
+ECMP_TABLE = [
+    *TABLE,
+    # two gateways on two links; the same gateway as :1::/48 is one of them (shared group)
+    Route(ipaddress.IPv6Network("2001:db8:e1::/48"),
+          (NextHop("r0", a("fe80::1")), NextHop("r1", a("fe80::e1")))),
+    # four members, one connected, one on r4 (no engine link: Brancher._usable_member's turn)
+    Route(ipaddress.IPv6Network("2001:db8:e2::/48"),
+          (NextHop("r2", a("fe80::e2")), NextHop("r4", a("fe80::e4")), NextHop("r3"),
+           NextHop("r1", a("fe80::2")))),
+    # no member has an engine link: no_route
+    Route(ipaddress.IPv6Network("2001:db8:e3::/48"),
+          (NextHop("r4", a("fe80::4")), NextHop("r5", a("fe80::5")))),
+    # sixteen members (the bound)
+    Route(ipaddress.IPv6Network("2001:db8:e4::/48"),
+          tuple(NextHop(f"r{i % 6}", a(f"fe80::4:{i:x}")) for i in range(kpm.ECMP_MAX))),
+]
+ECMP_POOL = [a(f"2001:db8:e{k}:{i:x}::{j:x}") for k in (1, 2, 3, 4) for i in range(6) for j in (1, 7)]
+
+
+@pytest.mark.root
+def test_ecmp_member_choice(h: Harness) -> None:
+    """The program picks Fib.lookup's member (CRC-32 of the destination), and among the members
+    with an engine link the brancher's fallback; groups by the chosen next hop."""
+    h.set_table(ECMP_TABLE)
+    for i in range(0, len(ECMP_POOL), 4):       # a handful of destinations per packet
+        for flags in (0, layout.FLAG_DONT_X2U, layout.FLAG_ANONYMOUS):
+            pkt = build_xcast(SENDER, [*ECMP_POOL[i:i + 4], a("2001:db8:1::1")], b"ecmp", flags=flags)
+            assert agree(h, pkt) == "same"
+    # every destination alone (X2U: its own copy), so each member choice shows in its own frame
+    for d in ECMP_POOL:
+        assert agree(h, build_xcast(SENDER, [d], b"one")) in ("same", "none_routable")
+    # 126 destinations over the ECMP routes: more than 32 groups punt, fewer are handled
+    dests = [a(f"2001:db8:e1:{i:x}::1") for i in range(126)]
+    assert agree(h, build_xcast(SENDER, dests, b"p", flags=layout.FLAG_DONT_X2U)) == "same"
+    # r2's engine link goes away (link map change): its members are no longer usable, the
+    # fallback moves their destinations to the others (the ecmp entries are rewritten)
+    without_r2 = [lk for lk in h.engine_links if lk.router_ifname != "r2"]
+    h.set_table(ECMP_TABLE, without_r2)
+    for d in ECMP_POOL:
+        assert agree(h, build_xcast(SENDER, [d], b"moved")) in ("same", "none_routable")
+    # the chosen member's link goes down: punted (the worker counts egress_no_link)
+    down = [replace(lk, oper_up=False) if lk.router_ifname == "r1" else lk for lk in h.engine_links]
+    h.set_table(ECMP_TABLE, down)
+    for d in ECMP_POOL[:12]:
+        assert agree(h, build_xcast(SENDER, [d, a("2001:db8:1::1")], b"x"), punt=None) in ("same", "punt")
+    h.set_table(TABLE)
 
 
 @pytest.mark.root
@@ -217,15 +279,15 @@ def test_fuzz_mutations(h: Harness) -> None:
        live=st.integers(0, (1 << 40) - 1),
        flags=st.sampled_from([0, 0x80, 0x40, 0xC0, 0x01]),
        hl=st.integers(2, 255), payload=st.binary(max_size=300),
-       connected_r0=st.booleans())
+       connected_r0=st.booleans(), ecmp=st.lists(st.integers(0, len(ECMP_POOL) - 1), max_size=6))
 def test_hypothesis_packets_and_tables(h: Harness, idx: list[int], live: int, flags: int, hl: int,
-                                       payload: bytes, connected_r0: bool) -> None:
-    table = list(TABLE)
+                                       payload: bytes, connected_r0: bool, ecmp: list[int]) -> None:
+    table = list(ECMP_TABLE)
     if connected_r0:      # the table varies too: :1::/48 connected on r0
         table[0] = route("2001:db8:1::/48", "r0")
-    if h.fib.get(table[0].prefix) != table[0]:
+    if h.fib.get(table[0].prefix) != table[0] or h.fib.get(table[-1].prefix) is None:
         h.set_table(table)
-    d = [a(POOL[i]) for i in idx]
+    d = [a(POOL[i]) for i in idx] + [ECMP_POOL[i] for i in ecmp]
     bitmap = live & ((1 << len(d)) - 1)
     if not bitmap:
         bitmap = 1

@@ -35,5 +35,6 @@ def test_differential_rules_on_the_guest_kernel() -> None:
             diff.test_rules(h)
             diff.test_126_destinations(h)
             diff.test_punts(h)
+            diff.test_ecmp_member_choice(h)
     finally:
         kp.prog.close()

@@ -48,10 +48,21 @@ def layout_header() -> str:
             lines.append(f"#define XC_{name}_LE0 0x{int.from_bytes(value[:8], 'little'):016x}ULL")
             lines.append(f"#define XC_{name}_LE1 0x{int.from_bytes(value[8:], 'little'):016x}ULL")
             lines.append(f"#define XC_{name}_FOLDED_SUM 0x{fold(ones_sum(value)):04x}")
+    # zlib's CRC-32 table: the ECMP member choice of engine/forwarding/fib.py (pick_member)
+    table = [_crc32_entry(i) for i in range(256)]
+    lines.append(f"#define XC_CRC32_TABLE {{{', '.join(f'0x{v:08x}' for v in table)}}}")
     # the latency histogram's buckets (engine/dataplane/histogram.py)
     lines.append(f"#define XC_LAT_NBUCKETS {histogram.NBUCKETS}")
     lines.append(f"#define XC_LAT_BOUNDS {{{', '.join(f'{b}ULL' for b in histogram.BOUNDS_NS)}}}")
     return "\n".join(lines) + "\n"
+
+
+def _crc32_entry(i: int) -> int:
+    """Entry ``i`` of the reflected CRC-32 table (polynomial 0xEDB88320, zlib.crc32's)."""
+    c = i
+    for _ in range(8):
+        c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+    return c
 
 
 def _include_dirs() -> list[str]:

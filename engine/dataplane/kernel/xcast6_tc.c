@@ -22,8 +22,8 @@
  *
  * Punted (the Python worker decides and counts): anything the parse above rejects (XOU, port
  * lists, non-UDP transports, malformed packets: their drop reasons are Python's), an empty
- * bitmap, hop limit <= 1 (ICMP errors are Python's), ECMP routes (the member choice is CRC32 of
- * the destination), a link that is down or whose router MAC is not learned, a copy larger than
+ * bitmap, hop limit <= 1 (ICMP errors are Python's), ECMP routes of more than XC_ECMP_MAX
+ * next hops (fewer: the member is Fib.lookup's, CRC-32 of the destination), a link that is down or whose router MAC is not learned, a copy larger than
  * the link MTU, more than XC_MAX_GROUPS copies, UDP checksum 0 with an X2U copy, an in-band
  * VLAN tag, a destination that is one of the engine's own addresses (local delivery).
  *
@@ -36,9 +36,11 @@
 #include "xcast6_layout.h"
 
 #define XC_MAX_GROUPS 32      /* copies per packet handled here; more -> punt (a power of 2) */
-#define XC_ECMP_PUNT 1        /* route_val.flags */
+#define XC_ECMP_PUNT 1        /* route_val.flags: more next hops than XC_ECMP_MAX */
 #define XC_CONNECTED 2
 #define XC_LOCAL 4
+#define XC_ECMP 8             /* route_val.hop_id is the key of the route's entry in `ecmp` */
+#define XC_ECMP_MAX 16        /* members per ECMP route handled here (a power of 2) */
 #define XC_LINK_OK 1          /* link_val.state: up with a router MAC */
 #define XC_LINK_DOWN 2
 #define XC_LINK_NO_MAC 3
@@ -61,6 +63,7 @@ enum {
 /* 16 N bytes for 1 <= N <= 126 (checked before), written so that even an older verifier that
  * lost N's range sees a length in [16, 2048]: the 128-row arrays below (6.1 rejected n * 16) */
 #define XC_DLEN(n) ({ __u64 __v = (n); asm volatile("" : "+r"(__v)); (((__v - 1) & 127) << 4) + 16; })
+#define XC_MIDX(k) ({ __u64 __v = (k); asm volatile("" : "+r"(__v)); __v & (XC_ECMP_MAX - 1); })
 #define XC_IDX(i) ({ __u64 __v = (i); asm volatile("" : "+r"(__v)); __v & 127; })
 
 struct lpm_key {
@@ -72,6 +75,22 @@ struct route_val {
 	__u32 hop_id;        /* next-hop identity (router gateway + interface) for grouping */
 	__u32 link_id;       /* key of the router interface's entry in `links` */
 	__u32 flags;         /* XC_ECMP_PUNT | XC_CONNECTED | XC_LOCAL */
+};
+
+/* an ECMP route's next hops, in the Route's order (the member index is CRC-32 % n) */
+struct ecmp_member {
+	__u32 hop_id;
+	__u32 link_id;
+	__u32 flags;         /* XC_CONNECTED */
+};
+
+struct ecmp_val {
+	__u32 n;
+	__u32 usable;                 /* bit j: an engine link stands for member j's interface */
+	__u32 nusable;
+	__u8 usable_idx[XC_ECMP_MAX]; /* the usable members' indexes, in order */
+	__u32 pad;
+	struct ecmp_member m[XC_ECMP_MAX];
 };
 
 struct link_val {
@@ -110,6 +129,18 @@ struct {
 	__type(value, __u32);
 } ctl SEC(".maps");
 
+/* ECMP next-hop sets by id.  An id names one member list for good (the control plane allocates
+ * it per distinct list, writes it before any route names it); which members are usable (have an
+ * engine link) is rewritten with the link map, as a whole element, so one lookup gives a packet
+ * a consistent member list and usable set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct ecmp_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);    /* memory for the sets in use only */
+} ecmp SEC(".maps");
+
 /* a hash map: an update swaps in a whole new element (RCU), so a reader never sees a torn one */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -135,6 +166,26 @@ struct {
 } latency SEC(".maps");
 
 static const __u64 lat_bounds[XC_LAT_NBUCKETS - 1] = XC_LAT_BOUNDS;
+static const __u32 crc32_table[256] = XC_CRC32_TABLE;
+
+/* zlib.crc32 of a destination: Fib.lookup's ECMP member choice (engine/forwarding/fib.py) */
+static __always_inline __u32 crc32_16(const __u8 *d)
+{
+	__u32 c = 0xffffffff;
+	int j;
+
+#pragma unroll
+	for (j = 0; j < 16; j++) {
+		/* the mask after the xor, as written: clang would move it before, and 6.1's verifier
+		 * then loses the index's bound (xor of two bounded values) */
+		__u64 x = c ^ d[j];
+
+		asm volatile("" : "+r"(x));
+		c = crc32_table[x & 0xff] ^ (c >> 8);
+	}
+	return ~c;
+}
+
 
 static long bucket_step(__u32 i, void *ctx)
 {
@@ -199,6 +250,10 @@ struct scratch {
 	__u64 live_lo, live_hi;
 	struct __sk_buff *skb;
 	__u32 sent_copies, sent_x2u, errors, out_bytes;
+	/* the last copy leaves on the original skb (bpf_redirect after the program returns):
+	 * one skb_clone and the original's free fewer per packet.  last_x2u says which loop
+	 * emits it, last_group which group; redirect_ifindex is set once its bytes are written. */
+	__u32 last_x2u, last_group, redirect_ifindex;
 };
 
 struct {
@@ -227,7 +282,7 @@ static long classify_dest(__u32 i, void *ctx)
 	struct route_val *r;
 	struct link_val *l;
 	__u8 *d;
-	__u32 k, gi;
+	__u32 k, gi, hop_id, link_id, rflags;
 
 	if (i >= s->n || !BOUNDED(i, XC_MAX_DESTS))
 		return 1;
@@ -253,7 +308,38 @@ static long classify_dest(__u32 i, void *ctx)
 		s->punt = C_PUNT_ECMP;
 		return 1;
 	}
-	l = bpf_map_lookup_elem(&links, &r->link_id);
+	hop_id = r->hop_id;
+	link_id = r->link_id;
+	rflags = r->flags;
+	if (rflags & XC_ECMP) {
+		/* as the brancher: Fib.lookup's member (CRC-32 of the destination % n); if no engine
+		 * link stands for its interface, Brancher._usable_member: among the members that have
+		 * one, the destination's low 32 bits % their count; none -> no_route */
+		struct ecmp_val *e = bpf_map_lookup_elem(&ecmp, &hop_id);
+		struct ecmp_member *m;
+		__u32 n, j, nu, low;
+
+		if (!e || e->n < 2 || e->n > XC_ECMP_MAX) {
+			s->punt = C_PUNT_ECMP;
+			return 1;
+		}
+		n = e->n;
+		j = XC_MIDX(crc32_16(d) % n);
+		if (!((e->usable >> j) & 1)) {
+			nu = e->nusable;
+			if (!nu || nu > XC_ECMP_MAX) {
+				s->no_route++;
+				return 0;
+			}
+			low = (__u32)d[12] << 24 | (__u32)d[13] << 16 | (__u32)d[14] << 8 | d[15];
+			j = e->usable_idx[XC_MIDX(low % nu)];
+		}
+		m = &e->m[XC_MIDX(j)];
+		hop_id = m->hop_id;
+		link_id = m->link_id;
+		rflags = m->flags;
+	}
+	l = bpf_map_lookup_elem(&links, &link_id);
 	if (!l || l->state == XC_LINK_NONE) {
 		s->no_route++;
 		return 0;
@@ -270,9 +356,9 @@ static long classify_dest(__u32 i, void *ctx)
 		if (k >= s->ngroups || !BOUNDED(k, XC_MAX_GROUPS))
 			break;
 		g = &s->g[XC_GIDX(k)];
-		if (g->hop_id != r->hop_id)
+		if (g->hop_id != hop_id)
 			continue;
-		if (r->flags & XC_CONNECTED) {
+		if (rflags & XC_CONNECTED) {
 			/* connected: the destination is the next hop; equal addresses share it */
 			f = XC_IDX(g->first);
 			if (*(__u64 *)s->dests[f] != *(__u64 *)d ||
@@ -291,11 +377,11 @@ static long classify_dest(__u32 i, void *ctx)
 
 		g->bits_lo = 0;
 		g->bits_hi = 0;
-		g->hop_id = r->hop_id;
-		g->link_id = r->link_id;
+		g->hop_id = hop_id;
+		g->link_id = link_id;
 		g->first = i;
 		g->count = 0;
-		g->connected = r->flags & XC_CONNECTED;
+		g->connected = rflags & XC_CONNECTED;
 		g->x2u = 0;
 		g->drop = 0;
 		__builtin_memcpy(&g->link, l, sizeof(*l));
@@ -342,6 +428,28 @@ static __always_inline void bitmap_bytes(struct group *g, __u8 *out)
 	__builtin_memcpy(out + 8, &g->bits_hi, 8);
 }
 
+/* the tail every copy shares: its Ethernet header, then out on its link -- a clone, or for the
+ * packet's last copy the original skb itself (bpf_redirect once the program returns) */
+static __always_inline void send_copy(struct scratch *s, struct __sk_buff *skb, struct group *g,
+				      __u32 k, __u32 x2u, __u32 len)
+{
+	if (bpf_skb_store_bytes(skb, 0, g->link.eth, XC_ETH_HLEN, 0)) {
+		s->errors++;
+		return;
+	}
+	if (s->last_x2u == x2u && k == s->last_group) {
+		s->redirect_ifindex = g->link.ifindex;
+	} else if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
+		s->errors++;
+		return;
+	}
+	if (x2u)
+		s->sent_x2u++;
+	else
+		s->sent_copies++;
+	s->out_bytes += len;
+}
+
 /* one XCAST copy per non-X2U group (bpf_loop callback over the groups) */
 struct emit_ctx {
 	struct scratch *s;
@@ -367,8 +475,7 @@ static long emit_xcast(__u32 k, void *ctx)
 	f = g->first;
 	dst = s->dests[XC_IDX(f)];
 	bitmap_bytes(g, bm);
-	if (bpf_skb_store_bytes(skb, 0, g->link.eth, XC_ETH_HLEN, 0) ||
-	    bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_OUTER_SRC_OFF, g->link.src, 16, 0) ||
+	if (bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_OUTER_SRC_OFF, g->link.src, 16, 0) ||
 	    bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_OUTER_DST_OFF, dst, 16, 0) ||
 	    bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_BITMAP_OFF, bm, 16, 0)) {
 		s->errors++;
@@ -384,12 +491,7 @@ static long emit_xcast(__u32 k, void *ctx)
 			return 0;
 		}
 	}
-	if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
-		s->errors++;
-		return 0;
-	}
-	s->sent_copies++;
-	s->out_bytes += e->len;
+	send_copy(s, skb, g, k, 0, e->len);
 	return 0;
 }
 
@@ -436,18 +538,12 @@ static long emit_x2u(__u32 k, void *ctx)
 	if (!x)
 		x = 0xffff;
 	ck = bpf_htons((__u16)x);
-	if (bpf_skb_store_bytes(skb, 0, g->link.eth, XC_ETH_HLEN, 0) ||
-	    bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_IP6_DST_OFF, dst, 16, 0) ||
+	if (bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_IP6_DST_OFF, dst, 16, 0) ||
 	    bpf_skb_store_bytes(skb, XC_ETH_HLEN + XC_IP6_HLEN + XC_UDP_CSUM_OFF, &ck, 2, 0)) {
 		s->errors++;
 		return 0;
 	}
-	if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
-		s->errors++;
-		return 0;
-	}
-	s->sent_x2u++;
-	s->out_bytes += e->len;
+	send_copy(s, skb, g, k, 1, e->len);
 	return 0;
 }
 
@@ -540,6 +636,7 @@ int xcast6_ingress(struct __sk_buff *skb)
 	s->invalid = 0;
 	s->punt = 0;
 	s->sent_copies = s->sent_x2u = s->errors = s->out_bytes = 0;
+	s->redirect_ifindex = 0;
 	{
 		struct classify_ctx cc = {.s = s};
 
@@ -553,7 +650,10 @@ int xcast6_ingress(struct __sk_buff *skb)
 	}
 	if (s->punt)
 		return punt(s->punt);
-	/* per copy: X2U or not, source address, MTU -- every punt decided before anything is sent */
+	/* per copy: X2U or not, source address, MTU -- every punt decided before anything is sent;
+	 * and which copy is the last (the X2U copies leave after the XCAST ones) */
+	s->last_x2u = 0;
+	s->last_group = XC_MAX_GROUPS;
 	for (k = 0; k < XC_MAX_GROUPS; k++) {
 		struct group *g;
 
@@ -563,12 +663,16 @@ int xcast6_ingress(struct __sk_buff *skb)
 		if (g->count == 1 && !(flags & XC_FLAG_DONT_X2U)) {
 			g->x2u = 1;
 			need_x2u = 1;
+			s->last_x2u = 1;
+			s->last_group = k;
 			if (blen - toff + XC_IP6_HLEN > g->link.mtu)
 				return punt(C_PUNT_MTU);
 		} else if (!g->link.has_src) {
 			g->drop = 1;
 		} else {
 			has_copy = 1;
+			if (!need_x2u)
+				s->last_group = k;
 			if (blen > g->link.mtu)
 				return punt(C_PUNT_MTU);
 		}
@@ -640,6 +744,8 @@ int xcast6_ingress(struct __sk_buff *skb)
 	count(C_BYTES_OUT, s->out_bytes);
 	if (s->errors)
 		count(C_EGRESS_ERRORS, s->errors);
+	if (s->redirect_ifindex)
+		return bpf_redirect(s->redirect_ifindex, 0);
 	return TC_ACT_SHOT;
 }
 
