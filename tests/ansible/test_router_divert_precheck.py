@@ -286,7 +286,8 @@ def test_junos_refused_iff_another_group_is_named(groups: list[str], with_ours: 
 # -- the role's tasks, on recorded output --
 
 def _evaluate(tmp_path: Path, platform: str, output: str, links: list[dict[str, Any]],
-              extra: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+              extra: dict[str, Any] | None = None,
+              tracks: str | None = None) -> subprocess.CompletedProcess[str]:
     """tasks/precheck.yml of a copy of the role whose device read returns ``output`` (as the
     *_command module would: ``stdout`` is a list with the command's text)."""
     roles = tmp_path / "roles"
@@ -295,11 +296,13 @@ def _evaluate(tmp_path: Path, platform: str, output: str, links: list[dict[str, 
     read = roles / "router_divert" / "tasks" / f"precheck_read_{platform}.yml"
     assert read.exists()
     read.write_text("---\n- name: Recorded output instead of the router\n  ansible.builtin.set_fact:\n"
-                    "    router_divert_precheck_raw: \"{{ {'stdout': [router_divert_recorded]} }}\"\n")
+                    "    router_divert_precheck_raw: \"{{ {'stdout': [router_divert_recorded]"
+                    + (" + [router_divert_recorded_tracks]" if tracks is not None else "") + "} }}\"\n")
     play = tmp_path / "play.yml"
     hostvars = {"xcast6_platform": platform, "xcast6_links": links,
                 "xcast6_ingress": {"engine_address": "2001:db8:200:f200::2"},
-                "router_divert_recorded": output, **(extra or {})}
+                "router_divert_recorded": output, "router_divert_recorded_tracks": tracks or "",
+                **(extra or {})}
     (tmp_path / "vars.json").write_text(json.dumps(hostvars))
     play.write_text(
         "- hosts: localhost\n  gather_facts: false\n  connection: local\n  vars_files: [vars.json]\n"
@@ -317,9 +320,10 @@ def test_each_platform_reads_with_its_own_command_module() -> None:
     want = {"junos": ("junipernetworks.junos.junos_command",
                       "show configuration routing-options | display set"),
             "iosxe": ("cisco.ios.ios_command", "show running-config | section ^route-map"),
+            "iosxe-tracks": ("cisco.ios.ios_command", "show running-config | include ^track"),
             "iosxr": ("cisco.iosxr.iosxr_command", "show running-config ipv6 access-list")}
     for platform, (module, command) in want.items():
-        text = (tasks / f"precheck_read_{platform}.yml").read_text()
+        text = (tasks / f"precheck_read_{platform.split('-')[0]}.yml").read_text()
         assert f"  {module}:" in text and f"- {command}" in text
         assert "register: router_divert_precheck_raw" in text
 
@@ -367,3 +371,48 @@ def test_tasks_fail_when_the_output_is_a_cli_error(tmp_path: Path) -> None:
     res = _evaluate(tmp_path, "iosxe", "% Invalid input detected at '^' marker.\n",
                     [{"router_interface": "Gi0/0/0"}])
     assert res.returncode == 2 and "refused the command" in res.stdout
+
+
+# -- IOS-XE track objects (BFD-checked next hops number their tracks from router_divert_iosxe_track_base) --
+
+IOSXE_TRACKS = (
+    # `show running-config | include ^track`: the header lines only (IOS-XE Object Tracking,
+    # https://cisco.com/en/US/docs/ios-xml/ios/ipapp/configuration/15-s/iap-ipv6-route-track.html)
+    "track 1 interface GigabitEthernet0/0/0 line-protocol\n"
+    "track 161 ipv6 route 2001:DB8:200:F200::2/128 reachability\n"
+    "track 162 ip sla 7 reachability\n"
+)
+
+
+def test_iosxe_tracks_parse_headers_only() -> None:
+    assert pc.parse_iosxe_tracks(IOSXE_TRACKS + " delay up 5\n") == {
+        1: "track 1 interface GigabitEthernet0/0/0 line-protocol",
+        161: "track 161 ipv6 route 2001:DB8:200:F200::2/128 reachability",
+        162: "track 162 ip sla 7 reachability"}
+
+
+def test_iosxe_our_track_passes_and_a_foreign_one_is_refused_naming_the_base() -> None:
+    engines = ["2001:db8:200:f200::2", "2001:db8:200:f200::3"]
+    out = pc.iosxe_track_conflicts(IOSXE_TRACKS, 160, engines)
+    assert out == ["track 162 already exists and is not the XCAST6 divert's (track 162 ip sla 7 reachability): "
+                   "choose free track numbers with router_divert_iosxe_track_base"]
+    assert pc.iosxe_track_conflicts(IOSXE_TRACKS, 170, engines) == []
+    # our address under the other engine's number is not ours
+    assert len(pc.iosxe_track_conflicts(IOSXE_TRACKS, 160, engines[::-1])) == 2
+
+
+def test_iosxe_track_base_and_cli_errors_are_named() -> None:
+    with pytest.raises(ValueError, match="router_divert_iosxe_track_base 'x'"):
+        pc.iosxe_track_conflicts("", "x", [])
+    with pytest.raises(ValueError, match="refused the command"):
+        pc.iosxe_track_conflicts("% Invalid input detected at '^' marker.\n", 160, ["2001:db8::2"])
+
+
+def test_tasks_refuse_a_taken_track_number_only_with_checked_next_hops(tmp_path: Path) -> None:
+    links = [{"router_interface": "Gi0/0/0"}]
+    taken = "track 161 interface GigabitEthernet0/0/0 line-protocol\n"
+    res = _evaluate(tmp_path, "iosxe", "", links, {"xcast6_divert_bfd": True}, tracks=taken)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "not pushed: track 161 already exists" in res.stdout
+    res = _evaluate(tmp_path, "iosxe", "", links, {"xcast6_divert_bfd": False}, tracks=taken)
+    assert res.returncode == 0, res.stdout + res.stderr

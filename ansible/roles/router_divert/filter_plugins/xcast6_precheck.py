@@ -43,6 +43,7 @@ from typing import Any
 _CLI_ERROR = re.compile(r"^\s*%\s*(Invalid input|Incomplete command|Ambiguous command|Unknown command)",
                         re.MULTILINE)
 _JUNOS_ERROR = re.compile(r"^\s*(error:|syntax error|unknown command)", re.MULTILINE | re.IGNORECASE)
+_TRACK_HEADER = re.compile(r"^track\s+(\d+)\b")
 _RM_HEADER = re.compile(r"^route-map\s+(\S+)(?:\s+(permit|deny))?(?:\s+(\d+))?\s*$")
 _XR_ACL = re.compile(r"^ipv6 access-list\s+(\S+)\s*$")
 _XR_ACE = re.compile(r"^\s+(\d+)\s+(\S.*?)\s*$")
@@ -207,6 +208,47 @@ def iosxe_route_map_conflicts(text: str, targets: Any, our_acl: str, engines: An
     return out
 
 
+def parse_iosxe_tracks(text: str) -> dict[int, str]:
+    """Track objects of IOS-XE ``show running-config | include ^track``: number -> its header line.
+
+    Only the header says what a track follows (``track 161 ipv6 route 2001:db8::2/128
+    reachability``); the ``delay``/``description`` lines under it are not printed by ``include``.
+    """
+    _check_cli_output(text, "show running-config | include ^track")
+    tracks: dict[int, str] = {}
+    for raw in text.splitlines():
+        m = _TRACK_HEADER.match(raw.rstrip())
+        if m:
+            tracks[int(m.group(1))] = " ".join(raw.split())
+    return tracks
+
+
+def iosxe_track_conflicts(text: str, base: Any, engines: Any) -> list[str]:
+    """Which of the divert's track numbers (``base`` + 1, + 2, ... per engine) the operator uses.
+
+    Ours (a re-run): exactly ``track <n> ipv6 route <engine n>/128 reachability`` for the engine the
+    template gives that number, addresses compared as IPv6 (the router prints upper case).
+    """
+    try:
+        first = int(base)
+    except (TypeError, ValueError):
+        raise ValueError(f"router_divert_iosxe_track_base {base!r} is not an integer") from None
+    tracks = parse_iosxe_tracks(text)
+    addresses = [_engines([e]).pop() for e in (engines or [])]
+    out = []
+    for i, engine in enumerate(addresses, start=1):
+        line = tracks.get(first + i)
+        if line is None:
+            continue
+        words = line.split()
+        if (len(words) == 6 and words[2:4] == ["ipv6", "route"] and words[5] == "reachability"
+                and words[4].endswith("/128") and _addr(words[4][:-4]) == engine):
+            continue
+        out.append(f"track {first + i} already exists and is not the XCAST6 divert's ({line}): "
+                   f"choose free track numbers with router_divert_iosxe_track_base")
+    return out
+
+
 def iosxr_acl_conflicts(text: str, targets: Any, engines: Any) -> list[str]:
     """Which of ``targets`` ([{name, seq, var}]) is an IOS-XR IPv6 ACE that is not the divert's.
 
@@ -270,5 +312,6 @@ class FilterModule:
         return {
             "xcast6_iosxe_route_map_conflicts": wrap(iosxe_route_map_conflicts),
             "xcast6_iosxr_acl_conflicts": wrap(iosxr_acl_conflicts),
+            "xcast6_iosxe_track_conflicts": wrap(iosxe_track_conflicts),
             "xcast6_junos_rib_group_conflicts": wrap(junos_rib_group_conflicts),
         }
