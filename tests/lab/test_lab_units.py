@@ -174,14 +174,16 @@ def test_lab_variants_are_link_mode_times_data_path() -> None:
 
 
 def test_data_path_proof_catches_a_silent_fallback_and_a_program_in_python_mode() -> None:
-    def moved(received: int, kernel: int, punted: int) -> dict[str, dict[str, int]]:
-        return {"a": {"received": received, "kernel_received": kernel, "kernel_punted": punted}}
+    def moved(received: int, kernel: int, punted: int, relay: int = 0) -> dict[str, dict[str, int]]:
+        return {"a": {"received": received, "kernel_received": kernel, "kernel_punted": punted,
+                      "relay": relay}}
 
     # auto: every frame went through the program (branched there, or punted and counted again)
     assert variants.violations("auto", moved(5, 3, 2)) == []
     assert variants.violations("auto", moved(0, 0, 0)) == []
     assert variants.violations("auto", moved(3, 0, 0))        # fell back to the workers
     assert variants.violations("auto", moved(5, 3, 0))        # two frames bypassed it
+    assert variants.violations("auto", moved(5, 3, 0, 2)) == []   # two routers' errors relayed
     # python: the program's counters never move
     assert variants.violations("python", moved(3, 0, 0)) == []
     assert variants.violations("python", moved(3, 3, 0))
