@@ -130,12 +130,14 @@ def _upgrade(tmp: Path, root: Path, wheels: tuple[Path, Path], pid1: int,
     if not inv.exists():
         _lab_inventory(tmp, root, wheels)
     ea = inv / "host_vars" / "ea.yml"
-    drop = ("ansible_connection:", "ansible_host:", "engine_host_runtime:", "engine_host_package")
+    drop = ("ansible_connection:", "ansible_host:", "ansible_nsenter_pid:", "engine_host_runtime:",
+            "engine_host_package", "engine_host_wheelhouse:", "engine_host_ha", "engine_host_ready_retries:")
     lines = [line for line in ea.read_text().splitlines() if not line.startswith(drop)]
     ea.write_text("\n".join([
         *lines,
         "ansible_connection: community.docker.nsenter",
         f"ansible_nsenter_pid: {pid1}",
+        f"engine_host_wheelhouse: {wheels[0]}",     # with the builds the pins below name
         "engine_host_ha: true",
         "engine_host_ha_hold_down: 1.0",
         "engine_host_ready_retries: 10",        # x 2 s: a build that never gets ready fails sooner
