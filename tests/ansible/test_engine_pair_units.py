@@ -145,13 +145,15 @@ def _upgrade(tmp: Path, root: Path, wheels: tuple[Path, Path], pid1: int,
         f"engine_host_package: xcast6-engine=={version}",      # the pin, as an operator writes it
         "",
     ]))
-    return subprocess.run(
+    play = subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "upgrade.yml", "--limit", "ea",
          "-e", "upgrade_gate_retries=15"],
         cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=900,
         env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
              "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
     )
+    (tmp / f"upgrade-{version}.log").write_text(play.stdout + play.stderr)     # kept with the test's tmp
+    return play
 
 
 def _recap(out: str, host: str) -> dict[str, int]:
@@ -160,6 +162,8 @@ def _recap(out: str, host: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
 
 
+# the boot, the role and two real upgrade.yml runs (~2.5 min of it) exceed the suite's 600 s
+@pytest.mark.timeout(1500)
 def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
     wheelhouse: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory  # noqa: F811
 ) -> None:
@@ -340,6 +344,7 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
         assert recap["failed"] == 1 and recap["rescued"] == 1, log[-8000:]
         assert f"xcast6-engine=={bad} failed the gate" in log and f"version {old} is running again" in log, \
             log[-8000:]
+        assert f"xcast6-engine {bad} running" in journal("xcast6-engine")   # it ran, it never got ready
         running(old)
         deliver("after-bad")
         assert journal("xcast6-engine").count("draining") > drains        # SIGTERM drained it first
@@ -354,6 +359,7 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
         recap = _recap(play.stdout, "ea")
         assert recap["failed"] == 0 and recap["rescued"] == 0 and recap["changed"] > 0, log[-8000:]
         running(good)
+        assert journal("xcast6-engine").count(f"xcast6-engine {good} running") == 1    # started once
         deliver("after-upgrade")
         assert journal("xcast6-engine").count("draining") > drains
         print(f"upgrade.yml: failed gate + rollback {took_bad:.0f} s, upgrade {took_good:.0f} s")
