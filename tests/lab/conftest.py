@@ -143,6 +143,6 @@ def e2e_lab(labs: LabPool, lab_variant: tuple[str, str]) -> Iterator[Topology]:
     lab, and the host never tries to build a vlan lab.
     """
     topo = labs.get(*lab_variant)
-    before = variants.snapshot(topo)
+    before = variants.quiet_snapshot(topo)
     yield topo
     variants.check(topo, before)

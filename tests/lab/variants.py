@@ -83,6 +83,22 @@ def snapshot(topo: Topology) -> Snapshot:
     return out
 
 
+def quiet_snapshot(topo: Topology) -> Snapshot:
+    """``snapshot`` once the counters stopped moving (two readings 0.2 s apart agree, at most
+    ``SETTLE_S``): the kernel path's per-CPU counters reach the counter file every 0.1 s, after
+    the workers' own, so a reading taken right after the previous test could hold a worker's
+    ``received`` whose ``kernel_punted`` is still on its way and charge it to this test."""
+    deadline = time.monotonic() + SETTLE_S
+    last = snapshot(topo)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = snapshot(topo)
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def _moved(before: Snapshot, after: Snapshot) -> dict[str, dict[str, int]]:
     return {r: {k: after[r][k] - before[r][k] for k in KEYS} for r in after}
 
