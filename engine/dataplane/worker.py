@@ -347,12 +347,7 @@ class Worker:
             if link is None:
                 slot.add("egress_no_link")
                 return
-        e = self.egress.resolve(link.router_ifname)
-        if isinstance(e, str):
-            slot.add(e)
-            return
-        self._tx_put([(e.ifindex, e.l2, plan.build(link.engine_addr))])
-        slot.add(sent_counter(plan.kind))
+        self._send_error(link, plan.build, sent_counter(plan.kind))
 
     def relay_error(self, packet: bytes) -> None:
         """Pass a router's ICMPv6 error about one of our copies on to the original sender
@@ -371,12 +366,17 @@ class Worker:
         if link is None:
             slot.add("egress_no_link")
             return
+        self._send_error(link, plan.build, relayed_counter(plan.kind))
+
+    def _send_error(self, link: EngineLink, build: Callable[[bytes], bytes], counter: str) -> None:
+        """Queue an ICMPv6 error built from ``link``'s engine address toward the router on
+        ``link``, counting ``counter`` (or why the egress could not be resolved)."""
         e = self.egress.resolve(link.router_ifname)
         if isinstance(e, str):
-            slot.add(e)
+            self.slot.add(e)
             return
-        self._tx_put([(e.ifindex, e.l2, plan.build(link.engine_addr))])
-        slot.add(relayed_counter(plan.kind))
+        self._tx_put([(e.ifindex, e.l2, build(link.engine_addr))])
+        self.slot.add(counter)
 
     def link_towards(self, dst: bytes) -> EngineLink | None:
         """The engine link the route to ``dst`` leaves on (None: no route, or not via an engine link)."""
