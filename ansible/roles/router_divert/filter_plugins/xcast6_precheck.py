@@ -295,6 +295,274 @@ def junos_rib_group_conflicts(text: str, our_group: str,
     return out
 
 
+# ---- Removal (xcast6_divert_state: absent) on IOS-XE / IOS-XR ----
+#
+# IOS refuses `no` of something that is not there, so the removal is planned against the running
+# configuration: the template's absent branch lists every `no` the divert could need (in a safe order,
+# references first), its present branch says what the divert adds, and `show running-config` says what
+# is still there and whether it is still the divert's.  Only a statement that is there AND is the
+# divert's gets its `no`; one the operator changed (or still uses) is kept and named.
+
+@dataclass
+class ConfigBlock:
+    """A top-level statement of a Cisco configuration and its indented lines (stripped, flattened)."""
+
+    header: str
+    children: list[str] = field(default_factory=list)
+
+
+def parse_cisco_blocks(text: str, what: str = "show running-config") -> list[ConfigBlock]:
+    """IOS-XE/IOS-XR configuration text as top-level blocks, in order.
+
+    A line at column 0 starts a block; indented lines belong to it (nested levels are flattened, their
+    `` !`` closers dropped); ``!`` at column 0 ends it.  Headers IOS prints around the configuration
+    (``Building configuration...``, ``Current configuration : N bytes``, the XR timestamp) come out as
+    childless blocks nothing matches.  A CLI error raises ValueError.
+    """
+    _check_cli_output(text, what)
+    blocks: list[ConfigBlock] = []
+    current: ConfigBlock | None = None
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            current = None
+            if line.startswith("!") or line == "end":
+                continue
+            current = ConfigBlock(line.strip())
+            blocks.append(current)
+            continue
+        child = line.strip()
+        if current is not None and child != "!" and not child.startswith("! "):
+            current.children.append(child)
+    return blocks
+
+
+# Words after which a line carries a secret the router stores in another form (hash, `encrypted`):
+# everything from them on is left out of the comparison (the IOS-XE `username ... secret 9 $9$...`,
+# IOS-XR `secret 10 $6$...`, `snmp-server user ... auth sha encrypted ...`).
+_SECRET_FROM = frozenset({"secret", "password", "algorithm-type", "auth"})
+
+
+def _norm_word(word: str) -> str:
+    if ":" in word:
+        base, slash, plen = word.partition("/")
+        try:
+            return ipaddress.IPv6Address(base).compressed + slash + plen
+        except ValueError:
+            pass
+    return word.casefold()
+
+
+def normalize_config_line(line: str) -> tuple[str, ...]:
+    """A configuration line as the words to compare: IPv6 addresses canonical (IOS-XE prints them
+    upper case), case folded, secrets cut off (see _SECRET_FROM), an IOS ``... sequence N`` entry
+    suffix moved to the front, and an IOS-XR ``snmp-server community encrypted <hash>`` community
+    replaced by ``*`` (matches any community string)."""
+    words = [_norm_word(w) for w in line.split()]
+    for i, w in enumerate(words):
+        if w in _SECRET_FROM and i > 0:
+            words = words[:i]
+            break
+    if len(words) >= 3 and words[-2] == "sequence" and words[-1].isdigit() and words[0] != "sequence":
+        words = ["sequence", words[-1], *words[:-2]]
+    if words[:2] == ["snmp-server", "community"] and len(words) > 3 and words[2] in ("encrypted", "clear"):
+        words = ["snmp-server", "community", "*" if words[2] == "encrypted" else words[3], *words[4:]]
+    return tuple(words)
+
+
+def _starts_with(words: tuple[str, ...], prefix: tuple[str, ...]) -> bool:
+    """Word prefix; ``*`` in ``words`` (a community the router shows encrypted) matches any word."""
+    return len(words) >= len(prefix) and all(w == p or w == "*" for w, p in zip(words, prefix))
+
+
+def _next_hops(words: tuple[str, ...]) -> set[ipaddress.IPv6Address] | None:
+    """The next hops of a PBR `set ipv6 next-hop ...` line or an ABF ACE (``nexthopN ... ipv6 A``)."""
+    if words[:3] == ("set", "ipv6", "next-hop") or words[:4] == ("set", "ipv6", "default", "next-hop"):
+        return _addrs([w for w in words if "/" not in w])
+    if any(re.fullmatch(r"nexthop[123]", w) for w in words):
+        hops: set[ipaddress.IPv6Address] = set()
+        for i, w in enumerate(words):
+            if re.fullmatch(r"nexthop[123]", w):
+                hops |= _addrs(list(words[i + 1:i + 5]))
+        return hops
+    return None
+
+
+def _same_ace_but_hops(child: tuple[str, ...], ours: set[tuple[str, ...]],
+                       engines: set[ipaddress.IPv6Address]) -> bool:
+    """A next-hop line whose hops are all engines and whose words before them are those of one of
+    the divert's lines: ours from a run with another engine list (a pair that changed)."""
+    hops = _next_hops(child)
+    if not hops or not hops <= engines:
+        return False
+    def head(words: tuple[str, ...]) -> tuple[str, ...]:
+        for i, w in enumerate(words):
+            if re.fullmatch(r"nexthop[123]|next-hop", w):
+                return words[:i]
+        return words
+    return any(head(child) == head(o) and _next_hops(o) is not None for o in ours)
+
+
+def _reference_pattern(header: tuple[str, ...]) -> tuple[re.Pattern[str], tuple[str, ...]] | None:
+    """What refers to the object ``header`` defines (pattern over a normalized line), and the header
+    prefix of the object's own statements (they are not references)."""
+    def name(word: str) -> str:
+        return re.escape(word) + r"(?=\s|$)"
+    if header[:2] == ("ipv6", "access-list") and len(header) >= 3:
+        return (re.compile(r"(?:^|\s)(?:address|access-group|ipv6|access|access-class|traffic-filter)\s+"
+                           + name(header[2])), header[:3])
+    if header[:1] == ("track",) and len(header) >= 2:
+        return re.compile(r"(?:^|\s)track\s+" + name(header[1])), header[:2]
+    if header[:1] == ("interface",) and len(header) >= 2:
+        return re.compile(r"(?:^|\s)" + name(header[1])), header[:2]
+    if header[:2] == ("snmp-server", "view") and len(header) >= 3:
+        return re.compile(r"(?:^|\s)(?:view|read|write|notify)\s+" + name(header[2])), header[:3]
+    if header[:1] in (("usergroup",), ("taskgroup",)) and len(header) >= 2:
+        word = "group" if header[0] == "usergroup" else "taskgroup"
+        return re.compile(r"(?:^|\s)" + word + r"\s+" + name(header[1])), header[:2]
+    return None
+
+
+@dataclass
+class _Running:
+    """The running configuration while the plan removes from it."""
+
+    blocks: list[ConfigBlock]
+    removed: set[int] = field(default_factory=set)                 # block indexes
+    removed_children: set[tuple[int, int]] = field(default_factory=set)
+
+    def live(self) -> list[tuple[int, ConfigBlock]]:
+        return [(i, b) for i, b in enumerate(self.blocks) if i not in self.removed]
+
+    def users_of(self, header: tuple[str, ...], skip: set[int]) -> list[str]:
+        """Lines still in the configuration that refer to what ``header`` defines."""
+        ref = _reference_pattern(header)
+        if ref is None:
+            return []
+        pattern, own = ref
+        out = []
+        for i, block in self.live():
+            if i in skip:
+                continue
+            head = normalize_config_line(block.header)
+            if _starts_with(head, own):
+                continue  # another statement of the same object (e.g. another view line)
+            lines = [(None, block.header)] + [(j, c) for j, c in enumerate(block.children)
+                                              if (i, j) not in self.removed_children]
+            for j, line in lines:
+                if line.split()[:1] in (["description"], ["remark"]):
+                    continue  # free text, not a reference
+                if pattern.search(" ".join(normalize_config_line(line))):
+                    out.append(block.header if j is None else f"{block.header} / {line}")
+        return out
+
+
+def _present_index(blocks: list[ConfigBlock]) -> dict[tuple[str, ...], list[tuple[str, ...]]]:
+    index: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for block in blocks:
+        index.setdefault(normalize_config_line(block.header), []).extend(
+            normalize_config_line(c) for c in block.children)
+    return index
+
+
+def cisco_removal(running: str, present: str, absent: str, engines: Any, platform: str) -> dict[str, Any]:
+    """Plan ``xcast6_divert_state: absent`` on IOS-XE/IOS-XR against the running configuration.
+
+    ``running``: ``show running-config``; ``present``/``absent``: the role's template rendered with
+    state present / absent for this router (the absent rendering is the full list of `no` lines in a
+    safe order: top-level ``no X``, or a block header with indented ``no Y`` for a line inside the
+    operator's block); ``engines``: the engine addresses; ``platform``: ``iosxe`` or ``iosxr``.
+
+    Returns ``{"lines": [...], "kept": [...], "gone": n}``: the configuration lines to push (empty:
+    nothing left to remove), why a statement the divert would remove is kept, and how many of the
+    absent rendering's removals are already done.  A `no` line is emitted only when what it removes
+    is in the running configuration, is the divert's (same statement, no line of the operator's in its
+    block; next hops: engines only) and nothing that stays refers to it.
+    """
+    if platform not in ("iosxe", "iosxr"):
+        raise ValueError(f"cisco_removal: platform must be iosxe or iosxr, got {platform!r}")
+    ours_hops = _engines(engines)
+    run = _Running(parse_cisco_blocks(running))
+    ours = _present_index(parse_cisco_blocks(present, "the present rendering"))
+    plan: list[tuple[str, list[str]]] = []      # (top line or block header, child `no` lines)
+    kept: list[str] = []
+    gone = 0
+
+    def child_is_ours(child: str, present_children: list[tuple[str, ...]]) -> bool:
+        words = normalize_config_line(child)
+        if words[:1] == ("no",):
+            return True   # a state the router prints (`no ip address`), nothing the operator adds
+        return words in present_children or _same_ace_but_hops(words, set(present_children), ours_hops)
+
+    for block in parse_cisco_blocks(absent, "the absent rendering"):
+        if block.header.startswith("no "):
+            target = normalize_config_line(block.header[3:])
+            present_keys = [k for k in ours if _starts_with(k, target)]
+            matches = [(i, b) for i, b in run.live() if _starts_with(normalize_config_line(b.header), target)]
+            if platform == "iosxe" and target[:2] == ("snmp-server", "user") and len(target) >= 4:
+                # IOS-XE never shows SNMPv3 users in the running configuration: the user goes with
+                # its group (removed right after it by the absent rendering)
+                group = ("snmp-server", "group", target[3])
+                if any(_starts_with(normalize_config_line(b.header), group) for _, b in run.live()):
+                    plan.append((block.header, []))
+                else:
+                    gone += 1
+                continue
+            if not matches:
+                gone += 1
+                continue
+            theirs = []
+            for i, found in matches:
+                head = normalize_config_line(found.header)
+                want = next((k for k in present_keys if _starts_with(head, k) or head == k), None)
+                foreign = [] if want is None else [c for c in found.children
+                                                   if not child_is_ours(c, ours[want])]
+                if want is None or foreign:
+                    what = "; ".join(foreign) if foreign else found.header
+                    theirs.append(f"{found.header}: not the divert's as the role wrote it ({what})")
+            if theirs:
+                kept.extend(theirs)
+                continue
+            users = run.users_of(target, {i for i, _ in matches})
+            if users:
+                kept.append(f"{block.header[3:]}: still used by {'; '.join(users)}")
+                continue
+            run.removed |= {i for i, _ in matches}
+            plan.append((block.header, []))
+            continue
+        # a block of the operator's: remove only our lines in it
+        header = normalize_config_line(block.header)
+        parents = [(i, b) for i, b in run.live() if normalize_config_line(b.header) == header]
+        present_children = ours.get(header, [])
+        nos = []
+        for line in block.children:
+            if not line.startswith("no "):
+                continue
+            target = normalize_config_line(line[3:])
+            found = [(i, j, c) for i, b in parents for j, c in enumerate(b.children)
+                     if (i, j) not in run.removed_children and _starts_with(normalize_config_line(c), target)]
+            if not found:
+                gone += 1
+                continue
+            foreign = [c for _, _, c in found if not child_is_ours(c, present_children)]
+            if foreign:
+                kept.append(f"{block.header} / {'; '.join(foreign)}: not the divert's as the role wrote it")
+                continue
+            run.removed_children |= {(i, j) for i, j, _ in found}
+            nos.append(line)
+        if nos:
+            plan.append((block.header, nos))
+    lines: list[str] = []
+    for top, children in plan:
+        lines.append(top)
+        if children:
+            lines.extend(f" {c}" for c in children)
+            lines.append("!")
+    return {"lines": lines, "kept": kept, "gone": gone}
+
+
 class FilterModule:
     """Ansible entry point: the checks as filters (errors become AnsibleFilterError)."""
 
@@ -314,4 +582,5 @@ class FilterModule:
             "xcast6_iosxr_acl_conflicts": wrap(iosxr_acl_conflicts),
             "xcast6_iosxe_track_conflicts": wrap(iosxe_track_conflicts),
             "xcast6_junos_rib_group_conflicts": wrap(junos_rib_group_conflicts),
+            "xcast6_cisco_removal": wrap(cisco_removal),
         }
