@@ -345,6 +345,29 @@ def parse_cisco_blocks(text: str, what: str = "show running-config") -> list[Con
 _SECRET_FROM = frozenset({"secret", "password", "algorithm-type", "auth"})
 
 
+# IOS may print a view's subtree by its MIB name instead of the number it was given (the OIDs
+# router_divert_snmp_oids lists): SNMPv2-MIB, IF-MIB, IP-FORWARD-MIB, IPV6-MIB.
+_OID_NAMES = {"sysuptime": "1.3.6.1.2.1.1.3", "ifentry": "1.3.6.1.2.1.2.2.1", "ifxentry": "1.3.6.1.2.1.31.1.1.1",
+              "ipforward": "1.3.6.1.2.1.4.24", "ipv6routetable": "1.3.6.1.2.1.55.1.11"}
+
+
+def _cut_secret(words: list[str]) -> list[str]:
+    """``words`` up to the first secret keyword (kept when it starts the line: XR ``secret ...``)."""
+    for i, w in enumerate(words):
+        if w.casefold() in _SECRET_FROM:
+            return words[:max(i, 1)]
+    return words
+
+
+def _shown(line: str) -> str:
+    """A running-configuration line for a message: no secret in it."""
+    words = line.split()
+    if words[:2] == ["snmp-server", "community"] and len(words) > 2:
+        words = [*words[:2], "<community>", *words[3 + (words[2] in ("encrypted", "clear")):]]
+    cut = _cut_secret(words)
+    return " ".join(cut) + (" ..." if len(cut) < len(words) else "")
+
+
 def _norm_word(word: str) -> str:
     if ":" in word:
         base, slash, plen = word.partition("/")
@@ -358,15 +381,13 @@ def _norm_word(word: str) -> str:
 def normalize_config_line(line: str) -> tuple[str, ...]:
     """A configuration line as the words to compare: IPv6 addresses canonical (IOS-XE prints them
     upper case), case folded, secrets cut off (see _SECRET_FROM), an IOS ``... sequence N`` entry
-    suffix moved to the front, and an IOS-XR ``snmp-server community encrypted <hash>`` community
+    suffix moved to the front, a view's MIB name as its number (_OID_NAMES), and an IOS-XR ``snmp-server community encrypted <hash>`` community
     replaced by ``*`` (matches any community string)."""
-    words = [_norm_word(w) for w in line.split()]
-    for i, w in enumerate(words):
-        if w in _SECRET_FROM and i > 0:
-            words = words[:i]
-            break
+    words = _cut_secret([_norm_word(w) for w in line.split()])
     if len(words) >= 3 and words[-2] == "sequence" and words[-1].isdigit() and words[0] != "sequence":
         words = ["sequence", words[-1], *words[:-2]]
+    if words[:2] == ["snmp-server", "view"] and len(words) > 3:
+        words[3] = _OID_NAMES.get(words[3], words[3])
     if words[:2] == ["snmp-server", "community"] and len(words) > 3 and words[2] in ("encrypted", "clear"):
         words = ["snmp-server", "community", "*" if words[2] == "encrypted" else words[3], *words[4:]]
     return tuple(words)
@@ -413,6 +434,13 @@ def _reference_pattern(header: tuple[str, ...]) -> tuple[re.Pattern[str], tuple[
     if header[:2] == ("ipv6", "access-list") and len(header) >= 3:
         return (re.compile(r"(?:^|\s)(?:address|access-group|ipv6|access|access-class|traffic-filter)\s+"
                            + name(header[2])), header[:3])
+    if header[:4] == ("ipv6", "route", "static", "bfd") and len(header) >= 6:
+        # the BFD session a static route with exactly this next hop depends on (associated mode)
+        return (re.compile(r"^ipv6 route (?!static\s)\S+ " + re.escape(header[4]) + r"\s+" + name(header[5])),
+                header[:6])
+    if header[:2] == ("ipv6", "route") and len(header) >= 3:
+        # the route a `track N ipv6 route P reachability` follows
+        return re.compile(r"(?:^|\s)ipv6 route " + name(header[2])), header[:3]
     if header[:1] == ("track",) and len(header) >= 2:
         return re.compile(r"(?:^|\s)track\s+" + name(header[1])), header[:2]
     if header[:1] == ("interface",) and len(header) >= 2:
@@ -455,7 +483,7 @@ class _Running:
                 if line.split()[:1] in (["description"], ["remark"]):
                     continue  # free text, not a reference
                 if pattern.search(" ".join(normalize_config_line(line))):
-                    out.append(block.header if j is None else f"{block.header} / {line}")
+                    out.append(_shown(block.header) if j is None else f"{_shown(block.header)} / {_shown(line)}")
         return out
 
 
@@ -516,18 +544,18 @@ def cisco_removal(running: str, present: str, absent: str, engines: Any, platfor
             theirs = []
             for i, found in matches:
                 head = normalize_config_line(found.header)
-                want = next((k for k in present_keys if _starts_with(head, k) or head == k), None)
+                want = next((k for k in present_keys if len(head) == len(k) and _starts_with(head, k)), None)
                 foreign = [] if want is None else [c for c in found.children
                                                    if not child_is_ours(c, ours[want])]
                 if want is None or foreign:
-                    what = "; ".join(foreign) if foreign else found.header
-                    theirs.append(f"{found.header}: not the divert's as the role wrote it ({what})")
+                    what = "; ".join(map(_shown, foreign or [found.header]))
+                    theirs.append(f"{_shown(found.header)}: not the divert's as the role wrote it ({what})")
             if theirs:
                 kept.extend(theirs)
                 continue
             users = run.users_of(target, {i for i, _ in matches})
             if users:
-                kept.append(f"{block.header[3:]}: still used by {'; '.join(users)}")
+                kept.append(f"{_shown(block.header[3:])}: still used by {'; '.join(users)}")
                 continue
             run.removed |= {i for i, _ in matches}
             plan.append((block.header, []))
@@ -548,7 +576,7 @@ def cisco_removal(running: str, present: str, absent: str, engines: Any, platfor
                 continue
             foreign = [c for _, _, c in found if not child_is_ours(c, present_children)]
             if foreign:
-                kept.append(f"{block.header} / {'; '.join(foreign)}: not the divert's as the role wrote it")
+                kept.append(f"{block.header} / {'; '.join(map(_shown, foreign))}: not the divert's as the role wrote it")
                 continue
             run.removed_children |= {(i, j) for i, j, _ in found}
             nos.append(line)

@@ -1,0 +1,320 @@
+"""router_divert's removal on IOS-XE/IOS-XR (xcast6_divert_state: absent) planned against the running
+configuration: filter xcast6_cisco_removal in filter_plugins/xcast6_precheck.py.
+
+No router runs here. The running configurations under recorded/ are written in the format IOS-XE 17 /
+IOS-XR 7 print ``show running-config`` (IOS-XE: IPv6 addresses upper case, ``secret 9`` hashes, SNMPv3
+users never shown, a view's subtree possibly by MIB name; IOS-XR: timestamp line, ``secret 10``
+hashes, community ``encrypted``; sources in the plugin's docstring). The role's present and absent
+renderings are the pair golden files (ansible/golden/pairs/, themselves checked against the template).
+A small model of the router applies a plan the way IOS does, refusing a ``no`` of something that is
+not there; the properties below run it over partial and operator-modified configurations.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.ansible.test_router_divert_precheck import ANSIBLE_DIR, pc
+
+RECORDED = Path(__file__).parent / "recorded"
+COMMUNITY = "t3st-ro-community"
+CASES = {
+    "iosxe": ("xe1", "router-iosxe.conf", ["2001:db8:200:f200::2", "2001:db8:200:f200::3"]),
+    "iosxr": ("xr1", "router-iosxr.conf", ["2001:db8:300:f300::2", "2001:db8:300:f300::3"]),
+}
+
+
+def _golden(platform: str, absent: bool) -> str:
+    host, name, _ = CASES[platform]
+    text = (ANSIBLE_DIR / "golden/pairs" / (host + ("-absent" if absent else "")) / name).read_text()
+    return text.replace("<vaulted:xcast6_snmp_community>", COMMUNITY)
+
+
+def running(platform: str) -> str:
+    host = CASES[platform][0]
+    return (RECORDED / f"{platform}-{host}-pair-running-config.txt").read_text()
+
+
+def plan(platform: str, text: str) -> dict:
+    return pc.cisco_removal(text, _golden(platform, False), _golden(platform, True), CASES[platform][2], platform)
+
+
+# ---- a model of the router: applies pushed lines as IOS does ----
+
+class RouterError(Exception):
+    """What IOS prints for `no` of something that is not configured."""
+
+
+def _key(line: str) -> tuple[str, ...]:
+    return pc.normalize_config_line(line)
+
+
+def apply(platform: str, text: str, lines: list[str]) -> str:
+    """``text`` (a running configuration) after ``lines`` (top-level ``no X``, or a block header with
+    indented ``no Y``); RouterError for a ``no`` that matches nothing."""
+    blocks = pc.parse_cisco_blocks(text)
+    parent: pc.ConfigBlock | None = None
+    for line in lines:
+        if line == "!":
+            parent = None
+            continue
+        if line.startswith(" no "):
+            assert parent is not None, line
+            target = _key(line[4:])
+            left = [c for c in parent.children if not pc._starts_with(_key(c), target)]
+            if len(left) == len(parent.children):
+                raise RouterError(f"{parent.header} / {line}: not configured")
+            parent.children = left
+            continue
+        if line.startswith("no "):
+            target = _key(line[3:])
+            left = [b for b in blocks if not pc._starts_with(_key(b.header), target)]
+            hidden = platform == "iosxe" and target[:2] == ("snmp-server", "user")
+            if len(left) == len(blocks) and not hidden:
+                raise RouterError(f"{line}: not configured")
+            blocks = left
+            continue
+        found = [b for b in blocks if _key(b.header) == _key(line)]
+        if not found:
+            raise RouterError(f"{line}: the plan names a block the router does not have")
+        parent = found[0]
+    return "".join(b.header + "\n" + "".join(f" {c}\n" for c in b.children) + "!\n" for b in blocks)
+
+
+def _pairs(text: str) -> set[tuple[tuple[str, ...], tuple[str, ...] | None]]:
+    out: set[tuple[tuple[str, ...], tuple[str, ...] | None]] = set()
+    for b in pc.parse_cisco_blocks(text):
+        out.add((_key(b.header), None))
+        out |= {(_key(b.header), _key(c)) for c in b.children}
+    return out
+
+
+# ---- the recorded configurations ----
+
+@pytest.mark.parametrize("platform", sorted(CASES))
+def test_full_removal_is_the_whole_absent_rendering_in_its_order(platform: str) -> None:
+    """Everything the divert added is there: every `no` of the absent rendering is pushed, in its
+    (safe) order; the router model takes each one."""
+    result = plan(platform, running(platform))
+    absent = [ln for ln in _golden(platform, True).splitlines()]
+    assert result["lines"] == absent and result["kept"] == [] and result["gone"] == 0
+    after = apply(platform, running(platform), result["lines"])
+    # a second run: nothing to push, every removal already done
+    assert plan(platform, after) == {"lines": [], "kept": [],
+                                     "gone": len([x for x in absent if x.startswith(("no ", " no "))])}
+
+
+@pytest.mark.parametrize("platform", sorted(CASES))
+def test_after_removal_only_the_operators_configuration_is_left(platform: str) -> None:
+    after = apply(platform, running(platform), plan(platform, running(platform))["lines"])
+    text = after.casefold()
+    for ours in ("xcast6-divert", "xcast6-snmp", "xcast6-routes", "xcast6 divert", "xcast6 return", "trunk to"):
+        assert ours not in text, ours
+    if platform == "iosxe":
+        assert "track 161" not in text and "track 1 interface" in text   # the operator's track stays
+        assert "route-map pbr-transit permit 20" in text and "route-map pbr-transit permit 1\n" not in text
+        assert "username xcast6-deploy" in text and "username xcast6 " not in text
+        assert "snmp-server community ops-ro ro" in text                  # the operator's community
+    else:
+        assert "ipv6 access-list be1-in\n 10 deny" in text                # only sequence 1 left it
+        assert "track xcast6-e1" in text                                   # the operator's tracks
+        assert "usergroup" not in text and "taskgroup" not in text
+    # kept on purpose: the operator's NETCONF / IPv6 routing may use them
+    assert ("netconf-yang" in text) and (platform == "iosxr" or "ipv6 unicast-routing" in text)
+
+
+def test_iosxe_second_run_and_empty_router_push_nothing() -> None:
+    assert plan("iosxe", "")["lines"] == []
+    assert plan("iosxe", "Building configuration...\n\nCurrent configuration : 10 bytes\n!\nend\n")["lines"] == []
+
+
+def test_iosxe_partial_configuration_removes_only_what_remains() -> None:
+    """A removal cut short (the first half of the `no` lines applied): the rest, nothing twice."""
+    full = plan("iosxe", running("iosxe"))["lines"]
+    cut = full.index("no track 162")
+    partial = apply("iosxe", running("iosxe"), full[:cut])
+    assert plan("iosxe", partial)["lines"] == full[cut:]
+
+
+def test_iosxe_operator_changes_are_kept_and_named() -> None:
+    text = running("iosxe")
+    text = text.replace("route-map PBR-TRANSIT permit 1\n match ipv6 address XCAST6-DIVERT\n",
+                        "route-map PBR-TRANSIT permit 1\n match ipv6 address TRANSIT-A\n", 1)
+    text = text.replace(" description xcast6-engine trunk to engine-xe1\n", " description core trunk\n", 1)
+    text = text.replace("track 162 ipv6 route 2001:DB8:200:F200::3/128 reachability",
+                        "track 162 ip sla 7 reachability", 1)
+    result = plan("iosxe", text)
+    lines = result["lines"]
+    assert "no route-map PBR-TRANSIT permit 1" not in lines
+    assert " no description" not in lines and "no track 162" not in lines
+    assert "no route-map XCAST6-DIVERT permit 10" in lines
+    # the operator's entry still checks engine ::2 with track 161: the track, the route it follows and
+    # that route's BFD session stay
+    assert not [x for x in lines if "track 161" in x or "f200::2/128" in x or "bfd TenGigabitEthernet0/1/0.200 2001:db8:200:f200::2" in x]
+    assert "no ipv6 route static bfd TenGigabitEthernet0/1/0.200 2001:db8:200:f200::3" in lines
+    kept = " | ".join(result["kept"])
+    assert "track 161: still used by route-map PBR-TRANSIT permit 1 / set ipv6 next-hop verify-availability" in kept
+    assert "route-map PBR-TRANSIT permit 1" in kept and "match ipv6 address TRANSIT-A" in kept
+    assert "description core trunk" in kept and "track 162 ip sla 7 reachability" in kept
+    after = apply("iosxe", text, lines)
+    assert "route-map PBR-TRANSIT permit 1\n match ipv6 address TRANSIT-A" in after
+    assert " description core trunk" in after and "track 162 ip sla 7" in after
+    assert plan("iosxe", after)["lines"] == []                    # a re-run: nothing more
+
+
+def test_iosxe_what_the_operator_still_uses_is_kept() -> None:
+    """The operator's own route-map matches the divert's ACL, and their interface config sits in one
+    of the divert's subinterfaces: both stay, with what they refer to."""
+    text = running("iosxe").replace(
+        "route-map XCAST6-DIVERT permit 10\n",
+        "route-map OPS permit 10\n match ipv6 address XCAST6-DIVERT\n set ipv6 next-hop 2001:DB8:FF::1\n!\n"
+        "route-map XCAST6-DIVERT permit 10\n", 1)
+    text = text.replace(" encapsulation dot1Q 201\n", " encapsulation dot1Q 201\n ipv6 nd ra suppress all\n", 1)
+    result = plan("iosxe", text)
+    assert "no ipv6 access-list XCAST6-DIVERT" not in result["lines"]
+    assert "no interface TenGigabitEthernet0/1/0.201" not in result["lines"]
+    assert "no interface TenGigabitEthernet0/1/0.202" in result["lines"]
+    kept = " | ".join(result["kept"])
+    assert "ipv6 access-list XCAST6-DIVERT: still used by route-map OPS permit 10 / match ipv6 address" in kept
+    assert "ipv6 nd ra suppress all" in kept
+    assert plan("iosxe", apply("iosxe", text, result["lines"]))["lines"] == []
+
+
+def test_a_route_map_entry_from_another_engine_list_is_still_ours() -> None:
+    """The pair changed since the push (engine ::3 replaced by ::4): next hops that are all engines."""
+    text = running("iosxe").replace("2001:DB8:200:F200::3 20 track 162", "2001:DB8:200:F200::4 20 track 162")
+    engines = [*CASES["iosxe"][2], "2001:db8:200:f200::4"]
+    result = pc.cisco_removal(text, _golden("iosxe", False), _golden("iosxe", True), engines, "iosxe")
+    assert "no route-map XCAST6-DIVERT permit 10" in result["lines"]
+    result = pc.cisco_removal(text, _golden("iosxe", False), _golden("iosxe", True), CASES["iosxe"][2], "iosxe")
+    assert "no route-map XCAST6-DIVERT permit 10" not in result["lines"]   # ::4 is nobody's engine here
+
+
+def test_iosxr_partial_and_modified() -> None:
+    text = running("iosxr")
+    full = plan("iosxr", text)["lines"]
+    assert full[full.index("ipv6 access-list BE1-IN") + 1] == " no 1"
+    # the operator replaced BE1-IN 1 with their own rule, and a user of theirs is in our usergroup
+    mod = text.replace(" 1 permit 41 any any dscp 23 nexthop1", " 1 permit tcp any any eq 179 nexthop1", 1)
+    mod = mod.replace("username xcast6-deploy\n", "username xcast6-deploy\n group XCAST6-NETCONF\n", 1)
+    result = plan("iosxr", mod)
+    assert "ipv6 access-list BE1-IN" not in result["lines"]
+    assert "no usergroup XCAST6-NETCONF" not in result["lines"] and "no taskgroup XCAST6-NETCONF" not in result["lines"]
+    assert "no username xcast6" in result["lines"]
+    kept = " | ".join(result["kept"])
+    assert "usergroup XCAST6-NETCONF: still used by username xcast6-deploy / group XCAST6-NETCONF" in kept
+    assert "$6$" not in kept                                          # no secret in a message
+    after = apply("iosxr", mod, result["lines"])
+    assert plan("iosxr", after)["lines"] == []
+
+
+def test_iosxr_encrypted_community_is_ours_by_its_view_and_acl() -> None:
+    result = plan("iosxr", running("iosxr"))
+    assert f"no snmp-server community {COMMUNITY}" in result["lines"]
+    other = running("iosxr").replace("view XCAST6-ROUTES RO IPv6 XCAST6-SNMP", "RO IPv6 OPS-SNMP")
+    result = plan("iosxr", other)
+    assert f"no snmp-server community {COMMUNITY}" not in result["lines"]
+    assert "snmp-server community <community> RO IPv6 OPS-SNMP" in " | ".join(result["kept"])
+
+
+def test_secrets_and_cli_errors() -> None:
+    assert pc.normalize_config_line("username xcast6 privilege 15 secret 9 $9$x") == \
+        pc.normalize_config_line("username xcast6 privilege 15 algorithm-type scrypt secret clear-text")
+    assert pc.normalize_config_line(" secret 10 $6$abc") == ("secret",)
+    assert pc.normalize_config_line("permit ipv6 any any sequence 20") == ("sequence", "20", "permit", "ipv6",
+                                                                          "any", "any")
+    with pytest.raises(ValueError, match="refused the command"):
+        plan("iosxe", "% Invalid input detected at '^' marker.\n")
+    with pytest.raises(ValueError, match="platform must be iosxe or iosxr"):
+        pc.cisco_removal("", "", "", [], "junos")
+
+
+# ---- properties: any partial state, any operator change ----
+
+MODS = {
+    "iosxe": [
+        ("route-map PBR-TRANSIT permit 1\n match ipv6 address XCAST6-DIVERT\n",
+         "route-map PBR-TRANSIT permit 1\n match ipv6 address TRANSIT-A\n"),
+        (" description xcast6-engine trunk to engine-xe1\n", " description core trunk\n"),
+        (" encapsulation dot1Q 201\n", " encapsulation dot1Q 201\n ipv6 nd ra suppress all\n"),
+        ("track 162 ipv6 route 2001:DB8:200:F200::3/128 reachability", "track 162 ip sla 7 reachability"),
+        (" sequence 40 permit ipv6 host 2001:DB8:200:F200::3 any\n",
+         " sequence 40 permit ipv6 host 2001:DB8:200:F200::3 any\n sequence 50 permit ipv6 host 2001:DB8:99::1 any\n"),
+        ("route-map XCAST6-DIVERT permit 10\n",
+         "route-map OPS permit 10\n match ipv6 address XCAST6-DIVERT\n!\nroute-map XCAST6-DIVERT permit 10\n"),
+        ("ipv6 route ::/0 2001:DB8:FF::1\n", "ipv6 route ::/0 2001:DB8:FF::1\n"
+         "ipv6 route 2001:DB8:77::/48 TenGigabitEthernet0/1/0.202 2001:DB8:200:F202::9\n"),
+        ("snmp-server view XCAST6-ROUTES sysUpTime included\n",
+         "snmp-server view XCAST6-ROUTES sysUpTime included\nsnmp-server view XCAST6-ROUTES system included\n"),
+    ],
+    "iosxr": [
+        (" 1 permit 41 any any dscp 23 nexthop1", " 1 permit tcp any any eq 179 nexthop1"),
+        (" description xcast6-engine trunk to engine-xr1\n", " description core trunk\n"),
+        ("username xcast6-deploy\n", "username xcast6-deploy\n group XCAST6-NETCONF\n"),
+        (" 20 permit ipv6 any any\n!\nipv6 access-list XCAST6-SNMP",
+         " 20 permit ipv6 any any\n 30 deny ipv6 any any\n!\nipv6 access-list XCAST6-SNMP"),
+        (" encapsulation dot1q 302\n", " encapsulation dot1q 302\n mtu 9000\n"),
+        (" description core bundle\n", " description core bundle\n ipv6 access-group XCAST6-DIVERT egress\n"),
+    ],
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(platform=st.sampled_from(sorted(CASES)), data=st.data())
+def test_any_partial_and_modified_configuration(platform: str, data: st.DataObject) -> None:
+    """From the recorded configuration, the operator's changes (any subset) and any subset of the
+    full removal already done (an interrupted run, a hand removal; any order): the plan applies
+    without a single `no` of something absent, never touches a line that is not the divert's, and a
+    second run plans nothing."""
+    base = running(platform)
+    mods = data.draw(st.lists(st.sampled_from(MODS[platform]), unique=True), label="operator changes")
+    text = base
+    for old, new in mods:
+        assert text.count(old) >= 1, old
+        text = text.replace(old, new, 1)
+    if data.draw(st.booleans(), label="view subtrees by number"):
+        text = re.sub(r"^(snmp-server view \S+ )(\S+)", lambda m: m[1] + pc._OID_NAMES.get(m[2].casefold(), m[2]),
+                      text, flags=re.MULTILINE)
+    if data.draw(st.booleans(), label="addresses in lower case"):
+        text = re.sub(r"2001:DB8[0-9A-F:/]*", lambda m: m[0].lower(), text)
+    full = plan(platform, base)["lines"]
+    items = _items(full)
+    done = data.draw(st.lists(st.sampled_from(items), unique=True) if items else st.just([]),
+                     label="already removed")
+    for item in done:
+        try:
+            text = apply(platform, text, list(item))
+        except RouterError:
+            pass   # an operator change took that statement over: nothing to remove there
+    # the operator's lines: whatever the full removal leaves of the untouched config, and every
+    # line an operator change brought in (those the steps above removed are not there to keep)
+    theirs = _pairs(apply(platform, base, full)) | (_pairs(text) - _pairs(base))
+    result = plan(platform, text)
+    after = apply(platform, text, result["lines"])                      # RouterError = a failed push
+    assert theirs & _pairs(text) <= _pairs(after)                       # nothing of the operator's removed
+    assert plan(platform, after)["lines"] == []
+    if not mods:
+        assert result["kept"] == []
+        assert _pairs(after) == _pairs(apply(platform, base, full))    # the same end state, always
+
+
+def _items(lines: list[str]) -> list[tuple[str, ...]]:
+    """A plan as its separate steps (a top-level `no`, or a block header with one `no` inside)."""
+    items: list[tuple[str, ...]] = []
+    header = None
+    for line in lines:
+        if line == "!":
+            header = None
+        elif line.startswith(" "):
+            assert header is not None
+            items.append((header, line, "!"))
+        elif line.startswith("no "):
+            items.append((line,))
+        else:
+            header = line
+    return items
