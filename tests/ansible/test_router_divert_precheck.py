@@ -285,46 +285,56 @@ def test_junos_refused_iff_another_group_is_named(groups: list[str], with_ours: 
 
 # -- the role's tasks, on recorded output --
 
-def _evaluate(tmp_path: Path, platform: str, output: str, links: list[dict[str, Any]],
-              extra: dict[str, Any] | None = None,
-              tracks: str | None = None) -> subprocess.CompletedProcess[str]:
-    """tasks/precheck.yml of a copy of the role whose device read returns ``output`` (as the
-    *_command module would: ``stdout`` is a list with the command's text)."""
+def role_with_recorded_read(tmp_path: Path, platform: str) -> Path:
+    """A copy of the role under ``tmp_path``/roles whose device read (precheck_read_<platform>.yml,
+    also the removal's read) returns the text of the variable router_divert_recorded, as the
+    *_command module would: ``stdout`` is a list with the command's text. Returns the roles dir."""
     roles = tmp_path / "roles"
     if not roles.exists():
         shutil.copytree(ANSIBLE_DIR / "roles" / "router_divert", roles / "router_divert")
     read = roles / "router_divert" / "tasks" / f"precheck_read_{platform}.yml"
     assert read.exists()
     read.write_text("---\n- name: Recorded output instead of the router\n  ansible.builtin.set_fact:\n"
-                    "    router_divert_precheck_raw: \"{{ {'stdout': [router_divert_recorded]"
-                    + (" + [router_divert_recorded_tracks]" if tracks is not None else "") + "} }}\"\n")
+                    "    router_divert_precheck_raw: \"{{ {'stdout': [router_divert_recorded]} }}\"\n")
+    return roles
+
+
+def ansible_env(tmp_path: Path, roles: Path) -> dict[str, str]:
+    return {"PATH": f"{BIN}:/usr/bin:/bin", "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+            "ANSIBLE_ROLES_PATH": str(roles), "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": "/tmp/xcast6-ansible-tmp", "HOME": str(tmp_path)}
+
+
+def _evaluate(tmp_path: Path, platform: str, output: str, links: list[dict[str, Any]],
+              extra: dict[str, Any] | None = None,
+              tracks: str | None = None) -> subprocess.CompletedProcess[str]:
+    """tasks/precheck.yml of a copy of the role whose device read returns ``output`` (``tracks``:
+    IOS-XE track lines, part of the same running configuration)."""
+    roles = role_with_recorded_read(tmp_path, platform)
     play = tmp_path / "play.yml"
     hostvars = {"xcast6_platform": platform, "xcast6_links": links,
                 "xcast6_ingress": {"engine_address": "2001:db8:200:f200::2"},
-                "router_divert_recorded": output, "router_divert_recorded_tracks": tracks or "",
+                "router_divert_recorded": output + (tracks or ""),
                 **(extra or {})}
     (tmp_path / "vars.json").write_text(json.dumps(hostvars))
     play.write_text(
         "- hosts: localhost\n  gather_facts: false\n  connection: local\n  vars_files: [vars.json]\n"
         "  tasks:\n    - ansible.builtin.include_role:\n        name: router_divert\n"
         "        tasks_from: precheck.yml\n")
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-           "ANSIBLE_ROLES_PATH": str(roles), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_LOCAL_TEMP": "/tmp/xcast6-ansible-tmp", "HOME": str(tmp_path)}
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(play)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=ansible_env(tmp_path, roles), capture_output=True, text=True, timeout=300)
 
 
 def test_each_platform_reads_with_its_own_command_module() -> None:
     tasks = ANSIBLE_DIR / "roles" / "router_divert" / "tasks"
     want = {"junos": ("junipernetworks.junos.junos_command",
                       "show configuration routing-options | display set"),
-            "iosxe": ("cisco.ios.ios_command", "show running-config | section ^route-map"),
-            "iosxe-tracks": ("cisco.ios.ios_command", "show running-config | include ^track"),
-            "iosxr": ("cisco.iosxr.iosxr_command", "show running-config ipv6 access-list")}
+            # the whole running configuration: route-maps, tracks, ACLs, and all the removal needs
+            "iosxe": ("cisco.ios.ios_command", "show running-config"),
+            "iosxr": ("cisco.iosxr.iosxr_command", "show running-config")}
     for platform, (module, command) in want.items():
-        text = (tasks / f"precheck_read_{platform.split('-')[0]}.yml").read_text()
-        assert f"  {module}:" in text and f"- {command}" in text
+        text = (tasks / f"precheck_read_{platform}.yml").read_text()
+        assert f"  {module}:" in text and f"- {command}\n" in text and text.count("      - ") == 1
         assert "register: router_divert_precheck_raw" in text
 
 

@@ -12,14 +12,21 @@ not there; the properties below run it over partial and operator-modified config
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.ansible.test_router_divert_precheck import ANSIBLE_DIR, pc
+from tests.ansible.test_ansible_offline import _edited_example
+from tests.ansible.test_router_divert_cisco import ABSENT, XE_PAIR, XR_PAIR
+from tests.ansible.test_router_divert_precheck import ANSIBLE_DIR, BIN, ansible_env, pc, role_with_recorded_read
 
 RECORDED = Path(__file__).parent / "recorded"
 COMMUNITY = "t3st-ro-community"
@@ -318,3 +325,100 @@ def _items(lines: list[str]) -> list[tuple[str, ...]]:
         else:
             header = line
     return items
+
+
+def test_the_pre_push_check_reads_the_same_recorded_configuration() -> None:
+    """The pre-push check parses the whole running configuration too: over the divert's own entries
+    (a re-run of present) it passes."""
+    targets = [{"name": "PBR-TRANSIT", "seq": 1, "var": "v"}, {"name": "XCAST6-DIVERT", "seq": 10, "var": "v"}]
+    assert pc.iosxe_route_map_conflicts(running("iosxe"), targets, "XCAST6-DIVERT", CASES["iosxe"][2]) == []
+    assert pc.iosxe_track_conflicts(running("iosxe"), 160, CASES["iosxe"][2]) == []
+    assert pc.iosxe_track_conflicts(running("iosxe"), 0, CASES["iosxe"][2]) != []     # track 1 is theirs
+    assert pc.iosxr_acl_conflicts(running("iosxr"), [{"name": "BE1-IN", "seq": 1, "var": "v"}],
+                                  CASES["iosxr"][2]) == []
+
+
+# ---- the role's tasks end to end, on recorded output (tasks/removal_plan.yml, main.yml, push_*.yml) ----
+
+def _fake_router(tmp_path: Path, platform: str) -> Path:
+    """A copy of the role whose read returns router_divert_recorded and whose push writes what it
+    would send (the real push task's own ``src``) to router_divert_pushed; the IOS-XE NACM removal
+    writes router_divert_pushed + '.nacm'. Returns the roles dir."""
+    roles = role_with_recorded_read(tmp_path, platform)
+    tasks = roles / "router_divert" / "tasks"
+    module = "cisco.ios.ios_config" if platform == "iosxe" else "cisco.iosxr.iosxr_config"
+    push = yaml.safe_load((tasks / f"push_{platform}.yml").read_text())
+    src = next(t[module]["src"] for t in push if "src" in t.get(module, {}))
+    (tasks / f"push_{platform}.yml").write_text(yaml.safe_dump([{
+        "name": "Recorded router: write what the push would send",
+        "ansible.builtin.template": {"src": src, "dest": "{{ router_divert_pushed }}", "mode": "0644"}}]))
+    (tasks / "netconf_nacm_iosxe.yml").write_text(yaml.safe_dump([{
+        "name": "Recorded router: note the NACM removal",
+        "ansible.builtin.copy": {"content": "removed\n", "dest": "{{ router_divert_pushed }}.nacm",
+                                 "mode": "0644"}}]))
+    shutil.copy(ANSIBLE_DIR / "routers.yml", tmp_path / "routers.yml")
+    return roles
+
+
+class AbsentRun:
+    def __init__(self, tmp_path: Path, platform: str) -> None:
+        host = CASES[platform][0]
+        pair = XE_PAIR if platform == "iosxe" else XR_PAIR
+        self.tmp, self.platform, self.host = tmp_path, platform, host
+        self.inventory = _edited_example(tmp_path, [pair, (host, "xcast6_sync:", ABSENT)])
+        self.roles = _fake_router(tmp_path, platform)
+
+    def __call__(self, text: str) -> tuple[subprocess.CompletedProcess[str], list[str] | None, bool]:
+        """One ``routers.yml`` run over ``text``: the result, the lines pushed (None: no push) and
+        whether the NACM rules were removed."""
+        pushed = self.tmp / "pushed.conf"
+        nacm = self.tmp / "pushed.conf.nacm"
+        pushed.unlink(missing_ok=True)
+        nacm.unlink(missing_ok=True)
+        extra = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                 "router_divert_recorded": text, "router_divert_pushed": str(pushed),
+                 "xcast6_snmp_community": COMMUNITY, "xcast6_netconf_password": "n3tconf-pass"}
+        (self.tmp / "extra.json").write_text(json.dumps(extra))
+        res = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(self.inventory), "routers.yml",
+                              "--limit", self.host, "-e", f"@{self.tmp / 'extra.json'}"],
+                             cwd=self.tmp, env=ansible_env(self.tmp, self.roles), capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+        lines = [ln for ln in pushed.read_text().splitlines() if ln.strip()] if pushed.exists() else None
+        return res, lines, nacm.exists()
+
+
+def _recap(res: subprocess.CompletedProcess[str], host: str) -> dict[str, int]:
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith(host + " ") and "ok=" in ln)
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+@pytest.mark.parametrize("platform", sorted(CASES))
+def test_tasks_absent_twice_then_nothing(tmp_path: Path, platform: str) -> None:
+    """First absent removes everything the divert added (the whole absent rendering, in order); the
+    router model takes every line; a second absent pushes nothing and changes nothing."""
+    run = AbsentRun(tmp_path, platform)
+    res, pushed, nacm = run(running(platform))
+    assert pushed == _golden(platform, True).splitlines(), res.stdout
+    assert nacm == (platform == "iosxe")            # NACM rules first, while their user exists
+    after = apply(platform, running(platform), pushed)
+    res, pushed, nacm = run(after)
+    assert pushed is None and not nacm, res.stdout
+    recap = _recap(res, run.host)
+    assert recap["changed"] == 0 and recap["failed"] == 0, res.stdout
+
+
+def test_tasks_absent_over_a_partial_and_a_modified_configuration(tmp_path: Path) -> None:
+    run = AbsentRun(tmp_path, "iosxe")
+    full = plan("iosxe", running("iosxe"))["lines"]
+    cut = full.index("no interface TenGigabitEthernet0/1/0.200")
+    partial = apply("iosxe", running("iosxe"), full[:cut])
+    _, pushed, _ = run(partial)
+    assert pushed == full[cut:]                                  # only what remains
+    modified = running("iosxe").replace(" description xcast6-engine trunk to engine-xe1\n",
+                                        " description core trunk\n", 1)
+    res, pushed, _ = run(modified)
+    assert pushed is not None and " no description" not in pushed and "no username xcast6" in pushed
+    assert "kept, not the divert's to remove: interface TenGigabitEthernet0/1/0 / description core trunk" in res.stdout
+    res, pushed, nacm = run(apply("iosxe", modified, pushed))
+    assert pushed is None and not nacm and _recap(res, run.host)["changed"] == 0
