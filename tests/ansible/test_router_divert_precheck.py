@@ -404,8 +404,8 @@ def test_iosxe_tracks_parse_headers_only() -> None:
 def test_iosxe_our_track_passes_and_a_foreign_one_is_refused_naming_the_base() -> None:
     engines = ["2001:db8:200:f200::2", "2001:db8:200:f200::3"]
     out = pc.iosxe_track_conflicts(IOSXE_TRACKS, 160, engines)
-    assert out == ["track 162 already exists and is not the XCAST6 divert's (track 162 ip sla 7 reachability): "
-                   "choose free track numbers with router_divert_iosxe_track_base"]
+    assert out == ["track 162 already exists and is not the XCAST6 divert's (track 162 ip sla 7 "
+                   "reachability): choose free track numbers with router_divert_iosxe_track_base"]
     assert pc.iosxe_track_conflicts(IOSXE_TRACKS, 170, engines) == []
     # our address under the other engine's number is not ours
     assert len(pc.iosxe_track_conflicts(IOSXE_TRACKS, 160, engines[::-1])) == 2
