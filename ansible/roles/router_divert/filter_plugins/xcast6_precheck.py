@@ -1,29 +1,36 @@
 """Pre-push checks of router_divert: is the route-map/ACL sequence or rib-group the divert would use
-already taken by the operator's own configuration?
+already taken by the operator's own configuration?  And, for ``xcast6_divert_state: absent`` on
+IOS-XE/IOS-XR, which of the divert's statements the running configuration still has
+(``cisco_removal``, tasks/removal_plan.yml).
 
 Pure functions over the text a router prints (no device access here; the tasks in
-tasks/precheck.yml fetch it).  Each ``*_conflicts`` function returns a list of messages, empty when
+tasks/precheck.yml and tasks/removal_plan.yml fetch it with the same read, precheck_read_*.yml).  Each ``*_conflicts`` function returns a list of messages, empty when
 the push is safe; each message names what is taken and the role variable that moves the divert
 elsewhere.  Unreadable output (a CLI error instead of configuration) raises ValueError, so a check
 that could not run never passes silently.
 
 Output formats (what the parsers accept):
 
-* IOS-XE ``show running-config | section ^route-map``: a header line per entry,
-  ``route-map NAME {permit|deny} SEQ``, followed by its one-space-indented ``match``/``set``/
-  ``description`` lines.  Other sections ``| section`` may print (``interface ...`` with an
-  ``ipv6 policy route-map`` line, ``!``) are skipped.  IPv6 addresses are printed in upper case.
+* IOS-XE ``show running-config`` (what the role reads; ``| section ^route-map`` output parses
+  the same): per route-map entry a header line ``route-map NAME {permit|deny} SEQ``, followed by
+  its one-space-indented ``match``/``set``/``description`` lines.  Other sections (``interface ...``
+  with an ``ipv6 policy route-map`` line, ``!``) are skipped.  IPv6 addresses are printed in upper
+  case.  Track objects: ``track N ...`` at column 0, their ``delay`` lines indented.  SNMPv3 users
+  are never shown (``show snmp user`` lists them); a view's subtree may be shown by its MIB name;
+  ``username U privilege 15 secret 9 <hash>``.
   Source: Cisco IOS IP Routing: Protocol-Independent Command Reference, ``route-map``
   (https://www.cisco.com/c/en/us/td/docs/ios-xml/ios/iproute_pi/command/iri-cr-book/iri-cr-a1.html#wp3056280590)
   and IOS XE PBR for IPv6 (``set ipv6 next-hop``):
   https://www.cisco.com/c/en/us/td/docs/ios-xml/ios/iproute_pi/configuration/xe-16/iri-xe-16-book/iri-ipv6-pbr.html
-* IOS-XR ``show running-config ipv6 access-list``: an optional timestamp line
+* IOS-XR ``show running-config`` (or its ``ipv6 access-list`` part): an optional timestamp line
   (``Thu Dec  3 15:00:00.123 UTC``), then per ACL ``ipv6 access-list NAME`` and its ACEs
   `` SEQ {permit|deny|remark} ...``, closed by ``!``; ABF entries carry
   ``nexthop1 [vrf V] ipv6 ADDR``.  With no ACL configured: ``% No such configuration item(s)``.
   Source: Cisco IOS XR IP Addresses and Services Command Reference, ``ipv6 access-list`` and
   ACL-based forwarding (``nexthop1``):
   https://www.cisco.com/c/en/us/td/docs/routers/asr9000/software/asr9k-r7-1/addr-serv/configuration/guide/b-ip-addresses-cg-asr9000-71x/b-ip-addresses-cg-asr9000-71x_chapter_0100.html
+  Users: ``username U`` with `` group G`` and `` secret 10 <hash>`` lines; a community may be shown
+  ``snmp-server community encrypted <hash> view ...``.
 * Junos ``show configuration routing-options | display set``: one ``set routing-options ...``
   line per statement (``deactivate ...`` for an inactive one).  The interface routes' rib-group is
   ``set routing-options interface-routes rib-group inet6 NAME``.  Source:
