@@ -442,3 +442,21 @@ def test_tasks_absent_over_a_partial_and_a_modified_configuration(tmp_path: Path
             "description core trunk") in res.stdout
     res, pushed, nacm = run(apply("iosxe", modified, pushed))
     assert pushed is None and not nacm and _recap(res, run.host)["changed"] == 0
+
+
+def test_iosxe_snmpv3_user_goes_with_its_group() -> None:
+    """IOS-XE does not show SNMPv3 users in the running configuration: the user's `no` is sent while
+    the divert's group is there, and not once the group is gone (a second run)."""
+    community = f"snmp-server community {COMMUNITY} view XCAST6-ROUTES RO ipv6 XCAST6-SNMP"
+    group = "snmp-server group XCAST6 v3 priv read XCAST6-ROUTES access ipv6 XCAST6-SNMP"
+    user = "snmp-server user xcast6 XCAST6 v3 auth sha k3y-auth priv aes 128 k3y-priv"
+    present = _golden("iosxe", False).replace(community, f"{group}\n{user}")
+    absent = _golden("iosxe", True).replace(
+        f"no snmp-server community {COMMUNITY}",
+        "no snmp-server user xcast6 XCAST6 v3\nno snmp-server group XCAST6 v3 priv")
+    text = running("iosxe").replace(community, group)                 # the user is not printed
+    lines = pc.cisco_removal(text, present, absent, CASES["iosxe"][2], "iosxe")["lines"]
+    i = lines.index("no snmp-server user xcast6 XCAST6 v3")
+    assert lines[i + 1] == "no snmp-server group XCAST6 v3 priv"
+    after = apply("iosxe", text, lines)
+    assert pc.cisco_removal(after, present, absent, CASES["iosxe"][2], "iosxe")["lines"] == []
