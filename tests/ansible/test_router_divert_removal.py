@@ -255,6 +255,10 @@ def test_secrets_and_cli_errors() -> None:
         plan("iosxe", "% Invalid input detected at '^' marker.\n")
     with pytest.raises(ValueError, match="platform must be iosxe or iosxr"):
         pc.cisco_removal("", "", "", [], "junos")
+    # a statement in the absent rendering the plan cannot handle fails, rather than being dropped
+    for odd in ("default interface Gi0/0/0\n", "interface Gi0/0/0\n shutdown\n!\n"):
+        with pytest.raises(ValueError, match="only `no ...` lines"):
+            pc.cisco_removal("", "", odd, [], "iosxe")
 
 
 # ---- properties: any partial state, any operator change ----

@@ -4,7 +4,8 @@ IOS-XE/IOS-XR, which of the divert's statements the running configuration still 
 (``cisco_removal``, tasks/removal_plan.yml).
 
 Pure functions over the text a router prints (no device access here; the tasks in
-tasks/precheck.yml and tasks/removal_plan.yml fetch it with the same read, precheck_read_*.yml).  Each ``*_conflicts`` function returns a list of messages, empty when
+tasks/precheck.yml and tasks/removal_plan.yml fetch it with the same read, precheck_read_*.yml).
+Each ``*_conflicts`` function returns a list of messages, empty when
 the push is safe; each message names what is taken and the role variable that moves the divert
 elsewhere.  Unreadable output (a CLI error instead of configuration) raises ValueError, so a check
 that could not run never passes silently.
@@ -354,8 +355,9 @@ _SECRET_FROM = frozenset({"secret", "password", "algorithm-type", "auth"})
 
 # IOS may print a view's subtree by its MIB name instead of the number it was given (the OIDs
 # router_divert_snmp_oids lists): SNMPv2-MIB, IF-MIB, IP-FORWARD-MIB, IPV6-MIB.
-_OID_NAMES = {"sysuptime": "1.3.6.1.2.1.1.3", "ifentry": "1.3.6.1.2.1.2.2.1", "ifxentry": "1.3.6.1.2.1.31.1.1.1",
-              "ipforward": "1.3.6.1.2.1.4.24", "ipv6routetable": "1.3.6.1.2.1.55.1.11"}
+_OID_NAMES = {"sysuptime": "1.3.6.1.2.1.1.3", "ifentry": "1.3.6.1.2.1.2.2.1",
+              "ifxentry": "1.3.6.1.2.1.31.1.1.1", "ipforward": "1.3.6.1.2.1.4.24",
+              "ipv6routetable": "1.3.6.1.2.1.55.1.11"}
 
 
 def _cut_secret(words: list[str]) -> list[str]:
@@ -388,7 +390,8 @@ def _norm_word(word: str) -> str:
 def normalize_config_line(line: str) -> tuple[str, ...]:
     """A configuration line as the words to compare: IPv6 addresses canonical (IOS-XE prints them
     upper case), case folded, secrets cut off (see _SECRET_FROM), an IOS ``... sequence N`` entry
-    suffix moved to the front, a view's MIB name as its number (_OID_NAMES), and an IOS-XR ``snmp-server community encrypted <hash>`` community
+    suffix moved to the front, a view's MIB name as its number (_OID_NAMES), and an IOS-XR
+    ``snmp-server community encrypted <hash>`` community
     replaced by ``*`` (matches any community string)."""
     words = _cut_secret([_norm_word(w) for w in line.split()])
     if len(words) >= 3 and words[-2] == "sequence" and words[-1].isdigit() and words[0] != "sequence":
@@ -490,7 +493,8 @@ class _Running:
                 if line.split()[:1] in (["description"], ["remark"]):
                     continue  # free text, not a reference
                 if pattern.search(" ".join(normalize_config_line(line))):
-                    out.append(_shown(block.header) if j is None else f"{_shown(block.header)} / {_shown(line)}")
+                    shown = _shown(block.header)
+                    out.append(shown if j is None else f"{shown} / {_shown(line)}")
         return out
 
 
@@ -568,24 +572,31 @@ def cisco_removal(running: str, present: str, absent: str, engines: Any, platfor
             plan.append((block.header, []))
             continue
         # a block of the operator's: remove only our lines in it
+        odd = [c for c in block.children if not c.startswith("no ")]
+        if not block.children:
+            odd = [block.header]
+        if odd:
+            # the plan only knows `no` lines: anything else in the absent rendering would be dropped
+            raise ValueError(f"the absent rendering has {odd[0]!r} (under {block.header!r}): only `no ...` "
+                             f"lines, at the top or inside a block, can be planned against the router")
         header = normalize_config_line(block.header)
         parents = [(i, b) for i, b in run.live() if normalize_config_line(b.header) == header]
         present_children = ours.get(header, [])
         nos = []
         for line in block.children:
-            if not line.startswith("no "):
-                continue
             target = normalize_config_line(line[3:])
-            found = [(i, j, c) for i, b in parents for j, c in enumerate(b.children)
-                     if (i, j) not in run.removed_children and _starts_with(normalize_config_line(c), target)]
-            if not found:
+            lines_found = [(i, j, c) for i, b in parents for j, c in enumerate(b.children)
+                           if (i, j) not in run.removed_children
+                           and _starts_with(normalize_config_line(c), target)]
+            if not lines_found:
                 gone += 1
                 continue
-            foreign = [c for _, _, c in found if not child_is_ours(c, present_children)]
+            foreign = [c for _, _, c in lines_found if not child_is_ours(c, present_children)]
             if foreign:
-                kept.append(f"{block.header} / {'; '.join(map(_shown, foreign))}: not the divert's as the role wrote it")
+                kept.append(f"{block.header} / {'; '.join(map(_shown, foreign))}: "
+                            f"not the divert's as the role wrote it")
                 continue
-            run.removed_children |= {(i, j) for i, j, _ in found}
+            run.removed_children |= {(i, j) for i, j, _ in lines_found}
             nos.append(line)
         if nos:
             plan.append((block.header, nos))
