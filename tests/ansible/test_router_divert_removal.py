@@ -71,34 +71,33 @@ def _key(line: str) -> tuple[str, ...]:
 
 def apply(platform: str, text: str, lines: list[str]) -> str:
     """``text`` (a running configuration) after ``lines`` (top-level ``no X``, or a block header with
-    indented ``no Y``); RouterError for a ``no`` that matches nothing."""
+    indented ``no Y``, possibly inside sub-blocks); RouterError for a ``no`` that matches nothing."""
     blocks = pc.parse_cisco_blocks(text)
-    parent: pc.ConfigBlock | None = None
-    for line in lines:
-        if line == "!":
-            parent = None
-            continue
-        if line.startswith(" no "):
-            assert parent is not None, line
-            target = _key(line[4:])
-            left = [c for c in parent.children if not pc._starts_with(_key(c), target)]
-            if len(left) == len(parent.children):
-                raise RouterError(f"{parent.header} / {line}: not configured")
-            parent.children = left
-            continue
-        if line.startswith("no "):
-            target = _key(line[3:])
+    for step in pc.parse_cisco_blocks("\n".join(lines) + "\n", "the pushed lines"):
+        if step.header.startswith("no "):
+            target = _key(step.header[3:])
             left = [b for b in blocks if not pc._starts_with(_key(b.header), target)]
             hidden = platform == "iosxe" and target[:2] == ("snmp-server", "user")
             if len(left) == len(blocks) and not hidden:
-                raise RouterError(f"{line}: not configured")
+                raise RouterError(f"{step.header}: not configured")
             blocks = left
             continue
-        found = [b for b in blocks if _key(b.header) == _key(line)]
+        found = [b for b in blocks if _key(b.header) == _key(step.header)]
         if not found:
-            raise RouterError(f"{line}: the plan names a block the router does not have")
+            raise RouterError(f"{step.header}: the plan names a block the router does not have")
         parent = found[0]
-    return "".join(b.header + "\n" + "".join(f" {c}\n" for c in b.children) + "!\n" for b in blocks)
+        for child, path in zip(step.children, step.paths, strict=True):
+            if not child.startswith("no "):
+                continue   # entering a sub-block
+            target, where = _key(child[3:]), tuple(map(_key, path))
+            keep = [(c, p) for c, p in zip(parent.children, parent.paths, strict=True)
+                    if not (tuple(map(_key, p)) == where and pc._starts_with(_key(c), target))]
+            if len(keep) == len(parent.children):
+                raise RouterError(f"{step.header} / {' / '.join(path)} / {child}: not configured")
+            parent.children, parent.paths = [c for c, _ in keep], [p for _, p in keep]
+    return "".join(b.header + "\n" + "".join(" " * (len(p) + 1) + c + "\n"
+                                             for c, p in zip(b.children, b.paths, strict=True)) + "!\n"
+                   for b in blocks)
 
 
 def _pairs(text: str) -> set[tuple[tuple[str, ...], tuple[str, ...] | None]]:
@@ -257,7 +256,7 @@ def test_secrets_and_cli_errors() -> None:
         pc.cisco_removal("", "", "", [], "junos")
     # a statement in the absent rendering the plan cannot handle fails, rather than being dropped
     for odd in ("default interface Gi0/0/0\n", "interface Gi0/0/0\n shutdown\n!\n"):
-        with pytest.raises(ValueError, match="only `no ...` lines"):
+        with pytest.raises(ValueError, match=r"only `no \.\.\.` lines"):
             pc.cisco_removal("", "", odd, [], "iosxe")
 
 
@@ -464,3 +463,34 @@ def test_iosxe_snmpv3_user_goes_with_its_group() -> None:
     assert lines[i + 1] == "no snmp-server group XCAST6 v3 priv"
     after = apply("iosxe", text, lines)
     assert pc.cisco_removal(after, present, absent, CASES["iosxe"][2], "iosxe")["lines"] == []
+
+
+def test_iosxr_a_removal_inside_a_sub_block() -> None:
+    """A fail-closed XR divert adds a discard route under `router static` / `address-family ipv6
+    unicast`, where the operator has routes too (and the same route in a VRF): only ours goes, the
+    `no` sits under the same sub-block headers, and a second run plans nothing."""
+    ours = "router static\n address-family ipv6 unicast\n  100::1/128 Null0\n !\n!\n"
+    removal = "router static\n address-family ipv6 unicast\n  no 100::1/128 Null0\n !\n!\n"
+    present = _golden("iosxr", False).replace("ipv6 access-list XCAST6-DIVERT\n",
+                                              ours + "ipv6 access-list XCAST6-DIVERT\n")
+    absent = _golden("iosxr", True).replace("no ipv6 access-list XCAST6-DIVERT\n",
+                                            "no ipv6 access-list XCAST6-DIVERT\n" + removal)
+    theirs = ("router static\n address-family ipv6 unicast\n  ::/0 2001:db8:30::fe\n  100::1/128 Null0\n !\n"
+              " vrf MGMT\n  address-family ipv6 unicast\n   100::1/128 Null0\n  !\n !\n!\n")
+    text = running("iosxr").replace("ipv6 access-list BE1-IN\n", theirs + "ipv6 access-list BE1-IN\n")
+    engines = CASES["iosxr"][2]
+    lines = pc.cisco_removal(text, present, absent, engines, "iosxr")["lines"]
+    i = lines.index("router static")
+    assert lines[i:i + 5] == removal.splitlines()
+    after = apply("iosxr", text, lines)
+    routes = next(b for b in pc.parse_cisco_blocks(after) if b.header == "router static")
+    assert list(zip(routes.children, routes.paths, strict=True)) == [
+        ("address-family ipv6 unicast", ()), ("::/0 2001:db8:30::fe", ("address-family ipv6 unicast",)),
+        ("vrf MGMT", ()), ("address-family ipv6 unicast", ("vrf MGMT",)),
+        ("100::1/128 Null0", ("vrf MGMT", "address-family ipv6 unicast"))]
+    assert pc.cisco_removal(after, present, absent, engines, "iosxr")["lines"] == []
+    # a route of the operator's to the same prefix (another next hop) is not what `no` would name
+    other = text.replace("  100::1/128 Null0\n !\n vrf", "  100::1/128 2001:db8:30::fe\n !\n vrf", 1)
+    result = pc.cisco_removal(other, present, absent, engines, "iosxr")
+    assert "router static" not in result["lines"] and result["kept"] == []
+    assert apply("iosxr", other, result["lines"]).count("100::1/128") == 2

@@ -313,37 +313,50 @@ def junos_rib_group_conflicts(text: str, our_group: str,
 
 @dataclass
 class ConfigBlock:
-    """A top-level statement of a Cisco configuration and its indented lines (stripped, flattened)."""
+    """A top-level statement of a Cisco configuration and its indented lines (stripped, in order).
+
+    ``paths[k]``: the sub-block headers ``children[k]`` sits under, outermost first (``()`` directly
+    under the header; ``("address-family ipv6 unicast",)`` for a route under ``router static``).
+    """
 
     header: str
     children: list[str] = field(default_factory=list)
+    paths: list[tuple[str, ...]] = field(default_factory=list)
 
 
 def parse_cisco_blocks(text: str, what: str = "show running-config") -> list[ConfigBlock]:
     """IOS-XE/IOS-XR configuration text as top-level blocks, in order.
 
-    A line at column 0 starts a block; indented lines belong to it (nested levels are flattened, their
-    `` !`` closers dropped); ``!`` at column 0 ends it.  Headers IOS prints around the configuration
+    A line at column 0 starts a block; indented lines belong to it, each with the sub-block headers it
+    is nested in (by indentation; `` !`` closers dropped); ``!`` at column 0 ends it.  Headers IOS prints around the configuration
     (``Building configuration...``, ``Current configuration : N bytes``, the XR timestamp) come out as
     childless blocks nothing matches.  A CLI error raises ValueError.
     """
     _check_cli_output(text, what)
     blocks: list[ConfigBlock] = []
     current: ConfigBlock | None = None
+    stack: list[tuple[int, str]] = []          # (indentation, line) of the enclosing sub-block headers
     for raw in text.splitlines():
         line = raw.rstrip()
         if not line.strip():
             continue
         if not line[0].isspace():
             current = None
+            stack = []
             if line.startswith("!") or line == "end":
                 continue
             current = ConfigBlock(line.strip())
             blocks.append(current)
             continue
         child = line.strip()
-        if current is not None and child != "!" and not child.startswith("! "):
-            current.children.append(child)
+        if current is None or child == "!" or child.startswith("! "):
+            continue
+        depth = len(line) - len(line.lstrip())
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        current.children.append(child)
+        current.paths.append(tuple(h for _, h in stack))
+        stack.append((depth, child))
     return blocks
 
 
@@ -506,6 +519,38 @@ def _present_index(blocks: list[ConfigBlock]) -> dict[tuple[str, ...], list[tupl
     return index
 
 
+def _npath(path: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    return tuple(normalize_config_line(h) for h in path)
+
+
+def _present_nested(blocks: list[ConfigBlock]) -> dict[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]],
+                                                        list[tuple[str, ...]]]:
+    """(header, sub-block path) -> the lines the present rendering writes there (normalized)."""
+    index: dict[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]], list[tuple[str, ...]]] = {}
+    for block in blocks:
+        for child, path in zip(block.children, block.paths, strict=True):
+            index.setdefault((normalize_config_line(block.header), _npath(path)), []).append(
+                normalize_config_line(child))
+    return index
+
+
+def _emit(header: str, nos: list[tuple[tuple[str, ...], str]]) -> list[str]:
+    """A block header and its `no` lines, each under its sub-block headers, closed with ``!``."""
+    out = [header]
+    open_path: tuple[str, ...] = ()
+    for path, line in nos:
+        keep = 0
+        while keep < min(len(path), len(open_path)) and path[keep] == open_path[keep]:
+            keep += 1
+        out.extend(" " * (d + 1) + "!" for d in range(len(open_path) - 1, keep - 1, -1))
+        out.extend(" " * (d + 1) + path[d] for d in range(keep, len(path)))
+        out.append(" " * (len(path) + 1) + line)
+        open_path = path
+    out.extend(" " * (d + 1) + "!" for d in range(len(open_path) - 1, -1, -1))
+    out.append("!")
+    return out
+
+
 def cisco_removal(running: str, present: str, absent: str, engines: Any, platform: str) -> dict[str, Any]:
     """Plan ``xcast6_divert_state: absent`` on IOS-XE/IOS-XR against the running configuration.
 
@@ -524,8 +569,10 @@ def cisco_removal(running: str, present: str, absent: str, engines: Any, platfor
         raise ValueError(f"cisco_removal: platform must be iosxe or iosxr, got {platform!r}")
     ours_hops = _engines(engines)
     run = _Running(parse_cisco_blocks(running))
-    ours = _present_index(parse_cisco_blocks(present, "the present rendering"))
-    plan: list[tuple[str, list[str]]] = []      # (top line or block header, child `no` lines)
+    present_blocks = parse_cisco_blocks(present, "the present rendering")
+    ours = _present_index(present_blocks)
+    ours_nested = _present_nested(present_blocks)
+    plan: list[tuple[str, list[tuple[tuple[str, ...], str]]]] = []   # (top line or header, (path, `no`))
     kept: list[str] = []
     gone = 0
 
@@ -571,8 +618,11 @@ def cisco_removal(running: str, present: str, absent: str, engines: Any, platfor
             run.removed |= {i for i, _ in matches}
             plan.append((block.header, []))
             continue
-        # a block of the operator's: remove only our lines in it
-        odd = [c for c in block.children if not c.startswith("no ")]
+        # a block of the operator's: remove only our lines in it (possibly inside its sub-blocks)
+        subheaders = {block.paths[k + 1] for k in range(len(block.children) - 1)
+                      if block.paths[k + 1] == (*block.paths[k], block.children[k])}
+        odd = [c for c, p in zip(block.children, block.paths, strict=True)
+               if not c.startswith("no ") and (*p, c) not in subheaders]
         if not block.children:
             odd = [block.header]
         if odd:
@@ -581,31 +631,30 @@ def cisco_removal(running: str, present: str, absent: str, engines: Any, platfor
                              f"lines, at the top or inside a block, can be planned against the router")
         header = normalize_config_line(block.header)
         parents = [(i, b) for i, b in run.live() if normalize_config_line(b.header) == header]
-        present_children = ours.get(header, [])
         nos = []
-        for line in block.children:
-            target = normalize_config_line(line[3:])
+        for line, path in zip(block.children, block.paths, strict=True):
+            if not line.startswith("no "):
+                continue   # a sub-block header
+            target, where = normalize_config_line(line[3:]), _npath(path)
             lines_found = [(i, j, c) for i, b in parents for j, c in enumerate(b.children)
-                           if (i, j) not in run.removed_children
+                           if (i, j) not in run.removed_children and _npath(b.paths[j]) == where
                            and _starts_with(normalize_config_line(c), target)]
             if not lines_found:
                 gone += 1
                 continue
+            present_children = ours_nested.get((header, where), [])
             foreign = [c for _, _, c in lines_found if not child_is_ours(c, present_children)]
             if foreign:
-                kept.append(f"{block.header} / {'; '.join(map(_shown, foreign))}: "
+                kept.append(f"{' / '.join((block.header, *path))} / {'; '.join(map(_shown, foreign))}: "
                             f"not the divert's as the role wrote it")
                 continue
             run.removed_children |= {(i, j) for i, j, _ in lines_found}
-            nos.append(line)
+            nos.append((path, line))
         if nos:
             plan.append((block.header, nos))
     lines: list[str] = []
     for top, children in plan:
-        lines.append(top)
-        if children:
-            lines.extend(f" {c}" for c in children)
-            lines.append("!")
+        lines.extend(_emit(top, children) if children else [top])
     return {"lines": lines, "kept": kept, "gone": gone}
 
 
