@@ -494,3 +494,33 @@ def test_iosxr_a_removal_inside_a_sub_block() -> None:
     result = pc.cisco_removal(other, present, absent, engines, "iosxr")
     assert "router static" not in result["lines"] and result["kept"] == []
     assert apply("iosxr", other, result["lines"]).count("100::1/128") == 2
+
+
+_word = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9:/.-]{0,8}", fullmatch=True)
+_line = st.lists(_word, min_size=1, max_size=4).map(" ".join).filter(lambda x: x not in ("end",))
+_tree = st.recursive(st.builds(lambda line: (line, []), _line),
+                     lambda kids: st.tuples(_line, st.lists(kids, max_size=3)), max_leaves=8)
+
+
+@given(st.lists(st.tuples(_line, st.lists(_tree, max_size=3)), max_size=4), st.booleans(), st.booleans())
+def test_parse_keeps_every_line_under_its_sub_block_headers(
+        config: list[tuple[str, list]], closers: bool, xr_header: bool) -> None:
+    """Any nesting as IOS-XE/IOS-XR print it (one space per level, with or without the `` !``
+    closers XR writes after a sub-block, the banner lines before it): each line comes back with
+    the headers it is under."""
+    def render(node: tuple[str, list], depth: int) -> str:
+        line, kids = node
+        out = " " * depth + line + "\n" + "".join(render(k, depth + 1) for k in kids)
+        return out + (" " * depth + "!\n" if closers and kids else "")
+
+    def expect(node: tuple[str, list], path: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
+        line, kids = node
+        return [(line, path)] + [e for k in kids for e in expect(k, (*path, line))]
+
+    text = ("Thu Dec  3 18:02:44.120 UTC\nBuilding configuration...\n" if xr_header else "") + "".join(
+        header + "\n" + "".join(render(k, 1) for k in kids) + "!\n" for header, kids in config)
+    blocks = [b for b in pc.parse_cisco_blocks(text) if b.header not in (
+        "Thu Dec  3 18:02:44.120 UTC", "Building configuration...")]
+    assert [b.header for b in blocks] == [h for h, _ in config]
+    for block, (_, kids) in zip(blocks, config, strict=True):
+        assert list(zip(block.children, block.paths, strict=True)) == [e for k in kids for e in expect(k, ())]
