@@ -63,8 +63,12 @@ PAIR_GOLDEN = ANSIBLE_DIR / "golden/pairs"
 PAIR_CASES = {
     "xe1": ("xe1", [XE_PAIR]),
     "xe1-absent": ("xe1", [XE_PAIR, ("xe1", "xcast6_sync:", ABSENT)]),
+    "xe1-closed": ("xe1", [XE_PAIR, ("xe1", "xcast6_sync:", "xcast6_fail_mode: closed\nxcast6_sync:")]),
     "xr1": ("xr1", [XR_PAIR]),
     "xr1-absent": ("xr1", [XR_PAIR, ("xr1", "xcast6_sync:", ABSENT)]),
+    "xr1-closed": ("xr1", [XR_PAIR, ("xr1", "xcast6_sync:", "xcast6_fail_mode: closed\nxcast6_sync:")]),
+    "xr1-closed-absent": ("xr1", [XR_PAIR, ("xr1", "xcast6_sync:", "xcast6_fail_mode: closed\nxcast6_sync:"),
+                                  ("xr1", "xcast6_sync:", ABSENT)]),
 }
 
 
@@ -106,18 +110,73 @@ def test_iosxr_pair_abf_next_hops_carry_the_operators_tracks(tmp_path: Path) -> 
 def test_what_the_role_refuses_on_cisco(tmp_path: Path) -> None:
     active_active = (XE_PAIR[0], XE_PAIR[1], XE_PAIR[2].replace("active-standby", "active-active"))
     out = _refused(tmp_path / "aa", "xe1", [active_active])
-    assert "xcast6_ha_mode: active-standby" in out
+    # the message says why (what was looked for) and what to do instead
+    assert "xcast6_ha_mode: active-standby" in out and "does not support load" in out
     closed = ("xe1", "xcast6_sync:", "xcast6_fail_mode: closed\nxcast6_sync:")
-    out = _refused(tmp_path / "fc", "xe1", [closed])
-    assert "xcast6_fail_mode must be open" in out
+    out = _refused(tmp_path / "fc", "xe1", [closed])        # a lone engine without [ha]: nothing is checked
+    assert "xcast6_fail_mode: closed needs checked next hops" in out
     no_track = (XR_PAIR[0], XR_PAIR[1], XR_PAIR[2].replace("    track: XCAST6-E2\n", ""))
     out = _refused(tmp_path / "nt", "xr1", [no_track])
-    assert "track: <name>" in out
+    assert "track: <name>" in out and "bfdrtr" in out
     four = (XR_PAIR[0], XR_PAIR[1], XR_PAIR[2].replace(
         "xcast6_ha_mode", "  - {address: '2001:db8:300:f300::4', track: E3}\n"
         "  - {address: '2001:db8:300:f300::5', track: E4}\nxcast6_ha_mode"))
     out = _refused(tmp_path / "4", "xr1", [four])
     assert "at most 3 engines" in out
+    three_closed = (XR_PAIR[0], XR_PAIR[1], XR_PAIR[2].replace(
+        "xcast6_ha_mode", "  - {address: '2001:db8:300:f300::4', track: E3}\nxcast6_fail_mode: closed\n"
+        "xcast6_ha_mode"))
+    out = _refused(tmp_path / "3c", "xr1", [three_closed])   # the discard next hop takes the third place
+    assert "at most 2 with fail closed" in out
+    engine_discard = (XR_PAIR[0], XR_PAIR[1], XR_PAIR[2].replace(
+        "xcast6_ha_mode", "xcast6_fail_mode: closed\nrouter_divert_iosxr_discard_address: "
+        "'2001:db8:300:f300::3'\nxcast6_ha_mode"))
+    out = _refused(tmp_path / "ed", "xr1", [engine_discard])
+    assert "router_divert_iosxr_discard_address" in out
+
+
+XE_CLOSED = ("xe1", "xcast6_sync:", "xcast6_fail_mode: closed\nxcast6_sync:")
+XR_CLOSED = ("xr1", "xcast6_sync:", "xcast6_fail_mode: closed\nxcast6_sync:")
+
+
+def test_iosxe_fail_closed_drops_after_the_checked_next_hops(tmp_path: Path) -> None:
+    """`set interface` is tried only when no next hop is usable (Cisco's PBR configuration sequence:
+    next-hop, recursive, interface, default next-hop, default interface): Null0 after the engines."""
+    lines = _render(tmp_path, "xe1", [XE_PAIR, XE_CLOSED])
+    for route_map in ("route-map XCAST6-DIVERT permit 10", "route-map PBR-TRANSIT permit 1"):
+        i = lines.index(route_map)
+        assert lines[i + 1:i + 5] == [
+            " match ipv6 address XCAST6-DIVERT",
+            " set ipv6 next-hop verify-availability 2001:db8:200:f200::2 10 track 161",
+            " set ipv6 next-hop verify-availability 2001:db8:200:f200::3 20 track 162",
+            " set interface Null0"]
+    assert lines.count(" set interface Null0") == 2
+    # a lone engine running [ha] may fail closed too
+    lone = _render(tmp_path / "l", "xe1", [XE_CLOSED, ("xe1", "xcast6_sync:",
+                                                       "xcast6_divert_bfd: true\nxcast6_sync:")])
+    i = lone.index("route-map XCAST6-DIVERT permit 10")
+    assert lone[i + 2:i + 4] == [" set ipv6 next-hop verify-availability 2001:db8:200:f200::2 10 track 161",
+                                 " set interface Null0"]
+
+
+def test_iosxr_fail_closed_last_next_hop_resolves_to_null0(tmp_path: Path) -> None:
+    lines = _render(tmp_path, "xr1", [XR_PAIR, XR_CLOSED])
+    hops = ("nexthop1 track XCAST6-E1 ipv6 2001:db8:300:f300::2 "
+            "nexthop2 track XCAST6-E2 ipv6 2001:db8:300:f300::3 nexthop3 ipv6 100::1")
+    assert f" 10 permit 41 any any dscp 23 {hops}" in lines
+    assert f" 1 permit 41 any any dscp 23 {hops}" in lines          # the operator's BE1-IN too
+    i = lines.index("router static")
+    assert lines[i:i + 3] == ["router static", " address-family ipv6 unicast", "  100::1/128 Null0"]
+    # the discard route exists before the ACEs that name it are pushed
+    assert i < lines.index("ipv6 access-list XCAST6-DIVERT")
+    absent = _render(tmp_path / "a", "xr1", [XR_PAIR, XR_CLOSED, ("xr1", "xcast6_sync:", ABSENT)])
+    j = absent.index("router static")
+    assert absent[j:j + 3] == ["router static", " address-family ipv6 unicast", "  no 100::1/128 Null0"]
+    assert absent.index("no ipv6 access-list XCAST6-DIVERT") < j     # the ACEs naming it go first
+    assert absent.index(" no 1") < j
+    # fail open renders none of it
+    open_lines = _render(tmp_path / "o", "xr1", [XR_PAIR])
+    assert "router static" not in open_lines and not [x for x in open_lines if "100::1" in x]
 
 
 # ---- removal: every statement the present branch adds has its `no` ----
@@ -125,16 +184,20 @@ def test_what_the_role_refuses_on_cisco(tmp_path: Path) -> None:
 KEPT = ("ipv6 unicast-routing", "netconf-yang", "ssh server")   # the operator's too
 
 
-def _blocks(lines: list[str]) -> list[tuple[str, list[str]]]:
-    blocks: list[tuple[str, list[str]]] = []
-    for line in lines:
-        if not line.strip() or line.strip() == "!":
-            continue
-        if line.startswith(" "):
-            blocks[-1][1].append(line.strip())
-        else:
-            blocks.append((line, []))
-    return blocks
+def _statements(lines: list[str]) -> list[tuple[tuple[str, ...], str, bool]]:
+    """Each statement with the block headers above it (by indentation) and whether it opens a block:
+    `router static` / ` address-family ipv6 unicast` / `  100::1/128 Null0` is one statement three deep."""
+    rows = [(len(line) - len(line.lstrip()), line.strip()) for line in lines
+            if line.strip() and line.strip() != "!"]
+    out: list[tuple[tuple[str, ...], str, bool]] = []
+    stack: list[tuple[int, str]] = []
+    for n, (depth, text) in enumerate(rows):
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        opens = n + 1 < len(rows) and rows[n + 1][0] > depth
+        out.append((tuple(t for _, t in stack), text, opens))
+        stack.append((depth, text))
+    return out
 
 
 def _covered(stmt: str, removals: list[str]) -> bool:
@@ -142,19 +205,22 @@ def _covered(stmt: str, removals: list[str]) -> bool:
 
 
 def _assert_absent_removes_present(present: list[str], absent: list[str]) -> None:
-    top_no = [line.removeprefix("no ") for line, _ in _blocks(absent) if line.startswith("no ")]
-    assert top_no and not [line for line, _ in _blocks(absent)
-                           if not line.startswith(("no ", "interface ", "ipv6 access-list "))]
-    absent_children = dict(_blocks(absent))
-    for top, children in _blocks(present):
-        if top.startswith(KEPT) or _covered(top, top_no):
-            continue
-        # a block of the operator's (interface, ACL) keeps its header: each child we added gets its `no`
-        assert children, f"not removed: {top}"
-        nos = [c.removeprefix("no ") for c in absent_children.get(top, []) if c.startswith("no ")]
-        for child in children:
-            if not child.startswith("no "):   # `no shutdown`/`no ip address`: states, not additions
-                assert _covered(child, nos), f"not removed: {top} / {child}"
+    gone = _statements(absent)
+    # at the top: removals, or the header of a block of the operator's we remove single lines from
+    assert [t for path, t, _ in gone if not path and t.startswith("no ")]
+    assert not [t for path, t, _ in gone if not path and not t.startswith(
+        ("no ", "interface ", "ipv6 access-list ", "router static"))]
+    removals: dict[tuple[str, ...], list[str]] = {}
+    for path, text, _ in gone:
+        if text.startswith("no "):
+            removals.setdefault(path, []).append(text.removeprefix("no "))
+    for path, text, opens in _statements(present):
+        full = (*path, text)
+        if opens or full[0].startswith(KEPT) or text.startswith("no "):
+            continue   # headers are covered through their lines; `no shutdown` is a state, not an addition
+        # removed by a `no` of itself or of a block above it, at that block's place
+        assert any(_covered(full[d], removals.get(full[:d], [])) for d in range(len(full))), \
+            f"not removed: {' / '.join(full)}"
 
 
 def test_iosxe_absent_removes_what_present_adds(tmp_path: Path) -> None:
@@ -288,3 +354,20 @@ def test_iosxr_absent_removes_the_netconf_user_before_its_groups(tmp_path: Path)
     order = [absent.index(f"no {what}") for what in
              ("username xcast6", "usergroup XCAST6-NETCONF", "taskgroup XCAST6-NETCONF")]
     assert order == sorted(order)
+
+
+@pytest.mark.parametrize("host,pair,closed", [("xe1", XE_PAIR, XE_CLOSED), ("xr1", XR_PAIR, XR_CLOSED)])
+def test_fail_closed_absent_removes_what_present_adds(
+        tmp_path: Path, host: str, pair: tuple[str, str, str], closed: tuple[str, str, str]) -> None:
+    present = _render(tmp_path / "p", host, [pair, closed])
+    absent = _render(tmp_path / "a", host, [pair, closed, (host, "xcast6_sync:", ABSENT)])
+    _assert_absent_removes_present(present, absent)
+
+
+def test_the_absent_checker_reads_nested_blocks() -> None:
+    present = ["router static", " address-family ipv6 unicast", "  100::1/128 Null0", " !", "!"]
+    _assert_absent_removes_present(present, ["no track 1", "router static", " address-family ipv6 unicast",
+                                             "  no 100::1/128 Null0"])
+    with pytest.raises(AssertionError, match="100::1/128 Null0"):
+        # the same `no` one level up is another command (and would not parse): not a removal
+        _assert_absent_removes_present(present, ["no track 1", "router static", " no 100::1/128 Null0"])
