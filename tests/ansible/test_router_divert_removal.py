@@ -524,3 +524,18 @@ def test_parse_keeps_every_line_under_its_sub_block_headers(
     assert [b.header for b in blocks] == [h for h, _ in config]
     for block, (_, kids) in zip(blocks, config, strict=True):
         assert list(zip(block.children, block.paths, strict=True)) == [e for k in kids for e in expect(k, ())]
+
+
+def test_iosxr_fail_closed_removal_is_the_whole_absent_rendering() -> None:
+    """A router holding all of the fail-closed XR divert (discard route included) gets exactly the
+    `xr1-closed-absent` golden list, and once that is applied a second plan is empty."""
+    def golden(name: str) -> str:
+        text = (ANSIBLE_DIR / "golden/pairs" / name / "router-iosxr.conf").read_text()
+        return text.replace("<vaulted:xcast6_snmp_community>", COMMUNITY)
+
+    present, absent = golden("xr1-closed"), golden("xr1-closed-absent")
+    engines = CASES["iosxr"][2]
+    lines = pc.cisco_removal(present, present, absent, engines, "iosxr")["lines"]
+    assert lines == [ln for ln in absent.splitlines() if ln.strip() and not ln.startswith("#")]
+    after = apply("iosxr", present, lines)
+    assert pc.cisco_removal(after, present, absent, engines, "iosxr")["lines"] == []
