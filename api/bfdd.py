@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from api.bfdguard import peer_pid
 from api.hastate import HaConfig, link_ends, parse_ha
 from engine.settings import table_of
 from vlan.config import MapEntry, parse_links
@@ -176,6 +177,14 @@ def _frr_ids() -> tuple[int, int] | None:
         return None
 
 
+def _peer_pid(sock: socket.socket | None) -> int | None:
+    """The PID at the other end of a unix stream connection, None if unknown."""
+    try:
+        return peer_pid(sock) if sock is not None else None
+    except OSError:
+        return None
+
+
 class Bfdd:
     """One bfdd for the engine's sessions.  ``await start()``, ``set_admin()``, ``await stop()``."""
 
@@ -282,7 +291,12 @@ class Bfdd:
                         await self.stop()
                         raise
                     await asyncio.sleep(0.1)
-        log.info("bfdd %s (%s): %s", "attached" if self.external else "started", self.run_dir,
+        # which processes we reached (SO_PEERCRED): after a bfdd restart the journal shows whether
+        # the engine attached to the new bfdd and its guard
+        who = f"bfdd pid {_peer_pid(writer.get_extra_info('socket'))}"
+        if self.external:
+            who += f", guard pid {_peer_pid(self._lifeline)}" if self._lifeline else ", no guard"
+        log.info("bfdd %s (%s; %s): %s", "attached" if self.external else "started", self.run_dir, who,
                  ", ".join(f"{p.link}: {p.local} -> {p.peer}" for p in self.peers))
 
     def _hold_lifeline(self) -> None:
@@ -310,7 +324,15 @@ class Bfdd:
         buf = b""
         try:
             while True:
-                data = await reader.read(65536)
+                try:
+                    data = await reader.read(65536)
+                except OSError as exc:
+                    # a bfdd that dies (or drops us) with our bytes unread, or before it accepted
+                    # us, resets the connection instead of closing it: the same "bfdd gone", and
+                    # it must end this task quietly, not leave an exception that every later
+                    # stop() (the re-attach) would raise again
+                    log.error("bfdd's control socket failed (bfdd gone?): %s", exc)
+                    return
                 if not data:
                     log.error("bfdd closed its control socket (bfdd gone?)")
                     return
@@ -360,11 +382,15 @@ class Bfdd:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop bfdd (the guard forwards SIGTERM and reaps it)."""
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            try:
+                await watch
+            except asyncio.CancelledError:
+                pass
+            except Exception:       # the watch of a dead bfdd: stopping must still go on
+                log.exception("bfdd control socket watch failed")
         self._drop_lifeline()
         if self.proc is None or self.proc.returncode is not None:
             return

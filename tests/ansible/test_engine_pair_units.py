@@ -221,10 +221,16 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
             ha = status().get("ha") or {}
             return dict(ha["sessions"][0]) if ha.get("sessions") else {}
 
+        def both_journals() -> str:
+            """Both units' journals interleaved, with times: what the guard, bfdd and the engine
+            did in which order (a failure here is usually a race between them)."""
+            return inside("journalctl", "-b", "-u", "xcast6-bfdd", "-u", "xcast6-engine", "--no-pager",
+                          "-o", "short-precise").stdout
+
         def why() -> str:
-            return (inside("systemctl", "status", "xcast6-engine", "xcast6-bfdd", "--no-pager").stdout
-                    + journal("xcast6-bfdd")[-3000:] + journal("xcast6-engine")[-5000:]
-                    + json.dumps(status().get("ha"), indent=1))
+            return (inside("systemctl", "status", "xcast6-engine", "xcast6-bfdd", "--no-pager",
+                           "-n", "0").stdout
+                    + both_journals()[-12000:] + json.dumps(status().get("ha"), indent=1))
 
         def diverted() -> bool:
             return ENGINE_ADDR in build.router_divert_live(topo, "a")
@@ -237,7 +243,7 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
         assert ha["bfdd_running"] and ha["admin"] == "up" and ha["healthy"], ha
         _wait("router A diverts to engine ea", diverted, 10, why)
         engine_journal = journal("xcast6-engine")
-        assert "bfdd attached (/run/xcast6-bfdd)" in engine_journal, engine_journal
+        assert "bfdd attached (/run/xcast6-bfdd; bfdd pid" in engine_journal, engine_journal
         for word in ("needs CAP_", "Permission denied", "Operation not permitted", "Traceback", "no guard"):
             assert word not in engine_journal, engine_journal
         # bfdd runs as frr (it dropped privileges itself), its guard as root; the engine as xcast6
@@ -273,7 +279,8 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
 
         # -- bfdd killed under the running engine -----------------------------------------------------
         engine_pid = prop("xcast6-engine", "MainPID")
-        inside("kill", "-9", bfdd_pid)
+        bfdd_pid = inside("cat", "/run/xcast6-bfdd/bfdd.pid").stdout.strip()     # the one running now
+        assert inside("kill", "-9", bfdd_pid).returncode == 0, why()
         # the engine's own view leaves "up" at once (not after its detection time), it stays running
         gone = _wait("the engine marks its session down",
                      lambda: session().get("state", "up") != "up", 5, why)
@@ -285,6 +292,10 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
         assert any(t["kind"] == "bfd" and "bfdd not running" in t["why"] for t in ha["transitions"]), ha
         assert prop("xcast6-engine", "MainPID") == engine_pid and prop("xcast6-engine", "NRestarts") == "0"
         assert prop("xcast6-bfdd", "NRestarts") == "1", why()
+        # attached to the new bfdd and its guard (the guard's pid is the unit's MainPID)
+        new_bfdd = inside("cat", "/run/xcast6-bfdd/bfdd.pid").stdout.strip()
+        assert (f"bfdd attached (/run/xcast6-bfdd; bfdd pid {new_bfdd}, guard pid "
+                f"{prop('xcast6-bfdd', 'MainPID')})") in journal("xcast6-engine"), why()
         _wait("router A diverts to engine ea again", diverted, 10, why)
         print(f"bfdd kill -9: engine view down after {gone:.2f} s")
 
@@ -367,6 +378,16 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
         os.kill(pid1, signal.SIGRTMIN + 3)
         nspawn.wait(timeout=60)
         nspawn = None
+    except BaseException:
+        if pid1 and nspawn is not None and nspawn.poll() is None:
+            # any failure: the container's whole journal beside the test's tmp dir, its end in the
+            # report (the CI log is all the next person gets)
+            jr = _sh("nsenter", "-t", str(pid1), "-m", "-u", "-i", "-p", "-n", "journalctl", "-b",
+                     "--no-pager", "-o", "short-precise", timeout=60).stdout
+            (tmp / "journal.txt").write_text(jr)
+            print(f"--- container journal ({tmp / 'journal.txt'}), last 20000 characters ---\n"
+                  + jr[-20000:])
+        raise
     finally:
         if nspawn is not None:
             if pid1:

@@ -202,3 +202,54 @@ def test_hold_down_restarts_after_a_bfdd_restart() -> None:
     assert hd.feed(True, 105.0) == ADMIN_UP
     hd.feed(False, 106.0)
     assert hd.restart(107.0) == ADMIN_DOWN and hd.hold_remaining(107.0) == 0.0   # unhealthy: not counting
+
+
+def test_a_reset_control_socket_counts_as_bfdd_gone_and_the_engine_reattaches(tmp_path: Path) -> None:
+    """external mode: a bfdd that goes away with the engine's subscription unread resets the control
+    connection (ECONNRESET, not EOF).  That is "bfdd gone" like a close: not alive, stop() works,
+    the next start() attaches to the next bfdd.  (CI, booted pair test: the reset ended the watch
+    with an exception that every later stop() raised again, so the engine never re-attached.)"""
+    import asyncio
+
+    from api.bfdd import Bfdd
+
+    (tmp_path / "bfdd.vty").touch()
+    vtysh = tmp_path / "vtysh"
+    vtysh.write_text("#!/bin/sh\nexit 0\n")
+    vtysh.chmod(0o755)
+    states: list[str] = []
+    b = Bfdd(tmp_path, [Peer("div0", "2001:db8::1", "2001:db8::2")], bfdd=Path("/nonexistent"),
+             vtysh=vtysh, tx_ms=100, rx_ms=100, multiplier=3,
+             on_state=lambda _p, state, _doc: states.append(state), external=True)
+
+    def bfdd_socket() -> socket.socket:
+        (tmp_path / "bfdd.sock").unlink(missing_ok=True)
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(tmp_path / "bfdd.sock"))
+        srv.listen(1)
+        return srv
+
+    async def scenario() -> None:
+        srv = bfdd_socket()
+        await b.start(timeout=5)
+        conn, _ = srv.accept()
+        await asyncio.sleep(0.1)        # the subscription is in conn's queue, never read
+        assert b.alive()
+        conn.close()                    # bfdd dies with it unread: the engine's read gets ECONNRESET
+        srv.close()
+        for _ in range(100):
+            if not b.alive():
+                break
+            await asyncio.sleep(0.02)
+        assert not b.alive()
+        await b.stop()                  # does not raise the watch's error
+        await b.stop()                  # nor later (the re-attach loop calls it each time)
+        srv = bfdd_socket()             # the bfdd systemd restarts
+        await b.start(timeout=5)
+        conn, _ = srv.accept()
+        assert b.alive()
+        await b.stop()
+        conn.close()
+        srv.close()
+
+    asyncio.run(scenario())
