@@ -124,11 +124,18 @@ def _engine_wheel(tmp: Path, version: str, never_ready: bool = False) -> Path:
 
 
 def _upgrade(tmp: Path, root: Path, wheels: tuple[Path, Path], pid1: int,
-             version: str) -> subprocess.CompletedProcess[str]:
-    """ansible/upgrade.yml for engine ea pinned to version, into the booted container (nsenter)."""
+             version: str, second: bool = False) -> subprocess.CompletedProcess[str]:
+    """ansible/upgrade.yml for engine ea pinned to version, into the booted container (nsenter).
+    second: engine eb is in the play too, after ea (serial: 1), behind a connection that cannot
+    reach anything (a chroot that does not exist): if the play ever got to it, the recap would
+    name it unreachable; nothing on this machine is touched either way."""
     inv = tmp / "lab-inventory"
     if not inv.exists():
         _lab_inventory(tmp, root, wheels)
+    eb = inv / "host_vars" / "eb.yml"
+    eb_vars = ["ansible_connection: community.general.chroot", f"ansible_host: {tmp / 'no-such-root'}"]
+    eb_lines = [line for line in eb.read_text().splitlines() if line not in eb_vars]
+    eb.write_text("\n".join([*eb_lines, *eb_vars, ""]))
     ea = inv / "host_vars" / "ea.yml"
     drop = ("ansible_connection:", "ansible_host:", "ansible_nsenter_pid:", "engine_host_runtime:",
             "engine_host_package", "engine_host_wheelhouse:", "engine_host_ha", "engine_host_ready_retries:")
@@ -146,7 +153,8 @@ def _upgrade(tmp: Path, root: Path, wheels: tuple[Path, Path], pid1: int,
         "",
     ]))
     play = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "upgrade.yml", "--limit", "ea",
+        [str(BIN / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "upgrade.yml",
+         "--limit", "ea,eb" if second else "ea",
          "-e", "upgrade_gate_retries=15"],
         cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=900,
         env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
@@ -347,12 +355,16 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
         # a build that never becomes ready: the gate fails, the play puts `old` back and fails ea
         deliver("before-bad")
         t0 = time.monotonic()
-        play = _upgrade(tmp, root, (wheels, wheelhouse[1]), pid1, bad)
+        play = _upgrade(tmp, root, (wheels, wheelhouse[1]), pid1, bad, second=True)
         took_bad = time.monotonic() - t0
         log = play.stdout + play.stderr
         assert play.returncode != 0, log[-8000:]
         recap = _recap(play.stdout, "ea")
         assert recap["failed"] == 1 and recap["rescued"] == 1, log[-8000:]
+        # serial: 1, max_fail_percentage: 0: the failed gate on ea ends the play; eb (next in the
+        # inventory, in the play) is never reached: no task ran for it, not in the recap
+        assert "PLAY RECAP" in play.stdout and "[eb]" not in play.stdout, log[-8000:]
+        assert re.search(r"^eb\s*:", play.stdout, re.M) is None, log[-8000:]
         assert f"xcast6-engine=={bad} failed the gate" in log and f"version {old} is running again" in log, \
             log[-8000:]
         assert f"xcast6-engine {bad} running" in journal("xcast6-engine")   # it ran, it never got ready
@@ -374,6 +386,8 @@ def test_engine_pair_units_bfdd_lives_and_dies_with_the_engine(
         deliver("after-upgrade")
         assert journal("xcast6-engine").count("draining") > drains
         print(f"upgrade.yml: failed gate + rollback {took_bad:.0f} s, upgrade {took_good:.0f} s")
+        (tmp / "journal.txt").write_text(inside("journalctl", "-b", "--no-pager", "-o", "short-precise")
+                                         .stdout)     # kept with the play logs, passed or not
 
         os.kill(pid1, signal.SIGRTMIN + 3)
         nspawn.wait(timeout=60)
