@@ -251,31 +251,35 @@ class Bfdd:
     async def _attach(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        while conn is None:
+        while True:
             if self.proc is not None and self.proc.returncode is not None:
                 raise BfddError(f"bfdd exited at start (status {self.proc.returncode}); its log is "
                                 "in the engine's")
             if self.ctl_path.exists() and (self.run_dir / "bfdd.vty").exists():
                 try:
-                    conn = await asyncio.open_unix_connection(str(self.ctl_path))
-                    break
+                    reader, writer = await asyncio.open_unix_connection(str(self.ctl_path))
                 except (ConnectionRefusedError, FileNotFoundError):
                     pass            # the socket of a bfdd that died; systemd is starting the next
                 except PermissionError as exc:
                     raise BfddError(f"ha.bfd_dir: cannot connect to {self.ctl_path}: {exc.strerror} "
                                     "(the engine's user must reach the bfdd unit's directory)") from None
+                else:
+                    first = await self._subscribe(reader, writer, deadline - loop.time())
+                    if first:
+                        break
+                    # no answer: a bfdd on its way out.  A killed bfdd closes its sockets one by
+                    # one; when ours goes first, its listener can still take a connection for a
+                    # moment on a busy machine -- attaching there (and handing the lifeline to its
+                    # exiting guard) left the engine on a dead bfdd (CI, booted pair test)
+                    writer.close()
             if loop.time() > deadline:
                 await self.stop()
                 raise BfddError(f"bfdd did not open {self.ctl_path} within {timeout:.0f} s"
                                 + (" (is xcast6-bfdd.service running?)" if self.external else ""))
             await asyncio.sleep(0.05)
-        reader, writer = conn
         if self.external:
-            self._hold_lifeline()
-        writer.write(subscribe_message())
-        await writer.drain()
-        self._watch = loop.create_task(self._read(reader, writer))
+            self._hold_lifeline()       # this bfdd answered: its guard is the one listening now
+        self._watch = loop.create_task(self._read(reader, writer, first))
         if self.external:
             # someone else's bfdd may hold the sessions up from an earlier run of the engine: down
             # until this run is healthy (its vty may come up a moment after its control socket).
@@ -320,23 +324,39 @@ class Bfdd:
             self._lifeline.close()
             self._lifeline = None
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    @staticmethod
+    async def _subscribe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         timeout: float) -> bytes:
+        """Subscribe to session state; the first bytes bfdd answers (b"": closed, reset or silent
+        for ``timeout``: not a bfdd to attach to)."""
+        try:
+            writer.write(subscribe_message())
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(65536), max(timeout, 0.5))
+        except (OSError, TimeoutError):
+            return b""
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    first: bytes = b"") -> None:
         buf = b""
+        data = first
         try:
             while True:
-                try:
-                    data = await reader.read(65536)
-                except OSError as exc:
-                    # a bfdd that dies (or drops us) with our bytes unread, or before it accepted
-                    # us, resets the connection instead of closing it: the same "bfdd gone", and
-                    # it must end this task quietly, not leave an exception that every later
-                    # stop() (the re-attach) would raise again
-                    log.error("bfdd's control socket failed (bfdd gone?): %s", exc)
-                    return
                 if not data:
-                    log.error("bfdd closed its control socket (bfdd gone?)")
-                    return
+                    try:
+                        data = await reader.read(65536)
+                    except OSError as exc:
+                        # a bfdd that dies (or drops us) with our bytes unread, or before it
+                        # accepted us, resets the connection instead of closing it: the same
+                        # "bfdd gone", and it must end this task quietly, not leave an exception
+                        # that every later stop() (the re-attach) would raise again
+                        log.error("bfdd's control socket failed (bfdd gone?): %s", exc)
+                        return
+                    if not data:
+                        log.error("bfdd closed its control socket (bfdd gone?)")
+                        return
                 msgs, buf = split_frames(buf + data)
+                data = b""
                 for mtype, doc in msgs:
                     if mtype == BMT_NOTIFY and doc.get("op") == "status":
                         key = (str(doc.get("peer-address")), str(doc.get("local-address")))
