@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from api.bfdguard import peer_pid
 from api.hastate import HaConfig, link_ends, parse_ha
 from engine.settings import table_of
 from vlan.config import MapEntry, parse_links
@@ -176,6 +177,14 @@ def _frr_ids() -> tuple[int, int] | None:
         return None
 
 
+def _peer_pid(sock: socket.socket | None) -> int | None:
+    """The PID at the other end of a unix stream connection, None if unknown."""
+    try:
+        return peer_pid(sock) if sock is not None else None
+    except OSError:
+        return None
+
+
 class Bfdd:
     """One bfdd for the engine's sessions.  ``await start()``, ``set_admin()``, ``await stop()``."""
 
@@ -242,31 +251,35 @@ class Bfdd:
     async def _attach(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        while conn is None:
+        while True:
             if self.proc is not None and self.proc.returncode is not None:
                 raise BfddError(f"bfdd exited at start (status {self.proc.returncode}); its log is "
                                 "in the engine's")
             if self.ctl_path.exists() and (self.run_dir / "bfdd.vty").exists():
                 try:
-                    conn = await asyncio.open_unix_connection(str(self.ctl_path))
-                    break
+                    reader, writer = await asyncio.open_unix_connection(str(self.ctl_path))
                 except (ConnectionRefusedError, FileNotFoundError):
                     pass            # the socket of a bfdd that died; systemd is starting the next
                 except PermissionError as exc:
                     raise BfddError(f"ha.bfd_dir: cannot connect to {self.ctl_path}: {exc.strerror} "
                                     "(the engine's user must reach the bfdd unit's directory)") from None
+                else:
+                    first = await self._subscribe(reader, writer, deadline - loop.time())
+                    if first:
+                        break
+                    # no answer: a bfdd on its way out.  A killed bfdd closes its sockets one by
+                    # one; when ours goes first, its listener can still take a connection for a
+                    # moment on a busy machine -- attaching there (and handing the lifeline to its
+                    # exiting guard) left the engine on a dead bfdd (CI, booted pair test)
+                    writer.close()
             if loop.time() > deadline:
                 await self.stop()
                 raise BfddError(f"bfdd did not open {self.ctl_path} within {timeout:.0f} s"
                                 + (" (is xcast6-bfdd.service running?)" if self.external else ""))
             await asyncio.sleep(0.05)
-        reader, writer = conn
         if self.external:
-            self._hold_lifeline()
-        writer.write(subscribe_message())
-        await writer.drain()
-        self._watch = loop.create_task(self._read(reader, writer))
+            self._hold_lifeline()       # this bfdd answered: its guard is the one listening now
+        self._watch = loop.create_task(self._read(reader, writer, first))
         if self.external:
             # someone else's bfdd may hold the sessions up from an earlier run of the engine: down
             # until this run is healthy (its vty may come up a moment after its control socket).
@@ -282,7 +295,12 @@ class Bfdd:
                         await self.stop()
                         raise
                     await asyncio.sleep(0.1)
-        log.info("bfdd %s (%s): %s", "attached" if self.external else "started", self.run_dir,
+        # which processes we reached (SO_PEERCRED): after a bfdd restart the journal shows whether
+        # the engine attached to the new bfdd and its guard
+        who = f"bfdd pid {_peer_pid(writer.get_extra_info('socket'))}"
+        if self.external:
+            who += f", guard pid {_peer_pid(self._lifeline)}" if self._lifeline else ", no guard"
+        log.info("bfdd %s (%s; %s): %s", "attached" if self.external else "started", self.run_dir, who,
                  ", ".join(f"{p.link}: {p.local} -> {p.peer}" for p in self.peers))
 
     def _hold_lifeline(self) -> None:
@@ -306,15 +324,39 @@ class Bfdd:
             self._lifeline.close()
             self._lifeline = None
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    @staticmethod
+    async def _subscribe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         timeout: float) -> bytes:
+        """Subscribe to session state; the first bytes bfdd answers (b"": closed, reset or silent
+        for ``timeout``: not a bfdd to attach to)."""
+        try:
+            writer.write(subscribe_message())
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(65536), max(timeout, 0.5))
+        except (OSError, TimeoutError):
+            return b""
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    first: bytes = b"") -> None:
         buf = b""
+        data = first
         try:
             while True:
-                data = await reader.read(65536)
                 if not data:
-                    log.error("bfdd closed its control socket (bfdd gone?)")
-                    return
+                    try:
+                        data = await reader.read(65536)
+                    except OSError as exc:
+                        # a bfdd that dies (or drops us) with our bytes unread, or before it
+                        # accepted us, resets the connection instead of closing it: the same
+                        # "bfdd gone", and it must end this task quietly, not leave an exception
+                        # that every later stop() (the re-attach) would raise again
+                        log.error("bfdd's control socket failed (bfdd gone?): %s", exc)
+                        return
+                    if not data:
+                        log.error("bfdd closed its control socket (bfdd gone?)")
+                        return
                 msgs, buf = split_frames(buf + data)
+                data = b""
                 for mtype, doc in msgs:
                     if mtype == BMT_NOTIFY and doc.get("op") == "status":
                         key = (str(doc.get("peer-address")), str(doc.get("local-address")))
@@ -360,11 +402,15 @@ class Bfdd:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop bfdd (the guard forwards SIGTERM and reaps it)."""
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            try:
+                await watch
+            except asyncio.CancelledError:
+                pass
+            except Exception:       # the watch of a dead bfdd: stopping must still go on
+                log.exception("bfdd control socket watch failed")
         self._drop_lifeline()
         if self.proc is None or self.proc.returncode is not None:
             return

@@ -331,3 +331,25 @@ def test_api_on_the_network_without_tls_is_refused(tmp_path: Path) -> None:
     said = chk.stdout + chk.stderr
     assert chk.returncode == 2, said
     assert "api.listen: '2001:db8:100::10' is beyond this host and the API has no TLS" in said
+
+
+def test_upgrade_stops_at_the_first_failed_engine(tmp_path: Path) -> None:
+    """upgrade.yml, serial: 1 with max_fail_percentage: 0: the first engine that fails ends the
+    play, the next one is never touched.  Both engines of the lab inventory sit behind a chroot that
+    does not exist (nothing on this machine is touched): ea fails its first task, eb never runs.
+    Control: eb alone is reached (and fails the same way), so its absence above means something.
+    The failed *gate* with rollback, then the stop, is the booted pair test's (eb in the play)."""
+    inv = tmp_path / "lab"
+    shutil.copytree(ANSIBLE_DIR / "inventories/lab", inv)
+    for host in ("ea", "eb"):
+        path = inv / "host_vars" / f"{host}.yml"
+        path.write_text(path.read_text() + "ansible_connection: community.general.chroot\n"
+                        f"ansible_host: {tmp_path / 'no-such-root'}\n")
+    both = _run(str(BIN / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "upgrade.yml",
+                "--limit", "ea,eb")
+    assert both.returncode != 0
+    assert "fatal: [ea]" in both.stdout and "[eb]" not in both.stdout, both.stdout
+    assert re.search(r"^ea\s*:.*failed=1", both.stdout, re.M), both.stdout
+    assert re.search(r"^eb\s*:", both.stdout, re.M) is None, both.stdout
+    alone = _run(str(BIN / "ansible-playbook"), "-i", str(inv / "hosts.yml"), "upgrade.yml", "--limit", "eb")
+    assert alone.returncode != 0 and "fatal: [eb]" in alone.stdout, alone.stdout

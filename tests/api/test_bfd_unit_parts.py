@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,3 +203,117 @@ def test_hold_down_restarts_after_a_bfdd_restart() -> None:
     assert hd.feed(True, 105.0) == ADMIN_UP
     hd.feed(False, 106.0)
     assert hd.restart(107.0) == ADMIN_DOWN and hd.hold_remaining(107.0) == 0.0   # unhealthy: not counting
+
+
+
+def _external_bfdd(d: Path) -> Any:
+    """api.bfdd.Bfdd in external mode on ``d``, with a vtysh that always succeeds."""
+    from api.bfdd import Bfdd
+
+    (d / "bfdd.vty").touch()
+    vtysh = d / "vtysh"
+    vtysh.write_text("#!/bin/sh\nexit 0\n")
+    vtysh.chmod(0o755)
+    return Bfdd(d, [Peer("div0", "2001:db8::1", "2001:db8::2")], bfdd=Path("/nonexistent"),
+                vtysh=vtysh, tx_ms=100, rx_ms=100, multiplier=3, on_state=lambda *_: None, external=True)
+
+
+async def _fake_bfdd(d: Path) -> tuple[Any, list[Any]]:
+    """A control socket that answers the subscription like bfdd ({"status":"ok"}); returns the
+    server and its connections' writers."""
+    import asyncio
+
+    from api.bfdd import BMT_RESPONSE, frame
+
+    conns: list[Any] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(16)
+        writer.write(frame(b'{"status":"ok"}', BMT_RESPONSE))
+        await writer.drain()
+        conns.append(writer)
+
+    (d / "bfdd.sock").unlink(missing_ok=True)
+    return await asyncio.start_unix_server(serve, str(d / "bfdd.sock")), conns
+
+
+def test_a_reset_control_socket_counts_as_bfdd_gone_and_the_engine_reattaches(tmp_path: Path) -> None:
+    """external mode: a bfdd that goes away with bytes of ours unread resets the control
+    connection (ECONNRESET, not EOF).  That is "bfdd gone" like a close: not alive, stop() works,
+    the next start() attaches to the next bfdd.  (CI, booted pair test: the reset ended the watch
+    with an exception that every later stop() raised again, so the engine never re-attached.)"""
+    import asyncio
+
+    b = _external_bfdd(tmp_path)
+
+    async def scenario() -> None:
+        import threading
+
+        from api.bfdd import BMT_RESPONSE, frame
+
+        # a raw socket (an asyncio server would read all 16 bytes into its buffer): 8 bytes of
+        # the subscription read, 8 left in the kernel's queue when it closes
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(tmp_path / "bfdd.sock"))
+        srv.listen(1)
+        die = threading.Event()
+
+        def bfdd() -> None:
+            conn, _ = srv.accept()
+            conn.recv(8)
+            conn.sendall(frame(b'{"status":"ok"}', BMT_RESPONSE))
+            die.wait(10)
+            conn.close()                # bfdd gone, 8 bytes of ours unread: ECONNRESET here
+            srv.close()
+
+        t = threading.Thread(target=bfdd)
+        t.start()
+        await b.start(timeout=5)
+        assert b.alive()
+        die.set()
+        t.join(5)
+        for _ in range(100):
+            if not b.alive():
+                break
+            await asyncio.sleep(0.02)
+        assert not b.alive()
+        await b.stop()                  # does not raise the watch's error
+        await b.stop()                  # nor later (the re-attach loop calls it each time)
+        (tmp_path / "bfdd.sock").unlink()
+        srv2, conns = await _fake_bfdd(tmp_path)             # the bfdd systemd restarts
+        await b.start(timeout=5)
+        assert b.alive() and len(conns) == 1
+        await b.stop()
+        srv2.close()
+
+    asyncio.run(scenario())
+
+
+def test_attach_skips_a_dying_bfdd_whose_listener_still_takes_connections(tmp_path: Path) -> None:
+    """A killed bfdd closes its sockets one by one: when its control connection to the engine goes
+    first, the engine re-attaches at once, and its listener can still take that connection for a
+    moment (more so on a busy machine) -- then closes with it unanswered.  The engine must not
+    count that as attached (it did: the watch died at once, the lifeline went to the exiting guard,
+    the engine stayed on a dead bfdd); it waits for the bfdd that answers."""
+    import asyncio
+
+    b = _external_bfdd(tmp_path)
+
+    async def scenario() -> None:
+        dying = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dying.bind(str(tmp_path / "bfdd.sock"))
+        dying.listen(4)                 # takes connections, never accepts or answers
+        attach = asyncio.get_running_loop().create_task(b.start(timeout=10))
+        await asyncio.sleep(0.3)
+        assert not attach.done()        # not attached to a bfdd that does not answer
+        dying.close()                   # the dying bfdd's listener goes, with our connection
+        await asyncio.sleep(0.3)
+        srv, conns = await _fake_bfdd(tmp_path)              # the bfdd systemd restarts
+        await asyncio.wait_for(attach, 5)
+        assert len(conns) == 1
+        await asyncio.sleep(0.3)
+        assert b.alive()                # attached to the live one, for good
+        await b.stop()
+        srv.close()
+
+    asyncio.run(scenario())
