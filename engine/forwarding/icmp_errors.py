@@ -47,7 +47,8 @@ Too Big or Destination Unreachable, whose quote parses with the engine's codec
 (:func:`engine.wire.codec.parse_quoted`: a quote cut short is fine, from the bitmap on) as an
 XCAST6 packet whose outer source is one of the engine's addresses, is answered by an error of
 the same type and code to the quoted copy's original sender, quoting the *inner* packet (the
-original datagram: the outer header is the engine's) as far as the router quoted it.
+original datagram: the outer header is the engine's) as far as the router quoted it -- except
+Packet Too Big, which quotes the sender's packet with its own outer header (below).
 Differences from RFC 2473 §8.1, and why:
 
 * **Time Exceeded stays Time Exceeded** (RFC 2473 turns it into Destination Unreachable
