@@ -26,7 +26,8 @@ Unreachable to an engine address (its outer source made the engine's for most of
 quote cut at a random length) and fed to the relay (``plan_relay``, through the codec's
 ``parse_quoted``): it never raises, a whole quote parses exactly as ``parse_checked`` does, and
 a relayed error is well formed (≤ 1,280 bytes, right checksum, to the quoted inner source,
-quoting the inner packet, naming the router in its RFC 5837 object).
+quoting the inner packet -- Packet Too Big: the packet as the sender sent it, the sender's outer
+source and destination put back -- and naming the router in its RFC 5837 object).
 
 Usage: python -m bench.fuzz_packets [--inputs 1000000] [--seed 1] [--out bench/results/fuzz_packets.json]
 Prints progress (inputs/s, current and peak RSS), the crash and mismatch classes, and writes
@@ -453,7 +454,13 @@ class Targets:
         k = min(len(plan.quote), len(m.quote))
         if (not isinstance(pkt, XcastPacket) or m.dst != pkt.orig_src
                 or not k or m.quote[:k] != plan.quote[:k]):
-            raise Mismatch("relayed error not to the inner source or not quoting the inner packet")
+            raise Mismatch("relayed error not to the inner source or not quoting what the plan says")
+        if plan.kind is ErrorKind.PACKET_TOO_BIG:     # the sender's packet: its outer addresses back
+            if (plan.quote[:8] != quote[:8] or plan.quote[8:24] != pkt.orig_src
+                    or plan.quote[24:40] == bytes(16) or plan.quote[40:] != quote[40:]):
+                raise Mismatch("relayed Packet Too Big does not quote the packet as the sender sent it")
+        elif plan.quote != quote[40:]:
+            raise Mismatch("relayed error does not quote the inner packet")
         if (m.interface is None) != (plan.kind is ErrorKind.PACKET_TOO_BIG) or (
                 m.interface is not None and m.interface[1] != ROUTER):
             raise Mismatch("relayed error does not name the router")

@@ -6,7 +6,10 @@ router reports (RFC 4443), one error per input packet at most:
 * **Time Exceeded** (type 3, code 0) when the outer hop limit does not allow forwarding
   (the brancher's ``hop_limit_exceeded``);
 * **Packet Too Big** (type 2) carrying the egress link's MTU when a copy does not fit its link
-  (decided by the worker, which knows the links: ``too_big_mtu``, the smallest such MTU);
+  (decided by the worker, which knows the links: ``too_big_mtu``, the smallest such MTU),
+  quoting the packet as the *sender* sent it (:func:`as_sender_sent`: a packet that came from
+  another branch point has that engine's outer source and destination, which the sender's
+  kernel would not match to anything it sent);
 * **Destination Unreachable** (type 1, code 0 "no route") when *no* live destination is
   routable.  Unroutable destinations among routable ones only have their bit cleared (and are
   counted as ``no_route``): the others are delivered, and an error would tell the sender that
@@ -44,7 +47,8 @@ Too Big or Destination Unreachable, whose quote parses with the engine's codec
 (:func:`engine.wire.codec.parse_quoted`: a quote cut short is fine, from the bitmap on) as an
 XCAST6 packet whose outer source is one of the engine's addresses, is answered by an error of
 the same type and code to the quoted copy's original sender, quoting the *inner* packet (the
-original datagram: the outer header is the engine's) as far as the router quoted it.
+original datagram: the outer header is the engine's) as far as the router quoted it -- except
+Packet Too Big, which quotes the sender's packet with its own outer header (below).
 Differences from RFC 2473 §8.1, and why:
 
 * **Time Exceeded stays Time Exceeded** (RFC 2473 turns it into Destination Unreachable
@@ -53,13 +57,23 @@ Differences from RFC 2473 §8.1, and why:
   exactly that the sender's hop limit ran out -- what traceroute needs.
 * **Destination Unreachable keeps the router's code**: the copy's destinations are destinations
   of the sender's datagram, not a tunnel end point.
-* **Packet Too Big** carries the router's MTU minus the 40-byte outer header (RFC 2473 §7.1 and
-  §8.1: the room left for the original packet), never less than 1,280 (RFC 8200 §5: the sender
-  cannot go lower; it then sends 1,280-byte packets).  An XCAST6 copy is as long as the
-  datagram it was branched from, so this is also the MTU the sender's next datagram must fit.
-  Path MTU caveat: the relayed quote starts at the inner header (destination ``ff0e::114``),
-  so a sender's kernel learns nothing into its per-destination PMTU cache from it; an XCAST6
-  application (or ``xcast6-engine ping``/``traceroute``) reads it itself.
+* **Packet Too Big quotes the sender's packet, outer header included, and keeps the router's
+  MTU** (:func:`as_sender_sent`).  Here XCAST6 is not a tunnel the engine enters: the *sender*
+  wrote the outer header (RFC 5058's semi-permeable tunnel starts at the sender), and a branch
+  point only rewrites its source and destination in place, so a copy is exactly as long as the
+  sender's datagram and the MTU the router names is the MTU the sender's whole datagram must
+  fit (RFC 2473 §7.1's "minus the tunnel header" would be 40 bytes too low).  A sender's kernel
+  applies a Packet Too Big only when the quote is a packet it sent: Linux (``icmpv6_notify``)
+  hands the error to the handler of the quote's first next header -- 41 reaches the sender's
+  raw socket of protocol 41 -- and ``ip6_update_pmtu`` caches the MTU for the quoted
+  *destination*.  So the quote starts with the outer header the sender wrote: source = the
+  original sender, destination = the address the sender sent to, which for a sender that sends
+  to its whole list (every bit set, as RFC 5058 senders and ``xcast6-engine send`` do) is
+  destination 0, then the copy as quoted (its hop limit and bitmap: the bitmap still says which
+  destinations were on the too-small branch).  An ANONYMOUS copy that does not hold destination
+  0 has it zeroed, so the copy's own outer destination is named instead: the sender's kernel
+  then caches the MTU for an address its next datagram is not sent to and does not shrink it; an
+  XCAST6 application still reads the error itself.  Never below 1,280 (RFC 8200 §5).
 
 **Naming the router: an RFC 5837 Interface Information Object**, in an RFC 4884 extension
 structure (Time Exceeded and Destination Unreachable; Packet Too Big has no RFC 4884 length
@@ -102,6 +116,10 @@ from engine.wire.layout import (
     IP6_HLEN,
     IPV6_MIN_MTU,
     NH_ICMPV6,
+    OUTER_DST_END,
+    OUTER_DST_OFF,
+    OUTER_SRC_END,
+    OUTER_SRC_OFF,
 )
 from engine.wire.packet import Reject, XcastPacket
 from engine.wire.reasons import DropReason
@@ -202,6 +220,30 @@ def quote_of(pkt: XcastPacket) -> bytes:
     return bytes(buf)
 
 
+def senders_destination(pkt: XcastPacket) -> bytes:
+    """The outer destination the original sender wrote, as far as a copy tells: destination 0
+    (a sender sends to its whole list; the outer destination is its lowest-index live one),
+    or the copy's own outer destination when destination 0 is not in it (zeroed in an
+    ANONYMOUS copy, or past the end of a quote cut short)."""
+    end = pkt.dest_off + DEST_LEN
+    hidden = pkt.flags & FLAG_ANONYMOUS and not pkt.bitmap & 1     # quote_of zeroes it: never name it
+    if not hidden and len(pkt.data) >= end and pkt.data[pkt.dest_off : end] != _ZERO:
+        return pkt.data[pkt.dest_off : end]
+    return pkt.dst
+
+
+def as_sender_sent(pkt: XcastPacket, quote: bytes) -> bytes:
+    """``quote`` (``pkt``'s bytes from its outer header, possibly cut short) with the outer
+    source and destination the original sender wrote (module doc: what a sender's kernel
+    matches a Packet Too Big to).  A packet straight from its sender is returned unchanged."""
+    if pkt.src == pkt.orig_src:
+        return bytes(quote)
+    buf = bytearray(quote)
+    buf[OUTER_SRC_OFF:OUTER_SRC_END] = pkt.orig_src
+    buf[OUTER_DST_OFF:OUTER_DST_END] = senders_destination(pkt)
+    return bytes(buf)
+
+
 def plan_error(result: BranchResult, too_big_mtu: int | None = None) -> ErrorPlan | None:
     """The error one branched packet calls for, or None.
 
@@ -225,7 +267,10 @@ def plan_error(result: BranchResult, too_big_mtu: int | None = None) -> ErrorPla
     why = refusal(pkt)
     if why is not None:
         return ErrorPlan(kind, pkt.orig_src, param, b"", why)
-    return ErrorPlan(kind, pkt.orig_src, param, quote_of(pkt))
+    quote = quote_of(pkt)
+    if kind is ErrorKind.PACKET_TOO_BIG:
+        quote = as_sender_sent(pkt, quote)
+    return ErrorPlan(kind, pkt.orig_src, param, quote)
 
 
 _RELAYED = {
@@ -233,9 +278,6 @@ _RELAYED = {
     ICMP6_PACKET_TOO_BIG: ErrorKind.PACKET_TOO_BIG,
     ICMP6_DEST_UNREACH: ErrorKind.DEST_UNREACHABLE,
 }
-#: What the relayed quote leaves out: the outer IPv6 header the engine wrote (Packet Too Big's
-#: MTU shrinks by it, RFC 2473 §7.1).
-ENCAP_OVERHEAD = IP6_HLEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,9 +326,11 @@ def plan_relay(msg: IcmpMessage, own: Container[bytes]) -> RelayPlan | None:
     why = refusal(pkt)
     if why is not None:
         return _refuse(kind, why)
-    param = max(IPV6_MIN_MTU, msg.param - ENCAP_OVERHEAD) if kind is ErrorKind.PACKET_TOO_BIG else 0
     reporter = msg.src if is_valid_unicast(msg.src) else None
-    return RelayPlan(kind, pkt.orig_src, msg.code, param, bytes(quote[IP6_HLEN:]), reporter)
+    if kind is ErrorKind.PACKET_TOO_BIG:     # module doc: the sender's kernel must match the quote
+        return RelayPlan(kind, pkt.orig_src, msg.code, max(IPV6_MIN_MTU, msg.param),
+                         as_sender_sent(pkt, quote), reporter)
+    return RelayPlan(kind, pkt.orig_src, msg.code, 0, bytes(quote[IP6_HLEN:]), reporter)
 
 
 class TokenBucket:

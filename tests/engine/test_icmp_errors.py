@@ -123,6 +123,24 @@ def test_packet_too_big_with_the_link_mtu() -> None:
     assert IPv6(plan.build(ENGINE))[ICMPv6PacketTooBig].mtu == 1280
 
 
+def test_packet_too_big_quotes_the_packet_as_the_sender_sent_it() -> None:
+    """Straight from the sender the packet is quoted as received (it *is* the sender's); a copy
+    from an upstream branch point gets the sender's outer source and destination back, the
+    only quote the sender's kernel matches to its path-MTU cache (icmp_errors module doc)."""
+    direct = xc([H1, H2], b"y" * 1500)
+    plan = plan_error(branch(direct), too_big_mtu=1280)
+    assert plan is not None and plan.quote == direct
+    upstream = a("2001:db8:77::1")                  # another engine's copy for h2 only
+    copied = xc([H1, H2], b"y" * 1500, bitmap=0b10, outer_src=upstream, hop_limit=60)
+    assert copied[8:24] == upstream and copied[24:40] == H2
+    plan = plan_error(branch(copied), too_big_mtu=1280)
+    assert plan is not None and plan.kind is ErrorKind.PACKET_TOO_BIG
+    assert plan.quote[8:24] == SENDER and plan.quote[24:40] == H1
+    assert plan.quote[:8] == copied[:8] and plan.quote[40:] == copied[40:]
+    te = plan_error(branch(xc([H1, H2], bitmap=0b10, outer_src=upstream, hop_limit=1)))
+    assert te is not None and te.kind is ErrorKind.TIME_EXCEEDED and te.quote[8:24] == upstream
+
+
 def test_hop_limit_wins_over_too_big() -> None:
     plan = plan_error(branch(xc([H1], hop_limit=1)), too_big_mtu=1280)
     assert plan is not None and plan.kind is ErrorKind.TIME_EXCEEDED

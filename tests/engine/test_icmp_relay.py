@@ -11,7 +11,7 @@ from scapy.layers.inet import ICMPExtension_Header, ICMPExtension_InterfaceInfor
 from scapy.layers.inet6 import ICMPv6PacketTooBig, ICMPv6TimeExceeded, IPv6
 from scapy.utils import checksum
 
-from engine.forwarding.icmp_errors import ENCAP_OVERHEAD, ErrorKind, RelayPlan, plan_relay
+from engine.forwarding.icmp_errors import ErrorKind, RelayPlan, as_sender_sent, plan_relay
 from engine.wire.codec import FLAG_ANONYMOUS, build_xcast, parse_checked, parse_quoted
 from engine.wire.icmp6 import (
     MAX_QUOTE,
@@ -167,14 +167,60 @@ def test_time_exceeded_is_relayed_to_the_sender_quoting_the_inner_packet() -> No
     assert q.flow == 0x12345 and q.live == (H3, H4, H5) and q.destination == H3 and q.dport == 33434
 
 
-def test_packet_too_big_loses_the_outer_header_and_never_goes_below_1280() -> None:
-    c = copy(payload=b"b" * 1300)
+def test_packet_too_big_quotes_the_senders_packet_and_keeps_the_routers_mtu() -> None:
+    """The sender's kernel applies a Packet Too Big to the destination its quote names, and
+    only when the quote is a packet it sent (outer next header 41, its own source): so the
+    quote is the sender's packet as sent, and the MTU is the router's (a copy is as long as the
+    sender's datagram: the engine rewrote the outer header in place, it added nothing)."""
+    c = copy(payload=b"b" * 1300, bitmap=0b110)       # engine A's copy for h4, h5: sent to h4
+    assert c[24:40] == H4
     plan = relay(router_error(c, ICMP6_PACKET_TOO_BIG, param=1400))
-    assert plan is not None and plan.refused is None and plan.param == 1400 - ENCAP_OVERHEAD
+    assert plan is not None and plan.refused is None and plan.param == 1400 and plan.dst == SENDER
+    sent = build_xcast(SENDER, [H3, H4, H5], b"b" * 1300, sport=34434, dport=33434, inner_flow=0x12345)
+    q = plan.quote
+    assert q[8:24] == SENDER and q[24:40] == H3       # the outer header the sender wrote
+    assert q[:7] == sent[:7] and q[40:] == c[40 : len(q)] and len(q) == MAX_QUOTE
     s = IPv6(plan.build(EA_SND))
-    assert s[ICMPv6PacketTooBig].mtu == 1360 and len(bytes(s)) <= IPV6_MIN_MTU
-    low = relay(router_error(c, ICMP6_PACKET_TOO_BIG, param=1300))
-    assert low is not None and low.param == IPV6_MIN_MTU
+    assert s[ICMPv6PacketTooBig].mtu == 1400 and len(bytes(s)) <= IPV6_MIN_MTU
+    assert s.src == "2001:db8:ea0::2" and s.dst == "2001:db8:ff::1"
+    quoted = parse_quote(bytes(s[ICMPv6PacketTooBig].payload))    # what an XCAST6 application reads
+    assert quoted is not None and quoted.kind == "xcast" and not quoted.inner_only
+    assert quoted.source == SENDER and quoted.destination == H3 and quoted.live == (H4, H5)
+    for router_mtu, relayed in ((1300, 1300), (1280, 1280), (1200, IPV6_MIN_MTU)):
+        low = relay(router_error(c, ICMP6_PACKET_TOO_BIG, param=router_mtu))
+        assert low is not None and low.param == relayed
+
+
+def test_packet_too_big_about_an_anonymous_copy_never_names_a_hidden_destination() -> None:
+    c = copy([bytes(16), H4, H5], flags=FLAG_ANONYMOUS, bitmap=0b110)  # destination 0 zeroed by engine A
+    plan = relay(router_error(c, ICMP6_PACKET_TOO_BIG, param=1400))
+    assert plan is not None and plan.refused is None
+    assert plan.quote[8:24] == SENDER and plan.quote[24:40] == H4          # the copy's own destination
+    shown = copy([H3, H4, H5], flags=FLAG_ANONYMOUS, bitmap=0b011)         # destination 0 live: named
+    plan = relay(router_error(shown, ICMP6_PACKET_TOO_BIG, param=1400))
+    assert plan is not None and plan.quote[24:40] == H3
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 126), data=st.data(), anonymous=st.booleans(), payload=st.integers(0, 1400),
+       cut=st.integers(104, 1232), mtu=st.integers(0, 9000))
+def test_relayed_packet_too_big_is_the_copy_with_the_senders_addresses(
+        n: int, data: st.DataObject, anonymous: bool, payload: int, cut: int, mtu: int) -> None:
+    bitmap = data.draw(st.integers(1, (1 << n) - 1))
+    dests = [a(f"2001:db8:b{i:x}::2") if not anonymous or bitmap >> i & 1 else bytes(16) for i in range(n)]
+    c = copy(dests, b"p" * payload, bitmap=bitmap, flags=FLAG_ANONYMOUS if anonymous else 0)
+    quoted = c[:cut]
+    plan = relay(router_error(quoted, ICMP6_PACKET_TOO_BIG, param=mtu))
+    assert plan is not None and plan.refused is None and plan.param == max(IPV6_MIN_MTU, mtu)
+    q = plan.quote
+    assert len(q) == len(quoted) and q[:8] == quoted[:8] and q[40:] == quoted[40:]
+    assert q[8:24] == SENDER
+    first = next(i for i in range(n) if bitmap >> i & 1)
+    dest0_known = (bitmap & 1 or not anonymous) and cut >= DEST_OFF + 16
+    assert q[24:40] == (dests[0] if dest0_known else dests[first])      # else the copy's own
+    assert q[24:40] != bytes(16)
+    pkt = parse_quoted(quoted)
+    assert isinstance(pkt, XcastPacket) and as_sender_sent(pkt, quoted) == q
 
 
 def test_destination_unreachable_keeps_the_routers_code() -> None:

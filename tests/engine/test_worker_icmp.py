@@ -140,9 +140,10 @@ def test_routers_errors_about_our_copies_are_relayed_to_the_sender(
         pair: tuple[str, str], tmp_path: Path, dataplane: str) -> None:
     """Time Exceeded / Packet Too Big from a router about a copy the engine sent on r-if2 (its
     outer source: the engine's r-if2 address) arrive on r-if2; the engine relays them to the
-    original sender out of the link towards it (r-if1), from its address there, quoting the inner
-    packet and naming the router (RFC 5837).  With the TC program attached (``bpf``) too: it
-    passes them to the stack and the worker's socket."""
+    original sender out of the link towards it (r-if1), from its address there: Time Exceeded
+    quoting the inner packet and naming the router (RFC 5837), Packet Too Big with the router's
+    MTU quoting the packet as the sender sent it (its outer source and destination back).  With
+    the TC program attached (``bpf``) too: it passes them to the stack and the worker's socket."""
     r, e = pair
     routes = [*ROUTES, Route(ipaddress.IPv6Network("2001:db8:a::/48"), (NextHop("r-if1"),))]
     pins = Path(f"/sys/fs/bpf/xcast6-relay-test-{os.getpid()}")
@@ -169,7 +170,7 @@ def test_routers_errors_about_our_copies_are_relayed_to_the_sender(
             s.close()
     assert _errors(got["r-if2"], mac2) == []
     errs = [parse_icmp6(f) for f in _errors(got["r-if1"], netns.mac(e, "to-r-if1"))]
-    assert [(m.icmp_type, m.param if m.icmp_type == 2 else 0) for m in errs if m] == [(3, 0), (2, 1360)]
+    assert [(m.icmp_type, m.param if m.icmp_type == 2 else 0) for m in errs if m] == [(3, 0), (2, 1400)]
     te, ptb = errs
     assert te is not None and ptb is not None
     for m in (te, ptb):
@@ -178,6 +179,7 @@ def test_routers_errors_about_our_copies_are_relayed_to_the_sender(
     q = parse_quote(te.quote)
     assert q is not None and q.inner_only and q.source == ip6(SRC) and q.live == (ip6(D2), ip6(D2B))
     assert te.quote[: len(copy) - 40] == copy[40:]
+    assert ptb.quote[8:24] == ip6(SRC) and ptb.quote[24:40] == ip6(D2) and ptb.quote[40:] == copy[40:]
     assert t["icmp_relayed.time_exceeded"] == 1 and t["icmp_relayed.packet_too_big"] == 1
     assert t["icmp_relay_refused"] == 1
 

@@ -1,6 +1,7 @@
 """The Grafana dashboard (api/grafana/xcast6-engine.json) against a real Prometheus (Debian's
 package) scraping the lab's engines: every panel query must be valid PromQL, name only metrics
-the engines export, and return data (queries filtered with ``> 0`` may legitimately be empty)."""
+the engines export, and return data (queries filtered with ``> 0`` may legitimately be empty).
+The same checks without root, against the engine's own exposition: tests/api/test_grafana_dashboard.py."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def test_dashboard_is_well_formed() -> None:
     # what the issue asks to see: traffic per link, drops by reason, latency, sync state
     exprs = " ".join(e for _, e in _targets(doc))
     for metric in ("xcast6_link_bytes_total", "xcast6_dropped_packets_total", "xcast6_latency_seconds_bucket",
-                   "xcast6_sync_state", "xcast6_sync_failures_total"):
+                   "xcast6_sync_state", "xcast6_sync_failures_total", "xcast6_icmp_errors_sent_total",
+                   "xcast6_icmp_errors_relayed_total"):
         assert metric in exprs
 
 
@@ -122,6 +124,9 @@ def test_every_panel_query_evaluates_on_real_prometheus(lab: Topology,
     dests = [h.addr for h in lab.receivers]
     for i in range(6):
         demo.send_xcast(lab, dests, [f"dash-{i}-{k}".encode() for k in range(5)])
+        # and ICMPv6 errors for the ICMP panels: hop limit 2 runs out at engine A (its own Time
+        # Exceeded), 3 at router A behind it (router A answers engine A, which relays it)
+        demo.send_xcast(lab, dests, [b"dash-expiring"], hop_limit=2 + i % 2)
         time.sleep(0.5)
     time.sleep(3)
     doc = json.loads(DASHBOARD.read_text())
@@ -141,3 +146,7 @@ def test_every_panel_query_evaluates_on_real_prometheus(lab: Topology,
         assert got and float(got[0]["value"][1]) > 0, (r, got)
         links = prom.query('sum by (router_if) (rate(xcast6_link_packets_total{dir="rx"}[30s])) > 0')
         assert links["data"]["result"], (r, links)
+        if r == "a":            # engine A generated and relayed Time Exceeded: the ICMP panels' series
+            for fam in ("xcast6_icmp_errors_sent_total", "xcast6_icmp_errors_relayed_total"):
+                te = prom.query(f'sum(increase({fam}{{type="time_exceeded"}}[30s]))')["data"]["result"]
+                assert te and float(te[0]["value"][1]) > 0, (fam, te)

@@ -3,7 +3,8 @@
 * Time Exceeded from engine A and from engine B, quoting the packet as each received it;
 * Packet Too Big from engine A for a copy over the small-MTU link to ``hm``: the sender's kernel
   takes the MTU into its path-MTU cache, and a resend that fits is delivered exactly once;
-* Packet Too Big from router A about engine A's copy (a small rA-rB link), relayed by engine A;
+* Packet Too Big from router A about engine A's copy (a small rA-rB link), relayed by engine A
+  so that the sender's kernel takes it into its path-MTU cache, and a resend that fits arrives once;
 * Destination Unreachable when no destination has a route;
 * a flood of expiring packets: errors capped by the token bucket, the rest counted;
 * ``xcast6-engine traceroute`` / ``ping`` from the sender against the plain receivers; the
@@ -179,28 +180,56 @@ def test_packet_too_big_adapts_the_senders_path_mtu(e2e_lab: Topology) -> None:
 
 def test_packet_too_big_between_the_engines_is_relayed(lab: Topology) -> None:
     """The rA-rB link shrunk to 1,400 bytes: router A cannot forward engine A's 1,500-byte copy for
-    h3-h5 and sends Packet Too Big to engine A (the copy's source), which relays it to the sender
-    with 1,400 - 40 (the outer header its quote leaves out), quoting the sender's inner packet."""
+    h3-h4 and sends Packet Too Big to engine A (the copy's source), which relays it to the sender
+    with the router's MTU, quoting the packet as the sender sent it (its outer source and
+    destination back).  The sender is an application on ``send --pmtu``'s socket: its kernel
+    takes 1,400 into the path-MTU cache for h3 (the datagram's outer destination), refuses the
+    same datagram, and a 1,400-byte resend reaches h3 and h4 exactly once."""
     h3, h4 = lab.receivers[2].addr, lab.receivers[3].addr
     before = totals(lab, "a")
-    pkt = xcast(lab, [h3, h4], b"P" * (1500 - 40 - 40 - 8 - 16 - 32 - 8), hop_limit=64)
+    payload = 1500 - 40 - 40 - 8 - 16 - 32 - 8
+    pkt = xcast(lab, [h3, h4], b"P" * payload, hop_limit=64)
     assert len(pkt) == 1500
     ends = [(lab.router_ns("a"), "ra-rb"), (lab.router_ns("b"), "rb-ra")]
+    netns.run(["ip", "-6", "route", "flush", "cache"], ns=lab.ns("snd"))
+    assert route_mtu(lab, h3) is None
+    reset_logs(lab)
+    with netns.in_netns(lab.ns("snd")):
+        snd = open_pmtu_socket()
     try:
         for ns, dev in ends:
             netns.ip(ns, "link", "set", dev, "mtu", "1400")
         with icmp_listener(lab) as s:
-            send_raw(lab, [pkt])
+            snd.sendto(kernel_header_payload(pkt), (h3, 0))
             got = errors(s, lab, want=1, timeout=1.5)
+        ptb = [m for m in got if m.icmp_type == 2]
+        assert len(ptb) == 1, [(m.src.hex(), m.icmp_type) for m in got]
+        m = ptb[0]
+        assert m.src == b(engine_addr(lab, "a")) and m.mtu == 1400 and m.checksum_ok
+        # the sender's packet: its outer source and destination, then the copy as router A quoted it
+        assert m.body[8:40] == b(lab.sender.addr) + b(h3) and m.body[40:] == pkt[40:1232]
+        q = parse_quote(m.quote)
+        assert q is not None and not q.inner_only and q.source == b(lab.sender.addr)
+        assert q.destination == b(h3) and q.live == (b(h3), b(h4))
+        deadline = time.monotonic() + 2 * SLOW
+        while route_mtu(lab, h3) != 1400 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert route_mtu(lab, h3) == 1400, "the sender's PMTU cache did not take the relayed MTU"
+        snd.close()
+        dests = "{" + h3 + "," + h4 + "}"
+        room = 1400 - (len(pkt) - payload)                  # the payload of a 1,400-byte datagram
+        r = _cli(lab, "send", dests, "--pmtu", "--port", str(RECEIVER_PORT), "--payload", "P" * payload)
+        assert r.returncode == 1 and "(path MTU 1400)" in r.stderr, r.stderr
+        r = _cli(lab, "send", dests, "--pmtu", "--port", str(RECEIVER_PORT), "--payload", "s" * room)
+        assert r.returncode == 0, r.stderr
+        got_d = deliveries(lab, expect=2, timeout=3 * SLOW)
+        for h in (h3, h4):
+            assert [len(r["payload"]) // 2 for r in got_d[h]] == [room], (h, got_d[h])
     finally:
+        snd.close()
         for ns, dev in ends:
             netns.ip(ns, "link", "set", dev, "mtu", str(lab.mtu))
-    ptb = [m for m in got if m.icmp_type == 2]
-    assert len(ptb) == 1, [(m.src.hex(), m.icmp_type) for m in got]
-    m = ptb[0]
-    assert m.src == b(engine_addr(lab, "a")) and m.mtu == 1360 and m.checksum_ok
-    q = parse_quote(m.quote)
-    assert q is not None and q.inner_only and q.source == b(lab.sender.addr) and q.live == (b(h3), b(h4))
+        netns.run(["ip", "-6", "route", "flush", "cache"], ns=lab.ns("snd"))
     after = totals(lab, "a")
     assert after["icmp_relayed.packet_too_big"] == before["icmp_relayed.packet_too_big"] + 1
 
