@@ -48,6 +48,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import heapq
 import ipaddress
 import logging
 import os
@@ -122,11 +123,20 @@ class KernelPathError(RuntimeError):
 # ------------------------------------------------------------------------------------------
 @dataclass
 class Registry:
-    """Stable small ids for next hops (grouping) and router interfaces (link entries)."""
+    """Stable small ids for next hops (grouping) and router interfaces (link entries), and the
+    ECMP sets' ids, counted by the routes that use them and freed with the last one."""
 
     hops: dict[NextHop, int] = field(default_factory=dict)
     ifnames: dict[str, int] = field(default_factory=dict)
-    ecmp: dict[tuple[NextHop, ...], int] = field(default_factory=dict)
+    ecmp: dict[tuple[NextHop, ...], int] = field(default_factory=dict)   # the sets in use
+    ecmp_users: dict[tuple[NextHop, ...], int] = field(default_factory=dict)
+    route_sets: dict[ipaddress.IPv6Network, tuple[NextHop, ...]] = field(default_factory=dict)
+    ecmp_free: list[int] = field(default_factory=list)        # reusable ids (a heap: lowest first)
+    ecmp_released: list[int] = field(default_factory=list)    # freed by the diff being applied
+    ecmp_next: int = 1                                         # the lowest id never handed out
+    ecmp_new: list[tuple[tuple[NextHop, ...], int]] = field(default_factory=list)
+    # ECMP routes punted because no id was free: written again once one is (the next diff)
+    ecmp_waiting: dict[ipaddress.IPv6Network, Route] = field(default_factory=dict)
 
     def hop_id(self, nh: NextHop) -> int:
         # connected hops group per destination in the program; one id per (interface, connected)
@@ -145,12 +155,58 @@ class Registry:
         return lid, False
 
     def ecmp_id(self, nexthops: tuple[NextHop, ...]) -> tuple[int, bool]:
-        """(id, new?) of an ECMP next-hop set (the order matters: it is the member index)."""
+        """(id, new?) of an ECMP next-hop set (the order matters: it is the member index).
+
+        A new set takes the lowest freed id, else the next unused one; ids freed during the diff
+        being applied are not among them (see :meth:`settle`)."""
         gid = self.ecmp.get(nexthops)
-        if gid is None:
-            gid = self.ecmp[nexthops] = len(self.ecmp) + 1
-            return gid, True
-        return gid, False
+        if gid is not None:
+            return gid, False
+        if self.ecmp_free:
+            gid = heapq.heappop(self.ecmp_free)
+        else:
+            gid, self.ecmp_next = self.ecmp_next, self.ecmp_next + 1
+        self.ecmp[nexthops] = gid
+        self.ecmp_new.append((nexthops, gid))
+        return gid, True
+
+    def take_new_sets(self) -> list[tuple[tuple[NextHop, ...], int]]:
+        """The sets allocated since the last call that are still in use (their entries to write)."""
+        new, self.ecmp_new = self.ecmp_new, []
+        return [(hops, gid) for hops, gid in new if self.ecmp.get(hops) == gid]
+
+    def ecmp_full(self, nexthops: tuple[NextHop, ...]) -> bool:
+        """No id for this set: it is new and all ECMP_SETS ids are in use (or freed this diff)."""
+        return nexthops not in self.ecmp and not self.ecmp_free and self.ecmp_next > ECMP_SETS
+
+    def bind(self, prefix: ipaddress.IPv6Network, nexthops: tuple[NextHop, ...] | None) -> None:
+        """``prefix``'s route now uses ECMP set ``nexthops`` (None: none); its previous set loses
+        a user, and is released with its last (:meth:`settle`)."""
+        old = self.route_sets.get(prefix)
+        if old == nexthops:
+            return
+        if nexthops is not None:
+            self.route_sets[prefix] = nexthops
+            self.ecmp_users[nexthops] = self.ecmp_users.get(nexthops, 0) + 1
+        else:
+            self.route_sets.pop(prefix, None)
+        if old is not None:
+            left = self.ecmp_users[old] - 1
+            if left:
+                self.ecmp_users[old] = left
+            else:
+                del self.ecmp_users[old]
+                self.ecmp_released.append(self.ecmp.pop(old))
+
+    def settle(self) -> list[int]:
+        """End of a diff: the ids its routes stopped using (their map entries can go, every trie
+        has the diff), reusable from the next diff on -- a packet that read a route from the
+        trie written last may still look its old set up during this one: it misses and punts,
+        but never finds another set under that id."""
+        freed, self.ecmp_released = self.ecmp_released, []
+        for gid in freed:
+            heapq.heappush(self.ecmp_free, gid)
+        return freed
 
 
 def lpm_key(prefix: ipaddress.IPv6Network) -> bytes:
@@ -159,13 +215,20 @@ def lpm_key(prefix: ipaddress.IPv6Network) -> bytes:
 
 
 def route_value(route: Route, reg: Registry) -> bytes:
-    """route_val bytes (registers the next hops, interfaces and ECMP set it names)."""
+    """route_val bytes (registers the next hops, interfaces and ECMP set it names; the set the
+    prefix used before loses a user)."""
     hops = route.nexthops
-    if len(hops) > ECMP_MAX or (len(hops) > 1 and hops not in reg.ecmp and len(reg.ecmp) >= ECMP_SETS):
+    reg.ecmp_waiting.pop(route.prefix, None)
+    if len(hops) > ECMP_MAX or (len(hops) > 1 and reg.ecmp_full(hops)):
+        reg.bind(route.prefix, None)
+        if len(hops) <= ECMP_MAX:
+            reg.ecmp_waiting[route.prefix] = route
         return _ROUTE.pack(0, 0, F_ECMP_PUNT)
     if len(hops) > 1:
         gid, _ = reg.ecmp_id(hops)
+        reg.bind(route.prefix, hops)
         return _ROUTE.pack(gid, 0, F_ECMP)
+    reg.bind(route.prefix, None)
     nh = hops[0]
     lid, _ = reg.link_id(nh.ifname)
     return _ROUTE.pack(reg.hop_id(nh), lid, F_CONNECTED if nh.gateway is None else 0)
@@ -487,12 +550,20 @@ class KernelPath:
         with self._lock:
             entries = []
             reg = self.reg
-            if_before, ecmp_before = len(reg.ifnames), len(reg.ecmp)
+            if_before = len(reg.ifnames)
+            adds, removes = list(adds), list(removes)
+            if reg.ecmp_free and reg.ecmp_waiting:
+                # ids an earlier diff freed: the routes punted for want of one get theirs now
+                named = {r.prefix for r in adds} | set(removes)
+                adds = [r for p, r in reg.ecmp_waiting.items() if p not in named] + adds
             for r in adds:
                 entries.append((lpm_key(r.prefix), route_value(r, reg)))
-            new_sets = list(reg.ecmp)[ecmp_before:]
-            sets = [(reg.ecmp[hops], ecmp_value(hops, reg, self.links)) for hops in new_sets]
-            dels = [lpm_key(p) for p in removes]
+            dels = []
+            for p in removes:
+                reg.bind(p, None)              # after the adds: a set one of them took over stays
+                reg.ecmp_waiting.pop(p, None)
+                dels.append(lpm_key(p))
+            sets = [(gid, ecmp_value(hops, reg, self.links)) for hops, gid in reg.take_new_sets()]
             # before any route names them: interface entries, then the (immutable) ECMP sets
             new_ifnames = list(reg.ifnames)[if_before:]
             if new_ifnames:
@@ -505,6 +576,9 @@ class KernelPath:
             self.prog.update("ctl", _U32.pack(0), _U32.pack(idle))
             self.active = idle
             self._write(tries[1 - idle], entries, dels)
+            # no route in either trie names them now: the sets the diff stopped using go
+            for gid in reg.settle():
+                self.prog.delete("ecmp", _U32.pack(gid))
 
     def replace(self, routes: Iterable[Route], links: LinkMap) -> None:
         """Fill the (empty, freshly loaded) maps from the whole table and link map."""

@@ -82,6 +82,91 @@ def test_route_and_link_values() -> None:
     assert kpm.link_value("nope", LinkMap([]))[:4] == kpm._U32.pack(kpm.LINK_NONE)
 
 
+_SETS = [tuple(NextHop(f"r{(k + j) % 5}", a(f"fe80::{k + 1:x}:{j + 1:x}")) for j in range(2 + k % 3))
+         for k in range(6)]
+_PREFIXES = [ipaddress.IPv6Network(f"2001:db8:{i:x}::/48") for i in range(8)]
+
+
+class _FakeMap:
+    """What the control plane's writes leave in the ecmp map (a dict), and the other maps' calls."""
+
+    def __init__(self) -> None:
+        self.ecmp: dict[int, bytes] = {}
+
+    def update(self, m: str, key: bytes, value: bytes) -> None:
+        if m == "ecmp":
+            self.ecmp[kpm._U32.unpack(key)[0]] = value
+
+    def delete(self, m: str, key: bytes) -> None:
+        if m == "ecmp":
+            self.ecmp.pop(kpm._U32.unpack(key)[0], None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, len(_PREFIXES) - 1),
+                                   st.none() | st.integers(0, len(_SETS) - 1) | st.just(-1)),
+                         max_size=6), max_size=12),
+       st.integers(2, 7))
+def test_ecmp_set_ids_are_freed_with_their_last_route(diffs: list[list[tuple[int, int | None]]],
+                                                       capacity: int) -> None:
+    """Diffs of adds (a prefix to an ECMP set, or -1: to one next hop) and removes (None) through
+    the control plane, against a model: the ecmp map holds exactly the sets the table's routes use,
+    each under one id in 1..ECMP_SETS, an id freed by a diff is not reused within it, and a set
+    that finds no free id is punted (never shares an id)."""
+    import unittest.mock
+
+    fake = _FakeMap()
+    kp = kpm.KernelPath(fake)  # type: ignore[arg-type]
+    table: dict[ipaddress.IPv6Network, Route] = {}
+    with unittest.mock.patch.object(kpm, "ECMP_SETS", capacity):
+        for diff in diffs:
+            before = dict(kp.reg.ecmp)
+            adds: dict[ipaddress.IPv6Network, Route] = {}
+            removes = []
+            for i, k in diff:
+                p = _PREFIXES[i]
+                if k is None:
+                    if p in table and p not in adds:
+                        removes.append(p)
+                        del table[p]
+                else:
+                    hops = _SETS[k] if k >= 0 else (NextHop("r0", a("fe80::1")),)
+                    adds[p] = table[p] = Route(p, hops)
+                    if p in removes:
+                        removes.remove(p)
+            kp.apply(list(adds.values()), removes)
+            in_use = {r.nexthops for r in table.values() if len(r.nexthops) > 1}
+            ids = kp.reg.ecmp
+            assert set(ids) <= in_use and len(set(ids.values())) == len(ids)
+            assert all(1 <= g <= capacity for g in ids.values())
+            assert set(fake.ecmp) == set(ids.values())           # written, and deleted when unused
+            # punted for want of an id only while none was free (ids freed by this diff are not)
+            released = {g for h, g in before.items() if h not in ids}
+            punted = in_use - set(ids)
+            assert not punted or len(ids) + len(released) >= capacity, (ids, punted)
+            assert set(kp.reg.ecmp_waiting) == {p for p, r in table.items() if r.nexthops in punted}
+            # an id another set held before this diff is not handed to a new set in it
+            assert not released & {g for h, g in ids.items() if h not in before}
+            assert sum(kp.reg.ecmp_users.values()) == sum(
+                1 for r in table.values() if r.nexthops in ids)
+
+
+def test_ecmp_set_id_reused_after_its_diff() -> None:
+    reg = kpm.Registry()
+    one, two = _SETS[0], _SETS[1]
+    assert kpm.route_value(Route(_PREFIXES[0], one), reg)[:4] == b"\1\0\0\0"
+    assert kpm.route_value(Route(_PREFIXES[1], one), reg)[:4] == b"\1\0\0\0"    # shared
+    reg.bind(_PREFIXES[0], None)
+    assert reg.ecmp == {one: 1} and reg.ecmp_users == {one: 1}
+    kpm.route_value(Route(_PREFIXES[1], two), reg)            # the last user of `one` moves
+    assert reg.ecmp == {two: 2} and reg.ecmp_released == [1]
+    three = kpm.route_value(Route(_PREFIXES[2], one), reg)  # the same diff: not id 1 again
+    assert three[:4] == b"\3\0\0\0"
+    assert reg.settle() == [1] and reg.settle() == []
+    kpm.route_value(Route(_PREFIXES[3], _SETS[4]), reg)
+    assert reg.ecmp[_SETS[4]] == 1                            # the next diff: the lowest freed id
+
+
 # ------------------------------------------------------------------------------ kernel
 @pytest.fixture(scope="module")
 def kp() -> Iterator[kpm.KernelPath]:
@@ -250,6 +335,28 @@ def test_ecmp_member_choice(h: Harness) -> None:
     h.set_table(ECMP_TABLE, down)
     for d in ECMP_POOL[:12]:
         assert agree(h, build_xcast(SENDER, [d, a("2001:db8:1::1")], b"x"), punt=None) in ("same", "punt")
+    h.set_table(TABLE)
+
+
+@pytest.mark.root
+def test_ecmp_sets_leave_the_map_with_their_last_route(h: Harness) -> None:
+    """The real map: an ECMP set no route uses any more is deleted, its id handed out again from
+    the next diff on, and packets to a route that took it are branched as the brancher does."""
+    size = kpm._ECMP_HEAD.size + kpm._MEMBER.size * kpm.ECMP_MAX
+    h.set_table(ECMP_TABLE)
+    ids = dict(h.kp.reg.ecmp)
+    assert len(ids) == 4 and all(h.kp.prog.lookup("ecmp", kpm._U32.pack(g), size) for g in ids.values())
+    h.set_table(TABLE)                                        # no ECMP route left
+    assert h.kp.reg.ecmp == {} and sorted(h.kp.reg.ecmp_free) == sorted(ids.values())
+    assert all(h.kp.prog.lookup("ecmp", kpm._U32.pack(g), size) is None for g in ids.values())
+    # a new set (another member order) takes the lowest freed id, and forwards
+    hops = next(r for r in ECMP_TABLE if str(r.prefix) == "2001:db8:e2::/48").nexthops[::-1]
+    other = [*TABLE, Route(ipaddress.IPv6Network("2001:db8:e2::/48"), hops)]
+    h.set_table(other)
+    assert h.kp.reg.ecmp == {hops: min(ids.values())}
+    assert h.kp.prog.lookup("ecmp", kpm._U32.pack(min(ids.values())), size)
+    for d in ECMP_POOL:
+        assert agree(h, build_xcast(SENDER, [d], b"reused")) in ("same", "none_routable")
     h.set_table(TABLE)
 
 
