@@ -110,6 +110,8 @@ _ECMP_HEAD = struct.Struct("<III16s4x")       # struct ecmp_val before its membe
 
 PIN_ROOT = Path("/sys/fs/bpf/xcast6-engine")
 PROGRAM = "xcast6_ingress"
+REDIRECT_WATCH = "xcast6_redirect_done"     # fexit on skb_do_redirect: the last copy's outcome
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 TC_HANDLE = 0x5C6          # our filter's handle and priority on clsact ingress
 TC_PRIORITY = 0x5C6
 
@@ -331,6 +333,9 @@ def libbpf() -> ctypes.CDLL:
         ("bpf_tc_attach", i, [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]),
         ("bpf_tc_detach", i, [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]),
         ("bpf_prog_test_run_opts", i, [i, ctypes.POINTER(_TestRunOpts)]),
+        ("bpf_program__set_autoload", i, [vp, ctypes.c_bool]),
+        ("bpf_program__attach", vp, [vp]),
+        ("bpf_link__destroy", i, [vp]),
         ("libbpf_num_possible_cpus", i, []),
     ):
         f = getattr(lib, fn)
@@ -364,8 +369,19 @@ class Program:
         lib = libbpf()
         self.lib = lib
         self.obj_path = Path(obj_path)
-        self._obj: int | None = self._open(0)
+        self._watch_link: int | None = None
+        # the redirect watch (fexit) needs the kernel's BTF; without it, or refused, the TC
+        # program runs alone and a failed last-copy redirect is not in egress_errors
+        self.watch_problem: str | None = None
+        if not VMLINUX_BTF.exists():
+            self.watch_problem = f"no kernel BTF ({VMLINUX_BTF})"
+        self._obj: int | None = self._open(0, watch=self.watch_problem is None)
         rc = lib.bpf_object__load(self._obj)
+        if rc < 0 and self.watch_problem is None:
+            lib.bpf_object__close(self._obj)
+            self.watch_problem = f"the kernel refused it ({os.strerror(-rc)})"
+            self._obj = self._open(0, watch=False)
+            rc = lib.bpf_object__load(self._obj)
         if rc < 0:
             lib.bpf_object__close(self._obj)
             self._obj = None
@@ -377,7 +393,7 @@ class Program:
                      for m in self.MAPS}
         self.ncpus = max(1, lib.libbpf_num_possible_cpus())
 
-    def _open(self, level: int, buf: ctypes.Array[ctypes.c_char] | None = None) -> int:
+    def _open(self, level: int, buf: ctypes.Array[ctypes.c_char] | None = None, watch: bool = False) -> int:
         opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts))
         if buf is not None:
             opts.kernel_log_buf = ctypes.cast(buf, ctypes.c_void_p)
@@ -387,18 +403,40 @@ class Program:
         if not obj:
             code = ctypes.get_errno()
             raise KernelPathError(f"cannot open {self.obj_path}: {os.strerror(code)}")
+        if not watch:
+            prog = self.lib.bpf_object__find_program_by_name(obj, REDIRECT_WATCH.encode())
+            if prog:
+                self.lib.bpf_program__set_autoload(prog, False)
         return int(obj)
 
     def _verifier_log(self) -> str:
         """Load once more with the verifier's log on (only after a failure): its last lines."""
         buf = ctypes.create_string_buffer(4 << 20)
-        obj = self._open(1, buf)
+        obj = self._open(1, buf, watch=self.watch_problem is None)
         self.lib.bpf_object__load(obj)
         self.lib.bpf_object__close(obj)
         lines = buf.value.decode(errors="replace").strip().splitlines()
         return "\n".join(lines[-25:])
 
+    def watch_redirects(self) -> None:
+        """Attach the redirect watch (fexit on skb_do_redirect; see the C program), once; a
+        refusal is kept in ``watch_problem`` (the data path runs without it)."""
+        if self._watch_link is not None or self.watch_problem is not None or self._obj is None:
+            return
+        prog = self.lib.bpf_object__find_program_by_name(self._obj, REDIRECT_WATCH.encode())
+        link = self.lib.bpf_program__attach(prog) if prog else None
+        if not link:
+            self.watch_problem = f"attach refused ({os.strerror(ctypes.get_errno() or errno.ENOENT)})"
+            return
+        self._watch_link = int(link)
+
+    def unwatch_redirects(self) -> None:
+        if self._watch_link is not None:
+            self.lib.bpf_link__destroy(self._watch_link)
+            self._watch_link = None
+
     def close(self) -> None:
+        self.unwatch_redirects()
         if self._obj is not None:
             self.lib.bpf_object__close(self._obj)
             self._obj = None
@@ -592,6 +630,11 @@ class KernelPath:
             idx = socket_if_nametoindex(name)
             self.prog.attach(idx)
             self.attached.append(idx)
+        self.prog.watch_redirects()
+        if self.prog.watch_problem:
+            log.warning("kernel path: a failed redirect of a packet's last copy is not counted in "
+                        "egress_errors (the links' own drop counters have it): redirect watch: %s",
+                        self.prog.watch_problem)
         if self.pin_dir is not None:
             try:
                 self.prog.pin(self.pin_dir)
@@ -606,6 +649,7 @@ class KernelPath:
             except OSError as e:
                 log.warning("kernel path: detach from ifindex %d: %s", idx, e)
         self.attached.clear()
+        self.prog.unwatch_redirects()
         if self.pin_dir is not None and self.pin_dir.is_dir():
             for p in self.pin_dir.iterdir():
                 p.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -358,6 +359,53 @@ def test_ecmp_sets_leave_the_map_with_their_last_route(h: Harness) -> None:
     for d in ECMP_POOL:
         assert agree(h, build_xcast(SENDER, [d], b"reused")) in ("same", "none_routable")
     h.set_table(TABLE)
+
+
+def redirect_failures_are_counted(h: Harness) -> bool:
+    """A copy that cannot leave (its link went down before the control plane saw it) is counted in
+    egress_errors and not in x2u_out/copies_out/bytes_out: the clones (bpf_clone_redirect's
+    result) and the packet's last copy, which leaves by bpf_redirect after the program returned
+    (the redirect watch, fexit on skb_do_redirect).  Without the watch (the kernel refused it:
+    ``watch_problem``) the last copy's failure is not counted and the engine's log says so.
+    Returns whether the watch ran."""
+    import subprocess
+
+    h.set_table(TABLE)
+    watched = h.kp.prog.watch_problem is None
+    one = build_xcast(SENDER, [a("2001:db8:1::1")], b"last")                   # X2U on r0
+    two = build_xcast(SENDER, [a("2001:db8:1::1"), a("2001:db8:2::1")], b"2")  # r0 and r1
+
+    def run(pkt: bytes) -> dict[str, int]:
+        before = h.kp.counters()
+        out = h.kernel(pkt, 0, wait=0.1)
+        assert not out.frames and not out.punted
+        after = h.kp.counters()
+        return {k: after[k] - before[k] for k in ("egress_errors", "copies_out", "x2u_out", "bytes_out")}
+
+    assert agree(h, one) == "same"              # up: one copy leaves, nothing counted as an error
+    for dev in ("ke0", "ke1"):
+        subprocess.run(["ip", "-n", h.ns, "link", "set", dev, "down"], check=True)
+    try:
+        last = run(one)
+        both = run(two)
+    finally:
+        for dev in ("ke0", "ke1"):
+            subprocess.run(["ip", "-n", h.ns, "link", "set", dev, "up"], check=True)
+    if watched:
+        assert last == {"egress_errors": 1, "copies_out": 0, "x2u_out": 0, "bytes_out": 0}, last
+        assert both == {"egress_errors": 2, "copies_out": 0, "x2u_out": 0, "bytes_out": 0}, both
+    else:
+        assert last["egress_errors"] == 0 and last["x2u_out"] == 1, last
+        assert both["egress_errors"] == 1, both            # the clone's failure only
+    time.sleep(0.05)
+    assert agree(h, one) == "same"
+    return watched
+
+
+@pytest.mark.root
+def test_failed_redirects_are_egress_errors(h: Harness, kp: kpm.KernelPath) -> None:
+    watched = redirect_failures_are_counted(h)
+    print(f"redirect watch: {'on' if watched else kp.prog.watch_problem}")
 
 
 @pytest.mark.root
