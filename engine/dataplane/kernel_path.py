@@ -134,7 +134,8 @@ class Registry:
     ecmp_users: dict[tuple[NextHop, ...], int] = field(default_factory=dict)
     route_sets: dict[ipaddress.IPv6Network, tuple[NextHop, ...]] = field(default_factory=dict)
     ecmp_free: list[int] = field(default_factory=list)        # reusable ids (a heap: lowest first)
-    ecmp_released: list[int] = field(default_factory=list)    # freed by the diff being applied
+    # sets the diff being applied left without a route: released at its end unless taken again
+    ecmp_unused: set[tuple[NextHop, ...]] = field(default_factory=set)
     ecmp_next: int = 1                                         # the lowest id never handed out
     ecmp_new: list[tuple[tuple[NextHop, ...], int]] = field(default_factory=list)
     # ECMP routes punted because no id was free: written again once one is (the next diff)
@@ -159,8 +160,8 @@ class Registry:
     def ecmp_id(self, nexthops: tuple[NextHop, ...]) -> tuple[int, bool]:
         """(id, new?) of an ECMP next-hop set (the order matters: it is the member index).
 
-        A new set takes the lowest freed id, else the next unused one; ids freed during the diff
-        being applied are not among them (see :meth:`settle`)."""
+        A new set takes the lowest freed id, else the next unused one; a set the diff being
+        applied left unused keeps its id until the diff ends (:meth:`settle`)."""
         gid = self.ecmp.get(nexthops)
         if gid is not None:
             return gid, False
@@ -178,7 +179,8 @@ class Registry:
         return [(hops, gid) for hops, gid in new if self.ecmp.get(hops) == gid]
 
     def ecmp_full(self, nexthops: tuple[NextHop, ...]) -> bool:
-        """No id for this set: it is new and all ECMP_SETS ids are in use (or freed this diff)."""
+        """No id for this set: it is new and all ECMP_SETS ids are taken (in use, or left unused by
+        the diff being applied)."""
         return nexthops not in self.ecmp and not self.ecmp_free and self.ecmp_next > ECMP_SETS
 
     def bind(self, prefix: ipaddress.IPv6Network, nexthops: tuple[NextHop, ...] | None) -> None:
@@ -190,6 +192,7 @@ class Registry:
         if nexthops is not None:
             self.route_sets[prefix] = nexthops
             self.ecmp_users[nexthops] = self.ecmp_users.get(nexthops, 0) + 1
+            self.ecmp_unused.discard(nexthops)
         else:
             self.route_sets.pop(prefix, None)
         if old is not None:
@@ -198,14 +201,15 @@ class Registry:
                 self.ecmp_users[old] = left
             else:
                 del self.ecmp_users[old]
-                self.ecmp_released.append(self.ecmp.pop(old))
+                self.ecmp_unused.add(old)
 
     def settle(self) -> list[int]:
-        """End of a diff: the ids its routes stopped using (their map entries can go, every trie
-        has the diff), reusable from the next diff on -- a packet that read a route from the
-        trie written last may still look its old set up during this one: it misses and punts,
-        but never finds another set under that id."""
-        freed, self.ecmp_released = self.ecmp_released, []
+        """End of a diff: the ids of the sets its routes stopped using (their map entries can
+        go, every trie has the diff), reusable from the next diff on -- a packet that read a
+        route from the trie written last may still look its old set up during this one: it
+        misses and punts, but never finds another set under that id."""
+        freed = sorted(self.ecmp.pop(hops) for hops in self.ecmp_unused)
+        self.ecmp_unused.clear()
         for gid in freed:
             heapq.heappush(self.ecmp_free, gid)
         return freed

@@ -142,7 +142,7 @@ def test_ecmp_set_ids_are_freed_with_their_last_route(diffs: list[list[tuple[int
             assert all(1 <= g <= capacity for g in ids.values())
             assert set(fake.ecmp) == set(ids.values())           # written, and deleted when unused
             # punted for want of an id only while none was free (ids freed by this diff are not)
-            released = {g for h, g in before.items() if h not in ids}
+            released = set(before.values()) - set(ids.values())
             punted = in_use - set(ids)
             assert not punted or len(ids) + len(released) >= capacity, (ids, punted)
             assert set(kp.reg.ecmp_waiting) == {p for p, r in table.items() if r.nexthops in punted}
@@ -160,10 +160,14 @@ def test_ecmp_set_id_reused_after_its_diff() -> None:
     reg.bind(_PREFIXES[0], None)
     assert reg.ecmp == {one: 1} and reg.ecmp_users == {one: 1}
     kpm.route_value(Route(_PREFIXES[1], two), reg)            # the last user of `one` moves
-    assert reg.ecmp == {two: 2} and reg.ecmp_released == [1]
-    three = kpm.route_value(Route(_PREFIXES[2], one), reg)  # the same diff: not id 1 again
-    assert three[:4] == b"\3\0\0\0"
-    assert reg.settle() == [1] and reg.settle() == []
+    assert reg.ecmp == {one: 1, two: 2} and reg.ecmp_unused == {one}
+    # taken again in the same diff: it keeps its id (its entry stays as it is)
+    assert kpm.route_value(Route(_PREFIXES[2], one), reg)[:4] == b"\1\0\0\0"
+    assert reg.settle() == []
+    reg.bind(_PREFIXES[2], None)
+    kpm.route_value(Route(_PREFIXES[3], _SETS[3]), reg)       # the same diff: not id 1 again
+    assert reg.ecmp[_SETS[3]] == 3
+    assert reg.settle() == [1] and reg.settle() == [] and reg.ecmp == {two: 2, _SETS[3]: 3}
     kpm.route_value(Route(_PREFIXES[3], _SETS[4]), reg)
     assert reg.ecmp[_SETS[4]] == 1                            # the next diff: the lowest freed id
 
