@@ -44,7 +44,6 @@
 #define XC_LINK_OK 1          /* link_val.state: up with a router MAC */
 #define XC_LINK_DOWN 2
 #define XC_LINK_NO_MAC 3
-#define XC_NET_XMIT_DROP 1    /* dev_queue_xmit's "dropped" (linux/netdevice.h, not a UAPI header) */
 #define XC_LINK_NONE 4        /* no engine link stands for that router interface: no_route */
 
 /* counters: the index order is kernel_path.COUNTERS (a test checks they agree) */
@@ -782,8 +781,11 @@ int xcast6_ingress(struct __sk_buff *skb)
 
 struct sk_buff;
 
-/* fexit on skb_do_redirect(skb): ctx[0] the skb, ctx[1] its result (0, a negative errno when
- * the device is gone or down, NET_XMIT_DROP when the device dropped it) */
+/* fexit on skb_do_redirect(skb): ctx[0] the skb, ctx[1] its result: 0 when the copy was
+ * queued; a negative errno (device gone), NET_XMIT_DROP (the device dropped it) or NET_XMIT_CN
+ * (a down device's noop qdisc dropped it; a congested qdisc dropped from its flow) otherwise --
+ * any non-zero, as bpf_clone_redirect's result for the other copies.  (-EAGAIN, another round,
+ * is bpf_redirect_peer's only.) */
 SEC("fexit/skb_do_redirect")
 int xcast6_redirect_done(__u64 *ctx)
 {
@@ -799,7 +801,7 @@ int xcast6_redirect_done(__u64 *ctx)
 		return 0;
 	}
 	note->skb = 0;
-	if (ret < 0 || ret == XC_NET_XMIT_DROP) {
+	if (ret) {
 		count(C_EGRESS_ERRORS, 1);
 		count(note->x2u ? C_X2U_OUT : C_COPIES_OUT, (__u64)-1);
 		count(C_BYTES_OUT, -(__u64)note->bytes);
