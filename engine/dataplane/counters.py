@@ -39,7 +39,7 @@ BASE_COUNTERS: tuple[str, ...] = (
     "copies_out",        # multi-destination XCAST copies written
     "x2u_out",           # X2U plain unicast copies written
     "bytes_out",
-    "egress_errors",     # sendmmsg failures (per copy)
+    "egress_errors",     # copies that could not leave: sendmmsg, or the TC path's (clone_)redirect
     "egress_no_link",    # copy's router interface has no engine link
     "egress_no_mac",     # engine link whose router MAC is not learned yet
     "egress_mtu",        # copy larger than the link MTU

@@ -48,6 +48,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import heapq
 import ipaddress
 import logging
 import os
@@ -109,6 +110,8 @@ _ECMP_HEAD = struct.Struct("<III16s4x")       # struct ecmp_val before its membe
 
 PIN_ROOT = Path("/sys/fs/bpf/xcast6-engine")
 PROGRAM = "xcast6_ingress"
+REDIRECT_WATCH = "xcast6_redirect_done"     # fexit on skb_do_redirect: the last copy's outcome
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 TC_HANDLE = 0x5C6          # our filter's handle and priority on clsact ingress
 TC_PRIORITY = 0x5C6
 
@@ -122,11 +125,21 @@ class KernelPathError(RuntimeError):
 # ------------------------------------------------------------------------------------------
 @dataclass
 class Registry:
-    """Stable small ids for next hops (grouping) and router interfaces (link entries)."""
+    """Stable small ids for next hops (grouping) and router interfaces (link entries), and the
+    ECMP sets' ids, counted by the routes that use them and freed with the last one."""
 
     hops: dict[NextHop, int] = field(default_factory=dict)
     ifnames: dict[str, int] = field(default_factory=dict)
-    ecmp: dict[tuple[NextHop, ...], int] = field(default_factory=dict)
+    ecmp: dict[tuple[NextHop, ...], int] = field(default_factory=dict)   # the sets in use
+    ecmp_users: dict[tuple[NextHop, ...], int] = field(default_factory=dict)
+    route_sets: dict[ipaddress.IPv6Network, tuple[NextHop, ...]] = field(default_factory=dict)
+    ecmp_free: list[int] = field(default_factory=list)        # reusable ids (a heap: lowest first)
+    # sets the diff being applied left without a route: released at its end unless taken again
+    ecmp_unused: set[tuple[NextHop, ...]] = field(default_factory=set)
+    ecmp_next: int = 1                                         # the lowest id never handed out
+    ecmp_new: list[tuple[tuple[NextHop, ...], int]] = field(default_factory=list)
+    # ECMP routes punted because no id was free: written again once one is (the next diff)
+    ecmp_waiting: dict[ipaddress.IPv6Network, Route] = field(default_factory=dict)
 
     def hop_id(self, nh: NextHop) -> int:
         # connected hops group per destination in the program; one id per (interface, connected)
@@ -145,12 +158,61 @@ class Registry:
         return lid, False
 
     def ecmp_id(self, nexthops: tuple[NextHop, ...]) -> tuple[int, bool]:
-        """(id, new?) of an ECMP next-hop set (the order matters: it is the member index)."""
+        """(id, new?) of an ECMP next-hop set (the order matters: it is the member index).
+
+        A new set takes the lowest freed id, else the next unused one; a set the diff being
+        applied left unused keeps its id until the diff ends (:meth:`settle`)."""
         gid = self.ecmp.get(nexthops)
-        if gid is None:
-            gid = self.ecmp[nexthops] = len(self.ecmp) + 1
-            return gid, True
-        return gid, False
+        if gid is not None:
+            return gid, False
+        if self.ecmp_free:
+            gid = heapq.heappop(self.ecmp_free)
+        else:
+            gid, self.ecmp_next = self.ecmp_next, self.ecmp_next + 1
+        self.ecmp[nexthops] = gid
+        self.ecmp_new.append((nexthops, gid))
+        return gid, True
+
+    def take_new_sets(self) -> list[tuple[tuple[NextHop, ...], int]]:
+        """The sets allocated since the last call that are still in use (their entries to write)."""
+        new, self.ecmp_new = self.ecmp_new, []
+        return [(hops, gid) for hops, gid in new if self.ecmp.get(hops) == gid]
+
+    def ecmp_full(self, nexthops: tuple[NextHop, ...]) -> bool:
+        """No id for this set: it is new and all ECMP_SETS ids are taken (in use, or left unused by
+        the diff being applied)."""
+        return nexthops not in self.ecmp and not self.ecmp_free and self.ecmp_next > ECMP_SETS
+
+    def bind(self, prefix: ipaddress.IPv6Network, nexthops: tuple[NextHop, ...] | None) -> None:
+        """``prefix``'s route now uses ECMP set ``nexthops`` (None: none); its previous set loses
+        a user, and is released with its last (:meth:`settle`)."""
+        old = self.route_sets.get(prefix)
+        if old == nexthops:
+            return
+        if nexthops is not None:
+            self.route_sets[prefix] = nexthops
+            self.ecmp_users[nexthops] = self.ecmp_users.get(nexthops, 0) + 1
+            self.ecmp_unused.discard(nexthops)
+        else:
+            self.route_sets.pop(prefix, None)
+        if old is not None:
+            left = self.ecmp_users[old] - 1
+            if left:
+                self.ecmp_users[old] = left
+            else:
+                del self.ecmp_users[old]
+                self.ecmp_unused.add(old)
+
+    def settle(self) -> list[int]:
+        """End of a diff: the ids of the sets its routes stopped using (their map entries can
+        go, every trie has the diff), reusable from the next diff on -- a packet that read a
+        route from the trie written last may still look its old set up during this one: it
+        misses and punts, but never finds another set under that id."""
+        freed = sorted(self.ecmp.pop(hops) for hops in self.ecmp_unused)
+        self.ecmp_unused.clear()
+        for gid in freed:
+            heapq.heappush(self.ecmp_free, gid)
+        return freed
 
 
 def lpm_key(prefix: ipaddress.IPv6Network) -> bytes:
@@ -159,13 +221,20 @@ def lpm_key(prefix: ipaddress.IPv6Network) -> bytes:
 
 
 def route_value(route: Route, reg: Registry) -> bytes:
-    """route_val bytes (registers the next hops, interfaces and ECMP set it names)."""
+    """route_val bytes (registers the next hops, interfaces and ECMP set it names; the set the
+    prefix used before loses a user)."""
     hops = route.nexthops
-    if len(hops) > ECMP_MAX or (len(hops) > 1 and hops not in reg.ecmp and len(reg.ecmp) >= ECMP_SETS):
+    reg.ecmp_waiting.pop(route.prefix, None)
+    if len(hops) > ECMP_MAX or (len(hops) > 1 and reg.ecmp_full(hops)):
+        reg.bind(route.prefix, None)
+        if len(hops) <= ECMP_MAX:
+            reg.ecmp_waiting[route.prefix] = route
         return _ROUTE.pack(0, 0, F_ECMP_PUNT)
     if len(hops) > 1:
         gid, _ = reg.ecmp_id(hops)
+        reg.bind(route.prefix, hops)
         return _ROUTE.pack(gid, 0, F_ECMP)
+    reg.bind(route.prefix, None)
     nh = hops[0]
     lid, _ = reg.link_id(nh.ifname)
     return _ROUTE.pack(reg.hop_id(nh), lid, F_CONNECTED if nh.gateway is None else 0)
@@ -268,6 +337,9 @@ def libbpf() -> ctypes.CDLL:
         ("bpf_tc_attach", i, [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]),
         ("bpf_tc_detach", i, [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]),
         ("bpf_prog_test_run_opts", i, [i, ctypes.POINTER(_TestRunOpts)]),
+        ("bpf_program__set_autoload", i, [vp, ctypes.c_bool]),
+        ("bpf_program__attach", vp, [vp]),
+        ("bpf_link__destroy", i, [vp]),
         ("libbpf_num_possible_cpus", i, []),
     ):
         f = getattr(lib, fn)
@@ -301,8 +373,19 @@ class Program:
         lib = libbpf()
         self.lib = lib
         self.obj_path = Path(obj_path)
-        self._obj: int | None = self._open(0)
+        self._watch_link: int | None = None
+        # the redirect watch (fexit) needs the kernel's BTF; without it, or refused, the TC
+        # program runs alone and a failed last-copy redirect is not in egress_errors
+        self.watch_problem: str | None = None
+        if not VMLINUX_BTF.exists():
+            self.watch_problem = f"no kernel BTF ({VMLINUX_BTF})"
+        self._obj: int | None = self._open(0, watch=self.watch_problem is None)
         rc = lib.bpf_object__load(self._obj)
+        if rc < 0 and self.watch_problem is None:
+            lib.bpf_object__close(self._obj)
+            self.watch_problem = f"the kernel refused it ({os.strerror(-rc)})"
+            self._obj = self._open(0, watch=False)
+            rc = lib.bpf_object__load(self._obj)
         if rc < 0:
             lib.bpf_object__close(self._obj)
             self._obj = None
@@ -314,7 +397,7 @@ class Program:
                      for m in self.MAPS}
         self.ncpus = max(1, lib.libbpf_num_possible_cpus())
 
-    def _open(self, level: int, buf: ctypes.Array[ctypes.c_char] | None = None) -> int:
+    def _open(self, level: int, buf: ctypes.Array[ctypes.c_char] | None = None, watch: bool = False) -> int:
         opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts))
         if buf is not None:
             opts.kernel_log_buf = ctypes.cast(buf, ctypes.c_void_p)
@@ -324,18 +407,40 @@ class Program:
         if not obj:
             code = ctypes.get_errno()
             raise KernelPathError(f"cannot open {self.obj_path}: {os.strerror(code)}")
+        if not watch:
+            prog = self.lib.bpf_object__find_program_by_name(obj, REDIRECT_WATCH.encode())
+            if prog:
+                self.lib.bpf_program__set_autoload(prog, False)
         return int(obj)
 
     def _verifier_log(self) -> str:
         """Load once more with the verifier's log on (only after a failure): its last lines."""
         buf = ctypes.create_string_buffer(4 << 20)
-        obj = self._open(1, buf)
+        obj = self._open(1, buf, watch=self.watch_problem is None)
         self.lib.bpf_object__load(obj)
         self.lib.bpf_object__close(obj)
         lines = buf.value.decode(errors="replace").strip().splitlines()
         return "\n".join(lines[-25:])
 
+    def watch_redirects(self) -> None:
+        """Attach the redirect watch (fexit on skb_do_redirect; see the C program), once; a
+        refusal is kept in ``watch_problem`` (the data path runs without it)."""
+        if self._watch_link is not None or self.watch_problem is not None or self._obj is None:
+            return
+        prog = self.lib.bpf_object__find_program_by_name(self._obj, REDIRECT_WATCH.encode())
+        link = self.lib.bpf_program__attach(prog) if prog else None
+        if not link:
+            self.watch_problem = f"attach refused ({os.strerror(ctypes.get_errno() or errno.ENOENT)})"
+            return
+        self._watch_link = int(link)
+
+    def unwatch_redirects(self) -> None:
+        if self._watch_link is not None:
+            self.lib.bpf_link__destroy(self._watch_link)
+            self._watch_link = None
+
     def close(self) -> None:
+        self.unwatch_redirects()
         if self._obj is not None:
             self.lib.bpf_object__close(self._obj)
             self._obj = None
@@ -487,12 +592,20 @@ class KernelPath:
         with self._lock:
             entries = []
             reg = self.reg
-            if_before, ecmp_before = len(reg.ifnames), len(reg.ecmp)
+            if_before = len(reg.ifnames)
+            adds, removes = list(adds), list(removes)
+            if reg.ecmp_free and reg.ecmp_waiting:
+                # ids an earlier diff freed: the routes punted for want of one get theirs now
+                named = {r.prefix for r in adds} | set(removes)
+                adds = [r for p, r in reg.ecmp_waiting.items() if p not in named] + adds
             for r in adds:
                 entries.append((lpm_key(r.prefix), route_value(r, reg)))
-            new_sets = list(reg.ecmp)[ecmp_before:]
-            sets = [(reg.ecmp[hops], ecmp_value(hops, reg, self.links)) for hops in new_sets]
-            dels = [lpm_key(p) for p in removes]
+            dels = []
+            for p in removes:
+                reg.bind(p, None)              # after the adds: a set one of them took over stays
+                reg.ecmp_waiting.pop(p, None)
+                dels.append(lpm_key(p))
+            sets = [(gid, ecmp_value(hops, reg, self.links)) for hops, gid in reg.take_new_sets()]
             # before any route names them: interface entries, then the (immutable) ECMP sets
             new_ifnames = list(reg.ifnames)[if_before:]
             if new_ifnames:
@@ -505,6 +618,9 @@ class KernelPath:
             self.prog.update("ctl", _U32.pack(0), _U32.pack(idle))
             self.active = idle
             self._write(tries[1 - idle], entries, dels)
+            # no route in either trie names them now: the sets the diff stopped using go
+            for gid in reg.settle():
+                self.prog.delete("ecmp", _U32.pack(gid))
 
     def replace(self, routes: Iterable[Route], links: LinkMap) -> None:
         """Fill the (empty, freshly loaded) maps from the whole table and link map."""
@@ -518,6 +634,11 @@ class KernelPath:
             idx = socket_if_nametoindex(name)
             self.prog.attach(idx)
             self.attached.append(idx)
+        self.prog.watch_redirects()
+        if self.prog.watch_problem:
+            log.warning("kernel path: a failed redirect of a packet's last copy is not counted in "
+                        "egress_errors (the links' own drop counters have it): redirect watch: %s",
+                        self.prog.watch_problem)
         if self.pin_dir is not None:
             try:
                 self.prog.pin(self.pin_dir)
@@ -532,6 +653,7 @@ class KernelPath:
             except OSError as e:
                 log.warning("kernel path: detach from ifindex %d: %s", idx, e)
         self.attached.clear()
+        self.prog.unwatch_redirects()
         if self.pin_dir is not None and self.pin_dir.is_dir():
             for p in self.pin_dir.iterdir():
                 p.unlink(missing_ok=True)

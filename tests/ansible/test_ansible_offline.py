@@ -176,23 +176,34 @@ def test_inventory_rejects_a_malformed_existing_input(tmp_path: Path) -> None:
     assert "existing_input" in res.stdout and "IOS-XE: one" in res.stdout
 
 
-def test_systemd_unit_exposure_below_threshold() -> None:
-    threshold = 2.0  # documented in README (engine_host_max_exposure)
+_UNITS = sorted(str(p.relative_to(GOLDEN)) for p in GOLDEN.glob("engine-*/xcast6-*.service"))
+# the role's limit per unit (defaults/main.yml): the engine's, and bfdd's (engine pairs)
+_EXPOSURE_LIMIT = {"xcast6-engine.service": "engine_host_max_exposure",
+                   "xcast6-bfdd.service": "engine_host_bfdd_max_exposure"}
+
+
+def test_every_rendered_unit_has_an_exposure_limit() -> None:
+    assert {u.split("/")[1] for u in _UNITS} == set(_EXPOSURE_LIMIT)
+    assert "engine-mx1/xcast6-bfdd.service" in _UNITS         # the example has an engine pair
+
+
+@pytest.mark.parametrize("unit", _UNITS)
+def test_systemd_unit_exposure_below_threshold(unit: str) -> None:
+    """Each unit the role renders scores at most its limit in `systemd-analyze security` (offline:
+    the unit file as written, no boot), so a hardening line lost or loosened fails here.  The limit
+    is a role variable, on systemd's 0-10 scale; ``--threshold`` takes it x10."""
+    import yaml
+
+    defaults = yaml.safe_load((ANSIBLE_DIR / "roles/engine_host/defaults/main.yml").read_text())
+    limit = float(defaults[_EXPOSURE_LIMIT[unit.split("/")[1]]])
     res = subprocess.run(
-        [
-            "systemd-analyze",
-            "security",
-            "--offline=true",
-            "--no-pager",
-            str(GOLDEN / "engine-mx1/xcast6-engine.service"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        ["systemd-analyze", "security", "--offline=true", f"--threshold={round(limit * 10)}",
+         "--no-pager", str(GOLDEN / unit)],
+        capture_output=True, text=True, timeout=60,
     )
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", res.stdout)
     assert m, res.stdout + res.stderr
-    assert float(m.group(1)) <= threshold, res.stdout
+    assert float(m.group(1)) <= limit and res.returncode == 0, res.stdout + res.stderr
 
 
 @pytest.mark.parametrize("engine", ["engine-mx1", "engine-xe1", "engine-xr1"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -80,6 +81,95 @@ def test_route_and_link_values() -> None:
     assert kpm.route_value(replace(ecmp, nexthops=many), reg) == kpm._ROUTE.pack(0, 0, kpm.F_ECMP_PUNT)
     assert kpm.lpm_key(ipaddress.IPv6Network("2001:db8::/32")) == b"\x20\0\0\0" + a("2001:db8::")
     assert kpm.link_value("nope", LinkMap([]))[:4] == kpm._U32.pack(kpm.LINK_NONE)
+
+
+_SETS = [tuple(NextHop(f"r{(k + j) % 5}", a(f"fe80::{k + 1:x}:{j + 1:x}")) for j in range(2 + k % 3))
+         for k in range(6)]
+_PREFIXES = [ipaddress.IPv6Network(f"2001:db8:{i:x}::/48") for i in range(8)]
+
+
+class _FakeMap:
+    """What the control plane's writes leave in the ecmp map (a dict), and the other maps' calls."""
+
+    def __init__(self) -> None:
+        self.ecmp: dict[int, bytes] = {}
+
+    def update(self, m: str, key: bytes, value: bytes) -> None:
+        if m == "ecmp":
+            self.ecmp[kpm._U32.unpack(key)[0]] = value
+
+    def delete(self, m: str, key: bytes) -> None:
+        if m == "ecmp":
+            self.ecmp.pop(kpm._U32.unpack(key)[0], None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, len(_PREFIXES) - 1),
+                                   st.none() | st.integers(0, len(_SETS) - 1) | st.just(-1)),
+                         max_size=6), max_size=12),
+       st.integers(2, 7))
+def test_ecmp_set_ids_are_freed_with_their_last_route(diffs: list[list[tuple[int, int | None]]],
+                                                       capacity: int) -> None:
+    """Diffs of adds (a prefix to an ECMP set, or -1: to one next hop) and removes (None) through
+    the control plane, against a model: the ecmp map holds exactly the sets the table's routes use,
+    each under one id in 1..ECMP_SETS, an id freed by a diff is not reused within it, and a set
+    that finds no free id is punted (never shares an id)."""
+    import unittest.mock
+
+    fake = _FakeMap()
+    kp = kpm.KernelPath(fake)  # type: ignore[arg-type]
+    table: dict[ipaddress.IPv6Network, Route] = {}
+    with unittest.mock.patch.object(kpm, "ECMP_SETS", capacity):
+        for diff in diffs:
+            before = dict(kp.reg.ecmp)
+            adds: dict[ipaddress.IPv6Network, Route] = {}
+            removes = []
+            for i, k in diff:
+                p = _PREFIXES[i]
+                if k is None:
+                    if p in table and p not in adds:
+                        removes.append(p)
+                        del table[p]
+                else:
+                    hops = _SETS[k] if k >= 0 else (NextHop("r0", a("fe80::1")),)
+                    adds[p] = table[p] = Route(p, hops)
+                    if p in removes:
+                        removes.remove(p)
+            kp.apply(list(adds.values()), removes)
+            in_use = {r.nexthops for r in table.values() if len(r.nexthops) > 1}
+            ids = kp.reg.ecmp
+            assert set(ids) <= in_use and len(set(ids.values())) == len(ids)
+            assert all(1 <= g <= capacity for g in ids.values())
+            assert set(fake.ecmp) == set(ids.values())           # written, and deleted when unused
+            # punted for want of an id only while none was free (ids freed by this diff are not)
+            released = set(before.values()) - set(ids.values())
+            punted = in_use - set(ids)
+            assert not punted or len(ids) + len(released) >= capacity, (ids, punted)
+            assert set(kp.reg.ecmp_waiting) == {p for p, r in table.items() if r.nexthops in punted}
+            # an id another set held before this diff is not handed to a new set in it
+            assert not released & {g for h, g in ids.items() if h not in before}
+            assert sum(kp.reg.ecmp_users.values()) == sum(
+                1 for r in table.values() if r.nexthops in ids)
+
+
+def test_ecmp_set_id_reused_after_its_diff() -> None:
+    reg = kpm.Registry()
+    one, two = _SETS[0], _SETS[1]
+    assert kpm.route_value(Route(_PREFIXES[0], one), reg)[:4] == b"\1\0\0\0"
+    assert kpm.route_value(Route(_PREFIXES[1], one), reg)[:4] == b"\1\0\0\0"    # shared
+    reg.bind(_PREFIXES[0], None)
+    assert reg.ecmp == {one: 1} and reg.ecmp_users == {one: 1}
+    kpm.route_value(Route(_PREFIXES[1], two), reg)            # the last user of `one` moves
+    assert reg.ecmp == {one: 1, two: 2} and reg.ecmp_unused == {one}
+    # taken again in the same diff: it keeps its id (its entry stays as it is)
+    assert kpm.route_value(Route(_PREFIXES[2], one), reg)[:4] == b"\1\0\0\0"
+    assert reg.settle() == []
+    reg.bind(_PREFIXES[2], None)
+    kpm.route_value(Route(_PREFIXES[3], _SETS[3]), reg)       # the same diff: not id 1 again
+    assert reg.ecmp[_SETS[3]] == 3
+    assert reg.settle() == [1] and reg.settle() == [] and reg.ecmp == {two: 2, _SETS[3]: 3}
+    kpm.route_value(Route(_PREFIXES[3], _SETS[4]), reg)
+    assert reg.ecmp[_SETS[4]] == 1                            # the next diff: the lowest freed id
 
 
 # ------------------------------------------------------------------------------ kernel
@@ -251,6 +341,75 @@ def test_ecmp_member_choice(h: Harness) -> None:
     for d in ECMP_POOL[:12]:
         assert agree(h, build_xcast(SENDER, [d, a("2001:db8:1::1")], b"x"), punt=None) in ("same", "punt")
     h.set_table(TABLE)
+
+
+@pytest.mark.root
+def test_ecmp_sets_leave_the_map_with_their_last_route(h: Harness) -> None:
+    """The real map: an ECMP set no route uses any more is deleted, its id handed out again from
+    the next diff on, and packets to a route that took it are branched as the brancher does."""
+    size = kpm._ECMP_HEAD.size + kpm._MEMBER.size * kpm.ECMP_MAX
+    h.set_table(ECMP_TABLE)
+    ids = dict(h.kp.reg.ecmp)
+    assert len(ids) == 4 and all(h.kp.prog.lookup("ecmp", kpm._U32.pack(g), size) for g in ids.values())
+    h.set_table(TABLE)                                        # no ECMP route left
+    assert h.kp.reg.ecmp == {} and sorted(h.kp.reg.ecmp_free) == sorted(ids.values())
+    assert all(h.kp.prog.lookup("ecmp", kpm._U32.pack(g), size) is None for g in ids.values())
+    # a new set (another member order) takes the lowest freed id, and forwards
+    hops = next(r for r in ECMP_TABLE if str(r.prefix) == "2001:db8:e2::/48").nexthops[::-1]
+    other = [*TABLE, Route(ipaddress.IPv6Network("2001:db8:e2::/48"), hops)]
+    h.set_table(other)
+    assert h.kp.reg.ecmp == {hops: min(ids.values())}
+    assert h.kp.prog.lookup("ecmp", kpm._U32.pack(min(ids.values())), size)
+    for d in ECMP_POOL:
+        assert agree(h, build_xcast(SENDER, [d], b"reused")) in ("same", "none_routable")
+    h.set_table(TABLE)
+
+
+def redirect_failures_are_counted(h: Harness) -> bool:
+    """A copy that cannot leave (its link went down before the control plane saw it) is counted in
+    egress_errors and not in x2u_out/copies_out/bytes_out: the clones (bpf_clone_redirect's
+    result) and the packet's last copy, which leaves by bpf_redirect after the program returned
+    (the redirect watch, fexit on skb_do_redirect).  Without the watch (the kernel refused it:
+    ``watch_problem``) the last copy's failure is not counted and the engine's log says so.
+    Returns whether the watch ran."""
+    import subprocess
+
+    h.set_table(TABLE)
+    watched = h.kp.prog.watch_problem is None
+    one = build_xcast(SENDER, [a("2001:db8:1::1")], b"last")                   # X2U on r0
+    two = build_xcast(SENDER, [a("2001:db8:1::1"), a("2001:db8:2::1")], b"2")  # r0 and r1
+
+    def run(pkt: bytes) -> dict[str, int]:
+        before = h.kp.counters()
+        out = h.kernel(pkt, 0, wait=0.1)
+        assert not out.frames and not out.punted
+        after = h.kp.counters()
+        return {k: after[k] - before[k] for k in ("egress_errors", "copies_out", "x2u_out", "bytes_out")}
+
+    assert agree(h, one) == "same"              # up: one copy leaves, nothing counted as an error
+    for dev in ("ke0", "ke1"):
+        subprocess.run(["ip", "-n", h.ns, "link", "set", dev, "down"], check=True)
+    try:
+        last = run(one)
+        both = run(two)
+    finally:
+        for dev in ("ke0", "ke1"):
+            subprocess.run(["ip", "-n", h.ns, "link", "set", dev, "up"], check=True)
+    if watched:
+        assert last == {"egress_errors": 1, "copies_out": 0, "x2u_out": 0, "bytes_out": 0}, last
+        assert both == {"egress_errors": 2, "copies_out": 0, "x2u_out": 0, "bytes_out": 0}, both
+    else:
+        assert last["egress_errors"] == 0 and last["x2u_out"] == 1, last
+        assert both["egress_errors"] == 1, both            # the clone's failure only
+    time.sleep(0.05)
+    assert agree(h, one) == "same"
+    return watched
+
+
+@pytest.mark.root
+def test_failed_redirects_are_egress_errors(h: Harness, kp: kpm.KernelPath) -> None:
+    watched = redirect_failures_are_counted(h)
+    print(f"redirect watch: {'on' if watched else kp.prog.watch_problem}")
 
 
 @pytest.mark.root

@@ -1,5 +1,6 @@
 """The TC eBPF fast path on Debian 12's own kernel (6.1, in the QEMU guest): the verifier accepts
-the program, and the differential rules hold there too (tests/engine/test_kernel_path.py)."""
+the program, and the differential rules hold there too (tests/engine/test_kernel_path.py), ECMP
+sets leave the map with their last route, and failed redirects are egress_errors."""
 
 from __future__ import annotations
 
@@ -36,5 +37,9 @@ def test_differential_rules_on_the_guest_kernel() -> None:
             diff.test_126_destinations(h)
             diff.test_punts(h)
             diff.test_ecmp_member_choice(h)
+            diff.test_ecmp_sets_leave_the_map_with_their_last_route(h)
+            # Debian's kernel has BTF and trampolines: the redirect watch runs (fexit), so a
+            # packet's last copy that cannot leave is in egress_errors there
+            assert diff.redirect_failures_are_counted(h), kp.prog.watch_problem
     finally:
         kp.prog.close()

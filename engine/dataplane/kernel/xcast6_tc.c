@@ -129,8 +129,10 @@ struct {
 	__type(value, __u32);
 } ctl SEC(".maps");
 
-/* ECMP next-hop sets by id.  An id names one member list for good (the control plane allocates
- * it per distinct list, writes it before any route names it); which members are usable (have an
+/* ECMP next-hop sets by id.  An id names one member list while routes use it (the control plane
+ * allocates it per distinct list, writes it before any route names it, deletes it after the last
+ * route that named it left both tries, and hands the id out again only in a later diff: a packet
+ * still on the old trie misses and punts); which members are usable (have an
  * engine link) is rewritten with the link map, as a whole element, so one lookup gives a packet
  * a consistent member list and usable set. */
 struct {
@@ -222,6 +224,25 @@ static __always_inline void record_latency(__u64 ns)
 		*v = ns;
 }
 
+/* The packet's last copy leaves by bpf_redirect, which the kernel carries out after the program
+ * returned (skb_do_redirect): whether that copy really left is known only there.  The program
+ * notes the skb and what it counted for the copy (this CPU's entry: the redirect follows on
+ * the same CPU before anything else runs there), and xcast6_redirect_done (fexit on
+ * skb_do_redirect) takes the copy back out of copies_out/x2u_out/bytes_out into egress_errors
+ * when the redirect failed -- as a failed bpf_clone_redirect is counted.  Without that program
+ * (no kernel BTF) the failure is only in the link's own drop counters. */
+struct redirect_note {
+	__u64 skb;
+	__u32 x2u, bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct redirect_note);
+} redirect_notes SEC(".maps");
+
 struct group {
 	__u64 bits_lo, bits_hi;   /* the copy's bitmap, LSB first like the wire */
 	__u32 hop_id;
@@ -253,7 +274,7 @@ struct scratch {
 	/* the last copy leaves on the original skb (bpf_redirect after the program returns):
 	 * one skb_clone and the original's free fewer per packet.  last_x2u says which loop
 	 * emits it, last_group which group; redirect_ifindex is set once its bytes are written. */
-	__u32 last_x2u, last_group, redirect_ifindex;
+	__u32 last_x2u, last_group, redirect_ifindex, redirect_bytes;
 };
 
 struct {
@@ -439,6 +460,7 @@ static __always_inline void send_copy(struct scratch *s, struct __sk_buff *skb, 
 	}
 	if (s->last_x2u == x2u && k == s->last_group) {
 		s->redirect_ifindex = g->link.ifindex;
+		s->redirect_bytes = len;
 	} else if (bpf_clone_redirect(skb, g->link.ifindex, 0)) {
 		s->errors++;
 		return;
@@ -744,9 +766,47 @@ int xcast6_ingress(struct __sk_buff *skb)
 	count(C_BYTES_OUT, s->out_bytes);
 	if (s->errors)
 		count(C_EGRESS_ERRORS, s->errors);
-	if (s->redirect_ifindex)
+	if (s->redirect_ifindex) {
+		struct redirect_note *note = bpf_map_lookup_elem(&redirect_notes, &zero);
+
+		if (note) {
+			note->skb = (__u64)(unsigned long)skb;
+			note->x2u = s->last_x2u;
+			note->bytes = s->redirect_bytes;
+		}
 		return bpf_redirect(s->redirect_ifindex, 0);
+	}
 	return TC_ACT_SHOT;
+}
+
+struct sk_buff;
+
+/* fexit on skb_do_redirect(skb): ctx[0] the skb, ctx[1] its result: 0 when the copy was
+ * queued; a negative errno (device gone), NET_XMIT_DROP (the device dropped it) or NET_XMIT_CN
+ * (a down device's noop qdisc dropped it; a congested qdisc dropped from its flow) otherwise --
+ * any non-zero, as bpf_clone_redirect's result for the other copies.  (-EAGAIN, another round,
+ * is bpf_redirect_peer's only.) */
+SEC("fexit/skb_do_redirect")
+int xcast6_redirect_done(__u64 *ctx)
+{
+	__u32 zero = 0;
+	struct redirect_note *note = bpf_map_lookup_elem(&redirect_notes, &zero);
+	__u64 skb = ctx[0];
+	int ret = (int)ctx[1];
+
+	if (!note || !note->skb)
+		return 0;
+	if (note->skb != skb) {            /* not our packet's redirect (another TC program's) */
+		note->skb = 0;
+		return 0;
+	}
+	note->skb = 0;
+	if (ret) {
+		count(C_EGRESS_ERRORS, 1);
+		count(note->x2u ? C_X2U_OUT : C_COPIES_OUT, (__u64)-1);
+		count(C_BYTES_OUT, -(__u64)note->bytes);
+	}
+	return 0;
 }
 
 char _license[] SEC("license") = "GPL";
