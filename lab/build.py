@@ -303,6 +303,9 @@ def engine_toml(topo: Topology, r: str) -> str:
             f"multiplier = {topo.bfd_multiplier}",
             f"hold_down = {float(topo.ha_hold_down)}",
             f"drain_time = {float(topo.ha_drain_time)}",
+            # as long as the lab waits for a daemon: three engines starting at once on the QEMU
+            # guest's one emulated CPU took longer than the default 10 s to get bfdd's sockets
+            f"start_timeout = {float(topo.start_timeout)}",
             *([f"bfdd = {_q(BFDD)}", f"vtysh = {_q(VTYSH)}"]),
             "",
         ]
