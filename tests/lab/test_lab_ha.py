@@ -280,9 +280,15 @@ def test_vlan_engines_fail_over_drain_and_fail_open_in_a_row(ha_lab: Topology) -
     subprocess.run(["ip", "-n", ens, "link", "set", "to-ra-h1", "down"], check=True)
     try:
         wait_live(topo, {a, a2}, timeout=3 * SLOW)
-        ha = engine_api.status(topo, "a3")["ha"]  # type: ignore[index]
-        assert [t for t in ha["transitions"] if t["kind"] == "admin" and t["state"] == "down"
-                and "ingress link to-ra-h1 is down" in t["why"]]
+        # the engine records the change once vtysh has returned, which the router may beat
+        deadline = time.monotonic() + 5 * SLOW
+        while True:
+            transitions = engine_api.status(topo, "a3")["ha"]["transitions"]  # type: ignore[index]
+            if [t for t in transitions if t["kind"] == "admin" and t["state"] == "down"
+                    and "ingress link to-ra-h1 is down" in t["why"]]:
+                break
+            assert time.monotonic() < deadline, transitions
+            time.sleep(0.2)
     finally:
         subprocess.run(["ip", "-n", ens, "link", "set", "to-ra-h1", "up"], check=True)
     wait_live(topo, {a, a2, a3}, timeout=10 * SLOW)
