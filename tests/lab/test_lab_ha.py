@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network 
 IN_VM = os.environ.get("XCAST6_IN_VM") == "1"
 # Datagrams/s of the steady load: the guest's one emulated CPU also runs 4 engines, 6 bfdd, the
 # sender and 6 receivers.
-RATE = 100 if IN_VM else 500
+RATE = 50 if IN_VM else 500
 # Router A moved off a killed engine within (BFD 100 ms x 3 + lab.bfdroute's route change), and
 # the longest loss; the emulated guest gets its own, wider bounds.
 MOVED_S, LOSS_MS = (4.0, 4000) if IN_VM else (1.5, 1000)
@@ -243,6 +243,23 @@ def test_both_engines_down_fails_open(ha_lab: Topology) -> None:
     restore(ha_lab, "a", "a2")
 
 
+def loss_report(load: failover.Load, res: dict[str, Any], t0: float) -> str:
+    """When the lost datagrams were sent and when router A changed next hops, in seconds after
+    ``t0`` (the signal), with the engines' log tails: what a loss in the guest needs explained."""
+    got: dict[str, set[int]] = {d: set() for d in load.dests}
+    for rec in failover.read_logs(load.topo):
+        seq = failover.seq_of(rec)
+        if seq is not None and str(rec.get("dst")) in got:
+            got[str(rec.get("dst"))].add(seq)
+    lost = sorted({i for seqs in got.values() for i in range(load.sent) if i not in seqs})
+    when = [round(load.send_times[i] - t0, 2) for i in lost]
+    changes = [(round(r["ts"] - t0, 2), r["live"]) for r in failover.divert_records(load.topo)
+               if r["ts"] > t0 - 5]
+    summary = {k: res[k] for k in ("sent", "lost_packets", "duplicates", "loss_ms")}
+    return (f"{summary}; lost datagrams sent at {when[:3]}..{when[-3:]} s ({len(lost)}); router A's "
+            f"next hops {changes}\n{log_tails(load.topo)}")
+
+
 def bfd_session(topo: Topology, e: str) -> dict[str, Any]:
     ha = engine_api.status(topo, e)["ha"]  # type: ignore[index]
     assert ha["admin"] == "up" and ha["healthy"], (e, ha)
@@ -297,6 +314,7 @@ def test_vlan_engines_fail_over_drain_and_fail_open_in_a_row(ha_lab: Topology) -
     with steady_load(topo, dests) as load:
         time.sleep(2.0)
         assert stats(topo, "a3")["counters"]["received"] > 0, "a3 carries no traffic to drain"
+        t_term = time.time()
         failover.kill_engine(topo, "a3", signal.SIGTERM)
         moved = wait_live(topo, {a, a2}, timeout=5 * SLOW)
         failover.wait_engine_gone(topo, "a3", timeout=15 * SLOW)
@@ -305,7 +323,7 @@ def test_vlan_engines_fail_over_drain_and_fail_open_in_a_row(ha_lab: Topology) -
     res = failover.analyze(load)
     step(f"SIGTERM a3: router moved after {moved:.2f} s; {res['sent']} sent, "
          f"{res['lost_packets']} lost, {res['duplicates']} duplicates")
-    assert (res["lost_packets"], res["duplicates"]) == (0, 0), res
+    assert (res["lost_packets"], res["duplicates"]) == (0, 0), loss_report(load, res, t_term)
     # 4. kill -9 a2 under load: its session times out at the router, which moves to a
     bfdd_before = processes_named(f"{topo.engine_dir('a2')}/state/bfd/bfdd.conf")
     assert bfdd_before, "engine a2 runs no bfdd"
@@ -314,6 +332,7 @@ def test_vlan_engines_fail_over_drain_and_fail_open_in_a_row(ha_lab: Topology) -
         st = stats(topo, "a2")
         workers = [w["pid"] for w in st["workers"]]
         assert st["counters"]["received"] > 0, "the flow labels did not spread the load over a and a2"
+        t_kill = time.time()
         failover.kill_engine(topo, "a2", signal.SIGKILL)
         moved = wait_live(topo, {a}, timeout=5 * SLOW)
         time.sleep(2.0)
@@ -322,8 +341,8 @@ def test_vlan_engines_fail_over_drain_and_fail_open_in_a_row(ha_lab: Topology) -
     failover.wait_engine_gone(topo, "a2", timeout=15 * SLOW)
     step(f"kill -9 a2: router moved after {moved:.2f} s; {res['sent']} sent, {res['lost_packets']} "
          f"lost (longest gap {res['loss_ms']} ms), {res['duplicates']} duplicates")
-    assert res["duplicates"] == 0, res
-    assert moved < MOVED_S and res["loss_ms"] < LOSS_MS, res
+    assert res["duplicates"] == 0, loss_report(load, res, t_kill)
+    assert moved < MOVED_S and res["loss_ms"] < LOSS_MS, loss_report(load, res, t_kill)
     time.sleep(1.0)
     assert not [p for p in bfdd_before if build._running(p)], "a2's bfdd outlived it"
     assert not [p for p in workers if build._running(p)], "a2's workers outlived it"
