@@ -88,7 +88,7 @@ class HaController:
 
     async def start(self) -> None:
         """Start bfdd (sessions admin down) and the health loop."""
-        await self.bfdd.start()
+        await self.bfdd.start(self.cfg.start_timeout)
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     # -- health -> admin state ------------------------------------------------------------
@@ -147,7 +147,7 @@ class HaController:
         self.applied = ADMIN_DOWN
         self.hold.restart(time.monotonic())
         try:
-            await self.bfdd.start()
+            await self.bfdd.start(self.cfg.start_timeout)
         except BfddError as exc:
             log.error("ha: %s", exc)
             await asyncio.sleep(1.0)

@@ -61,6 +61,9 @@ class HaConfig:
     hold_down: float = 5.0               # seconds of uninterrupted health before admin up
     drain_time: float = 2.0              # SIGTERM: seconds between admin down and stopping
     check_interval: float = 0.1          # how often the health is sampled
+    # how long the daemon waits for bfdd's sockets (its own bfdd at start or restart, or the
+    # external unit's): a deadline, not a delay; a loaded or emulated host starts bfdd slowly
+    start_timeout: float = 10.0
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able view (for logs and ``config check``)."""
@@ -78,6 +81,7 @@ class HaConfig:
             "hold_down": self.hold_down,
             "drain_time": self.drain_time,
             "check_interval": self.check_interval,
+            "start_timeout": self.start_timeout,
         }
 
 
@@ -95,6 +99,7 @@ HA_KEYS: Spec = {
     "hold_down": Field(number(minimum=0, maximum=3600), "hold_down"),
     "drain_time": Field(number(minimum=0, maximum=600), "drain_time"),
     "check_interval": Field(number(minimum=0.01, maximum=10), "check_interval"),
+    "start_timeout": Field(number(minimum=1, maximum=600), "start_timeout"),
 }
 
 

@@ -41,7 +41,6 @@ def _spawn(topo: Topology, what: str, ns: str, cmd: list[str], env: dict[str, st
 
 
 def _links(topo: Topology) -> None:
-    r = topo.routers
     for h in (topo.sender, *topo.receivers, topo.mtu_host):
         rns = topo.router_ns(h.router)
         netns.veth(topo.ns(h.name), "eth0", rns, h.router_if, topo.link_mtu(h.router_if))
@@ -63,29 +62,30 @@ def _links(topo: Topology) -> None:
     netns.ip(h5, "addr", "add", f"{topo.spare_net}2/64", "dev", "eth1", "nodad")
     netns.ip(topo.router_ns("b"), "addr", "add", f"{topo.spare_net}1/64", "dev", "rb-h5b", "nodad")
     # engine links, one per router interface: a veth each (direct mode), or one veth trunk per
-    # router with an 802.1Q subinterface per router interface on both ends (vlan mode; needs
-    # the 8021q module, i.e. the QEMU harness on this host).  Names are the same in both modes.
-    for e in topo.engines:
-        name, idx = topo.engine_router(e), topo.engine_index(e)
-        router = r[name]
-        rns, ens = topo.router_ns(name), topo.engine_ns(e)
-        if topo.mode == "vlan":
-            netns.veth(rns, "trunk", ens, "trunk", topo.mtu)
-        for k in range(len(router.interfaces)):
-            rif, eif, raddr, eaddr = router.engine_link(k, idx)
-            # the engine link has its router interface's MTU (the engine's Packet Too Big value)
-            mtu = topo.link_mtu(router.interfaces[k])
-            if topo.mode == "vlan":
-                vid = str(topo.vlan_id(k))
-                netns.ip(rns, "link", "add", "link", "trunk", "name", rif, "type", "vlan", "id", vid)
-                netns.ip(ens, "link", "add", "link", "trunk", "name", eif, "type", "vlan", "id", vid)
-                for ns, n in ((rns, rif), (ens, eif)):
-                    netns.sysctl(ns, f"net.ipv6.conf.{n}.accept_dad", "0")
-                    netns.ip(ns, "link", "set", n, "mtu", str(mtu), "up")
-            else:
-                netns.veth(rns, rif, ens, eif, mtu)
-            netns.ip(rns, "addr", "add", f"{raddr}/64", "dev", rif, "nodad")
-            netns.ip(ens, "addr", "add", f"{eaddr}/64", "dev", eif, "nodad")
+    # engine with an 802.1Q subinterface per router interface on both ends (vlan mode; needs
+    # the 8021q module, i.e. the QEMU harness on this host).  Names are the same in both modes;
+    # Topology.wiring is the plan, this only carries it out.
+    for w in topo.wiring_plan():
+        if w.router_trunk is not None and w.engine_trunk is not None:
+            netns.veth(w.router_ns, w.router_trunk, w.engine_ns, w.engine_trunk, w.trunk_mtu)
+            # one ``ip -batch`` per end, not four processes per subinterface: process start-up is
+            # what a vlan lab build under the QEMU harness (TCG) mostly costs.  No per-link DAD
+            # sysctl: add_ns turned DAD off for every interface the namespace gets.
+            for ns, parent, side in ((w.router_ns, w.router_trunk, "router"),
+                                     (w.engine_ns, w.engine_trunk, "engine")):
+                lines = []
+                for lk in w.links:
+                    name = lk.router_name if side == "router" else lk.engine_name
+                    addr = lk.router_addr if side == "router" else lk.engine_addr
+                    lines += [f"link add link {parent} name {name} type vlan id {lk.vlan}",
+                              f"link set {name} mtu {lk.mtu} up",
+                              f"addr add {addr}/64 dev {name} nodad"]
+                netns.batch(ns, lines)
+            continue
+        for lk in w.links:
+            netns.veth(w.router_ns, lk.router_name, w.engine_ns, lk.engine_name, lk.mtu)
+            netns.ip(w.router_ns, "addr", "add", f"{lk.router_addr}/64", "dev", lk.router_name, "nodad")
+            netns.ip(w.engine_ns, "addr", "add", f"{lk.engine_addr}/64", "dev", lk.engine_name, "nodad")
 
 
 def _routing(topo: Topology) -> None:
@@ -148,9 +148,11 @@ def start_router_bfd(topo: Topology, r: str) -> None:
     sessions' state (see lab/bfdroute.py for why not staticd)."""
     from api.bfdd import Peer, render_config
 
-    router, ns, d = topo.routers[r], topo.router_ns(r), router_bfd_dir(topo, r)
+    ns, d = topo.router_ns(r), router_bfd_dir(topo, r)
     d.mkdir(parents=True, exist_ok=True)
-    links = [router.engine_link(0, topo.engine_index(e)) for e in topo.router_engines(r)]
+    # on each engine's divert link (in vlan mode: VLAN vlan_base + 0 of that engine's own trunk)
+    divert = [topo.wiring(e).divert for e in topo.router_engines(r)]
+    links = [(lk.router_name, lk.engine_name, lk.router_addr, lk.engine_addr) for lk in divert]
     conf = render_config([Peer(rif, eaddr, raddr) for rif, _eif, raddr, eaddr in links],
                          topo.bfd_tx_ms, topo.bfd_tx_ms, topo.bfd_multiplier)
     (d / "bfdd.conf").write_text(conf.replace("  shutdown\n", ""))   # the router's side is always on
@@ -295,12 +297,15 @@ def engine_toml(topo: Topology, r: str) -> str:
         lines += [
             "[ha]",
             "enabled = true",
-            f"links = {_q([ingress[0]])}",
+            f"links = {_q([topo.wiring(r).divert.engine_name])}",
             f"tx_interval_ms = {topo.bfd_tx_ms}",
             f"rx_interval_ms = {topo.bfd_tx_ms}",
             f"multiplier = {topo.bfd_multiplier}",
             f"hold_down = {float(topo.ha_hold_down)}",
             f"drain_time = {float(topo.ha_drain_time)}",
+            # as long as the lab waits for a daemon: three engines starting at once on the QEMU
+            # guest's one emulated CPU took longer than the default 10 s to get bfdd's sockets
+            f"start_timeout = {float(topo.start_timeout)}",
             *([f"bfdd = {_q(BFDD)}", f"vtysh = {_q(VTYSH)}"]),
             "",
         ]
@@ -434,8 +439,6 @@ def up(topo: Topology, wait: bool = True) -> None:
         raise LabError(f"lab with prefix {topo.prefix!r} already up ({', '.join(sorted(existing))}); "
                        f"run 'lab down --prefix {topo.prefix}' first")
     topo.state_dir.mkdir(parents=True, exist_ok=True)
-    if topo.ha and topo.mode != "direct":
-        raise LabError("--engines-per-router > 1 builds direct links only (one trunk per router today)")
     if topo.ha and not (Path(BFDD).exists() and shutil.which("vtysh")):
         raise LabError(f"engine pairs need FRR's bfdd ({BFDD}) and vtysh: apt-get install frr")
     (topo.state_dir / "topology.json").write_text(json.dumps(

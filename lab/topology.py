@@ -10,9 +10,12 @@
 
 Every router interface ``X`` has its own engine link in ``direct`` mode: a veth ``eng<k>`` on
 the router, ``to-<X>`` on the engine (the same shape ``vlan`` mode gives with one 802.1Q
-subinterface per router interface).  Routers divert traffic class ``010111xx`` arriving on any
-non-engine interface to their engine with nftables (mark) + a policy-routing table, which is
-what a Junos filter with ``routing-instance`` / a Cisco PBR ``set ipv6 next-hop`` does.
+subinterface per router interface, on a trunk of the engine's own: with engine pairs router A
+has ``trunk`` to engine ``ea`` and ``trunkb`` to ``ea2``, each carrying the same VLANs; see
+:meth:`Topology.wiring`, the plan ``lab up`` builds).  Routers divert traffic class
+``010111xx`` arriving on any non-engine interface to their engine with nftables (mark) + a
+policy-routing table, which is what a Junos filter with ``routing-instance`` / a Cisco PBR
+``set ipv6 next-hop`` does.
 
 Everything derives from ``prefix`` (default ``xl-``) so several labs never collide.
 """
@@ -28,6 +31,12 @@ RECEIVER_PORT = 5000
 API_PORT = 8406              # each engine's API, on 127.0.0.1 inside its own namespace
 KERNEL_TABLE = 6464          # the engines' kernel mirror table (in the engine namespaces)
 LOOPBACKS_PER_HOST = 26      # 5 x 26 = 130 >= the 126 destinations one packet can carry
+
+
+def engine_suffix(idx: int) -> str:
+    """What tells engine ``idx``'s ends apart on a router with several engines: "" for engine 0,
+    "b" for engine 1, ... (``eng0`` / ``eng0b``, ``trunk`` / ``trunkb``)."""
+    return "" if idx == 0 else "abcdefgh"[idx]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +69,7 @@ class Router:
         interface k (engine 0: ``eng<k>`` in 2001:db8:e<r><k>::/64; engine 1: ``eng<k>b`` in
         2001:db8:e<r><k>:1::/64, ...)."""
         net = f"2001:db8:e{self.name}{k}::" if e == 0 else f"2001:db8:e{self.name}{k}:{e}::"
-        suffix = "" if e == 0 else "abcdefgh"[e]
-        return f"eng{k}{suffix}", f"to-{self.interfaces[k]}", f"{net}1", f"{net}2"
+        return f"eng{k}{engine_suffix(e)}", f"to-{self.interfaces[k]}", f"{net}1", f"{net}2"
 
     def engine_subnet(self, k: int, e: int = 0) -> str:
         return f"2001:db8:e{self.name}{k}::/64" if e == 0 else f"2001:db8:e{self.name}{k}:{e}::/64"
@@ -70,6 +78,45 @@ class Router:
     def snmp_addr(self) -> str:
         # The router answers SNMP on its end of engine link 0 (reachable from the engine ns).
         return self.engine_link(0)[2]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLink:
+    """One router interface's link between a router and one of its engines (the plan's unit)."""
+
+    k: int                  # index of the router interface (its VLAN is ``vlan_base + k``)
+    router_if: str          # the router interface it stands for (ra-snd, ...)
+    router_name: str        # its name on the router: eng<k> (engine 0), eng<k>b (engine 1), ...
+    engine_name: str        # its name on the engine: to-<router_if>
+    router_addr: str
+    engine_addr: str
+    subnet: str
+    mtu: int                # the router interface's MTU (the engine's Packet Too Big value)
+    vlan: int | None        # vlan mode: its 802.1Q id on the engine's trunk; None: a veth of its own
+
+
+@dataclass(frozen=True, slots=True)
+class EngineWiring:
+    """How one engine is attached to its router: its own trunk (vlan mode) and its links.
+
+    In vlan mode every engine has a trunk of its own to the router (as two engines of a pair sit
+    on two router ports, ``ge-0/0/1`` and ``ge-0/0/2``), and every trunk carries the same VLAN
+    plan: VLAN ``vlan_base + k`` stands for router interface k on each of them.
+    """
+
+    engine: str             # "a", "a2", ..., "b"
+    router: str             # "a" / "b"
+    router_ns: str
+    engine_ns: str
+    router_trunk: str | None    # vlan mode: the trunk's name on the router (trunk, trunkb, ...)
+    engine_trunk: str | None    # ... and on the engine (trunk)
+    trunk_mtu: int
+    links: tuple[EngineLink, ...]
+
+    @property
+    def divert(self) -> EngineLink:
+        """The link the router diverts to and runs BFD on with this engine (interface 0's)."""
+        return self.links[0]
 
 
 @dataclass
@@ -161,6 +208,27 @@ class Topology:
     def engine_index(e: str) -> int:
         """0 for "a"/"b", 1 for "a2", ..."""
         return 0 if len(e) == 1 else int(e[1:]) - 1
+
+    def wiring(self, e: str) -> EngineWiring:
+        """Engine ``e``'s attachment to its router: names, addresses, MTUs and VLANs (pure)."""
+        name, idx = self.engine_router(e), self.engine_index(e)
+        router = self.routers[name]
+        vlan = self.mode == "vlan"
+        links = []
+        for k, rif in enumerate(router.interfaces):
+            r_name, e_name, raddr, eaddr = router.engine_link(k, idx)
+            vid = self.vlan_id(k) if vlan else None
+            if vid is not None and not 1 <= vid <= 4094:
+                raise ValueError(f"vlan_base {self.vlan_base}: VLAN {vid} of {rif} is outside 1-4094")
+            links.append(EngineLink(k, rif, r_name, e_name, raddr, eaddr, router.engine_subnet(k, idx),
+                                    self.link_mtu(rif), vid))
+        return EngineWiring(e, name, self.router_ns(name), self.engine_ns(e),
+                            f"trunk{engine_suffix(idx)}" if vlan else None, "trunk" if vlan else None,
+                            self.mtu, tuple(links))
+
+    def wiring_plan(self) -> list[EngineWiring]:
+        """Every engine's :meth:`wiring`, router A's engines first (what ``lab up`` builds)."""
+        return [self.wiring(e) for e in self.engines]
 
     def host(self, name: str) -> Host:
         for h in (self.sender, *self.receivers, self.mtu_host):

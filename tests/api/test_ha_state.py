@@ -94,6 +94,9 @@ def test_ha_section_defaults_and_values() -> None:
                                        "drain_time": 1.5, "tx_interval_ms": 50}}, env={})
     assert cfg.ha.links == ("eth1",) and cfg.ha.hold_down == 2 and cfg.ha.tx_interval_ms == 50
     assert cfg.summary()["ha"]["drain_time"] == 1.5
+    assert cfg.ha.start_timeout == 10.0      # bfdd's sockets: a deadline, raised for slow hosts
+    cfg = parse_config({**BASE, "ha": {"enabled": True, "links": ["eth1"], "start_timeout": 180}}, env={})
+    assert cfg.summary()["ha"]["start_timeout"] == 180
 
 
 @pytest.mark.parametrize(("ha", "message"), [
@@ -103,6 +106,7 @@ def test_ha_section_defaults_and_values() -> None:
     ({"multiplier": 1}, "ha.multiplier: 1 is not allowed"),
     ({"tx_interval_ms": 5}, "ha.tx_interval_ms: 5 is not allowed"),
     ({"drain": 3}, "ha.drain: unknown key"),
+    ({"start_timeout": 0}, "ha.start_timeout: 0 is not allowed"),
 ])
 def test_ha_section_problems_name_the_key(ha: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as ei:
