@@ -345,8 +345,45 @@ def libbpf() -> ctypes.CDLL:
         f = getattr(lib, fn)
         f.restype = res
         f.argtypes = args
+    _route_libbpf_messages(lib)
     _LIB = lib
     return lib
+
+
+# libbpf prints its own messages to stderr, which under systemd becomes journal lines with no
+# priority prefix (and on a kernel that refuses the redirect watch, an error-looking block at every
+# start though the engine goes on without it and says so). They go through logging instead, one
+# level down: what matters to the operator the engine reports itself (KernelPathError with the
+# verifier's log, the watch_problem warning).
+_LIBBPF_LEVELS = {0: logging.INFO, 1: logging.DEBUG}      # LIBBPF_WARN, LIBBPF_INFO; DEBUG dropped
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_print_cb: object = None
+_libbpf_log = logging.getLogger("xcast6.libbpf")
+
+
+def _route_libbpf_messages(lib: ctypes.CDLL) -> None:
+    global _print_cb
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    vsnprintf = libc.vsnprintf
+    # va_list is handed on as the pointer the callback receives (x86-64 and arm64 pass it by reference)
+    vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+    vsnprintf.restype = ctypes.c_int
+
+    def forward(level: int, fmt: bytes | None, args: int | None) -> int:
+        pylevel = _LIBBPF_LEVELS.get(level)
+        if pylevel is None or fmt is None or not _libbpf_log.isEnabledFor(pylevel):
+            return 0
+        buf = ctypes.create_string_buffer(1024)
+        vsnprintf(buf, len(buf), fmt, args)
+        text = buf.value.decode(errors="replace").rstrip()
+        if text:
+            _libbpf_log.log(pylevel, "%s", text)
+        return 0
+
+    _print_cb = _PRINT_FN(forward)              # kept alive as long as libbpf may call it
+    lib.libbpf_set_print.restype = ctypes.c_void_p
+    lib.libbpf_set_print.argtypes = [_PRINT_FN]
+    lib.libbpf_set_print(_print_cb)
 
 
 def _check(rc: int, what: str) -> int:

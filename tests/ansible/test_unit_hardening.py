@@ -32,6 +32,8 @@ def test_unit_limits_core_memory_and_tasks(engine: str) -> None:
     assert d["AmbientCapabilities"] == d["CapabilityBoundingSet"] == [
         "CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_PERFMON"]
     assert "bpf" in d["SystemCallFilter"] and d["ReadWritePaths"] == ["-/sys/fs/bpf"]
+    # SIGTERM to the daemon alone, so its drain's vtysh and its workers are not killed with it
+    assert d["KillMode"] == ["mixed"]
 
 
 def test_limits_are_role_variables() -> None:

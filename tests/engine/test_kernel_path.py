@@ -12,9 +12,12 @@ from __future__ import annotations
 import ipaddress
 import random
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -538,3 +541,23 @@ def test_attach_replace_pin_detach() -> None:
                 assert not pins.exists()
         finally:
             second.prog.close()
+
+
+@pytest.mark.root
+def test_libbpf_messages_go_through_logging() -> None:
+    """libbpf's own messages reach the log (under systemd: journal lines with a priority), never
+    bare stderr. Loading twice with the redirect watch asked for gives libbpf something to say
+    where the kernel refuses the watch; where it takes it, stderr must still be empty."""
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format='LOG %(name)s %(message)s')\n"
+        "from engine.dataplane import kernel_path as kpm\n"
+        "k = kpm.KernelPath.load(); k.prog.close()\n"
+        "print('watch_problem', k.prog.watch_problem)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert res.returncode == 0, res.stderr
+    assert "libbpf:" not in res.stderr and not res.stderr.strip(), res.stderr
+    if "watch_problem None" not in res.stdout:       # refused: libbpf explained why, through logging
+        assert "LOG xcast6.libbpf" in res.stdout, res.stdout
