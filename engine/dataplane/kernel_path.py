@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.dataplane.egress import EGRESS_NO_LINK, EGRESS_NO_MAC, egress_for
+from engine.dataplane.mmsg import libc
 from engine.model import LinkMap, NextHop, Route
 from engine.wire.layout import ETH_HLEN, IP6_ADDR_LEN
 
@@ -363,7 +364,6 @@ _libbpf_log = logging.getLogger("xcast6.libbpf")
 
 def _route_libbpf_messages(lib: ctypes.CDLL) -> None:
     global _print_cb
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     vsnprintf = libc.vsnprintf
     # va_list is handed on as the pointer the callback receives (x86-64 and arm64 pass it by reference)
     vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]

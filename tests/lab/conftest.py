@@ -51,6 +51,15 @@ def built_lab(topo: Topology) -> Iterator[Topology]:
         build.down(topo)
 
 
+def require_8021q(what: str) -> None:
+    """Load the vlan lab's kernel modules; fail (never skip) where the kernel has no 802.1Q."""
+    for mod in VLAN_LAB_MODULES:
+        subprocess.run(["modprobe", mod], check=False, capture_output=True)
+    if not Path("/proc/net/vlan").exists():
+        pytest.fail(f"this kernel has no 802.1Q (8021q): {what} in the QEMU harness "
+                    "(tests/vm, XCAST6_IN_VM=1 inside the guest)")
+
+
 def _topology(mode: str, dataplane: str) -> Topology:
     # Per-run namespace prefix, one per variant: two test runs on one box (or a demo lab) never
     # share namespaces, nor do two variants of one run.
@@ -58,11 +67,7 @@ def _topology(mode: str, dataplane: str) -> Topology:
     prefix = f"xl{tag}{os.getpid() % 10000}-"
     extra: dict[str, float] = {}
     if mode == "vlan":
-        for mod in VLAN_LAB_MODULES:
-            subprocess.run(["modprobe", mod], check=False, capture_output=True)
-        if not Path("/proc/net/vlan").exists():
-            pytest.fail("this kernel has no 802.1Q (8021q): vlan-mode lab tests run in the QEMU harness "
-                        "(tests/vm, XCAST6_IN_VM=1 inside the guest)")
+        require_8021q("vlan-mode lab tests run")
         extra["start_timeout"] = 180     # daemons start slowly under TCG
     return Topology(prefix=prefix, state_dir=Path(f"/tmp/{prefix}lab"), poll_interval=0.5, mode=mode,
                     dataplane=dataplane, **extra)

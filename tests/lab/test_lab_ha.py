@@ -28,7 +28,7 @@ import pytest
 
 from lab import build, engine_api, failover, netns
 from lab.topology import Topology
-from tests.lab.conftest import VLAN_LAB_MODULES, LabPool, built_lab
+from tests.lab.conftest import LabPool, built_lab, require_8021q
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
               pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
@@ -55,11 +55,7 @@ def ha_lab(ha_mode: str, labs: LabPool) -> Iterator[Topology]:
     prefix = f"xh{ha_mode[0]}{os.getpid() % 1000}-"
     extra: dict[str, Any] = {}
     if ha_mode == "vlan":
-        for mod in VLAN_LAB_MODULES:
-            subprocess.run(["modprobe", mod], check=False, capture_output=True)
-        if not Path("/proc/net/vlan").exists():
-            pytest.fail("this kernel has no 802.1Q (8021q): the vlan engine-pair lab runs in the QEMU "
-                        "harness (tests/vm, XCAST6_IN_VM=1 inside the guest)")
+        require_8021q("the vlan engine-pair lab runs")
         # Under TCG: daemons start slowly; SNMP change detection every 2 s, not 0.5 s (four engines
         # polling twice a second cost 90 s more of the lab build); the router's reaction to an
         # AdminDown (bfdd -> lab.bfdroute -> ip route) takes seconds, so the drain is longer too,
